@@ -1,0 +1,196 @@
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, writeConfig, configPath, type ConfigInput } from '../config.js';
+import { BpgError, describe, invalid } from '../errors.js';
+import { Engine } from '../engine/engine.js';
+import { createLogger } from '../log.js';
+import { parseBranchRef, parseDatabaseName } from '../names.js';
+import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
+
+interface Globals {
+  debug?: boolean;
+  quiet?: boolean;
+}
+
+const program = new Command('bpg')
+  .description('BetterPG: instant PostgreSQL branches on ZFS')
+  .option('--debug', 'log every step, and show stack traces on error')
+  .option('-q, --quiet', 'no progress on stderr')
+  .showHelpAfterError(false)
+  .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
+  .exitOverride();
+
+const globals = (): Globals => program.opts<Globals>();
+const log = () => createLogger({ debug: globals().debug, quiet: globals().quiet });
+async function engine(): Promise<Engine> {
+  return new Engine(await loadConfig(), { log: log() });
+}
+const json = new Option('--json', 'print JSON on stdout');
+
+program
+  .command('init')
+  .description(`write the config file (${configPath()}; BPG_CONFIG overrides the path)`)
+  .option('--pool <pool>', 'ZFS pool', 'tank')
+  .option('--dataset-base <name>', 'dataset under the pool that holds everything', 'betterpg')
+  .option('--image <image>', 'PostgreSQL image for new databases', 'postgres:17')
+  .option('--state-dir <dir>', 'state and WAL archives', '/var/lib/betterpg')
+  .option('--bind-address <ip>', 'address branch ports are published on', '127.0.0.1')
+  .option('--public-host <host>', 'host name put in connection strings', '127.0.0.1')
+  .option('--port-range <from-to>', 'ports for branches', '15432-16431')
+  .option('--force', 'overwrite an existing config file')
+  .addOption(json)
+  .action(async (o) => {
+    const { existsSync } = await import('node:fs');
+    const path = configPath();
+    if (existsSync(path) && !o.force) throw new BpgError('conflict', `${path} already exists (use --force to overwrite)`);
+    const m = /^(\d+)-(\d+)$/.exec(o.portRange);
+    if (!m) throw invalid(`--port-range must look like 15432-16431`);
+    const input: ConfigInput = {
+      zfs: { pool: o.pool, datasetBase: o.datasetBase },
+      postgres: { image: o.image, bindAddress: o.bindAddress, publicHost: o.publicHost, portRange: [Number(m[1]), Number(m[2])] },
+      stateDir: o.stateDir,
+    };
+    const cfg = await writeConfig(input, path);
+    if (o.json) printJson({ path, config: cfg });
+    else process.stdout.write(`wrote ${path}\n`);
+  });
+
+const db = program.command('db').description('databases (each has a main branch)');
+
+db.command('create <db>')
+  .description('create a database and its main branch')
+  .option('--image <image>', 'PostgreSQL image (default: postgres.image from the config)')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    parseDatabaseName(name);
+    const res = await (await engine()).createDatabase(name, { image: o.image });
+    log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
+    if (o.json) printJson(res.branch);
+    else process.stdout.write(branchDetail(res.branch));
+  });
+
+db.command('list')
+  .description('list databases')
+  .addOption(json)
+  .action(async (o) => {
+    const dbs = await (await engine()).listDatabases();
+    if (o.json) printJson(dbs);
+    else process.stdout.write(databaseTable(dbs));
+  });
+
+db.command('get <db>')
+  .description('show one database and its branches')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    const d = await (await engine()).getDatabase(parseDatabaseName(name));
+    if (o.json) printJson(d);
+    else process.stdout.write(`database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches));
+  });
+
+db.command('delete <db>')
+  .description('delete a database with its main branch')
+  .option('--force', 'also delete every other branch of it')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
+    if (o.json) printJson({ deleted: name });
+    else process.stdout.write(`deleted database ${name}\n`);
+  });
+
+const branch = program.command('branch').description('branches: <db>/<branch>');
+
+branch
+  .command('create <branch>')
+  .description('create a branch (application-consistent by default)')
+  .option('--from <branch>', 'parent branch (default: <db>/main)')
+  .option('--fast', 'crash-consistent: CHECKPOINT then snapshot, no backup mode')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    const ref = parseBranchRef(name);
+    const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
+    const res = await (await engine()).createBranch(ref, { from, fast: o.fast });
+    log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
+    if (o.json) printJson(res.branch);
+    else process.stdout.write(branchDetail(res.branch));
+  });
+
+branch
+  .command('list [db]')
+  .description('list branches (of one database, or all)')
+  .addOption(json)
+  .action(async (name: string | undefined, o) => {
+    const list = await (await engine()).listBranches(name === undefined ? undefined : parseDatabaseName(name));
+    if (o.json) printJson(list);
+    else process.stdout.write(branchTable(list));
+  });
+
+branch
+  .command('get <branch>')
+  .description('show one branch with its connection string')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    const b = await (await engine()).getBranch(parseBranchRef(name));
+    if (o.json) printJson(b);
+    else process.stdout.write(branchDetail(b));
+  });
+
+branch
+  .command('delete <branch>')
+  .description('delete a branch and everything it owns')
+  .option('--force', 'also delete its child branches')
+  .addOption(json)
+  .action(async (name: string, o) => {
+    const deleted = await (await engine()).deleteBranch(parseBranchRef(name), { force: o.force });
+    if (o.json) printJson({ deleted });
+    else process.stdout.write(deleted.map((d) => `deleted branch ${d}\n`).join(''));
+  });
+
+for (const verb of ['start', 'stop', 'restart'] as const) {
+  program
+    .command(`${verb} <branch>`)
+    .description(`${verb} a branch's PostgreSQL (port and password stay)`)
+    .addOption(json)
+    .action(async (name: string, o) => {
+      const b = await (await engine())[verb](parseBranchRef(name));
+      if (o.json) printJson(b);
+      else process.stdout.write(`${b.name} ${b.status} on port ${b.port}\n`);
+    });
+}
+
+program
+  .command('status')
+  .description('pool usage and every branch with its size')
+  .addOption(json)
+  .action(async (o) => {
+    const e = await engine();
+    const [pool, branches] = await Promise.all([e.poolStatus(), e.listBranches()]);
+    const docker = await e.docker.ping().then(() => true, () => false);
+    if (o.json) {
+      printJson({ pool, docker: { reachable: docker }, branches });
+      return;
+    }
+    const lines = [
+      pool ? `pool ${pool.pool}: ${bytes(pool.allocatedBytes)} used, ${bytes(pool.freeBytes)} free` : `pool ${e.cfg.zfs.pool}: not available`,
+      `docker: ${docker ? 'reachable' : 'NOT reachable'}`,
+      '',
+    ];
+    process.stdout.write(lines.join('\n') + '\n' + branchTable(branches));
+    void table;
+  });
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // help and version exit 0; usage errors were already printed on one line
+      return e.exitCode === 0 ? 0 : 1;
+    }
+    if (globals().debug && e instanceof Error) process.stderr.write((e.stack ?? String(e)) + '\n');
+    process.stderr.write(`error: ${describe(e)}\n`);
+    return 1;
+  }
+}
+
+const code = await main(process.argv);
+process.exitCode = code;

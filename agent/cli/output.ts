@@ -1,0 +1,59 @@
+import type { BranchView, DatabaseView } from '../engine/view.js';
+
+/** The one place the CLI writes data: JSON for machines, aligned text for people, both on stdout. */
+export function printJson(value: unknown): void {
+  process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+export function bytes(n: number | null): string {
+  if (n === null || !Number.isFinite(n)) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+export function branchTable(branches: BranchView[]): string {
+  if (branches.length === 0) return 'no branches\n';
+  return table([
+    ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'CREATED'],
+    ...branches.map((b) => [b.name, b.status, String(b.port), b.parent ?? '-', bytes(b.usedBytes), b.createdAt]),
+  ]);
+}
+
+export function branchDetail(b: BranchView): string {
+  return table([
+    ['name', b.name],
+    ['status', b.status],
+    ['parent', b.parent ?? '-'],
+    ['consistency', b.consistency ?? '-'],
+    ['host', b.connection.host],
+    ['port', String(b.port)],
+    ['user', b.connection.user],
+    ['database', b.connection.database],
+    ['uri', b.connection.uri],
+    ['dataset', b.dataset],
+    ['container', b.container],
+    ['image', b.image],
+    ['used', bytes(b.usedBytes)],
+    ['created', b.createdAt],
+  ]);
+}
+
+export function databaseTable(dbs: DatabaseView[]): string {
+  if (dbs.length === 0) return 'no databases\n';
+  return table([
+    ['NAME', 'BRANCHES', 'IMAGE', 'CREATED'],
+    ...dbs.map((d) => [d.name, String(d.branches.length), d.image, d.createdAt]),
+  ]);
+}

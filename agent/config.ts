@@ -1,0 +1,115 @@
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { isIP } from 'node:net';
+import YAML from 'yaml';
+import { z } from 'zod';
+import { BpgError, invalid } from './errors.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/betterpg/config.yaml';
+
+/** Sizes as bytes or with a unit: 512m, 1g, 128MiB, 64MB. */
+export function parseSize(v: string | number): number {
+  if (typeof v === 'number') return v;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
+  if (!m) throw new Error(`'${v}' is not a size (use e.g. 512m, 1g or a number of bytes)`);
+  const pow = { '': 0, k: 1, m: 2, g: 3, t: 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.round(Number(m[1]) * 1024 ** pow);
+}
+
+const Size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const Port = z.number().int().min(1).max(65535);
+const ZfsName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'letters, digits, _ . : - only');
+
+export const ConfigSchema = z
+  .object({
+    zfs: z
+      .object({
+        pool: ZfsName.default('tank'),
+        datasetBase: ZfsName.default('betterpg'),
+      })
+      .strict()
+      .prefault({}),
+    postgres: z
+      .object({
+        image: z.string().min(1).default('postgres:17'),
+        bindAddress: z.string().refine((v) => isIP(v) !== 0, 'must be an IP address').default('127.0.0.1'),
+        publicHost: z.string().min(1).default('127.0.0.1'),
+        portRange: z
+          .tuple([Port, Port])
+          .refine(([a, b]) => a <= b, 'first port must not be above the second')
+          .default([15432, 16431]),
+        /** uid:gid the image runs PostgreSQL as (999 in the official images). */
+        uid: z.number().int().nonnegative().default(999),
+        gid: z.number().int().nonnegative().default(999),
+        superuser: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('postgres'),
+        memory: Size.default(512 * 1024 ** 2),
+        cpus: z.number().positive().max(256).default(1),
+        shmSize: Size.default(128 * 1024 ** 2),
+        stopTimeoutSeconds: z.number().int().positive().default(30),
+        readyTimeoutSeconds: z.number().int().positive().default(120),
+        /** postgresql.conf settings written for every branch (the agent's own keys win). */
+        settings: z
+          .record(z.string().regex(/^[a-z_.]+$/, 'setting names are lowercase words'), z.union([z.string(), z.number(), z.boolean()]))
+          .default({ shared_buffers: '32MB', max_connections: 50, work_mem: '4MB', jit: 'off' }),
+      })
+      .strict()
+      .prefault({}),
+    stateDir: z.string().startsWith('/', 'must be an absolute path').default('/var/lib/betterpg'),
+  })
+  .strict();
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type ConfigInput = z.input<typeof ConfigSchema>;
+
+export function configPath(): string {
+  return process.env.BPG_CONFIG || DEFAULT_CONFIG_PATH;
+}
+
+export function parseConfig(raw: unknown, where: string): Config {
+  const r = ConfigSchema.safeParse(raw ?? {});
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const key = issue.path.length ? issue.path.join('.') : '(top level)';
+    throw invalid(`invalid config ${where}: ${key}: ${issue.message}`);
+  }
+  const [lo, hi] = r.data.postgres.portRange;
+  if (hi - lo > 100_000) throw invalid(`invalid config ${where}: postgres.portRange: too wide`);
+  return r.data;
+}
+
+export async function loadConfig(path = configPath()): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      throw new BpgError('unavailable', `no config file at ${path}: run 'bpg init' (or set BPG_CONFIG)`);
+    }
+    throw e;
+  }
+  let raw: unknown;
+  try {
+    raw = YAML.parse(text);
+  } catch (e) {
+    throw invalid(`invalid config ${path}: not YAML: ${(e as Error).message.split('\n')[0]}`);
+  }
+  return parseConfig(raw, path);
+}
+
+/** Writes a config file (validated first), atomically. */
+export async function writeConfig(input: ConfigInput, path = configPath()): Promise<Config> {
+  const cfg = parseConfig(input, path);
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, YAML.stringify(input), { mode: 0o644 });
+  await rename(tmp, path);
+  return cfg;
+}

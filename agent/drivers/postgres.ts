@@ -1,0 +1,130 @@
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { sleep } from './exec.js';
+
+export interface PgTarget {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+/** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
+export function newPassword(): string {
+  return randomBytes(24).toString('base64url');
+}
+
+/**
+ * The SCRAM-SHA-256 verifier PostgreSQL stores for a password. Sending the verifier instead of
+ * the password keeps the plain text out of the server's statement log.
+ */
+export function scramVerifier(password: string, iterations = 4096): string {
+  const salt = randomBytes(16);
+  const salted = pbkdf2Sync(password.normalize('NFKC'), salt, iterations, 32, 'sha256');
+  const clientKey = createHmac('sha256', salted).update('Client Key').digest();
+  const storedKey = createHash('sha256').update(clientKey).digest();
+  const serverKey = createHmac('sha256', salted).update('Server Key').digest();
+  return `SCRAM-SHA-256$${iterations}:${salt.toString('base64')}$${storedKey.toString('base64')}:${serverKey.toString('base64')}`;
+}
+
+export const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
+export const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
+
+export async function connect(t: PgTarget, timeoutMs = 5000): Promise<pg.Client> {
+  const c = new pg.Client({ ...t, connectionTimeoutMillis: timeoutMs, application_name: 'betterpg' });
+  c.on('error', () => {}); // a server going away must not crash the agent; the next query fails instead
+  await c.connect();
+  return c;
+}
+
+export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = await connect(t);
+  try {
+    return await fn(c);
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/**
+ * Waits until a real query succeeds on a server that accepts writes (a clone in archive recovery
+ * already answers read-only queries before it promotes). `stillAlive` lets the caller stop early when the container
+ * has exited, instead of waiting out the whole timeout.
+ */
+export async function waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  let n = 0;
+  while (Date.now() < deadline) {
+    try {
+      const inRecovery = await withClient(t, async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r);
+      if (!inRecovery) return;
+      lastErr = new Error('still in recovery');
+    } catch (e) {
+      lastErr = e;
+      const msg = (e as Error).message ?? '';
+      if (/password authentication failed/i.test(msg)) throw e;
+    }
+    if (stillAlive && ++n % 10 === 0 && !(await stillAlive())) {
+      throw new Error(`PostgreSQL exited during start-up (${(lastErr as Error)?.message ?? 'no answer'})`);
+    }
+    await sleep(n < 40 ? 25 : 100);
+  }
+  throw new Error(`PostgreSQL did not answer within ${Math.round(timeoutMs / 1000)} s: ${(lastErr as Error)?.message ?? ''}`);
+}
+
+export async function serverVersionNum(c: pg.Client): Promise<number> {
+  const r = await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
+  return Number(r.rows[0]!.v);
+}
+
+export interface BackupLabel {
+  labelfile: string;
+  spcmapfile: string;
+  /** WAL segments (on the backup's timeline) from the start to the end of the backup, inclusive. */
+  firstSegment: string;
+  lastSegment: string;
+}
+
+/**
+ * Non-exclusive backup mode is bound to one session: start and stop must run on the same held
+ * connection, with the snapshot taken between them. If this process dies in the middle, the
+ * connection closes and PostgreSQL ends backup mode itself, so the parent is never left in it.
+ */
+export async function withBackupMode(c: pg.Client, label: string, takeSnapshot: () => Promise<void>, stopTimeoutMs = 120_000): Promise<BackupLabel> {
+  const v = await serverVersionNum(c);
+  const start = v >= 150000 ? 'SELECT pg_backup_start($1, true) AS lsn' : 'SELECT pg_start_backup($1, true, false) AS lsn';
+  const stop =
+    v >= 150000
+      ? 'SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
+      : 'SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
+  await c.query(start, [label]);
+  try {
+    await takeSnapshot();
+  } catch (e) {
+    await c.query(v >= 150000 ? 'SELECT pg_backup_stop(false)' : 'SELECT pg_stop_backup(false, false)').catch(() => {});
+    throw e;
+  }
+  // No wait_for_archive: PostgreSQL polls the archiver once a second, which would cost a second on
+  // every branch. The stop still switches and flushes the segment holding the backup-end record;
+  // the caller copies the WAL from the parent's archive or, if not archived yet, its pg_wal.
+  await c.query(`SET statement_timeout = ${Math.round(stopTimeoutMs)}`);
+  let row: { lsn: string; labelfile: string; spcmapfile: string | null };
+  try {
+    row = (await c.query(stop)).rows[0];
+  } catch (e) {
+    if (/statement timeout/i.test((e as Error).message)) throw new Error('pg_backup_stop did not finish in time');
+    throw e;
+  } finally {
+    await c.query('RESET statement_timeout').catch(() => {});
+  }
+  const m = /START WAL LOCATION: [0-9A-F/]+ \(file ([0-9A-F]{24})\)/.exec(row.labelfile);
+  if (!m) throw new Error('could not read the start segment from the backup label');
+  const firstSegment = m[1]!;
+  const tli = firstSegment.slice(0, 8);
+  const seg = (await c.query<{ f: string }>('SELECT pg_walfile_name($1::pg_lsn) AS f', [row.lsn])).rows[0]!.f;
+  // pg_walfile_name names the file on the server's current timeline, which is the backup's.
+  const lastSegment = tli + seg.slice(8);
+  return { labelfile: row.labelfile, spcmapfile: row.spcmapfile ?? '', firstSegment, lastSegment };
+}

@@ -1,0 +1,150 @@
+import { CommandError, run, sleep } from './exec.js';
+
+/** User properties the agent stamps on everything it creates, so reconcile can tell ours from yours. */
+export type ZfsProps = Record<string, string>;
+
+const BUSY = /busy/i;
+
+/**
+ * Thin wrapper over the `zfs` command. Written for both kernel OpenZFS and zfs-fuse 0.7: no
+ * `list -p` (numbers come from `get -Hp`), umount before destroy/rename, bounded retries on "busy".
+ */
+export class ZfsDriver {
+  constructor(private readonly bin = 'zfs') {}
+
+  private zfs(args: string[]) {
+    return run(this.bin, args);
+  }
+
+  async poolExists(pool: string): Promise<boolean> {
+    try {
+      await run('zpool', ['list', '-H', '-o', 'name', pool]);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async exists(name: string): Promise<boolean> {
+    try {
+      await this.zfs(['get', '-H', '-o', 'value', 'name', name]);
+      return true;
+    } catch (e) {
+      if (e instanceof CommandError && /does not exist|dataset does not exist/i.test(e.stderr)) return false;
+      throw e;
+    }
+  }
+
+  /** Creates a filesystem (and missing parents with -p). */
+  async create(name: string, props: ZfsProps = {}, parents = false): Promise<void> {
+    await this.zfs(['create', ...(parents ? ['-p'] : []), ...propArgs(props), name]);
+  }
+
+  async snapshot(snap: string, props: ZfsProps = {}): Promise<void> {
+    await this.zfs(['snapshot', ...propArgs(props), snap]);
+  }
+
+  async clone(snap: string, target: string, props: ZfsProps = {}): Promise<void> {
+    await this.zfs(['clone', ...propArgs(props), snap, target]);
+  }
+
+  async mountpoint(name: string): Promise<string> {
+    return (await this.get(name, ['mountpoint'])).mountpoint!;
+  }
+
+  async mount(name: string): Promise<void> {
+    try {
+      await this.zfs(['mount', name]);
+    } catch (e) {
+      if (e instanceof CommandError && /already mounted/i.test(e.stderr)) return;
+      throw e;
+    }
+  }
+
+  async isMounted(name: string): Promise<boolean> {
+    return (await this.get(name, ['mounted'])).mounted === 'yes';
+  }
+
+  async umount(name: string): Promise<void> {
+    await retryBusy(async () => {
+      try {
+        await this.zfs(['umount', name]);
+      } catch (e) {
+        if (e instanceof CommandError && /not currently mounted|not mounted/i.test(e.stderr)) return;
+        throw e;
+      }
+    });
+  }
+
+  /** Destroys a filesystem or snapshot; gone already counts as done. */
+  async destroy(name: string, opts: { recursive?: boolean } = {}): Promise<void> {
+    if (!(await this.exists(name))) return;
+    if (!name.includes('@')) await this.umount(name).catch(() => {});
+    await retryBusy(async () => {
+      try {
+        await this.zfs(['destroy', ...(opts.recursive ? ['-r'] : []), name]);
+      } catch (e) {
+        if (e instanceof CommandError && /does not exist/i.test(e.stderr)) return;
+        if (e instanceof CommandError && BUSY.test(e.stderr) && !name.includes('@')) {
+          await this.zfs(['umount', '-f', name]).catch(() => {});
+        }
+        throw e;
+      }
+    });
+  }
+
+  /** Renames a filesystem: zfs-fuse refuses while mounted, so unmount, rename, mount. */
+  async rename(from: string, to: string): Promise<void> {
+    const mounted = await this.isMounted(from);
+    if (mounted) await this.umount(from);
+    await retryBusy(() => this.zfs(['rename', from, to]).then(() => {}));
+    if (mounted) await this.mount(to);
+  }
+
+  /** Numeric and string properties of one dataset (`get -Hp` works on both implementations). */
+  async get(name: string, props: string[]): Promise<Record<string, string>> {
+    const out = await this.zfs(['get', '-Hp', '-o', 'property,value', props.join(','), name]);
+    const res: Record<string, string> = {};
+    for (const line of out.split('\n')) {
+      if (!line) continue;
+      const [p, v] = line.split('\t');
+      if (p) res[p] = v ?? '';
+    }
+    return res;
+  }
+
+  /** Names of the snapshots of one dataset. */
+  async snapshots(dataset: string): Promise<string[]> {
+    const out = await this.zfs(['list', '-H', '-t', 'snapshot', '-o', 'name', '-r', '-d', '1', dataset]).catch((e) => {
+      if (e instanceof CommandError && /does not exist/i.test(e.stderr)) return '';
+      throw e;
+    });
+    return out.split('\n').filter((l) => l.startsWith(`${dataset}@`));
+  }
+
+  /** Every filesystem and snapshot under `root`, with one property, for reconcile and tests. */
+  async listAll(root: string): Promise<string[]> {
+    const out = await this.zfs(['list', '-H', '-t', 'filesystem,snapshot', '-o', 'name', '-r', root]).catch((e) => {
+      if (e instanceof CommandError && /does not exist/i.test(e.stderr)) return '';
+      throw e;
+    });
+    return out.split('\n').filter(Boolean);
+  }
+}
+
+function propArgs(props: ZfsProps): string[] {
+  return Object.entries(props).flatMap(([k, v]) => ['-o', `${k}=${v}`]);
+}
+
+async function retryBusy<T>(fn: () => Promise<T>, attempts = 12): Promise<T> {
+  let delay = 50;
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= attempts || !(e instanceof CommandError) || !BUSY.test(e.stderr)) throw e;
+      await sleep(delay);
+      delay = Math.min(delay * 2, 1000);
+    }
+  }
+}

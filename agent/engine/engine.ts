@@ -1,0 +1,663 @@
+import { randomBytes } from 'node:crypto';
+import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { BpgError, conflict, describe, invalid, notFound, unavailable } from '../errors.js';
+import type { Logger } from '../log.js';
+import { refName, type BranchRef } from '../names.js';
+import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, type ContainerSpec } from '../drivers/docker.js';
+import { ZfsDriver } from '../drivers/zfs.js';
+import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
+import type { BranchRecord, Consistency, DatabaseRecord, Operation, State } from '../state/schema.js';
+import { StateStore } from '../state/store.js';
+import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
+import { Layout, ZFS_PROP } from './layout.js';
+import { reservePort } from './ports.js';
+import { Steps, StepError } from './steps.js';
+import { branchView, type BranchView, type DatabaseView } from './view.js';
+
+export interface EngineDeps {
+  zfs?: ZfsDriver;
+  docker?: DockerDriver;
+  log: Logger;
+}
+
+export interface CreateBranchOptions {
+  from?: BranchRef;
+  fast?: boolean;
+}
+
+export interface CreateResult {
+  branch: BranchView;
+  timings: Record<string, number>;
+  totalMs: number;
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+const now = () => new Date().toISOString();
+const op = (kind: string): Operation => ({ kind, pid: process.pid, startedAt: now() });
+const newId = () => randomBytes(8).toString('hex');
+
+/** Fails when another live process holds an operation on this record. */
+function assertIdle(what: string, current: Operation | null): void {
+  if (current && isAlive(current.pid)) {
+    throw conflict(`${what} is busy: '${current.kind}' in progress (pid ${current.pid}, since ${current.startedAt})`);
+  }
+}
+
+/**
+ * The rules. Every face (CLI, HTTP API) calls these methods and nothing else touches ZFS, Docker
+ * or the state. Each mutating operation: reserve under the state lock, do the slow work outside it
+ * as steps with undo, then record the result under the lock.
+ */
+export class Engine {
+  readonly layout: Layout;
+  readonly store: StateStore;
+  readonly zfs: ZfsDriver;
+  readonly docker: DockerDriver;
+  private readonly log: Logger;
+
+  constructor(
+    readonly cfg: Config,
+    deps: EngineDeps,
+  ) {
+    this.layout = new Layout(cfg);
+    this.store = new StateStore(cfg.stateDir);
+    this.zfs = deps.zfs ?? new ZfsDriver();
+    this.docker = deps.docker ?? new DockerDriver();
+    this.log = deps.log;
+  }
+
+  // ---------------------------------------------------------------- checks
+
+  /** ZFS pool and Docker engine must be there before anything is reserved. */
+  async preflight(): Promise<void> {
+    await this.docker.ping();
+    if (!(await this.zfs.poolExists(this.cfg.zfs.pool))) {
+      throw unavailable(`ZFS pool '${this.cfg.zfs.pool}' does not exist (create it, or run scripts/setup-host.sh)`);
+    }
+  }
+
+  private owner() {
+    return { uid: this.cfg.postgres.uid, gid: this.cfg.postgres.gid };
+  }
+
+  private target(b: BranchRecord, db: DatabaseRecord, password = b.password, database = db.pgDatabase): PgTarget {
+    return { host: this.cfg.postgres.bindAddress, port: b.port, user: this.cfg.postgres.superuser, password, database };
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  async listDatabases(): Promise<DatabaseView[]> {
+    const state = await this.store.read();
+    const live = await this.liveInfo();
+    return Object.values(state.databases)
+      .sort((a, b) => a.name.localeCompare(b.name))
+      .map((db) => this.databaseView(state, db, live));
+  }
+
+  async getDatabase(name: string): Promise<DatabaseView> {
+    const state = await this.store.read();
+    const db = state.databases[name];
+    if (!db) throw notFound(`database '${name}' does not exist`);
+    return this.databaseView(state, db, await this.liveInfo());
+  }
+
+  async listBranches(database?: string): Promise<BranchView[]> {
+    const state = await this.store.read();
+    if (database !== undefined && !state.databases[database]) throw notFound(`database '${database}' does not exist`);
+    const live = await this.liveInfo();
+    return Object.values(state.branches)
+      .filter((b) => database === undefined || b.database === database)
+      .sort((a, b) => refName(a).localeCompare(refName(b)))
+      .map((b) => this.view(state, b, live));
+  }
+
+  async getBranch(ref: BranchRef): Promise<BranchView> {
+    const state = await this.store.read();
+    const b = this.requireBranch(state, ref);
+    return this.view(state, b, await this.liveInfo());
+  }
+
+  async poolStatus(): Promise<{ pool: string; sizeBytes: number; freeBytes: number; allocatedBytes: number } | null> {
+    try {
+      const { run } = await import('../drivers/exec.js');
+      const out = await run('zpool', ['list', '-H', '-o', 'size,free,alloc', this.cfg.zfs.pool]);
+      const used = await this.zfs.get(this.cfg.zfs.pool, ['used', 'available']);
+      const [size] = out.trim().split('\t');
+      const usedB = Number(used.used);
+      const availB = Number(used.available);
+      return { pool: this.cfg.zfs.pool, sizeBytes: Number.isFinite(usedB + availB) ? usedB + availB : Number(size), freeBytes: availB, allocatedBytes: usedB };
+    } catch {
+      return null;
+    }
+  }
+
+  private databaseView(state: State, db: DatabaseRecord, live: LiveInfo): DatabaseView {
+    const branches = Object.values(state.branches)
+      .filter((b) => b.database === db.name)
+      .sort((a, b) => (a.branch === 'main' ? -1 : b.branch === 'main' ? 1 : a.branch.localeCompare(b.branch)))
+      .map((b) => this.view(state, b, live));
+    return { name: db.name, image: db.image, createdAt: db.createdAt, branches };
+  }
+
+  private view(state: State, b: BranchRecord, live: LiveInfo): BranchView {
+    const db = state.databases[b.database]!;
+    let status: string = b.status;
+    if (b.status === 'running' || b.status === 'stopped') {
+      const c = live.containers.get(b.container);
+      status = c === undefined ? 'missing' : c === 'running' ? 'running' : b.status === 'running' ? 'down' : 'stopped';
+      if (c === 'restarting') status = 'restarting';
+    }
+    if (b.operation && !isAlive(b.operation.pid)) status = 'interrupted';
+    return branchView(this.cfg, db, b, { status, usedBytes: live.used.get(b.dataset) ?? null });
+  }
+
+  /** One Docker list and one `zfs get` for every read, however many branches. */
+  private async liveInfo(): Promise<LiveInfo> {
+    const containers = new Map<string, string>();
+    const used = new Map<string, number>();
+    await Promise.all([
+      this.docker
+        .listManaged()
+        .then((l) => l.forEach((c) => containers.set(c.name, c.state)))
+        .catch(() => {}),
+      (async () => {
+        const { run } = await import('../drivers/exec.js');
+        const out = await run('zfs', ['get', '-Hp', '-r', '-o', 'name,value', 'used', this.layout.root]);
+        for (const line of out.split('\n')) {
+          const [n, v] = line.split('\t');
+          if (n && v) used.set(n, Number(v));
+        }
+      })().catch(() => {}),
+    ]);
+    return { containers, used };
+  }
+
+  private requireDatabase(state: State, name: string): DatabaseRecord {
+    const db = state.databases[name];
+    if (!db) throw notFound(`database '${name}' does not exist`);
+    return db;
+  }
+
+  private requireBranch(state: State, ref: BranchRef): BranchRecord {
+    this.requireDatabase(state, ref.database);
+    const b = state.branches[refName(ref)];
+    if (!b) throw notFound(`branch '${refName(ref)}' does not exist`);
+    return b;
+  }
+
+  // ---------------------------------------------------------------- databases
+
+  async createDatabase(name: string, opts: { image?: string } = {}): Promise<CreateResult> {
+    const t0 = performance.now();
+    await this.recoverInterrupted();
+    await this.preflight();
+    const image = opts.image ?? this.cfg.postgres.image;
+    const { pgdata } = await this.docker.ensureImage(image);
+    const log = this.log;
+    const ref = { database: name, branch: 'main' };
+    const key = refName(ref);
+
+    const record = await this.store.update(async (s) => {
+      if (s.databases[name]) throw conflict(`database '${name}' already exists`);
+      const port = await reservePort(s, this.cfg.postgres.portRange, this.cfg.postgres.bindAddress);
+      s.databases[name] = { name, image, createdAt: now(), pgDatabase: name, operation: op('create-database') };
+      const b: BranchRecord = {
+        id: newId(),
+        database: name,
+        branch: 'main',
+        parent: null,
+        status: 'creating',
+        port,
+        password: newPassword(),
+        image,
+        dataset: this.layout.branchDataset(name, 'main'),
+        container: this.layout.container(name, 'main'),
+        origin: null,
+        createdAt: now(),
+        operation: op('create'),
+      };
+      s.branches[key] = b;
+      return b;
+    });
+
+    const steps = new Steps('db create', log);
+    try {
+      log.info(`creating database ${name} (image ${image})`);
+      await steps.step('zfs create', async () => {
+        const dbDs = this.layout.databaseDataset(name);
+        const existed = await this.zfs.exists(dbDs);
+        if (existed) throw conflict(`dataset ${dbDs} already exists (left over? run 'zfs destroy -r ${dbDs}' if it is not needed)`);
+        // compression=on (lz4 on OpenZFS, lzjb on zfs-fuse): WAL files and fresh pages are mostly zeros.
+        await this.zfs.create(dbDs, { compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: name }, true);
+        await this.zfs.create(record.dataset, this.branchProps(record));
+      }, async () => this.zfs.destroy(this.layout.databaseDataset(name), { recursive: true }));
+      const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
+      await steps.step('prepare folders', async () => {
+        await mkdirOwned(dataDir, this.owner());
+        await mkdirOwned(this.layout.walDir(record.id), this.owner());
+      }, async () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
+      await steps.step('initdb', () => this.initdb(record, image, dataDir, pgdata));
+      await steps.step('configure', () => configureNewCluster(dataDir, this.cfg));
+      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container));
+      const db = (await this.store.read()).databases[name]!;
+      await steps.step('wait ready', () => this.waitBranchReady(record, db, 'postgres'));
+      if (name !== 'postgres') {
+        await steps.step('create database', () =>
+          withClient(this.target(record, db, record.password, 'postgres'), (c) => c.query(`CREATE DATABASE ${quoteIdent(name)}`)),
+        );
+      }
+    } catch (e) {
+      await this.undo(steps, e, async (s) => {
+        delete s.branches[key];
+        delete s.databases[name];
+      });
+    }
+    await this.store.update((s) => {
+      s.databases[name]!.operation = null;
+      s.branches[key]!.status = 'running';
+      s.branches[key]!.operation = null;
+    });
+    return { branch: await this.getBranch(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+  }
+
+  /** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
+  private async initdb(b: BranchRecord, image: string, dataDir: string, pgdata: string): Promise<void> {
+    const tmp = this.layout.tmpDir();
+    await mkdir(tmp, { recursive: true, mode: 0o700 });
+    const pwfile = join(tmp, `pw-${b.id}`);
+    await writeFile(pwfile, b.password + '\n', { mode: 0o600 });
+    await chown(pwfile, this.cfg.postgres.uid, this.cfg.postgres.gid);
+    try {
+      const spec: ContainerSpec = {
+        name: `bpg-initdb-${b.id}`,
+        image,
+        user: `${this.cfg.postgres.uid}:${this.cfg.postgres.gid}`,
+        entrypoint: ['initdb'],
+        cmd: ['-D', pgdata, '-U', this.cfg.postgres.superuser, '--pwfile=/run/bpg-pwfile', '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C'],
+        binds: [`${dataDir}:${pgdata}`, `${pwfile}:/run/bpg-pwfile:ro`],
+        labels: { [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id },
+      };
+      const res = await this.docker.runOnce(spec);
+      if (res.exitCode !== 0) {
+        const last = res.output.trim().split('\n').slice(-3).join(' / ');
+        throw new Error(`initdb exited with ${res.exitCode}: ${last}`);
+      }
+    } finally {
+      await rm(pwfile, { force: true });
+    }
+  }
+
+  async deleteDatabase(name: string, opts: { force?: boolean } = {}): Promise<void> {
+    await this.recoverInterrupted();
+    await this.preflight();
+    const doomed = await this.store.update((s) => {
+      const db = this.requireDatabase(s, name);
+      assertIdle(`database '${name}'`, db.operation);
+      const branches = Object.values(s.branches).filter((b) => b.database === name);
+      const others = branches.filter((b) => b.branch !== 'main');
+      if (others.length && !opts.force) {
+        throw conflict(`database '${name}' has ${others.length} branch(es) besides main (${others.map(refName).join(', ')}); use --force to delete them all`);
+      }
+      for (const b of branches) assertIdle(`branch '${refName(b)}'`, b.operation);
+      db.operation = op('delete-database');
+      for (const b of branches) {
+        b.status = 'deleting';
+        b.operation = op('delete');
+      }
+      return deletionOrder(branches);
+    });
+    for (const b of doomed) await this.destroyBranch(b);
+    await this.zfs.destroy(this.layout.databaseDataset(name), { recursive: true });
+    await this.store.update((s) => {
+      delete s.databases[name];
+    });
+    this.log.info(`deleted database ${name}`);
+  }
+
+  // ---------------------------------------------------------------- branches
+
+  async createBranch(ref: BranchRef, opts: CreateBranchOptions = {}): Promise<CreateResult> {
+    const t0 = performance.now();
+    await this.recoverInterrupted();
+    await this.preflight();
+    const key = refName(ref);
+    if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
+    const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
+    if (fromRef.database !== ref.database) throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
+    const consistency: Consistency = opts.fast ? 'crash' : 'application';
+    const log = this.log;
+
+    const { record, parent, db } = await this.store.update(async (s) => {
+      const db = this.requireDatabase(s, ref.database);
+      assertIdle(`database '${ref.database}'`, db.operation);
+      if (s.branches[key]) throw conflict(`branch '${key}' already exists`);
+      const parent = s.branches[refName(fromRef)];
+      if (!parent) throw notFound(`branch '${refName(fromRef)}' does not exist`);
+      if (parent.status !== 'running' && parent.status !== 'stopped') {
+        throw conflict(`branch '${refName(parent)}' is ${parent.status}; it cannot be branched now`);
+      }
+      assertIdle(`branch '${refName(parent)}'`, parent.operation?.kind === 'delete' ? parent.operation : null);
+      const port = await reservePort(s, this.cfg.postgres.portRange, this.cfg.postgres.bindAddress);
+      const id = newId();
+      const record: BranchRecord = {
+        id,
+        database: ref.database,
+        branch: ref.branch,
+        parent: refName(parent),
+        status: 'creating',
+        port,
+        password: newPassword(),
+        image: parent.image,
+        dataset: this.layout.branchDataset(ref.database, ref.branch),
+        container: this.layout.container(ref.database, ref.branch),
+        origin: { snapshot: `${parent.dataset}@bpg-${id}`, consistency },
+        createdAt: now(),
+        operation: op('create'),
+      };
+      s.branches[key] = record;
+      return { record, parent: { ...parent }, db: { ...db } };
+    });
+
+    const steps = new Steps('branch create', log);
+    try {
+      const snap = record.origin!.snapshot;
+      const { pgdata } = await steps.step('check image', () => this.docker.ensureImage(record.image));
+      let label: BackupLabel | null = null;
+      const snapProps = { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: record.database, [ZFS_PROP.branch]: record.branch, [ZFS_PROP.consistency]: consistency };
+      const takeSnapshot = () => steps.step('zfs snapshot', () => this.zfs.snapshot(snap, snapProps), () => this.zfs.destroy(snap));
+      const parentRunning = (await this.docker.state(parent.container))?.running === true;
+      if (!parentRunning) {
+        // A stopped cluster is at rest: its snapshot is consistent as it stands.
+        if (parent.status === 'running') throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
+        await takeSnapshot();
+      } else if (consistency === 'crash') {
+        await steps.step('checkpoint', () => withClient(this.target(parent, db), (c) => c.query('CHECKPOINT')));
+        await takeSnapshot();
+      } else {
+        const c = await steps.step('connect to parent', () => connect(this.target(parent, db)));
+        try {
+          label = await steps.step('backup mode', () => withBackupMode(c, `betterpg ${key}`, () => takeSnapshot()));
+        } finally {
+          await c.end().catch(() => {});
+        }
+      }
+      await steps.step('zfs clone', () => this.zfs.clone(snap, record.dataset, this.branchProps(record)), () => this.zfs.destroy(record.dataset));
+      await this.zfs.mount(record.dataset);
+      const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
+      await steps.step('prepare data', async () => {
+        await mkdirOwned(this.layout.walDir(record.id), this.owner());
+        const parentPgWal = join(Layout.dataDir(await this.zfs.mountpoint(parent.dataset)), 'pg_wal');
+        if (label) await prepareBackupClone(dataDir, this.cfg, label, [this.layout.walDir(parent.id), parentPgWal]);
+        else await prepareCrashClone(dataDir, this.cfg);
+      }, () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
+      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container));
+      // The clone still has its parent's password: connect with it once, then give the branch its own.
+      await steps.step('wait ready', () => this.waitBranchReady({ ...record, password: parent.password }, db));
+      await steps.step('set password', () =>
+        withClient(this.target(record, db, parent.password), (c) =>
+          c.query(`ALTER ROLE ${quoteIdent(this.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(record.password))}`),
+        ),
+      );
+    } catch (e) {
+      await this.undo(steps, e, async (s) => {
+        delete s.branches[key];
+      });
+    }
+    await this.store.update((s) => {
+      s.branches[key]!.status = 'running';
+      s.branches[key]!.operation = null;
+    });
+    if (opts.fast) log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
+    return { branch: await this.getBranch(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+  }
+
+  async deleteBranch(ref: BranchRef, opts: { force?: boolean } = {}): Promise<string[]> {
+    await this.recoverInterrupted();
+    await this.preflight();
+    const key = refName(ref);
+    if (ref.branch === 'main') throw conflict(`'main' can only be deleted with its database (bpg db delete ${ref.database})`);
+    const doomed = await this.store.update((s) => {
+      const b = this.requireBranch(s, ref);
+      const descendants = descendantsOf(s, key);
+      if (descendants.length && !opts.force) {
+        throw conflict(`branch '${key}' has child branches (${descendants.map(refName).join(', ')}); use --force to delete them too`);
+      }
+      const all = [b, ...descendants];
+      for (const x of all) assertIdle(`branch '${refName(x)}'`, x.operation);
+      for (const x of all) {
+        x.status = 'deleting';
+        x.operation = op('delete');
+      }
+      return deletionOrder(all);
+    });
+    for (const b of doomed) await this.destroyBranch(b);
+    return doomed.map(refName);
+  }
+
+  /** Removes everything a branch owns, tolerating parts already gone, then its record. */
+  private async destroyBranch(b: BranchRecord): Promise<void> {
+    await this.docker.remove(b.container);
+    await this.zfs.destroy(b.dataset);
+    await rm(this.layout.walDir(b.id), { recursive: true, force: true });
+    const snap = b.origin?.snapshot;
+    await this.store.update(async (s) => {
+      delete s.branches[refName(b)];
+      // The origin snapshot goes too, unless another branch was cloned from it.
+      if (snap && !Object.values(s.branches).some((o) => o.origin?.snapshot === snap)) {
+        await this.zfs.destroy(snap);
+      }
+    });
+    this.log.info(`deleted branch ${refName(b)}`);
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  async start(ref: BranchRef): Promise<BranchView> {
+    return this.lifecycle(ref, 'start', async (b, db) => {
+      const { pgdata } = await this.docker.ensureImage(b.image);
+      await this.zfs.mount(b.dataset);
+      const dataDir = Layout.dataDir(await this.zfs.mountpoint(b.dataset));
+      await this.startContainer(b, pgdata, dataDir);
+      await this.waitBranchReady(b, db);
+      return 'running';
+    });
+  }
+
+  async stop(ref: BranchRef): Promise<BranchView> {
+    return this.lifecycle(ref, 'stop', async (b) => {
+      await this.docker.stop(b.container, this.cfg.postgres.stopTimeoutSeconds);
+      return 'stopped';
+    });
+  }
+
+  async restart(ref: BranchRef): Promise<BranchView> {
+    return this.lifecycle(ref, 'restart', async (b, db) => {
+      await this.docker.stop(b.container, this.cfg.postgres.stopTimeoutSeconds);
+      const { pgdata } = await this.docker.ensureImage(b.image);
+      await this.zfs.mount(b.dataset);
+      await this.startContainer(b, pgdata, Layout.dataDir(await this.zfs.mountpoint(b.dataset)));
+      await this.waitBranchReady(b, db);
+      return 'running';
+    });
+  }
+
+  private async lifecycle(ref: BranchRef, kind: string, work: (b: BranchRecord, db: DatabaseRecord) => Promise<'running' | 'stopped'>): Promise<BranchView> {
+    await this.recoverInterrupted();
+    await this.preflight();
+    const { b, db } = await this.store.update((s) => {
+      const b = this.requireBranch(s, ref);
+      assertIdle(`branch '${refName(ref)}'`, b.operation);
+      if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${refName(ref)}' is ${b.status}`);
+      b.operation = op(kind);
+      return { b: { ...b }, db: { ...s.databases[ref.database]! } };
+    });
+    let status: 'running' | 'stopped' | undefined;
+    try {
+      status = await work(b, db);
+    } finally {
+      await this.store.update((s) => {
+        const cur = s.branches[refName(ref)];
+        if (!cur) return;
+        cur.operation = null;
+        if (status) cur.status = status;
+      });
+    }
+    return this.getBranch(ref);
+  }
+
+  // ---------------------------------------------------------------- containers
+
+  private branchProps(b: BranchRecord) {
+    return { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: b.database, [ZFS_PROP.branch]: b.branch, [ZFS_PROP.id]: b.id };
+  }
+
+  /** Creates the branch's container if it is missing (same name, port, mounts), then starts it. */
+  private async startContainer(b: BranchRecord, pgdata: string, dataDir: string): Promise<void> {
+    await writeAgentConf(dataDir, this.cfg);
+    const existing = await this.docker.state(b.container);
+    if (!existing) {
+      const p = this.cfg.postgres;
+      await this.docker.create({
+        name: b.container,
+        image: b.image,
+        user: `${p.uid}:${p.gid}`,
+        entrypoint: ['postgres'],
+        cmd: ['-D', pgdata],
+        binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`],
+        labels: { [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id },
+        publish: { hostIp: p.bindAddress, hostPort: b.port },
+        memoryBytes: p.memory,
+        nanoCpus: Math.round(p.cpus * 1e9),
+        shmSizeBytes: p.shmSize,
+        stopTimeoutSeconds: p.stopTimeoutSeconds,
+        restartPolicy: 'unless-stopped',
+      });
+    }
+    await this.docker.start(b.container);
+  }
+
+  private async waitBranchReady(b: BranchRecord, db: DatabaseRecord, database = db.pgDatabase): Promise<void> {
+    try {
+      await waitReady(this.target(b, db, b.password, database), this.cfg.postgres.readyTimeoutSeconds * 1000, async () => {
+        const st = await this.docker.state(b.container);
+        return st?.running === true;
+      });
+    } catch (e) {
+      const tail = (await this.docker.logsTail(b.container, 5)).trim().split('\n').pop();
+      throw new Error(`${describe(e)}${tail ? ` (container log: ${tail})` : ''}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- failure handling
+
+  /** Undo finished steps, drop the reservation, and rethrow one clear error. */
+  private async undo(steps: Steps, err: unknown, dropRecord: (s: State) => Promise<void>): Promise<never> {
+    const failedUndos = await steps.rollback();
+    await this.store.update(dropRecord).catch((e) => this.log.warn(`could not release the reservation: ${describe(e)}`));
+    const base = err instanceof StepError && err.cause instanceof BpgError ? err.cause : null;
+    const suffix = failedUndos.length ? `; could not undo: ${failedUndos.join(', ')} (run 'bpg doctor')` : '; every finished step was undone';
+    if (base) throw new BpgError(base.code, base.message);
+    throw new BpgError('failed', `${describe(err)}${suffix}`, { cause: err });
+  }
+
+  /**
+   * Finishes or undoes operations whose process died (kill -9, power loss): a half-made branch is
+   * removed, a half-deleted one is deleted, a start/stop just loses its marker. Runs before every
+   * mutating operation and when the daemon starts.
+   */
+  async recoverInterrupted(): Promise<string[]> {
+    const stale = await this.store.update((s) => {
+      const found: Array<{ b: BranchRecord; kind: string }> = [];
+      for (const b of Object.values(s.branches)) {
+        if (b.operation && !isAlive(b.operation.pid)) {
+          found.push({ b: { ...b }, kind: b.operation.kind });
+          if (b.operation.kind === 'create' || b.operation.kind === 'delete') {
+            b.operation = op('recover');
+            b.status = 'deleting';
+          } else {
+            b.operation = null;
+          }
+        }
+      }
+      const dbs: string[] = [];
+      for (const db of Object.values(s.databases)) {
+        if (db.operation && !isAlive(db.operation.pid)) {
+          dbs.push(db.name);
+          db.operation = op('recover');
+        }
+      }
+      return { found, dbs };
+    });
+    const done: string[] = [];
+    const toDestroy = deletionOrder(stale.found.filter((x) => x.kind === 'create' || x.kind === 'delete').map((x) => x.b));
+    for (const b of toDestroy) {
+      this.log.warn(`cleaning up branch ${refName(b)} left behind by an interrupted operation`);
+      await this.destroyBranch(b);
+      done.push(refName(b));
+    }
+    for (const name of stale.dbs) {
+      const st = await this.store.read();
+      const remaining = Object.values(st.branches).filter((b) => b.database === name);
+      const kind = st.databases[name]?.operation;
+      if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {
+        for (const b of deletionOrder(remaining)) await this.destroyBranch(b);
+        await this.zfs.destroy(this.layout.databaseDataset(name), { recursive: true });
+        await this.store.update((s) => {
+          delete s.databases[name];
+        });
+        this.log.warn(`cleaned up database ${name} left behind by an interrupted operation`);
+      } else if (kind) {
+        await this.store.update((s) => {
+          if (s.databases[name]) s.databases[name]!.operation = null;
+        });
+      }
+      done.push(name);
+    }
+    return done;
+  }
+}
+
+interface LiveInfo {
+  containers: Map<string, string>;
+  used: Map<string, number>;
+}
+
+function descendantsOf(s: State, key: string): BranchRecord[] {
+  const out: BranchRecord[] = [];
+  const walk = (k: string) => {
+    for (const b of Object.values(s.branches)) {
+      if (b.parent === k) {
+        out.push(b);
+        walk(refName(b));
+      }
+    }
+  };
+  walk(key);
+  return out;
+}
+
+/** Children before parents: a ZFS clone must go before the snapshot it came from. */
+function deletionOrder(branches: BranchRecord[]): BranchRecord[] {
+  const keys = new Set(branches.map(refName));
+  const depth = (b: BranchRecord): number => {
+    let d = 0;
+    let p = b.parent;
+    const byKey = new Map(branches.map((x) => [refName(x), x]));
+    while (p && keys.has(p)) {
+      d++;
+      p = byKey.get(p)!.parent;
+    }
+    return d;
+  };
+  return [...branches].sort((a, b) => depth(b) - depth(a)).map((b) => ({ ...b }));
+}

@@ -1,0 +1,59 @@
+import type { Logger } from '../log.js';
+import { describe } from '../errors.js';
+
+/**
+ * A multi-step operation: each finished step may register an undo. When a later step fails, the
+ * undos run in reverse order, and the original error is rethrown with the failed step's name.
+ */
+export class Steps {
+  private undos: Array<{ name: string; undo: () => Promise<void> }> = [];
+  readonly timings: Record<string, number> = {};
+
+  constructor(
+    private readonly operation: string,
+    private readonly log: Logger,
+    private readonly faultAt = process.env.BPG_FAULT_AFTER_STEP,
+  ) {}
+
+  async step<T>(name: string, run: () => Promise<T>, undo?: (result: T) => Promise<void>): Promise<T> {
+    const t0 = performance.now();
+    let result: T;
+    try {
+      result = await run();
+    } catch (e) {
+      throw new StepError(this.operation, name, e);
+    }
+    this.timings[name] = Math.round(performance.now() - t0);
+    this.log.debug(`${this.operation}: ${name}`, { ms: this.timings[name] });
+    if (undo) this.undos.push({ name, undo: () => undo(result) });
+    // Fault injection for crash tests: die right after a named step, as a kill -9 would.
+    if (this.faultAt && this.faultAt === `${this.operation}:${name}`) process.kill(process.pid, 'SIGKILL');
+    return result;
+  }
+
+  /** Runs the undos in reverse order; failures are logged and do not stop the others. */
+  async rollback(): Promise<string[]> {
+    const failed: string[] = [];
+    for (const { name, undo } of this.undos.reverse()) {
+      try {
+        await undo();
+      } catch (e) {
+        failed.push(name);
+        this.log.warn(`${this.operation}: could not undo '${name}': ${describe(e)}`);
+      }
+    }
+    this.undos = [];
+    return failed;
+  }
+}
+
+export class StepError extends Error {
+  constructor(
+    readonly operation: string,
+    readonly stepName: string,
+    override readonly cause: unknown,
+  ) {
+    super(`${operation} failed at step '${stepName}': ${describe(cause)}`, { cause });
+    this.name = 'StepError';
+  }
+}

@@ -1,0 +1,72 @@
+import { z } from 'zod';
+
+export const Consistency = z.enum(['application', 'crash']);
+export type Consistency = z.infer<typeof Consistency>;
+
+export const BranchStatus = z.enum(['creating', 'running', 'stopped', 'deleting', 'failed']);
+export type BranchStatus = z.infer<typeof BranchStatus>;
+
+/** An operation in flight on a branch: the journal entry that keeps two operations apart. */
+export const Operation = z.object({
+  kind: z.string(),
+  pid: z.number().int(),
+  startedAt: z.string(),
+});
+export type Operation = z.infer<typeof Operation>;
+
+export const BranchRecord = z.object({
+  /** Stable id: names the WAL folder, so renames never move archives. */
+  id: z.string().regex(/^[a-f0-9]{16}$/),
+  database: z.string(),
+  branch: z.string(),
+  parent: z.string().nullable(),
+  status: BranchStatus,
+  port: z.number().int(),
+  password: z.string(),
+  image: z.string(),
+  dataset: z.string(),
+  container: z.string(),
+  /** Snapshot of the parent this branch was cloned from (null for main). */
+  origin: z
+    .object({ snapshot: z.string(), consistency: Consistency })
+    .nullable(),
+  createdAt: z.string(),
+  operation: Operation.nullable(),
+});
+export type BranchRecord = z.infer<typeof BranchRecord>;
+
+export const DatabaseRecord = z.object({
+  name: z.string(),
+  image: z.string(),
+  createdAt: z.string(),
+  /** The PostgreSQL database inside the cluster that connection strings name. */
+  pgDatabase: z.string(),
+  operation: Operation.nullable(),
+});
+export type DatabaseRecord = z.infer<typeof DatabaseRecord>;
+
+export const State = z
+  .object({
+    version: z.literal(1),
+    databases: z.record(z.string(), DatabaseRecord),
+    branches: z.record(z.string(), BranchRecord),
+  })
+  .superRefine((s, ctx) => {
+    const ports = new Map<number, string>();
+    for (const [key, b] of Object.entries(s.branches)) {
+      if (key !== `${b.database}/${b.branch}`) ctx.addIssue({ code: 'custom', message: `branch key ${key} does not match its record` });
+      if (!s.databases[b.database]) ctx.addIssue({ code: 'custom', message: `branch ${key} belongs to unknown database ${b.database}` });
+      if (b.parent !== null && !s.branches[b.parent]) ctx.addIssue({ code: 'custom', message: `branch ${key} has unknown parent ${b.parent}` });
+      if ((b.branch === 'main') !== (b.parent === null)) ctx.addIssue({ code: 'custom', message: `branch ${key}: only main has no parent` });
+      const other = ports.get(b.port);
+      if (other) ctx.addIssue({ code: 'custom', message: `branches ${other} and ${key} share port ${b.port}` });
+      ports.set(b.port, key);
+    }
+    for (const name of Object.keys(s.databases)) {
+      const op = s.databases[name]!.operation;
+      if (!s.branches[`${name}/main`] && op === null) ctx.addIssue({ code: 'custom', message: `database ${name} has no main branch` });
+    }
+  });
+export type State = z.infer<typeof State>;
+
+export const emptyState = (): State => ({ version: 1, databases: {}, branches: {} });
