@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, writeConfig, configPath, type ConfigInput } from '../config.js';
 import { BpgError, describe, invalid } from '../errors.js';
-import { Engine } from '../engine/engine.js';
+import type { Engine } from '../engine/engine.js';
 import { createLogger } from '../log.js';
 import { parseBranchRef, parseDatabaseName } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
@@ -22,7 +22,9 @@ const program = new Command('bpg')
 const globals = (): Globals => program.opts<Globals>();
 const log = () => createLogger({ debug: globals().debug, quiet: globals().quiet });
 async function engine(): Promise<Engine> {
-  return new Engine(await loadConfig(), { log: log() });
+  // Loaded on demand: dockerode and pg cost ~0.3 s of start-up that --help and bad input need not pay.
+  const [{ Engine }, cfg] = await Promise.all([import('../engine/engine.js'), loadConfig()]);
+  return new Engine(cfg, { log: log() });
 }
 const json = new Option('--json', 'print JSON on stdout');
 

@@ -12,7 +12,9 @@ export class Steps {
   constructor(
     private readonly operation: string,
     private readonly log: Logger,
-    private readonly faultAt = process.env.BPG_FAULT_AFTER_STEP,
+    // Fault injection, off unless set (tests only): `<operation>:<step>`, e.g. `branch create:zfs clone`.
+    private readonly killAfter = process.env.BPG_FAULT_KILL_AFTER,
+    private readonly failAfter = process.env.BPG_FAULT_FAIL_AFTER,
   ) {}
 
   async step<T>(name: string, run: () => Promise<T>, undo?: (result: T) => Promise<void>): Promise<T> {
@@ -26,8 +28,9 @@ export class Steps {
     this.timings[name] = Math.round(performance.now() - t0);
     this.log.debug(`${this.operation}: ${name}`, { ms: this.timings[name] });
     if (undo) this.undos.push({ name, undo: () => undo(result) });
-    // Fault injection for crash tests: die right after a named step, as a kill -9 would.
-    if (this.faultAt && this.faultAt === `${this.operation}:${name}`) process.kill(process.pid, 'SIGKILL');
+    const here = `${this.operation}:${name}`;
+    if (this.killAfter === here) process.kill(process.pid, 'SIGKILL'); // as a kill -9 would
+    if (this.failAfter === here) throw new StepError(this.operation, name, new Error('injected failure (BPG_FAULT_FAIL_AFTER)'));
     return result;
   }
 

@@ -1,0 +1,84 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import pg from 'pg';
+import type { BranchView } from '../engine/view.js';
+import { loadConfig, type Config } from '../config.js';
+
+/** Tests run the real CLI against the real stack configured by scripts/test.sh (BPG_CONFIG). */
+export const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [BPG, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+  });
+}
+
+/** Runs the CLI and fails the test with its stderr unless it exits 0. */
+export async function ok(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  const r = await cli(args, env);
+  if (r.code !== 0) throw new Error(`bpg ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r;
+}
+
+export async function okJson<T = BranchView>(args: string[], env: Record<string, string | undefined> = {}): Promise<T> {
+  return JSON.parse((await ok([...args, '--json'], env)).stdout) as T;
+}
+
+/** A database name no other test file uses (files run in parallel on one pool). */
+export function uniqueDb(prefix: string): string {
+  return `${prefix}${randomBytes(3).toString('hex')}`;
+}
+
+export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(b: BranchView, sql: string, params: unknown[] = []): Promise<T[]> {
+  const c = new pg.Client({ connectionString: b.connection.uri, connectionTimeoutMillis: 10_000 });
+  await c.connect();
+  try {
+    return (await c.query<T>(sql, params)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+export function config(): Promise<Config> {
+  return loadConfig();
+}
+
+export function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+/** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */
+export async function leftovers(db: string): Promise<{ datasets: string[]; containers: string[] }> {
+  const cfg = await config();
+  let datasets: string[] = [];
+  try {
+    datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`])
+      .split('\n')
+      .filter(Boolean);
+  } catch {
+    datasets = [];
+  }
+  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.database=${db}`, '--format', '{{.Names}}'])
+    .split('\n')
+    .filter(Boolean);
+  return { datasets, containers };
+}
+
+export async function queryOne<T extends pg.QueryResultRow = Record<string, unknown>>(b: BranchView, sql: string, params: unknown[] = []): Promise<T> {
+  const rows = await query<T>(b, sql, params);
+  if (!rows[0]) throw new Error(`no row from: ${sql}`);
+  return rows[0];
+}
