@@ -5,6 +5,8 @@ export const LABEL_MANAGED = 'io.betterpg.managed';
 export const LABEL_DATABASE = 'io.betterpg.database';
 export const LABEL_BRANCH = 'io.betterpg.branch';
 export const LABEL_ID = 'io.betterpg.id';
+/** `<pool>/<datasetBase>` of the agent that made it: several agents (or a test run) can share a host. */
+export const LABEL_ROOT = 'io.betterpg.root';
 
 export interface ContainerSpec {
   name: string;

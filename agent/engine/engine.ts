@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { BpgError, conflict, describe, invalid, notFound, unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import { refName, type BranchRef } from '../names.js';
-import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, type ContainerSpec } from '../drivers/docker.js';
+import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, type ContainerSpec } from '../drivers/docker.js';
 import { ZfsDriver } from '../drivers/zfs.js';
 import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, Consistency, DatabaseRecord, Operation, State } from '../state/schema.js';
@@ -285,7 +285,7 @@ export class Engine {
         entrypoint: ['initdb'],
         cmd: ['-D', pgdata, '-U', this.cfg.postgres.superuser, '--pwfile=/run/bpg-pwfile', '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C'],
         binds: [`${dataDir}:${pgdata}`, `${pwfile}:/run/bpg-pwfile:ro`],
-        labels: { [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id },
+        labels: this.labels(b),
       };
       const res = await this.docker.runOnce(spec);
       if (res.exitCode !== 0) {
@@ -517,6 +517,10 @@ export class Engine {
 
   // ---------------------------------------------------------------- containers
 
+  private labels(b: BranchRecord): Record<string, string> {
+    return { [LABEL_ROOT]: this.layout.root, [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id };
+  }
+
   private branchProps(b: BranchRecord) {
     return { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: b.database, [ZFS_PROP.branch]: b.branch, [ZFS_PROP.id]: b.id };
   }
@@ -534,7 +538,7 @@ export class Engine {
         entrypoint: ['postgres'],
         cmd: ['-D', pgdata],
         binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`],
-        labels: { [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id },
+        labels: this.labels(b),
         publish: { hostIp: p.bindAddress, hostPort: b.port },
         memoryBytes: p.memory,
         nanoCpus: Math.round(p.cpus * 1e9),
