@@ -63,6 +63,28 @@ export const ConfigSchema = z
       .strict()
       .prefault({}),
     stateDir: z.string().startsWith('/', 'must be an absolute path').default('/var/lib/betterpg'),
+    /** The HTTP API (`bpg serve`). Tokens may also come from env BPG_API_TOKEN. */
+    api: z
+      .object({
+        /** host:port, or [v6]:port; port 0 picks a free one. */
+        listen: z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must look like 127.0.0.1:7432').default('127.0.0.1:7432'),
+        tokens: z
+          .array(
+            z
+              .object({
+                /** Logged with every operation; never the token itself. */
+                name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - only (at most 64)'),
+                token: z.string().min(16, 'must be at least 16 characters').max(4096).regex(/^\S+$/, 'must not contain spaces'),
+              })
+              .strict(),
+          )
+          .refine((t) => new Set(t.map((x) => x.name)).size === t.length, 'token names must be unique')
+          .default([]),
+        /** Largest request body accepted; bigger ones get 413. */
+        bodyLimit: Size.default(64 * 1024),
+      })
+      .strict()
+      .prefault({}),
   })
   .strict();
 
