@@ -141,6 +141,15 @@ export class Engine {
     }
   }
 
+  /** The view of a branch this process just started: no Docker listing needed, one `zfs get`. */
+  private async freshView(ref: BranchRef): Promise<BranchView> {
+    const state = await this.store.read();
+    const b = this.requireBranch(state, ref);
+    const used = await this.zfs.get(b.dataset, ['used']).then((p) => Number(p.used), () => null);
+    const live: LiveInfo = { containers: new Map([[b.container, 'running']]), used: new Map(used === null ? [] : [[b.dataset, used]]) };
+    return this.view(state, b, live);
+  }
+
   private databaseView(state: State, db: DatabaseRecord, live: LiveInfo): DatabaseView {
     const branches = Object.values(state.branches)
       .filter((b) => b.database === db.name)
@@ -267,7 +276,7 @@ export class Engine {
       s.branches[key]!.status = 'running';
       s.branches[key]!.operation = null;
     });
-    return { branch: await this.getBranch(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+    return { branch: await this.freshView(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
   }
 
   /** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
@@ -418,7 +427,7 @@ export class Engine {
       s.branches[key]!.operation = null;
     });
     if (opts.fast) log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
-    return { branch: await this.getBranch(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+    return { branch: await this.freshView(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
   }
 
   async deleteBranch(ref: BranchRef, opts: { force?: boolean } = {}): Promise<string[]> {

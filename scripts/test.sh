@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# scripts/test.sh — set up the real stack and run every test (run as root).
+#
+# Installs and starts what the tests need (scripts/setup-host.sh: zfs-fuse, dockerd, a file-backed
+# pool, the local PostgreSQL image), installs and builds the project, runs all test files against
+# a throw-away agent configuration, and cleans up after itself: every test database, container and
+# dataset; the pool when this run created it; the daemons when this run started them.
+#
+# Environment:
+#   BPG_TEST_POOL     pool to use (default bpgtest; created on a sparse file when missing)
+#   BPG_TEST_JOBS     test files run at once (default 3)
+#   BPG_KEEP_STACK=1  leave the daemons and the pool running afterwards (faster next run)
+#   BPG_TEST_FILES    test files to run (default: all build/agent/test/*.test.js)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+log() { echo "[test] $*" >&2; }
+
+export BPG_POOL="${BPG_TEST_POOL:-bpgtest}"
+export BPG_POOL_FILE="${BPG_POOL_FILE:-/var/lib/betterpg-test/${BPG_POOL}.img}"
+export BPG_POOL_SIZE="${BPG_POOL_SIZE:-20G}"
+export BPG_IMAGE="${BPG_IMAGE:-betterpg/postgres:15-local}"
+STARTED=/run/betterpg-started
+
+started_before=$(cat "$STARTED" 2>/dev/null || true)
+pool_before=0
+if command -v zpool >/dev/null 2>&1 && zpool list -H -o name "$BPG_POOL" >/dev/null 2>&1; then pool_before=1; fi
+
+bash scripts/setup-host.sh
+
+log "installing and building (npm ci)"
+npm ci --no-audit --no-fund --loglevel=error >&2
+
+work=$(mktemp -d /var/tmp/bpg-test.XXXXXX)
+base="test-$(date +%s)-$$"
+export BPG_CONFIG="$work/config.yaml"
+node bin/bpg.js init --pool "$BPG_POOL" --dataset-base "$base" --image "$BPG_IMAGE" \
+  --state-dir "$work/state" --port-range 35432-36431 >&2
+
+cleanup() {
+  local rc=$?
+  set +e
+  log "cleaning up"
+  for db in $(node bin/bpg.js db list --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{for(const d of JSON.parse(s))console.log(d.name)}catch{}})'); do
+    node bin/bpg.js -q db delete "$db" --force >/dev/null 2>&1 || log "could not delete test database $db"
+  done
+  ids=$(docker ps -aq --filter "label=io.betterpg.root=$BPG_POOL/$base" 2>/dev/null)
+  [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
+  zfs destroy -r "$BPG_POOL/$base" >/dev/null 2>&1 || { zfs umount -f "$BPG_POOL/$base" >/dev/null 2>&1; zfs destroy -r "$BPG_POOL/$base" >/dev/null 2>&1; }
+  rm -rf "$work"
+  if [ "${BPG_KEEP_STACK:-0}" != 1 ]; then
+    local destroy=0 stop=0
+    [ "$pool_before" = 0 ] && destroy=1
+    [ "$(cat "$STARTED" 2>/dev/null || true)" != "$started_before" ] && stop=1
+    if [ "$destroy" = 1 ] || [ "$stop" = 1 ]; then
+      BPG_DESTROY_POOL=$destroy BPG_TEARDOWN_ONLY_ROOT="$BPG_POOL/$base" bash scripts/teardown-host.sh || log "teardown failed"
+    fi
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+files=${BPG_TEST_FILES:-$(ls build/agent/test/*.test.js)}
+log "running tests: $(echo $files | wc -w) files, ${BPG_TEST_JOBS:-3} at a time"
+# shellcheck disable=SC2086
+node --test --test-concurrency="${BPG_TEST_JOBS:-3}" --test-reporter=spec $files
