@@ -1,0 +1,214 @@
+/**
+ * Typed client for the agent's HTTP API (Node 20's global fetch, no other dependency than zod).
+ * The GitHub Action and the webhook receiver use it; responses are parsed with the same schemas the
+ * server is written against. Keep it free of server-only imports.
+ */
+import type { z } from 'zod';
+import * as S from './schemas.js';
+
+export interface ClientOptions {
+  /** Where `bpg serve` listens, e.g. http://10.0.0.5:7432 (a path prefix is kept). */
+  baseUrl: string;
+  /** A bearer token from api.tokens or BPG_API_TOKEN on the agent. */
+  token: string;
+  /**
+   * Per attempt, in ms. Default 180 s: creating a branch takes seconds, but calls for one branch
+   * wait their turn on the agent, and a big database's first start can take longer.
+   */
+  timeoutMs?: number;
+  /** Further attempts after a connection error; only for GET, PUT and DELETE (safe to repeat). Default 4. */
+  retries?: number;
+  /** First pause before a retry, doubled each time (with jitter, at most 5 s). Default 250 ms. */
+  retryDelayMs?: number;
+  /** For tests or proxies; default the global fetch. */
+  fetch?: typeof fetch;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+/**
+ * Any failed call. `status` is the HTTP status, or 0 when no answer came: then `code` is
+ * `unreachable` (connection refused or reset, after the retries), `timeout` or `aborted`.
+ * `bad_response` means an answer that is not the API's (a proxy's page, an unexpected shape).
+ */
+export class BpgApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly requestId?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'BpgApiError';
+  }
+}
+
+export interface DeleteBranchResult {
+  /** False when the branch was already gone (the agent answered 404). */
+  deleted: boolean;
+  /** What this call removed, children first. */
+  branches: string[];
+}
+
+type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+
+const seg = encodeURIComponent;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** fetch rejects with a TypeError whose cause is the socket error when no answer came at all. */
+function isConnectionError(e: unknown): boolean {
+  return e instanceof TypeError && (e as { cause?: unknown }).cause !== undefined;
+}
+
+export class BpgClient {
+  private readonly base: string;
+  private readonly timeoutMs: number;
+  private readonly retries: number;
+  private readonly retryDelayMs: number;
+  private readonly fetchImpl: typeof fetch;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = opts.baseUrl.replace(/\/+$/, '');
+    this.timeoutMs = opts.timeoutMs ?? 180_000;
+    this.retries = opts.retries ?? 4;
+    this.retryDelayMs = opts.retryDelayMs ?? 250;
+    this.fetchImpl = opts.fetch ?? globalThis.fetch;
+  }
+
+  // ---------------------------------------------------------------- routes
+
+  health(o?: CallOptions): Promise<S.Health> {
+    return this.json('GET', '/v1/health', S.Health, o);
+  }
+
+  async openapi(o?: CallOptions): Promise<Record<string, unknown>> {
+    return (await this.call('GET', '/v1/openapi.json', undefined, o)).body as Record<string, unknown>;
+  }
+
+  listDatabases(o?: CallOptions): Promise<S.DatabaseView[]> {
+    return this.json('GET', '/v1/databases', S.DatabaseList, o);
+  }
+
+  getDatabase(db: string, o?: CallOptions): Promise<S.DatabaseView> {
+    return this.json('GET', `/v1/databases/${seg(db)}`, S.DatabaseView, o);
+  }
+
+  /** Not retried (POST): an existing name is a 409. */
+  createDatabase(body: S.CreateDatabaseBody, o?: CallOptions): Promise<S.DatabaseView> {
+    return this.json('POST', '/v1/databases', S.DatabaseView, o, body);
+  }
+
+  /** Deletes a database (with every branch if `force`); `{ deleted: false }` if it was already gone. */
+  async deleteDatabase(db: string, opts: { force?: boolean } = {}, o?: CallOptions): Promise<{ deleted: boolean }> {
+    const r = await this.call('DELETE', `/v1/databases/${seg(db)}${opts.force ? '?force=true' : ''}`, undefined, o, [404]);
+    if (r.status === 404) return { deleted: false };
+    this.parse(S.DeleteDatabaseResponse, r.body, r.requestId);
+    return { deleted: true };
+  }
+
+  listBranches(db: string, o?: CallOptions): Promise<S.BranchView[]> {
+    return this.json('GET', `/v1/databases/${seg(db)}/branches`, S.BranchList, o);
+  }
+
+  getBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.json('GET', this.branchPath(db, branch), S.BranchView, o);
+  }
+
+  /** Get-or-create: `created` says which. Safe to repeat, so retried on connection errors. */
+  putBranch(db: string, branch: string, body: S.PutBranchBody = {}, o?: CallOptions): Promise<S.PutBranchResponse> {
+    return this.json('PUT', this.branchPath(db, branch), S.PutBranchResponse, o, body);
+  }
+
+  /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */
+  async deleteBranch(db: string, branch: string, opts: { force?: boolean } = {}, o?: CallOptions): Promise<DeleteBranchResult> {
+    const r = await this.call('DELETE', `${this.branchPath(db, branch)}${opts.force ? '?force=true' : ''}`, undefined, o, [404]);
+    if (r.status === 404) return { deleted: false, branches: [] };
+    return { deleted: true, branches: this.parse(S.DeleteBranchResponse, r.body, r.requestId).deleted };
+  }
+
+  startBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.action(db, branch, 'start', o);
+  }
+
+  stopBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.action(db, branch, 'stop', o);
+  }
+
+  restartBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.action(db, branch, 'restart', o);
+  }
+
+  /** The agent answers 501 until reset lands with the history work. */
+  resetBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.action(db, branch, 'reset', o);
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  private branchPath(db: string, branch: string): string {
+    return `/v1/databases/${seg(db)}/branches/${seg(branch)}`;
+  }
+
+  private action(db: string, branch: string, verb: S.BranchAction, o?: CallOptions): Promise<S.BranchView> {
+    return this.json('POST', `${this.branchPath(db, branch)}/${verb}`, S.BranchView, o);
+  }
+
+  private async json<T extends z.ZodType>(method: Method, path: string, schema: T, o?: CallOptions, body?: unknown): Promise<z.infer<T>> {
+    const r = await this.call(method, path, body, o);
+    return this.parse(schema, r.body, r.requestId);
+  }
+
+  private parse<T extends z.ZodType>(schema: T, body: unknown, requestId?: string): z.infer<T> {
+    const r = schema.safeParse(body);
+    if (!r.success) throw new BpgApiError(0, 'bad_response', `unexpected response from the agent: ${S.firstIssue(r.error)}`, requestId);
+    return r.data;
+  }
+
+  /** One call with retries; answers with a 2xx (or an `accept`ed status), otherwise throws. */
+  private async call(method: Method, path: string, body: unknown, o: CallOptions = {}, accept: number[] = []): Promise<{ status: number; body: unknown; requestId?: string }> {
+    const idempotent = method !== 'POST';
+    for (let attempt = 0; ; attempt++) {
+      const timeout = AbortSignal.timeout(o.timeoutMs ?? this.timeoutMs);
+      const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
+      let res: globalThis.Response;
+      try {
+        res = await this.fetchImpl(this.base + path, {
+          method,
+          signal,
+          headers: {
+            authorization: `Bearer ${this.opts.token}`,
+            accept: 'application/json',
+            ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+          },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+      } catch (e) {
+        if (timeout.aborted) throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
+        if (o.signal?.aborted) throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
+        if (isConnectionError(e) && idempotent && attempt < this.retries) {
+          const pause = Math.min(5000, this.retryDelayMs * 2 ** attempt) * (0.75 + Math.random() * 0.5);
+          await sleep(pause);
+          continue;
+        }
+        const why = (e as { cause?: { code?: string; message?: string } }).cause;
+        throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}`, undefined, { cause: e });
+      }
+      const requestId = res.headers.get('x-request-id') ?? undefined;
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = text === '' ? undefined : JSON.parse(text);
+      } catch {
+        throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`, requestId);
+      }
+      if (res.ok || accept.includes(res.status)) return { status: res.status, body: parsed, requestId };
+      const err = S.ErrorBody.safeParse(parsed);
+      if (err.success) throw new BpgApiError(res.status, err.data.error.code, err.data.error.message, requestId);
+      throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status}`, requestId);
+    }
+  }
+}

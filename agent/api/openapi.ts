@@ -1,0 +1,133 @@
+/**
+ * GET /v1/openapi.json. Paths are written by hand (the test checks them against the routes the
+ * server registers); the component schemas are generated from schemas.ts, so bodies cannot drift.
+ */
+import { z } from 'zod';
+import * as S from './schemas.js';
+
+const json = (schema: object) => ({ 'application/json': { schema } });
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const ok = (description: string, schema: object) => ({ description, content: json(schema) });
+
+const err = (description: string) => ({ description, content: json(ref('Error')) });
+const COMMON = {
+  '401': err('Missing or wrong bearer token'),
+  '500': err('The operation failed; its finished steps were undone'),
+  '503': err('ZFS pool or Docker engine not available, or the agent is shutting down'),
+};
+const BAD = { '400': err('Invalid name, body or query parameter') };
+const MISSING = { '404': err('No such database or branch') };
+const CONFLICT = { '409': err('Conflict: exists, busy, another parent, or children in the way') };
+const TOO_LARGE = { '413': err('Request body over the limit (api.bodyLimit, default 64 KiB)') };
+
+const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*$' } });
+const DB = pathParam('db', 'Database name');
+const BRANCH = pathParam('branch', 'Branch name (main is the database itself)');
+const FORCE = (what: string) => ({ name: 'force', in: 'query', required: false, description: what, schema: { type: 'string', enum: ['true', 'false'] } });
+
+function lifecycle(verb: string, summary: string, extra: object = {}) {
+  return {
+    post: {
+      operationId: `${verb}Branch`,
+      summary,
+      parameters: [DB, BRANCH],
+      responses: { '200': ok(`The branch after ${verb}`, ref('BranchView')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON, ...extra },
+    },
+  };
+}
+
+const component = (schema: z.ZodType, io: 'input' | 'output') => {
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io, target: 'draft-2020-12' }) as Record<string, unknown>;
+  return rest;
+};
+
+export function openapi(): Record<string, unknown> {
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'BetterPG agent API',
+      version: '1',
+      description:
+        'Instant PostgreSQL branches on ZFS. Every route but /v1/health needs `Authorization: Bearer <token>`. ' +
+        'Objects are the same as `bpg ... --json` prints. Errors are `{ "error": { "code", "message" } }`.',
+    },
+    components: {
+      securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
+      schemas: {
+        Error: component(S.ErrorBody, 'output'),
+        Health: component(S.Health, 'output'),
+        BranchView: component(S.BranchView, 'output'),
+        DatabaseView: component(S.DatabaseView, 'output'),
+        PutBranchBody: component(S.PutBranchBody, 'input'),
+        PutBranchResponse: component(S.PutBranchResponse, 'output'),
+        CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
+        DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
+        DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
+      },
+    },
+    security: [{ bearer: [] }],
+    paths: {
+      '/v1/health': {
+        get: { operationId: 'health', summary: 'Liveness; needs no token and tells nothing else', security: [], responses: { '200': ok('Up', ref('Health')) } },
+      },
+      '/v1/openapi.json': {
+        get: { operationId: 'openapi', summary: 'This document', responses: { '200': { description: 'OpenAPI 3.1', content: json({ type: 'object' }) }, ...COMMON } },
+      },
+      '/v1/databases': {
+        get: { operationId: 'listDatabases', summary: 'Every database with its branches', responses: { '200': ok('Databases', { type: 'array', items: ref('DatabaseView') }), ...COMMON } },
+        post: {
+          operationId: 'createDatabase',
+          summary: 'Create a database and its main branch (not idempotent: an existing name is a 409)',
+          requestBody: { required: true, content: json(ref('CreateDatabaseBody')) },
+          responses: { '201': ok('Created', ref('DatabaseView')), ...BAD, ...CONFLICT, ...TOO_LARGE, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}': {
+        get: { operationId: 'getDatabase', summary: 'One database with its branches', parameters: [DB], responses: { '200': ok('The database', ref('DatabaseView')), ...BAD, ...MISSING, ...COMMON } },
+        delete: {
+          operationId: 'deleteDatabase',
+          summary: 'Delete a database with its main branch; with force=true, with every branch',
+          parameters: [DB, FORCE('Also delete every other branch of it')],
+          responses: { '200': ok('Deleted', ref('DeleteDatabaseResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches': {
+        get: { operationId: 'listBranches', summary: "The database's branches", parameters: [DB], responses: { '200': ok('Branches', { type: 'array', items: ref('BranchView') }), ...BAD, ...MISSING, ...COMMON } },
+      },
+      '/v1/databases/{db}/branches/{branch}': {
+        get: { operationId: 'getBranch', summary: 'One branch with its connection', parameters: [DB, BRANCH], responses: { '200': ok('The branch', ref('BranchView')), ...BAD, ...MISSING, ...COMMON } },
+        put: {
+          operationId: 'putBranch',
+          summary: 'Get or create a branch (safe to call twice)',
+          description:
+            'Creates the branch from `from` (default main) and answers 201 with created=true, or answers 200 with created=false and the ' +
+            'branch as it is. A branch that exists with another parent is a 409. Calls for one branch run one at a time. ' +
+            '`fast` is used only when creating. `ttl` is validated but expiry is not enforced yet.',
+          parameters: [DB, BRANCH],
+          requestBody: { required: false, content: json(ref('PutBranchBody')) },
+          responses: {
+            '200': ok('Exists already', ref('PutBranchResponse')),
+            '201': ok('Created', ref('PutBranchResponse')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+        delete: {
+          operationId: 'deleteBranch',
+          summary: 'Delete a branch and everything it owns; 404 if it is already gone (clients treat that as done)',
+          parameters: [DB, BRANCH, FORCE('Also delete its child branches')],
+          responses: { '200': ok('Deleted (children first)', ref('DeleteBranchResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/reset': lifecycle('reset', 'Reset a branch to its parent (not available yet: 501)', {
+        '501': err('Not implemented yet'),
+      }),
+      '/v1/databases/{db}/branches/{branch}/start': lifecycle('start', "Start a branch's PostgreSQL (port and password stay)"),
+      '/v1/databases/{db}/branches/{branch}/stop': lifecycle('stop', "Stop a branch's PostgreSQL (its data stays)"),
+      '/v1/databases/{db}/branches/{branch}/restart': lifecycle('restart', "Restart a branch's PostgreSQL"),
+    },
+  };
+}

@@ -1,0 +1,152 @@
+/**
+ * The HTTP API's request and response shapes, defined once. The server validates requests with
+ * them; the client (and so the GitHub Action and the webhook receiver) parses responses with them.
+ * Keep this module free of server-only imports (no express, no engine, no drivers).
+ */
+import { z } from 'zod';
+import { BranchPart, DatabaseName } from '../names.js';
+
+export { BranchPart, DatabaseName };
+
+// ---------------------------------------------------------------- errors
+
+/** The engine's codes (agent/errors.ts) plus the ones only HTTP has. */
+export const ApiErrorCode = z.enum([
+  'invalid', // 400: names, bodies, query parameters
+  'unauthorized', // 401: missing or wrong bearer token
+  'not_found', // 404: unknown database, branch or route
+  'conflict', // 409: duplicate, busy, another parent, children in the way
+  'too_large', // 413: body over api.bodyLimit
+  'failed', // 500: an operation started and could not finish
+  'not_implemented', // 501: a route whose engine operation has not landed yet
+  'unavailable', // 503: ZFS pool or Docker engine down, or the agent shutting down
+]);
+export type ApiErrorCode = z.infer<typeof ApiErrorCode>;
+
+/** Every error response, whatever the status. */
+export const ErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+// ---------------------------------------------------------------- views (same objects as the CLI's --json)
+
+export const Connection = z.object({
+  host: z.string(),
+  port: z.number().int(),
+  user: z.string(),
+  password: z.string(),
+  database: z.string(),
+  uri: z.string(),
+});
+
+export const BranchView = z.object({
+  /** `<db>/<branch>` */
+  name: z.string(),
+  database: z.string(),
+  branch: z.string(),
+  /** `<db>/<branch>` of the parent; null for main. */
+  parent: z.string().nullable(),
+  /** running, stopped, creating, deleting, failed, down, missing, restarting, interrupted */
+  status: z.string(),
+  port: z.number().int(),
+  connection: Connection,
+  dataset: z.string(),
+  container: z.string(),
+  image: z.string(),
+  consistency: z.enum(['application', 'crash']).nullable(),
+  createdAt: z.string(),
+  usedBytes: z.number().nullable(),
+});
+export type BranchView = z.infer<typeof BranchView>;
+
+export const DatabaseView = z.object({
+  name: z.string(),
+  image: z.string(),
+  createdAt: z.string(),
+  branches: z.array(BranchView),
+});
+export type DatabaseView = z.infer<typeof DatabaseView>;
+
+// ---------------------------------------------------------------- requests
+
+/** `7d`, `12h`, `30m`: at least a minute, at most a year. */
+export const Ttl = z
+  .string()
+  .regex(/^[1-9][0-9]{0,5}[mhd]$/, "ttl must be a number and a unit: m, h or d (e.g. '30m', '12h', '7d')")
+  .refine((v) => ttlMs(v) <= 365 * 86_400_000, 'ttl must be at most 365d');
+
+const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+
+/** Milliseconds of a ttl that `Ttl` accepted. */
+export function ttlMs(ttl: string): number {
+  const unit = ttl.slice(-1) as keyof typeof UNIT_MS;
+  return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
+}
+
+/** `branch` (of the same database) or `db/branch`, as the CLI's --from. */
+export const BranchRefText = z.string().refine((v) => {
+  const parts = v.split('/');
+  if (parts.length === 1) return BranchPart.safeParse(parts[0]).success;
+  return parts.length === 2 && DatabaseName.safeParse(parts[0]).success && BranchPart.safeParse(parts[1]).success;
+}, "must be a branch name or '<database>/<branch>' (letters, digits, '_' and '-')");
+
+/** PUT /v1/databases/{db}/branches/{branch}: every field optional. */
+export const PutBranchBody = z
+  .object({
+    /** Parent branch; default `main` of the same database. */
+    from: BranchRefText.optional(),
+    /** Crash-consistent (CHECKPOINT, no backup mode): faster. Only used when the branch is created. */
+    fast: z.boolean().optional(),
+    /** Validated; expiry is not enforced yet. */
+    ttl: Ttl.optional(),
+  })
+  .strict();
+export type PutBranchBody = z.infer<typeof PutBranchBody>;
+
+/** POST /v1/databases */
+export const CreateDatabaseBody = z
+  .object({
+    name: DatabaseName,
+    /** PostgreSQL image; default postgres.image from the agent's config. */
+    image: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)')
+      .optional(),
+  })
+  .strict();
+export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;
+
+/** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
+export const ForceQuery = z
+  .object({ force: z.enum(['true', 'false']).optional() })
+  .strict();
+
+// ---------------------------------------------------------------- responses
+
+export const Health = z.object({ status: z.literal('ok') });
+export type Health = z.infer<typeof Health>;
+
+export const PutBranchResponse = z.object({ created: z.boolean(), branch: BranchView });
+export type PutBranchResponse = z.infer<typeof PutBranchResponse>;
+
+/** Same as `bpg branch delete --json`: the branches removed, children first. */
+export const DeleteBranchResponse = z.object({ deleted: z.array(z.string()) });
+export type DeleteBranchResponse = z.infer<typeof DeleteBranchResponse>;
+
+/** Same as `bpg db delete --json`. */
+export const DeleteDatabaseResponse = z.object({ deleted: z.string() });
+export type DeleteDatabaseResponse = z.infer<typeof DeleteDatabaseResponse>;
+
+export const DatabaseList = z.array(DatabaseView);
+export const BranchList = z.array(BranchView);
+
+export const BRANCH_ACTIONS = ['reset', 'start', 'stop', 'restart'] as const;
+export type BranchAction = (typeof BRANCH_ACTIONS)[number];
+
+/** The first problem zod found, as one line: `from: must be a branch name ...`. */
+export function firstIssue(err: z.ZodError): string {
+  const i = err.issues[0];
+  if (!i) return 'invalid';
+  return i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message;
+}

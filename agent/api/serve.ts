@@ -1,0 +1,110 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../config.js';
+import { Engine } from '../engine/engine.js';
+import { describe, invalid } from '../errors.js';
+import { createLogger, type Logger } from '../log.js';
+import { collectTokens } from './auth.js';
+import { createApi, type Api } from './server.js';
+
+export interface ServeOptions {
+  /** host:port; overrides api.listen from the config (`bpg serve --listen`). Port 0 picks one. */
+  listen?: string;
+  /** Default: JSON lines on stderr. */
+  log?: Logger;
+  /** Default: an engine on the config with the real drivers. */
+  engine?: Engine;
+  /** Where BPG_API_TOKEN is read; default process.env. */
+  env?: NodeJS.ProcessEnv;
+  /** Shut down cleanly on SIGTERM and SIGINT (a second one stops at once). Default true. */
+  handleSignals?: boolean;
+}
+
+export interface RunningServer {
+  /** http://host:port */
+  url: string;
+  port: number;
+  api: Api;
+  /** Stops accepting, lets running operations finish, closes connections. Branches keep running. */
+  close(): Promise<void>;
+  /** Resolves when the server has shut down, however that was asked for. */
+  closed: Promise<void>;
+}
+
+/** `127.0.0.1:7432`, `[::1]:7432`, `0.0.0.0:0` */
+export function parseListen(listen: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(listen);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535) throw invalid(`listen address '${listen}' must look like 127.0.0.1:7432`);
+  return { host: (m[1] ?? m[2])!, port };
+}
+
+/** The agent daemon: recovers interrupted operations, then serves the HTTP API until a signal. */
+export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<RunningServer> {
+  const log = opts.log ?? createLogger({ json: true });
+  const { host, port } = parseListen(opts.listen ?? cfg.api.listen);
+  const tokens = collectTokens(cfg.api.tokens, opts.env ?? process.env);
+  if (tokens.length === 0) throw invalid('no API token: add api.tokens to the config, or set BPG_API_TOKEN');
+
+  const engine = opts.engine ?? new Engine(cfg, { log });
+  try {
+    await engine.preflight();
+  } catch (e) {
+    log.warn(`starting anyway: ${describe(e)}; operations will answer 503 until it is fixed`);
+  }
+  try {
+    const recovered = await engine.recoverInterrupted();
+    if (recovered.length) log.warn('recovered interrupted operations', { recovered });
+  } catch (e) {
+    log.warn(`could not recover interrupted operations now: ${describe(e)} (retried before each operation)`);
+  }
+
+  const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
+  const server = createServer(api.app);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
+
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((r) => (resolveClosed = r));
+  let closing: Promise<void> | null = null;
+
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      log.info('shutting down: no new requests; running operations finish, branches keep running');
+      api.beginShutdown();
+      const serverClosed = new Promise<void>((r) => server.close(() => r()));
+      // Keep-alive connections with no request in flight would hold close() open.
+      const sweeper = setInterval(() => server.closeIdleConnections(), 200);
+      server.closeIdleConnections();
+      try {
+        await Promise.all([serverClosed, api.drained()]);
+      } finally {
+        clearInterval(sweeper);
+      }
+      log.info('stopped');
+      resolveClosed();
+    })();
+    return closing;
+  };
+
+  if (opts.handleSignals !== false) {
+    const onSignal = (signal: NodeJS.Signals) => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      log.info(`${signal}: stopping (send it again to stop at once; interrupted operations are recovered at the next start)`);
+      void close();
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  }
+
+  return { url, port: addr.port, api, close, closed };
+}

@@ -1,0 +1,314 @@
+import { randomUUID } from 'node:crypto';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import type { z } from 'zod';
+import type { Engine } from '../engine/engine.js';
+import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
+import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
+import type { Logger } from '../log.js';
+import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
+import { TokenChecker, type ApiToken } from './auth.js';
+import { KeyedLocks, lockSet } from './locks.js';
+import { openapi } from './openapi.js';
+import {
+  CreateDatabaseBody,
+  ForceQuery,
+  PutBranchBody,
+  firstIssue,
+  type ApiErrorCode,
+  type BranchView,
+  type DatabaseView,
+  type ErrorBody,
+} from './schemas.js';
+
+// The API must answer the very objects the CLI prints: fail the build if the two drift apart.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const viewsMatch: Same<EngineBranchView, BranchView> & Same<EngineDatabaseView, DatabaseView> = true;
+void viewsMatch;
+
+export interface ApiOptions {
+  engine: Engine;
+  tokens: readonly ApiToken[];
+  log: Logger;
+  /** Bytes; larger bodies get 413. */
+  bodyLimit: number;
+}
+
+export interface Route {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** OpenAPI style: /v1/databases/{db} */
+  path: string;
+}
+
+export interface Api {
+  app: express.Express;
+  /** Every route registered, for openapi.json and its test. */
+  routes: Route[];
+  /** From now on: new requests get 503, connections close after their response. */
+  beginShutdown(): void;
+  /** Resolves once no operation is running (including ones whose client went away). */
+  drained(): Promise<void>;
+}
+
+const STATUS: Record<ErrorCode, number> = { invalid: 400, not_found: 404, conflict: 409, unavailable: 503, failed: 500 };
+
+/** An error answered with a status the engine has no code for (401, 413, 501, ...). */
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: ApiErrorCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+interface Locals {
+  id: string;
+  token: string | null;
+}
+const locals = (res: Response) => res.locals as Locals;
+
+function parse<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw invalid(`invalid ${what}: ${firstIssue(r.error)}`);
+  return r.data;
+}
+
+const param = (req: Request, name: string): string => {
+  const v = req.params[name];
+  return typeof v === 'string' ? v : '';
+};
+const dbOf = (req: Request) => parseDatabaseName(param(req, 'db'));
+const refOf = (req: Request): BranchRef => ({ database: dbOf(req), branch: parseBranchPart(param(req, 'branch')) });
+const forceOf = (req: Request) => parse(ForceQuery, req.query, 'query').force === 'true';
+
+export function createApi(opts: ApiOptions): Api {
+  const { engine, log } = opts;
+  const auth = new TokenChecker(opts.tokens);
+  const locks = new KeyedLocks();
+  const running = new Set<Promise<unknown>>();
+  const routes: Route[] = [];
+  let closing = false;
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+
+  const send = (res: Response, status: number, body: unknown) => {
+    if (closing) res.setHeader('Connection', 'close');
+    res.status(status).json(body);
+  };
+
+  /** Runs an operation so that shutdown can wait for it even if its client has gone. */
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    running.add(p);
+    const done = () => running.delete(p);
+    p.then(done, done);
+    return p;
+  };
+
+  /** Logs one line per operation with who asked (the token's name, never the token). */
+  const opLog = (res: Response, msg: string, fields: Record<string, unknown> = {}) =>
+    log.info(msg, { token: locals(res).token, requestId: locals(res).id, ...fields });
+
+  // ---------------------------------------------------------------- every request
+
+  app.use((req, res, next) => {
+    const t0 = performance.now();
+    const l = locals(res);
+    l.id = randomUUID();
+    l.token = null;
+    res.setHeader('X-Request-Id', l.id);
+    res.on('close', () => {
+      const fields = {
+        requestId: l.id,
+        method: req.method,
+        path: req.originalUrl.split('?')[0],
+        status: res.writableFinished ? res.statusCode : 499,
+        ms: Math.round(performance.now() - t0),
+        token: l.token,
+      };
+      if (res.statusCode >= 500 || !res.writableFinished) log.warn('request', fields);
+      else log.info('request', fields);
+    });
+    if (closing) {
+      send(res, 503, errorBody('unavailable', 'the agent is shutting down'));
+      return;
+    }
+    next();
+  });
+
+  app.get('/v1/health', (_req, res) => send(res, 200, { status: 'ok' }));
+
+  // Everything below needs a token. A refusal names no resource: not even whether the route exists.
+  app.use((req, res, next) => {
+    const name = auth.check(req.get('authorization'));
+    if (name === null) {
+      res.setHeader('WWW-Authenticate', 'Bearer realm="betterpg"');
+      send(res, 401, errorBody('unauthorized', 'missing or invalid bearer token'));
+      return;
+    }
+    locals(res).token = name;
+    next();
+  });
+
+  // Any content type is read as JSON, so `curl -d '{...}'` works without -H.
+  app.use(express.json({ limit: opts.bodyLimit, strict: true, type: () => true }));
+
+  const route = (method: Route['method'], path: string, handler: (req: Request, res: Response) => Promise<void>) => {
+    routes.push({ method, path: path.replace(/:(\w+)/g, '{$1}') });
+    const m = method.toLowerCase() as 'get' | 'post' | 'put' | 'delete';
+    app[m](path, (req, res, next) => {
+      handler(req, res).catch(next);
+    });
+  };
+
+  // ---------------------------------------------------------------- routes
+
+  route('GET', '/v1/openapi.json', async (_req, res) => send(res, 200, openapi()));
+
+  route('GET', '/v1/databases', async (_req, res) => send(res, 200, await engine.listDatabases()));
+
+  route('POST', '/v1/databases', async (req, res) => {
+    const body = parse(CreateDatabaseBody, req.body ?? {}, 'body');
+    const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
+      track(
+        (async () => {
+          const r = await engine.createDatabase(body.name, { image: body.image });
+          opLog(res, 'database created', { database: body.name, ms: r.totalMs });
+          return engine.getDatabase(body.name);
+        })(),
+      ),
+    );
+    res.setHeader('Location', `/v1/databases/${encodeURIComponent(view.name)}`);
+    send(res, 201, view);
+  });
+
+  route('GET', '/v1/databases/:db', async (req, res) => send(res, 200, await engine.getDatabase(dbOf(req))));
+
+  route('DELETE', '/v1/databases/:db', async (req, res) => {
+    const name = dbOf(req);
+    const force = forceOf(req);
+    await locks.with(lockSet([name, 'exclusive']), () => track(engine.deleteDatabase(name, { force })));
+    opLog(res, 'database deleted', { database: name, force });
+    send(res, 200, { deleted: name });
+  });
+
+  route('GET', '/v1/databases/:db/branches', async (req, res) => send(res, 200, await engine.listBranches(dbOf(req))));
+
+  route('GET', '/v1/databases/:db/branches/:branch', async (req, res) => send(res, 200, await engine.getBranch(refOf(req))));
+
+  route('PUT', '/v1/databases/:db/branches/:branch', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(PutBranchBody, req.body ?? {}, 'body');
+    const from = body.from === undefined ? undefined : parseBranchRef(body.from, ref.database);
+    const key = refName(ref);
+    const parentKey = refName(from ?? { database: ref.database, branch: 'main' });
+    // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
+    const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
+    const result = await locks.with(wanted, () =>
+      track(
+        (async () => {
+          const existing = await findBranch(engine, ref);
+          if (existing) {
+            if (ref.branch === 'main') {
+              if (body.from !== undefined) throw conflict(`branch '${key}' exists and has no parent (main is created with its database)`);
+            } else if (existing.parent !== parentKey) {
+              throw conflict(`branch '${key}' exists with parent '${existing.parent}', not '${parentKey}'`);
+            }
+            if (existing.status === 'creating' || existing.status === 'deleting') {
+              throw conflict(`branch '${key}' is busy: ${existing.status} by another process`);
+            }
+            return { created: false, branch: existing };
+          }
+          const r = await engine.createBranch(ref, { from, fast: body.fast });
+          opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
+          return { created: true, branch: r.branch };
+        })(),
+      ),
+    );
+    if (result.created) {
+      res.setHeader('Location', `/v1/databases/${encodeURIComponent(ref.database)}/branches/${encodeURIComponent(ref.branch)}`);
+    }
+    send(res, result.created ? 201 : 200, result);
+  });
+
+  route('DELETE', '/v1/databases/:db/branches/:branch', async (req, res) => {
+    const ref = refOf(req);
+    const force = forceOf(req);
+    const deleted = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
+      track(engine.deleteBranch(ref, { force })),
+    );
+    opLog(res, 'branch deleted', { branch: refName(ref), deleted });
+    send(res, 200, { deleted });
+  });
+
+  route('POST', '/v1/databases/:db/branches/:branch/reset', async (req) => {
+    refOf(req);
+    throw new HttpError(501, 'not_implemented', 'reset is not available yet: it lands with snapshots and point-in-time recovery');
+  });
+
+  for (const verb of ['start', 'stop', 'restart'] as const) {
+    route('POST', `/v1/databases/:db/branches/:branch/${verb}`, async (req, res) => {
+      const ref = refOf(req);
+      const view = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(engine[verb](ref)));
+      opLog(res, `branch ${verb}`, { branch: refName(ref), status: view.status });
+      send(res, 200, view);
+    });
+  }
+
+  // ---------------------------------------------------------------- fallbacks
+
+  app.use((req, _res, next) => next(new HttpError(404, 'not_found', `no route ${req.method} ${req.path}`)));
+
+  // Four arguments: this is how express knows an error handler.
+  app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    const { status, code, message } = toHttp(err);
+    if (status >= 500 && status !== 501) log.warn(`request failed: ${describe(err)}`, { requestId: locals(res).id, token: locals(res).token, status });
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    send(res, status, errorBody(code, message));
+  });
+
+  return {
+    app,
+    routes,
+    beginShutdown() {
+      closing = true;
+    },
+    async drained() {
+      while (running.size) await Promise.allSettled([...running]);
+    },
+  };
+}
+
+function errorBody(code: ApiErrorCode | ErrorCode, message: string): ErrorBody {
+  return { error: { code, message } };
+}
+
+/** Any thrown value as status, code and a one-line message: never a stack trace. */
+function toHttp(err: unknown): { status: number; code: ApiErrorCode; message: string } {
+  if (err instanceof HttpError) return { status: err.status, code: err.code, message: err.message };
+  if (err instanceof BpgError) return { status: STATUS[err.code], code: err.code, message: describe(err) };
+  // body-parser and the router mark client errors with a status and a type.
+  const e = err as { status?: unknown; type?: unknown };
+  const status = typeof e?.status === 'number' ? e.status : 500;
+  if (status === 413) return { status, code: 'too_large', message: 'request body is larger than the limit (api.bodyLimit)' };
+  if (e?.type === 'entity.parse.failed') return { status: 400, code: 'invalid', message: 'request body is not valid JSON' };
+  if (status >= 400 && status < 500) return { status, code: 'invalid', message: describe(err) };
+  return { status: 500, code: 'failed', message: describe(err) };
+}
+
+/** The branch, or null if its database exists and it does not (a missing database is a 404). */
+async function findBranch(engine: Engine, ref: BranchRef): Promise<BranchView | null> {
+  const db = await engine.getDatabase(ref.database);
+  const b = db.branches.find((x) => x.branch === ref.branch) ?? null;
+  if (b?.status === 'interrupted') {
+    // Left behind by a process that died: clean it up, then it is simply missing.
+    await engine.recoverInterrupted();
+    return (await engine.getDatabase(ref.database)).branches.find((x) => x.branch === ref.branch) ?? null;
+  }
+  return b;
+}
