@@ -179,6 +179,17 @@ program
     void table;
   });
 
+program
+  .command('serve')
+  .description('run the agent daemon: the HTTP API on api.listen, JSON-line logs on stderr')
+  .option('--listen <host:port>', 'address to listen on (default: api.listen from the config)')
+  .action(async (o) => {
+    // Loaded on demand like engine(): express and the engine are only needed here.
+    const [{ serve }, cfg] = await Promise.all([import('../api/serve.js'), loadConfig()]);
+    const server = await serve(cfg, { listen: o.listen, log: createLogger({ json: true, debug: globals().debug }) });
+    await server.closed;
+  });
+
 export async function main(argv: string[]): Promise<number> {
   try {
     await program.parseAsync(argv);
