@@ -175,6 +175,7 @@ export class BpgClient {
       const timeout = AbortSignal.timeout(o.timeoutMs ?? this.timeoutMs);
       const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
       let res: globalThis.Response;
+      let text: string;
       try {
         res = await this.fetchImpl(this.base + path, {
           method,
@@ -186,6 +187,8 @@ export class BpgClient {
           },
           body: body === undefined ? undefined : JSON.stringify(body),
         });
+        // Inside the try: a connection reset while the body arrives is a connection error too.
+        text = await res.text();
       } catch (e) {
         if (timeout.aborted) throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
         if (o.signal?.aborted) throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
@@ -198,7 +201,6 @@ export class BpgClient {
         throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}`, undefined, { cause: e });
       }
       const requestId = res.headers.get('x-request-id') ?? undefined;
-      const text = await res.text();
       let parsed: unknown;
       try {
         parsed = text === '' ? undefined : JSON.parse(text);
