@@ -96,14 +96,21 @@ function readState(cfg: Config): State {
   return State.parse(JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')));
 }
 
-/** Everything under this config's root in the state, ZFS and Docker: proof that nothing was made. */
-function footprint(cfg: Config): string {
+/**
+ * What this file's database and the bad names have in the state, ZFS and Docker: proof that nothing
+ * was made. Other test files run at the same time on the same root, so only names that are ours
+ * or that carry a bad name's characters count.
+ */
+function footprint(cfg: Config): string[] {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
-  return JSON.stringify({
-    state: readFileSync(join(cfg.stateDir, 'state.json'), 'utf8'),
-    datasets: sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]),
-    containers: sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']),
-  });
+  const state = readState(cfg);
+  const all = [
+    ...Object.keys(state.databases),
+    ...Object.keys(state.branches),
+    ...sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]).split('\n'),
+    ...sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).split('\n'),
+  ];
+  return all.filter((n) => n.includes(db) || /[;$() ]|\.\./.test(n)).sort();
 }
 
 describe('HTTP API', () => {
@@ -331,6 +338,7 @@ describe('HTTP API', () => {
 
   it('names with shell or path characters are 400s, and nothing is made', async () => {
     const before = footprint(cfg);
+    assert.ok(before.includes(db), 'sees this file\'s database');
     for (const bad of BAD_NAMES) {
       const requests: Array<[string, string, unknown?]> = [
         ['POST', '/v1/databases', { name: bad }],
@@ -347,7 +355,7 @@ describe('HTTP API', () => {
         assertError(r, 400, 'invalid');
       }
     }
-    assert.equal(footprint(cfg), before);
+    assert.deepEqual(footprint(cfg), before);
   });
 
   // ---------------------------------------------------------------- the rest of the stack down
