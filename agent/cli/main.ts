@@ -5,6 +5,7 @@ import type { Engine } from '../engine/engine.js';
 import { createLogger } from '../log.js';
 import { parseBranchRef, parseDatabaseName } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
+import { registerHistoryCommands, registerMoveCommands } from './history.js';
 
 interface Globals {
   debug?: boolean;
@@ -105,11 +106,14 @@ branch
   .description('create a branch (application-consistent by default)')
   .option('--from <branch>', 'parent branch (default: <db>/main)')
   .option('--fast', 'crash-consistent: CHECKPOINT then snapshot, no backup mode')
+  .option('--from-snapshot <id>', 'clone a kept snapshot (bpg snapshot list)')
+  .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
     const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
-    const res = await (await engine()).createBranch(ref, { from, fast: o.fast });
+    const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
+    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
     else process.stdout.write(branchDetail(res.branch));
@@ -189,6 +193,9 @@ program
     const server = await serve(cfg, { listen: o.listen, log: createLogger({ json: true, debug: globals().debug }) });
     await server.closed;
   });
+
+registerHistoryCommands(program, engine);
+registerMoveCommands(db, branch, engine);
 
 export async function main(argv: string[]): Promise<number> {
   try {

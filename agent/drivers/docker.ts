@@ -28,6 +28,8 @@ export interface ContainerSpec {
 export interface ContainerState {
   id: string;
   running: boolean;
+  /** Docker restarted it under its restart policy since it was created: it crashed. */
+  restarts: number;
   status: string;
   exitCode: number;
 }
@@ -152,7 +154,7 @@ export class DockerDriver {
   async state(name: string): Promise<ContainerState | null> {
     try {
       const i = await this.docker.getContainer(name).inspect();
-      return { id: i.Id, running: i.State.Running, status: i.State.Status, exitCode: i.State.ExitCode };
+      return { id: i.Id, running: i.State.Running, restarts: i.RestartCount, status: i.State.Status, exitCode: i.State.ExitCode };
     } catch (e) {
       if (isStatus(e, 404)) return null;
       throw e;

@@ -92,13 +92,20 @@ export interface BackupLabel {
  * connection, with the snapshot taken between them. If this process dies in the middle, the
  * connection closes and PostgreSQL ends backup mode itself, so the parent is never left in it.
  */
-export async function withBackupMode(c: pg.Client, label: string, takeSnapshot: () => Promise<void>, stopTimeoutMs = 120_000): Promise<BackupLabel> {
+export async function withBackupMode(
+  c: pg.Client,
+  label: string,
+  takeSnapshot: () => Promise<void>,
+  o: { waitForArchive?: boolean; stopTimeoutMs?: number } = {},
+): Promise<BackupLabel> {
+  const stopTimeoutMs = o.stopTimeoutMs ?? 120_000;
+  const wait = o.waitForArchive ? 'true' : 'false';
   const v = await serverVersionNum(c);
   const start = v >= 150000 ? 'SELECT pg_backup_start($1, true) AS lsn' : 'SELECT pg_start_backup($1, true, false) AS lsn';
   const stop =
     v >= 150000
-      ? 'SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(false)'
-      : 'SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, false)';
+      ? `SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(${wait})`
+      : `SELECT lsn, labelfile, spcmapfile FROM pg_stop_backup(false, ${wait})`;
   await c.query(start, [label]);
   try {
     await takeSnapshot();
@@ -106,15 +113,17 @@ export async function withBackupMode(c: pg.Client, label: string, takeSnapshot: 
     await c.query(v >= 150000 ? 'SELECT pg_backup_stop(false)' : 'SELECT pg_stop_backup(false, false)').catch(() => {});
     throw e;
   }
-  // No wait_for_archive: PostgreSQL polls the archiver once a second, which would cost a second on
-  // every branch. The stop still switches and flushes the segment holding the backup-end record;
-  // the caller copies the WAL from the parent's archive or, if not archived yet, its pg_wal.
+  // wait_for_archive polls the archiver once a second: a second on every branch. Without it, the
+  // stop still switches and flushes the segment holding the backup-end record, and a clone made
+  // right away copies the WAL from the parent's archive or pg_wal. Kept snapshots wait.
   await c.query(`SET statement_timeout = ${Math.round(stopTimeoutMs)}`);
   let row: { lsn: string; labelfile: string; spcmapfile: string | null };
   try {
     row = (await c.query(stop)).rows[0];
   } catch (e) {
-    if (/statement timeout/i.test((e as Error).message)) throw new Error('pg_backup_stop did not finish in time');
+    if (/statement timeout/i.test((e as Error).message)) {
+      throw new Error(`pg_backup_stop did not finish in time${o.waitForArchive ? ": WAL archiving is failing (see 'bpg wal info')" : ''}`);
+    }
     throw e;
   } finally {
     await c.query('RESET statement_timeout').catch(() => {});

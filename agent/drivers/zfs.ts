@@ -48,6 +48,10 @@ export class ZfsDriver {
     await this.zfs(['clone', ...propArgs(props), snap, target]);
   }
 
+  async set(name: string, props: ZfsProps): Promise<void> {
+    for (const [k, v] of Object.entries(props)) await this.zfs(['set', `${k}=${v}`, name]);
+  }
+
   async mountpoint(name: string): Promise<string> {
     return (await this.get(name, ['mountpoint'])).mountpoint!;
   }

@@ -26,7 +26,7 @@ const confValue = (v: string | number | boolean) =>
  * The agent's own settings, rewritten before every start so a config change reaches every branch.
  * Archiving goes to the branch's own folder; only the bind mount differs between branches.
  */
-export function agentConf(cfg: Config, pgMajor: number): string {
+export function agentConf(cfg: Config, pgMajor: number, overrides: Record<string, string> = {}): string {
   const archive = Layout.containerArchive;
   const mine: Record<string, string | number | boolean> = {
     listen_addresses: '*',
@@ -41,7 +41,7 @@ export function agentConf(cfg: Config, pgMajor: number): string {
     ...(pgMajor >= 14 ? { recovery_init_sync_method: 'syncfs' } : {}),
   };
   const lines = ['# Written by the BetterPG agent before each start; edits are overwritten.'];
-  for (const [k, v] of Object.entries({ ...cfg.postgres.settings, ...mine })) lines.push(`${k} = ${confValue(v)}`);
+  for (const [k, v] of Object.entries({ ...cfg.postgres.settings, ...mine, ...overrides })) lines.push(`${k} = ${confValue(v)}`);
   return lines.join('\n') + '\n';
 }
 
@@ -64,8 +64,8 @@ export async function configureNewCluster(dataDir: string, cfg: Config): Promise
   await writeAgentConf(dataDir, cfg);
 }
 
-export async function writeAgentConf(dataDir: string, cfg: Config): Promise<void> {
-  await writeOwned(join(dataDir, AGENT_CONF), agentConf(cfg, await pgMajor(dataDir)), cfg.postgres);
+export async function writeAgentConf(dataDir: string, cfg: Config, overrides?: Record<string, string>): Promise<void> {
+  await writeOwned(join(dataDir, AGENT_CONF), agentConf(cfg, await pgMajor(dataDir), overrides), cfg.postgres);
 }
 
 /** A crash-consistent clone: only the dead postmaster's pid file must go. */
@@ -93,7 +93,9 @@ export async function prepareBackupClone(dataDir: string, cfg: Config, label: Ba
       if (!found.has(f)) found.set(f, join(dir, f));
     }
   }
-  if (!found.has(label.firstSegment) || !found.has(label.lastSegment)) {
+  if (walSources.length === 0) {
+    // recovery reads the WAL through restore_command (point-in-time recovery)
+  } else if (!found.has(label.firstSegment) || !found.has(label.lastSegment)) {
     throw new Error(`WAL segments ${label.firstSegment}..${label.lastSegment} are not all in the parent's archive or pg_wal`);
   }
   for (const [f, src] of found) {

@@ -8,7 +8,8 @@ import { refName, type BranchRef } from '../names.js';
 import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, type ContainerSpec } from '../drivers/docker.js';
 import { ZfsDriver } from '../drivers/zfs.js';
 import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
-import type { BranchRecord, Consistency, DatabaseRecord, Operation, State } from '../state/schema.js';
+import type { BranchRecord, DatabaseRecord, Operation, SnapshotRecord, State } from '../state/schema.js';
+import { planPitr } from './history.js';
 import { StateStore } from '../state/store.js';
 import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
@@ -25,6 +26,10 @@ export interface EngineDeps {
 export interface CreateBranchOptions {
   from?: BranchRef;
   fast?: boolean;
+  /** Clone a kept snapshot (`bpg snapshot create`) instead of taking a fresh one. */
+  fromSnapshot?: string;
+  /** Point-in-time recovery of `from` (default main) to this moment. */
+  pitr?: Date;
 }
 
 export interface CreateResult {
@@ -63,7 +68,13 @@ export class Engine {
   readonly store: StateStore;
   readonly zfs: ZfsDriver;
   readonly docker: DockerDriver;
-  private readonly log: Logger;
+  /** @internal */
+  readonly log: Logger;
+
+  /** @internal Refuses when another live process holds an operation on this branch. */
+  assertIdleFor(b: BranchRecord): void {
+    assertIdle(`branch '${refName(b)}'`, b.operation);
+  }
 
   constructor(
     readonly cfg: Config,
@@ -86,11 +97,13 @@ export class Engine {
     }
   }
 
-  private owner() {
+  /** @internal */
+  owner() {
     return { uid: this.cfg.postgres.uid, gid: this.cfg.postgres.gid };
   }
 
-  private target(b: BranchRecord, db: DatabaseRecord, password = b.password, database = db.pgDatabase): PgTarget {
+  /** @internal */
+  target(b: BranchRecord, db: DatabaseRecord, password = b.password, database = db.pgDatabase): PgTarget {
     return { host: this.cfg.postgres.bindAddress, port: b.port, user: this.cfg.postgres.superuser, password, database };
   }
 
@@ -142,7 +155,8 @@ export class Engine {
   }
 
   /** The view of a branch this process just started: no Docker listing needed, one `zfs get`. */
-  private async freshView(ref: BranchRef): Promise<BranchView> {
+  /** @internal */
+  async freshView(ref: BranchRef): Promise<BranchView> {
     const state = await this.store.read();
     const b = this.requireBranch(state, ref);
     const used = await this.zfs.get(b.dataset, ['used']).then((p) => Number(p.used), () => null);
@@ -158,7 +172,8 @@ export class Engine {
     return { name: db.name, image: db.image, createdAt: db.createdAt, branches };
   }
 
-  private view(state: State, b: BranchRecord, live: LiveInfo): BranchView {
+  /** @internal */
+  view(state: State, b: BranchRecord, live: LiveInfo): BranchView {
     const db = state.databases[b.database]!;
     let status: string = b.status;
     if (b.status === 'running' || b.status === 'stopped') {
@@ -171,7 +186,8 @@ export class Engine {
   }
 
   /** One Docker list and one `zfs get` for every read, however many branches. */
-  private async liveInfo(): Promise<LiveInfo> {
+  /** @internal */
+  async liveInfo(): Promise<LiveInfo> {
     const containers = new Map<string, string>();
     const used = new Map<string, number>();
     await Promise.all([
@@ -191,13 +207,15 @@ export class Engine {
     return { containers, used };
   }
 
-  private requireDatabase(state: State, name: string): DatabaseRecord {
+  /** @internal */
+  requireDatabase(state: State, name: string): DatabaseRecord {
     const db = state.databases[name];
     if (!db) throw notFound(`database '${name}' does not exist`);
     return db;
   }
 
-  private requireBranch(state: State, ref: BranchRef): BranchRecord {
+  /** @internal */
+  requireBranch(state: State, ref: BranchRef): BranchRecord {
     this.requireDatabase(state, ref.database);
     const b = state.branches[refName(ref)];
     if (!b) throw notFound(`branch '${refName(ref)}' does not exist`);
@@ -248,7 +266,12 @@ export class Engine {
         if (existed) throw conflict(`dataset ${dbDs} already exists (left over? run 'zfs destroy -r ${dbDs}' if it is not needed)`);
         // compression=on (lz4 on OpenZFS, lzjb on zfs-fuse): WAL files and fresh pages are mostly zeros.
         await this.zfs.create(dbDs, { compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: name }, true);
-        await this.zfs.create(record.dataset, this.branchProps(record));
+        try {
+          await this.zfs.create(record.dataset, this.branchProps(record));
+        } catch (e) {
+          await this.zfs.destroy(dbDs, { recursive: true }).catch(() => {});
+          throw e;
+        }
       }, async () => this.zfs.destroy(this.layout.databaseDataset(name), { recursive: true }));
       const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
       await steps.step('prepare folders', async () => {
@@ -257,7 +280,7 @@ export class Engine {
       }, async () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
       await steps.step('initdb', () => this.initdb(record, image, dataDir, pgdata));
       await steps.step('configure', () => configureNewCluster(dataDir, this.cfg));
-      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container));
+      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container), { partial: true });
       const db = (await this.store.read()).databases[name]!;
       await steps.step('wait ready', () => this.waitBranchReady(record, db, 'postgres'));
       if (name !== 'postgres') {
@@ -341,18 +364,33 @@ export class Engine {
     await this.preflight();
     const key = refName(ref);
     if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
+    if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
+    if (opts.fromSnapshot && opts.from) throw invalid('--from-snapshot already names the source branch; drop --from');
+    if ((opts.fromSnapshot || opts.pitr) && opts.fast) throw invalid('--fast applies to fresh snapshots only');
     const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
     if (fromRef.database !== ref.database) throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
-    const consistency: Consistency = opts.fast ? 'crash' : 'application';
     const log = this.log;
 
-    const { record, parent, db } = await this.store.update(async (s) => {
+    // Point-in-time recovery needs the source's WAL up to the target in its archive.
+    let pitr: { target: Date; snapshot: SnapshotRecord } | null = null;
+    if (opts.pitr) pitr = await planPitr(this, fromRef, opts.pitr);
+
+    const { record, parent, db, kept } = await this.store.update(async (s) => {
       const db = this.requireDatabase(s, ref.database);
       assertIdle(`database '${ref.database}'`, db.operation);
       if (s.branches[key]) throw conflict(`branch '${key}' already exists`);
-      const parent = s.branches[refName(fromRef)];
+      let parent: BranchRecord | undefined;
+      let kept: SnapshotRecord | null = null;
+      if (opts.fromSnapshot || pitr) {
+        kept = pitr ? pitr.snapshot : (s.snapshots[opts.fromSnapshot!] ?? null);
+        if (!kept || !s.snapshots[kept.id]) throw notFound(`snapshot '${opts.fromSnapshot ?? pitr!.snapshot.id}' does not exist`);
+        parent = Object.values(s.branches).find((b) => b.id === kept!.branchId);
+        if (parent && parent.database !== ref.database) throw invalid(`snapshot '${kept.id}' belongs to database '${parent.database}', not '${ref.database}'`);
+      } else {
+        parent = s.branches[refName(fromRef)];
+      }
       if (!parent) throw notFound(`branch '${refName(fromRef)}' does not exist`);
-      if (parent.status !== 'running' && parent.status !== 'stopped') {
+      if (!kept && parent.status !== 'running' && parent.status !== 'stopped') {
         throw conflict(`branch '${refName(parent)}' is ${parent.status}; it cannot be branched now`);
       }
       assertIdle(`branch '${refName(parent)}'`, parent.operation?.kind === 'delete' ? parent.operation : null);
@@ -369,54 +407,63 @@ export class Engine {
         image: parent.image,
         dataset: this.layout.branchDataset(ref.database, ref.branch),
         container: this.layout.container(ref.database, ref.branch),
-        origin: { snapshot: `${parent.dataset}@bpg-${id}`, consistency },
+        origin: kept
+          ? { snapshot: `${parent.dataset}@${kept.name}`, consistency: kept.consistency }
+          : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
         createdAt: now(),
         operation: op('create'),
       };
       s.branches[key] = record;
-      return { record, parent: { ...parent }, db: { ...db } };
+      return { record, parent: { ...parent }, db: { ...db }, kept };
     });
 
     const steps = new Steps('branch create', log);
     try {
       const snap = record.origin!.snapshot;
       const { pgdata } = await steps.step('check image', () => this.docker.ensureImage(record.image));
-      let label: BackupLabel | null = null;
-      const snapProps = { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: record.database, [ZFS_PROP.branch]: record.branch, [ZFS_PROP.consistency]: consistency };
-      const takeSnapshot = () => steps.step('zfs snapshot', () => this.zfs.snapshot(snap, snapProps), () => this.zfs.destroy(snap));
-      const parentRunning = (await this.docker.state(parent.container))?.running === true;
-      if (!parentRunning) {
-        // A stopped cluster is at rest: its snapshot is consistent as it stands.
-        if (parent.status === 'running') throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
-        await takeSnapshot();
-      } else if (consistency === 'crash') {
-        await steps.step('checkpoint', () => withClient(this.target(parent, db), (c) => c.query('CHECKPOINT')));
-        await takeSnapshot();
-      } else {
-        const c = await steps.step('connect to parent', () => connect(this.target(parent, db)));
-        try {
-          label = await steps.step('backup mode', () => withBackupMode(c, `betterpg ${key}`, () => takeSnapshot()));
-        } finally {
-          await c.end().catch(() => {});
-        }
-      }
-      await steps.step('zfs clone', () => this.zfs.clone(snap, record.dataset, this.branchProps(record)), () => this.zfs.destroy(record.dataset));
+      let label: BackupLabel | null = kept?.backup ?? null;
+      if (!kept) label = await this.snapshotParent(steps, parent, db, snap, { fast: !!opts.fast, label: `betterpg ${key}`, by: record });
+      await steps.step('zfs clone', () => this.cloneFresh(snap, record), () => this.zfs.destroy(record.dataset), { partial: true });
       await this.zfs.mount(record.dataset);
       const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
       await steps.step('prepare data', async () => {
         await mkdirOwned(this.layout.walDir(record.id), this.owner());
-        const parentPgWal = join(Layout.dataDir(await this.zfs.mountpoint(parent.dataset)), 'pg_wal');
-        if (label) await prepareBackupClone(dataDir, this.cfg, label, [this.layout.walDir(parent.id), parentPgWal]);
-        else await prepareCrashClone(dataDir, this.cfg);
+        if (pitr) {
+          await prepareBackupClone(dataDir, this.cfg, label!, []);
+        } else if (label) {
+          const parentPgWal = join(Layout.dataDir(await this.zfs.mountpoint(parent.dataset)), 'pg_wal');
+          await prepareBackupClone(dataDir, this.cfg, label, [this.layout.walDir(parent.id), ...(kept ? [] : [parentPgWal])]);
+        } else {
+          await prepareCrashClone(dataDir, this.cfg);
+        }
       }, () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
-      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container));
+      if (pitr) {
+        // Replay the source's archive (mounted read-only for this start only) up to the target.
+        const restore = '/var/lib/postgresql/restore-archive';
+        const conf = {
+          restore_command: `cp ${restore}/%f %p`,
+          // numeric offset: zone abbreviations such as 'Z' are not loaded yet when this is parsed
+          recovery_target_time: pitr.target.toISOString().replace('T', ' ').replace('Z', '+00'),
+          recovery_target_action: 'promote',
+          recovery_target_timeline: 'latest',
+        };
+        await steps.step(
+          'start recovery',
+          () => this.startContainer(record, pgdata, dataDir, { binds: [`${this.layout.walDir(parent.id)}:${restore}:ro`], conf }),
+          () => this.docker.remove(record.container),
+          { partial: true },
+        );
+        await steps.step('recover to target', () => this.waitBranchReady({ ...record, password: parent.password }, db));
+        // From now on the branch archives into and recovers from its own folder only.
+        await steps.step('detach source archive', async () => {
+          await this.docker.stop(record.container, this.cfg.postgres.stopTimeoutSeconds);
+          await this.docker.remove(record.container);
+        });
+      }
+      await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container), { partial: true });
       // The clone still has its parent's password: connect with it once, then give the branch its own.
       await steps.step('wait ready', () => this.waitBranchReady({ ...record, password: parent.password }, db));
-      await steps.step('set password', () =>
-        withClient(this.target(record, db, parent.password), (c) =>
-          c.query(`ALTER ROLE ${quoteIdent(this.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(record.password))}`),
-        ),
-      );
+      await steps.step('set password', () => this.setPassword(record, db, parent.password, record.password));
     } catch (e) {
       await this.undo(steps, e, async (s) => {
         delete s.branches[key];
@@ -428,6 +475,53 @@ export class Engine {
     });
     if (opts.fast) log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
     return { branch: await this.freshView(ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+  }
+
+  /** @internal Clones into a dataset path that must not exist yet (so an undo never destroys a stranger's). */
+  async cloneFresh(snap: string, b: BranchRecord, target = b.dataset): Promise<void> {
+    if (await this.zfs.exists(target)) throw conflict(`dataset ${target} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${target}')`);
+    await this.zfs.clone(snap, target, this.branchProps(b));
+  }
+
+  /** @internal Gives a branch's superuser a new password (sent as a SCRAM verifier). */
+  async setPassword(b: BranchRecord, db: DatabaseRecord, current: string, next: string): Promise<void> {
+    await withClient(this.target(b, db, current), (c) =>
+      c.query(`ALTER ROLE ${quoteIdent(this.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(next))}`),
+    );
+  }
+
+  /**
+   * @internal Snapshots a branch for a clone: backup mode on one held connection (default), or
+   * CHECKPOINT then snapshot (`fast`), or a plain snapshot of a stopped cluster, which is at rest.
+   * Returns the backup label when there is one. `waitForArchive` makes sure the backup's WAL is
+   * in the branch's archive (kept snapshots need that; a clone made right away copies it itself).
+   */
+  async snapshotParent(
+    steps: Steps,
+    parent: BranchRecord,
+    db: DatabaseRecord,
+    snap: string,
+    o: { fast: boolean; label: string; by: { database: string; branch: string }; waitForArchive?: boolean },
+  ): Promise<BackupLabel | null> {
+    const props = { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: o.by.database, [ZFS_PROP.branch]: o.by.branch, [ZFS_PROP.consistency]: o.fast ? 'crash' : 'application' };
+    const takeSnapshot = () => steps.step('zfs snapshot', () => this.zfs.snapshot(snap, props), () => this.zfs.destroy(snap));
+    const parentRunning = (await this.docker.state(parent.container))?.running === true;
+    if (!parentRunning) {
+      if (parent.status === 'running') throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
+      await takeSnapshot();
+      return null;
+    }
+    if (o.fast) {
+      await steps.step('checkpoint', () => withClient(this.target(parent, db), (c) => c.query('CHECKPOINT')));
+      await takeSnapshot();
+      return null;
+    }
+    const c = await steps.step('connect to parent', () => connect(this.target(parent, db)));
+    try {
+      return await steps.step('backup mode', () => withBackupMode(c, o.label, () => takeSnapshot(), { waitForArchive: o.waitForArchive }));
+    } finally {
+      await c.end().catch(() => {});
+    }
   }
 
   async deleteBranch(ref: BranchRef, opts: { force?: boolean } = {}): Promise<string[]> {
@@ -454,15 +548,18 @@ export class Engine {
   }
 
   /** Removes everything a branch owns, tolerating parts already gone, then its record. */
-  private async destroyBranch(b: BranchRecord): Promise<void> {
+  /** @internal */
+  async destroyBranch(b: BranchRecord): Promise<void> {
     await this.docker.remove(b.container);
-    await this.zfs.destroy(b.dataset);
+    await this.zfs.destroy(b.dataset, { recursive: true }); // with the branch's kept snapshots
     await rm(this.layout.walDir(b.id), { recursive: true, force: true });
     const snap = b.origin?.snapshot;
     await this.store.update(async (s) => {
       delete s.branches[refName(b)];
+      for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
       // The origin snapshot goes too, unless another branch was cloned from it.
-      if (snap && !Object.values(s.branches).some((o) => o.origin?.snapshot === snap)) {
+      const kept = Object.values(s.snapshots).some((k) => snap?.endsWith(`@${k.name}`));
+      if (snap && !kept && !Object.values(s.branches).some((o) => o.origin?.snapshot === snap)) {
         await this.zfs.destroy(snap);
       }
     });
@@ -526,17 +623,20 @@ export class Engine {
 
   // ---------------------------------------------------------------- containers
 
-  private labels(b: BranchRecord): Record<string, string> {
+  /** @internal */
+  labels(b: BranchRecord): Record<string, string> {
     return { [LABEL_ROOT]: this.layout.root, [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id };
   }
 
-  private branchProps(b: BranchRecord) {
+  /** @internal */
+  branchProps(b: BranchRecord) {
     return { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: b.database, [ZFS_PROP.branch]: b.branch, [ZFS_PROP.id]: b.id };
   }
 
   /** Creates the branch's container if it is missing (same name, port, mounts), then starts it. */
-  private async startContainer(b: BranchRecord, pgdata: string, dataDir: string): Promise<void> {
-    await writeAgentConf(dataDir, this.cfg);
+  /** @internal */
+  async startContainer(b: BranchRecord, pgdata: string, dataDir: string, extra: { binds?: string[]; conf?: Record<string, string> } = {}): Promise<void> {
+    await writeAgentConf(dataDir, this.cfg, extra.conf);
     const existing = await this.docker.state(b.container);
     if (!existing) {
       const p = this.cfg.postgres;
@@ -546,7 +646,7 @@ export class Engine {
         user: `${p.uid}:${p.gid}`,
         entrypoint: ['postgres'],
         cmd: ['-D', pgdata],
-        binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`],
+        binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`, ...(extra.binds ?? [])],
         labels: this.labels(b),
         publish: { hostIp: p.bindAddress, hostPort: b.port },
         memoryBytes: p.memory,
@@ -559,11 +659,12 @@ export class Engine {
     await this.docker.start(b.container);
   }
 
-  private async waitBranchReady(b: BranchRecord, db: DatabaseRecord, database = db.pgDatabase): Promise<void> {
+  /** @internal */
+  async waitBranchReady(b: BranchRecord, db: DatabaseRecord, database = db.pgDatabase): Promise<void> {
     try {
       await waitReady(this.target(b, db, b.password, database), this.cfg.postgres.readyTimeoutSeconds * 1000, async () => {
         const st = await this.docker.state(b.container);
-        return st?.running === true;
+        return st?.running === true && st.restarts === 0 && st.status === 'running';
       });
     } catch (e) {
       const tail = (await this.docker.logsTail(b.container, 5)).trim().split('\n').pop();
@@ -574,7 +675,8 @@ export class Engine {
   // ---------------------------------------------------------------- failure handling
 
   /** Undo finished steps, drop the reservation, and rethrow one clear error. */
-  private async undo(steps: Steps, err: unknown, dropRecord: (s: State) => Promise<void>): Promise<never> {
+  /** @internal */
+  async undo(steps: Steps, err: unknown, dropRecord: (s: State) => Promise<void>): Promise<never> {
     const failedUndos = await steps.rollback();
     await this.store.update(dropRecord).catch((e) => this.log.warn(`could not release the reservation: ${describe(e)}`));
     const base = err instanceof StepError && err.cause instanceof BpgError ? err.cause : null;

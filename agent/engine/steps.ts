@@ -17,12 +17,18 @@ export class Steps {
     private readonly failAfter = process.env.BPG_FAULT_FAIL_AFTER,
   ) {}
 
-  async step<T>(name: string, run: () => Promise<T>, undo?: (result: T) => Promise<void>): Promise<T> {
+  /**
+   * Runs one step. With `partial`, the step can fail half-way (a clone made but not mounted, a
+   * container created but not started), so its undo runs on failure too; such undos must be
+   * idempotent and the step must not touch anything that existed before it.
+   */
+  async step<T>(name: string, run: () => Promise<T>, undo?: (result: T | undefined) => Promise<void>, opts: { partial?: boolean } = {}): Promise<T> {
     const t0 = performance.now();
     let result: T;
     try {
       result = await run();
     } catch (e) {
+      if (undo && opts.partial) this.undos.push({ name, undo: () => undo(undefined) });
       throw new StepError(this.operation, name, e);
     }
     this.timings[name] = Math.round(performance.now() - t0);

@@ -35,6 +35,29 @@ export const BranchRecord = z.object({
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 
+/** What a clone of an application-consistent snapshot needs besides the snapshot itself. */
+export const BackupInfo = z.object({
+  labelfile: z.string(),
+  spcmapfile: z.string(),
+  firstSegment: z.string(),
+  lastSegment: z.string(),
+});
+export type BackupInfo = z.infer<typeof BackupInfo>;
+
+/** A kept snapshot of a branch (for --from-snapshot and point-in-time recovery). */
+export const SnapshotRecord = z.object({
+  id: z.string().regex(/^snap-[a-f0-9]{8}$/),
+  /** The branch's stable id; its current name is looked up, so renames need no rewrite here. */
+  branchId: z.string(),
+  /** ZFS snapshot name after the '@'. */
+  name: z.string(),
+  label: z.string().nullable(),
+  consistency: Consistency,
+  backup: BackupInfo.nullable(),
+  createdAt: z.string(),
+});
+export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
+
 export const DatabaseRecord = z.object({
   name: z.string(),
   image: z.string(),
@@ -50,6 +73,7 @@ export const State = z
     version: z.literal(1),
     databases: z.record(z.string(), DatabaseRecord),
     branches: z.record(z.string(), BranchRecord),
+    snapshots: z.record(z.string(), SnapshotRecord).default({}),
   })
   .superRefine((s, ctx) => {
     const ports = new Map<number, string>();
@@ -62,6 +86,11 @@ export const State = z
       if (other) ctx.addIssue({ code: 'custom', message: `branches ${other} and ${key} share port ${b.port}` });
       ports.set(b.port, key);
     }
+    const ids = new Set(Object.values(s.branches).map((b) => b.id));
+    for (const [key, snap] of Object.entries(s.snapshots)) {
+      if (key !== snap.id) ctx.addIssue({ code: 'custom', message: `snapshot key ${key} does not match its record` });
+      if (!ids.has(snap.branchId)) ctx.addIssue({ code: 'custom', message: `snapshot ${key} belongs to no branch` });
+    }
     for (const name of Object.keys(s.databases)) {
       const op = s.databases[name]!.operation;
       if (!s.branches[`${name}/main`] && op === null) ctx.addIssue({ code: 'custom', message: `database ${name} has no main branch` });
@@ -69,4 +98,4 @@ export const State = z
   });
 export type State = z.infer<typeof State>;
 
-export const emptyState = (): State => ({ version: 1, databases: {}, branches: {} });
+export const emptyState = (): State => ({ version: 1, databases: {}, branches: {}, snapshots: {} });

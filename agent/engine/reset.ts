@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import { rename as mv, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { conflict } from '../errors.js';
+import { refName, type BranchRef } from '../names.js';
+import type { BranchRecord } from '../state/schema.js';
+import { mkdirOwned, prepareBackupClone, prepareCrashClone } from './datadir.js';
+import type { BranchView } from './view.js';
+import type { Engine } from './engine.js';
+import { Layout } from './layout.js';
+import { Steps } from './steps.js';
+
+/**
+ * Brings a branch back to its parent's current state. The new clone is prepared beside the old
+ * one and swapped in by renames, so a failure before the swap leaves the branch as it was. Port,
+ * password and connection string stay; the old WAL folder is cleared.
+ */
+export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolean; fast?: boolean } = {}): Promise<BranchView> {
+  await e.recoverInterrupted();
+  await e.preflight();
+  const key = refName(ref);
+  if (ref.branch === 'main') throw conflict(`'main' has no parent to reset to`);
+  const { b, parent, db, children } = await e.store.update((s) => {
+    const b = e.requireBranch(s, ref);
+    e.assertIdleFor(b);
+    if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${key}' is ${b.status}`);
+    const parent = s.branches[b.parent!]!;
+    const children = Object.values(s.branches).filter((x) => x.parent === key);
+    if (children.length && !o.force) {
+      throw conflict(`branch '${key}' has child branches (${children.map(refName).join(', ')}); use --force to delete them and reset`);
+    }
+    const kept = Object.values(s.snapshots).filter((k) => k.branchId === b.id);
+    if (kept.length && !o.force) throw conflict(`branch '${key}' has kept snapshots (${kept.map((k) => k.id).join(', ')}); use --force to drop them and reset`);
+    e.assertIdleFor(parent);
+    b.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString() };
+    return { b: { ...b }, parent: { ...parent }, db: { ...s.databases[ref.database]! }, children };
+  });
+  if (children.length) {
+    await e.store.update((s) => {
+      s.branches[key]!.operation = null;
+    });
+    await e.deleteBranch({ database: ref.database, branch: children[0]!.branch }, { force: true });
+    for (const c of children.slice(1)) await e.deleteBranch({ database: c.database, branch: c.branch }, { force: true });
+    await e.store.update((s) => {
+      s.branches[key]!.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString() };
+    });
+  }
+
+  const tag = randomBytes(4).toString('hex');
+  const snap = `${parent.dataset}@bpg-${b.id}-${tag}`;
+  const fresh = `${b.dataset}.reset-${tag}`; // '.' never occurs in branch names: no collision
+  const old = `${b.dataset}.old-${tag}`;
+  const walDir = e.layout.walDir(b.id);
+  const oldWal = `${walDir}.old-${tag}`;
+  const next: BranchRecord = { ...b, origin: { snapshot: snap, consistency: o.fast ? 'crash' : 'application' } };
+  const steps = new Steps('branch reset', e.log);
+  try {
+    const { pgdata } = await steps.step('check image', () => e.docker.ensureImage(b.image));
+    const label = await e.snapshotParent(steps, parent, db, snap, { fast: !!o.fast, label: `betterpg reset ${key}`, by: ref });
+    await steps.step('zfs clone', () => e.cloneFresh(snap, b, fresh), () => e.zfs.destroy(fresh), { partial: true });
+    await e.zfs.mount(fresh);
+    await steps.step('prepare data', async () => {
+      const dataDir = Layout.dataDir(await e.zfs.mountpoint(fresh));
+      const parentPgWal = join(Layout.dataDir(await e.zfs.mountpoint(parent.dataset)), 'pg_wal');
+      if (label) await prepareBackupClone(dataDir, e.cfg, label, [e.layout.walDir(parent.id), parentPgWal]);
+      else await prepareCrashClone(dataDir, e.cfg);
+    });
+    // The swap: from here on, undo puts the old branch back.
+    await steps.step('remove old container', () => e.docker.remove(b.container), async () => {
+      await e.zfs.mount(b.dataset);
+      await e.startContainer(b, pgdata, Layout.dataDir(await e.zfs.mountpoint(b.dataset)));
+      await e.waitBranchReady(b, db);
+    });
+    await steps.step('swap datasets', async () => {
+      await e.zfs.rename(b.dataset, old);
+      await e.zfs.rename(fresh, b.dataset);
+    }, async () => {
+      await e.zfs.rename(b.dataset, fresh);
+      await e.zfs.rename(old, b.dataset);
+    });
+    await steps.step('clear WAL folder', async () => {
+      await mv(walDir, oldWal);
+      await mkdirOwned(walDir, { uid: e.cfg.postgres.uid, gid: e.cfg.postgres.gid });
+    }, async () => {
+      await rm(walDir, { recursive: true, force: true });
+      await mv(oldWal, walDir);
+    });
+    const dataDir = Layout.dataDir(await e.zfs.mountpoint(b.dataset));
+    await steps.step('start container', () => e.startContainer(next, pgdata, dataDir), () => e.docker.remove(b.container), { partial: true });
+    await steps.step('wait ready', () => e.waitBranchReady({ ...next, password: parent.password }, db));
+    await steps.step('set password', () => e.setPassword(next, db, parent.password, b.password));
+  } catch (err) {
+    await e.undo(steps, err, async (s) => {
+      const cur = s.branches[key];
+      if (cur) cur.operation = null;
+    });
+  }
+  // Committed: drop what the old branch owned.
+  await e.store.update(async (s) => {
+    const cur = s.branches[key]!;
+    cur.origin = next.origin;
+    cur.status = 'running';
+    cur.operation = null;
+    for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
+  });
+  await e.zfs.destroy(old, { recursive: true }).catch((err) => e.log.warn(`could not destroy ${old}: ${(err as Error).message}`));
+  await rm(oldWal, { recursive: true, force: true });
+  const st = await e.store.read();
+  const prev = b.origin?.snapshot;
+  const kept = Object.values(st.snapshots).some((k) => prev?.endsWith(`@${k.name}`));
+  if (prev && !kept && !Object.values(st.branches).some((x) => x.origin?.snapshot === prev)) await e.zfs.destroy(prev).catch(() => {});
+  return e.getBranch(ref);
+}
