@@ -131,7 +131,7 @@ export async function writeConfig(input: ConfigInput, path = configPath()): Prom
   const cfg = parseConfig(input, path);
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, YAML.stringify(input), { mode: 0o644 });
+  await writeFile(tmp, YAML.stringify(input), { mode: 0o600 }); // it may hold API tokens
   await rename(tmp, path);
   return cfg;
 }
