@@ -69,4 +69,4 @@ fi
 files=${BPG_TEST_FILES:-$(ls build/agent/test/*.test.js build/action/test/*.test.js build/webhook/test/*.test.js 2>/dev/null)}
 log "running tests: $(echo $files | wc -w) files, ${BPG_TEST_JOBS:-3} at a time"
 # shellcheck disable=SC2086
-node --test --test-concurrency="${BPG_TEST_JOBS:-3}" --test-reporter=spec $files
+node --test --test-concurrency="${BPG_TEST_JOBS:-3}" --test-timeout=900000 --test-reporter=spec $files

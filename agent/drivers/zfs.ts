@@ -1,4 +1,10 @@
+import { mkdirSync } from 'node:fs';
+import lockfile from 'proper-lockfile';
 import { CommandError, run, sleep } from './exec.js';
+
+/** Subcommands that change datasets or the mount table; they run one at a time on a host. */
+const MUTATING = new Set(['create', 'snapshot', 'clone', 'destroy', 'rename', 'mount', 'umount', 'set', 'promote', 'rollback']);
+const HOST_LOCK_DIR = process.env.BPG_ZFS_LOCK_DIR ?? '/run/betterpg';
 
 /** User properties the agent stamps on everything it creates, so reconcile can tell ours from yours. */
 export type ZfsProps = Record<string, string>;
@@ -12,8 +18,25 @@ const BUSY = /busy/i;
 export class ZfsDriver {
   constructor(private readonly bin = 'zfs') {}
 
-  private zfs(args: string[]) {
-    return run(this.bin, args);
+  /**
+   * zfs-fuse was seen to hang `umount` for good when several processes changed datasets at once
+   * under heavy I/O; one change at a time per host (a lock file shared by every agent process)
+   * avoids that, and costs nothing measurable: each change takes 10-100 ms.
+   */
+  private async zfs(args: string[]): Promise<string> {
+    if (!MUTATING.has(args[0]!)) return run(this.bin, args);
+    mkdirSync(HOST_LOCK_DIR, { recursive: true, mode: 0o700 });
+    const release = await lockfile.lock(HOST_LOCK_DIR, {
+      lockfilePath: `${HOST_LOCK_DIR}/zfs.lock`,
+      realpath: false,
+      stale: 30_000,
+      retries: { retries: 3000, minTimeout: 5, maxTimeout: 50, factor: 1.2 },
+    });
+    try {
+      return await run(this.bin, args);
+    } finally {
+      await release().catch(() => {});
+    }
   }
 
   async poolExists(pool: string): Promise<boolean> {
