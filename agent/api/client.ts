@@ -142,7 +142,7 @@ export class BpgClient {
     return this.action(db, branch, 'restart', o);
   }
 
-  /** The agent answers 501 until reset lands with the history work. */
+  /** Back to its parent's current state (port and password stay); an agent from before reset answers 501. Not retried (POST). */
   resetBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
     return this.action(db, branch, 'reset', o);
   }

@@ -25,12 +25,12 @@ const DB = pathParam('db', 'Database name');
 const BRANCH = pathParam('branch', 'Branch name (main is the database itself)');
 const FORCE = (what: string) => ({ name: 'force', in: 'query', required: false, description: what, schema: { type: 'string', enum: ['true', 'false'] } });
 
-function lifecycle(verb: string, summary: string, extra: object = {}) {
+function lifecycle(verb: string, summary: string, extra: object = {}, query: object[] = []) {
   return {
     post: {
       operationId: `${verb}Branch`,
       summary,
-      parameters: [DB, BRANCH],
+      parameters: [DB, BRANCH, ...query],
       responses: { '200': ok(`The branch after ${verb}`, ref('BranchView')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON, ...extra },
     },
   };
@@ -122,9 +122,9 @@ export function openapi(): Record<string, unknown> {
           responses: { '200': ok('Deleted (children first)', ref('DeleteBranchResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
         },
       },
-      '/v1/databases/{db}/branches/{branch}/reset': lifecycle('reset', 'Reset a branch to its parent (not available yet: 501)', {
-        '501': err('Not implemented yet'),
-      }),
+      '/v1/databases/{db}/branches/{branch}/reset': lifecycle('reset', "Reset a branch to its parent's current state (port and password stay)", {}, [
+        FORCE('Also delete its child branches and kept snapshots'),
+      ]),
       '/v1/databases/{db}/branches/{branch}/start': lifecycle('start', "Start a branch's PostgreSQL (port and password stay)"),
       '/v1/databases/{db}/branches/{branch}/stop': lifecycle('stop', "Stop a branch's PostgreSQL (its data stays)"),
       '/v1/databases/{db}/branches/{branch}/restart': lifecycle('restart', "Restart a branch's PostgreSQL"),

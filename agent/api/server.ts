@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Engine } from '../engine/engine.js';
+import { resetBranch } from '../engine/reset.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
 import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -243,9 +244,15 @@ export function createApi(opts: ApiOptions): Api {
     send(res, 200, { deleted });
   });
 
-  route('POST', '/v1/databases/:db/branches/:branch/reset', async (req) => {
-    refOf(req);
-    throw new HttpError(501, 'not_implemented', 'reset is not available yet: it lands with snapshots and point-in-time recovery');
+  route('POST', '/v1/databases/:db/branches/:branch/reset', async (req, res) => {
+    const ref = refOf(req);
+    const force = forceOf(req);
+    // Like PUT, the parent is held shared while it is snapshotted. `force` also deletes children.
+    const parentKey = (await engine.getBranch(ref)).parent ?? refName(ref);
+    const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [refName(ref), 'exclusive']);
+    const view = await locks.with(wanted, () => track(resetBranch(engine, ref, { force })));
+    opLog(res, 'branch reset', { branch: refName(ref), force });
+    send(res, 200, view);
   });
 
   for (const verb of ['start', 'stop', 'restart'] as const) {
