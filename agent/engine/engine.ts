@@ -91,8 +91,9 @@ export class Engine {
 
   /** ZFS pool and Docker engine must be there before anything is reserved. */
   async preflight(): Promise<void> {
-    await this.docker.ping();
-    if (!(await this.zfs.poolExists(this.cfg.zfs.pool))) {
+    const [docker, pool] = await Promise.allSettled([this.docker.ping(), this.zfs.poolExists(this.cfg.zfs.pool)]);
+    if (docker.status === 'rejected') throw docker.reason;
+    if (pool.status === 'rejected' || !pool.value) {
       throw unavailable(`ZFS pool '${this.cfg.zfs.pool}' does not exist (create it, or run scripts/setup-host.sh)`);
     }
   }
@@ -226,8 +227,7 @@ export class Engine {
 
   async createDatabase(name: string, opts: { image?: string } = {}): Promise<CreateResult> {
     const t0 = performance.now();
-    await this.recoverInterrupted();
-    await this.preflight();
+    await this.begin();
     const image = opts.image ?? this.cfg.postgres.image;
     const { pgdata } = await this.docker.ensureImage(image);
     const log = this.log;
@@ -330,8 +330,7 @@ export class Engine {
   }
 
   async deleteDatabase(name: string, opts: { force?: boolean } = {}): Promise<void> {
-    await this.recoverInterrupted();
-    await this.preflight();
+    await this.begin();
     const doomed = await this.store.update((s) => {
       const db = this.requireDatabase(s, name);
       assertIdle(`database '${name}'`, db.operation);
@@ -360,8 +359,7 @@ export class Engine {
 
   async createBranch(ref: BranchRef, opts: CreateBranchOptions = {}): Promise<CreateResult> {
     const t0 = performance.now();
-    await this.recoverInterrupted();
-    await this.preflight();
+    await this.begin();
     const key = refName(ref);
     if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
     if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
@@ -525,8 +523,7 @@ export class Engine {
   }
 
   async deleteBranch(ref: BranchRef, opts: { force?: boolean } = {}): Promise<string[]> {
-    await this.recoverInterrupted();
-    await this.preflight();
+    await this.begin();
     const key = refName(ref);
     if (ref.branch === 'main') throw conflict(`'main' can only be deleted with its database (bpg db delete ${ref.database})`);
     const doomed = await this.store.update((s) => {
@@ -598,8 +595,7 @@ export class Engine {
   }
 
   private async lifecycle(ref: BranchRef, kind: string, work: (b: BranchRecord, db: DatabaseRecord) => Promise<'running' | 'stopped'>): Promise<BranchView> {
-    await this.recoverInterrupted();
-    await this.preflight();
+    await this.begin();
     const { b, db } = await this.store.update((s) => {
       const b = this.requireBranch(s, ref);
       assertIdle(`branch '${refName(ref)}'`, b.operation);
@@ -690,7 +686,17 @@ export class Engine {
    * removed, a half-deleted one is deleted, a start/stop just loses its marker. Runs before every
    * mutating operation and when the daemon starts.
    */
+  /** Before every mutating operation: the pool and Docker are there, and no dead process left work. */
+  async begin(): Promise<void> {
+    await this.preflight();
+    await this.recoverInterrupted();
+  }
+
   async recoverInterrupted(): Promise<string[]> {
+    // Lock-free look first: nearly always there is nothing to do, and the lock costs a round of I/O.
+    const peek = await this.store.read();
+    const dead = (o: Operation | null) => o !== null && !isAlive(o.pid);
+    if (!Object.values(peek.branches).some((b) => dead(b.operation)) && !Object.values(peek.databases).some((d) => dead(d.operation))) return [];
     const stale = await this.store.update((s) => {
       const found: Array<{ b: BranchRecord; kind: string }> = [];
       for (const b of Object.values(s.branches)) {

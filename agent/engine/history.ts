@@ -64,8 +64,7 @@ function usersOf(s: State, snap: SnapshotRecord): string[] {
 }
 
 export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: string } = {}): Promise<SnapshotView> {
-  await e.recoverInterrupted();
-  await e.preflight();
+  await e.begin();
   if (o.label !== undefined && (o.label.length > 200 || /[\x00-\x1f]/.test(o.label))) throw invalid('--label must be printable and at most 200 characters');
   const id = `snap-${randomBytes(4).toString('hex')}`;
   const { b, db } = await e.store.update((s) => {

@@ -57,8 +57,7 @@ async function startAll(e: Engine, branches: BranchRecord[], running: Set<string
 }
 
 export async function renameBranch(e: Engine, from: BranchRef, to: BranchRef): Promise<BranchView> {
-  await e.recoverInterrupted();
-  await e.preflight();
+  await e.begin();
   if (from.database !== to.database) throw conflict(`a branch stays in its database: '${refName(to)}' is not in '${from.database}'`);
   if (from.branch === 'main' || to.branch === 'main') throw conflict(`'main' cannot be renamed`);
   const b = await e.store.update((s) => {
@@ -94,8 +93,7 @@ export async function renameBranch(e: Engine, from: BranchRef, to: BranchRef): P
 }
 
 export async function renameDatabase(e: Engine, from: string, to: string): Promise<DatabaseView> {
-  await e.recoverInterrupted();
-  await e.preflight();
+  await e.begin();
   const branches = await e.store.update((s) => {
     const db = e.requireDatabase(s, from);
     if (s.databases[to]) throw conflict(`database '${to}' already exists`);

@@ -16,8 +16,7 @@ import { Steps } from './steps.js';
  * password and connection string stay; the old WAL folder is cleared.
  */
 export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolean; fast?: boolean } = {}): Promise<BranchView> {
-  await e.recoverInterrupted();
-  await e.preflight();
+  await e.begin();
   const key = refName(ref);
   if (ref.branch === 'main') throw conflict(`'main' has no parent to reset to`);
   const { b, parent, db, children } = await e.store.update((s) => {
