@@ -1,0 +1,33 @@
+/**
+ * The agent side: the typed API client (bundled from agent/api) and one clear sentence for each
+ * way a call can fail, so the step's single error line says what to fix.
+ */
+import { BpgApiError, BpgClient } from '../../agent/api/client.js';
+import { ActionError } from './errors.js';
+
+export function agentClient(url: string, token: string): BpgClient {
+  // Retries (connection refused or reset) back off 0.25, 0.5, 1, 2 s: a restarting agent is
+  // waited for, a wrong address fails within seconds.
+  return new BpgClient({ baseUrl: url, token, retries: 4, retryDelayMs: 250 });
+}
+
+/** `what` says what the action was doing: 'create branch app/pr-2'. */
+export function explain(e: unknown, url: string, what: string): ActionError {
+  if (!(e instanceof BpgApiError)) return new ActionError(`${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  const cause = { cause: e };
+  if (e.code === 'unreachable') {
+    // The client's message ends with the socket error's code: '...: ECONNREFUSED'.
+    const why = e.message.slice(e.message.lastIndexOf(': ') + 2);
+    return new ActionError(
+      `cannot reach the BetterPG agent at ${url} (${why}): check agent_url, that 'bpg serve' is running there, and that this runner can reach that address`,
+      cause,
+    );
+  }
+  if (e.code === 'timeout') return new ActionError(`the BetterPG agent at ${url} did not answer in time (${what}): ${e.message}`, cause);
+  if (e.status === 401) {
+    return new ActionError(`the BetterPG agent at ${url} refused agent_token (401): it must be one of the agent's api.tokens (or its BPG_API_TOKEN)`, cause);
+  }
+  if (e.code === 'bad_response') return new ActionError(`${url} did not answer like a BetterPG agent (${what}): ${e.message}; check agent_url`, cause);
+  const id = e.requestId ? ` [request ${e.requestId}]` : '';
+  return new ActionError(`${what}: the agent answered ${e.status} ${e.code}: ${e.message}${id}`, cause);
+}

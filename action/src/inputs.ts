@@ -1,0 +1,137 @@
+/**
+ * Every input of action.yml, read and validated here and nowhere else. `getInputs` is pure (it
+ * gets the input reader and the event), so its rules are testable without a runner.
+ */
+import { BranchPart, DatabaseName, firstIssue } from '../../agent/api/schemas.js';
+import { ActionError } from './errors.js';
+
+export type Command = 'create' | 'delete' | 'reset';
+export type ShowPassword = 'auto' | 'true' | 'false';
+
+/** What the action needs to know about the event that started the workflow. */
+export interface EventInfo {
+  /** GITHUB_EVENT_NAME: pull_request, pull_request_target, workflow_dispatch, ... */
+  name: string;
+  /** The payload's `action`: opened, synchronize, closed, ... (empty when there is none). */
+  action: string;
+  /** The pull request's number, or null when the event has none. */
+  pullRequest: number | null;
+  /** The head repository differs from the base (a fork): GITHUB_TOKEN is read-only, secrets are missing. */
+  fromFork: boolean;
+  owner: string;
+  repo: string;
+}
+
+export interface Settings {
+  /** Base URL of `bpg serve`, e.g. https://db.example.com:7432. */
+  agentUrl: string;
+  /** Bearer token, one of the agent's api.tokens. */
+  agentToken: string;
+  /** Database on the agent whose branch this is. */
+  database: string;
+  /** Branch name; default `pr-<number>`. */
+  branch: string;
+  /** Branch to create from (and reset to); default `main`. */
+  parent: string;
+  /** What to do; default `delete` for a closed pull request, otherwise `create`. */
+  command: Command;
+  /** Crash-consistent snapshot of the parent: faster creation. */
+  fast: boolean;
+  /** Shell command run with DATABASE_URL and PG* set to the branch; null for none. */
+  migrate: string | null;
+  /** Where `migrate` runs (relative to the workspace). */
+  workingDirectory: string;
+  /** Keep one comment on the pull request up to date. */
+  comment: boolean;
+  /** Token for the comment and the repository's visibility. */
+  githubToken: string;
+  /** Put the password in the comment: always, never, or only when the repository is private. */
+  showPassword: ShowPassword;
+  /** The pull request to comment on, or null when the event has none. */
+  pullRequest: number | null;
+  owner: string;
+  repo: string;
+}
+
+/** Reads one input ('' when not set), like core.getInput. */
+export type InputReader = (name: string) => string;
+
+const COMMANDS: readonly Command[] = ['create', 'delete', 'reset'];
+const SHOW: readonly ShowPassword[] = ['auto', 'true', 'false'];
+const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
+
+/** YAML 1.2 core schema booleans, as core.getBooleanInput reads them. */
+function bool(name: string, value: string, fallback: boolean): boolean {
+  if (value === '') return fallback;
+  if (['true', 'True', 'TRUE'].includes(value)) return true;
+  if (['false', 'False', 'FALSE'].includes(value)) return false;
+  throw new ActionError(`input ${name} must be true or false, not '${value}'`);
+}
+
+function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
+  if ((allowed as readonly string[]).includes(value)) return value as T;
+  throw new ActionError(`input ${name} must be one of ${allowed.join(', ')}, not '${value}'`);
+}
+
+function name(input: string, value: string, schema: typeof DatabaseName): string {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new ActionError(`input ${input}: ${firstIssue(r.error)} (got '${value}')`);
+  return r.data;
+}
+
+function required(read: InputReader, input: string, event: EventInfo): string {
+  const v = read(input).trim();
+  if (v !== '') return v;
+  // The usual reason on a fork's pull request: GitHub does not pass secrets to it.
+  const why = event.fromFork && input === 'agent_token' ? ': pull requests from forks get no secrets (see the README: skip forks in the workflow)' : '';
+  throw new ActionError(`input ${input} is required and was not supplied${why}`);
+}
+
+export function getInputs(read: InputReader, event: EventInfo): Settings {
+  const agentUrl = required(read, 'agent_url', event);
+  let url: URL;
+  try {
+    url = new URL(agentUrl);
+  } catch {
+    throw new ActionError(`input agent_url must be a URL like https://db.example.com:7432, not '${agentUrl}'`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
+  const agentToken = required(read, 'agent_token', event);
+  const database = name('database', required(read, 'database', event), DatabaseName);
+
+  const closed = PR_EVENTS.has(event.name) && event.action === 'closed';
+  const command = oneOf('command', read('command').trim() || (closed ? 'delete' : 'create'), COMMANDS);
+
+  let branch = read('branch').trim();
+  if (branch === '') {
+    if (event.pullRequest === null) throw new ActionError(`input branch is required when the event (${event.name}) has no pull request`);
+    branch = `pr-${event.pullRequest}`;
+  }
+  branch = name('branch', branch, BranchPart);
+  const parent = name('parent', read('parent').trim() || 'main', BranchPart);
+  if (branch === 'main') throw new ActionError(`input branch must not be 'main': the action manages preview branches, not the database's main branch`);
+  if (branch === parent) throw new ActionError(`input branch and parent are both '${branch}'`);
+
+  const migrate = read('migrate').trim();
+  const githubToken = read('github_token').trim();
+  const comment = bool('comment', read('comment').trim(), true);
+  if (comment && githubToken === '' && event.pullRequest !== null) throw new ActionError('input github_token is empty: pass one, or set comment: false');
+
+  return {
+    agentUrl: agentUrl.replace(/\/+$/, ''),
+    agentToken,
+    database,
+    branch,
+    parent,
+    command,
+    fast: bool('fast', read('fast').trim(), false),
+    migrate: migrate === '' ? null : migrate,
+    workingDirectory: read('working_directory').trim() || '.',
+    comment,
+    githubToken,
+    showPassword: oneOf('show_password', read('show_password').trim() || 'auto', SHOW),
+    pullRequest: event.pullRequest,
+    owner: event.owner,
+    repo: event.repo,
+  };
+}

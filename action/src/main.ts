@@ -1,0 +1,25 @@
+/** Entry point of the bundle (action/dist/index.js): read the inputs, run, report one error line. */
+import * as core from '@actions/core';
+import * as github from '@actions/github';
+import { ActionError } from './errors.js';
+import { eventInfo } from './event.js';
+import { getInputs } from './inputs.js';
+import { run } from './run.js';
+
+async function main(): Promise<void> {
+  const settings = getInputs((name) => core.getInput(name), eventInfo(github.context));
+  // Before anything can print them (the runner masks `secrets.*` already; a literal would not be).
+  core.setSecret(settings.agentToken);
+  if (settings.githubToken) core.setSecret(settings.githubToken);
+  const commenting = settings.comment && settings.pullRequest !== null;
+  const { serverUrl, runId } = github.context;
+  await run(settings, {
+    octokit: commenting ? github.getOctokit(settings.githubToken) : null,
+    runUrl: Number.isFinite(runId) ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}` : undefined,
+  });
+}
+
+main().catch((e: unknown) => {
+  if (!(e instanceof ActionError) && e instanceof Error && e.stack) core.debug(e.stack);
+  core.setFailed(e instanceof ActionError ? e.message : `unexpected error: ${(e as Error)?.message ?? String(e)}`);
+});

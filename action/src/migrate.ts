@@ -1,0 +1,103 @@
+import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export interface MigrationTarget {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+  uri: string;
+}
+
+export interface MigrationResult {
+  ok: boolean;
+  /** The shell's exit code; null when it could not start or was killed by a signal. */
+  exitCode: number | null;
+  ms: number;
+  /** The last lines of stdout and stderr together, the password replaced by `***`. */
+  tail: string[];
+  /** How many lines it printed in all. */
+  lines: number;
+}
+
+/** How many lines of output the comment and the error message keep. */
+export const TAIL_LINES = 30;
+
+/**
+ * Runs the user's migration command the way a workflow's `run:` step with `shell: bash` does
+ * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
+ * at the branch. The command is the user's own script, handed to bash as one argument.
+ *
+ * Output is streamed to `print` line by line as it comes, with the password replaced: the runner
+ * masks registered secrets too, but the comment and a local run must not depend on that.
+ */
+export async function runMigration(command: string, cwd: string, target: MigrationTarget, print: (line: string) => void): Promise<MigrationResult> {
+  const t0 = performance.now();
+  const dir = resolve(cwd);
+  const tail: string[] = [];
+  let lines = 0;
+  const scrub = scrubber([target.password, encodeURIComponent(target.password)]);
+  const keep = (line: string) => {
+    const clean = scrub(line);
+    print(clean);
+    tail.push(clean);
+    lines++;
+    if (tail.length > TAIL_LINES) tail.shift();
+  };
+  const ms = () => Math.round(performance.now() - t0);
+
+  let isDir = false;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch {
+    isDir = false;
+  }
+  if (!isDir) {
+    keep(`working_directory ${cwd} does not exist (resolved to ${dir})`);
+    return { ok: false, exitCode: null, ms: ms(), tail, lines };
+  }
+
+  const child = spawn('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', command], {
+    cwd: dir,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      ...process.env,
+      DATABASE_URL: target.uri,
+      PGHOST: target.host,
+      PGPORT: String(target.port),
+      PGUSER: target.user,
+      PGPASSWORD: target.password,
+      PGDATABASE: target.database,
+    },
+  });
+  // Both streams in arrival order, a line at a time (a password split across chunks is still caught).
+  const done = [child.stdout, child.stderr].map(
+    (stream) =>
+      new Promise<void>((res) => {
+        const rl = createInterface({ input: stream, crlfDelay: Infinity });
+        rl.on('line', keep);
+        rl.on('close', res);
+      }),
+  );
+  const exitCode = await new Promise<number | null>((res) => {
+    child.on('error', (e) => {
+      keep(`could not start bash: ${e.message}`);
+      res(null);
+    });
+    child.on('close', (code, signal) => {
+      if (signal) keep(`migration killed by ${signal}`);
+      res(code);
+    });
+  });
+  await Promise.all(done);
+  return { ok: exitCode === 0, exitCode, ms: ms(), tail, lines };
+}
+
+/** Replaces every given secret (longest first) with `***`. */
+export function scrubber(secrets: string[]): (s: string) => string {
+  const list = [...new Set(secrets.filter((s) => s.length >= 4))].sort((a, b) => b.length - a.length);
+  return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
+}

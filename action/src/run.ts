@@ -1,0 +1,171 @@
+/**
+ * What the action does, once the inputs are settled: get (or create, or reset) the branch, set
+ * the outputs, run the migration, then tell the pull request and the job summary. Or delete.
+ */
+import * as core from '@actions/core';
+import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
+import type { BranchView } from '../../agent/api/schemas.js';
+import { agentClient, explain } from './agent.js';
+import { repositoryIsPrivate, statusOf, upsertComment, type Octokit } from './comment.js';
+import { ActionError } from './errors.js';
+import type { Settings } from './inputs.js';
+import { runMigration, type MigrationResult } from './migrate.js';
+import { render, seconds, type Report } from './report.js';
+
+/** Lines of migration output in the step's error (the comment keeps more, the log has all). */
+const ERROR_LINES = 15;
+
+export interface GitHubSide {
+  /** Null when no comment is wanted or possible (comment: false, or no pull request). */
+  octokit: Octokit | null;
+  runUrl?: string;
+}
+
+export async function run(s: Settings, gh: GitHubSide): Promise<void> {
+  const client = agentClient(s.agentUrl, s.agentToken);
+  if (s.command === 'delete') await deleteBranch(s, gh, client);
+  else await readyBranch(s, gh, client);
+}
+
+/** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
+function protect(b: BranchView): void {
+  core.setSecret(b.connection.password);
+  const encoded = encodeURIComponent(b.connection.password);
+  if (encoded !== b.connection.password) core.setSecret(encoded);
+}
+
+async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient): Promise<void> {
+  const ref = `${s.database}/${s.branch}`;
+  const fail = (what: string) => (e: unknown): never => {
+    throw explain(e, s.agentUrl, what);
+  };
+  core.info(`${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`);
+
+  const t0 = performance.now();
+  const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
+  protect(put.branch);
+  let branch = put.branch;
+  let created = put.created;
+  let reset = false;
+  if (s.command === 'reset' && !created) {
+    try {
+      branch = await client.resetBranch(s.database, s.branch);
+    } catch (e) {
+      if (!(e instanceof BpgApiError && e.status === 501)) fail(`reset branch ${ref}`)(e);
+      // An agent from before reset landed: a new branch has the parent's state too, on a new port and password.
+      core.warning(`the agent cannot reset branches yet (501): deleting ${ref} and creating it again (new port and password)`);
+      await client.deleteBranch(s.database, s.branch).catch(fail(`delete branch ${ref}`));
+      branch = (await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`))).branch;
+      protect(branch);
+      created = true;
+    }
+    reset = true;
+  }
+  if (branch.status === 'stopped') {
+    core.info(`Branch ${ref} is stopped: starting it`);
+    branch = await client.startBranch(s.database, s.branch).catch(fail(`start branch ${ref}`));
+  }
+  const ms = Math.round(performance.now() - t0);
+
+  const c = branch.connection;
+  if (reset) core.info(`Reset ${ref} to ${s.parent} in ${seconds(ms)}`);
+  else if (created) core.info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
+  else core.info(`Reusing ${ref}, created ${branch.createdAt}`);
+  core.info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
+  setOutputs(branch, s.branch, created);
+
+  let migration: MigrationResult | null = null;
+  if (s.migrate !== null) {
+    const command = s.migrate;
+    migration = await core.group(`Migration: ${command.split('\n')[0]}`, () => runMigration(command, s.workingDirectory, c, (line) => core.info(line)));
+    if (migration.ok) core.info(`Migration succeeded in ${seconds(migration.ms)}`);
+  }
+
+  const report: Report = { kind: 'ready', command: s.command === 'reset' ? 'reset' : 'create', database: s.database, branch, created, reset, ms, migration };
+  let publishError: unknown = null;
+  await publish(s, gh, report).catch((e) => (publishError = e));
+
+  if (migration && !migration.ok) {
+    if (publishError) core.warning(publishMessage(publishError));
+    const how = migration.exitCode === null ? 'did not run to the end' : `exited with code ${migration.exitCode}`;
+    const last = migration.tail.slice(-ERROR_LINES);
+    throw new ActionError(`migration failed: it ${how}; branch ${ref} is kept for debugging. Last lines of its output:\n${last.join('\n')}`);
+  }
+  if (publishError) throw new ActionError(publishMessage(publishError));
+}
+
+async function deleteBranch(s: Settings, gh: GitHubSide, client: BpgClient): Promise<void> {
+  const ref = `${s.database}/${s.branch}`;
+  core.info(`Deleting branch ${ref} on ${s.agentUrl}`);
+  const r = await client.deleteBranch(s.database, s.branch).catch((e: unknown) => {
+    throw explain(e, s.agentUrl, `delete branch ${ref}`);
+  });
+  core.info(r.deleted ? `Deleted ${r.branches.join(', ')}` : `Branch ${ref} was already gone`);
+  if (process.env.GITHUB_OUTPUT) {
+    core.setOutput('branch', s.branch);
+    core.setOutput('created', 'false');
+  }
+  await publish(s, gh, { kind: 'deleted', database: s.database, branchName: s.branch, deleted: r.deleted }).catch((e: unknown) => {
+    throw new ActionError(publishMessage(e));
+  });
+}
+
+function setOutputs(b: BranchView, branch: string, created: boolean): void {
+  // Without GITHUB_OUTPUT, core.setOutput falls back to printing `::set-output` with the value.
+  if (!process.env.GITHUB_OUTPUT) {
+    core.warning('GITHUB_OUTPUT is not set: no outputs written');
+    return;
+  }
+  const c = b.connection;
+  const outputs: Record<string, string> = {
+    connection_string: c.uri,
+    host: c.host,
+    port: String(c.port),
+    user: c.user,
+    password: c.password,
+    database_name: c.database,
+    branch,
+    created: String(created),
+  };
+  for (const [k, v] of Object.entries(outputs)) core.setOutput(k, v);
+}
+
+function publishMessage(e: unknown): string {
+  const status = statusOf(e);
+  return `could not write the pull request comment${status ? ` (GitHub answered ${status})` : ''}: ${(e as Error)?.message ?? String(e)}`;
+}
+
+/**
+ * The job summary (never with the password: anyone who can read the run can read it) and the
+ * pull request comment (with the password only when show_password allows it).
+ */
+async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<void> {
+  if (process.env.GITHUB_STEP_SUMMARY) await core.summary.addRaw(render(report, { showPassword: false, runUrl: gh.runUrl })).write();
+  if (!s.comment) return;
+  if (s.pullRequest === null || gh.octokit === null) {
+    core.info('No pull request in this event: no comment (the job summary has the details)');
+    return;
+  }
+  const pr = { owner: s.owner, repo: s.repo, number: s.pullRequest };
+  let showPassword = s.showPassword === 'true';
+  if (report.kind === 'ready' && s.showPassword === 'auto') {
+    try {
+      showPassword = await repositoryIsPrivate(gh.octokit, s.owner, s.repo);
+    } catch (e) {
+      core.warning(`could not read whether ${s.owner}/${s.repo} is private (${(e as Error).message}): the comment hides the password`);
+    }
+    core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
+  }
+  const body = render(report, { showPassword, runUrl: gh.runUrl });
+  const out = await upsertComment(gh.octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
+  if (out.result === 'denied') {
+    core.warning(
+      `cannot comment on pull request #${pr.number}: the token is read-only here (${out.message}); ` +
+        'pull requests from forks get a read-only GITHUB_TOKEN, others need `permissions: pull-requests: write`',
+    );
+  } else if (out.result === 'none') {
+    core.info('No earlier comment to update');
+  } else {
+    core.info(`Comment ${out.result}: ${out.url}`);
+  }
+}
