@@ -1,0 +1,372 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { BpgApiError, BpgClient } from '../../agent/api/client.js';
+import type { BranchView } from '../../agent/api/schemas.js';
+import { serve, type RunningServer } from '../../agent/api/serve.js';
+import { silentLogger } from '../../agent/log.js';
+import { config, query, sh, uniqueDb } from '../../agent/test/helpers.js';
+import { marker } from '../src/report.js';
+import { ACTIONS_BOT, FakeGitHub, type User } from './fake-github.js';
+
+/**
+ * The committed bundle (action/dist/index.js), run as the runner runs it: a Node process with
+ * INPUT_* variables, a real pull_request payload from @octokit/webhooks-examples, GITHUB_OUTPUT
+ * and GITHUB_STEP_SUMMARY files, and GITHUB_API_URL pointing at a local fake of GitHub's REST API.
+ * The agent is real (serve() in this process, on the real ZFS pool and Docker), so is psql.
+ * One branch is created for the whole file; the runs build on each other in order.
+ */
+
+const BUNDLE = fileURLToPath(new URL('../../../action/dist/index.js', import.meta.url));
+const TOKEN = `tok-${randomBytes(16).toString('hex')}`;
+const GH_TOKEN = `ghs_${randomBytes(18).toString('hex')}`;
+const OWNER = 'octo-org';
+const REPO = `preview-${randomBytes(3).toString('hex')}`;
+const FULL = `${OWNER}/${REPO}`;
+const PR = 4242;
+const BRANCH = `pr-${PR}`;
+const db = uniqueDb('ac');
+const work = mkdtempSync(join(tmpdir(), 'bpg-action-test-'));
+
+/** Creates the table on the first run, adds a row on every run: the row count says how often it ran. */
+const MIGRATE = [
+  'echo "migrating $PGDATABASE on $PGHOST:$PGPORT as $PGUSER"',
+  'echo "a careless migration prints its password: $PGPASSWORD"',
+  `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'create table if not exists preview_runs (n serial primary key)' -c 'insert into preview_runs default values'`,
+].join('\n');
+
+type Payload = Record<string, any>;
+const examples = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('@octokit/webhooks-examples'), 'utf8')) as Array<{ name: string; examples: Payload[] }>;
+
+/** A real example payload of GitHub's docs, moved to our repository and pull request. */
+function payload(event: 'pull_request' | 'workflow_dispatch', action: string | null, o: { private?: boolean; fork?: boolean } = {}): Payload {
+  const found = examples.find((e) => e.name === event)?.examples.find((x) => action === null || x.action === action);
+  assert.ok(found, `no ${event} ${action} example in @octokit/webhooks-examples`);
+  const p = structuredClone(found);
+  const repo = { ...p.repository, name: REPO, full_name: FULL, private: o.private ?? false, owner: { ...p.repository.owner, login: OWNER } };
+  p.repository = repo;
+  if (event === 'pull_request') {
+    p.number = PR;
+    p.pull_request.number = PR;
+    p.pull_request.base.repo = repo;
+    p.pull_request.head.repo = o.fork ? { ...repo, full_name: `someone/${REPO}`, owner: { ...repo.owner, login: 'someone' } } : repo;
+  }
+  return p;
+}
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+  outputs: Record<string, string>;
+  summary: string;
+  ms: number;
+}
+
+let runNo = 0;
+const timings: Array<[string, number]> = [];
+
+/** Runs the bundle once, as a workflow step would. */
+async function runAction(label: string, event: Payload, eventName: string, inputs: Record<string, string>): Promise<Run> {
+  const n = ++runNo;
+  const eventPath = join(work, `event-${n}.json`);
+  const outputPath = join(work, `output-${n}`);
+  const summaryPath = join(work, `summary-${n}.md`);
+  writeFileSync(eventPath, JSON.stringify(event));
+  writeFileSync(outputPath, '');
+  writeFileSync(summaryPath, '');
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/root',
+    GITHUB_ACTIONS: 'true',
+    GITHUB_EVENT_NAME: eventName,
+    GITHUB_EVENT_PATH: eventPath,
+    GITHUB_REPOSITORY: FULL,
+    GITHUB_OUTPUT: outputPath,
+    GITHUB_STEP_SUMMARY: summaryPath,
+    GITHUB_API_URL: gh.url,
+    GITHUB_SERVER_URL: 'https://github.com',
+    GITHUB_RUN_ID: String(9000 + n),
+    GITHUB_WORKSPACE: work,
+  };
+  const defaults = { agent_url: srv.url, agent_token: TOKEN, database: db, github_token: GH_TOKEN };
+  // Names exactly as action.yml spells them, upper-cased, as the runner passes them.
+  for (const [k, v] of Object.entries({ ...defaults, ...inputs })) env[`INPUT_${k.toUpperCase()}`] = v;
+  const t0 = performance.now();
+  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    const child = spawn(process.execPath, [BUNDLE], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+  const ms = Math.round(performance.now() - t0);
+  timings.push([label, ms]);
+  // To read what a run printed: BPG_ACTION_TEST_LOGS=/some/dir.
+  const keep = process.env.BPG_ACTION_TEST_LOGS;
+  if (keep) writeFileSync(join(keep, `${n}-${label.replace(/\W+/g, '-')}.log`), `${r.stdout}\n--- stderr\n${r.stderr}\n--- summary\n${readFileSync(summaryPath, 'utf8')}`);
+  return { ...r, outputs: parseOutputs(readFileSync(outputPath, 'utf8')), summary: readFileSync(summaryPath, 'utf8'), ms };
+}
+
+/** GITHUB_OUTPUT's `name<<delimiter` blocks, as core.setOutput writes them. */
+function parseOutputs(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const re = /^([^\n<]+)<<(\S+)\n([\s\S]*?)\n\2$/gm;
+  for (const m of text.matchAll(re)) out[m[1]!] = m[3]!;
+  return out;
+}
+
+/** The password may only appear on the `::add-mask::` line, which the runner swallows. */
+function assertNotLogged(r: Run, secret: string): void {
+  const lines = `${r.stdout}\n${r.stderr}`.split('\n');
+  const leaks = lines.filter((l) => l.includes(secret) && l !== `::add-mask::${secret}`);
+  assert.deepEqual(leaks, [], 'the password is in the log');
+  assert.ok(!r.summary.includes(secret), 'the password is in the job summary');
+}
+
+function ourComments() {
+  return gh.comments(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
+}
+
+function errorLines(r: Run): string[] {
+  return r.stdout.split('\n').filter((l) => l.startsWith('::error::'));
+}
+
+function datasetExists(name: string): boolean {
+  try {
+    return sh('zfs', ['list', '-H', '-o', 'name', name]).trim() === name;
+  } catch {
+    return false;
+  }
+}
+
+function containerRunning(name: string): boolean {
+  try {
+    return sh('docker', ['inspect', '-f', '{{.State.Running}}', name]).trim() === 'true';
+  } catch {
+    return false;
+  }
+}
+
+async function hasTable(b: BranchView, table: string): Promise<boolean> {
+  const rows = await query<{ t: string | null }>(b, 'SELECT to_regclass($1)::text AS t', [table]);
+  return rows[0]?.t != null;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+let srv: RunningServer;
+let client: BpgClient;
+let gh: FakeGitHub;
+/** The branch as the first run made it. */
+let first: BranchView;
+
+describe('GitHub Action (the committed bundle, against a real agent and a fake GitHub API)', () => {
+  before(async () => {
+    const cfg = await config();
+    srv = await serve(
+      { ...cfg, api: { ...cfg.api, tokens: [{ name: 'action-tests', token: TOKEN }] } },
+      { listen: '127.0.0.1:0', log: silentLogger, handleSignals: false, env: {} },
+    );
+    client = new BpgClient({ baseUrl: srv.url, token: TOKEN });
+    await client.createDatabase({ name: db });
+
+    gh = new FakeGitHub(GH_TOKEN);
+    await gh.start();
+    gh.addRepo(OWNER, REPO, { private: false });
+    // A long discussion: our comment will land on the second page of 100.
+    const people: User[] = [
+      { login: 'octocat', id: 1, type: 'User' },
+      { login: 'hubot', id: 2, type: 'User' },
+      { login: 'dependabot[bot]', id: 49699333, type: 'Bot' },
+    ];
+    for (let i = 0; i < 150; i++) gh.addComment(FULL, PR, people[i % 3]!, `comment ${i}`);
+    // A person quoting the marker must not have their comment taken over.
+    gh.addComment(FULL, PR, people[0]!, `quoting the bot:\n${marker(db)}\nlooks good`);
+  });
+
+  after(async () => {
+    for (const [label, ms] of timings) process.stderr.write(`# action run ${label}: ${ms} ms\n`);
+    await client?.deleteDatabase(db, { force: true }).catch(() => {});
+    await srv?.close();
+    await gh?.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  it('opened: creates the branch, migrates it, sets the outputs, comments once without the password (public repo)', async () => {
+    const r = await runAction('opened (create)', payload('pull_request', 'opened'), 'pull_request', { migrate: MIGRATE });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+
+    const b = await client.getBranch(db, BRANCH);
+    first = b;
+    const pw = b.connection.password;
+    assert.equal(b.parent, `${db}/main`);
+    assert.ok(datasetExists(b.dataset), `dataset ${b.dataset} exists`);
+    assert.ok(containerRunning(b.container), `container ${b.container} is running`);
+
+    // Outputs: every one of them, for this branch.
+    assert.deepEqual(r.outputs, {
+      connection_string: b.connection.uri,
+      host: b.connection.host,
+      port: String(b.port),
+      user: b.connection.user,
+      password: pw,
+      database_name: b.connection.database,
+      branch: BRANCH,
+      created: 'true',
+    });
+
+    // The migration ran on the branch, and only there.
+    assert.deepEqual(await query(b, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 1 }]);
+    assert.equal(await hasTable(await client.getBranch(db, 'main'), 'preview_runs'), false);
+
+    // The secret is registered before anything else is printed, and never printed otherwise.
+    const lines = r.stdout.split('\n');
+    const mask = lines.indexOf(`::add-mask::${pw}`);
+    assert.ok(mask >= 0, 'setSecret was called');
+    assert.ok(mask < lines.findIndex((l) => l.startsWith('Connection:')), 'masked before the connection is logged');
+    assertNotLogged(r, pw);
+    assert.match(r.stdout, /a careless migration prints its password: \*\*\*/);
+
+    // One comment among 151, with the details and without the password.
+    assert.equal(gh.comments(FULL, PR).length, 152);
+    const ours = ourComments();
+    assert.equal(ours.length, 1);
+    const body = ours[0]!.body;
+    assert.ok(!body.includes(pw), 'no password in a public repository');
+    for (const s of [BRANCH, 'main', 'running', b.connection.host, String(b.port), b.connection.database, b.connection.user, '✅']) assert.ok(body.includes(s), `comment shows ${s}`);
+    assert.match(body, /postgresql:\/\/[^:]+:\*+@/);
+    assert.match(body, /\| Created \| in \d+\.\d s by this run/);
+    assert.ok(gh.comments(FULL, PR)[150]!.body.startsWith('quoting the bot'), "the person's quote is untouched");
+    // The summary has the same content.
+    assert.ok(r.summary.includes(`${db}/${BRANCH}`) && r.summary.includes('✅'));
+  });
+
+  it('synchronize: reuses the branch, re-runs the migration, updates the same comment (private repo: password shown there only)', async () => {
+    gh.setPrivate(FULL, true);
+    const earlier = { ...ourComments()[0]! };
+    const r = await runAction('synchronize (reuse)', payload('pull_request', 'synchronize', { private: true }), 'pull_request', { migrate: MIGRATE });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.outputs.created, 'false');
+    assert.equal(r.outputs.port, String(first.port));
+    assert.deepEqual(await query(first, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 2 }]);
+
+    assert.equal(gh.comments(FULL, PR).length, 152, 'no new comment');
+    const ours = ourComments();
+    assert.equal(ours.length, 1);
+    assert.equal(ours[0]!.id, earlier.id);
+    assert.notEqual(ours[0]!.body, earlier.body);
+    assert.ok(ours[0]!.body.includes(first.connection.password), 'private repository: the comment shows the password');
+    assert.match(ours[0]!.body, /reused by this run/);
+    assertNotLogged(r, first.connection.password);
+    // The page with our comment was found through GitHub's `Link: rel="next"` (a /repositories/{id} URL).
+    assert.ok(gh.requests.some((q) => q.method === 'GET' && q.path.startsWith('/repositories/') && q.path.includes('page=2')));
+    gh.setPrivate(FULL, false);
+  });
+
+  it("a fork's read-only token: the comment is a warning, not a failure", async () => {
+    gh.readOnly = true;
+    try {
+      const earlier = ourComments()[0]!.body;
+      const r = await runAction('fork (read-only token)', payload('pull_request', 'synchronize', { fork: true }), 'pull_request', {});
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.match(r.stdout, /^::warning::cannot comment on pull request #4242: the token is read-only here/m);
+      assert.deepEqual(errorLines(r), []);
+      assert.equal(ourComments()[0]!.body, earlier);
+      assert.equal(r.outputs.created, 'false');
+    } finally {
+      gh.readOnly = false;
+    }
+  });
+
+  it('a failing migration fails the step with its output, marks the comment and keeps the branch', async () => {
+    const migrate = `echo "before the broken statement"\npsql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'select * from no_such_table'`;
+    const r = await runAction('failing migration', payload('pull_request', 'synchronize'), 'pull_request', { migrate });
+    assert.equal(r.code, 1);
+    const errors = errorLines(r);
+    assert.equal(errors.length, 1, r.stdout);
+    assert.ok(errors[0]!.startsWith(`::error::migration failed: it exited with code 1; branch ${db}/${BRANCH} is kept for debugging`), errors[0]);
+    assert.match(errors[0]!, /relation "no_such_table" does not exist/);
+    const body = ourComments()[0]!.body;
+    assert.match(body, /migration failed/);
+    assert.match(body, /❌ failed \(exit code 1\)/);
+    assert.match(body, /before the broken statement/);
+    assert.match(body, /no_such_table/);
+    assert.equal((await client.getBranch(db, BRANCH)).status, 'running', 'the branch is kept');
+    assert.ok(datasetExists(first.dataset));
+    assertNotLogged(r, first.connection.password);
+  });
+
+  it('reset (workflow_dispatch): back to the parent, port and password kept, migrated again', async () => {
+    const migrate = `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'create table after_reset (x int)'`;
+    const r = await runAction('reset (workflow_dispatch)', payload('workflow_dispatch', null), 'workflow_dispatch', { command: 'reset', branch: BRANCH, migrate });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.outputs.created, 'false');
+    assert.equal(r.outputs.password, first.connection.password);
+    assert.equal(r.outputs.port, String(first.port));
+    const b = await client.getBranch(db, BRANCH);
+    assert.equal(await hasTable(b, 'preview_runs'), false, 'the earlier migrations are gone');
+    assert.equal(await hasTable(b, 'after_reset'), true);
+    assert.match(r.stdout, /No pull request in this event: no comment/);
+    assert.match(r.summary, /reset to `main`/);
+    assertNotLogged(r, first.connection.password);
+  });
+
+  it('closed: deletes the branch and updates the comment; closing again succeeds', async () => {
+    const r = await runAction('closed (delete)', payload('pull_request', 'closed'), 'pull_request', {});
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    await assert.rejects(client.getBranch(db, BRANCH), (e: BpgApiError) => e.status === 404);
+    assert.equal(datasetExists(first.dataset), false, 'dataset gone');
+    assert.equal(containerRunning(first.container), false, 'container gone');
+    const ours = ourComments();
+    assert.equal(ours.length, 1);
+    assert.match(ours[0]!.body, /deleted/);
+    assert.ok(!ours[0]!.body.includes(first.connection.password));
+    assert.equal(gh.comments(FULL, PR).length, 152);
+
+    const again = await runAction('closed again (already gone)', payload('pull_request', 'closed'), 'pull_request', {});
+    assert.equal(again.code, 0, again.stdout + again.stderr);
+    assert.match(again.stdout, /was already gone/);
+    assert.equal(ourComments().length, 1);
+  });
+
+  it('an unreachable agent, a bad token and a bad input each fail with one clear message', async () => {
+    const ev = payload('pull_request', 'opened');
+    const [down, badToken, badInput] = await Promise.all([
+      freePort().then((port) => runAction('unreachable agent', ev, 'pull_request', { agent_url: `http://127.0.0.1:${port}` })),
+      runAction('bad token', ev, 'pull_request', { agent_token: 'not-the-token-at-all' }),
+      runAction('bad input', ev, 'pull_request', { command: 'explode' }),
+    ]);
+    for (const [r, re] of [
+      [down, /^::error::cannot reach the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): check agent_url/],
+      [badToken, /^::error::the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ refused agent_token \(401\)/],
+      [badInput, /^::error::input command must be one of create, delete, reset, not 'explode'$/],
+    ] as const) {
+      assert.equal(r.code, 1, r.stdout);
+      const errors = errorLines(r);
+      assert.equal(errors.length, 1, r.stdout);
+      assert.match(errors[0]!, re);
+      assert.doesNotMatch(r.stdout + r.stderr, /\n\s+at /, 'no stack trace');
+      assert.deepEqual(r.outputs, {});
+    }
+    await assert.rejects(client.getBranch(db, BRANCH), (e: BpgApiError) => e.status === 404, 'nothing was created');
+    assert.equal(ourComments().length, 1);
+  });
+});
