@@ -244,7 +244,7 @@ describe('HTTP API', () => {
     assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x1`, { body: { from: 'other/main' } }), 400, 'invalid');
   });
 
-  it('POST start, stop, restart; reset answers 501 until it lands', async () => {
+  it('POST start, stop, restart, reset (port and password stay)', async () => {
     const stopped = await client.stopBranch(db, 'f1');
     assert.equal(stopped.status, 'stopped');
     const started = await client.startBranch(db, 'f1');
@@ -253,9 +253,13 @@ describe('HTTP API', () => {
     const restarted = await client.restartBranch(db, 'f1');
     assert.equal(restarted.status, 'running');
     assert.deepEqual(await query(restarted, 'SELECT 1 AS ok'), [{ ok: 1 }]);
-    assertError(await http(srv.url, 'POST', `/v1/databases/${db}/branches/f1/reset`), 501, 'not_implemented');
+    await query(restarted, 'CREATE TABLE only_on_f1 (x int)');
+    const reset = await client.resetBranch(db, 'f1');
+    assert.equal(reset.port, restarted.port);
+    assert.equal(reset.connection.uri, restarted.connection.uri);
+    assert.deepEqual(await query(reset, "SELECT to_regclass('only_on_f1') IS NULL AS gone"), [{ gone: true }]);
     assertError(await http(srv.url, 'POST', `/v1/databases/${db}/branches/nosuch/stop`), 404, 'not_found');
-    await assert.rejects(client.resetBranch(db, 'f1'), (e: BpgApiError) => e.status === 501);
+    assertError(await http(srv.url, 'POST', `/v1/databases/${db}/branches/nosuch/reset`), 404, 'not_found');
   });
 
   it('DELETE removes a branch; a second DELETE is a 404 with a clear body, which the client treats as done', async () => {
