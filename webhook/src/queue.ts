@@ -145,7 +145,7 @@ export class JobQueue {
 
   private async finish(job: Job): Promise<void> {
     try {
-      await this.o.store.remove(job.id);
+      await this.o.store.remove(job);
     } catch (e) {
       // Left on disk, it would run again after a restart: harmless, every step is idempotent.
       this.o.log.warn('could not remove a finished job file', { delivery: job.id, error: describe(e) });

@@ -26,8 +26,8 @@ export interface Receiver {
 export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; listen?: string }): Promise<Receiver> {
   const { log } = opts;
   const store = new JobStore(cfg.stateDir);
-  const { jobs, unreadable } = await store.open();
-  if (unreadable.length) log.warn('job files that could not be read were set aside', { files: unreadable });
+  const { jobs, skipped } = await store.open();
+  if (skipped) log.warn('skipped torn records in the queue journal (a kill mid-write; they were never acknowledged)', { skipped });
 
   const deps: LifecycleDeps = {
     cfg,
@@ -73,6 +73,7 @@ export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; lis
         const finished = await queue.stop(graceMs);
         if (!finished) log.warn('stopping with work still running: it runs again after the next start');
         server.closeAllConnections();
+        await store.close();
         await serverClosed.catch((e) => log.warn(`closing the server: ${describe(e)}`));
         log.info('stopped', { queued: queue.size });
       })();
