@@ -58,9 +58,12 @@ export interface CommentInput {
   error?: string;
 }
 
-/** Finds our comment among a PR's comments (together with the author check). */
+/**
+ * Finds our comment among a PR's comments (together with the author check). The same marker as
+ * the Action's (action/src/report.ts), so both find one comment per PR and database.
+ */
 export function commentMarker(database: string): string {
-  return `<!-- betterpg:sticky database=${database} -->`;
+  return `<!-- betterpg/branch database=${database} -->`;
 }
 
 const DIGEST_RE = /<!-- betterpg:digest=([0-9a-f]+) -->/;
@@ -70,75 +73,92 @@ export function digestOf(body: string): string | null {
   return DIGEST_RE.exec(body)?.[1] ?? null;
 }
 
-/** `postgresql://user:****@host:port/db` */
+const MASK = '********';
+
+/** `postgresql://user:********@host:port/db` */
 export function maskedUri(c: Connection): string {
   try {
     const u = new URL(c.uri);
-    if (u.password) u.password = '****';
+    if (u.password) u.password = MASK;
     return u.toString();
   } catch {
-    return `postgresql://${encodeURIComponent(c.user)}:****@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
+    return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
   }
 }
 
 /** Last lines only: a comment is not a log viewer. */
-export function lastLines(text: string, n = 15): string {
+export function lastLines(text: string, n = 15): string[] {
   const lines = text.replace(/\s+$/, '').split('\n');
-  return (lines.length > n ? ['…', ...lines.slice(-n)] : lines).join('\n');
+  return lines.length > n ? ['…', ...lines.slice(-n)] : lines;
 }
 
-export function formatMs(ms: number): string {
-  return ms < 1000 ? `${Math.round(ms)} ms` : ms < 60_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`;
+export function seconds(ms: number): string {
+  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
 }
 
-/** Inline code, safe inside a table cell (GitHub wants `\|` there even within backticks). */
-const code = (s: string) => '`' + s.replace(/`/g, "'").replace(/\|/g, '\\|') + '`';
-const fence = (s: string) => '```\n' + s.replace(/```/g, "'''") + '\n```';
+/** `2026-11-27 23:50 UTC` */
+function when(iso: string): string {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? iso : `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
 
+/** Inline code that survives backticks and pipes in the value (file names come from the PR). */
+function code(v: string | number): string {
+  const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+  const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
+  const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
+  return `${ticks}${pad}${s}${pad}${ticks}`;
+}
+
+/** For HTML (GitHub does not render Markdown inside <summary>). */
+function html(v: string): string {
+  return v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+
+/** A fenced block longer than any run of backticks inside. */
+function fence(lines: string[]): string {
+  const body = lines.join('\n');
+  const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
+  const f = '`'.repeat(Math.max(3, longest + 1));
+  return `${f}\n${body}\n${f}`;
+}
+
+/**
+ * The comment's Markdown. Laid out as the Action's: a title, a table (branch and parent, status,
+ * host, port, database, user, password, created, migrations), the connection string, the failure's
+ * output folded open. No time stamp, so that a digest of the content can tell "nothing changed".
+ */
 export function renderComment(i: CommentInput): string {
   const name = `${i.database}/${i.branch}`;
   const lines: string[] = [];
-  const title = {
-    ready: `### BetterPG: database branch ${code(name)} is ready`,
-    'migration-failed': `### BetterPG: a migration failed on ${code(name)}`,
-    deleted: `### BetterPG: database branch ${code(name)} was deleted`,
-    error: `### BetterPG: could not prepare ${code(name)}`,
-  }[i.state];
-  lines.push(title, '');
-
   if (i.state === 'deleted') {
-    lines.push(`The pull request was closed, so its branch of ${code(`${i.database}/${i.parent}`)} was deleted. Reopening it makes a fresh one.`);
+    lines.push(`### 🐘 Preview database ${code(name)}: deleted`, '', `The pull request was closed: the branch ${code(i.branch)} of ${code(i.database)} was deleted; its data and connection details are no longer valid. Reopening the pull request makes a fresh one.`);
   } else if (i.state === 'error') {
-    lines.push(fence(lastLines(i.error ?? 'unknown error')), '', 'Push a commit, or close and reopen the pull request, to try again.');
+    lines.push(`### 🐘 Preview database ${code(name)}: not ready`, '', fence(lastLines(i.error ?? 'unknown error')), '', 'Push a commit, or close and reopen the pull request, to try again.');
   } else {
     const c = i.connection;
-    lines.push('| | |', '| --- | --- |');
-    lines.push(`| Branch | ${code(name)} |`, `| Parent | ${code(`${i.database}/${i.parent}`)} |`);
+    const m = i.migrations;
+    lines.push(`### 🐘 Preview database ${code(name)}${i.state === 'migration-failed' ? ': migration failed' : ''}`, '', '| | |', '| --- | --- |');
+    lines.push(`| Branch | ${code(i.branch)} from ${code(i.parent)} |`);
     if (i.branchStatus) lines.push(`| Status | ${i.branchStatus} |`);
     if (c) {
-      lines.push(`| Host | ${code(c.host)} |`, `| Port | ${code(String(c.port))} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+      lines.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+      const hidden = `hidden${i.passwordHiddenReason ? ` (${i.passwordHiddenReason})` : ''}: \`bpg branch get ${name}\` on the agent`;
+      lines.push(`| Password | ${i.showPassword ? code(c.password) : hidden} |`);
     }
-    if (i.created && i.createMs !== undefined) lines.push(`| Created in | ${formatMs(i.createMs)} |`);
-    else if (i.created === false) lines.push(`| Created | ${i.createdAt ? `${i.createdAt} (reused)` : 'earlier (reused)'} |`);
-    if (i.migrations) lines.push(`| Migrations | ${migrationLine(i.migrations)} |`);
-    lines.push('');
-    if (c) {
-      if (i.showPassword) {
-        lines.push('Connection string:', '', fence(c.uri));
-      } else {
-        lines.push(`Connection string (password hidden${i.passwordHiddenReason ? `: ${i.passwordHiddenReason}` : ''}):`, '', fence(maskedUri(c)));
-        lines.push('', `The password: \`bpg branch get ${name}\` on the agent, or ask its operator.`);
-      }
-    }
-    const m = i.migrations;
+    if (i.created && i.createMs !== undefined) lines.push(`| Created | in ${seconds(i.createMs)} for this pull request |`);
+    else if (i.created === false) lines.push(`| Created | ${i.createdAt ? when(i.createdAt) : 'earlier'} (reused) |`);
+    if (m) lines.push(`| Migrations | ${migrationLine(m)} |`);
+    if (c) lines.push('', fence([i.showPassword ? c.uri : maskedUri(c)]));
     if (m?.failed) {
-      lines.push('', `**${code(m.failed.name)} failed**; it was rolled back and the files after it were not run. The branch is kept for debugging.`, '', fence(lastLines(m.failed.output)));
+      lines.push('', `${code(m.failed.name)} was rolled back and the files after it were not run; the branch is kept for debugging.`);
+      lines.push('', `<details open><summary>Error from <code>${html(m.failed.name)}</code></summary>`, '', fence(lastLines(m.failed.output)), '', '</details>');
     }
     if (m?.changed.length) {
-      lines.push('', `Changed after they were applied (not run again; set \`resetOnPush\` to re-apply from scratch): ${m.changed.map(code).join(', ')}`);
+      lines.push('', `Changed since they were applied (not run again; \`resetOnPush\` re-applies from scratch): ${m.changed.map(code).join(', ')}`);
     }
   }
-  if (i.commit) lines.push('', `<sub>For commit ${i.commit.slice(0, 12)}.</sub>`);
+  lines.push('', `<sub>${i.commit ? `Commit ${i.commit.slice(0, 12)} · ` : ''}BetterPG webhook</sub>`);
 
   const content = lines.join('\n');
   const digest = createHash('sha256').update(content).digest('hex').slice(0, 16);
@@ -150,7 +170,7 @@ function migrationLine(m: MigrationSummary): string {
   if (m.missing) return `no folder ${code(m.path)} at this commit`;
   const applied = m.applied.length ? `${m.applied.length} applied: ${m.applied.map(code).join(', ')}` : '';
   const before = m.alreadyApplied.length ? `${m.alreadyApplied.length} applied before` : '';
-  if (m.failed) return `**failed** at ${code(m.failed.name)}` + (applied ? ` (${applied})` : '');
+  if (m.failed) return `❌ failed at ${code(m.failed.name)}` + (applied || before ? ` (${[applied, before].filter(Boolean).join('; ')})` : '');
   if (!applied && !before) return `no \`.sql\` files in ${code(m.path)}`;
-  return [applied || 'no new files', before].filter(Boolean).join('; ');
+  return '✅ ' + [applied || 'no new files', before].filter(Boolean).join('; ');
 }
