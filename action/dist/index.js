@@ -47084,6 +47084,7 @@ function ttlMs(ttl) {
     const unit = ttl.slice(-1);
     return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
 }
+const SnapshotId = schemas_string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');
 /** `branch` (of the same database) or `db/branch`, as the CLI's --from. */
 const BranchRefText = schemas_string().refine((v) => {
     const parts = v.split('/');
@@ -47099,7 +47100,14 @@ const PutBranchBody = object({
     fast: schemas_boolean().optional(),
     /** Validated; expiry is not enforced yet. */
     ttl: Ttl.optional(),
+    /** Clone a kept snapshot instead of taking a fresh one (its branch is the parent). */
+    fromSnapshot: SnapshotId.optional(),
+    /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
+    pitr: schemas_string().min(1).max(64).optional(),
 })
+    .strict();
+/** POST /v1/databases/{db}/branches/{branch}/snapshots */
+const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
     .strict();
 /** POST /v1/databases */
 const CreateDatabaseBody = object({
@@ -47120,6 +47128,33 @@ const PutBranchResponse = object({ created: schemas_boolean(), branch: BranchVie
 const DeleteBranchResponse = object({ deleted: array(schemas_string()) });
 /** Same as `bpg db delete --json`. */
 const DeleteDatabaseResponse = object({ deleted: schemas_string() });
+/** Same as `bpg snapshot list --json` items. */
+const SnapshotView = object({
+    id: schemas_string(),
+    branch: schemas_string(),
+    label: schemas_string().nullable(),
+    createdAt: schemas_string(),
+    usedBytes: schemas_number().nullable(),
+    consistency: schemas_enum(['application', 'crash']),
+    zfsSnapshot: schemas_string(),
+    usedBy: array(schemas_string()),
+});
+const SnapshotList = array(SnapshotView);
+const DeleteSnapshotResponse = object({ deleted: schemas_string() });
+const Seg = object({ segment: schemas_string(), time: schemas_string() });
+/** Same as `bpg wal info --json` items. */
+const WalInfo = object({
+    branch: schemas_string(),
+    folder: schemas_string(),
+    segments: schemas_number(),
+    bytes: schemas_number(),
+    oldest: Seg.nullable(),
+    newest: Seg.nullable(),
+    gaps: array(object({ timeline: schemas_string(), from: schemas_string(), to: schemas_string(), missing: schemas_number() })),
+    historyFiles: schemas_number(),
+    lastFailure: Seg.nullable(),
+    lastArchived: Seg.nullable(),
+});
 const DatabaseList = array(DatabaseView);
 const BranchList = array(BranchView);
 const BRANCH_ACTIONS = (/* unused pure expression or super */ null && (['reset', 'start', 'stop', 'restart']));
@@ -47315,6 +47350,25 @@ class BpgClient {
     /** Back to its parent's current state (port and password stay); an agent from before reset answers 501. Not retried (POST). */
     resetBranch(db, branch, o) {
         return this.action(db, branch, 'reset', o);
+    }
+    listSnapshots(db, branch, o) {
+        const path = db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
+        return this.json('GET', path, SnapshotList, o);
+    }
+    /** An application-consistent snapshot of a branch, kept. Not retried (POST). */
+    createSnapshot(db, branch, body = {}, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/snapshots`, SnapshotView, o, body);
+    }
+    /** `{ deleted: false }` if it was already gone; a snapshot branches were cloned from is a 409. */
+    async deleteSnapshot(id, o) {
+        const r = await this.call('DELETE', `/v1/snapshots/${seg(id)}`, undefined, o, [404]);
+        if (r.status === 404)
+            return { deleted: false };
+        this.parse(DeleteSnapshotResponse, r.body, r.requestId);
+        return { deleted: true };
+    }
+    walInfo(db, branch, o) {
+        return this.json('GET', `${this.branchPath(db, branch)}/wal`, WalInfo, o);
     }
     // ---------------------------------------------------------------- plumbing
     branchPath(db, branch) {

@@ -147,6 +147,28 @@ export class BpgClient {
     return this.action(db, branch, 'reset', o);
   }
 
+  listSnapshots(db?: string, branch?: string, o?: CallOptions): Promise<S.SnapshotView[]> {
+    const path = db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
+    return this.json('GET', path, S.SnapshotList, o);
+  }
+
+  /** An application-consistent snapshot of a branch, kept. Not retried (POST). */
+  createSnapshot(db: string, branch: string, body: S.CreateSnapshotBody = {}, o?: CallOptions): Promise<S.SnapshotView> {
+    return this.json('POST', `${this.branchPath(db, branch)}/snapshots`, S.SnapshotView, o, body);
+  }
+
+  /** `{ deleted: false }` if it was already gone; a snapshot branches were cloned from is a 409. */
+  async deleteSnapshot(id: string, o?: CallOptions): Promise<{ deleted: boolean }> {
+    const r = await this.call('DELETE', `/v1/snapshots/${seg(id)}`, undefined, o, [404]);
+    if (r.status === 404) return { deleted: false };
+    this.parse(S.DeleteSnapshotResponse, r.body, r.requestId);
+    return { deleted: true };
+  }
+
+  walInfo(db: string, branch: string, o?: CallOptions): Promise<S.WalInfo> {
+    return this.json('GET', `${this.branchPath(db, branch)}/wal`, S.WalInfo, o);
+  }
+
   // ---------------------------------------------------------------- plumbing
 
   private branchPath(db: string, branch: string): string {

@@ -63,6 +63,10 @@ export function openapi(): Record<string, unknown> {
         CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
         DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
         DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
+        SnapshotView: component(S.SnapshotView, 'output'),
+        CreateSnapshotBody: component(S.CreateSnapshotBody, 'input'),
+        DeleteSnapshotResponse: component(S.DeleteSnapshotResponse, 'output'),
+        WalInfo: component(S.WalInfo, 'output'),
       },
     },
     security: [{ bearer: [] }],
@@ -102,7 +106,8 @@ export function openapi(): Record<string, unknown> {
           description:
             'Creates the branch from `from` (default main) and answers 201 with created=true, or answers 200 with created=false and the ' +
             'branch as it is. A branch that exists with another parent is a 409. Calls for one branch run one at a time. ' +
-            '`fast` is used only when creating. `ttl` is validated but expiry is not enforced yet.',
+            '`fast` is used only when creating. `fromSnapshot` clones a kept snapshot; `pitr` (ISO 8601 with a zone, or "2 hours ago") ' +
+            'recovers `from` to that moment from its newest snapshot before it. `ttl` is validated but expiry is not enforced yet.',
           parameters: [DB, BRANCH],
           requestBody: { required: false, content: json(ref('PutBranchBody')) },
           responses: {
@@ -125,6 +130,30 @@ export function openapi(): Record<string, unknown> {
       '/v1/databases/{db}/branches/{branch}/reset': lifecycle('reset', "Reset a branch to its parent's current state (port and password stay)", {}, [
         FORCE('Also delete its child branches and kept snapshots'),
       ]),
+      '/v1/snapshots': {
+        get: { operationId: 'listSnapshots', summary: 'Every kept snapshot', responses: { '200': ok('Snapshots, oldest first', { type: 'array', items: ref('SnapshotView') }), ...COMMON } },
+      },
+      '/v1/snapshots/{id}': {
+        delete: {
+          operationId: 'deleteSnapshot',
+          summary: 'Delete a kept snapshot; refused (409, naming them) while branches were cloned from it',
+          parameters: [{ name: 'id', in: 'path', required: true, description: 'Snapshot id', schema: { type: 'string', pattern: '^snap-[a-f0-9]{8}$' } }],
+          responses: { '200': ok('Deleted', ref('DeleteSnapshotResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/snapshots': {
+        get: { operationId: 'listBranchSnapshots', summary: "A branch's kept snapshots", parameters: [DB, BRANCH], responses: { '200': ok('Snapshots', { type: 'array', items: ref('SnapshotView') }), ...BAD, ...MISSING, ...COMMON } },
+        post: {
+          operationId: 'createSnapshot',
+          summary: 'Take an application-consistent snapshot of a branch and keep it (for fromSnapshot and pitr)',
+          parameters: [DB, BRANCH],
+          requestBody: { required: false, content: json(ref('CreateSnapshotBody')) },
+          responses: { '201': ok('The snapshot', ref('SnapshotView')), ...BAD, ...MISSING, ...CONFLICT, ...TOO_LARGE, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/wal': {
+        get: { operationId: 'walInfo', summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure", parameters: [DB, BRANCH], responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON } },
+      },
       '/v1/databases/{db}/branches/{branch}/start': lifecycle('start', "Start a branch's PostgreSQL (port and password stay)"),
       '/v1/databases/{db}/branches/{branch}/stop': lifecycle('stop', "Stop a branch's PostgreSQL (its data stays)"),
       '/v1/databases/{db}/branches/{branch}/restart': lifecycle('restart', "Restart a branch's PostgreSQL"),

@@ -84,6 +84,8 @@ export function ttlMs(ttl: string): number {
   return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
 }
 
+export const SnapshotId = z.string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');
+
 /** `branch` (of the same database) or `db/branch`, as the CLI's --from. */
 export const BranchRefText = z.string().refine((v) => {
   const parts = v.split('/');
@@ -100,9 +102,19 @@ export const PutBranchBody = z
     fast: z.boolean().optional(),
     /** Validated; expiry is not enforced yet. */
     ttl: Ttl.optional(),
+    /** Clone a kept snapshot instead of taking a fresh one (its branch is the parent). */
+    fromSnapshot: SnapshotId.optional(),
+    /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
+    pitr: z.string().min(1).max(64).optional(),
   })
   .strict();
 export type PutBranchBody = z.infer<typeof PutBranchBody>;
+
+/** POST /v1/databases/{db}/branches/{branch}/snapshots */
+export const CreateSnapshotBody = z
+  .object({ label: z.string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
+  .strict();
+export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBody>;
 
 /** POST /v1/databases */
 export const CreateDatabaseBody = z
@@ -137,6 +149,37 @@ export type DeleteBranchResponse = z.infer<typeof DeleteBranchResponse>;
 /** Same as `bpg db delete --json`. */
 export const DeleteDatabaseResponse = z.object({ deleted: z.string() });
 export type DeleteDatabaseResponse = z.infer<typeof DeleteDatabaseResponse>;
+
+/** Same as `bpg snapshot list --json` items. */
+export const SnapshotView = z.object({
+  id: z.string(),
+  branch: z.string(),
+  label: z.string().nullable(),
+  createdAt: z.string(),
+  usedBytes: z.number().nullable(),
+  consistency: z.enum(['application', 'crash']),
+  zfsSnapshot: z.string(),
+  usedBy: z.array(z.string()),
+});
+export type SnapshotView = z.infer<typeof SnapshotView>;
+export const SnapshotList = z.array(SnapshotView);
+export const DeleteSnapshotResponse = z.object({ deleted: z.string() });
+
+const Seg = z.object({ segment: z.string(), time: z.string() });
+/** Same as `bpg wal info --json` items. */
+export const WalInfo = z.object({
+  branch: z.string(),
+  folder: z.string(),
+  segments: z.number(),
+  bytes: z.number(),
+  oldest: Seg.nullable(),
+  newest: Seg.nullable(),
+  gaps: z.array(z.object({ timeline: z.string(), from: z.string(), to: z.string(), missing: z.number() })),
+  historyFiles: z.number(),
+  lastFailure: Seg.nullable(),
+  lastArchived: Seg.nullable(),
+});
+export type WalInfo = z.infer<typeof WalInfo>;
 
 export const DatabaseList = z.array(DatabaseView);
 export const BranchList = z.array(BranchView);

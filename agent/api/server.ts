@@ -10,10 +10,13 @@ import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type Branc
 import { TokenChecker, type ApiToken } from './auth.js';
 import { KeyedLocks, lockSet } from './locks.js';
 import { openapi } from './openapi.js';
+import { createSnapshot, deleteSnapshot, listSnapshots, parseTime, walInfo } from '../engine/history.js';
 import {
   CreateDatabaseBody,
+  CreateSnapshotBody,
   ForceQuery,
   PutBranchBody,
+  SnapshotId,
   firstIssue,
   type ApiErrorCode,
   type BranchView,
@@ -203,8 +206,12 @@ export function createApi(opts: ApiOptions): Api {
     const ref = refOf(req);
     const body = parse(PutBranchBody, req.body ?? {}, 'body');
     const from = body.from === undefined ? undefined : parseBranchRef(body.from, ref.database);
+    const pitr = body.pitr === undefined ? undefined : parseTime(body.pitr);
     const key = refName(ref);
-    const parentKey = refName(from ?? { database: ref.database, branch: 'main' });
+    // A kept snapshot names its own branch as the parent.
+    const snap = body.fromSnapshot === undefined ? undefined : (await listSnapshots(engine)).find((x) => x.id === body.fromSnapshot);
+    if (body.fromSnapshot !== undefined && !snap) throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
+    const parentKey = snap ? snap.branch : refName(from ?? { database: ref.database, branch: 'main' });
     // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
     const result = await locks.with(wanted, () =>
@@ -222,7 +229,7 @@ export function createApi(opts: ApiOptions): Api {
             }
             return { created: false, branch: existing };
           }
-          const r = await engine.createBranch(ref, { from, fast: body.fast });
+          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr });
           opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
           return { created: true, branch: r.branch };
         })(),
@@ -253,6 +260,30 @@ export function createApi(opts: ApiOptions): Api {
     const view = await locks.with(wanted, () => track(resetBranch(engine, ref, { force })));
     opLog(res, 'branch reset', { branch: refName(ref), force });
     send(res, 200, view);
+  });
+
+  route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await listSnapshots(engine)));
+
+  route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => send(res, 200, await listSnapshots(engine, refOf(req))));
+
+  route('POST', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(CreateSnapshotBody, req.body ?? {}, 'body');
+    const snap = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(createSnapshot(engine, ref, { label: body.label })));
+    opLog(res, 'snapshot created', { branch: refName(ref), snapshot: snap.id });
+    send(res, 201, snap);
+  });
+
+  route('DELETE', '/v1/snapshots/:id', async (req, res) => {
+    const id = parse(SnapshotId, param(req, 'id'), 'id');
+    await locks.with(lockSet([`snapshot:${id}`, 'exclusive']), () => track(deleteSnapshot(engine, id)));
+    opLog(res, 'snapshot deleted', { snapshot: id });
+    send(res, 200, { deleted: id });
+  });
+
+  route('GET', '/v1/databases/:db/branches/:branch/wal', async (req, res) => {
+    const [info] = await walInfo(engine, refOf(req));
+    send(res, 200, info);
   });
 
   for (const verb of ['start', 'stop', 'restart'] as const) {

@@ -262,6 +262,40 @@ describe('HTTP API', () => {
     assertError(await http(srv.url, 'POST', `/v1/databases/${db}/branches/nosuch/reset`), 404, 'not_found');
   });
 
+  it('snapshots, branches from a snapshot and point-in-time recovery over HTTP', async () => {
+    const main = await client.getBranch(db, 'main');
+    await query(main, 'CREATE TABLE IF NOT EXISTS api_hist (id int)');
+    await query(main, 'INSERT INTO api_hist VALUES (1)');
+    const snap = await client.createSnapshot(db, 'main', { label: 'api' });
+    assert.equal(snap.branch, `${db}/main`);
+    assert.equal(snap.label, 'api');
+    assert.ok((await client.listSnapshots()).some((x) => x.id === snap.id));
+    assert.deepEqual((await client.listSnapshots(db, 'main')).map((x) => x.id), [snap.id]);
+    await query(main, 'INSERT INTO api_hist VALUES (2)');
+    await new Promise((r) => setTimeout(r, 1100));
+    const target = new Date().toISOString();
+    await new Promise((r) => setTimeout(r, 1100));
+    await query(main, 'INSERT INTO api_hist VALUES (3)');
+    const pitr = await client.putBranch(db, 'pitr1', { pitr: target });
+    assert.equal(pitr.created, true);
+    assert.deepEqual(await query(pitr.branch, 'SELECT id FROM api_hist ORDER BY id'), [{ id: 1 }, { id: 2 }]);
+    const again = await client.putBranch(db, 'pitr1', { pitr: target });
+    assert.equal(again.created, false);
+    const fromSnap = await client.putBranch(db, 'snap1', { fromSnapshot: snap.id });
+    assert.equal(fromSnap.branch.parent, `${db}/main`);
+    assert.deepEqual(await query(fromSnap.branch, 'SELECT id FROM api_hist ORDER BY id'), [{ id: 1 }]);
+    assertError(await http(srv.url, 'DELETE', `/v1/snapshots/${snap.id}`), 409, 'conflict', /in use/);
+    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: 'yesterday' } }), 400, 'invalid', /invalid time/);
+    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: '2000-01-01T00:00:00Z' } }), 400, 'invalid', /before the oldest snapshot/);
+    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { fromSnapshot: 'snap-00000000' } }), 404, 'not_found');
+    assertError(await http(srv.url, 'DELETE', '/v1/snapshots/..%2Fx'), 400, 'invalid');
+    const wal = await client.walInfo(db, 'main');
+    assert.ok(wal.segments > 0);
+    for (const b of ['pitr1', 'snap1']) await client.deleteBranch(db, b);
+    assert.deepEqual(await client.deleteSnapshot(snap.id), { deleted: true });
+    assert.deepEqual(await client.deleteSnapshot(snap.id), { deleted: false });
+  });
+
   it('DELETE removes a branch; a second DELETE is a 404 with a clear body, which the client treats as done', async () => {
     assertError(await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/b1`), 409, 'conflict', /child branches/);
     assertError(await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/b1?force=yes`), 400, 'invalid');
