@@ -20,6 +20,8 @@ export interface IssueComment {
   body: string;
   htmlUrl: string;
   login: string | null;
+  /** `Bot` for Apps and GitHub's own tokens, `User` for people. */
+  userType: string | null;
 }
 
 export interface DirEntry {
@@ -30,8 +32,12 @@ export interface DirEntry {
 
 /** What the lifecycle needs from GitHub for one repository. */
 export interface RepoApi {
-  /** The login comments are posted as (`<app-slug>[bot]` for an App): sticky comments must be ours. */
-  selfLogin(): Promise<string>;
+  /**
+   * The login comments are posted as (`<app-slug>[bot]` for an App): sticky comments must be ours.
+   * Null when the token cannot say who it is (an installation token passed as `token`): then any
+   * bot's comment counts.
+   */
+  selfLogin(): Promise<string | null>;
   isPrivate(): Promise<boolean>;
   setStatus(sha: string, state: CommitState, description: string, targetUrl?: string): Promise<void>;
   /** Every comment of the issue/PR, all pages. */
@@ -50,7 +56,7 @@ const MAX_DESCRIPTION = 140;
 
 export class GitHub {
   private readonly byInstallation = new Map<string, Octokit>();
-  private readonly logins = new Map<string, Promise<string>>();
+  private readonly logins = new Map<string, Promise<string | null>>();
 
   constructor(
     private readonly auth: GitHubAuth,
@@ -65,10 +71,18 @@ export class GitHub {
     const withKit = async <T>(f: (o: Octokit) => Promise<T>): Promise<T> => f(await octokitP);
     return {
       selfLogin: () => {
-        let p = this.logins.get(key);
+        let p: Promise<string | null> | undefined = this.logins.get(key);
         if (!p) {
           p = withKit(async (o) => {
-            if (this.auth.kind === 'token') return (await o.rest.users.getAuthenticated()).data.login;
+            if (this.auth.kind === 'token') {
+              try {
+                return (await o.rest.users.getAuthenticated()).data.login;
+              } catch (e) {
+                const status = (e as { status?: unknown }).status;
+                if (status === 403 || status === 404) return null;
+                throw e;
+              }
+            }
             // An installation token cannot call /user; @octokit/auth-app signs /app with the App's JWT.
             const app = (await o.rest.apps.getAuthenticated()).data;
             return `${app?.slug ?? ''}[bot]`;
@@ -160,8 +174,8 @@ export class GitHub {
 
 export const STATUS_CONTEXT = 'betterpg/database';
 
-function toComment(c: { id: number; body?: string | null; html_url: string; user?: { login: string } | null }): IssueComment {
-  return { id: c.id, body: c.body ?? '', htmlUrl: c.html_url, login: c.user?.login ?? null };
+function toComment(c: { id: number; body?: string | null; html_url: string; user?: { login: string; type?: string } | null }): IssueComment {
+  return { id: c.id, body: c.body ?? '', htmlUrl: c.html_url, login: c.user?.login ?? null, userType: c.user?.type ?? null };
 }
 
 /**

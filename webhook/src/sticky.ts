@@ -9,7 +9,8 @@ import type { IssueComment, RepoApi } from './github.js';
 export async function findStickyComment(gh: RepoApi, number: number, database: string): Promise<IssueComment | null> {
   const [self, comments] = await Promise.all([gh.selfLogin(), gh.listComments(number)]);
   const marker = commentMarker(database);
-  return comments.find((c) => c.login === self && c.body.includes(marker)) ?? null;
+  const mine = (c: IssueComment) => (self !== null ? c.login === self : c.userType === 'Bot');
+  return comments.find((c) => mine(c) && c.body.includes(marker)) ?? null;
 }
 
 export interface UpsertResult {

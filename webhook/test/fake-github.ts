@@ -67,6 +67,8 @@ export class FakeGitHub {
   /** Set to accept a GitHub App's JWT on /app routes and its installation token elsewhere. */
   app: FakeApp | null = null;
   readonly issuedTokens: string[] = [];
+  /** GET /user answers 403, as it does for an installation token. */
+  userForbidden = false;
   readonly repos = new Map<string, FakeRepo>();
   readonly requests: Recorded[] = [];
   private faults: Fault[] = [];
@@ -207,7 +209,11 @@ export class FakeGitHub {
     }
 
     let m: RegExpExecArray | null;
-    if (method === 'GET' && path === '/user') return send(200, { login: BOT_LOGIN, id: 1, type: 'Bot' });
+    if (method === 'GET' && path === '/user') {
+      // GitHub's answer for an installation token: it is no user.
+      if (this.userForbidden) return send(403, { message: 'Resource not accessible by integration', status: '403' });
+      return send(200, { login: BOT_LOGIN, id: 1, type: 'Bot' });
+    }
 
     if ((m = /^\/repos\/([^/]+)\/([^/]+)(\/.*)?$/.exec(path))) {
       const full = `${m[1]}/${m[2]}`;

@@ -3,6 +3,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync, appendFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import YAML from 'yaml';
 import { silentLogger } from '../../agent/log.js';
 import { BpgApiError } from '../../agent/api/client.js';
 import { commentMarker, digestOf, maskedUri, renderComment, type CommentInput } from '../src/comment.js';
@@ -14,6 +15,7 @@ import { JobQueue } from '../src/queue.js';
 import { JobStore, type Job } from '../src/store.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { GitHub } from '../src/github.js';
+import { upsertStickyComment } from '../src/sticky.js';
 import { BOT_LOGIN, FakeGitHub } from './fake-github.js';
 import { prPayload, sha } from './helpers.js';
 
@@ -69,6 +71,15 @@ describe('config', () => {
       [{ ...base, stateDir: 'relative' }, /stateDir: must be an absolute path/],
     ];
     for (const [raw, re] of bad) await assert.rejects(parseWebhookConfig(raw, 'f.yaml', {}), (e: Error) => re.test(e.message) && /^invalid config f\.yaml: /.test(e.message), `${JSON.stringify(raw)} -> ${re}`);
+  });
+
+  it('the example config in examples/webhook/ is valid', async () => {
+    const raw = YAML.parse(readFileSync(new URL('../../../examples/webhook/webhook.yaml', import.meta.url), 'utf8'));
+    const pem = '-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----';
+    const c = await parseWebhookConfig(raw, 'example', { BPG_WEBHOOK_SECRET: SECRET, BPG_WEBHOOK_AGENT_TOKEN: 'a'.repeat(20), BPG_WEBHOOK_PRIVATE_KEY: pem });
+    assert.equal(c.github.auth.kind, 'app');
+    assert.ok(c.github.auth.kind === 'app' && c.github.auth.privateKey.includes('\nabc\n'), 'literal \\n in an environment line become line breaks');
+    assert.deepEqual(Object.keys(c.repos), ['acme/shop', 'acme/billing']);
   });
 
   it('showPassword accepts true/false/auto', async () => {
@@ -280,6 +291,35 @@ describe('GitHub App authentication', () => {
       const looked = new GitHub(cfg.github.auth, cfg.github.apiUrl, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
       assert.equal((await looked.listComments(3)).length, 1);
       assert.ok(fake.requests.some((r) => r.path === '/repos/o/r/installation'));
+    } finally {
+      await fake.close();
+    }
+  });
+});
+
+describe('sticky comment', () => {
+  it('is found by marker and author through every page, created once, and left alone when unchanged', async () => {
+    const fake = new FakeGitHub('ghp_sticky_test_token');
+    await fake.start();
+    try {
+      fake.repo('o/r');
+      for (let i = 0; i < 230; i++) fake.addComment('o/r', 1, i === 7 ? `${commentMarker('api')} a person quoting it` : `c${i}`, 'alice');
+      const gh = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
+      const body = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false });
+      assert.equal((await upsertStickyComment(gh, 1, 'api', body)).action, 'created');
+      assert.equal((await upsertStickyComment(gh, 1, 'api', body)).action, 'unchanged');
+      assert.equal(fake.count('PATCH', /comments/), 0);
+      const other = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false, commit: 'c'.repeat(40) });
+      assert.equal((await upsertStickyComment(gh, 1, 'api', other)).action, 'updated');
+      assert.equal(fake.botComments('o/r', 1).length, 1);
+      assert.equal((await upsertStickyComment(gh, 1, 'other-db', other)).action, 'created', 'one comment per database');
+      assert.equal((await upsertStickyComment(gh, 2, 'api', body, { onlyUpdate: true })).action, 'skipped');
+      // A token that cannot say who it is (GET /user 403): any bot's comment with the marker is ours.
+      fake.userForbidden = true;
+      const anon = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
+      assert.equal(await anon.selfLogin(), null);
+      assert.equal((await upsertStickyComment(anon, 1, 'api', body)).action, 'updated');
+      assert.equal(fake.botComments('o/r', 1).length, 2);
     } finally {
       await fake.close();
     }
