@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,6 +32,18 @@ export function recorder(echo = !!process.env.BPG_TEST_VERBOSE): Logger & { line
     if (echo) process.stderr.write(JSON.stringify({ level, msg, ...fields }) + '\n');
   };
   return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
+}
+
+const tempDirs: string[] = [];
+process.on('exit', () => {
+  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** A temporary folder removed when the test process exits. */
+export function tempDir(prefix = 'bpg-webhook-'): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
 }
 
 export function uniqueName(prefix: string): string {
@@ -142,7 +154,7 @@ export interface ReceiverSetup {
 /** The receiver's config as YAML would give it (`raw`), and parsed. */
 export async function receiverConfig(o: { githubUrl: string; githubToken: string; agentUrl: string; agentToken: string; repos: Record<string, unknown>; queue?: Record<string, unknown>; stateDir?: string }): Promise<{ raw: Record<string, unknown>; cfg: WebhookConfig; secret: string; stateDir: string }> {
   const secret = randomBytes(20).toString('hex');
-  const stateDir = o.stateDir ?? mkdtempSync(join(tmpdir(), 'bpg-webhook-'));
+  const stateDir = o.stateDir ?? tempDir();
   const raw = {
     listen: '127.0.0.1:0',
     secret,

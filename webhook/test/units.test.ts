@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import YAML from 'yaml';
@@ -17,7 +16,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { GitHub } from '../src/github.js';
 import { upsertStickyComment } from '../src/sticky.js';
 import { BOT_LOGIN, FakeGitHub } from './fake-github.js';
-import { prPayload, sha } from './helpers.js';
+import { prPayload, sha, tempDir } from './helpers.js';
 
 /** The pure parts and the on-disk queue, without the stack: config, comment, routing, store, ordering. */
 
@@ -191,7 +190,7 @@ function job(id: string, key: string, seq: number): Job {
 
 describe('store and queue', () => {
   it('a job is on disk before it is accepted; a torn record and a half-written compaction are survived', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bpg-wh-unit-'));
+    const dir = tempDir();
     const store = new JobStore(dir);
     await store.open();
     assert.equal(await store.accept(job('d-1', 'k', 1)), true);
@@ -225,7 +224,7 @@ describe('store and queue', () => {
   });
 
   it('one key in order, keys in parallel up to the limit, retries hold back their key, permanent failures are given up', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'bpg-wh-unit-'));
+    const dir = tempDir();
     const store = new JobStore(dir);
     await store.open();
     const events: string[] = [];
@@ -263,7 +262,10 @@ describe('store and queue', () => {
     assert.deepEqual(given, ['c1']);
     assert.equal(events.filter((e) => e === 'start c1').length, 1, 'a permanent failure is not retried');
     assert.equal(maxRunning, 2);
-    assert.equal((await new JobStore(dir).open()).jobs.length, 0);
+    await store.close();
+    const reopened = new JobStore(dir);
+    assert.equal((await reopened.open()).jobs.length, 0);
+    await reopened.close();
   });
 });
 
