@@ -543,7 +543,7 @@ function report() {
   }
   lines.push('');
   lines.push(`Times are from spawning \`bpg branch create\` (or starting the copy) to the new database answering \`${QUERY}\`; ` +
-    `${runs} runs per branch mode, interleaved; "used" is \`zfs get used\` ${syncWait} s after the create. ` +
+    `${runs} run${runs === 1 ? '' : 's'} per branch mode, interleaved; "used" is \`zfs get used\` ${syncWait} s after the create. ` +
     `Host: ${result.host.cpus} cores, zfs-fuse; load at start: ${result.host.uptimeStart.replace(/^.*load average: /, '')}, at end: ${(result.host.uptimeEnd ?? '').replace(/^.*load average: /, '')}.`);
 
   // Per-step p50s, largest size (what limits).
@@ -657,6 +657,7 @@ async function cleanup(failed) {
       rmSync(STATE_DIR, { recursive: true, force: true });
       rmSync(CONFIG, { force: true });
       await run('find', [`/${POOL}`, '-depth', '-type', 'd', '-empty', '-delete']);
+      await run('rmdir', [BENCH_DIR]); // only when empty
       log(`cleanup: pool ${POOL} destroyed, ${POOL_FILE} and ${STATE_DIR} removed`);
     } else {
       log(`cleanup: zpool destroy ${POOL} failed; remove it by hand (zpool destroy ${POOL}; rm ${POOL_FILE})`);
