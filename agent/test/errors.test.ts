@@ -174,7 +174,10 @@ describe('bad input gets one clear line and changes nothing', () => {
     const r = await cli(['branch', 'create', `${db}/killed`], { BPG_FAULT_KILL_AFTER: 'branch create:zfs snapshot' });
     assert.notEqual(r.code, 0);
     const half = await okJson<BranchView[]>(['branch', 'list', db]);
-    assert.equal(half.find((b) => b.name === `${db}/killed`)?.status, 'interrupted');
+    // Shown as interrupted until any process's next mutating command cleans it up (test files
+    // running beside this one share the state, so that may already have happened).
+    const killed = half.find((b) => b.name === `${db}/killed`);
+    assert.ok(killed === undefined || killed.status === 'interrupted', `status ${killed?.status}`);
     const main = half.find((b) => b.name === `${db}/main`)!;
     await assertNotInBackup(main);
     const again = await okJson<BranchView>(['branch', 'create', `${db}/killed`]);
