@@ -170,21 +170,35 @@ describe('bad input gets one clear line and changes nothing', () => {
   }
 
   it('a create killed mid-way is cleaned up by the next command, and can be retried', async () => {
-    // killed while the parent is in backup mode (the snapshot is taken between start and stop)
-    const r = await cli(['branch', 'create', `${db}/killed`], { BPG_FAULT_KILL_AFTER: 'branch create:zfs snapshot' });
-    assert.notEqual(r.code, 0);
-    const half = await okJson<BranchView[]>(['branch', 'list', db]);
-    // Shown as interrupted until any process's next mutating command cleans it up (test files
-    // running beside this one share the state, so that may already have happened).
-    const killed = half.find((b) => b.name === `${db}/killed`);
-    assert.ok(killed === undefined || killed.status === 'interrupted', `status ${killed?.status}`);
-    const main = half.find((b) => b.name === `${db}/main`)!;
-    await assertNotInBackup(main);
-    const again = await okJson<BranchView>(['branch', 'create', `${db}/killed`]);
-    assert.equal(again.status, 'running');
-    await ok(['branch', 'delete', `${db}/killed`]);
-    const left = await leftovers(db);
-    assert.equal(left.containers.length, 1);
-    assert.equal(left.datasets.filter((d) => d.includes('@')).length, 0, `snapshots left: ${left.datasets}`);
+    // A state of its own: the next mutating command of ANY process cleans up interrupted work, so
+    // in the shared state a test file running beside this one would race it (and log about it).
+    const env = {
+      BPG_CONFIG: variantConfig((raw) => {
+        raw.stateDir = mkdtempSync(join(tmpdir(), 'bpg-kill-'));
+        raw.zfs.datasetBase = `${raw.zfs.datasetBase}-kill`;
+        raw.postgres.portRange = [36432, 36462];
+      }),
+    };
+    const kdb = uniqueDb('ek');
+    await ok(['db', 'create', kdb], env);
+    try {
+      // killed while the parent is in backup mode (the snapshot is taken between start and stop)
+      const r = await cli(['branch', 'create', `${kdb}/killed`], { ...env, BPG_FAULT_KILL_AFTER: 'branch create:zfs snapshot' });
+      assert.notEqual(r.code, 0);
+      const half = await okJson<BranchView[]>(['branch', 'list', kdb], env);
+      assert.equal(half.find((b) => b.name === `${kdb}/killed`)?.status, 'interrupted');
+      const main = half.find((b) => b.name === `${kdb}/main`)!;
+      await assertNotInBackup(main);
+      const again = await ok(['branch', 'create', `${kdb}/killed`, '--json'], env);
+      assert.match(again.stderr, /cleaning up branch .*killed left behind by an interrupted operation/);
+      assert.equal((JSON.parse(again.stdout) as BranchView).status, 'running');
+      await ok(['branch', 'delete', `${kdb}/killed`], env);
+      const left = await leftovers(kdb, env.BPG_CONFIG);
+      assert.equal(left.containers.length, 1);
+      assert.equal(left.datasets.length, 2, `datasets: ${left.datasets}`); // <db> and <db>/main
+      assert.equal(left.datasets.filter((d) => d.includes('@')).length, 0, `snapshots left: ${left.datasets}`);
+    } finally {
+      await cli(['db', 'delete', kdb, '--force'], env);
+    }
   });
 });

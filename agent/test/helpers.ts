@@ -61,8 +61,8 @@ export function sh(cmd: string, args: string[]): string {
 }
 
 /** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */
-export async function leftovers(db: string): Promise<{ datasets: string[]; containers: string[] }> {
-  const cfg = await config();
+export async function leftovers(db: string, configPath?: string): Promise<{ datasets: string[]; containers: string[] }> {
+  const cfg = configPath ? await loadConfig(configPath) : await config();
   let datasets: string[] = [];
   try {
     datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`])
