@@ -45,7 +45,10 @@ cleanup() {
   done
   ids=$(docker ps -aq --filter "label=io.betterpg.root=$BPG_POOL/$base" 2>/dev/null)
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
-  zfs destroy -r "$BPG_POOL/$base" >/dev/null 2>&1 || { zfs umount -f "$BPG_POOL/$base" >/dev/null 2>&1; zfs destroy -r "$BPG_POOL/$base" >/dev/null 2>&1; }
+  # this run's dataset base, and the ones tests derive from it (e.g. <base>-kill)
+  for ds in $(zfs list -H -o name -d 1 "$BPG_POOL" 2>/dev/null | grep -E "^$BPG_POOL/$base(-|\$)"); do
+    zfs destroy -r "$ds" >/dev/null 2>&1 || { zfs umount -f "$ds" >/dev/null 2>&1; zfs destroy -r "$ds" >/dev/null 2>&1; }
+  done
   rm -rf "$work"
   if [ "${BPG_KEEP_STACK:-0}" != 1 ]; then
     local destroy=0 stop=0
