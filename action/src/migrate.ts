@@ -3,14 +3,10 @@ import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export interface MigrationTarget {
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-  uri: string;
-}
+import type { BranchView } from '../../agent/api/schemas.js';
+
+/** Where a migration runs: a branch's connection, as the agent returns it. */
+export type MigrationTarget = BranchView['connection'];
 
 export interface MigrationResult {
   ok: boolean;

@@ -1,4 +1,4 @@
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
@@ -39,10 +39,25 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
+/** Starts listening on `host:port` (port 0: any free one); answers the URL and port it got. */
+export async function listenOn(server: Server, listen: string): Promise<{ url: string; port: number }> {
+  const { host, port } = parseListen(listen);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host, port }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  return { url: `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`, port: addr.port };
+}
+
 /** The agent daemon: recovers interrupted operations, then serves the HTTP API until a signal. */
 export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger({ json: true });
-  const { host, port } = parseListen(opts.listen ?? cfg.api.listen);
+  const listen = opts.listen ?? cfg.api.listen;
+  parseListen(listen); // a bad address fails before anything starts
   const tokens = collectTokens(cfg.api.tokens, opts.env ?? process.env);
   if (tokens.length === 0) throw invalid('no API token: add api.tokens to the config, or set BPG_API_TOKEN');
 
@@ -61,15 +76,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
 
   const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
   const server = createServer(api.app);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  const { url, port } = await listenOn(server, listen);
   log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
 
   let resolveClosed!: () => void;
@@ -106,5 +113,5 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     process.on('SIGINT', onSignal);
   }
 
-  return { url, port: addr.port, api, close, closed };
+  return { url, port, api, close, closed };
 }

@@ -7,15 +7,10 @@
  * can share this module later. Pure functions: no I/O, nothing logged.
  */
 import { createHash } from 'node:crypto';
+import type { BranchView } from '../../agent/api/schemas.js';
 
-export interface Connection {
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-  uri: string;
-}
+/** A branch's connection, as the agent returns it (a type only: nothing is loaded at run time). */
+export type Connection = BranchView['connection'];
 
 export interface MigrationSummary {
   /** Folder read, or null when none is configured. */

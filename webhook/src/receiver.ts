@@ -3,9 +3,8 @@
  * server. main.ts runs it from the command line; the tests start it in-process.
  */
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { BpgClient } from '../../agent/api/client.js';
-import { parseListen } from '../../agent/api/serve.js';
+import { listenOn } from '../../agent/api/serve.js';
 import { describe } from '../../agent/errors.js';
 import type { Logger } from '../../agent/log.js';
 import type { WebhookConfig } from './config.js';
@@ -49,16 +48,7 @@ export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; lis
   // A slow or stuck sender must not hold a connection: GitHub sends a delivery in one go.
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
-  const { host, port } = parseListen(opts.listen ?? cfg.listen);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host, port }, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const addr = server.address() as AddressInfo;
-  const url = `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  const { url } = await listenOn(server, opts.listen ?? cfg.listen);
   log.info('listening', { url, path: cfg.path, repos: Object.keys(cfg.repos), agent: cfg.agent.url, github: cfg.github.apiUrl, auth: cfg.github.auth.kind, queued: jobs.length });
   queue.resume(jobs);
 
