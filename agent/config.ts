@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { BpgError, invalid } from './errors.js';
+import { parseDuration } from './duration.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/betterpg/config.yaml';
 
@@ -24,6 +25,24 @@ const Size = z.union([z.number().int().positive(), z.string()]).transform((v, ct
     return z.NEVER;
   }
 });
+
+/** Durations as milliseconds; written 30s, 15m, 1h, 7d or a number of seconds. */
+const Duration = z.union([z.number().positive(), z.string()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+/** Scheduled snapshots of a database's main branch: one every `every`, the newest `keep` kept. */
+const SnapshotSchedule = z
+  .object({
+    every: Duration,
+    keep: z.number().int().min(1).max(10_000),
+  })
+  .strict();
 
 const Port = z.number().int().min(1).max(65535);
 const ZfsName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'letters, digits, _ . : - only');
@@ -82,6 +101,45 @@ export const ConfigSchema = z
           .default([]),
         /** Largest request body accepted; bigger ones get 413. */
         bodyLimit: Size.default(64 * 1024),
+        /** HTTPS instead of HTTP: PEM files. Use it whenever the API leaves the loopback interface. */
+        tls: z.object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') }).strict().nullable().default(null),
+        /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
+        metricsWithoutToken: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    /** Branch expiry and idle stop, run by the daemon's housekeeping loop. */
+    expiry: z
+      .object({
+        /** TTL for branches named pr-<number> created without one (null: no default). */
+        prBranchTtl: Duration.nullable().default(parseDuration('7d')),
+        /** Stop running branches nobody has connected to for this long (null: never). */
+        idleStopAfter: Duration.nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
+    housekeeping: z
+      .object({
+        /** How often `bpg serve` expires branches, stops idle ones and takes scheduled snapshots. */
+        interval: Duration.default(parseDuration('1m')),
+      })
+      .strict()
+      .prefault({}),
+    /** Default snapshot schedule for every database (null: none). */
+    snapshots: SnapshotSchedule.nullable().default(null),
+    /** Per-database settings; `snapshots: null` turns the default schedule off for one. */
+    databases: z
+      .record(z.string(), z.object({ snapshots: SnapshotSchedule.nullable().optional() }).strict())
+      .default({}),
+    limits: z
+      .object({
+        branchesPerDatabase: z.number().int().positive().nullable().default(100),
+        branchesTotal: z.number().int().positive().nullable().default(500),
+        /** The most memory and CPUs one branch may be given (postgres.memory/cpus are the defaults). */
+        maxMemory: Size.nullable().default(null),
+        maxCpus: z.number().positive().nullable().default(null),
+        /** Creates are refused while the pool has less free space than this. */
+        minFreeBytes: Size.default(512 * 1024 ** 2),
       })
       .strict()
       .prefault({}),

@@ -11,6 +11,9 @@
 #   BPG_TEST_JOBS     test files run at once (default 3)
 #   BPG_KEEP_STACK=1  leave the daemons and the pool running afterwards (faster next run)
 #   BPG_TEST_FILES    test files to run (default: all build/agent/test/*.test.js)
+#   BPG_TEST_PORT_BASE first port of this run's 2000 (default 35432): the shared test state uses the
+#                     first 1000, tests with a state of their own slices of the rest. Give runs
+#                     that share a machine different bases.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { echo "[test] $*" >&2; }
@@ -33,8 +36,9 @@ npm ci --no-audit --no-fund --loglevel=error >&2
 work=$(mktemp -d /var/tmp/bpg-test.XXXXXX)
 base="test-$(date +%s)-$$"
 export BPG_CONFIG="$work/config.yaml"
+export BPG_TEST_PORT_BASE="${BPG_TEST_PORT_BASE:-35432}"
 node bin/bpg.js init --pool "$BPG_POOL" --dataset-base "$base" --image "$BPG_IMAGE" \
-  --state-dir "$work/state" --port-range 35432-36431 >&2
+  --state-dir "$work/state" --port-range "$BPG_TEST_PORT_BASE-$((BPG_TEST_PORT_BASE + 999))" >&2
 
 cleanup() {
   local rc=$?
@@ -43,7 +47,9 @@ cleanup() {
   for db in $(node bin/bpg.js db list --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{for(const d of JSON.parse(s))console.log(d.name)}catch{}})'); do
     node bin/bpg.js -q db delete "$db" --force >/dev/null 2>&1 || log "could not delete test database $db"
   done
-  ids=$(docker ps -aq --filter "label=io.betterpg.root=$BPG_POOL/$base" 2>/dev/null)
+  # this run's containers, including those of tests with a state of their own (<base>-<name>)
+  ids=$(docker ps -a --filter label=io.betterpg.managed --format '{{.ID}} {{.Label "io.betterpg.root"}}' 2>/dev/null |
+    awk -v r="$BPG_POOL/$base" '$2 == r || index($2, r "-") == 1 { print $1 }')
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   # this run's dataset base, and the ones tests derive from it (e.g. <base>-kill)
   for ds in $(zfs list -H -o name -d 1 "$BPG_POOL" 2>/dev/null | grep -E "^$BPG_POOL/$base(-|\$)"); do

@@ -47066,6 +47066,15 @@ const BranchView = object({
     consistency: schemas_enum(['application', 'crash']).nullable(),
     createdAt: schemas_string(),
     usedBytes: schemas_number().nullable(),
+    /** When housekeeping deletes the branch; null: never. */
+    expiresAt: schemas_string().nullable(),
+    /** Never expired nor stopped when idle. */
+    protected: schemas_boolean(),
+    lastActiveAt: schemas_string().nullable(),
+    /** Why a stopped branch is stopped; 'idle': by the idle stop (start it again to use it). */
+    stoppedBy: schemas_enum(['user', 'idle']).nullable(),
+    memoryBytes: schemas_number(),
+    cpus: schemas_number(),
 });
 const DatabaseView = object({
     name: schemas_string(),

@@ -21,6 +21,12 @@ const branch: BranchView = {
   consistency: 'application',
   createdAt: '2026-11-27T10:00:00.000Z',
   usedBytes: 1024,
+  expiresAt: '2026-12-04T10:00:00.000Z',
+  protected: false,
+  lastActiveAt: '2026-11-27T10:00:00.000Z',
+  stoppedBy: null,
+  memoryBytes: 512 * 1024 ** 2,
+  cpus: 1,
 };
 const now = new Date('2026-11-27T10:05:00Z');
 const ready = (o: Partial<Extract<Report, { kind: 'ready' }>> = {}): Report => ({

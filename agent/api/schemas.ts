@@ -57,6 +57,15 @@ export const BranchView = z.object({
   consistency: z.enum(['application', 'crash']).nullable(),
   createdAt: z.string(),
   usedBytes: z.number().nullable(),
+  /** When housekeeping deletes the branch; null: never. */
+  expiresAt: z.string().nullable(),
+  /** Never expired nor stopped when idle. */
+  protected: z.boolean(),
+  lastActiveAt: z.string().nullable(),
+  /** Why a stopped branch is stopped; 'idle': by the idle stop (start it again to use it). */
+  stoppedBy: z.enum(['user', 'idle']).nullable(),
+  memoryBytes: z.number(),
+  cpus: z.number(),
 });
 export type BranchView = z.infer<typeof BranchView>;
 

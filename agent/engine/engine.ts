@@ -30,6 +30,25 @@ export interface CreateBranchOptions {
   fromSnapshot?: string;
   /** Point-in-time recovery of `from` (default main) to this moment. */
   pitr?: Date;
+  /** Delete the branch this long after creation (ms); null: never; undefined: the config's default. */
+  ttlMs?: number | null;
+  /** Never expired nor stopped when idle. */
+  protect?: boolean;
+  /** Container limits (bytes, CPUs); default postgres.memory / postgres.cpus. */
+  memory?: number;
+  cpus?: number;
+}
+
+/** The fields a new branch record starts with besides its identity. */
+export function freshBranchFields(o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number } = {}) {
+  return {
+    expiresAt: o.expiresAt ?? null,
+    protected: o.protect ?? false,
+    lastActiveAt: new Date().toISOString(),
+    stoppedBy: null,
+    memory: o.memory ?? null,
+    cpus: o.cpus ?? null,
+  } as const;
 }
 
 export interface CreateResult {
@@ -252,6 +271,7 @@ export class Engine {
         origin: null,
         createdAt: now(),
         operation: op('create'),
+        ...freshBranchFields({ protect: true }),
       };
       s.branches[key] = b;
       return b;
@@ -410,6 +430,7 @@ export class Engine {
           : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
         createdAt: now(),
         operation: op('create'),
+        ...freshBranchFields({ expiresAt: this.expiryFor(ref.branch, opts.ttlMs), protect: opts.protect, memory: opts.memory, cpus: opts.cpus }),
       };
       s.branches[key] = record;
       return { record, parent: { ...parent }, db: { ...db }, kept };
@@ -576,11 +597,12 @@ export class Engine {
     });
   }
 
-  async stop(ref: BranchRef): Promise<BranchView> {
+  /** Stops the container; port, password and data stay. `by: 'idle'` when the idle stop does it. */
+  async stop(ref: BranchRef, by: 'user' | 'idle' = 'user'): Promise<BranchView> {
     return this.lifecycle(ref, 'stop', async (b) => {
       await this.docker.stop(b.container, this.cfg.postgres.stopTimeoutSeconds);
       return 'stopped';
-    });
+    }, by);
   }
 
   async restart(ref: BranchRef): Promise<BranchView> {
@@ -594,7 +616,7 @@ export class Engine {
     });
   }
 
-  private async lifecycle(ref: BranchRef, kind: string, work: (b: BranchRecord, db: DatabaseRecord) => Promise<'running' | 'stopped'>): Promise<BranchView> {
+  private async lifecycle(ref: BranchRef, kind: string, work: (b: BranchRecord, db: DatabaseRecord) => Promise<'running' | 'stopped'>, stoppedBy?: 'user' | 'idle'): Promise<BranchView> {
     await this.begin();
     const { b, db } = await this.store.update((s) => {
       const b = this.requireBranch(s, ref);
@@ -611,10 +633,20 @@ export class Engine {
         const cur = s.branches[refName(ref)];
         if (!cur) return;
         cur.operation = null;
-        if (status) cur.status = status;
+        if (status) {
+          cur.status = status;
+          cur.stoppedBy = status === 'stopped' ? (stoppedBy ?? 'user') : null;
+          if (status === 'running') cur.lastActiveAt = now();
+        }
       });
     }
     return this.getBranch(ref);
+  }
+
+  /** @internal When a new branch expires: its own TTL, else the PR default for `pr-<n>` names. */
+  expiryFor(branch: string, ttlMs: number | null | undefined, from = Date.now()): string | null {
+    const ms = ttlMs === undefined ? (/^pr-\d+$/.test(branch) ? this.cfg.expiry.prBranchTtl : null) : ttlMs;
+    return ms === null ? null : new Date(from + ms).toISOString();
   }
 
   // ---------------------------------------------------------------- containers
@@ -645,8 +677,8 @@ export class Engine {
         binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`, ...(extra.binds ?? [])],
         labels: this.labels(b),
         publish: { hostIp: p.bindAddress, hostPort: b.port },
-        memoryBytes: p.memory,
-        nanoCpus: Math.round(p.cpus * 1e9),
+        memoryBytes: b.memory ?? p.memory,
+        nanoCpus: Math.round((b.cpus ?? p.cpus) * 1e9),
         shmSizeBytes: p.shmSize,
         stopTimeoutSeconds: p.stopTimeoutSeconds,
         restartPolicy: 'unless-stopped',

@@ -90,6 +90,7 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
         consistency: 'application',
         backup: backup ? { ...backup } : null,
         createdAt: new Date().toISOString(),
+        scheduled: false,
       };
     });
   } catch (err) {

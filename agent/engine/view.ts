@@ -16,6 +16,14 @@ export interface BranchView {
   consistency: 'application' | 'crash' | null;
   createdAt: string;
   usedBytes: number | null;
+  /** When housekeeping deletes it (null: never). */
+  expiresAt: string | null;
+  protected: boolean;
+  lastActiveAt: string | null;
+  /** Why a stopped branch is stopped ('idle': by the idle stop). */
+  stoppedBy: 'user' | 'idle' | null;
+  memoryBytes: number;
+  cpus: number;
 }
 
 export interface DatabaseView {
@@ -50,5 +58,11 @@ export function branchView(cfg: Config, db: DatabaseRecord, b: BranchRecord, liv
     consistency: b.origin?.consistency ?? null,
     createdAt: b.createdAt,
     usedBytes: live.usedBytes,
+    expiresAt: b.expiresAt,
+    protected: b.protected,
+    lastActiveAt: b.lastActiveAt,
+    stoppedBy: b.stoppedBy,
+    memoryBytes: b.memory ?? cfg.postgres.memory,
+    cpus: b.cpus ?? cfg.postgres.cpus,
   };
 }

@@ -11,6 +11,8 @@ export const Operation = z.object({
   kind: z.string(),
   pid: z.number().int(),
   startedAt: z.string(),
+  /** What recovery needs to finish or undo it (names of temporary datasets, the phase reached). */
+  data: z.record(z.string(), z.string()).optional(),
 });
 export type Operation = z.infer<typeof Operation>;
 
@@ -32,6 +34,17 @@ export const BranchRecord = z.object({
     .nullable(),
   createdAt: z.string(),
   operation: Operation.nullable(),
+  /** The housekeeping loop deletes the branch after this moment (null: never). */
+  expiresAt: z.string().nullable().default(null),
+  /** Never deleted by expiry nor stopped when idle. */
+  protected: z.boolean().default(false),
+  /** Last time a client was seen connected (idle stop counts from here, or from the last start). */
+  lastActiveAt: z.string().nullable().default(null),
+  /** Why a stopped branch is stopped: by someone, or by the idle stop. */
+  stoppedBy: z.enum(['user', 'idle']).nullable().default(null),
+  /** Container limits for this branch (null: postgres.memory / postgres.cpus from the config). */
+  memory: z.number().int().positive().nullable().default(null),
+  cpus: z.number().positive().nullable().default(null),
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 
@@ -55,6 +68,8 @@ export const SnapshotRecord = z.object({
   consistency: Consistency,
   backup: BackupInfo.nullable(),
   createdAt: z.string(),
+  /** Taken by the schedule (pruned by its retention), not by someone. */
+  scheduled: z.boolean().default(false),
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
 

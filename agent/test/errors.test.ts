@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
 import type { BranchView } from '../engine/view.js';
-import { cli, config, leftovers, ok, okJson, queryOne, uniqueDb } from './helpers.js';
+import { cli, config, leftovers, ok, okJson, ownStateConfig, queryOne, uniqueDb } from './helpers.js';
 
 /** A config file like the test one with some keys changed, for errors that depend on the config. */
 function variantConfig(change: (raw: Record<string, any>) => void): string {
@@ -173,11 +173,7 @@ describe('bad input gets one clear line and changes nothing', () => {
     // A state of its own: the next mutating command of ANY process cleans up interrupted work, so
     // in the shared state a test file running beside this one would race it (and log about it).
     const env = {
-      BPG_CONFIG: variantConfig((raw) => {
-        raw.stateDir = mkdtempSync(join(tmpdir(), 'bpg-kill-'));
-        raw.zfs.datasetBase = `${raw.zfs.datasetBase}-kill`;
-        raw.postgres.portRange = [36432, 36462];
-      }),
+      BPG_CONFIG: ownStateConfig('kill', 0),
     };
     const kdb = uniqueDb('ek');
     await ok(['db', 'create', kdb], env);

@@ -2,6 +2,9 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import YAML from 'yaml';
 import pg from 'pg';
 import type { BranchView } from '../engine/view.js';
 import { loadConfig, type Config } from '../config.js';
@@ -81,4 +84,23 @@ export async function queryOne<T extends pg.QueryResultRow = Record<string, unkn
   const rows = await query<T>(b, sql, params);
   if (!rows[0]) throw new Error(`no row from: ${sql}`);
   return rows[0];
+}
+
+/**
+ * A config like the test one with its own state folder, dataset base (`<base>-<name>`) and port
+ * slice, for tests that leave interrupted work behind on purpose or run a daemon: the next mutating
+ * command of ANY process on a state cleans up its interrupted work, so sharing the state would race
+ * the other test files. `slot` (0-24) picks 40 ports after the shared state's 1000.
+ */
+export function ownStateConfig(name: string, slot: number, change: (raw: Record<string, any>) => void = () => {}): string {
+  const raw = YAML.parse(readFileSync(process.env.BPG_CONFIG!, 'utf8'));
+  const base = Number(process.env.BPG_TEST_PORT_BASE ?? 35432) + 1000 + slot * 40;
+  // under the run's folder, which scripts/test.sh removes
+  raw.stateDir = mkdtempSync(join(dirname(process.env.BPG_CONFIG!), `state-${name}-`));
+  raw.zfs.datasetBase = `${raw.zfs.datasetBase}-${name}`;
+  raw.postgres.portRange = [base, base + 39];
+  change(raw);
+  const path = join(raw.stateDir, 'config.yaml');
+  writeFileSync(path, YAML.stringify(raw), { mode: 0o600 });
+  return path;
 }
