@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
+import { doctor } from '../engine/doctor.js';
 import { describe, invalid } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
@@ -67,11 +68,14 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   } catch (e) {
     log.warn(`starting anyway: ${describe(e)}; operations will answer 503 until it is fixed`);
   }
+  // Reconcile before serving: interrupted operations finished or undone, orphans removed,
+  // branches that should run started. Never fatal: the API answers 503 while the stack is down.
   try {
-    const recovered = await engine.recoverInterrupted();
-    if (recovered.length) log.warn('recovered interrupted operations', { recovered });
+    const report = await doctor(engine, { fix: true });
+    const changed = report.findings.filter((f) => f.status !== 'found');
+    if (changed.length) log.warn('reconciled on start', { findings: changed.map((f) => ({ kind: f.kind, subject: f.subject, status: f.status, action: f.action })) });
   } catch (e) {
-    log.warn(`could not recover interrupted operations now: ${describe(e)} (retried before each operation)`);
+    log.warn(`could not reconcile on start: ${describe(e)} (interrupted operations are retried before each operation; run 'bpg doctor')`);
   }
 
   const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });

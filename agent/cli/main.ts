@@ -6,6 +6,7 @@ import { createLogger } from '../log.js';
 import { parseBranchRef, parseDatabaseName } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
+import { registerDoctorCommand } from './doctor.js';
 
 interface Globals {
   debug?: boolean;
@@ -196,6 +197,7 @@ program
 
 registerHistoryCommands(program, engine);
 registerMoveCommands(db, branch, engine);
+registerDoctorCommand(program, engine);
 
 export async function main(argv: string[]): Promise<number> {
   try {

@@ -161,6 +161,24 @@ export class DockerDriver {
     }
   }
 
+  /** The host port a container publishes 5432 on (from its configuration, running or not), and its labels. */
+  async binding(name: string): Promise<{ hostPort: number | null; hostIp: string | null; labels: Record<string, string>; memory: number; nanoCpus: number } | null> {
+    try {
+      const i = await this.docker.getContainer(name).inspect();
+      const b = i.HostConfig.PortBindings?.['5432/tcp']?.[0];
+      return {
+        hostPort: b?.HostPort ? Number(b.HostPort) : null,
+        hostIp: b?.HostIp ?? null,
+        labels: i.Config.Labels ?? {},
+        memory: i.HostConfig.Memory ?? 0,
+        nanoCpus: i.HostConfig.NanoCpus ?? 0,
+      };
+    } catch (e) {
+      if (isStatus(e, 404)) return null;
+      throw e;
+    }
+  }
+
   async logsTail(name: string, lines = 20): Promise<string> {
     try {
       const buf = (await this.docker.getContainer(name).logs({ stdout: true, stderr: true, tail: lines })) as unknown as Buffer;

@@ -157,6 +157,54 @@ export class ZfsDriver {
     });
     return out.split('\n').filter(Boolean);
   }
+
+  /**
+   * Every filesystem and snapshot under `root` with what reconcile needs. Our properties count only
+   * where they were set (source local): user properties are inherited, so a dataset someone made
+   * inside ours would otherwise look like ours.
+   */
+  async inventory(root: string): Promise<ZfsEntry[]> {
+    const missing = (e: unknown) => {
+      if (e instanceof CommandError && /does not exist/i.test(e.stderr)) return '';
+      throw e;
+    };
+    const [list, props] = await Promise.all([
+      this.zfs(['list', '-H', '-t', 'filesystem,snapshot', '-o', 'name,type,mounted,origin', '-r', root]).catch(missing),
+      this.zfs(['get', '-H', '-r', '-s', 'local', '-o', 'name,property,value', 'betterpg:managed,betterpg:id', root]).catch(missing),
+    ]);
+    const local = new Map<string, Record<string, string>>();
+    for (const line of props.split('\n')) {
+      const [name, prop, value] = line.split('\t');
+      if (!name || !prop) continue;
+      local.set(name, { ...local.get(name), [prop]: value ?? '' });
+    }
+    return list
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [name, type, mounted, origin] = line.split('\t') as [string, string, string, string];
+        const own = local.get(name) ?? {};
+        return {
+          name,
+          type: type === 'snapshot' ? 'snapshot' : 'filesystem',
+          managed: own['betterpg:managed'] === 'true',
+          id: own['betterpg:id'] || null,
+          mounted: mounted === 'yes',
+          origin: origin && origin !== '-' ? origin : null,
+        } satisfies ZfsEntry;
+      });
+  }
+}
+
+export interface ZfsEntry {
+  name: string;
+  type: 'filesystem' | 'snapshot';
+  /** betterpg:managed and betterpg:id, where set on this dataset itself (not inherited). */
+  managed: boolean;
+  id: string | null;
+  mounted: boolean;
+  /** The snapshot a clone was made from, or null. */
+  origin: string | null;
 }
 
 function propArgs(props: ZfsProps): string[] {

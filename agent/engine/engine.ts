@@ -10,6 +10,8 @@ import { ZfsDriver } from '../drivers/zfs.js';
 import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, DatabaseRecord, Operation, SnapshotRecord, State } from '../state/schema.js';
 import { planPitr } from './history.js';
+import { recoverReset } from './reset.js';
+import { recoverBranchRename, recoverDatabaseRename } from './rename.js';
 import { StateStore } from '../state/store.js';
 import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
@@ -57,7 +59,7 @@ export interface CreateResult {
   totalMs: number;
 }
 
-function isAlive(pid: number): boolean {
+export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -565,22 +567,25 @@ export class Engine {
     return doomed.map(refName);
   }
 
-  /** Removes everything a branch owns, tolerating parts already gone, then its record. */
+  /**
+   * Removes everything a branch owns, tolerating parts already gone, then its record. Every step is
+   * idempotent, so a delete killed anywhere is finished by running this again (recoverInterrupted).
+   */
   /** @internal */
   async destroyBranch(b: BranchRecord): Promise<void> {
-    await this.docker.remove(b.container);
-    await this.zfs.destroy(b.dataset, { recursive: true }); // with the branch's kept snapshots
-    await rm(this.layout.walDir(b.id), { recursive: true, force: true });
+    const steps = new Steps('branch delete', this.log);
+    await steps.step('remove container', () => this.docker.remove(b.container));
+    await steps.step('destroy dataset', () => this.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots
+    await steps.step('remove WAL folder', () => rm(this.layout.walDir(b.id), { recursive: true, force: true }));
     const snap = b.origin?.snapshot;
-    await this.store.update(async (s) => {
-      delete s.branches[refName(b)];
-      for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
-      // The origin snapshot goes too, unless another branch was cloned from it.
-      const kept = Object.values(s.snapshots).some((k) => snap?.endsWith(`@${k.name}`));
-      if (snap && !kept && !Object.values(s.branches).some((o) => o.origin?.snapshot === snap)) {
-        await this.zfs.destroy(snap);
-      }
-    });
+    await steps.step('forget', () =>
+      this.store.update(async (s) => {
+        delete s.branches[refName(b)];
+        for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
+        // The origin snapshot goes too, unless another branch was cloned from it or it is kept.
+        if (snap && !snapshotInUse(s, snap)) await this.zfs.destroy(snap);
+      }),
+    );
     this.log.info(`deleted branch ${refName(b)}`);
   }
 
@@ -729,47 +734,73 @@ export class Engine {
     const peek = await this.store.read();
     const dead = (o: Operation | null) => o !== null && !isAlive(o.pid);
     if (!Object.values(peek.branches).some((b) => dead(b.operation)) && !Object.values(peek.databases).some((d) => dead(d.operation))) return [];
+    // Claim the dead entries under the lock (so two processes never recover the same one). The kind
+    // keeps what was interrupted, so a recovery that is itself killed is picked up again.
+    const baseKind = (k: string) => k.replace(/^recover-/, '');
     const stale = await this.store.update((s) => {
-      const found: Array<{ b: BranchRecord; kind: string }> = [];
+      const found: Array<{ b: BranchRecord; kind: string; data: Record<string, string> }> = [];
       for (const b of Object.values(s.branches)) {
-        if (b.operation && !isAlive(b.operation.pid)) {
-          found.push({ b: { ...b }, kind: b.operation.kind });
-          if (b.operation.kind === 'create' || b.operation.kind === 'delete') {
-            b.operation = op('recover');
-            b.status = 'deleting';
-          } else {
-            b.operation = null;
-          }
-        }
+        if (!b.operation || isAlive(b.operation.pid)) continue;
+        const kind = baseKind(b.operation.kind);
+        const data = b.operation.data ?? {};
+        const destroy = kind === 'create' || kind === 'delete' || kind === 'recover';
+        if (destroy) b.status = 'deleting';
+        found.push({ b: { ...b }, kind: destroy ? 'destroy' : kind, data });
+        b.operation = { ...op(destroy ? 'recover' : `recover-${kind}`), data };
       }
-      const dbs: string[] = [];
+      const dbs: Array<{ name: string; kind: string; data: Record<string, string> }> = [];
       for (const db of Object.values(s.databases)) {
         if (db.operation && !isAlive(db.operation.pid)) {
-          dbs.push(db.name);
-          db.operation = op('recover');
+          const kind = baseKind(db.operation.kind);
+          dbs.push({ name: db.name, kind, data: db.operation.data ?? {} });
+          db.operation = { ...op(`recover-${kind}`), data: db.operation.data ?? {} };
         }
       }
       return { found, dbs };
     });
     const done: string[] = [];
-    const toDestroy = deletionOrder(stale.found.filter((x) => x.kind === 'create' || x.kind === 'delete').map((x) => x.b));
-    for (const b of toDestroy) {
+    const clear = (key: string) =>
+      this.store.update((s) => {
+        if (s.branches[key]) s.branches[key]!.operation = null;
+      });
+    for (const b of deletionOrder(stale.found.filter((x) => x.kind === 'destroy').map((x) => x.b))) {
       this.log.warn(`cleaning up branch ${refName(b)} left behind by an interrupted operation`);
       await this.destroyBranch(b);
       done.push(refName(b));
     }
-    for (const name of stale.dbs) {
+    for (const { b, kind, data } of stale.found.filter((x) => x.kind !== 'destroy')) {
+      const key = refName(b);
+      if (kind === 'reset' && data.phase) {
+        this.log.warn(`${data.phase === 'committed' ? 'finishing' : 'undoing'} the interrupted reset of ${key}`);
+        await recoverReset(this, b, data);
+      } else if (kind === 'rename' && data.target) {
+        this.log.warn(`undoing the interrupted rename of ${key}`);
+        await recoverBranchRename(this, b, data);
+      } else if (kind === 'snapshot' && data.snapshot) {
+        const st = await this.store.read();
+        if (!snapshotInUse(st, data.snapshot)) await this.zfs.destroy(data.snapshot);
+        await clear(key);
+      } else {
+        // start, stop, restart, or a reset/rename that had not made anything yet: only the marker
+        // goes; reconcile (bpg doctor) brings the container in line with the recorded status.
+        await clear(key);
+      }
+      done.push(key);
+    }
+    for (const { name, kind, data } of stale.dbs) {
       const st = await this.store.read();
       const remaining = Object.values(st.branches).filter((b) => b.database === name);
-      const kind = st.databases[name]?.operation;
-      if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {
+      if (kind === 'rename' && data.to) {
+        this.log.warn(`undoing the interrupted rename of database ${name}`);
+        await recoverDatabaseRename(this, name, data);
+      } else if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {
         for (const b of deletionOrder(remaining)) await this.destroyBranch(b);
         await this.zfs.destroy(this.layout.databaseDataset(name), { recursive: true });
         await this.store.update((s) => {
           delete s.databases[name];
         });
         this.log.warn(`cleaned up database ${name} left behind by an interrupted operation`);
-      } else if (kind) {
+      } else {
         await this.store.update((s) => {
           if (s.databases[name]) s.databases[name]!.operation = null;
         });
@@ -778,11 +809,28 @@ export class Engine {
     }
     return done;
   }
+
+  /** @internal Mounts a branch's dataset and (re)creates and starts its container, then waits until it answers. */
+  async startBranchContainer(b: BranchRecord): Promise<void> {
+    const st = await this.store.read();
+    const db = this.requireDatabase(st, b.database);
+    const { pgdata } = await this.docker.ensureImage(b.image);
+    await this.zfs.mount(b.dataset);
+    await this.startContainer(b, pgdata, Layout.dataDir(await this.zfs.mountpoint(b.dataset)));
+    await this.waitBranchReady(b, db);
+  }
 }
 
 interface LiveInfo {
   containers: Map<string, string>;
   used: Map<string, number>;
+}
+
+/** A ZFS snapshot some branch was cloned from, or a kept snapshot (`bpg snapshot create`). */
+export function snapshotInUse(s: State, full: string): boolean {
+  if (Object.values(s.branches).some((b) => b.origin?.snapshot === full)) return true;
+  const [ds, name] = full.split('@');
+  return Object.values(s.snapshots).some((k) => k.name === name && Object.values(s.branches).some((b) => b.id === k.branchId && b.dataset === ds));
 }
 
 function descendantsOf(s: State, key: string): BranchRecord[] {

@@ -70,7 +70,9 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
   const { b, db } = await e.store.update((s) => {
     const b = e.requireBranch(s, ref);
     if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${refName(b)}' is ${b.status}`);
-    if (b.operation && b.operation.kind !== 'snapshot') e.assertIdleFor(b);
+    e.assertIdleFor(b);
+    // The marker names the ZFS snapshot, so recovery can drop it if this process dies before recording it.
+    b.operation = { kind: 'snapshot', pid: process.pid, startedAt: new Date().toISOString(), data: { snapshot: `${b.dataset}@bpg-${id}` } };
     return { b: { ...b }, db: { ...s.databases[ref.database]! } };
   });
   const name = `bpg-${id}`;
@@ -82,6 +84,7 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
     await e.store.update((s) => {
       const cur = s.branches[refName(ref)];
       if (!cur || cur.id !== b.id) throw conflict(`branch '${refName(ref)}' changed while it was being snapshotted`);
+      cur.operation = null;
       s.snapshots[id] = {
         id,
         branchId: b.id,
@@ -94,7 +97,10 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
       };
     });
   } catch (err) {
-    await e.undo(steps, err, async () => {});
+    await e.undo(steps, err, async (s) => {
+      const cur = s.branches[refName(ref)];
+      if (cur && cur.id === b.id) cur.operation = null;
+    });
   }
   return (await listSnapshots(e)).find((x) => x.id === id)!;
 }

@@ -65,7 +65,8 @@ export async function renameBranch(e: Engine, from: BranchRef, to: BranchRef): P
     e.assertIdleFor(b);
     if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${refName(from)}' is ${b.status}`);
     if (s.branches[refName(to)]) throw conflict(`branch '${refName(to)}' already exists`);
-    b.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString() };
+    const target = e.layout.branchDataset(to.database, to.branch);
+    b.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString(), data: { to: refName(to), target } };
     return { ...b };
   });
   const target = e.layout.branchDataset(to.database, to.branch);
@@ -99,7 +100,7 @@ export async function renameDatabase(e: Engine, from: string, to: string): Promi
     if (s.databases[to]) throw conflict(`database '${to}' already exists`);
     const list = Object.values(s.branches).filter((b) => b.database === from);
     for (const b of list) e.assertIdleFor(b);
-    db.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString() };
+    db.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString(), data: { to } };
     return list.map((b) => ({ ...b }));
   });
   const steps = new Steps('db rename', e.log);
@@ -136,4 +137,35 @@ export async function renameDatabase(e: Engine, from: string, to: string): Promi
   }
   await startAll(e, branches, running, (b) => `${to}/${b.branch}`);
   return e.getDatabase(to);
+}
+
+/** A branch rename whose process died before it was recorded: the dataset goes back to its old name. */
+export async function recoverBranchRename(e: Engine, b: BranchRecord, data: Record<string, string>): Promise<void> {
+  if (!(await e.zfs.exists(b.dataset)) && (await e.zfs.exists(data.target!))) await e.zfs.rename(data.target!, b.dataset);
+  if (await e.zfs.exists(b.dataset)) await e.zfs.set(b.dataset, { [ZFS_PROP.branch]: b.branch });
+  await e.store.update((s) => {
+    const cur = s.branches[refName(b)];
+    if (cur) cur.operation = null;
+  });
+  if (b.status === 'running') await e.startBranchContainer(b);
+}
+
+/** A database rename whose process died before it was recorded: the datasets go back to the old name. */
+export async function recoverDatabaseRename(e: Engine, from: string, data: Record<string, string>): Promise<void> {
+  const fromDs = e.layout.databaseDataset(from);
+  const toDs = e.layout.databaseDataset(data.to!);
+  const branches = Object.values((await e.store.read()).branches).filter((b) => b.database === from);
+  if (!(await e.zfs.exists(fromDs)) && (await e.zfs.exists(toDs))) {
+    for (const b of branches) await e.zfs.umount(b.dataset.replace(fromDs + '/', toDs + '/')).catch(() => {});
+    await e.zfs.rename(toDs, fromDs);
+    for (const b of branches) await e.zfs.mount(b.dataset);
+  }
+  if (await e.zfs.exists(fromDs)) {
+    await e.zfs.set(fromDs, { [ZFS_PROP.database]: from });
+    for (const b of branches) if (await e.zfs.exists(b.dataset)) await e.zfs.set(b.dataset, { [ZFS_PROP.database]: from });
+  }
+  await e.store.update((s) => {
+    if (s.databases[from]) s.databases[from]!.operation = null;
+  });
+  for (const b of branches) if (b.status === 'running') await e.startBranchContainer(b);
 }

@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import { rename as mv, rm } from 'node:fs/promises';
+import { rename as mv, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { conflict } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
 import { mkdirOwned, prepareBackupClone, prepareCrashClone } from './datadir.js';
 import type { BranchView } from './view.js';
-import type { Engine } from './engine.js';
+import { snapshotInUse, type Engine } from './engine.js';
 import { Layout } from './layout.js';
 import { Steps } from './steps.js';
 
@@ -46,11 +46,13 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
   }
 
   const tag = randomBytes(4).toString('hex');
-  const snap = `${parent.dataset}@bpg-${b.id}-${tag}`;
-  const fresh = `${b.dataset}.reset-${tag}`; // '.' never occurs in branch names: no collision
-  const old = `${b.dataset}.old-${tag}`;
+  const plan = resetPlan(e, b, parent, tag);
+  // The names recovery needs if this process dies: it undoes an unfinished reset, finishes a committed one.
+  await e.store.update((s) => {
+    s.branches[key]!.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString(), data: { ...plan, phase: 'swap' } };
+  });
+  const { snap, fresh, old, oldWal } = plan;
   const walDir = e.layout.walDir(b.id);
-  const oldWal = `${walDir}.old-${tag}`;
   const next: BranchRecord = { ...b, origin: { snapshot: snap, consistency: o.fast ? 'crash' : 'application' } };
   const steps = new Steps('branch reset', e.log);
   try {
@@ -88,25 +90,87 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
     await steps.step('start container', () => e.startContainer(next, pgdata, dataDir), () => e.docker.remove(b.container), { partial: true });
     await steps.step('wait ready', () => e.waitBranchReady({ ...next, password: parent.password }, db));
     await steps.step('set password', () => e.setPassword(next, db, parent.password, b.password));
+    // Committed: the branch is the new clone. What follows only drops what the old one owned.
+    await steps.step('commit', () =>
+      e.store.update(async (s) => {
+        const cur = s.branches[key]!;
+        cur.origin = next.origin;
+        cur.status = 'running';
+        cur.stoppedBy = null;
+        cur.lastActiveAt = new Date().toISOString();
+        cur.operation = { ...cur.operation!, data: { ...plan, phase: 'committed' } };
+        for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
+      }),
+    );
   } catch (err) {
     await e.undo(steps, err, async (s) => {
       const cur = s.branches[key];
       if (cur) cur.operation = null;
     });
   }
-  // Committed: drop what the old branch owned.
-  await e.store.update(async (s) => {
-    const cur = s.branches[key]!;
-    cur.origin = next.origin;
-    cur.status = 'running';
-    cur.operation = null;
-    for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
-  });
-  await e.zfs.destroy(old, { recursive: true }).catch((err) => e.log.warn(`could not destroy ${old}: ${(err as Error).message}`));
-  await rm(oldWal, { recursive: true, force: true });
-  const st = await e.store.read();
-  const prev = b.origin?.snapshot;
-  const kept = Object.values(st.snapshots).some((k) => prev?.endsWith(`@${k.name}`));
-  if (prev && !kept && !Object.values(st.branches).some((x) => x.origin?.snapshot === prev)) await e.zfs.destroy(prev).catch(() => {});
+  await finishReset(e, key, plan, steps);
   return e.getBranch(ref);
+}
+
+/** Names of everything one reset makes; kept in the operation's journal entry for recovery. */
+function resetPlan(e: Engine, b: BranchRecord, parent: BranchRecord, tag: string) {
+  return {
+    tag,
+    snap: `${parent.dataset}@bpg-${b.id}-${tag}`,
+    fresh: `${b.dataset}.reset-${tag}`, // '.' never occurs in branch names: no collision
+    old: `${b.dataset}.old-${tag}`,
+    oldWal: `${e.layout.walDir(b.id)}.old-${tag}`,
+    prevOrigin: b.origin?.snapshot ?? '',
+  };
+}
+type ResetPlan = ReturnType<typeof resetPlan>;
+
+/** After the commit: drop the old clone, its WAL and its origin snapshot (unless still used). */
+async function finishReset(e: Engine, key: string, plan: ResetPlan, steps = new Steps('branch reset', e.log)): Promise<void> {
+  await steps.step('drop old dataset', () => e.zfs.destroy(plan.old, { recursive: true }));
+  await steps.step('drop old WAL', () => rm(plan.oldWal, { recursive: true, force: true }));
+  await steps.step('drop old origin', async () => {
+    const st = await e.store.read();
+    if (plan.prevOrigin && !snapshotInUse(st, plan.prevOrigin)) await e.zfs.destroy(plan.prevOrigin);
+  });
+  await e.store.update((s) => {
+    const cur = s.branches[key];
+    if (cur) cur.operation = null;
+  });
+}
+
+/**
+ * A reset whose process died: before the commit it is undone (the old clone, WAL folder and
+ * container come back; the new clone and snapshot go), after it the clean-up is finished.
+ */
+export async function recoverReset(e: Engine, b: BranchRecord, data: Record<string, string>): Promise<void> {
+  const plan = data as unknown as ResetPlan & { phase: string };
+  const key = refName(b);
+  if (plan.phase === 'committed') {
+    await finishReset(e, key, plan);
+    return;
+  }
+  const walDir = e.layout.walDir(b.id);
+  await e.docker.remove(b.container);
+  if (await e.zfs.exists(plan.old)) {
+    // The swap began: whatever sits at the branch's name now is the new clone.
+    if (await e.zfs.exists(b.dataset)) await e.zfs.destroy(b.dataset, { recursive: true });
+    await e.zfs.rename(plan.old, b.dataset);
+  }
+  await e.zfs.destroy(plan.fresh, { recursive: true });
+  if (await exists(plan.oldWal)) {
+    await rm(walDir, { recursive: true, force: true });
+    await mv(plan.oldWal, walDir);
+  }
+  const st = await e.store.read();
+  if (!snapshotInUse(st, plan.snap)) await e.zfs.destroy(plan.snap);
+  await e.store.update((s) => {
+    const cur = s.branches[key];
+    if (cur) cur.operation = null;
+  });
+  if (b.status === 'running') await e.startBranchContainer(b);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
 }
