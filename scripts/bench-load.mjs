@@ -10,9 +10,10 @@
 //   3. checks that all N run at once (API status and Docker) and that each answers on its own port
 //      with its own password: counts the table's rows, writes one row, counts again; main unchanged;
 //   4. after `--settle` seconds (idle, and ZFS has synced its accounting): memory per idle branch
-//      (cgroup working set as `docker stats` shows it, RSS, and PSS of its processes), the `used`
-//      bytes of the base and of each branch, the pool's used/allocated delta, the host's memory delta,
-//      and the WAL archives' bytes;
+//      (cgroup working set as `docker stats` shows it, RSS, PSS of its processes, and PSS of the
+//      containerd-shim and docker-proxy Docker runs on the host for it), the `used` bytes of the base
+//      and of each branch, the pool's used/allocated delta, the host's memory delta (with where it
+//      went: anon, shmem, page cache, slab, zfs-fuse/dockerd/containerd RSS), the WAL archives' bytes;
 //   5. deletes every branch through the API (timed), then, unless `--skip-alt`, makes the same N
 //      copies the usual way inside main's one server, `CREATE DATABASE ... TEMPLATE` (createdb -T),
 //      with the same concurrency, the same queries and the same measurements, and drops them;
@@ -116,6 +117,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sec = (ms) => (ms / 1000).toFixed(2);
 const fmtBytes = (b) =>
   b == null ? 'n/a' : Math.abs(b) >= GiB ? `${(b / GiB).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`;
+const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
 const load1 = () => Number(loadavg()[0].toFixed(2));
 
 /** n, mean, p50 (median), p95 (nearest rank), min, max. */
@@ -207,17 +209,39 @@ async function poolAllocated() {
 async function poolNumbers() {
   return { rootUsedBytes: await zfsUsed(POOL), allocatedBytes: await poolAllocated() };
 }
-/** MemTotal - MemAvailable: what the host's processes and kernel hold. */
-function hostUsedBytes() {
-  const m = Object.fromEntries(
+/** /proc/meminfo in bytes. */
+function meminfo() {
+  return Object.fromEntries(
     readFileSync('/proc/meminfo', 'utf8')
       .split('\n')
       .map((l) => /^(\w+):\s+(\d+)/.exec(l))
       .filter(Boolean)
       .map((x) => [x[1], Number(x[2]) * 1024]),
   );
+}
+/** MemTotal - MemAvailable: what the host's processes and kernel hold. */
+function hostUsedBytes() {
+  const m = meminfo();
   return m.MemTotal - m.MemAvailable;
 }
+/**
+ * Where host memory sits, to explain the host's delta beyond the containers: the kernel's parts and
+ * the daemons every branch leans on (zfs-fuse serves every file read, dockerd, containerd).
+ */
+async function hostBreakdown() {
+  const m = meminfo();
+  const out = {};
+  for (const k of ['AnonPages', 'Shmem', 'Cached', 'Slab', 'SUnreclaim', 'PageTables', 'KernelStack']) out[k] = m[k] ?? null;
+  const daemons = { 'zfs-fuse': [], dockerd: [], containerd: [] };
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const comm = (await readFile(`/proc/${d}/comm`, 'utf8').catch(() => '')).trim();
+    if (comm in daemons) daemons[comm].push(Number(d));
+  }
+  for (const [name, pids] of Object.entries(daemons)) out[`${name}Rss`] = (await pssOf(pids)).rss;
+  return out;
+}
+const deltaOf = (before, after) => Object.fromEntries(Object.keys(after).map((k) => [k, after[k] == null || before[k] == null ? null : after[k] - before[k]]));
 async function dirBytes(dir) {
   let total = 0;
   let entries;
@@ -255,26 +279,58 @@ async function processTree(pid) {
   return out;
 }
 
-/**
- * One container's memory: the cgroup's working set as `docker stats` shows it (usage minus inactive
- * file cache), its RSS, and the PSS of its processes (shared pages split among their users: the
- * postgres binary is shared by every branch, shared_buffers by one branch's processes).
- */
-async function containerMemory(id) {
-  const c = docker.getContainer(id);
-  const s = await c.stats({ stream: false, 'one-shot': true });
-  const m = s.memory_stats ?? {};
-  const st = m.stats ?? {};
-  const inactiveFile = st.total_inactive_file ?? st.inactive_file ?? 0;
-  const info = await c.inspect();
+/** PSS and RSS of some processes, from /proc/<pid>/smaps_rollup. */
+async function pssOf(pids) {
   let pss = 0;
-  let rssProc = 0;
-  const pids = info.State.Pid ? await processTree(info.State.Pid) : [];
+  let rss = 0;
   for (const p of pids) {
     const text = await readFile(`/proc/${p}/smaps_rollup`, 'utf8').catch(() => '');
     pss += Number(/^Pss:\s+(\d+)/m.exec(text)?.[1] ?? 0) * 1024;
-    rssProc += Number(/^Rss:\s+(\d+)/m.exec(text)?.[1] ?? 0) * 1024;
+    rss += Number(/^Rss:\s+(\d+)/m.exec(text)?.[1] ?? 0) * 1024;
   }
+  return { pss, rss };
+}
+
+/**
+ * What Docker runs on the host for each container, outside its cgroup: a containerd-shim (found by
+ * `-id <container id>`) and a docker-proxy per published port (found by `-host-port <port>`).
+ */
+async function dockerHelpers() {
+  const shimById = new Map();
+  const proxyByPort = new Map();
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const args = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const bin = args[0] ?? '';
+    const arg = (k) => args[args.indexOf(k) + 1];
+    if (bin.endsWith('containerd-shim-runc-v2') && args.includes('-id')) shimById.set(arg('-id'), Number(d));
+    if (bin.endsWith('docker-proxy') && args.includes('-host-port')) {
+      const port = Number(arg('-host-port'));
+      proxyByPort.set(port, [...(proxyByPort.get(port) ?? []), Number(d)]);
+    }
+  }
+  return { shimById, proxyByPort };
+}
+
+/**
+ * One container's memory: the cgroup's working set as `docker stats` shows it (usage minus inactive
+ * file cache), its RSS, the PSS of its processes (shared pages split among their users: the postgres
+ * binary is shared by every branch, shared_buffers by one branch's processes), and the PSS of the
+ * containerd-shim and docker-proxy that Docker keeps on the host for it.
+ */
+async function containerMemory(c, helpers) {
+  const ct = docker.getContainer(c.Id);
+  const s = await ct.stats({ stream: false, 'one-shot': true });
+  const m = s.memory_stats ?? {};
+  const st = m.stats ?? {};
+  const inactiveFile = st.total_inactive_file ?? st.inactive_file ?? 0;
+  const info = await ct.inspect();
+  const pids = info.State.Pid ? await processTree(info.State.Pid) : [];
+  const own = await pssOf(pids);
+  const shimPid = helpers.shimById.get(c.Id);
+  const proxyPids = (c.Ports ?? []).flatMap((p) => helpers.proxyByPort.get(p.PublicPort) ?? []);
+  const shim = await pssOf(shimPid ? [shimPid] : []);
+  const proxy = await pssOf([...new Set(proxyPids)]);
   return {
     name: info.Name.replace(/^\//, ''),
     workingSetBytes: m.usage - inactiveFile,
@@ -282,8 +338,14 @@ async function containerMemory(id) {
     cgroupRssBytes: st.total_rss ?? st.anon ?? null,
     limitBytes: m.limit,
     processes: pids.length,
-    pssBytes: pss,
-    procRssBytes: rssProc,
+    pssBytes: own.pss,
+    procRssBytes: own.rss,
+    shimFound: shimPid !== undefined,
+    shimPssBytes: shim.pss,
+    proxies: new Set(proxyPids).size,
+    proxyPssBytes: proxy.pss,
+    /** The container's processes plus Docker's helpers for it. */
+    totalPssBytes: own.pss + shim.pss + proxy.pss,
   };
 }
 
@@ -429,6 +491,7 @@ async function createBranches(main) {
   result.before.mainUsedBytes = await zfsUsed(main.dataset);
   result.before.pool = await poolNumbers();
   result.before.hostUsedBytes = hostUsedBytes();
+  result.before.host = await hostBreakdown();
   result.before.walBytes = await dirBytes(join(workDir, 'state', 'wal'));
   result.before.walFolders = readdirSync(join(workDir, 'state', 'wal')); // main's only
   loadAt('beforeCreates');
@@ -520,7 +583,8 @@ async function measureIdle(main, branches) {
   await settle('idle branches, ZFS accounting');
   loadAt('measure');
   const containers = await managedContainers(false);
-  const mem = await mapLimit(containers, 8, (c) => containerMemory(c.Id));
+  const helpers = await dockerHelpers();
+  const mem = await mapLimit(containers, 8, (c) => containerMemory(c, helpers));
   const mainName = main.container;
   const br = mem.filter((m) => m.name !== mainName);
   const mainMem = mem.find((m) => m.name === mainName) ?? null;
@@ -529,6 +593,7 @@ async function measureIdle(main, branches) {
   const baseUsed = tree.get(ROOT_DS);
   const poolAfter = await poolNumbers();
   const hostAfter = hostUsedBytes();
+  const hostDelta = deltaOf(result.before.host, await hostBreakdown());
   const walRoot = join(workDir, 'state', 'wal');
   const walBytes = await dirBytes(walRoot);
   let mainWalBytes = 0;
@@ -541,11 +606,18 @@ async function measureIdle(main, branches) {
       workingSetBytes: stats(br.map((m) => m.workingSetBytes)),
       cgroupRssBytes: stats(br.map((m) => m.cgroupRssBytes).filter((x) => x != null)),
       pssBytes: stats(br.map((m) => m.pssBytes)),
+      shimPssBytes: stats(br.map((m) => m.shimPssBytes)),
+      proxyPssBytes: stats(br.map((m) => m.proxyPssBytes)),
+      totalPssBytes: stats(br.map((m) => m.totalPssBytes)),
+      shimsFound: br.filter((m) => m.shimFound).length,
+      proxiesFound: br.reduce((a, m) => a + m.proxies, 0),
       processesPerBranch: stats(br.map((m) => m.processes)),
       limitBytes: br[0]?.limitBytes ?? null,
       main: mainMem,
       hostUsedDeltaBytes: hostAfter - result.before.hostUsedBytes,
       hostUsedDeltaPerBranchBytes: per(hostAfter - result.before.hostUsedBytes),
+      /** meminfo fields and daemon RSS, after minus before. */
+      hostDeltaBytes: hostDelta,
       perContainer: mem,
     },
     disk: {
@@ -565,8 +637,8 @@ async function measureIdle(main, branches) {
   };
   const M = result.idle.memory;
   const D = result.idle.disk;
-  log(`memory per idle branch (${br.length}): working set ${bytesLine(M.workingSetBytes)}; PSS ${bytesLine(M.pssBytes)}; host used +${fmtBytes(M.hostUsedDeltaBytes)} (${fmtBytes(M.hostUsedDeltaPerBranchBytes)} per branch)`);
-  log(`disk: base ${ROOT_DS} used ${fmtBytes(baseUsed)} (+${fmtBytes(D.baseUsedDeltaBytes)} for ${N} branches, ${fmtBytes(D.baseUsedDeltaPerBranchBytes)} each); branch used ${bytesLine(D.branchUsedBytes)}; pool used +${fmtBytes(D.poolRootUsedDeltaBytes)}, allocated +${fmtBytes(D.poolAllocatedDeltaBytes)}; WAL archives +${fmtBytes(D.walArchiveDeltaBytes)} (main's +${fmtBytes(D.mainWalArchiveDeltaBytes)}, a branch's ${bytesLine(D.branchWalArchiveBytes)})`);
+  log(`memory per idle branch (${br.length}): working set ${bytesLine(M.workingSetBytes)}; PSS ${bytesLine(M.pssBytes)}, with Docker's shim and proxy ${bytesLine(M.totalPssBytes)}; host used ${signed(M.hostUsedDeltaBytes)} (${fmtBytes(M.hostUsedDeltaPerBranchBytes)} per branch)`);
+  log(`disk: base ${ROOT_DS} used ${fmtBytes(baseUsed)} (${signed(D.baseUsedDeltaBytes)} for ${N} branches, ${fmtBytes(D.baseUsedDeltaPerBranchBytes)} each); branch used ${bytesLine(D.branchUsedBytes)}; pool used ${signed(D.poolRootUsedDeltaBytes)}, allocated ${signed(D.poolAllocatedDeltaBytes)}; WAL archives ${signed(D.walArchiveDeltaBytes)} (main's ${signed(D.mainWalArchiveDeltaBytes)}, a branch's ${bytesLine(D.branchWalArchiveBytes)})`);
 }
 
 async function deleteBranches(branches) {
@@ -598,7 +670,12 @@ async function alternative(main) {
   await withPg(target(main.connection), (c) => c.query('CHECKPOINT'));
   await settle('ZFS accounting before the copies');
   const mainBefore = await zfsUsed(main.dataset);
-  const memBefore = await containerMemory(main.container);
+  const mainMemory = async () => {
+    const [c] = await docker.listContainers({ filters: { name: [`^/${main.container}$`] } });
+    if (!c) throw new Error(`container ${main.container} is not running`);
+    return containerMemory(c, await dockerHelpers());
+  };
+  const memBefore = await mainMemory();
   const hostBefore = hostUsedBytes();
   const walBefore = await dirBytes(join(workDir, 'state', 'wal'));
   const poolBefore = await poolNumbers();
@@ -638,7 +715,7 @@ async function alternative(main) {
   await withPg(target(main.connection), (c) => c.query('CHECKPOINT'));
   await settle('idle copies, ZFS accounting');
   const mainAfter = await zfsUsed(main.dataset);
-  const memAfter = await containerMemory(main.container);
+  const memAfter = await mainMemory();
   const poolAfter = await poolNumbers();
   const copyBytes = await withPg(admin, async (c) => Number((await c.query(`SELECT coalesce(sum(pg_database_size(datname)), 0) AS b FROM pg_database WHERE datname LIKE 'copy\\_%'`)).rows[0].b));
   result.alternative = {
@@ -660,7 +737,7 @@ async function alternative(main) {
   };
   if (answered !== N) fail(`${N - answered} of ${N} copies did not answer`);
   const A = result.alternative;
-  log(`  ${ok.length} copies in ${sec(wallMs)} s; CREATE DATABASE ${msLine(A.createMs)}; main's dataset +${fmtBytes(A.mainUsedDeltaBytes)} (${fmtBytes(A.mainUsedDeltaPerCopyBytes)} per copy), WAL archive +${fmtBytes(A.walArchiveDeltaBytes)}; server working set ${A.serverWorkingSetDeltaBytes >= 0 ? '+' : ''}${fmtBytes(A.serverWorkingSetDeltaBytes)}`);
+  log(`  ${ok.length} copies in ${sec(wallMs)} s; CREATE DATABASE ${msLine(A.createMs)}; main's dataset ${signed(A.mainUsedDeltaBytes)} (${fmtBytes(A.mainUsedDeltaPerCopyBytes)} per copy), WAL archive ${signed(A.walArchiveDeltaBytes)}; server working set ${signed(A.serverWorkingSetDeltaBytes)}`);
   await withPg(admin, async (c) => {
     for (const name of made) await c.query(`DROP DATABASE IF EXISTS ${qi(name)} WITH (FORCE)`);
   });
@@ -797,17 +874,19 @@ function summary() {
   if (result.allAtOnce) lines.push(`all at once: ${result.allAtOnce.dockerRunning} containers running, ${result.allAtOnce.answered}/${N} branches answered (count, insert, count)`);
   if (m) {
     lines.push(`memory per idle branch: working set (docker stats) ${bytesLine(m.workingSetBytes)}; PSS ${bytesLine(m.pssBytes)}; ${m.processesPerBranch?.p50} processes each`);
+    lines.push(`  plus on the host, per branch: containerd-shim PSS ${bytesLine(m.shimPssBytes)}, docker-proxy PSS ${bytesLine(m.proxyPssBytes)} (${m.shimsFound} shims, ${m.proxiesFound} proxies found); total PSS ${bytesLine(m.totalPssBytes)}`);
     if (m.main) lines.push(`main (for scale, idle): working set ${fmtBytes(m.main.workingSetBytes)}, PSS ${fmtBytes(m.main.pssBytes)}; container limit ${fmtBytes(m.limitBytes)}`);
-    lines.push(`host memory used: +${fmtBytes(m.hostUsedDeltaBytes)} for ${N} branches (${fmtBytes(m.hostUsedDeltaPerBranchBytes)} each; the machine is shared, others' work moves this)`);
+    lines.push(`host memory used: ${signed(m.hostUsedDeltaBytes)} for ${N} branches (${fmtBytes(m.hostUsedDeltaPerBranchBytes)} each; the machine is shared, others' work moves this)`);
+    if (m.hostDeltaBytes) lines.push(`  host delta by kind: ${Object.entries(m.hostDeltaBytes).map(([k, v]) => `${k} ${v == null ? 'n/a' : signed(v)}`).join(', ')}`);
   }
   if (d) {
-    lines.push(`disk: base used ${fmtBytes(d.baseUsedBytes)}, +${fmtBytes(d.baseUsedDeltaBytes)} for ${N} branches (${fmtBytes(d.baseUsedDeltaPerBranchBytes)} each); a branch's used ${bytesLine(d.branchUsedBytes)}`);
-    lines.push(`pool: used +${fmtBytes(d.poolRootUsedDeltaBytes)}, allocated +${fmtBytes(d.poolAllocatedDeltaBytes)} (whole pool, shared with others' tests); WAL archives +${fmtBytes(d.walArchiveDeltaBytes)} (outside the pool; main's +${fmtBytes(d.mainWalArchiveDeltaBytes)}, a branch's own ${bytesLine(d.branchWalArchiveBytes)})`);
+    lines.push(`disk: base used ${fmtBytes(d.baseUsedBytes)}, ${signed(d.baseUsedDeltaBytes)} for ${N} branches (${fmtBytes(d.baseUsedDeltaPerBranchBytes)} each); a branch's used ${bytesLine(d.branchUsedBytes)}`);
+    lines.push(`pool: used ${signed(d.poolRootUsedDeltaBytes)}, allocated ${signed(d.poolAllocatedDeltaBytes)} (whole pool, shared with others' tests); WAL archives ${signed(d.walArchiveDeltaBytes)} (outside the pool; main's ${signed(d.mainWalArchiveDeltaBytes)}, a branch's own ${bytesLine(d.branchWalArchiveBytes)})`);
   }
   if (result.delete) lines.push(`delete (DELETE, client-side): ${msLine(result.delete.ms)}; all in ${sec(result.delete.wallMs)} s`);
   if (a) {
     lines.push(`alternative, createdb -T inside one server, same concurrency: ${msLine(a.createMs)}; all ${N} in ${sec(a.wallMs)} s; ${a.answered}/${N} answered`);
-    lines.push(`  disk: main's dataset +${fmtBytes(a.mainUsedDeltaBytes)} (${fmtBytes(a.mainUsedDeltaPerCopyBytes)} per copy; copies' pg_database_size ${fmtBytes(a.copiesLogicalBytes)}), WAL archive +${fmtBytes(a.walArchiveDeltaBytes)}; server working set ${a.serverWorkingSetDeltaBytes >= 0 ? '+' : ''}${fmtBytes(a.serverWorkingSetDeltaBytes)} (page cache of the copies' files), PSS ${a.serverPssDeltaBytes >= 0 ? '+' : ''}${fmtBytes(a.serverPssDeltaBytes)} (an idle copy has no process)`);
+    lines.push(`  disk: main's dataset ${signed(a.mainUsedDeltaBytes)} (${fmtBytes(a.mainUsedDeltaPerCopyBytes)} per copy; copies' pg_database_size ${fmtBytes(a.copiesLogicalBytes)}), WAL archive ${signed(a.walArchiveDeltaBytes)}; server working set ${signed(a.serverWorkingSetDeltaBytes)} (page cache of the copies' files), PSS ${signed(a.serverPssDeltaBytes)} (an idle copy has no process)`);
   }
   if (result.leftovers) lines.push(`left behind: ${result.errors.some((e) => e.startsWith('left behind')) ? 'SOMETHING (see errors)' : 'nothing'}`);
   lines.push(`result: ${result.ok ? 'OK' : `FAILED (${result.errors.length} errors)`} in ${result.elapsedSeconds} s`);
