@@ -575,7 +575,7 @@ async function checkAllAnswer(main, branches) {
   result.allAtOnce.mainRowsAfter = mainRows;
   for (const b of bad) fail(`branch did not answer: ${b}`);
   if (mainRows !== ROWS) fail(`main counts ${mainRows} rows after every branch wrote one, expected ${ROWS}`);
-  log(`all at once: ${views.length} branches running in the API, ${running} containers running; ${N - bad.length}/${N} answered (count, insert, count) in ${sec(result.allAtOnce.answerAllMs)} s; main still ${mainRows} rows`);
+  log(`all at once: ${views.length} branches in the API (${notRunning.length} not running), ${running} containers running; ${N - bad.length}/${N} answered (count, insert, count) in ${sec(result.allAtOnce.answerAllMs)} s; main still ${mainRows} rows`);
   if (bad.length || notRunning.length) throw new Error('not every branch ran and answered');
 }
 
