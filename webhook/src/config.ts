@@ -133,7 +133,9 @@ export class ConfigError extends Error {
 
 /** The settings for a repository, or undefined when it is not configured. */
 export function repoSettings(cfg: WebhookConfig, fullName: string): RepoSettings | undefined {
-  return cfg.repos[fullName.toLowerCase()];
+  const key = fullName.toLowerCase();
+  // Own keys only: a payload naming `constructor` or `__proto__` must not find Object's members.
+  return Object.hasOwn(cfg.repos, key) ? cfg.repos[key] : undefined;
 }
 
 export function branchNameFor(settings: RepoSettings, number: number): string {
