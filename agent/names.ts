@@ -51,3 +51,21 @@ export function parseBranchRef(value: string, defaultDb?: string): BranchRef {
   if (parts.length !== 2) throw invalid(`invalid branch name '${value}': expected <database>/<branch>`);
   return { database: check(DatabaseName, parts[0]!, value), branch: check(BranchPart, parts[1]!, value) };
 }
+
+/** A Docker image reference (`postgres:17`, `registry:5000/pg@sha256:...`): no spaces, no leading `-`. */
+export const ImageRef = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)');
+
+export function parseImage(value: string): string {
+  const r = ImageRef.safeParse(value);
+  if (!r.success) throw invalid(`invalid image '${value}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+  return r.data;
+}
+
+export const SNAPSHOT_ID_RE = /^snap-[a-f0-9]{8}$/;
+
+export function parseSnapshotId(value: string): string {
+  if (!SNAPSHOT_ID_RE.test(value)) throw invalid(`invalid snapshot id '${value}' (ids look like snap-1a2b3c4d)`);
+  return value;
+}

@@ -3,7 +3,7 @@ import { loadConfig, writeConfig, configPath, type ConfigInput } from '../config
 import { BpgError, describe, invalid } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createLogger } from '../log.js';
-import { parseBranchRef, parseDatabaseName } from '../names.js';
+import { parseBranchRef, parseDatabaseName, parseImage, parseSnapshotId } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
 
@@ -65,6 +65,7 @@ db.command('create <db>')
   .addOption(json)
   .action(async (name: string, o) => {
     parseDatabaseName(name);
+    if (o.image !== undefined) parseImage(o.image);
     const res = await (await engine()).createDatabase(name, { image: o.image });
     log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
@@ -113,6 +114,7 @@ branch
     const ref = parseBranchRef(name);
     const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
+    if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
     const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
