@@ -112,6 +112,8 @@ export const ConfigSchema = z
         bodyLimit: Size.default(64 * 1024),
         /** HTTPS instead of HTTP: PEM files. Use it whenever the API leaves the loopback interface. */
         tls: z.object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') }).strict().nullable().default(null),
+        /** Plain HTTP on an address other hosts can reach (default: refused unless tls is set). */
+        allowPlaintext: z.boolean().default(false),
         /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
         metricsWithoutToken: z.boolean().default(false),
       })

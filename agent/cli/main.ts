@@ -189,10 +189,13 @@ program
   .command('serve')
   .description('run the agent daemon: the HTTP API on api.listen, JSON-line logs on stderr')
   .option('--listen <host:port>', 'address to listen on (default: api.listen from the config)')
+  .option('--allow-plaintext', 'plain HTTP on a non-loopback address without api.tls (same as api.allowPlaintext)')
   .action(async (o) => {
     // Loaded on demand like engine(): express and the engine are only needed here.
-    const [{ serve }, cfg] = await Promise.all([import('../api/serve.js'), loadConfig()]);
-    const server = await serve(cfg, { listen: o.listen, log: createLogger({ json: true, debug: globals().debug }) });
+    const [{ serve }, { warnIfShared }, cfg] = await Promise.all([import('../api/serve.js'), import('../api/transport.js'), loadConfig()]);
+    const serveLog = createLogger({ json: true, debug: globals().debug });
+    if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);
+    const server = await serve(cfg, { listen: o.listen, allowPlaintext: o.allowPlaintext, log: serveLog });
     await server.closed;
   });
 
