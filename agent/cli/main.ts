@@ -112,7 +112,7 @@ branch
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
-    const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
+    const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
     if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
     const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
