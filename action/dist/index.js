@@ -47050,10 +47050,18 @@ function nameSchema(kind, max) {
 const DatabaseName = nameSchema('database', MAX_DB_NAME);
 const BranchPart = nameSchema('branch', MAX_BRANCH_NAME);
 const refName = (r) => `${r.database}/${r.branch}`;
-function names_check(schema, value, shown) {
+/**
+ * Someone's input as an error message quotes it: control characters escaped (a newline would cut
+ * the CLI's one error line, or forge a second one) and at most 80 characters.
+ */
+function shown(value) {
+    const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
+}
+function names_check(schema, value, whole) {
     const r = schema.safeParse(value);
     if (!r.success)
-        throw invalid(`invalid name '${shown}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+        throw invalid(`invalid name '${shown(whole)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
     return r.data;
 }
 function parseDatabaseName(value) {
@@ -47069,7 +47077,7 @@ function parseBranchRef(value, defaultDb) {
         return { database: parseDatabaseName(defaultDb), branch: names_check(BranchPart, parts[0], value) };
     }
     if (parts.length !== 2)
-        throw invalid(`invalid branch name '${value}': expected <database>/<branch>`);
+        throw invalid(`invalid branch name '${shown(value)}': expected <database>/<branch>`);
     return { database: names_check(DatabaseName, parts[0], value), branch: names_check(BranchPart, parts[1], value) };
 }
 /** A Docker image reference (`postgres:17`, `registry:5000/pg@sha256:...`): no spaces, no leading `-`. */
@@ -47078,13 +47086,13 @@ const ImageRef = schemas_string()
 function parseImage(value) {
     const r = ImageRef.safeParse(value);
     if (!r.success)
-        throw invalid(`invalid image '${value}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+        throw invalid(`invalid image '${shown(value)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
     return r.data;
 }
 const SNAPSHOT_ID_RE = /^snap-[a-f0-9]{8}$/;
 function parseSnapshotId(value) {
     if (!SNAPSHOT_ID_RE.test(value))
-        throw invalid(`invalid snapshot id '${value}' (ids look like snap-1a2b3c4d)`);
+        throw invalid(`invalid snapshot id '${shown(value)}' (ids look like snap-1a2b3c4d)`);
     return value;
 }
 
@@ -47600,7 +47608,8 @@ function explain(e, url, what) {
         return new ActionError(`${what}: ${e?.message ?? String(e)}`, { cause: e });
     const cause = { cause: e };
     if (e.code === 'unreachable' && /certificate is not trusted/.test(e.message)) {
-        return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${e.message.slice(e.message.lastIndexOf(': ') + 2)})`, { cause: e });
+        const why = /cannot reach the agent at \S+: (\S+)/.exec(e.message)?.[1] ?? 'certificate refused';
+        return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`, { cause: e });
     }
     if (e.code === 'unreachable') {
         // The client's message ends with the socket error's code: '...: ECONNREFUSED'.

@@ -34,7 +34,8 @@ export function explain(e: unknown, url: string, what: string): ActionError {
   if (!(e instanceof BpgApiError)) return new ActionError(`${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   const cause = { cause: e };
   if (e.code === 'unreachable' && /certificate is not trusted/.test(e.message)) {
-    return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${e.message.slice(e.message.lastIndexOf(': ') + 2)})`, { cause: e });
+    const why = /cannot reach the agent at \S+: (\S+)/.exec(e.message)?.[1] ?? 'certificate refused';
+    return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`, { cause: e });
   }
   if (e.code === 'unreachable') {
     // The client's message ends with the socket error's code: '...: ECONNREFUSED'.
