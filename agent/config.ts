@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { BpgError, invalid } from './errors.js';
 import { parseDuration } from './duration.js';
+import { ImageRef } from './names.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/betterpg/config.yaml';
 
@@ -58,9 +59,13 @@ export const ConfigSchema = z
       .prefault({}),
     postgres: z
       .object({
-        image: z.string().min(1).default('postgres:17'),
+        image: ImageRef.default('postgres:17'),
         bindAddress: z.string().refine((v) => isIP(v) !== 0, 'must be an IP address').default('127.0.0.1'),
-        publicHost: z.string().min(1).default('127.0.0.1'),
+        /** Written into connection strings: a host name or an IP address, nothing that could bend a URI. */
+        publicHost: z
+          .string()
+          .refine((v) => isIP(v) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(v), 'must be a host name or an IP address')
+          .default('127.0.0.1'),
         portRange: z
           .tuple([Port, Port])
           .refine(([a, b]) => a <= b, 'first port must not be above the second')
@@ -76,7 +81,11 @@ export const ConfigSchema = z
         readyTimeoutSeconds: z.number().int().positive().default(120),
         /** postgresql.conf settings written for every branch (the agent's own keys win). */
         settings: z
-          .record(z.string().regex(/^[a-z_.]+$/, 'setting names are lowercase words'), z.union([z.string(), z.number(), z.boolean()]))
+          .record(
+            z.string().regex(/^[a-z_.]+$/, 'setting names are lowercase words'),
+            // One line each: a line break in a value would add lines of its own to postgresql.conf.
+            z.union([z.string().regex(/^[^\x00-\x1f]*$/, 'values must be one line of printable text'), z.number(), z.boolean()]),
+          )
           .default({ shared_buffers: '32MB', max_connections: 50, work_mem: '4MB', jit: 'off' }),
       })
       .strict()
@@ -103,6 +112,8 @@ export const ConfigSchema = z
         bodyLimit: Size.default(64 * 1024),
         /** HTTPS instead of HTTP: PEM files. Use it whenever the API leaves the loopback interface. */
         tls: z.object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') }).strict().nullable().default(null),
+        /** Plain HTTP on an address other hosts can reach (default: refused unless tls is set). */
+        allowPlaintext: z.boolean().default(false),
         /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
         metricsWithoutToken: z.boolean().default(false),
       })

@@ -28,9 +28,18 @@ export interface BranchRef {
 
 export const refName = (r: BranchRef) => `${r.database}/${r.branch}`;
 
-function check(schema: z.ZodString, value: string, shown: string): string {
+/**
+ * Someone's input as an error message quotes it: control characters escaped (a newline would cut
+ * the CLI's one error line, or forge a second one) and at most 80 characters.
+ */
+export function shown(value: string): string {
+  const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
+}
+
+function check(schema: z.ZodString, value: string, whole: string): string {
   const r = schema.safeParse(value);
-  if (!r.success) throw invalid(`invalid name '${shown}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+  if (!r.success) throw invalid(`invalid name '${shown(whole)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
   return r.data;
 }
 
@@ -48,6 +57,24 @@ export function parseBranchRef(value: string, defaultDb?: string): BranchRef {
   if (parts.length === 1 && defaultDb !== undefined) {
     return { database: parseDatabaseName(defaultDb), branch: check(BranchPart, parts[0]!, value) };
   }
-  if (parts.length !== 2) throw invalid(`invalid branch name '${value}': expected <database>/<branch>`);
+  if (parts.length !== 2) throw invalid(`invalid branch name '${shown(value)}': expected <database>/<branch>`);
   return { database: check(DatabaseName, parts[0]!, value), branch: check(BranchPart, parts[1]!, value) };
+}
+
+/** A Docker image reference (`postgres:17`, `registry:5000/pg@sha256:...`): no spaces, no leading `-`. */
+export const ImageRef = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)');
+
+export function parseImage(value: string): string {
+  const r = ImageRef.safeParse(value);
+  if (!r.success) throw invalid(`invalid image '${shown(value)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+  return r.data;
+}
+
+export const SNAPSHOT_ID_RE = /^snap-[a-f0-9]{8}$/;
+
+export function parseSnapshotId(value: string): string {
+  if (!SNAPSHOT_ID_RE.test(value)) throw invalid(`invalid snapshot id '${shown(value)}' (ids look like snap-1a2b3c4d)`);
+  return value;
 }

@@ -27,6 +27,8 @@ export interface Settings {
   agentUrl: string;
   /** Bearer token, one of the agent's api.tokens. */
   agentToken: string;
+  /** CA for an https agent with a self-signed or private certificate: PEM text, or a file in the workspace; null for none. */
+  agentCa: string | null;
   /** Database on the agent whose branch this is. */
   database: string;
   /** Branch name; default `pr-<number>`. */
@@ -97,6 +99,8 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
   const agentToken = required(read, 'agent_token', event);
+  const agentCa = read('agent_ca').trim();
+  if (agentCa !== '' && url.protocol !== 'https:') throw new ActionError(`input agent_ca is only used with an https:// agent_url, not '${url.protocol}//…'`);
   const database = name('database', required(read, 'database', event), DatabaseName);
 
   const closed = PR_EVENTS.has(event.name) && event.action === 'closed';
@@ -120,6 +124,7 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
   return {
     agentUrl: agentUrl.replace(/\/+$/, ''),
     agentToken,
+    agentCa: agentCa === '' ? null : agentCa,
     database,
     branch,
     parent,

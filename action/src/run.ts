@@ -22,7 +22,7 @@ export interface GitHubSide {
 }
 
 export async function run(s: Settings, gh: GitHubSide): Promise<void> {
-  const client = agentClient(s.agentUrl, s.agentToken);
+  const client = agentClient(s.agentUrl, s.agentToken, s.agentCa);
   if (s.command === 'delete') await deleteBranch(s, gh, client);
   else await readyBranch(s, gh, client);
 }

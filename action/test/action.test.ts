@@ -15,6 +15,7 @@ import { silentLogger } from '../../agent/log.js';
 import { config, query, sh, uniqueDb } from '../../agent/test/helpers.js';
 import { marker } from '../src/report.js';
 import { ACTIONS_BOT, FakeGitHub, type User } from './fake-github.js';
+import { selfSignedCert } from '../../agent/test/tls-helpers.js';
 
 /**
  * The committed bundle (action/dist/index.js), run as the runner runs it: a Node process with
@@ -253,7 +254,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.ok(!body.includes(pw), 'no password in a public repository');
     for (const s of [BRANCH, 'main', 'running', b.connection.host, String(b.port), b.connection.database, b.connection.user, '✅']) assert.ok(body.includes(s), `comment shows ${s}`);
     assert.match(body, /postgresql:\/\/[^:]+:\*+@/);
-    assert.match(body, /\| Created \| in \d+\.\d s by this run/);
+    assert.match(body, /\| Created \| in \d+(\.\d)? s by this run/);
     assert.ok(gh.comments(FULL, PR)[150]!.body.startsWith('quoting the bot'), "the person's quote is untouched");
     // The summary has the same content.
     assert.ok(r.summary.includes(`${db}/${BRANCH}`) && r.summary.includes('✅'));
@@ -368,5 +369,37 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     }
     await assert.rejects(client.getBranch(db, BRANCH), (e: BpgApiError) => e.status === 404, 'nothing was created');
     assert.equal(ourComments().length, 1);
+  });
+
+  it('an https agent with a self-signed certificate: refused in one line without agent_ca, trusted with it (PEM text or a file)', async () => {
+    const tls = selfSignedCert(mkdtempSync(join(work, 'tls-')));
+    const cfg = await config();
+    const secure = await serve(
+      { ...cfg, api: { ...cfg.api, tls: { cert: tls.cert, key: tls.key }, tokens: [{ name: 'action-tests', token: TOKEN }] } },
+      { listen: '127.0.0.1:0', log: silentLogger, handleSignals: false, env: {} },
+    );
+    try {
+      assert.match(secure.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      // Deleting a branch that does not exist succeeds without touching ZFS: the call itself is what is tested.
+      const ev = payload('workflow_dispatch', null);
+      const inputs = { agent_url: secure.url, branch: 'tls-probe', command: 'delete', comment: 'false' };
+      const [untrusted, pemText, pemFile, plain] = await Promise.all([
+        runAction('tls: no agent_ca', ev, 'workflow_dispatch', inputs),
+        runAction('tls: agent_ca text', ev, 'workflow_dispatch', { ...inputs, agent_ca: tls.pem }),
+        runAction('tls: agent_ca file', ev, 'workflow_dispatch', { ...inputs, agent_ca: tls.cert }),
+        runAction('tls: agent_ca with http', ev, 'workflow_dispatch', { ...inputs, agent_url: srv.url, agent_ca: tls.pem }),
+      ]);
+      assert.equal(untrusted.code, 1, untrusted.stdout);
+      assert.deepEqual(errorLines(untrusted).length, 1, untrusted.stdout);
+      assert.match(errorLines(untrusted)[0]!, /^::error::the BetterPG agent at https:\/\/127\.0\.0\.1:\d+ has a TLS certificate this runner does not trust: pass its CA as agent_ca \(DEPTH_ZERO_SELF_SIGNED_CERT\)$/);
+      for (const r of [pemText, pemFile]) {
+        assert.equal(r.code, 0, r.stdout + r.stderr);
+        assert.equal(errorLines(r).length, 0, r.stdout);
+      }
+      assert.equal(plain.code, 1);
+      assert.match(errorLines(plain)[0]!, /^::error::input agent_ca is only used with an https:\/\/ agent_url/);
+    } finally {
+      await secure.close();
+    }
   });
 });

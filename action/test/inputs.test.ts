@@ -23,6 +23,7 @@ describe('inputs', () => {
       {
         agentUrl: 'https://db.example.com:7432',
         agentToken: base.agent_token,
+        agentCa: null,
         database: 'app',
         branch: 'pr-42',
         parent: 'main',
@@ -58,6 +59,7 @@ describe('inputs', () => {
   it('one clear message for each bad input', () => {
     fails({ agent_url: '' }, pr('opened'), /^input agent_url is required and was not supplied$/);
     fails({ agent_url: 'db:7432' }, pr('opened'), /^input agent_url must start with http:\/\/ or https:\/\//);
+    fails({ agent_url: 'http://db:7432', agent_ca: '-----BEGIN CERTIFICATE-----' }, pr('opened'), /^input agent_ca is only used with an https:\/\/ agent_url/);
     fails({ agent_url: 'not a url' }, pr('opened'), /^input agent_url must be a URL/);
     fails({ database: 'app; drop' }, pr('opened'), /^input database: database name may only use/);
     fails({ branch: '../x' }, pr('opened'), /^input branch: branch name may only use/);

@@ -5,6 +5,7 @@
  */
 import type { z } from 'zod';
 import * as S from './schemas.js';
+import { fetchTrusting } from './trust.js';
 
 export interface ClientOptions {
   /** Where `bpg serve` listens, e.g. http://10.0.0.5:7432 (a path prefix is kept). */
@@ -22,6 +23,8 @@ export interface ClientOptions {
   retryDelayMs?: number;
   /** For tests or proxies; default the global fetch. */
   fetch?: typeof fetch;
+  /** PEM of a CA to trust besides the system's, for an agent with a self-signed or private certificate (api.tls). */
+  ca?: string;
 }
 
 export interface CallOptions {
@@ -64,6 +67,12 @@ function isConnectionError(e: unknown): boolean {
   return e instanceof TypeError && (e as { cause?: unknown }).cause !== undefined;
 }
 
+/** The connection worked but the certificate was refused: retrying will not help. */
+function isCertificateError(e: unknown): boolean {
+  const code = (e as { cause?: { code?: unknown } }).cause?.code;
+  return typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/.test(code);
+}
+
 export class BpgClient {
   private readonly base: string;
   private readonly timeoutMs: number;
@@ -76,7 +85,7 @@ export class BpgClient {
     this.timeoutMs = opts.timeoutMs ?? 180_000;
     this.retries = opts.retries ?? 4;
     this.retryDelayMs = opts.retryDelayMs ?? 250;
-    this.fetchImpl = opts.fetch ?? globalThis.fetch;
+    this.fetchImpl = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : globalThis.fetch);
   }
 
   // ---------------------------------------------------------------- routes
@@ -214,13 +223,15 @@ export class BpgClient {
       } catch (e) {
         if (timeout.aborted) throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
         if (o.signal?.aborted) throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
-        if (isConnectionError(e) && idempotent && attempt < this.retries) {
+        const tlsProblem = isCertificateError(e);
+        if (isConnectionError(e) && !tlsProblem && idempotent && attempt < this.retries) {
           const pause = Math.min(5000, this.retryDelayMs * 2 ** attempt) * (0.75 + Math.random() * 0.5);
           await sleep(pause);
           continue;
         }
         const why = (e as { cause?: { code?: string; message?: string } }).cause;
-        throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}`, undefined, { cause: e });
+        const hint = tlsProblem ? ' (the agent\'s TLS certificate is not trusted: give its CA, or fix the certificate)' : '';
+        throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}${hint}`, undefined, { cause: e });
       }
       const requestId = res.headers.get('x-request-id') ?? undefined;
       let parsed: unknown;

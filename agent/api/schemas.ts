@@ -4,7 +4,7 @@
  * Keep this module free of server-only imports (no express, no engine, no drivers).
  */
 import { z } from 'zod';
-import { BranchPart, DatabaseName } from '../names.js';
+import { BranchPart, DatabaseName, ImageRef } from '../names.js';
 
 export { BranchPart, DatabaseName };
 
@@ -130,10 +130,7 @@ export const CreateDatabaseBody = z
   .object({
     name: DatabaseName,
     /** PostgreSQL image; default postgres.image from the agent's config. */
-    image: z
-      .string()
-      .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)')
-      .optional(),
+    image: ImageRef.optional(),
   })
   .strict();
 export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;

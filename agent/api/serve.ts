@@ -1,5 +1,5 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Server } from 'node:net';
+import { Server as TlsServer } from 'node:tls';
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import { doctor } from '../engine/doctor.js';
@@ -7,6 +7,7 @@ import { describe, invalid } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
 import { createApi, type Api } from './server.js';
+import { checkPlaintext, createApiServer, loadTls } from './transport.js';
 
 export interface ServeOptions {
   /** host:port; overrides api.listen from the config (`bpg serve --listen`). Port 0 picks one. */
@@ -19,10 +20,12 @@ export interface ServeOptions {
   env?: NodeJS.ProcessEnv;
   /** Shut down cleanly on SIGTERM and SIGINT (a second one stops at once). Default true. */
   handleSignals?: boolean;
+  /** Plain HTTP on a non-loopback address (`bpg serve --allow-plaintext`); or api.allowPlaintext. */
+  allowPlaintext?: boolean;
 }
 
 export interface RunningServer {
-  /** http://host:port */
+  /** http://host:port, or https:// with api.tls */
   url: string;
   port: number;
   api: Api;
@@ -40,7 +43,7 @@ export function parseListen(listen: string): { host: string; port: number } {
   return { host: (m[1] ?? m[2])!, port };
 }
 
-/** Starts listening on `host:port` (port 0: any free one); answers the URL and port it got. */
+/** Starts listening on `host:port` (port 0: any free one); answers the URL (https for a TLS server) and port it got. */
 export async function listenOn(server: Server, listen: string): Promise<{ url: string; port: number }> {
   const { host, port } = parseListen(listen);
   await new Promise<void>((resolve, reject) => {
@@ -51,17 +54,21 @@ export async function listenOn(server: Server, listen: string): Promise<{ url: s
     });
   });
   const addr = server.address() as AddressInfo;
-  return { url: `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`, port: addr.port };
+  const scheme = server instanceof TlsServer ? 'https' : 'http';
+  return { url: `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`, port: addr.port };
 }
 
 /** The agent daemon: recovers interrupted operations, then serves the HTTP API until a signal. */
 export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<RunningServer> {
   const log = opts.log ?? createLogger({ json: true });
   const listen = opts.listen ?? cfg.api.listen;
-  parseListen(listen); // a bad address fails before anything starts
+  const { host } = parseListen(listen); // a bad address fails before anything starts
+  checkPlaintext(host, listen, { tls: cfg.api.tls !== null, allowPlaintext: cfg.api.allowPlaintext || opts.allowPlaintext === true });
   const tokens = collectTokens(cfg.api.tokens, opts.env ?? process.env);
   if (tokens.length === 0) throw invalid('no API token: add api.tokens to the config, or set BPG_API_TOKEN');
 
+  // Certificate and key are read now: a broken pair fails before recovery or anything else runs.
+  const tls = await loadTls(cfg.api.tls, log);
   const engine = opts.engine ?? new Engine(cfg, { log });
   try {
     await engine.preflight();
@@ -79,7 +86,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   }
 
   const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
-  const server = createServer(api.app);
+  const server = createApiServer(api.app, tls);
   const { url, port } = await listenOn(server, listen);
   log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
 

@@ -3,7 +3,7 @@ import { loadConfig, writeConfig, configPath, type ConfigInput } from '../config
 import { BpgError, describe, invalid } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createLogger } from '../log.js';
-import { parseBranchRef, parseDatabaseName } from '../names.js';
+import { parseBranchRef, parseDatabaseName, parseImage, parseSnapshotId } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
@@ -66,6 +66,7 @@ db.command('create <db>')
   .addOption(json)
   .action(async (name: string, o) => {
     parseDatabaseName(name);
+    if (o.image !== undefined) parseImage(o.image);
     const res = await (await engine()).createDatabase(name, { image: o.image });
     log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
@@ -112,8 +113,9 @@ branch
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
-    const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
+    const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
+    if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
     const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
@@ -188,10 +190,13 @@ program
   .command('serve')
   .description('run the agent daemon: the HTTP API on api.listen, JSON-line logs on stderr')
   .option('--listen <host:port>', 'address to listen on (default: api.listen from the config)')
+  .option('--allow-plaintext', 'plain HTTP on a non-loopback address without api.tls (same as api.allowPlaintext)')
   .action(async (o) => {
     // Loaded on demand like engine(): express and the engine are only needed here.
-    const [{ serve }, cfg] = await Promise.all([import('../api/serve.js'), loadConfig()]);
-    const server = await serve(cfg, { listen: o.listen, log: createLogger({ json: true, debug: globals().debug }) });
+    const [{ serve }, { warnIfShared }, cfg] = await Promise.all([import('../api/serve.js'), import('../api/transport.js'), loadConfig()]);
+    const serveLog = createLogger({ json: true, debug: globals().debug });
+    if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);
+    const server = await serve(cfg, { listen: o.listen, allowPlaintext: o.allowPlaintext, log: serveLog });
     await server.closed;
   });
 

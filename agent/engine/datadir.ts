@@ -19,8 +19,9 @@ export async function mkdirOwned(path: string, o: Owner, mode = 0o700): Promise<
   await chown(path, o.uid, o.gid);
 }
 
+/** postgresql.conf quoting: inside '...' a backslash starts an escape, and '' is a quote. */
 const confValue = (v: string | number | boolean) =>
-  typeof v === 'string' ? `'${v.replace(/'/g, "''")}'` : typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v);
+  typeof v === 'string' ? `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'` : typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v);
 
 /**
  * The agent's own settings, rewritten before every start so a config change reaches every branch.

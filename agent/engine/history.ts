@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { conflict, invalid, notFound } from '../errors.js';
-import { refName, type BranchRef } from '../names.js';
+import { refName, shown, type BranchRef } from '../names.js';
 import { withClient } from '../drivers/postgres.js';
 import { sleep } from '../drivers/exec.js';
 import type { BranchRecord, SnapshotRecord, State } from '../state/schema.js';
@@ -36,10 +36,10 @@ export function parseTime(text: string, nowMs = Date.now()): Date {
     return new Date(nowMs - Number(rel[1]) * ms);
   }
   if (!/^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/i.test(text.trim())) {
-    throw invalid(`invalid time '${text}': use ISO 8601 with a time zone (2026-10-07T14:30:00Z) or e.g. '2 hours ago'`);
+    throw invalid(`invalid time '${shown(text)}': use ISO 8601 with a time zone (2026-10-07T14:30:00Z) or e.g. '2 hours ago'`);
   }
   const d = new Date(text.trim().replace(' ', 'T'));
-  if (Number.isNaN(d.getTime())) throw invalid(`invalid time '${text}'`);
+  if (Number.isNaN(d.getTime())) throw invalid(`invalid time '${shown(text)}'`);
   return d;
 }
 
@@ -129,7 +129,7 @@ export async function listSnapshots(e: Engine, ref?: BranchRef): Promise<Snapsho
 }
 
 export async function deleteSnapshot(e: Engine, id: string): Promise<void> {
-  if (!/^snap-[a-f0-9]{8}$/.test(id)) throw invalid(`invalid snapshot id '${id}' (ids look like snap-1a2b3c4d)`);
+  if (!/^snap-[a-f0-9]{8}$/.test(id)) throw invalid(`invalid snapshot id '${shown(id)}' (ids look like snap-1a2b3c4d)`);
   const full = await e.store.update((s) => {
     const snap = s.snapshots[id];
     if (!snap) throw notFound(`snapshot '${id}' does not exist`);

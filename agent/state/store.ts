@@ -21,7 +21,7 @@ export class StateStore {
     try {
       text = await readFile(this.file, 'utf8');
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return withoutPrototypes(emptyState());
       throw e;
     }
     let raw: unknown;
@@ -35,7 +35,7 @@ export class StateStore {
       const i = r.error.issues[0]!;
       throw new BpgError('failed', `state file ${this.file} is invalid: ${i.path.join('.') || '(top)'}: ${i.message}`);
     }
-    return r.data;
+    return withoutPrototypes(r.data);
   }
 
   /** Runs `fn` on the current state under the lock and writes the result if `fn` returns normally. */
@@ -89,4 +89,18 @@ export class StateStore {
       await dirFh.close();
     }
   }
+}
+
+/**
+ * The records are keyed by names people choose, and `constructor`, `toString` or `valueOf` are
+ * valid database names: on a plain object `databases['constructor']` is Object's constructor, so
+ * a database that does not exist would be found (and one could never be created). Objects without
+ * a prototype have only their own keys.
+ */
+function withoutPrototypes(s: State): State {
+  const own = <T>(r: Record<string, T>): Record<string, T> => Object.assign(Object.create(null) as Record<string, T>, r);
+  s.databases = own(s.databases);
+  s.branches = own(s.branches);
+  s.snapshots = own(s.snapshots);
+  return s;
 }

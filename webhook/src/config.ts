@@ -91,6 +91,8 @@ export const WebhookConfigSchema = z
         url: z.url({ protocol: /^https?$/ }).default('http://127.0.0.1:7432'),
         /** One of the agent's api.tokens; or BPG_WEBHOOK_AGENT_TOKEN. */
         token: z.string().optional(),
+        /** PEM file of the CA that signed the agent's api.tls certificate (self-signed or private). */
+        caFile: z.string().startsWith('/', 'must be an absolute path').optional(),
       })
       .strict()
       .prefault({}),
@@ -120,7 +122,8 @@ export interface WebhookConfig {
   path: string;
   secret: string;
   github: { auth: GitHubAuth; apiUrl: string };
-  agent: { url: string; token: string };
+  /** `ca`: PEM text read from agent.caFile, trusted besides the system's CAs. */
+  agent: { url: string; token: string; ca?: string };
   stateDir: string;
   queue: { concurrency: number; attempts: number; backoffMs: number; maxBackoffMs: number };
   /** Keys are lowercased `owner/name`: GitHub names are case-insensitive. */
@@ -133,7 +136,9 @@ export class ConfigError extends Error {
 
 /** The settings for a repository, or undefined when it is not configured. */
 export function repoSettings(cfg: WebhookConfig, fullName: string): RepoSettings | undefined {
-  return cfg.repos[fullName.toLowerCase()];
+  const key = fullName.toLowerCase();
+  // Own keys only: a payload naming `constructor` or `__proto__` must not find Object's members.
+  return Object.hasOwn(cfg.repos, key) ? cfg.repos[key] : undefined;
 }
 
 export function branchNameFor(settings: RepoSettings, number: number): string {
@@ -142,7 +147,7 @@ export function branchNameFor(settings: RepoSettings, number: number): string {
 
 /**
  * Validates a parsed YAML document and fills secrets from `env`. `readKey` reads `privateKeyPath`
- * (a parameter so that this stays free of I/O for its tests).
+ * and `agent.caFile` (a parameter so that this stays free of I/O for its tests).
  */
 export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJS.ProcessEnv = process.env, readKey: (p: string) => Promise<string> = (p) => readFile(p, 'utf8')): Promise<WebhookConfig> {
   const r = WebhookConfigSchema.safeParse(raw ?? {});
@@ -184,6 +189,15 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
   }
 
   const agentToken = env[ENV.agentToken] || c.agent.token || fail(`agent.token: missing (one of the agent's api.tokens, or ${ENV.agentToken})`);
+  let agentCa: string | undefined;
+  if (c.agent.caFile) {
+    try {
+      agentCa = await readKey(c.agent.caFile);
+    } catch (e) {
+      fail(`agent.caFile: cannot read ${c.agent.caFile}: ${(e as Error).message}`);
+    }
+    if (!agentCa?.includes('-----BEGIN CERTIFICATE-----')) fail(`agent.caFile: ${c.agent.caFile} is not a PEM certificate`);
+  }
 
   const repos: Record<string, RepoSettings> = {};
   for (const [name, settings] of Object.entries(c.repos)) {
@@ -197,7 +211,7 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
     path: c.path,
     secret,
     github: { auth, apiUrl: c.github.apiUrl.replace(/\/+$/, '') },
-    agent: { url: c.agent.url, token: agentToken },
+    agent: { url: c.agent.url, token: agentToken, ...(agentCa ? { ca: agentCa } : {}) },
     stateDir: c.stateDir,
     queue: {
       concurrency: c.queue.concurrency,

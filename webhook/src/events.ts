@@ -38,7 +38,7 @@ export function routeDelivery(cfg: WebhookConfig, id: string, event: string, pay
   const d = p.data;
   const settings = repoSettings(cfg, d.repository.full_name);
   if (!settings) return { ignored: 'repository not configured' };
-  const kind = ACTIONS[d.action];
+  const kind = Object.hasOwn(ACTIONS, d.action) ? ACTIONS[d.action] : undefined;
   if (!kind) return { ignored: `action ${d.action}` };
   const fromFork = d.pull_request.head.repo?.full_name.toLowerCase() !== d.repository.full_name.toLowerCase();
   // Closing is always fine (it only deletes); creating runs the fork's SQL as superuser.

@@ -32,7 +32,7 @@ export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; lis
     cfg,
     log,
     // Retries of connection errors stay short: the queue retries the whole job with its own backoff.
-    agent: new BpgClient({ baseUrl: cfg.agent.url, token: cfg.agent.token, retries: 2 }),
+    agent: new BpgClient({ baseUrl: cfg.agent.url, token: cfg.agent.token, ca: cfg.agent.ca, retries: 2 }),
     github: new GitHub(cfg.github.auth, cfg.github.apiUrl, log),
   };
   const queue = new JobQueue({
