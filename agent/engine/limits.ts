@@ -34,14 +34,15 @@ export const MIN_BRANCH_MEMORY = 64 * MiB;
 /** Under the state lock, with the new branch not yet in `s`: one more must fit. */
 export function checkBranchCount(cfg: Config, s: State, database: string): void {
   const all = Object.values(s.branches);
-  const total = cfg.limits.branchesTotal;
-  if (total !== null && all.length >= total) {
-    throw conflict(`limit limits.branchesTotal (${total}) reached: ${all.length} branches exist (main branches included); delete some or raise the limit`);
-  }
+  // The narrower limit first: it says more about what to do.
   const per = cfg.limits.branchesPerDatabase;
   const mine = all.filter((b) => b.database === database).length;
   if (per !== null && mine >= per) {
     throw conflict(`limit limits.branchesPerDatabase (${per}) reached for database '${database}': it has ${mine} branches (main included)`);
+  }
+  const total = cfg.limits.branchesTotal;
+  if (total !== null && all.length >= total) {
+    throw conflict(`limit limits.branchesTotal (${total}) reached: ${all.length} branches exist (main branches included); delete some or raise the limit`);
   }
 }
 

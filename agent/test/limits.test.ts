@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
@@ -197,6 +197,19 @@ describe('limits, /metrics and status', () => {
   });
 
   it('GET /metrics: Prometheus text with real values, counts going up, 401 without a token', async () => {
+    // Some archived WAL on a's main, to see its bytes.
+    const main = await okJson(['branch', 'get', `${a}/main`], env);
+    await query(main, 'CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g');
+    await query(main, 'SELECT pg_switch_wal()');
+    const walDir = join(cfg.stateDir, 'wal', (stateOf(cfg).branches[`${a}/main`] as { id: string }).id);
+    const deadline = Date.now() + 30_000;
+    // Archived means copied in full (a folder listing could catch a copy half-way).
+    while (!(await query(main, 'SELECT last_archived_wal FROM pg_stat_archiver'))[0]!.last_archived_wal && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const walBytes = readdirSync(walDir).reduce((n, f) => n + statSync(join(walDir, f)).size, 0);
+    assert.ok(walBytes > 0, 'a segment was archived');
+
     const denied = await http(srv.url, 'GET', '/metrics', { token: null });
     assert.equal(denied.status, 401);
     assert.equal(denied.json.error.code, 'unauthorized');
@@ -207,6 +220,7 @@ describe('limits, /metrics and status', () => {
     assert.match(first.text, /^# HELP bpg_branches /m);
     assert.match(first.text, /^# TYPE bpg_operation_duration_seconds histogram$/m);
     const m = parseMetrics(first.text);
+    assert.equal(value(m, 'bpg_branch_wal_bytes', { database: a, branch: 'main' }), walBytes);
     assert.equal(value(m, 'bpg_databases'), 2);
     assert.equal(value(m, 'bpg_branches', { database: a, status: 'running' }), 3);
     assert.equal(value(m, 'bpg_branches', { database: b, status: 'running' }), 1);
@@ -215,7 +229,6 @@ describe('limits, /metrics and status', () => {
       assert.ok(value(m, 'bpg_branch_used_bytes', { database: a, branch: br })! > 0, `${br} used`);
       assert.ok(value(m, 'bpg_branch_wal_bytes', { database: a, branch: br })! >= 0, `${br} wal`);
     }
-    assert.ok(value(m, 'bpg_branch_wal_bytes', { database: a, branch: 'main' })! > 0, 'main has archived WAL');
     const pool = { pool: cfg.zfs.pool };
     const [size, free, alloc] = ['size', 'free', 'allocated'].map((k) => value(m, `bpg_pool_${k}_bytes`, pool)!);
     assert.ok(free! > 0 && alloc! > 0 && size === free! + alloc!, `${size} = ${free} + ${alloc}`);
@@ -318,7 +331,7 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
   });
 
   it('a database that cannot fit: "out of space", and no dataset, container, state entry or WAL folder left', async () => {
-    const r = await cli(['db', 'create', `${db}x`], env);
+    const r = await cli(['-q', 'db', 'create', `${db}x`], env);
     assert.equal(r.code, 1);
     const line = oneLine(r.stderr);
     assert.match(line, new RegExp(`^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(db create failed at step '[a-z ]+': .*(quota exceeded|No space left).*\\); every finished step was undone$`));
@@ -333,12 +346,22 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
     await query(main, 'CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 5000) g');
     await query(main, 'CHECKPOINT');
     // Full but for a sliver: enough for the pre-check (limits.minFreeBytes 1k), not for a branch.
-    const used = await settledUsed(root);
-    sh('zfs', ['set', `quota=${used + 256 * 1024}`, root]);
+    await settledUsed(root);
+    for (let i = 0; ; i++) {
+      // ZFS refuses a quota below what is used; `used` may still grow a little while it commits.
+      const used = Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'used', root]).trim());
+      try {
+        sh('zfs', ['set', `quota=${used + 256 * 1024}`, root]);
+        break;
+      } catch (e) {
+        if (i >= 10) throw e;
+        await new Promise((res) => setTimeout(res, 2000));
+      }
+    }
     const walBefore = walFolders(cfg);
     const snapsBefore = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'snapshot', '-r', root]);
 
-    const r = await cli(['branch', 'create', `${db}/b`], env);
+    const r = await cli(['-q', 'branch', 'create', `${db}/b`], env);
     assert.equal(r.code, 1, r.stderr);
     assert.match(oneLine(r.stderr), new RegExp(`^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(branch create failed at step '[a-z ]+': .*\\); every finished step was undone$`));
     await assertNoBranch(cfg, cfgPath, db, 'b');
