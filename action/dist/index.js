@@ -47101,6 +47101,13 @@ const BranchRefText = schemas_string().refine((v) => {
         return BranchPart.safeParse(parts[0]).success;
     return parts.length === 2 && DatabaseName.safeParse(parts[0]).success && BranchPart.safeParse(parts[1]).success;
 }, "must be a branch name or '<database>/<branch>' (letters, digits, '_' and '-')");
+/** A branch's memory: bytes, or a size with a unit ('512m', '1g', '1.5GiB'). Capped by limits.maxMemory. */
+const MemorySize = union([
+    schemas_number().int().positive(),
+    schemas_string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "memory must be bytes or a size such as '512m' or '1g'"),
+]);
+/** A branch's CPUs (Docker --cpus). Capped by limits.maxCpus. */
+const Cpus = schemas_number().min(0.01, 'cpus must be at least 0.01').max(256);
 /** PUT /v1/databases/{db}/branches/{branch}: every field optional. */
 const PutBranchBody = object({
     /** Parent branch; default `main` of the same database. */
@@ -47113,6 +47120,9 @@ const PutBranchBody = object({
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
     pitr: schemas_string().min(1).max(64).optional(),
+    /** Container memory and CPUs (default postgres.memory / postgres.cpus). Only used when the branch is created. */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
 })
     .strict();
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
@@ -47125,6 +47135,9 @@ const CreateDatabaseBody = object({
     image: schemas_string()
         .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)')
         .optional(),
+    /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
 })
     .strict();
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
