@@ -173,6 +173,10 @@ export function parseConfig(raw: unknown, where: string): Config {
   }
   const [lo, hi] = r.data.postgres.portRange;
   if (hi - lo > 100_000) throw invalid(`invalid config ${where}: postgres.portRange: too wide`);
+  // The defaults are what a branch gets without --memory/--cpus: they must be within the limits too.
+  const { maxMemory, maxCpus } = r.data.limits;
+  if (maxMemory !== null && r.data.postgres.memory > maxMemory) throw invalid(`invalid config ${where}: postgres.memory is above limits.maxMemory`);
+  if (maxCpus !== null && r.data.postgres.cpus > maxCpus) throw invalid(`invalid config ${where}: postgres.cpus is above limits.maxCpus`);
   return r.data;
 }
 

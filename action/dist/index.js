@@ -29443,64 +29443,6 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /******/ /* webpack/runtime/asset-relocator-loader */
 /******/ if (typeof __nccwpck_require__ !== 'undefined') __nccwpck_require__.ab = decodeURIComponent(new URL('.', import.meta.url).pathname).slice(import.meta.url.match(/^file:\/\/\/\w:/) ? 1 : 0, -1) + "/";
 /******/ 
-/******/ /* webpack/runtime/create fake namespace object */
-/******/ (() => {
-/******/ 	var getProto = Object.getPrototypeOf ? (obj) => (Object.getPrototypeOf(obj)) : (obj) => (obj.__proto__);
-/******/ 	var leafPrototypes;
-/******/ 	// create a fake namespace object
-/******/ 	// mode & 1: value is a module id, require it
-/******/ 	// mode & 2: merge all properties of value into the ns
-/******/ 	// mode & 4: return value when already ns object
-/******/ 	// mode & 16: return value when it's Promise-like
-/******/ 	// mode & 8|1: behave like require
-/******/ 	__nccwpck_require__.t = function(value, mode) {
-/******/ 		if(mode & 1) value = this(value);
-/******/ 		if(mode & 8) return value;
-/******/ 		if(typeof value === 'object' && value) {
-/******/ 			if((mode & 4) && value.__esModule) return value;
-/******/ 			if((mode & 16) && typeof value.then === 'function') return value;
-/******/ 		}
-/******/ 		var ns = Object.create(null);
-/******/ 		__nccwpck_require__.r(ns);
-/******/ 		var def = {};
-/******/ 		leafPrototypes = leafPrototypes || [null, getProto({}), getProto([]), getProto(getProto)];
-/******/ 		for(var current = mode & 2 && value; typeof current == 'object' && !~leafPrototypes.indexOf(current); current = getProto(current)) {
-/******/ 			Object.getOwnPropertyNames(current).forEach((key) => (def[key] = () => (value[key])));
-/******/ 		}
-/******/ 		def['default'] = () => (value);
-/******/ 		__nccwpck_require__.d(ns, def);
-/******/ 		return ns;
-/******/ 	};
-/******/ })();
-/******/ 
-/******/ /* webpack/runtime/define property getters */
-/******/ (() => {
-/******/ 	// define getter functions for harmony exports
-/******/ 	__nccwpck_require__.d = (exports, definition) => {
-/******/ 		for(var key in definition) {
-/******/ 			if(__nccwpck_require__.o(definition, key) && !__nccwpck_require__.o(exports, key)) {
-/******/ 				Object.defineProperty(exports, key, { enumerable: true, get: definition[key] });
-/******/ 			}
-/******/ 		}
-/******/ 	};
-/******/ })();
-/******/ 
-/******/ /* webpack/runtime/hasOwnProperty shorthand */
-/******/ (() => {
-/******/ 	__nccwpck_require__.o = (obj, prop) => (Object.prototype.hasOwnProperty.call(obj, prop))
-/******/ })();
-/******/ 
-/******/ /* webpack/runtime/make namespace object */
-/******/ (() => {
-/******/ 	// define __esModule on exports
-/******/ 	__nccwpck_require__.r = (exports) => {
-/******/ 		if(typeof Symbol !== 'undefined' && Symbol.toStringTag) {
-/******/ 			Object.defineProperty(exports, Symbol.toStringTag, { value: 'Module' });
-/******/ 		}
-/******/ 		Object.defineProperty(exports, '__esModule', { value: true });
-/******/ 	};
-/******/ })();
-/******/ 
 /************************************************************************/
 var __webpack_exports__ = {};
 
@@ -47050,18 +46992,10 @@ function nameSchema(kind, max) {
 const DatabaseName = nameSchema('database', MAX_DB_NAME);
 const BranchPart = nameSchema('branch', MAX_BRANCH_NAME);
 const refName = (r) => `${r.database}/${r.branch}`;
-/**
- * Someone's input as an error message quotes it: control characters escaped (a newline would cut
- * the CLI's one error line, or forge a second one) and at most 80 characters.
- */
-function shown(value) {
-    const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-    return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
-}
-function names_check(schema, value, whole) {
+function names_check(schema, value, shown) {
     const r = schema.safeParse(value);
     if (!r.success)
-        throw invalid(`invalid name '${shown(whole)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+        throw invalid(`invalid name '${shown}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
     return r.data;
 }
 function parseDatabaseName(value) {
@@ -47077,23 +47011,8 @@ function parseBranchRef(value, defaultDb) {
         return { database: parseDatabaseName(defaultDb), branch: names_check(BranchPart, parts[0], value) };
     }
     if (parts.length !== 2)
-        throw invalid(`invalid branch name '${shown(value)}': expected <database>/<branch>`);
+        throw invalid(`invalid branch name '${value}': expected <database>/<branch>`);
     return { database: names_check(DatabaseName, parts[0], value), branch: names_check(BranchPart, parts[1], value) };
-}
-/** A Docker image reference (`postgres:17`, `registry:5000/pg@sha256:...`): no spaces, no leading `-`. */
-const ImageRef = schemas_string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)');
-function parseImage(value) {
-    const r = ImageRef.safeParse(value);
-    if (!r.success)
-        throw invalid(`invalid image '${shown(value)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
-    return r.data;
-}
-const SNAPSHOT_ID_RE = /^snap-[a-f0-9]{8}$/;
-function parseSnapshotId(value) {
-    if (!SNAPSHOT_ID_RE.test(value))
-        throw invalid(`invalid snapshot id '${shown(value)}' (ids look like snap-1a2b3c4d)`);
-    return value;
 }
 
 ;// CONCATENATED MODULE: ./agent/api/schemas.ts
@@ -47182,6 +47101,13 @@ const BranchRefText = schemas_string().refine((v) => {
         return BranchPart.safeParse(parts[0]).success;
     return parts.length === 2 && DatabaseName.safeParse(parts[0]).success && BranchPart.safeParse(parts[1]).success;
 }, "must be a branch name or '<database>/<branch>' (letters, digits, '_' and '-')");
+/** A branch's memory: bytes, or a size with a unit ('512m', '1g', '1.5GiB'). Capped by limits.maxMemory. */
+const MemorySize = union([
+    schemas_number().int().positive(),
+    schemas_string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "memory must be bytes or a size such as '512m' or '1g'"),
+]);
+/** A branch's CPUs (Docker --cpus). Capped by limits.maxCpus. */
+const Cpus = schemas_number().min(0.01, 'cpus must be at least 0.01').max(256);
 /** PUT /v1/databases/{db}/branches/{branch}: every field optional. */
 const PutBranchBody = object({
     /** Parent branch; default `main` of the same database. */
@@ -47194,6 +47120,9 @@ const PutBranchBody = object({
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
     pitr: schemas_string().min(1).max(64).optional(),
+    /** Container memory and CPUs (default postgres.memory / postgres.cpus). Only used when the branch is created. */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
 })
     .strict();
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
@@ -47203,7 +47132,12 @@ const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\
 const CreateDatabaseBody = object({
     name: DatabaseName,
     /** PostgreSQL image; default postgres.image from the agent's config. */
-    image: ImageRef.optional(),
+    image: schemas_string()
+        .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)')
+        .optional(),
+    /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
 })
     .strict();
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
@@ -47305,9 +47239,6 @@ function getInputs(read, event) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
         throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
     const agentToken = inputs_required(read, 'agent_token', event);
-    const agentCa = read('agent_ca').trim();
-    if (agentCa !== '' && url.protocol !== 'https:')
-        throw new ActionError(`input agent_ca is only used with an https:// agent_url, not '${url.protocol}//…'`);
     const database = inputs_name('database', inputs_required(read, 'database', event), DatabaseName);
     const closed = PR_EVENTS.has(event.name) && event.action === 'closed';
     const command = oneOf('command', read('command').trim() || (closed ? 'delete' : 'create'), COMMANDS);
@@ -47331,7 +47262,6 @@ function getInputs(read, event) {
     return {
         agentUrl: agentUrl.replace(/\/+$/, ''),
         agentToken,
-        agentCa: agentCa === '' ? null : agentCa,
         database,
         branch,
         parent,
@@ -47348,34 +47278,7 @@ function getInputs(read, event) {
     };
 }
 
-// EXTERNAL MODULE: external "node:tls"
-var external_node_tls_ = __nccwpck_require__(1692);
-;// CONCATENATED MODULE: ./agent/api/trust.ts
-/**
- * A fetch that trusts one more certificate authority: for an agent whose api.tls certificate is
- * self-signed or from a private CA. The system's roots stay trusted too (as NODE_EXTRA_CA_CERTS,
- * which also works, but only when set before Node starts: a GitHub Action cannot set it for itself).
- * Node's global fetch takes no CA, so this is undici's own fetch with an agent of its own.
- */
-
-/** PEM text of one or more CA certificates. */
-function fetchTrusting(caPem) {
-    if (!/-----BEGIN CERTIFICATE-----/.test(caPem))
-        throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
-    let ready = null;
-    const load = async () => {
-        const { Agent, fetch: undiciFetch } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 6752, 19));
-        const dispatcher = new Agent({ connect: { ca: [...external_node_tls_.rootCertificates, caPem] } });
-        return ((input, init) => undiciFetch(input, { ...init, dispatcher }));
-    };
-    return (async (input, init) => {
-        ready ??= load();
-        return (await ready)(input, init);
-    });
-}
-
 ;// CONCATENATED MODULE: ./agent/api/client.ts
-
 
 /**
  * Any failed call. `status` is the HTTP status, or 0 when no answer came: then `code` is
@@ -47400,11 +47303,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function isConnectionError(e) {
     return e instanceof TypeError && e.cause !== undefined;
 }
-/** The connection worked but the certificate was refused: retrying will not help. */
-function isCertificateError(e) {
-    const code = e.cause?.code;
-    return typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/.test(code);
-}
 class BpgClient {
     opts;
     base;
@@ -47418,7 +47316,7 @@ class BpgClient {
         this.timeoutMs = opts.timeoutMs ?? 180_000;
         this.retries = opts.retries ?? 4;
         this.retryDelayMs = opts.retryDelayMs ?? 250;
-        this.fetchImpl = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : globalThis.fetch);
+        this.fetchImpl = opts.fetch ?? globalThis.fetch;
     }
     // ---------------------------------------------------------------- routes
     health(o) {
@@ -47538,15 +47436,13 @@ class BpgClient {
                     throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
                 if (o.signal?.aborted)
                     throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
-                const tlsProblem = isCertificateError(e);
-                if (isConnectionError(e) && !tlsProblem && idempotent && attempt < this.retries) {
+                if (isConnectionError(e) && idempotent && attempt < this.retries) {
                     const pause = Math.min(5000, this.retryDelayMs * 2 ** attempt) * (0.75 + Math.random() * 0.5);
                     await sleep(pause);
                     continue;
                 }
                 const why = e.cause;
-                const hint = tlsProblem ? ' (the agent\'s TLS certificate is not trusted: give its CA, or fix the certificate)' : '';
-                throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? e.message}${hint}`, undefined, { cause: e });
+                throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? e.message}`, undefined, { cause: e });
             }
             const requestId = res.headers.get('x-request-id') ?? undefined;
             let parsed;
@@ -47566,10 +47462,6 @@ class BpgClient {
     }
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./action/src/agent.ts
 /**
  * The agent side: the typed API client (bundled from agent/api) and one clear sentence for each
@@ -47577,40 +47469,16 @@ const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(impo
  */
 
 
-
-
-const PEM = '-----BEGIN CERTIFICATE-----';
-/** agent_ca as PEM text: given as such (from a secret or variable), or read from a file in the workspace. */
-function caPem(input) {
-    if (input === null)
-        return undefined;
-    if (input.includes(PEM))
-        return input;
-    let text;
-    try {
-        text = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.resolve)(input), 'utf8');
-    }
-    catch (e) {
-        throw new ActionError(`input agent_ca is neither PEM text nor a readable file: ${e.code ?? e.message}`);
-    }
-    if (!text.includes(PEM))
-        throw new ActionError(`input agent_ca: ${input} holds no PEM certificate`);
-    return text;
-}
-function agentClient(url, token, ca = null) {
+function agentClient(url, token) {
     // Retries (connection refused or reset) back off 0.25, 0.5, 1, 2 s: a restarting agent is
     // waited for, a wrong address fails within seconds.
-    return new BpgClient({ baseUrl: url, token, ca: caPem(ca), retries: 4, retryDelayMs: 250 });
+    return new BpgClient({ baseUrl: url, token, retries: 4, retryDelayMs: 250 });
 }
 /** `what` says what the action was doing: 'create branch app/pr-2'. */
 function explain(e, url, what) {
     if (!(e instanceof BpgApiError))
         return new ActionError(`${what}: ${e?.message ?? String(e)}`, { cause: e });
     const cause = { cause: e };
-    if (e.code === 'unreachable' && /certificate is not trusted/.test(e.message)) {
-        const why = /cannot reach the agent at \S+: (\S+)/.exec(e.message)?.[1] ?? 'certificate refused';
-        return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`, { cause: e });
-    }
     if (e.code === 'unreachable') {
         // The client's message ends with the socket error's code: '...: ECONNREFUSED'.
         const why = e.message.slice(e.message.lastIndexOf(': ') + 2);
@@ -47796,6 +47664,10 @@ async function upsertComment(octokit, pr, database, body, o) {
 
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: external "node:readline"
 const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
 ;// CONCATENATED MODULE: ./action/src/migrate.ts
@@ -47893,7 +47765,7 @@ function scrubber(secrets) {
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
 async function run(s, gh) {
-    const client = agentClient(s.agentUrl, s.agentToken, s.agentCa);
+    const client = agentClient(s.agentUrl, s.agentToken);
     if (s.command === 'delete')
         await deleteBranch(s, gh, client);
     else

@@ -18,6 +18,7 @@ const COMMON = {
 const BAD = { '400': err('Invalid name, body or query parameter') };
 const MISSING = { '404': err('No such database or branch') };
 const CONFLICT = { '409': err('Conflict: exists, busy, another parent, or children in the way') };
+const LIMITED = { '409': err('Conflict: exists, busy, another parent, a limit reached (the message names the limits.* key), or the pool out of space') };
 const TOO_LARGE = { '413': err('Request body over the limit (api.bodyLimit, default 64 KiB)') };
 
 const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*$' } });
@@ -83,7 +84,7 @@ export function openapi(): Record<string, unknown> {
           operationId: 'createDatabase',
           summary: 'Create a database and its main branch (not idempotent: an existing name is a 409)',
           requestBody: { required: true, content: json(ref('CreateDatabaseBody')) },
-          responses: { '201': ok('Created', ref('DatabaseView')), ...BAD, ...CONFLICT, ...TOO_LARGE, ...COMMON },
+          responses: { '201': ok('Created', ref('DatabaseView')), ...BAD, ...LIMITED, ...TOO_LARGE, ...COMMON },
         },
       },
       '/v1/databases/{db}': {
@@ -107,7 +108,9 @@ export function openapi(): Record<string, unknown> {
             'Creates the branch from `from` (default main) and answers 201 with created=true, or answers 200 with created=false and the ' +
             'branch as it is. A branch that exists with another parent is a 409. Calls for one branch run one at a time. ' +
             '`fast` is used only when creating. `fromSnapshot` clones a kept snapshot; `pitr` (ISO 8601 with a zone, or "2 hours ago") ' +
-            'recovers `from` to that moment from its newest snapshot before it. `ttl` is validated but expiry is not enforced yet.',
+            'recovers `from` to that moment from its newest snapshot before it. `ttl` is validated but expiry is not enforced yet. ' +
+            '`memory` and `cpus` set the container limits (only when creating; above limits.maxMemory / limits.maxCpus is a 409). ' +
+            'limits.branchesPerDatabase, limits.branchesTotal and limits.minFreeBytes are checked before anything is made (409 naming the key).',
           parameters: [DB, BRANCH],
           requestBody: { required: false, content: json(ref('PutBranchBody')) },
           responses: {
@@ -115,7 +118,7 @@ export function openapi(): Record<string, unknown> {
             '201': ok('Created', ref('PutBranchResponse')),
             ...BAD,
             ...MISSING,
-            ...CONFLICT,
+            ...LIMITED,
             ...TOO_LARGE,
             ...COMMON,
           },
@@ -153,6 +156,17 @@ export function openapi(): Record<string, unknown> {
       },
       '/v1/databases/{db}/branches/{branch}/wal': {
         get: { operationId: 'walInfo', summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure", parameters: [DB, BRANCH], responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON } },
+      },
+      '/metrics': {
+        get: {
+          operationId: 'metrics',
+          summary: 'Prometheus metrics: branches by status, operation counts and durations, pool and branch bytes, WAL bytes, process',
+          description: 'Prometheus text exposition format 0.0.4. Needs the bearer token unless api.metricsWithoutToken is set.',
+          responses: {
+            '200': { description: 'Metrics', content: { 'text/plain; version=0.0.4': { schema: { type: 'string' } } } },
+            ...COMMON,
+          },
+        },
       },
       '/v1/databases/{db}/branches/{branch}/start': lifecycle('start', "Start a branch's PostgreSQL (port and password stay)"),
       '/v1/databases/{db}/branches/{branch}/stop': lifecycle('stop', "Stop a branch's PostgreSQL (its data stays)"),

@@ -102,6 +102,14 @@ export const BranchRefText = z.string().refine((v) => {
   return parts.length === 2 && DatabaseName.safeParse(parts[0]).success && BranchPart.safeParse(parts[1]).success;
 }, "must be a branch name or '<database>/<branch>' (letters, digits, '_' and '-')");
 
+/** A branch's memory: bytes, or a size with a unit ('512m', '1g', '1.5GiB'). Capped by limits.maxMemory. */
+export const MemorySize = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "memory must be bytes or a size such as '512m' or '1g'"),
+]);
+/** A branch's CPUs (Docker --cpus). Capped by limits.maxCpus. */
+export const Cpus = z.number().min(0.01, 'cpus must be at least 0.01').max(256);
+
 /** PUT /v1/databases/{db}/branches/{branch}: every field optional. */
 export const PutBranchBody = z
   .object({
@@ -115,6 +123,9 @@ export const PutBranchBody = z
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
     pitr: z.string().min(1).max(64).optional(),
+    /** Container memory and CPUs (default postgres.memory / postgres.cpus). Only used when the branch is created. */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
   })
   .strict();
 export type PutBranchBody = z.infer<typeof PutBranchBody>;
@@ -131,6 +142,9 @@ export const CreateDatabaseBody = z
     name: DatabaseName,
     /** PostgreSQL image; default postgres.image from the agent's config. */
     image: ImageRef.optional(),
+    /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
+    memory: MemorySize.optional(),
+    cpus: Cpus.optional(),
   })
   .strict();
 export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { z } from 'zod';
 import type { Engine } from '../engine/engine.js';
+import { EngineMetrics, recordOperation } from '../engine/metrics.js';
+import { parseSize } from '../config.js';
 import { resetBranch } from '../engine/reset.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
 import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
@@ -35,6 +37,8 @@ export interface ApiOptions {
   log: Logger;
   /** Bytes; larger bodies get 413. */
   bodyLimit: number;
+  /** GET /metrics without a token; default api.metricsWithoutToken of the engine's config. */
+  metricsWithoutToken?: boolean;
 }
 
 export interface Route {
@@ -144,6 +148,17 @@ export function createApi(opts: ApiOptions): Api {
 
   app.get('/v1/health', (_req, res) => send(res, 200, { status: 'ok' }));
 
+  // Prometheus text format. Not an operation (a scrape every few seconds would drown them).
+  const metrics = new EngineMetrics(engine);
+  const metricsOpen = opts.metricsWithoutToken ?? engine.cfg.api.metricsWithoutToken;
+  const serveMetrics = (_req: Request, res: Response, next: NextFunction) => {
+    metrics.render().then((text) => {
+      res.setHeader('Content-Type', metrics.contentType);
+      res.status(200).send(text);
+    }, next);
+  };
+  if (metricsOpen) app.get('/metrics', serveMetrics);
+
   // Everything below needs a token. A refusal names no resource: not even whether the route exists.
   app.use((req, res, next) => {
     const name = auth.check(req.get('authorization'));
@@ -159,11 +174,24 @@ export function createApi(opts: ApiOptions): Api {
   // Any content type is read as JSON, so `curl -d '{...}'` works without -H.
   app.use(express.json({ limit: opts.bodyLimit, strict: true, type: () => true }));
 
+  if (!metricsOpen) app.get('/metrics', serveMetrics);
+  routes.push({ method: 'GET', path: '/metrics' });
+  const operationIds = operationNames();
+
   const route = (method: Route['method'], path: string, handler: (req: Request, res: Response) => Promise<void>) => {
     routes.push({ method, path: path.replace(/:(\w+)/g, '{$1}') });
     const m = method.toLowerCase() as 'get' | 'post' | 'put' | 'delete';
+    const operation = operationIds.get(`${method} ${routes[routes.length - 1]!.path}`) ?? `${method} ${path}`;
     app[m](path, (req, res, next) => {
-      handler(req, res).catch(next);
+      // Every operation of the daemon passes here: one place counts and times them all.
+      const t0 = performance.now();
+      handler(req, res).then(
+        () => recordOperation(operation, 'ok', (performance.now() - t0) / 1000),
+        (e) => {
+          recordOperation(operation, toHttp(e).code, (performance.now() - t0) / 1000);
+          next(e);
+        },
+      );
     });
   };
 
@@ -178,7 +206,7 @@ export function createApi(opts: ApiOptions): Api {
     const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
       track(
         (async () => {
-          const r = await engine.createDatabase(body.name, { image: body.image });
+          const r = await engine.createDatabase(body.name, { image: body.image, ...resources(body) });
           opLog(res, 'database created', { database: body.name, ms: r.totalMs });
           return engine.getDatabase(body.name);
         })(),
@@ -229,7 +257,7 @@ export function createApi(opts: ApiOptions): Api {
             }
             return { created: false, branch: existing };
           }
-          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr });
+          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ...resources(body) });
           opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
           return { created: true, branch: r.branch };
         })(),
@@ -320,6 +348,27 @@ export function createApi(opts: ApiOptions): Api {
       while (running.size) await Promise.allSettled([...running]);
     },
   };
+}
+
+/** `memory` ('1g' or bytes) and `cpus` of a body, for the engine (which checks them against the limits). */
+function resources(body: { memory?: string | number; cpus?: number }): { memory?: number; cpus?: number } {
+  let memory: number | undefined;
+  if (body.memory !== undefined) {
+    try {
+      memory = parseSize(body.memory);
+    } catch (e) {
+      throw invalid(`invalid body: memory: ${describe(e)}`);
+    }
+  }
+  return { memory, cpus: body.cpus };
+}
+
+/** `GET /v1/databases` -> `listDatabases`: the OpenAPI operationId names each route's operation. */
+function operationNames(): Map<string, string> {
+  const paths = openapi().paths as Record<string, Record<string, { operationId?: string }>>;
+  const out = new Map<string, string>();
+  for (const [p, ops] of Object.entries(paths)) for (const [m, o] of Object.entries(ops)) if (o.operationId) out.set(`${m.toUpperCase()} ${p}`, o.operationId);
+  return out;
 }
 
 function errorBody(code: ApiErrorCode | ErrorCode, message: string): ErrorBody {

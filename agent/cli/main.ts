@@ -1,10 +1,10 @@
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, writeConfig, configPath, type ConfigInput } from '../config.js';
+import { loadConfig, parseSize, writeConfig, configPath, type ConfigInput } from '../config.js';
 import { BpgError, describe, invalid } from '../errors.js';
 import type { Engine } from '../engine/engine.js';
 import { createLogger } from '../log.js';
 import { parseBranchRef, parseDatabaseName, parseImage, parseSnapshotId } from '../names.js';
-import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
+import { branchDetail, branchTable, databaseTable, printJson, statusText } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
 
@@ -29,6 +29,25 @@ async function engine(): Promise<Engine> {
   return new Engine(cfg, { log: log() });
 }
 const json = new Option('--json', 'print JSON on stdout');
+const memory = () => new Option('--memory <size>', 'container memory, e.g. 512m, 1g (default: postgres.memory; at most limits.maxMemory)');
+const cpus = () => new Option('--cpus <n>', 'container CPUs, e.g. 0.5, 2 (default: postgres.cpus; at most limits.maxCpus)');
+
+/** `--memory 1g --cpus 2` as the engine takes them (the engine checks them against the limits). */
+function resources(o: { memory?: string; cpus?: string }): { memory?: number; cpus?: number } {
+  const out: { memory?: number; cpus?: number } = {};
+  if (o.memory !== undefined) {
+    try {
+      out.memory = parseSize(o.memory);
+    } catch (e) {
+      throw invalid(`--memory: ${describe(e)}`);
+    }
+  }
+  if (o.cpus !== undefined) {
+    if (!/^\d+(\.\d+)?$/.test(o.cpus)) throw invalid(`--cpus must be a number of CPUs (e.g. 0.5, 2), not '${o.cpus}'`);
+    out.cpus = Number(o.cpus);
+  }
+  return out;
+}
 
 program
   .command('init')
@@ -63,11 +82,13 @@ const db = program.command('db').description('databases (each has a main branch)
 db.command('create <db>')
   .description('create a database and its main branch')
   .option('--image <image>', 'PostgreSQL image (default: postgres.image from the config)')
+  .addOption(memory())
+  .addOption(cpus())
   .addOption(json)
   .action(async (name: string, o) => {
     parseDatabaseName(name);
     if (o.image !== undefined) parseImage(o.image);
-    const res = await (await engine()).createDatabase(name, { image: o.image });
+    const res = await (await engine()).createDatabase(name, { image: o.image, ...resources(o) });
     log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
     else process.stdout.write(branchDetail(res.branch));
@@ -110,13 +131,15 @@ branch
   .option('--fast', 'crash-consistent: CHECKPOINT then snapshot, no backup mode')
   .option('--from-snapshot <id>', 'clone a kept snapshot (bpg snapshot list)')
   .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
+  .addOption(memory())
+  .addOption(cpus())
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
     const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
     if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
-    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
+    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ...resources(o) });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
     else process.stdout.write(branchDetail(res.branch));
@@ -167,23 +190,13 @@ for (const verb of ['start', 'stop', 'restart'] as const) {
 
 program
   .command('status')
-  .description('pool usage and every branch with its size')
+  .description('pool usage, counts by status, limits, and every branch with its size, WAL and expiry')
   .addOption(json)
   .action(async (o) => {
-    const e = await engine();
-    const [pool, branches] = await Promise.all([e.poolStatus(), e.listBranches()]);
-    const docker = await e.docker.ping().then(() => true, () => false);
-    if (o.json) {
-      printJson({ pool, docker: { reachable: docker }, branches });
-      return;
-    }
-    const lines = [
-      pool ? `pool ${pool.pool}: ${bytes(pool.allocatedBytes)} used, ${bytes(pool.freeBytes)} free` : `pool ${e.cfg.zfs.pool}: not available`,
-      `docker: ${docker ? 'reachable' : 'NOT reachable'}`,
-      '',
-    ];
-    process.stdout.write(lines.join('\n') + '\n' + branchTable(branches));
-    void table;
+    const { systemStatus } = await import('../engine/status.js');
+    const s = await systemStatus(await engine());
+    if (o.json) printJson(s);
+    else process.stdout.write(statusText(s));
   });
 
 program

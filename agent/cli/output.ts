@@ -1,4 +1,5 @@
 import type { BranchView, DatabaseView } from '../engine/view.js';
+import type { SystemStatus } from '../engine/status.js';
 
 /** The one place the CLI writes data: JSON for machines, aligned text for people, both on stdout. */
 export function printJson(value: unknown): void {
@@ -56,4 +57,38 @@ export function databaseTable(dbs: DatabaseView[]): string {
     ['NAME', 'BRANCHES', 'IMAGE', 'CREATED'],
     ...dbs.map((d) => [d.name, String(d.branches.length), d.image, d.createdAt]),
   ]);
+}
+
+const pct = (part: number, whole: number) => (whole > 0 ? `${Math.round((part / whole) * 1000) / 10}%` : '-');
+
+/** `bpg status` for people: pool, counts, limits, then one row per branch. */
+export function statusText(s: SystemStatus): string {
+  const lines: string[] = [];
+  const p = s.pool;
+  lines.push(p ? `pool ${p.pool}: ${bytes(p.sizeBytes)}, ${bytes(p.allocatedBytes)} used (${p.usedPercent}%), ${bytes(p.freeBytes)} free` : `pool: not available`);
+  const d = s.datasetBase;
+  if (d) {
+    const quota = d.quotaBytes ? `, quota ${bytes(d.quotaBytes)} (${pct(d.usedBytes, d.quotaBytes)} used)` : '';
+    lines.push(`datasets ${d.dataset}: ${bytes(d.usedBytes)} used, ${bytes(d.availableBytes)} available${quota}`);
+    if (d.availableBytes < s.limits.minFreeBytes) lines.push(`  creates are refused: ${bytes(d.availableBytes)} available is below limits.minFreeBytes (${bytes(s.limits.minFreeBytes)})`);
+  }
+  lines.push(`docker: ${s.docker.reachable ? 'reachable' : 'NOT reachable (branches show as missing)'}`);
+  const by = Object.entries(s.counts.byStatus)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  lines.push(`databases: ${s.counts.databases}, branches: ${s.counts.branches}${by ? ` (${by})` : ''}`);
+  const l = s.limits;
+  lines.push(
+    `limits: branches ${s.counts.branches}/${l.branchesTotal ?? 'unlimited'} in total, ${l.branchesPerDatabase ?? 'unlimited'} per database; ` +
+      `memory up to ${l.maxMemory === null ? 'unlimited' : bytes(l.maxMemory)}, cpus up to ${l.maxCpus ?? 'unlimited'}; creates need ${bytes(l.minFreeBytes)} free`,
+  );
+  lines.push('');
+  const rows = s.branches.length
+    ? table([
+        ['NAME', 'STATUS', 'USED', 'WAL', 'EXPIRES', 'PORT'],
+        ...s.branches.map((b) => [b.name, b.status, bytes(b.usedBytes), bytes(b.walBytes), b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'), String(b.port)]),
+      ])
+    : 'no branches\n';
+  return lines.join('\n') + '\n' + rows;
 }

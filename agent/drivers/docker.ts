@@ -179,9 +179,10 @@ export class DockerDriver {
     }
   }
 
-  async logsTail(name: string, lines = 20): Promise<string> {
+  async logsTail(name: string, lines = 20, sinceSeconds?: number): Promise<string> {
     try {
-      const buf = (await this.docker.getContainer(name).logs({ stdout: true, stderr: true, tail: lines })) as unknown as Buffer;
+      const since = sinceSeconds === undefined ? {} : { since: Math.floor(sinceSeconds) };
+      const buf = (await this.docker.getContainer(name).logs({ stdout: true, stderr: true, tail: lines, ...since })) as unknown as Buffer;
       return demux(buf);
     } catch {
       return '';

@@ -15,6 +15,7 @@ import { recoverBranchRename, recoverDatabaseRename } from './rename.js';
 import { StateStore } from '../state/store.js';
 import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
+import { checkBranchCount, checkFreeSpace, checkResources, isOutOfSpace, outOfSpaceMessage, ranOutOfSpace } from './limits.js';
 import { reservePort } from './ports.js';
 import { Steps, StepError } from './steps.js';
 import { branchView, type BranchView, type DatabaseView } from './view.js';
@@ -246,9 +247,12 @@ export class Engine {
 
   // ---------------------------------------------------------------- databases
 
-  async createDatabase(name: string, opts: { image?: string } = {}): Promise<CreateResult> {
+  async createDatabase(name: string, opts: { image?: string; memory?: number; cpus?: number } = {}): Promise<CreateResult> {
     const t0 = performance.now();
+    checkResources(this.cfg, opts);
     await this.begin();
+    await checkFreeSpace(this.zfs, this.cfg);
+    const startedAt = Date.now();
     const image = opts.image ?? this.cfg.postgres.image;
     const { pgdata } = await this.docker.ensureImage(image);
     const log = this.log;
@@ -257,6 +261,7 @@ export class Engine {
 
     const record = await this.store.update(async (s) => {
       if (s.databases[name]) throw conflict(`database '${name}' already exists`);
+      checkBranchCount(this.cfg, s, name);
       const port = await reservePort(s, this.cfg.postgres.portRange, this.cfg.postgres.bindAddress);
       s.databases[name] = { name, image, createdAt: now(), pgDatabase: name, operation: op('create-database') };
       const b: BranchRecord = {
@@ -273,7 +278,7 @@ export class Engine {
         origin: null,
         createdAt: now(),
         operation: op('create'),
-        ...freshBranchFields({ protect: true }),
+        ...freshBranchFields({ protect: true, memory: opts.memory, cpus: opts.cpus }),
       };
       s.branches[key] = b;
       return b;
@@ -314,7 +319,7 @@ export class Engine {
       await this.undo(steps, e, async (s) => {
         delete s.branches[key];
         delete s.databases[name];
-      });
+      }, { containers: [record.container], sinceMs: startedAt });
     }
     await this.store.update((s) => {
       s.databases[name]!.operation = null;
@@ -343,7 +348,9 @@ export class Engine {
       };
       const res = await this.docker.runOnce(spec);
       if (res.exitCode !== 0) {
-        const last = res.output.trim().split('\n').slice(-3).join(' / ');
+        const lines = res.output.trim().split('\n');
+        // A full disk is reported early in the output, then buried under clean-up lines.
+        const last = lines.find((l) => isOutOfSpace(new Error(l))) ?? lines.slice(-3).join(' / ');
         throw new Error(`initdb exited with ${res.exitCode}: ${last}`);
       }
     } finally {
@@ -387,6 +394,9 @@ export class Engine {
     if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
     if (opts.fromSnapshot && opts.from) throw invalid('--from-snapshot already names the source branch; drop --from');
     if ((opts.fromSnapshot || opts.pitr) && opts.fast) throw invalid('--fast applies to fresh snapshots only');
+    checkResources(this.cfg, opts);
+    await checkFreeSpace(this.zfs, this.cfg);
+    const startedAt = Date.now();
     const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
     if (fromRef.database !== ref.database) throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
     const log = this.log;
@@ -399,6 +409,7 @@ export class Engine {
       const db = this.requireDatabase(s, ref.database);
       assertIdle(`database '${ref.database}'`, db.operation);
       if (s.branches[key]) throw conflict(`branch '${key}' already exists`);
+      checkBranchCount(this.cfg, s, ref.database);
       let parent: BranchRecord | undefined;
       let kept: SnapshotRecord | null = null;
       if (opts.fromSnapshot || pitr) {
@@ -457,7 +468,8 @@ export class Engine {
         } else {
           await prepareCrashClone(dataDir, this.cfg);
         }
-      }, () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
+        // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL folder behind.
+      }, () => rm(this.layout.walDir(record.id), { recursive: true, force: true }), { partial: true });
       if (pitr) {
         // Replay the source's archive (mounted read-only for this start only) up to the target.
         const restore = '/var/lib/postgresql/restore-archive';
@@ -488,7 +500,7 @@ export class Engine {
     } catch (e) {
       await this.undo(steps, e, async (s) => {
         delete s.branches[key];
-      });
+      }, { containers: [parent.container, record.container], sinceMs: startedAt });
     }
     await this.store.update((s) => {
       s.branches[key]!.status = 'running';
@@ -709,12 +721,14 @@ export class Engine {
 
   /** Undo finished steps, drop the reservation, and rethrow one clear error. */
   /** @internal */
-  async undo(steps: Steps, err: unknown, dropRecord: (s: State) => Promise<void>): Promise<never> {
+  async undo(steps: Steps, err: unknown, dropRecord: (s: State) => Promise<void>, space: { containers?: string[]; sinceMs?: number } = {}): Promise<never> {
+    const full = await ranOutOfSpace(this, err, space).catch(() => false); // before the undo frees space
     const failedUndos = await steps.rollback();
     await this.store.update(dropRecord).catch((e) => this.log.warn(`could not release the reservation: ${describe(e)}`));
     const base = err instanceof StepError && err.cause instanceof BpgError ? err.cause : null;
     const suffix = failedUndos.length ? `; could not undo: ${failedUndos.join(', ')} (run 'bpg doctor')` : '; every finished step was undone';
     if (base) throw new BpgError(base.code, base.message);
+    if (full) throw new BpgError('conflict', `${outOfSpaceMessage(this.cfg, describe(err))}${suffix}`, { cause: err });
     throw new BpgError('failed', `${describe(err)}${suffix}`, { cause: err });
   }
 

@@ -1,11 +1,27 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DoctorReport, FindingKind } from '../engine/doctor.js';
 import { CrashLab } from './crash-lab.js';
 import { BPG, queryOne, sh } from './helpers.js';
+
+/** zfs-fuse may call a just-unmounted dataset busy for a moment. */
+function zfsDestroy(name: string): void {
+  for (let i = 0; ; i++) {
+    try {
+      sh('zfs', ['umount', name]);
+    } catch {}
+    try {
+      sh('zfs', ['destroy', name]);
+      return;
+    } catch (e) {
+      if (i >= 20) throw e;
+      execFileSync('sleep', ['0.2']);
+    }
+  }
+}
 
 /** Issue 7, reconcile: every kind of drift made by hand, reported without --fix, repaired with it. */
 describe('bpg doctor', () => {
@@ -45,8 +61,7 @@ describe('bpg doctor', () => {
     sh('zfs', ['rename', c.dataset, `${dbDs}/c-moved`]);
     // gone: its dataset destroyed by hand: the data is lost
     sh('docker', ['rm', '-f', gone.container]);
-    sh('zfs', ['umount', gone.dataset]);
-    sh('zfs', ['destroy', gone.dataset]);
+    zfsDestroy(gone.dataset);
     // orphans of every kind
     sh('zfs', ['create', '-o', 'betterpg:managed=true', `${dbDs}/leftover`]);
     sh('zfs', ['snapshot', '-o', 'betterpg:managed=true', `${main.dataset}@bpg-0000000000000000`]);
@@ -86,8 +101,7 @@ describe('bpg doctor', () => {
 
     // the foreign dataset is never touched; everything else is back in line
     sh('zfs', ['list', `${dbDs}/not-ours`]);
-    sh('zfs', ['umount', `${dbDs}/not-ours`]);
-    sh('zfs', ['destroy', `${dbDs}/not-ours`]);
+    zfsDestroy(`${dbDs}/not-ours`);
     assert.equal(lab.state().branches[`${lab.db}/gone`], undefined, 'a lost branch is forgotten');
     assert.equal(lab.state().branches[`${lab.db}/b`]!.status, 'running');
     for (const name of ['a', 'b', 'c']) {

@@ -1,0 +1,112 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { refName } from '../names.js';
+import type { Engine } from './engine.js';
+
+/**
+ * What `bpg status` and `GET /metrics` show: pool usage, counts, and each branch's size and WAL.
+ * Cheap enough to run on every scrape: one state read, one Docker list, two `zfs get` (one of them
+ * recursive over the dataset base) and a directory listing per WAL folder. Nothing connects to
+ * PostgreSQL.
+ */
+
+export interface PoolUsage {
+  pool: string;
+  /** What datasets can hold: used + available of the pool's top dataset (zpool's raw size also counts parity and the slop reserve). */
+  sizeBytes: number;
+  freeBytes: number;
+  allocatedBytes: number;
+  usedPercent: number;
+}
+
+export interface DatasetBaseUsage {
+  dataset: string;
+  usedBytes: number;
+  /** What can still be written below it: the pool's free space, or less under a quota. */
+  availableBytes: number;
+  /** null: no quota. */
+  quotaBytes: number | null;
+}
+
+export interface BranchUsage {
+  name: string;
+  database: string;
+  branch: string;
+  status: string;
+  port: number;
+  usedBytes: number | null;
+  /** Bytes in the branch's WAL archive folder. */
+  walBytes: number;
+  expiresAt: string | null;
+  protected: boolean;
+  memoryBytes: number;
+  cpus: number;
+}
+
+export interface SystemStatus {
+  pool: PoolUsage | null;
+  datasetBase: DatasetBaseUsage | null;
+  docker: { reachable: boolean };
+  counts: { databases: number; branches: number; byStatus: Record<string, number> };
+  limits: Config['limits'];
+  branches: BranchUsage[];
+}
+
+/** Sum of the file sizes in one folder (a WAL archive is flat); 0 when it is missing. */
+export async function folderBytes(dir: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const sizes = await Promise.all(names.map((n) => stat(join(dir, n)).then((s) => (s.isFile() ? s.size : 0), () => 0)));
+  return sizes.reduce((a, b) => a + b, 0);
+}
+
+async function numbers(e: Engine, dataset: string, props: string[]): Promise<Record<string, number> | null> {
+  try {
+    const raw = await e.zfs.get(dataset, props);
+    return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, Number(v)]));
+  } catch {
+    return null;
+  }
+}
+
+export async function systemStatus(e: Engine): Promise<SystemStatus> {
+  const cfg = e.cfg;
+  const [state, live, reachable, pool, base] = await Promise.all([
+    e.store.read(),
+    e.liveInfo(),
+    e.docker.ping().then(() => true, () => false),
+    numbers(e, cfg.zfs.pool, ['used', 'available']),
+    numbers(e, e.layout.root, ['used', 'available', 'quota']),
+  ]);
+  const records = Object.values(state.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
+  const wal = await Promise.all(records.map((b) => folderBytes(e.layout.walDir(b.id))));
+  const branches = records.map((b, i): BranchUsage => {
+    const v = e.view(state, b, live);
+    return {
+      name: v.name,
+      database: v.database,
+      branch: v.branch,
+      status: v.status,
+      port: v.port,
+      usedBytes: v.usedBytes,
+      walBytes: wal[i]!,
+      expiresAt: v.expiresAt,
+      protected: v.protected,
+      memoryBytes: v.memoryBytes,
+      cpus: v.cpus,
+    };
+  });
+  const byStatus: Record<string, number> = {};
+  for (const b of branches) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
+  const size = pool ? pool.used! + pool.available! : 0;
+  return {
+    pool: pool
+      ? { pool: cfg.zfs.pool, sizeBytes: size, freeBytes: pool.available!, allocatedBytes: pool.used!, usedPercent: size ? Math.round((pool.used! / size) * 1000) / 10 : 0 }
+      : null,
+    datasetBase: base ? { dataset: e.layout.root, usedBytes: base.used!, availableBytes: base.available!, quotaBytes: base.quota ? base.quota : null } : null,
+    docker: { reachable },
+    counts: { databases: Object.keys(state.databases).length, branches: branches.length, byStatus },
+    limits: cfg.limits,
+    branches,
+  };
+}
