@@ -6,6 +6,7 @@ import { createLogger } from '../log.js';
 import { parseBranchRef, parseDatabaseName } from '../names.js';
 import { branchDetail, branchTable, bytes, databaseTable, printJson, table } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
+import { registerExpiryCommands, ttlOption } from './expiry.js';
 
 interface Globals {
   debug?: boolean;
@@ -108,12 +109,15 @@ branch
   .option('--fast', 'crash-consistent: CHECKPOINT then snapshot, no backup mode')
   .option('--from-snapshot <id>', 'clone a kept snapshot (bpg snapshot list)')
   .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
+  .option('--ttl <duration>', "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)")
+  .option('--protect', 'never delete it by expiry nor stop it when idle')
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
     const from = o.from ? parseBranchRef(o.from, ref.database) : undefined;
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
-    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr });
+    const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
+    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ttlMs, protect: o.protect });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
     else process.stdout.write(branchDetail(res.branch));
@@ -196,6 +200,7 @@ program
 
 registerHistoryCommands(program, engine);
 registerMoveCommands(db, branch, engine);
+registerExpiryCommands(program, branch, engine);
 
 export async function main(argv: string[]): Promise<number> {
   try {
