@@ -46952,6 +46952,46 @@ function preprocess(fn, schema) {
     });
 }
 
+;// CONCATENATED MODULE: ./agent/duration.ts
+/** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
+const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 };
+function parseDuration(v) {
+    if (typeof v === 'number') {
+        if (!Number.isFinite(v) || v <= 0)
+            throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+        return Math.round(v * 1000);
+    }
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
+    if (!m || Number(m[1]) <= 0)
+        throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+    const ms = Math.round(Number(m[1]) * UNIT_MS[m[2].toLowerCase()]);
+    if (ms > 100 * 365 * 864e5)
+        throw new Error(`'${v}' is longer than 100 years`);
+    return ms;
+}
+/** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
+function formatDuration(ms) {
+    for (const [u, f] of [['w', 6048e5], ['d', 864e5], ['h', 36e5], ['m', 6e4]]) {
+        if (ms >= f && ms % f === 0)
+            return `${ms / f}${u}`;
+    }
+    return `${Math.round(ms / 1000)}s`;
+}
+/** The longest TTL a branch may be given. */
+const MAX_TTL_MS = 365 * 864e5;
+/**
+ * A branch's time to live (`--ttl`, the API's `ttl`): a duration from a second to 365 days.
+ * The one parser the CLI, the HTTP API's schema and the config share, so they accept the same text.
+ */
+function parseTtl(v) {
+    const ms = parseDuration(v);
+    if (ms < 1000)
+        throw new Error(`'${v}' is shorter than a second`);
+    if (ms > MAX_TTL_MS)
+        throw new Error(`'${v}' is longer than 365d`);
+    return ms;
+}
+
 ;// CONCATENATED MODULE: ./agent/errors.ts
 class BpgError extends Error {
     code;
@@ -47024,6 +47064,7 @@ function parseBranchRef(value, defaultDb) {
 
 
 
+
 // ---------------------------------------------------------------- errors
 /** The engine's codes (agent/errors.ts) plus the ones only HTTP has. */
 const ApiErrorCode = schemas_enum([
@@ -47083,16 +47124,17 @@ const DatabaseView = object({
     branches: array(BranchView),
 });
 // ---------------------------------------------------------------- requests
-/** `7d`, `12h`, `30m`: at least a minute, at most a year. */
+/** `7d`, `12h`, `30m`, `90s`: at least a second, at most 365 days (agent/duration.ts parses it). */
 const Ttl = schemas_string()
-    .regex(/^[1-9][0-9]{0,5}[mhd]$/, "ttl must be a number and a unit: m, h or d (e.g. '30m', '12h', '7d')")
-    .refine((v) => ttlMs(v) <= 365 * 86_400_000, 'ttl must be at most 365d');
-const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 };
-/** Milliseconds of a ttl that `Ttl` accepted. */
-function ttlMs(ttl) {
-    const unit = ttl.slice(-1);
-    return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
-}
+    .max(32)
+    .superRefine((v, ctx) => {
+    try {
+        parseTtl(v);
+    }
+    catch (e) {
+        ctx.addIssue({ code: 'custom', message: `ttl ${e.message}` });
+    }
+});
 const SnapshotId = schemas_string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');
 /** `branch` (of the same database) or `db/branch`, as the CLI's --from. */
 const BranchRefText = schemas_string().refine((v) => {
@@ -47107,14 +47149,29 @@ const PutBranchBody = object({
     from: BranchRefText.optional(),
     /** Crash-consistent (CHECKPOINT, no backup mode): faster. Only used when the branch is created. */
     fast: schemas_boolean().optional(),
-    /** Validated; expiry is not enforced yet. */
-    ttl: Ttl.optional(),
+    /**
+     * Delete the branch this long after now; null: never (also overrides the pr-<n> default).
+     * On an existing branch it renews the expiry; without it, an expiring pr-<n> branch is renewed
+     * by the config's expiry.prBranchTtl (never shortened).
+     */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle. Applied to an existing branch too. */
+    protected: schemas_boolean().optional(),
     /** Clone a kept snapshot instead of taking a fresh one (its branch is the parent). */
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
     pitr: schemas_string().min(1).max(64).optional(),
 })
     .strict();
+/** PATCH /v1/databases/{db}/branches/{branch}: change expiry or protection (at least one field). */
+const PatchBranchBody = object({
+    /** Expire this long from now; null: never. main cannot expire. */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle; main is always protected. */
+    protected: schemas_boolean().optional(),
+})
+    .strict()
+    .refine((b) => b.ttl !== undefined || b.protected !== undefined, 'give ttl or protected');
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
 const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
     .strict();
@@ -47147,6 +47204,8 @@ const SnapshotView = object({
     consistency: schemas_enum(['application', 'crash']),
     zfsSnapshot: schemas_string(),
     usedBy: array(schemas_string()),
+    /** Taken by the schedule (snapshots.every), pruned by its retention (snapshots.keep). */
+    scheduled: schemas_boolean(),
 });
 const SnapshotList = array(SnapshotView);
 const DeleteSnapshotResponse = object({ deleted: schemas_string() });
@@ -47339,6 +47398,10 @@ class BpgClient {
     /** Get-or-create: `created` says which. Safe to repeat, so retried on connection errors. */
     putBranch(db, branch, body = {}, o) {
         return this.json('PUT', this.branchPath(db, branch), PutBranchResponse, o, body);
+    }
+    /** Sets a branch's expiry (`ttl` from now, null: never) and/or protection. Absolute values: safe to repeat. */
+    setBranch(db, branch, body, o) {
+        return this.json('PATCH', this.branchPath(db, branch), BranchView, o, body);
     }
     /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */
     async deleteBranch(db, branch, opts = {}, o) {
