@@ -131,7 +131,7 @@ async function expire(c: Ctx): Promise<void> {
     else if (b.operation) why = `busy: '${b.operation.kind}' in progress`;
     else {
       const kept = children(key).filter((x) => blocker(x) !== null);
-      if (kept.length) why = `has child branches that are not expired: ${kept.map(refName).join(', ')}`;
+      if (kept.length) why = `has child branches that stay: ${kept.map((x) => `${refName(x)} (${blocker(x)})`).join(', ')}`;
     }
     memo.set(key, why);
     return why;

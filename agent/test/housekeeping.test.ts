@@ -194,7 +194,7 @@ describe('housekeeping', { concurrency: 4 }, () => {
       assert.deepEqual(r.errors, []);
       assert.deepEqual(r.deleted.map((d) => d.branch), [`${db}/exp-child`, `${db}/exp`]);
       const skipped = Object.fromEntries(r.skipped.filter((s) => s.action === 'expire').map((s) => [s.target, s.reason]));
-      assert.match(skipped[`${db}/par`] ?? '', new RegExp(`child branches that are not expired: ${db}/par-live`));
+      assert.match(skipped[`${db}/par`] ?? '', new RegExp(`child branches that stay: ${db}/par-live \\(not expired\\)`));
       assert.equal(skipped[`${db}/prot`], 'expired but protected');
       const names = (await c.json<BranchView[]>(['branch', 'list', db])).map((b) => b.branch).sort();
       assert.deepEqual(names, ['a1', 'main', 'par', 'par-live', 'pr-10', 'pr-7', 'pr-8', 'pr-9', 'prot', 't1']);
@@ -411,23 +411,27 @@ describe('housekeeping', { concurrency: 4 }, () => {
       child.stderr.on('data', (d) => (log += d));
       const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
       try {
-        for (let i = 0; i < 200 && !log.includes('"listening"'); i++) await sleep(50);
+        // Start-up is ~1 s on a quiet machine; allow for a loaded one.
+        let exitedEarly = false;
+        void exited.then(() => (exitedEarly = true));
+        for (const t = Date.now(); Date.now() - t < 90_000 && !exitedEarly && !log.includes('"listening"'); ) await sleep(100);
         assert.match(log, /"listening"/);
         const short = await create(c, [`${db}/short`, '--fast', '--ttl', '3s']);
         const t0 = Date.now();
         let gone = false;
-        while (!gone && Date.now() - t0 < 30_000) {
+        while (!gone && Date.now() - t0 < 60_000) {
           await sleep(250);
           gone = !(await c.json<BranchView[]>(['branch', 'list', db])).some((b) => b.branch === 'short');
         }
-        assert.ok(gone, `not deleted within 30 s; log:\n${log}`);
+        assert.ok(gone, `not deleted within 60 s; log:\n${log}`);
         await assertGone(c, path, db, [short]);
         const line = log.split('\n').find((l) => l.includes('"housekeeping"') && l.includes(`${db}/short`));
         assert.ok(line, `a housekeeping line names the branch:\n${log}`);
         const entry = JSON.parse(line!);
         assert.deepEqual(entry.deleted, [`${db}/short`]);
         assert.ok(entry.time >= short.expiresAt!, `deleted at ${entry.time}, not before it expired at ${short.expiresAt}`);
-        assert.ok(Date.parse(entry.time) - Date.parse(short.expiresAt!) < 10_000, "within a few passes of expiring");
+        // A pass a second plus the delete itself: a few seconds, more on a loaded machine.
+        assert.ok(Date.parse(entry.time) - Date.parse(short.expiresAt!) < 30_000, 'soon after it expired');
         assert.ok(!log.includes(short.connection.password) && !log.includes(TOKEN), 'no password or token in the log');
       } finally {
         child.kill('SIGTERM');
