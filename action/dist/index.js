@@ -47132,7 +47132,7 @@ const Ttl = schemas_string()
         parseTtl(v);
     }
     catch (e) {
-        ctx.addIssue({ code: 'custom', message: `ttl ${e.message}` });
+        ctx.addIssue({ code: 'custom', message: e.message });
     }
 });
 const SnapshotId = schemas_string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');

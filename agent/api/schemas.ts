@@ -88,7 +88,7 @@ export const Ttl = z
     try {
       parseTtl(v);
     } catch (e) {
-      ctx.addIssue({ code: 'custom', message: `ttl ${(e as Error).message}` });
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
     }
   });
 
