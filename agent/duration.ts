@@ -20,3 +20,17 @@ export function formatDuration(ms: number): string {
   }
   return `${Math.round(ms / 1000)}s`;
 }
+
+/** The longest TTL a branch may be given. */
+export const MAX_TTL_MS = 365 * 864e5;
+
+/**
+ * A branch's time to live (`--ttl`, the API's `ttl`): a duration from a second to 365 days.
+ * The one parser the CLI, the HTTP API's schema and the config share, so they accept the same text.
+ */
+export function parseTtl(v: string): number {
+  const ms = parseDuration(v);
+  if (ms < 1000) throw new Error(`'${v}' is shorter than a second`);
+  if (ms > MAX_TTL_MS) throw new Error(`'${v}' is longer than 365d`);
+  return ms;
+}

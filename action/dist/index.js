@@ -29443,6 +29443,64 @@ module.exports = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("util");
 /******/ /* webpack/runtime/asset-relocator-loader */
 /******/ if (typeof __nccwpck_require__ !== 'undefined') __nccwpck_require__.ab = decodeURIComponent(new URL('.', import.meta.url).pathname).slice(import.meta.url.match(/^file:\/\/\/\w:/) ? 1 : 0, -1) + "/";
 /******/ 
+/******/ /* webpack/runtime/create fake namespace object */
+/******/ (() => {
+/******/ 	var getProto = Object.getPrototypeOf ? (obj) => (Object.getPrototypeOf(obj)) : (obj) => (obj.__proto__);
+/******/ 	var leafPrototypes;
+/******/ 	// create a fake namespace object
+/******/ 	// mode & 1: value is a module id, require it
+/******/ 	// mode & 2: merge all properties of value into the ns
+/******/ 	// mode & 4: return value when already ns object
+/******/ 	// mode & 16: return value when it's Promise-like
+/******/ 	// mode & 8|1: behave like require
+/******/ 	__nccwpck_require__.t = function(value, mode) {
+/******/ 		if(mode & 1) value = this(value);
+/******/ 		if(mode & 8) return value;
+/******/ 		if(typeof value === 'object' && value) {
+/******/ 			if((mode & 4) && value.__esModule) return value;
+/******/ 			if((mode & 16) && typeof value.then === 'function') return value;
+/******/ 		}
+/******/ 		var ns = Object.create(null);
+/******/ 		__nccwpck_require__.r(ns);
+/******/ 		var def = {};
+/******/ 		leafPrototypes = leafPrototypes || [null, getProto({}), getProto([]), getProto(getProto)];
+/******/ 		for(var current = mode & 2 && value; typeof current == 'object' && !~leafPrototypes.indexOf(current); current = getProto(current)) {
+/******/ 			Object.getOwnPropertyNames(current).forEach((key) => (def[key] = () => (value[key])));
+/******/ 		}
+/******/ 		def['default'] = () => (value);
+/******/ 		__nccwpck_require__.d(ns, def);
+/******/ 		return ns;
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/define property getters */
+/******/ (() => {
+/******/ 	// define getter functions for harmony exports
+/******/ 	__nccwpck_require__.d = (exports, definition) => {
+/******/ 		for(var key in definition) {
+/******/ 			if(__nccwpck_require__.o(definition, key) && !__nccwpck_require__.o(exports, key)) {
+/******/ 				Object.defineProperty(exports, key, { enumerable: true, get: definition[key] });
+/******/ 			}
+/******/ 		}
+/******/ 	};
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/hasOwnProperty shorthand */
+/******/ (() => {
+/******/ 	__nccwpck_require__.o = (obj, prop) => (Object.prototype.hasOwnProperty.call(obj, prop))
+/******/ })();
+/******/ 
+/******/ /* webpack/runtime/make namespace object */
+/******/ (() => {
+/******/ 	// define __esModule on exports
+/******/ 	__nccwpck_require__.r = (exports) => {
+/******/ 		if(typeof Symbol !== 'undefined' && Symbol.toStringTag) {
+/******/ 			Object.defineProperty(exports, Symbol.toStringTag, { value: 'Module' });
+/******/ 		}
+/******/ 		Object.defineProperty(exports, '__esModule', { value: true });
+/******/ 	};
+/******/ })();
+/******/ 
 /************************************************************************/
 var __webpack_exports__ = {};
 
@@ -46952,6 +47010,46 @@ function preprocess(fn, schema) {
     });
 }
 
+;// CONCATENATED MODULE: ./agent/duration.ts
+/** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
+const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 };
+function parseDuration(v) {
+    if (typeof v === 'number') {
+        if (!Number.isFinite(v) || v <= 0)
+            throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+        return Math.round(v * 1000);
+    }
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
+    if (!m || Number(m[1]) <= 0)
+        throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+    const ms = Math.round(Number(m[1]) * UNIT_MS[m[2].toLowerCase()]);
+    if (ms > 100 * 365 * 864e5)
+        throw new Error(`'${v}' is longer than 100 years`);
+    return ms;
+}
+/** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
+function formatDuration(ms) {
+    for (const [u, f] of [['w', 6048e5], ['d', 864e5], ['h', 36e5], ['m', 6e4]]) {
+        if (ms >= f && ms % f === 0)
+            return `${ms / f}${u}`;
+    }
+    return `${Math.round(ms / 1000)}s`;
+}
+/** The longest TTL a branch may be given. */
+const MAX_TTL_MS = 365 * 864e5;
+/**
+ * A branch's time to live (`--ttl`, the API's `ttl`): a duration from a second to 365 days.
+ * The one parser the CLI, the HTTP API's schema and the config share, so they accept the same text.
+ */
+function parseTtl(v) {
+    const ms = parseDuration(v);
+    if (ms < 1000)
+        throw new Error(`'${v}' is shorter than a second`);
+    if (ms > MAX_TTL_MS)
+        throw new Error(`'${v}' is longer than 365d`);
+    return ms;
+}
+
 ;// CONCATENATED MODULE: ./agent/errors.ts
 class BpgError extends Error {
     code;
@@ -46992,10 +47090,18 @@ function nameSchema(kind, max) {
 const DatabaseName = nameSchema('database', MAX_DB_NAME);
 const BranchPart = nameSchema('branch', MAX_BRANCH_NAME);
 const refName = (r) => `${r.database}/${r.branch}`;
-function names_check(schema, value, shown) {
+/**
+ * Someone's input as an error message quotes it: control characters escaped (a newline would cut
+ * the CLI's one error line, or forge a second one) and at most 80 characters.
+ */
+function shown(value) {
+    const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
+}
+function names_check(schema, value, whole) {
     const r = schema.safeParse(value);
     if (!r.success)
-        throw invalid(`invalid name '${shown}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+        throw invalid(`invalid name '${shown(whole)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
     return r.data;
 }
 function parseDatabaseName(value) {
@@ -47011,8 +47117,23 @@ function parseBranchRef(value, defaultDb) {
         return { database: parseDatabaseName(defaultDb), branch: names_check(BranchPart, parts[0], value) };
     }
     if (parts.length !== 2)
-        throw invalid(`invalid branch name '${value}': expected <database>/<branch>`);
+        throw invalid(`invalid branch name '${shown(value)}': expected <database>/<branch>`);
     return { database: names_check(DatabaseName, parts[0], value), branch: names_check(BranchPart, parts[1], value) };
+}
+/** A Docker image reference (`postgres:17`, `registry:5000/pg@sha256:...`): no spaces, no leading `-`. */
+const ImageRef = schemas_string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)');
+function parseImage(value) {
+    const r = ImageRef.safeParse(value);
+    if (!r.success)
+        throw invalid(`invalid image '${shown(value)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);
+    return r.data;
+}
+const SNAPSHOT_ID_RE = /^snap-[a-f0-9]{8}$/;
+function parseSnapshotId(value) {
+    if (!SNAPSHOT_ID_RE.test(value))
+        throw invalid(`invalid snapshot id '${shown(value)}' (ids look like snap-1a2b3c4d)`);
+    return value;
 }
 
 ;// CONCATENATED MODULE: ./agent/api/schemas.ts
@@ -47021,6 +47142,7 @@ function parseBranchRef(value, defaultDb) {
  * them; the client (and so the GitHub Action and the webhook receiver) parses responses with them.
  * Keep this module free of server-only imports (no express, no engine, no drivers).
  */
+
 
 
 
@@ -47083,16 +47205,17 @@ const DatabaseView = object({
     branches: array(BranchView),
 });
 // ---------------------------------------------------------------- requests
-/** `7d`, `12h`, `30m`: at least a minute, at most a year. */
+/** `7d`, `12h`, `30m`, `90s`: at least a second, at most 365 days (agent/duration.ts parses it). */
 const Ttl = schemas_string()
-    .regex(/^[1-9][0-9]{0,5}[mhd]$/, "ttl must be a number and a unit: m, h or d (e.g. '30m', '12h', '7d')")
-    .refine((v) => ttlMs(v) <= 365 * 86_400_000, 'ttl must be at most 365d');
-const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 };
-/** Milliseconds of a ttl that `Ttl` accepted. */
-function ttlMs(ttl) {
-    const unit = ttl.slice(-1);
-    return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
-}
+    .max(32)
+    .superRefine((v, ctx) => {
+    try {
+        parseTtl(v);
+    }
+    catch (e) {
+        ctx.addIssue({ code: 'custom', message: e.message });
+    }
+});
 const SnapshotId = schemas_string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');
 /** `branch` (of the same database) or `db/branch`, as the CLI's --from. */
 const BranchRefText = schemas_string().refine((v) => {
@@ -47114,8 +47237,14 @@ const PutBranchBody = object({
     from: BranchRefText.optional(),
     /** Crash-consistent (CHECKPOINT, no backup mode): faster. Only used when the branch is created. */
     fast: schemas_boolean().optional(),
-    /** Validated; expiry is not enforced yet. */
-    ttl: Ttl.optional(),
+    /**
+     * Delete the branch this long after now; null: never (also overrides the pr-<n> default).
+     * On an existing branch it renews the expiry; without it, an expiring pr-<n> branch is renewed
+     * by the config's expiry.prBranchTtl (never shortened).
+     */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle. Applied to an existing branch too. */
+    protected: schemas_boolean().optional(),
     /** Clone a kept snapshot instead of taking a fresh one (its branch is the parent). */
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
@@ -47125,6 +47254,15 @@ const PutBranchBody = object({
     cpus: Cpus.optional(),
 })
     .strict();
+/** PATCH /v1/databases/{db}/branches/{branch}: change expiry or protection (at least one field). */
+const PatchBranchBody = object({
+    /** Expire this long from now; null: never. main cannot expire. */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle; main is always protected. */
+    protected: schemas_boolean().optional(),
+})
+    .strict()
+    .refine((b) => b.ttl !== undefined || b.protected !== undefined, 'give ttl or protected');
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
 const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
     .strict();
@@ -47132,9 +47270,7 @@ const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\
 const CreateDatabaseBody = object({
     name: DatabaseName,
     /** PostgreSQL image; default postgres.image from the agent's config. */
-    image: schemas_string()
-        .regex(/^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$/, 'image must be a Docker image reference (e.g. postgres:17)')
-        .optional(),
+    image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
     memory: MemorySize.optional(),
     cpus: Cpus.optional(),
@@ -47160,6 +47296,8 @@ const SnapshotView = object({
     consistency: schemas_enum(['application', 'crash']),
     zfsSnapshot: schemas_string(),
     usedBy: array(schemas_string()),
+    /** Taken by the schedule (snapshots.every), pruned by its retention (snapshots.keep). */
+    scheduled: schemas_boolean(),
 });
 const SnapshotList = array(SnapshotView);
 const DeleteSnapshotResponse = object({ deleted: schemas_string() });
@@ -47239,6 +47377,9 @@ function getInputs(read, event) {
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
         throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
     const agentToken = inputs_required(read, 'agent_token', event);
+    const agentCa = read('agent_ca').trim();
+    if (agentCa !== '' && url.protocol !== 'https:')
+        throw new ActionError(`input agent_ca is only used with an https:// agent_url, not '${url.protocol}//…'`);
     const database = inputs_name('database', inputs_required(read, 'database', event), DatabaseName);
     const closed = PR_EVENTS.has(event.name) && event.action === 'closed';
     const command = oneOf('command', read('command').trim() || (closed ? 'delete' : 'create'), COMMANDS);
@@ -47262,6 +47403,7 @@ function getInputs(read, event) {
     return {
         agentUrl: agentUrl.replace(/\/+$/, ''),
         agentToken,
+        agentCa: agentCa === '' ? null : agentCa,
         database,
         branch,
         parent,
@@ -47278,7 +47420,34 @@ function getInputs(read, event) {
     };
 }
 
+// EXTERNAL MODULE: external "node:tls"
+var external_node_tls_ = __nccwpck_require__(1692);
+;// CONCATENATED MODULE: ./agent/api/trust.ts
+/**
+ * A fetch that trusts one more certificate authority: for an agent whose api.tls certificate is
+ * self-signed or from a private CA. The system's roots stay trusted too (as NODE_EXTRA_CA_CERTS,
+ * which also works, but only when set before Node starts: a GitHub Action cannot set it for itself).
+ * Node's global fetch takes no CA, so this is undici's own fetch with an agent of its own.
+ */
+
+/** PEM text of one or more CA certificates. */
+function fetchTrusting(caPem) {
+    if (!/-----BEGIN CERTIFICATE-----/.test(caPem))
+        throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
+    let ready = null;
+    const load = async () => {
+        const { Agent, fetch: undiciFetch } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 6752, 19));
+        const dispatcher = new Agent({ connect: { ca: [...external_node_tls_.rootCertificates, caPem] } });
+        return ((input, init) => undiciFetch(input, { ...init, dispatcher }));
+    };
+    return (async (input, init) => {
+        ready ??= load();
+        return (await ready)(input, init);
+    });
+}
+
 ;// CONCATENATED MODULE: ./agent/api/client.ts
+
 
 /**
  * Any failed call. `status` is the HTTP status, or 0 when no answer came: then `code` is
@@ -47303,6 +47472,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 function isConnectionError(e) {
     return e instanceof TypeError && e.cause !== undefined;
 }
+/** The connection worked but the certificate was refused: retrying will not help. */
+function isCertificateError(e) {
+    const code = e.cause?.code;
+    return typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/.test(code);
+}
 class BpgClient {
     opts;
     base;
@@ -47316,7 +47490,7 @@ class BpgClient {
         this.timeoutMs = opts.timeoutMs ?? 180_000;
         this.retries = opts.retries ?? 4;
         this.retryDelayMs = opts.retryDelayMs ?? 250;
-        this.fetchImpl = opts.fetch ?? globalThis.fetch;
+        this.fetchImpl = opts.fetch ?? (opts.ca ? fetchTrusting(opts.ca) : globalThis.fetch);
     }
     // ---------------------------------------------------------------- routes
     health(o) {
@@ -47352,6 +47526,10 @@ class BpgClient {
     /** Get-or-create: `created` says which. Safe to repeat, so retried on connection errors. */
     putBranch(db, branch, body = {}, o) {
         return this.json('PUT', this.branchPath(db, branch), PutBranchResponse, o, body);
+    }
+    /** Sets a branch's expiry (`ttl` from now, null: never) and/or protection. Absolute values: safe to repeat. */
+    setBranch(db, branch, body, o) {
+        return this.json('PATCH', this.branchPath(db, branch), BranchView, o, body);
     }
     /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */
     async deleteBranch(db, branch, opts = {}, o) {
@@ -47436,13 +47614,15 @@ class BpgClient {
                     throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
                 if (o.signal?.aborted)
                     throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
-                if (isConnectionError(e) && idempotent && attempt < this.retries) {
+                const tlsProblem = isCertificateError(e);
+                if (isConnectionError(e) && !tlsProblem && idempotent && attempt < this.retries) {
                     const pause = Math.min(5000, this.retryDelayMs * 2 ** attempt) * (0.75 + Math.random() * 0.5);
                     await sleep(pause);
                     continue;
                 }
                 const why = e.cause;
-                throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? e.message}`, undefined, { cause: e });
+                const hint = tlsProblem ? ' (the agent\'s TLS certificate is not trusted: give its CA, or fix the certificate)' : '';
+                throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? e.message}${hint}`, undefined, { cause: e });
             }
             const requestId = res.headers.get('x-request-id') ?? undefined;
             let parsed;
@@ -47462,6 +47642,10 @@ class BpgClient {
     }
 }
 
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./action/src/agent.ts
 /**
  * The agent side: the typed API client (bundled from agent/api) and one clear sentence for each
@@ -47469,16 +47653,40 @@ class BpgClient {
  */
 
 
-function agentClient(url, token) {
+
+
+const PEM = '-----BEGIN CERTIFICATE-----';
+/** agent_ca as PEM text: given as such (from a secret or variable), or read from a file in the workspace. */
+function caPem(input) {
+    if (input === null)
+        return undefined;
+    if (input.includes(PEM))
+        return input;
+    let text;
+    try {
+        text = (0,external_node_fs_namespaceObject.readFileSync)((0,external_node_path_namespaceObject.resolve)(input), 'utf8');
+    }
+    catch (e) {
+        throw new ActionError(`input agent_ca is neither PEM text nor a readable file: ${e.code ?? e.message}`);
+    }
+    if (!text.includes(PEM))
+        throw new ActionError(`input agent_ca: ${input} holds no PEM certificate`);
+    return text;
+}
+function agentClient(url, token, ca = null) {
     // Retries (connection refused or reset) back off 0.25, 0.5, 1, 2 s: a restarting agent is
     // waited for, a wrong address fails within seconds.
-    return new BpgClient({ baseUrl: url, token, retries: 4, retryDelayMs: 250 });
+    return new BpgClient({ baseUrl: url, token, ca: caPem(ca), retries: 4, retryDelayMs: 250 });
 }
 /** `what` says what the action was doing: 'create branch app/pr-2'. */
 function explain(e, url, what) {
     if (!(e instanceof BpgApiError))
         return new ActionError(`${what}: ${e?.message ?? String(e)}`, { cause: e });
     const cause = { cause: e };
+    if (e.code === 'unreachable' && /certificate is not trusted/.test(e.message)) {
+        const why = /cannot reach the agent at \S+: (\S+)/.exec(e.message)?.[1] ?? 'certificate refused';
+        return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`, { cause: e });
+    }
     if (e.code === 'unreachable') {
         // The client's message ends with the socket error's code: '...: ECONNREFUSED'.
         const why = e.message.slice(e.message.lastIndexOf(': ') + 2);
@@ -47664,10 +47872,6 @@ async function upsertComment(octokit, pr, database, body, o) {
 
 ;// CONCATENATED MODULE: external "node:child_process"
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: external "node:readline"
 const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
 ;// CONCATENATED MODULE: ./action/src/migrate.ts
@@ -47765,7 +47969,7 @@ function scrubber(secrets) {
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
 async function run(s, gh) {
-    const client = agentClient(s.agentUrl, s.agentToken);
+    const client = agentClient(s.agentUrl, s.agentToken, s.agentCa);
     if (s.command === 'delete')
         await deleteBranch(s, gh, client);
     else

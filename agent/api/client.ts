@@ -17,7 +17,7 @@ export interface ClientOptions {
    * wait their turn on the agent, and a big database's first start can take longer.
    */
   timeoutMs?: number;
-  /** Further attempts after a connection error; only for GET, PUT and DELETE (safe to repeat). Default 4. */
+  /** Further attempts after a connection error; only for GET, PUT, PATCH and DELETE (safe to repeat). Default 4. */
   retries?: number;
   /** First pause before a retry, doubled each time (with jitter, at most 5 s). Default 250 ms. */
   retryDelayMs?: number;
@@ -57,7 +57,7 @@ export interface DeleteBranchResult {
   branches: string[];
 }
 
-type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
+type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 const seg = encodeURIComponent;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -130,6 +130,11 @@ export class BpgClient {
   /** Get-or-create: `created` says which. Safe to repeat, so retried on connection errors. */
   putBranch(db: string, branch: string, body: S.PutBranchBody = {}, o?: CallOptions): Promise<S.PutBranchResponse> {
     return this.json('PUT', this.branchPath(db, branch), S.PutBranchResponse, o, body);
+  }
+
+  /** Sets a branch's expiry (`ttl` from now, null: never) and/or protection. Absolute values: safe to repeat. */
+  setBranch(db: string, branch: string, body: S.PatchBranchBody, o?: CallOptions): Promise<S.BranchView> {
+    return this.json('PATCH', this.branchPath(db, branch), S.BranchView, o, body);
   }
 
   /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */

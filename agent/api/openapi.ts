@@ -61,6 +61,7 @@ export function openapi(): Record<string, unknown> {
         DatabaseView: component(S.DatabaseView, 'output'),
         PutBranchBody: component(S.PutBranchBody, 'input'),
         PutBranchResponse: component(S.PutBranchResponse, 'output'),
+        PatchBranchBody: component(S.PatchBranchBody, 'input'),
         CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
         DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
         DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
@@ -108,7 +109,10 @@ export function openapi(): Record<string, unknown> {
             'Creates the branch from `from` (default main) and answers 201 with created=true, or answers 200 with created=false and the ' +
             'branch as it is. A branch that exists with another parent is a 409. Calls for one branch run one at a time. ' +
             '`fast` is used only when creating. `fromSnapshot` clones a kept snapshot; `pitr` (ISO 8601 with a zone, or "2 hours ago") ' +
-            'recovers `from` to that moment from its newest snapshot before it. `ttl` is validated but expiry is not enforced yet. ' +
+            'recovers `from` to that moment from its newest snapshot before it. `ttl` (30m, 12h, 7d; at most 365d; null: never) makes ' +
+            'housekeeping delete the branch that long from now; branches named pr-<n> get expiry.prBranchTtl by default. A PUT of an ' +
+            'existing branch renews it: `ttl` sets the expiry from now, and without it an expiring pr-<n> branch is extended by the ' +
+            'default (so a pull request that keeps pushing keeps its branch). `protected` branches are never expired nor stopped when idle. ' +
             '`memory` and `cpus` set the container limits (only when creating; above limits.maxMemory / limits.maxCpus is a 409). ' +
             'limits.branchesPerDatabase, limits.branchesTotal and limits.minFreeBytes are checked before anything is made (409 naming the key).',
           parameters: [DB, BRANCH],
@@ -122,6 +126,13 @@ export function openapi(): Record<string, unknown> {
             ...TOO_LARGE,
             ...COMMON,
           },
+        },
+        patch: {
+          operationId: 'setBranch',
+          summary: 'Change expiry (`ttl` from now, null: never) and/or protection; main cannot expire and is always protected',
+          parameters: [DB, BRANCH],
+          requestBody: { required: true, content: json(ref('PatchBranchBody')) },
+          responses: { '200': ok('The branch', ref('BranchView')), ...BAD, ...MISSING, ...CONFLICT, ...TOO_LARGE, ...COMMON },
         },
         delete: {
           operationId: 'deleteBranch',

@@ -4,6 +4,7 @@
  * Keep this module free of server-only imports (no express, no engine, no drivers).
  */
 import { z } from 'zod';
+import { parseTtl } from '../duration.js';
 import { BranchPart, DatabaseName, ImageRef } from '../names.js';
 
 export { BranchPart, DatabaseName };
@@ -79,19 +80,17 @@ export type DatabaseView = z.infer<typeof DatabaseView>;
 
 // ---------------------------------------------------------------- requests
 
-/** `7d`, `12h`, `30m`: at least a minute, at most a year. */
+/** `7d`, `12h`, `30m`, `90s`: at least a second, at most 365 days (agent/duration.ts parses it). */
 export const Ttl = z
   .string()
-  .regex(/^[1-9][0-9]{0,5}[mhd]$/, "ttl must be a number and a unit: m, h or d (e.g. '30m', '12h', '7d')")
-  .refine((v) => ttlMs(v) <= 365 * 86_400_000, 'ttl must be at most 365d');
-
-const UNIT_MS = { m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
-
-/** Milliseconds of a ttl that `Ttl` accepted. */
-export function ttlMs(ttl: string): number {
-  const unit = ttl.slice(-1) as keyof typeof UNIT_MS;
-  return Number(ttl.slice(0, -1)) * (UNIT_MS[unit] ?? NaN);
-}
+  .max(32)
+  .superRefine((v, ctx) => {
+    try {
+      parseTtl(v);
+    } catch (e) {
+      ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    }
+  });
 
 export const SnapshotId = z.string().regex(/^snap-[a-f0-9]{8}$/, 'snapshot ids look like snap-1a2b3c4d');
 
@@ -117,8 +116,14 @@ export const PutBranchBody = z
     from: BranchRefText.optional(),
     /** Crash-consistent (CHECKPOINT, no backup mode): faster. Only used when the branch is created. */
     fast: z.boolean().optional(),
-    /** Validated; expiry is not enforced yet. */
-    ttl: Ttl.optional(),
+    /**
+     * Delete the branch this long after now; null: never (also overrides the pr-<n> default).
+     * On an existing branch it renews the expiry; without it, an expiring pr-<n> branch is renewed
+     * by the config's expiry.prBranchTtl (never shortened).
+     */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle. Applied to an existing branch too. */
+    protected: z.boolean().optional(),
     /** Clone a kept snapshot instead of taking a fresh one (its branch is the parent). */
     fromSnapshot: SnapshotId.optional(),
     /** Point-in-time recovery of `from` (default main): ISO 8601 with a zone, or e.g. '2 hours ago'. */
@@ -129,6 +134,18 @@ export const PutBranchBody = z
   })
   .strict();
 export type PutBranchBody = z.infer<typeof PutBranchBody>;
+
+/** PATCH /v1/databases/{db}/branches/{branch}: change expiry or protection (at least one field). */
+export const PatchBranchBody = z
+  .object({
+    /** Expire this long from now; null: never. main cannot expire. */
+    ttl: Ttl.nullable().optional(),
+    /** Never deleted by expiry nor stopped when idle; main is always protected. */
+    protected: z.boolean().optional(),
+  })
+  .strict()
+  .refine((b) => b.ttl !== undefined || b.protected !== undefined, 'give ttl or protected');
+export type PatchBranchBody = z.infer<typeof PatchBranchBody>;
 
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
 export const CreateSnapshotBody = z
@@ -180,6 +197,8 @@ export const SnapshotView = z.object({
   consistency: z.enum(['application', 'crash']),
   zfsSnapshot: z.string(),
   usedBy: z.array(z.string()),
+  /** Taken by the schedule (snapshots.every), pruned by its retention (snapshots.keep). */
+  scheduled: z.boolean(),
 });
 export type SnapshotView = z.infer<typeof SnapshotView>;
 export const SnapshotList = z.array(SnapshotView);

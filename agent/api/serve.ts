@@ -6,6 +6,8 @@ import { doctor } from '../engine/doctor.js';
 import { describe, invalid } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
+import { startHousekeeper } from './housekeeper.js';
+import { lockSet } from './locks.js';
 import { createApi, type Api } from './server.js';
 import { checkPlaintext, createApiServer, loadTls } from './transport.js';
 
@@ -90,6 +92,15 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   const { url, port } = await listenOn(server, listen);
   log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
 
+  // Expiry, idle stop, scheduled snapshots: under the same per-branch locks as API requests, so
+  // the two queue behind each other instead of answering 'busy'.
+  const housekeeper = startHousekeeper(engine, {
+    interval: cfg.housekeeping.interval,
+    log,
+    around: (t, fn) =>
+      api.locks.with('snapshot' in t ? lockSet([`snapshot:${t.snapshot}`, 'exclusive']) : lockSet([t.database, 'shared'], [`${t.database}/${t.branch}`, 'exclusive']), fn),
+  });
+
   let resolveClosed!: () => void;
   const closed = new Promise<void>((r) => (resolveClosed = r));
   let closing: Promise<void> | null = null;
@@ -98,12 +109,13 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     closing ??= (async () => {
       log.info('shutting down: no new requests; running operations finish, branches keep running');
       api.beginShutdown();
+      const housekeeping = housekeeper.stop();
       const serverClosed = new Promise<void>((r) => server.close(() => r()));
       // Keep-alive connections with no request in flight would hold close() open.
       const sweeper = setInterval(() => server.closeIdleConnections(), 200);
       server.closeIdleConnections();
       try {
-        await Promise.all([serverClosed, api.drained()]);
+        await Promise.all([serverClosed, api.drained(), housekeeping]);
       } finally {
         clearInterval(sweeper);
       }

@@ -13,10 +13,13 @@ import { TokenChecker, type ApiToken } from './auth.js';
 import { KeyedLocks, lockSet } from './locks.js';
 import { openapi } from './openapi.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, parseTime, walInfo } from '../engine/history.js';
+import { renewOnPut, setBranchSettings } from '../engine/expiry.js';
+import { parseTtl } from '../duration.js';
 import {
   CreateDatabaseBody,
   CreateSnapshotBody,
   ForceQuery,
+  PatchBranchBody,
   PutBranchBody,
   SnapshotId,
   firstIssue,
@@ -42,7 +45,7 @@ export interface ApiOptions {
 }
 
 export interface Route {
-  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
   /** OpenAPI style: /v1/databases/{db} */
   path: string;
 }
@@ -51,6 +54,8 @@ export interface Api {
   app: express.Express;
   /** Every route registered, for openapi.json and its test. */
   routes: Route[];
+  /** The per-database/branch locks requests take; the daemon's housekeeping takes them too. */
+  locks: KeyedLocks;
   /** From now on: new requests get 503, connections close after their response. */
   beginShutdown(): void;
   /** Resolves once no operation is running (including ones whose client went away). */
@@ -180,7 +185,7 @@ export function createApi(opts: ApiOptions): Api {
 
   const route = (method: Route['method'], path: string, handler: (req: Request, res: Response) => Promise<void>) => {
     routes.push({ method, path: path.replace(/:(\w+)/g, '{$1}') });
-    const m = method.toLowerCase() as 'get' | 'post' | 'put' | 'delete';
+    const m = method.toLowerCase() as 'get' | 'post' | 'put' | 'patch' | 'delete';
     const operation = operationIds.get(`${method} ${routes[routes.length - 1]!.path}`) ?? `${method} ${path}`;
     app[m](path, (req, res, next) => {
       // Every operation of the daemon passes here: one place counts and times them all.
@@ -235,6 +240,7 @@ export function createApi(opts: ApiOptions): Api {
     const body = parse(PutBranchBody, req.body ?? {}, 'body');
     const from = body.from === undefined ? undefined : parseBranchRef(body.from, ref.database);
     const pitr = body.pitr === undefined ? undefined : parseTime(body.pitr);
+    const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
     const key = refName(ref);
     // A kept snapshot names its own branch as the parent.
     const snap = body.fromSnapshot === undefined ? undefined : (await listSnapshots(engine)).find((x) => x.id === body.fromSnapshot);
@@ -255,9 +261,12 @@ export function createApi(opts: ApiOptions): Api {
             if (existing.status === 'creating' || existing.status === 'deleting') {
               throw conflict(`branch '${key}' is busy: ${existing.status} by another process`);
             }
-            return { created: false, branch: existing };
+            // Every push PUTs again: that renews the expiry (ttl, or the pr-<n> default) and counts as activity.
+            const { changed, ...renewed } = await renewOnPut(engine, ref, { ttlMs, protect: body.protected });
+            if (changed) opLog(res, 'branch renewed', { branch: key, expiresAt: renewed.expiresAt, protected: renewed.protected });
+            return { created: false, branch: { ...existing, ...renewed } };
           }
-          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ...resources(body) });
+          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) });
           opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
           return { created: true, branch: r.branch };
         })(),
@@ -267,6 +276,17 @@ export function createApi(opts: ApiOptions): Api {
       res.setHeader('Location', `/v1/databases/${encodeURIComponent(ref.database)}/branches/${encodeURIComponent(ref.branch)}`);
     }
     send(res, result.created ? 201 : 200, result);
+  });
+
+  route('PATCH', '/v1/databases/:db/branches/:branch', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(PatchBranchBody, req.body ?? {}, 'body');
+    const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
+    const view = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
+      track(setBranchSettings(engine, ref, { ttlMs, protect: body.protected })),
+    );
+    opLog(res, 'branch settings', { branch: refName(ref), expiresAt: view.expiresAt, protected: view.protected });
+    send(res, 200, view);
   });
 
   route('DELETE', '/v1/databases/:db/branches/:branch', async (req, res) => {
@@ -341,6 +361,7 @@ export function createApi(opts: ApiOptions): Api {
   return {
     app,
     routes,
+    locks,
     beginShutdown() {
       closing = true;
     },

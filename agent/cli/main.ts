@@ -7,6 +7,7 @@ import { parseBranchRef, parseDatabaseName, parseImage, parseSnapshotId } from '
 import { branchDetail, branchTable, databaseTable, printJson, statusText } from './output.js';
 import { registerHistoryCommands, registerMoveCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
+import { registerExpiryCommands, ttlOption } from './expiry.js';
 
 interface Globals {
   debug?: boolean;
@@ -133,13 +134,16 @@ branch
   .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
   .addOption(memory())
   .addOption(cpus())
+  .option('--ttl <duration>', "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)")
+  .option('--protect', 'never delete it by expiry nor stop it when idle')
   .addOption(json)
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
     const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
     const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
     if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
-    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ...resources(o) });
+    const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
+    const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ttlMs, protect: o.protect, ...resources(o) });
     log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
     if (o.json) printJson(res.branch);
     else process.stdout.write(branchDetail(res.branch));
@@ -216,6 +220,7 @@ program
 registerHistoryCommands(program, engine);
 registerMoveCommands(db, branch, engine);
 registerDoctorCommand(program, engine);
+registerExpiryCommands(program, branch, engine);
 
 export async function main(argv: string[]): Promise<number> {
   try {

@@ -24,18 +24,43 @@ export function bytes(n: number | null): string {
   return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
 }
 
+/** 90061000 -> '1d 1h'; two units at most, as people read a countdown. */
+export function span(ms: number): string {
+  const parts: string[] = [];
+  let rest = Math.max(0, Math.round(ms / 1000));
+  for (const [u, n] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+    if (rest >= n || (u === 's' && parts.length === 0)) {
+      parts.push(`${Math.floor(rest / n)}${u}`);
+      rest %= n;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(' ');
+}
+
+/** 'in 6d 23h', 'overdue 5m' (housekeeping deletes it at its next pass), 'never (protected)', '-'. */
+export function expiry(b: Pick<BranchView, 'expiresAt' | 'protected'>, now = Date.now()): string {
+  if (b.protected) return 'never (protected)';
+  if (b.expiresAt === null) return '-';
+  const left = Date.parse(b.expiresAt) - now;
+  return left > 0 ? `in ${span(left)}` : `overdue ${span(-left)}`;
+}
+
+/** 'stopped (idle)' for a branch the idle stop stopped: `bpg start` brings it back. */
+const branchStatus = (b: BranchView) => (b.status === 'stopped' && b.stoppedBy === 'idle' ? 'stopped (idle)' : b.status);
+
 export function branchTable(branches: BranchView[]): string {
   if (branches.length === 0) return 'no branches\n';
   return table([
-    ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'CREATED'],
-    ...branches.map((b) => [b.name, b.status, String(b.port), b.parent ?? '-', bytes(b.usedBytes), b.createdAt]),
+    ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'EXPIRES', 'CREATED'],
+    ...branches.map((b) => [b.name, branchStatus(b), String(b.port), b.parent ?? '-', bytes(b.usedBytes), expiry(b), b.createdAt]),
   ]);
 }
 
 export function branchDetail(b: BranchView): string {
   return table([
     ['name', b.name],
-    ['status', b.status],
+    ['status', branchStatus(b)],
     ['parent', b.parent ?? '-'],
     ['consistency', b.consistency ?? '-'],
     ['host', b.connection.host],
@@ -48,6 +73,9 @@ export function branchDetail(b: BranchView): string {
     ['image', b.image],
     ['used', bytes(b.usedBytes)],
     ['created', b.createdAt],
+    ['expires', b.expiresAt && !b.protected ? `${b.expiresAt} (${expiry(b)})` : expiry(b)],
+    ['protected', b.protected ? 'yes' : 'no'],
+    ['last active', b.lastActiveAt ?? '-'],
   ]);
 }
 

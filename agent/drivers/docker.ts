@@ -32,8 +32,12 @@ export interface ContainerState {
   restarts: number;
   status: string;
   exitCode: number;
+  /** When the container last started (ISO), null if never. */
+  startedAt: string | null;
 }
 
+/** Docker reports a never-started container as 0001-01-01T00:00:00Z. */
+const startedAt = (t: string | undefined): string | null => (t && !t.startsWith('0001-') ? new Date(t).toISOString() : null);
 const isStatus = (e: unknown, code: number) => (e as { statusCode?: number })?.statusCode === code;
 
 /** Thin wrapper over dockerode: containers for branches and one-shot helpers. */
@@ -154,7 +158,7 @@ export class DockerDriver {
   async state(name: string): Promise<ContainerState | null> {
     try {
       const i = await this.docker.getContainer(name).inspect();
-      return { id: i.Id, running: i.State.Running, restarts: i.RestartCount, status: i.State.Status, exitCode: i.State.ExitCode };
+      return { id: i.Id, running: i.State.Running, restarts: i.RestartCount, status: i.State.Status, exitCode: i.State.ExitCode, startedAt: startedAt(i.State.StartedAt) };
     } catch (e) {
       if (isStatus(e, 404)) return null;
       throw e;

@@ -443,7 +443,13 @@ export class Engine {
           : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
         createdAt: now(),
         operation: op('create'),
-        ...freshBranchFields({ expiresAt: this.expiryFor(ref.branch, opts.ttlMs), protect: opts.protect, memory: opts.memory, cpus: opts.cpus }),
+        // A protected branch gets no pr-<n> default TTL (it would never be enforced); an explicit one is kept.
+        ...freshBranchFields({
+          expiresAt: opts.protect && opts.ttlMs === undefined ? null : this.expiryFor(ref.branch, opts.ttlMs),
+          protect: opts.protect,
+          memory: opts.memory,
+          cpus: opts.cpus,
+        }),
       };
       s.branches[key] = record;
       return { record, parent: { ...parent }, db: { ...db }, kept };
@@ -557,7 +563,8 @@ export class Engine {
     }
   }
 
-  async deleteBranch(ref: BranchRef, opts: { force?: boolean } = {}): Promise<string[]> {
+  /** `onlyIf` runs under the lock on the branch and every descendant: throw to refuse (housekeeping's re-check). */
+  async deleteBranch(ref: BranchRef, opts: { force?: boolean; onlyIf?: (b: BranchRecord) => void } = {}): Promise<string[]> {
     await this.begin();
     const key = refName(ref);
     if (ref.branch === 'main') throw conflict(`'main' can only be deleted with its database (bpg db delete ${ref.database})`);
@@ -569,6 +576,7 @@ export class Engine {
       }
       const all = [b, ...descendants];
       for (const x of all) assertIdle(`branch '${refName(x)}'`, x.operation);
+      if (opts.onlyIf) for (const x of all) opts.onlyIf(x);
       for (const x of all) {
         x.status = 'deleting';
         x.operation = op('delete');

@@ -23,6 +23,8 @@ export interface SnapshotView {
   consistency: 'application' | 'crash';
   zfsSnapshot: string;
   usedBy: string[];
+  /** Taken by the schedule, pruned by its retention. */
+  scheduled: boolean;
 }
 
 const SEGMENT = /^[0-9A-F]{24}$/;
@@ -54,7 +56,7 @@ export function snapshotsOf(s: State, b: BranchRecord): SnapshotRecord[] {
 }
 
 /** Branches cloned from a kept snapshot (they keep it alive). */
-function usersOf(s: State, snap: SnapshotRecord): string[] {
+export function usersOf(s: State, snap: SnapshotRecord): string[] {
   const owner = branchById(s, snap.branchId);
   if (!owner) return [];
   const full = `${owner.dataset}@${snap.name}`;
@@ -63,7 +65,8 @@ function usersOf(s: State, snap: SnapshotRecord): string[] {
     .map(refName);
 }
 
-export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: string } = {}): Promise<SnapshotView> {
+/** `scheduled`: taken by housekeeping's schedule, so its retention may prune it (manual ones never). */
+export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: string; scheduled?: boolean } = {}): Promise<SnapshotView> {
   await e.begin();
   if (o.label !== undefined && (o.label.length > 200 || /[\x00-\x1f]/.test(o.label))) throw invalid('--label must be printable and at most 200 characters');
   const id = `snap-${randomBytes(4).toString('hex')}`;
@@ -93,7 +96,7 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
         consistency: 'application',
         backup: backup ? { ...backup } : null,
         createdAt: new Date().toISOString(),
-        scheduled: false,
+        scheduled: o.scheduled === true,
       };
     });
   } catch (err) {
@@ -123,6 +126,7 @@ export async function listSnapshots(e: Engine, ref?: BranchRef): Promise<Snapsho
       consistency: snap.consistency,
       zfsSnapshot: full,
       usedBy: usersOf(s, snap),
+      scheduled: snap.scheduled,
     });
   }
   return out;
@@ -236,16 +240,23 @@ export interface WalCleanup {
 
 /**
  * Removes archived segments older than `days`, except those a kept snapshot of the branch still
- * needs: recovery from a snapshot replays from its backup's first segment onwards.
+ * needs: recovery from a snapshot replays from its backup's first segment onwards. `ignore`:
+ * snapshots to count as gone already (housekeeping's dry run, which prunes nothing).
  */
-export async function walCleanup(e: Engine, ref: BranchRef, days: number, dryRun: boolean): Promise<WalCleanup> {
+export async function walCleanup(
+  e: Engine,
+  ref: BranchRef,
+  days: number,
+  dryRun: boolean,
+  o: { nowMs?: number; ignore?: ReadonlySet<string> } = {},
+): Promise<WalCleanup> {
   if (!Number.isFinite(days) || days < 0) throw invalid('--days must be a number of days, 0 or more');
   const s = await e.store.read();
   const b = e.requireBranch(s, ref);
   const folder = e.layout.walDir(b.id);
   const { segs, segSize } = await segments(folder);
-  const cutoff = Date.now() - days * 864e5;
-  const snaps = snapshotsOf(s, b).filter((k) => k.backup);
+  const cutoff = (o.nowMs ?? Date.now()) - days * 864e5;
+  const snaps = snapshotsOf(s, b).filter((k) => k.backup && !o.ignore?.has(k.id));
   const oldestNeeded = snaps[0];
   const neededFrom = oldestNeeded ? segNo(oldestNeeded.backup!.firstSegment, segSize) : null;
   const removed: SegFile[] = [];

@@ -31,6 +31,23 @@ const durations = new Histogram({
   registers: [processRegistry],
 });
 
+const housekeepingActions = new Counter({
+  name: 'bpg_housekeeping_actions_total',
+  help: 'What housekeeping passes did: expired branches deleted, idle branches stopped, scheduled snapshots taken and pruned, WAL segments removed, items that failed',
+  labelNames: ['action'] as const,
+  registers: [processRegistry],
+});
+
+/** Counts what one housekeeping pass did (the pass itself is an operation named 'housekeeping'). */
+export function recordHousekeeping(r: { deleted: unknown[]; stopped: unknown[]; snapshots: unknown[]; pruned: unknown[]; wal: Array<{ removed: number }>; errors: unknown[] }): void {
+  housekeepingActions.inc({ action: 'expired' }, r.deleted.length);
+  housekeepingActions.inc({ action: 'idle_stopped' }, r.stopped.length);
+  housekeepingActions.inc({ action: 'snapshot_taken' }, r.snapshots.length);
+  housekeepingActions.inc({ action: 'snapshot_pruned' }, r.pruned.length);
+  housekeepingActions.inc({ action: 'wal_segment_removed' }, r.wal.reduce((n, w) => n + w.removed, 0));
+  housekeepingActions.inc({ action: 'failed' }, r.errors.length);
+}
+
 /** Records one finished operation. `result`: 'ok' or an error code (see `resultOf`). */
 export function recordOperation(operation: string, result: string, seconds: number): void {
   operations.inc({ operation, result });

@@ -1,0 +1,65 @@
+import type { Command } from 'commander';
+import { parseTtl } from '../duration.js';
+import type { Engine } from '../engine/engine.js';
+import type { HousekeepingReport } from '../engine/housekeeping.js';
+import { invalid } from '../errors.js';
+import { parseBranchRef } from '../names.js';
+import { branchDetail, bytes, printJson } from './output.js';
+
+/** `--ttl 7d` in milliseconds; `--ttl none`: null (never expires). */
+export function ttlOption(text: string): number | null {
+  if (text === 'none') return null;
+  try {
+    return parseTtl(text);
+  } catch (e) {
+    throw invalid(`--ttl: ${(e as Error).message}; use e.g. 30m, 12h, 7d, or 'none'`);
+  }
+}
+
+/** `bpg branch set` (expiry, protection) and `bpg housekeep` (one housekeeping pass by hand). */
+export function registerExpiryCommands(program: Command, branch: Command, engine: () => Promise<Engine>): void {
+  branch
+    .command('set <branch>')
+    .description('change when a branch expires, or whether it is protected')
+    .option('--ttl <duration>', "expire this long from now (30m, 12h, 7d; at most 365d), or 'none' for never")
+    .option('--protect', 'never delete it by expiry nor stop it when idle')
+    .option('--no-protect', 'expiry and the idle stop apply again')
+    .option('--json', 'print JSON on stdout')
+    .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
+      const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
+      const { setBranchSettings } = await import('../engine/expiry.js');
+      const b = await setBranchSettings(await engine(), parseBranchRef(name), { ttlMs, protect: o.protect });
+      if (o.json) printJson(b);
+      else process.stdout.write(branchDetail(b));
+    });
+
+  program
+    .command('housekeep')
+    .description('run one housekeeping pass now: delete expired branches, stop idle ones, take and prune scheduled snapshots, trim WAL')
+    .option('--dry-run', 'only say what would be done')
+    .option('--now <time>', "pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday")
+    .option('--json', 'print JSON on stdout')
+    .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
+      const { parseTime } = await import('../engine/history.js');
+      const now = o.now === undefined ? undefined : parseTime(o.now);
+      const { housekeep } = await import('../engine/housekeeping.js');
+      const r = await housekeep(await engine(), { now, dryRun: o.dryRun });
+      if (o.json) printJson(r);
+      else process.stdout.write(housekeepingText(r));
+      if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);
+    });
+}
+
+export function housekeepingText(r: HousekeepingReport): string {
+  const would = r.dryRun ? 'would ' : '';
+  const lines: string[] = [];
+  for (const d of r.deleted) lines.push(`${would}delete ${d.branch} (expired ${d.expiresAt ?? 'with its parent'})`);
+  for (const s of r.stopped) lines.push(`${would}stop ${s.branch} (no client since ${s.idleSince})`);
+  for (const s of r.snapshots) lines.push(`${would}snapshot ${s.branch}${s.id ? ` as ${s.id}` : ''} (scheduled)`);
+  for (const p of r.pruned) lines.push(`${would}prune snapshot ${p.id} of ${p.branch} (taken ${p.createdAt})`);
+  for (const w of r.wal) lines.push(`${would}remove ${w.removed} WAL segment(s) of ${w.branch}, ${bytes(w.removedBytes)}${w.keptFrom ? ` (kept from ${w.keptFrom})` : ''}`);
+  for (const s of r.skipped) lines.push(`skipped ${s.action} ${s.target}: ${s.reason}`);
+  for (const e of r.errors) lines.push(`failed ${e.action} ${e.target}: ${e.error}`);
+  if (!lines.length) lines.push('nothing to do');
+  return lines.join('\n') + '\n';
+}
