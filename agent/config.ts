@@ -133,6 +133,13 @@ export const ConfigSchema = z
       .object({
         /** How often `bpg serve` expires branches, stops idle ones and takes scheduled snapshots. */
         interval: Duration.default(parseDuration('1m')),
+        /**
+         * Archived WAL older than this is removed from every branch, except what a kept snapshot
+         * needs for point-in-time recovery (null: keep all). Recovery starts at a snapshot, so
+         * older WAL without one is of no use, and each application-consistent branch of a
+         * parent archives a (mostly empty) 16 MiB segment of it.
+         */
+        walMaxAge: Duration.nullable().default(parseDuration('1d')),
       })
       .strict()
       .prefault({}),

@@ -1,15 +1,17 @@
+import { shown } from './names.js';
+
 /** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
 const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 } as const;
 
 export function parseDuration(v: string | number): number {
   if (typeof v === 'number') {
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+    if (!Number.isFinite(v) || v <= 0) throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
     return Math.round(v * 1000);
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
-  if (!m || Number(m[1]) <= 0) throw new Error(`'${v}' is not a duration (use e.g. 30m, 12h, 7d)`);
+  if (!m || Number(m[1]) <= 0) throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
   const ms = Math.round(Number(m[1]) * UNIT_MS[m[2]!.toLowerCase() as keyof typeof UNIT_MS]);
-  if (ms > 100 * 365 * 864e5) throw new Error(`'${v}' is longer than 100 years`);
+  if (ms > 100 * 365 * 864e5) throw new Error(`'${shown(String(v))}' is longer than 100 years`);
   return ms;
 }
 
@@ -30,7 +32,7 @@ export const MAX_TTL_MS = 365 * 864e5;
  */
 export function parseTtl(v: string): number {
   const ms = parseDuration(v);
-  if (ms < 1000) throw new Error(`'${v}' is shorter than a second`);
-  if (ms > MAX_TTL_MS) throw new Error(`'${v}' is longer than 365d`);
+  if (ms < 1000) throw new Error(`'${shown(String(v))}' is shorter than a second`);
+  if (ms > MAX_TTL_MS) throw new Error(`'${shown(String(v))}' is longer than 365d`);
   return ms;
 }

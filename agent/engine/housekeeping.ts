@@ -78,6 +78,7 @@ export async function housekeep(e: Engine, o: HousekeepingOptions = {}): Promise
     await expire(ctx);
     if (!ctx.stop()) await idleStop(ctx);
     if (!ctx.stop()) await schedule(ctx);
+    if (!ctx.stop()) await walAge(ctx);
   } catch (err) {
     // Only what is outside any one item gets here: the pool or Docker is gone, the state unreadable.
     report.errors.push({ action: 'pass', target: e.cfg.zfs.pool, error: describe(err) });
@@ -318,4 +319,26 @@ async function walRetention(c: Ctx, ref: BranchRef, main: BranchRecord, pruned: 
   const r = await walCleanup(c.e, ref, 0, c.dryRun, { nowMs: c.now.getTime(), ignore: pruned });
   const keptFrom = kept.map((k) => k.backup!.firstSegment).sort()[0] ?? null;
   if (r.removed.length) c.report.wal.push({ branch: r.branch, removed: r.removed.length, removedBytes: r.removedBytes, keptFrom });
+}
+
+// ------------------------------------------------------------------------------------- WAL age
+
+/**
+ * Every branch's archived WAL older than housekeeping.walMaxAge goes, except what its kept
+ * snapshots need (walCleanup keeps everything from the oldest one's first segment). Mains of
+ * databases with a schedule were trimmed harder by their retention above.
+ */
+async function walAge(c: Ctx): Promise<void> {
+  const maxAge = c.e.cfg.housekeeping.walMaxAge;
+  if (maxAge === null) return;
+  const s = await c.e.store.read();
+  for (const b of Object.values(s.branches).sort((x, y) => refName(x).localeCompare(refName(y)))) {
+    if (c.stop()) return;
+    if (b.operation || (b.branch === 'main' && scheduleFor(c.e, b.database))) continue;
+    const ref = refOf(b);
+    await item(c, 'wal', refName(b), async () => {
+      const r = await walCleanup(c.e, ref, maxAge / 864e5, c.dryRun, { nowMs: c.now.getTime() });
+      if (r.removed.length) c.report.wal.push({ branch: r.branch, removed: r.removed.length, removedBytes: r.removedBytes, keptFrom: null });
+    });
+  }
 }

@@ -391,6 +391,53 @@ describe('housekeeping', { concurrency: 4 }, () => {
 
   // ---------------------------------------------------------------------------------------- daemon
 
+  describe('WAL age: every branch, except what kept snapshots need', { concurrency: 1 }, () => {
+    const path = ownStateConfig('walage', 9, (raw) => {
+      raw.housekeeping = { walMaxAge: '1d' };
+    });
+    const c = on(path);
+    const db = uniqueDb('hw');
+    after(async () => {
+      await c.run(['db', 'delete', db, '--force']);
+    });
+    const segs = (id: string) => readdirSync(join(dirname(path), 'wal', id)).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+    /** Two archived segments of new WAL on a branch. */
+    const churn = async (b: BranchView, id: string) => {
+      const before = segs(id).length;
+      await query(b, 'CREATE TABLE IF NOT EXISTS w (n int)');
+      for (let i = 0; i < 2; i++) await query(b, 'INSERT INTO w VALUES (1); SELECT pg_switch_wal()');
+      for (let i = 0; segs(id).length < before + 2; i++) {
+        if (i > 300) assert.fail(`WAL of ${b.name} was not archived: ${segs(id).join(' ')}`);
+        await sleep(100);
+      }
+    };
+
+    it('removes archived WAL older than walMaxAge, keeping what a kept snapshot needs', async () => {
+      const main = await c.json(['db', 'create', db]);
+      const dev = await create(c, [`${db}/dev`, '--fast']);
+      const mainId = c.state().branches[`${db}/main`]!.id;
+      await churn(main, mainId);
+      await churn(dev, dev.id);
+      const snap = await c.json<SnapshotView>(['snapshot', 'create', `${db}/dev`]);
+      await churn(dev, dev.id);
+      const first = c.state().snapshots[snap.id]!.backup!.firstSegment;
+      const devBefore = segs(dev.id);
+      assert.ok(devBefore.some((f) => f < first), `WAL before the snapshot: ${devBefore.join(' ')}`);
+
+      const soon = await c.housekeep('--now', iso(Date.now() + HOUR));
+      assert.deepEqual(soon.wal, [], 'nothing is a day old yet');
+
+      const r = await c.housekeep('--now', iso(Date.now() + 2 * 24 * HOUR));
+      assert.deepEqual(r.errors, []);
+      const by = new Map(r.wal.map((w) => [w.branch, w]));
+      assert.ok((by.get(`${db}/main`)?.removed ?? 0) > 0, JSON.stringify(r.wal));
+      assert.deepEqual(segs(mainId), [], "main's WAL is all older than a day and no snapshot needs it");
+      const devAfter = segs(dev.id);
+      assert.equal(by.get(`${db}/dev`)?.removed, devBefore.length - devAfter.length);
+      assert.ok(devAfter.length > 0 && devAfter.every((f) => f >= first), `dev keeps what its snapshot needs: ${devAfter.join(' ')}`);
+    });
+  });
+
   describe('the daemon runs housekeeping passes', { concurrency: 1 }, () => {
     const path = ownStateConfig('daemon', 8, (raw) => {
       raw.housekeeping = { interval: '1s' };
