@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CrashLab } from './crash-lab.js';
-import { leftovers, queryOne } from './helpers.js';
+import { leftovers, query, queryOne } from './helpers.js';
 
 /**
  * Issue 7, crash tests: a branch create or delete killed (SIGKILL, as a power loss would) right
@@ -51,6 +51,25 @@ describe('crash tests: branch create and delete killed after every step', () => 
       // and the name can be used again, and deleted cleanly
       await lab.ok(['branch', 'create', `${lab.db}/victim`, '--fast']);
       await lab.ok(['branch', 'delete', `${lab.db}/victim`]);
+    });
+  }
+
+  // Not in the issue's list, but a rename moves a dataset: killed half-way it is undone.
+  for (const step of ['remove container', 'zfs rename']) {
+    it(`rename killed after '${step}' is undone`, async () => {
+      const mv = await lab.json(['branch', 'create', `${lab.db}/mv`, '--fast']);
+      await query(mv, 'CREATE TABLE moved AS SELECT 42 AS answer');
+      await lab.kill(['branch', 'rename', `${lab.db}/mv`, `${lab.db}/mv2`], 'branch rename', step);
+      await lab.reconcile();
+      const back = await lab.branch('mv');
+      assert.equal(back.status, 'running');
+      assert.equal(back.connection.uri, mv.connection.uri);
+      assert.equal((await queryOne<{ answer: number }>(back, 'SELECT answer FROM moved')).answer, 42);
+      assert.equal(lab.state().branches[`${lab.db}/mv2`], undefined);
+      await lab.assertConsistent();
+      await lab.ok(['branch', 'rename', `${lab.db}/mv`, `${lab.db}/mv2`]);
+      assert.equal((await queryOne<{ answer: number }>(await lab.branch('mv2'), 'SELECT answer FROM moved')).answer, 42);
+      await lab.ok(['branch', 'delete', `${lab.db}/mv2`]);
     });
   }
 
