@@ -11,9 +11,8 @@ import { serve, type RunningServer } from '../api/serve.js';
 import type { Config } from '../config.js';
 import { DockerDriver } from '../drivers/docker.js';
 import { Engine } from '../engine/engine.js';
-import type { Logger } from '../log.js';
 import { State } from '../state/schema.js';
-import { cli, config, leftovers, query, sh, uniqueDb } from './helpers.js';
+import { cli, config, leftovers, query, recorder, sh, uniqueDb } from './helpers.js';
 
 /**
  * The HTTP API over real HTTP, against the real engine, ZFS, Docker and PostgreSQL. The server runs
@@ -26,18 +25,6 @@ const WRONG = `tok-${randomBytes(16).toString('hex')}`;
 const db = uniqueDb('ap');
 const BAD_NAMES = ['../x', 'a;rm -rf', '$(id)'];
 
-interface Line {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-/** A logger that keeps every line, to check who is logged and that no secret is. */
-function recorder(): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, ...fields });
-  return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
-}
 
 const log = recorder();
 

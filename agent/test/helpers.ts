@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import YAML from 'yaml';
 import pg from 'pg';
 import type { BranchView } from '../engine/view.js';
+import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../config.js';
 
 /** Tests run the real CLI against the real stack configured by scripts/test.sh (BPG_CONFIG). */
@@ -103,4 +104,17 @@ export function ownStateConfig(name: string, slot: number, change: (raw: Record<
   const path = join(raw.stateDir, 'config.yaml');
   writeFileSync(path, YAML.stringify(raw), { mode: 0o600 });
   return path;
+}
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+/** A logger that keeps every line, to check who is logged and that no secret is. */
+export function recorder(): Logger & { lines: LogLine[] } {
+  const lines: LogLine[] = [];
+  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, ...fields });
+  return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
 }

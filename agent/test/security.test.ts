@@ -9,8 +9,7 @@ import { BpgApiError, BpgClient } from '../api/client.js';
 import * as S from '../api/schemas.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
-import type { Logger } from '../log.js';
-import { cli, leftovers, ownStateConfig, sh, uniqueDb, type CliResult } from './helpers.js';
+import { cli, leftovers, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
 
 /**
@@ -51,17 +50,6 @@ const HOSTILE = [
   'x'.repeat(5000),
 ];
 
-interface Line {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-function recorder(): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, ...fields });
-  return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
-}
 
 const daemonLog = recorder();
 /** Every CLI run's stderr, to look for passwords in. */
