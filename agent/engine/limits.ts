@@ -52,6 +52,8 @@ export function checkResources(cfg: Config, r: { memory?: number; cpus?: number 
     if (!Number.isSafeInteger(r.memory) || r.memory < MIN_BRANCH_MEMORY) throw invalid(`memory must be at least ${fmt(MIN_BRANCH_MEMORY)} (e.g. 256m, 1g)`);
     const max = cfg.limits.maxMemory;
     if (max !== null && r.memory > max) throw conflict(`memory ${fmt(r.memory)} is above the limit limits.maxMemory (${fmt(max)})`);
+    // A limit above the host's memory limits nothing: it is almost always a typo (100g for 100m).
+    if (r.memory > os.totalmem()) throw conflict(`memory ${fmt(r.memory)} is more than this host's ${fmt(os.totalmem())}`);
   }
   if (r.cpus !== undefined) {
     if (!Number.isFinite(r.cpus) || r.cpus < 0.01) throw invalid('cpus must be a number of CPUs, at least 0.01 (e.g. 0.5, 2)');

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { totalmem } from 'node:os';
+import { checkResources } from '../engine/limits.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -125,6 +127,12 @@ describe('limits, /metrics and status', () => {
     assert.equal(db.status, 201, db.text);
     const bMain = (db.json.branches as BranchView[])[0]!;
     assert.deepEqual([inspect(bMain.container).Memory, inspect(bMain.container).NanoCpus], [cfg.postgres.memory, cfg.postgres.cpus * 1e9]);
+  });
+
+  it("without limits.maxMemory, memory above the host's is still refused (a typo, not a limit)", async () => {
+    const open = { ...cfg, limits: { ...cfg.limits, maxMemory: null } };
+    assert.throws(() => checkResources(open, { memory: totalmem() + 1024 ** 3 }), /memory .* is more than this host's/);
+    checkResources(open, { memory: 256 * 1024 ** 2 });
   });
 
   it('memory and CPUs above limits.maxMemory / limits.maxCpus are refused, naming the limit, and make nothing', async () => {
