@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -12,7 +11,7 @@ import { BpgApiError, BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { silentLogger } from '../../agent/log.js';
-import { config, query, sh, uniqueDb } from '../../agent/test/helpers.js';
+import { config, freePort, query, sh, uniqueDb } from '../../agent/test/helpers.js';
 import { marker } from '../src/report.js';
 import { ACTIONS_BOT, FakeGitHub, type User } from './fake-github.js';
 import { selfSignedCert } from '../../agent/test/tls-helpers.js';
@@ -162,16 +161,6 @@ async function hasTable(b: BranchView, table: string): Promise<boolean> {
   return rows[0]?.t != null;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 let srv: RunningServer;
 let client: BpgClient;

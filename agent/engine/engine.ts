@@ -163,20 +163,6 @@ export class Engine {
     return this.view(state, b, await this.liveInfo());
   }
 
-  async poolStatus(): Promise<{ pool: string; sizeBytes: number; freeBytes: number; allocatedBytes: number } | null> {
-    try {
-      const { run } = await import('../drivers/exec.js');
-      const out = await run('zpool', ['list', '-H', '-o', 'size,free,alloc', this.cfg.zfs.pool]);
-      const used = await this.zfs.get(this.cfg.zfs.pool, ['used', 'available']);
-      const [size] = out.trim().split('\t');
-      const usedB = Number(used.used);
-      const availB = Number(used.available);
-      return { pool: this.cfg.zfs.pool, sizeBytes: Number.isFinite(usedB + availB) ? usedB + availB : Number(size), freeBytes: availB, allocatedBytes: usedB };
-    } catch {
-      return null;
-    }
-  }
-
   /** The view of a branch this process just started: no Docker listing needed, one `zfs get`. */
   /** @internal */
   async freshView(ref: BranchRef): Promise<BranchView> {

@@ -12,7 +12,7 @@ import type { Config } from '../config.js';
 import { DockerDriver } from '../drivers/docker.js';
 import { Engine } from '../engine/engine.js';
 import { State } from '../state/schema.js';
-import { cli, config, leftovers, query, recorder, sh, uniqueDb } from './helpers.js';
+import { cli, config, freePort, leftovers, query, recorder, sh, uniqueDb } from './helpers.js';
 
 /**
  * The HTTP API over real HTTP, against the real engine, ZFS, Docker and PostgreSQL. The server runs
@@ -68,16 +68,6 @@ function assertError(r: Reply, status: number, code: string, message?: RegExp): 
 const enc = encodeURIComponent;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function readState(cfg: Config): State {
   return State.parse(JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')));

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -112,9 +113,24 @@ export interface LogLine {
   [k: string]: unknown;
 }
 
-/** A logger that keeps every line, to check who is logged and that no secret is. */
-export function recorder(): Logger & { lines: LogLine[] } {
+/** A logger that keeps every line, to check what was done and that no secret is logged (BPG_TEST_VERBOSE echoes them). */
+export function recorder(echo = !!process.env.BPG_TEST_VERBOSE): Logger & { lines: LogLine[] } {
   const lines: LogLine[] = [];
-  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => void lines.push({ level, msg, ...fields });
+  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => {
+    lines.push({ level, msg, ...fields });
+    if (echo) process.stderr.write(JSON.stringify({ level, msg, ...fields }) + '\n');
+  };
   return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
+}
+
+/** A TCP port nothing listens on right now (for servers a test starts itself). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
 }

@@ -13,26 +13,12 @@ import { fileURLToPath } from 'node:url';
 import { BpgClient } from '../../agent/api/client.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { loadConfig } from '../../agent/config.js';
-import type { Logger } from '../../agent/log.js';
 import { parseWebhookConfig, type WebhookConfig } from '../src/config.js';
 
 export const BPG_WEBHOOK = fileURLToPath(new URL('../../../bin/bpg-webhook.js', import.meta.url));
 
-export interface Line {
-  level: string;
-  msg: string;
-  [k: string]: unknown;
-}
-
-/** A logger that keeps every line, to look at what was done and that no secret is logged. */
-export function recorder(echo = !!process.env.BPG_TEST_VERBOSE): Logger & { lines: Line[] } {
-  const lines: Line[] = [];
-  const rec = (level: string) => (msg: string, fields?: Record<string, unknown>) => {
-    lines.push({ level, msg, ...fields });
-    if (echo) process.stderr.write(JSON.stringify({ level, msg, ...fields }) + '\n');
-  };
-  return { lines, info: rec('info'), warn: rec('warn'), debug: rec('debug') };
-}
+import { recorder, type LogLine as Line } from '../../agent/test/helpers.js';
+export { recorder, type Line };
 
 const tempDirs: string[] = [];
 process.on('exit', () => {
