@@ -34,7 +34,7 @@ import { cpus, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
+import { GiB, MiB, fmtBytes, must, qi, run, stats, target, withPg } from './lib/bench.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const POOL = 'bpgbench';
@@ -47,8 +47,6 @@ const DATASET_BASE = 'bench';
 const IMAGE = 'betterpg/postgres:15-local';
 const PORT_RANGE = '37432-37531';
 const PG_BIN = '/usr/lib/postgresql/15/bin';
-const MiB = 1024 ** 2;
-const GiB = 1024 ** 3;
 const BYTES_PER_SCALE = 15 * MiB;
 const QUERY = 'SELECT count(*)::int AS n FROM pgbench_branches';
 const COPY_DB = 'bench_copy';
@@ -106,42 +104,9 @@ const clock = () => new Date().toISOString().slice(11, 19);
 const log = (msg) => process.stderr.write(`[bench ${clock()}] ${msg}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sec = (ms) => (ms / 1000).toFixed(ms < 10_000 ? 2 : 1);
-const fmtBytes = (b) =>
-  b == null ? 'n/a' : b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : b >= MiB ? `${(b / MiB).toFixed(b >= 100 * MiB ? 0 : 1)} MiB` : `${(b / 1024).toFixed(0)} KiB`;
 const dbName = (s) => `bench_${s.label.toLowerCase().replace(/[^a-z0-9]/g, '_')}`;
 
-function stats(xs) {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  const p50 = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-  return { n: s.length, p50: Math.round(p50), min: s[0], max: s[s.length - 1] };
-}
 
-/** Runs a command; resolves { code, stdout, stderr }. Never through a shell. */
-function run(cmd, args, { env, input, quiet = true } = {}) {
-  return new Promise((resolveP, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input == null ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => {
-      stderr += d;
-      if (!quiet) process.stderr.write(d);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolveP({ code, stdout, stderr }));
-    if (input != null) {
-      child.stdin.on('error', () => {}); // a command that exits without reading its input
-      child.stdin.end(input);
-    }
-  });
-}
-async function must(cmd, args, o) {
-  const r = await run(cmd, args, o);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
-  return r;
-}
 
 let BPG_JS = join(ROOT, 'bin', 'bpg.js');
 const bpgEnv = { BPG_CONFIG: CONFIG };
@@ -152,17 +117,6 @@ async function bpgJson(args) {
   return JSON.parse(r.stdout);
 }
 
-const target = (conn, database = conn.database) => ({ host: conn.host, port: conn.port, user: conn.user, password: conn.password, database });
-async function withPg(t, fn) {
-  const c = new pg.Client({ ...t, connectionTimeoutMillis: 30_000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
-const qi = (s) => `"${s.replace(/"/g, '""')}"`;
 /** Env for libpq tools: the password never appears on a command line. */
 const pgEnv = (t) => ({ PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGPASSWORD: t.password, PGDATABASE: t.database });
 /** One query on a fresh connection: what "answering a query" means for every method. */

@@ -41,15 +41,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
-import pg from 'pg';
+import { GiB, MiB, fmtBytes, must, qi, run, stats, target, withPg } from './lib/bench.mjs';
 import YAML from 'yaml';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BPG_JS = join(ROOT, 'bin', 'bpg.js');
 const CLIENT_JS = join(ROOT, 'build', 'agent', 'api', 'client.js');
 const LABEL_ROOT = 'io.betterpg.root';
-const MiB = 1024 ** 2;
-const GiB = 1024 ** 3;
 
 // ------------------------------------------------------------------ arguments
 
@@ -115,45 +113,12 @@ const clock = () => new Date().toISOString().slice(11, 19);
 const log = (msg) => process.stderr.write(`[load ${clock()}] ${msg}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sec = (ms) => (ms / 1000).toFixed(2);
-const fmtBytes = (b) =>
-  b == null ? 'n/a' : Math.abs(b) >= GiB ? `${(b / GiB).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`;
 const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
 const load1 = () => Number(loadavg()[0].toFixed(2));
 
-/** n, mean, p50 (median), p95 (nearest rank), min, max. */
-function stats(xs) {
-  if (!xs.length) return null;
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return {
-    n: s.length,
-    mean: Math.round(s.reduce((a, b) => a + b, 0) / s.length),
-    p50: Math.round(s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2),
-    p95: Math.round(s[Math.ceil(0.95 * s.length) - 1]),
-    min: Math.round(s[0]),
-    max: Math.round(s[s.length - 1]),
-  };
-}
 const msLine = (st) => (st ? `p50 ${sec(st.p50)} s, p95 ${sec(st.p95)} s (min ${sec(st.min)}, max ${sec(st.max)}, n=${st.n})` : 'n/a');
 const bytesLine = (st) => (st ? `mean ${fmtBytes(st.mean)}, p50 ${fmtBytes(st.p50)}, max ${fmtBytes(st.max)} (n=${st.n})` : 'n/a');
 
-/** Runs a command (argument array, never a shell); resolves { code, stdout, stderr }. */
-function run(cmd, args, { env } = {}) {
-  return new Promise((resolveP, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolveP({ code, stdout, stderr }));
-  });
-}
-async function must(cmd, args, o) {
-  const r = await run(cmd, args, o);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
-  return r;
-}
 
 /** Runs fn over items, at most `limit` at once, in order of the items; stops starting new ones when `stop()` says so. */
 async function mapLimit(items, limit, fn, stop = () => false) {
@@ -169,17 +134,6 @@ async function mapLimit(items, limit, fn, stop = () => false) {
   return out;
 }
 
-const target = (conn, database = conn.database) => ({ host: conn.host, port: conn.port, user: conn.user, password: conn.password, database });
-async function withPg(t, fn) {
-  const c = new pg.Client({ ...t, connectionTimeoutMillis: 30_000 });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end().catch(() => {});
-  }
-}
-const qi = (s) => `"${s.replace(/"/g, '""')}"`;
 const countRows = async (c) => (await c.query(`SELECT count(*)::int AS n FROM ${TABLE}`)).rows[0].n;
 /** What "answers" means, for a branch and for a copy alike: count, write one row, count again. */
 async function answer(t, tag) {
