@@ -217,15 +217,15 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
   for (let progress = true; progress && orphans.length; ) {
     progress = false;
     for (const z of [...orphans]) {
-      const users = clonedFrom(z.name).filter((u) => !orphans.some((o) => o !== z && (u.name === o.name || u.name.startsWith(`${o.name}/`))));
-      const pendingOrphanUsers = clonedFrom(z.name).filter((u) => orphans.some((o) => o !== z && (u.name === o.name || u.name.startsWith(`${o.name}/`))));
-      if (pendingOrphanUsers.length) continue;
+      const inOtherOrphan = (u: ZfsEntry) => orphans.some((o) => o !== z && (u.name === o.name || u.name.startsWith(`${o.name}/`)));
+      const clones = clonedFrom(z.name);
+      if (clones.some(inOtherOrphan)) continue; // those go first; what remains belongs to known branches
       orphans.splice(orphans.indexOf(z), 1);
       progress = true;
       const owner = z.id ? byId.get(z.id) : undefined;
       const detail = owner ? `a leftover copy of branch ${refName(owner)}'s data (its dataset is ${owner.dataset})` : 'belongs to no database or branch in the state';
-      if (users.length) {
-        await add({ kind: 'orphan-dataset', subject: z.name, detail: `${detail}; kept: ${users.map((u) => u.name).join(', ')} was cloned from it`, action: null });
+      if (clones.length) {
+        await add({ kind: 'orphan-dataset', subject: z.name, detail: `${detail}; kept: ${clones.map((u) => u.name).join(', ')} was cloned from it`, action: null });
         continue;
       }
       await add({ kind: 'orphan-dataset', subject: z.name, detail, action: 'destroy it (with its snapshots)' }, async () => {
