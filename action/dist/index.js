@@ -47337,6 +47337,16 @@ function firstIssue(err) {
 const COMMANDS = ['create', 'delete', 'reset'];
 const SHOW = ['auto', 'true', 'false'];
 const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
+/**
+ * pull_request_target runs in the base repository's context: its secrets (agent_token among them)
+ * and a GITHUB_TOKEN that can write. `migrate` is the pull request's code (its migrations, its
+ * package.json scripts) as soon as the workflow checks out the head, so running it there hands
+ * those to whoever opened the pull request, from any fork. Only the workflow's author can say
+ * that this workflow's `migrate` runs trusted code only: allow_pull_request_target.
+ */
+const REFUSE_TARGET = 'refusing to run migrate on pull_request_target: that event runs with the base repository\'s secrets and a write token, ' +
+    "so running the pull request's code there hands them (agent_token, github_token) to the pull request's author; " +
+    'use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request\'s checkout)';
 /** YAML 1.2 core schema booleans, as core.getBooleanInput reads them. */
 function bool(name, value, fallback) {
     if (value === '')
@@ -47397,6 +47407,9 @@ function getInputs(read, event) {
     if (branch === parent)
         throw new ActionError(`input branch and parent are both '${branch}'`);
     const migrate = read('migrate').trim();
+    const allowPullRequestTarget = bool('allow_pull_request_target', read('allow_pull_request_target').trim(), false);
+    if (migrate !== '' && command !== 'delete' && event.name === 'pull_request_target' && !allowPullRequestTarget)
+        throw new ActionError(REFUSE_TARGET);
     const githubToken = read('github_token').trim();
     const comment = bool('comment', read('comment').trim(), true);
     if (comment && githubToken === '' && event.pullRequest !== null)
@@ -47411,6 +47424,7 @@ function getInputs(read, event) {
         command,
         fast: bool('fast', read('fast').trim(), false),
         migrate: migrate === '' ? null : migrate,
+        allowPullRequestTarget,
         workingDirectory: read('working_directory').trim() || '.',
         comment,
         githubToken,
@@ -47421,6 +47435,8 @@ function getInputs(read, event) {
     };
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
 // EXTERNAL MODULE: external "node:tls"
 var external_node_tls_ = __nccwpck_require__(1692);
 ;// CONCATENATED MODULE: ./agent/api/trust.ts
@@ -47875,7 +47891,121 @@ async function upsertComment(octokit, pr, database, body, o) {
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:readline"
 const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
+;// CONCATENATED MODULE: ./action/src/secrets.ts
+/**
+ * What the migration must not get and what nothing we publish may contain. `migrate` runs code
+ * from the pull request, so it gets the runner's environment without the secrets the action holds,
+ * and every line it prints is scrubbed of them before it reaches the log, the comment or the summary.
+ */
+
+/**
+ * Variables that carry the runner's own credentials (their values are secrets too, and scrubbed):
+ * the cache/artifact service token, the OIDC token request, and the usual names a workflow gives
+ * the GitHub token in `env:` (the `gh` CLI reads GH_TOKEN).
+ */
+const RUNNER_SECRET_VARS = ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_ID_TOKEN_REQUEST_TOKEN', 'GITHUB_TOKEN', 'GH_TOKEN'];
+/**
+ * The action's own file commands: what `migrate` wrote there would become this step's outputs,
+ * job summary, state, or the environment and PATH of every later step. It is not a step of its own.
+ */
+const FILE_COMMANDS = ['GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_PATH', 'GITHUB_STATE', 'GITHUB_STEP_SUMMARY'];
+/**
+ * The secrets the action holds: the agent and GitHub tokens (from its inputs) and the runner's
+ * credentials found in its environment. The branch password is added once it is known.
+ */
+function heldSecrets(tokens, env) {
+    const fromEnv = RUNNER_SECRET_VARS.map((k) => env[k]).filter((v) => !!v);
+    return [...new Set([...tokens, ...fromEnv].filter((v) => v !== ''))];
+}
+/**
+ * Every form in which a secret may show up in output: as is, URL-encoded (in a connection string
+ * or a query), and base64 as actions/checkout writes the token into .git/config
+ * (`AUTHORIZATION: basic base64(x-access-token:<token>)`) and as a bare base64 of the value.
+ */
+function secretForms(secrets) {
+    // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
+    const forms = secrets
+        .filter((s) => s.length >= 6)
+        .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
+    return [...new Set(forms)];
+}
+/** Replaces every given secret (longest first, each in all its forms) with `***`. */
+function scrubber(secrets) {
+    const list = secretForms(secrets).sort((a, b) => b.length - a.length);
+    return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
+}
+/**
+ * The environment for `migrate`: the runner's, without every INPUT_* variable (the tokens are
+ * inputs), every ACTIONS_* variable (the runner's service handles: the runtime token, OIDC,
+ * cache and results URLs), GITHUB_TOKEN and GH_TOKEN, the action's file commands, and any other
+ * variable whose value contains one of the secrets (a token the workflow also put in `env:` under
+ * a name of its own).
+ */
+function migrationEnv(env, secrets) {
+    const forms = secretForms(secrets);
+    const out = {};
+    const removed = new Map();
+    for (const [k, v] of Object.entries(env)) {
+        if (v === undefined)
+            continue;
+        const upper = k.toUpperCase();
+        let why = null;
+        if (upper.startsWith('INPUT_'))
+            why = 'input';
+        else if (upper.startsWith('ACTIONS_') || RUNNER_SECRET_VARS.includes(upper))
+            why = 'runner';
+        else if (FILE_COMMANDS.includes(upper))
+            why = 'file-command';
+        else if (forms.some((f) => v.includes(f)))
+            why = 'holds-secret';
+        if (why)
+            removed.set(k, why);
+        else
+            out[k] = v;
+    }
+    return { env: out, removed };
+}
+/** One log line naming what `migrate` runs without (names only: the values are secrets). */
+function describeRemoved(removed) {
+    const inputs = [...removed].filter(([, why]) => why === 'input').length;
+    const others = [...removed].filter(([, why]) => why !== 'input').map(([k]) => k).sort();
+    const parts = [inputs ? `${inputs} INPUT_* variable${inputs === 1 ? '' : 's'}` : '', ...others].filter(Boolean);
+    return parts.length ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment` : 'migrate runs with the runner\'s environment (no secrets found in it)';
+}
+/**
+ * Scrubs a file the runner reads after the step (the job summary) in place: `migrate` gets no
+ * path to it, but code that goes looking (its parent's /proc/<pid>/environ) can still find and
+ * append to it. Opened without following links (a planted link must not make us rewrite another
+ * file) and only when it is a regular file. Returns whether anything was replaced.
+ */
+function scrubFile(path, scrub) {
+    if (!path)
+        return false;
+    let fd;
+    try {
+        fd = (0,external_node_fs_namespaceObject.openSync)(path, external_node_fs_namespaceObject.constants.O_RDWR | external_node_fs_namespaceObject.constants.O_NOFOLLOW);
+    }
+    catch {
+        return false; // gone or a link: nothing of ours to clean
+    }
+    try {
+        if (!(0,external_node_fs_namespaceObject.fstatSync)(fd).isFile())
+            return false;
+        const text = (0,external_node_fs_namespaceObject.readFileSync)(fd, 'utf8');
+        const clean = scrub(text);
+        if (clean === text)
+            return false;
+        (0,external_node_fs_namespaceObject.ftruncateSync)(fd, 0);
+        (0,external_node_fs_namespaceObject.writeSync)(fd, clean, 0, 'utf8');
+        return true;
+    }
+    finally {
+        (0,external_node_fs_namespaceObject.closeSync)(fd);
+    }
+}
+
 ;// CONCATENATED MODULE: ./action/src/migrate.ts
+
 
 
 
@@ -47887,15 +48017,17 @@ const TAIL_LINES = 30;
  * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
  * at the branch. The command is the user's own script, handed to bash as one argument.
  *
- * Output is streamed to `print` line by line as it comes, with the password replaced: the runner
- * masks registered secrets too, but the comment and a local run must not depend on that.
+ * The command is the pull request's code: it runs in `env` (the runner's environment without the
+ * action's secrets, see secrets.ts), and its output is streamed to `print` line by line as it
+ * comes, with the password and every one of `secrets` replaced: the runner masks registered
+ * secrets in its log, but the comment and the summary are not masked by anyone.
  */
-async function runMigration(command, cwd, target, print) {
+async function runMigration(command, cwd, target, print, o) {
     const t0 = performance.now();
     const dir = (0,external_node_path_namespaceObject.resolve)(cwd);
     const tail = [];
     let lines = 0;
-    const scrub = scrubber([target.password, encodeURIComponent(target.password)]);
+    const scrub = scrubber([target.password, ...o.secrets]);
     const keep = (line) => {
         const clean = scrub(line);
         print(clean);
@@ -47920,7 +48052,7 @@ async function runMigration(command, cwd, target, print) {
         cwd: dir,
         stdio: ['ignore', 'pipe', 'pipe'],
         env: {
-            ...process.env,
+            ...o.env,
             DATABASE_URL: target.uri,
             PGHOST: target.host,
             PGPORT: String(target.port),
@@ -47949,11 +48081,6 @@ async function runMigration(command, cwd, target, print) {
     await Promise.all(done);
     return { ok: exitCode === 0, exitCode, ms: ms(), tail, lines };
 }
-/** Replaces every given secret (longest first) with `***`. */
-function scrubber(secrets) {
-    const list = [...new Set(secrets.filter((s) => s.length >= 4))].sort((a, b) => b.length - a.length);
-    return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
-}
 
 ;// CONCATENATED MODULE: ./action/src/run.ts
 /**
@@ -47967,23 +48094,24 @@ function scrubber(secrets) {
 
 
 
+
+
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
-async function run(s, gh) {
+/** `secrets`: what the action holds (heldSecrets), already registered with the runner. */
+async function run(s, gh, secrets) {
     const client = agentClient(s.agentUrl, s.agentToken, s.agentCa);
     if (s.command === 'delete')
         await deleteBranch(s, gh, client);
     else
-        await readyBranch(s, gh, client);
+        await readyBranch(s, gh, client, secrets);
 }
 /** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
 function protect(b) {
-    core_setSecret(b.connection.password);
-    const encoded = encodeURIComponent(b.connection.password);
-    if (encoded !== b.connection.password)
-        core_setSecret(encoded);
+    for (const form of secretForms([b.connection.password]))
+        core_setSecret(form);
 }
-async function readyBranch(s, gh, client) {
+async function readyBranch(s, gh, client, secrets) {
     const ref = `${s.database}/${s.branch}`;
     const fail = (what) => (e) => {
         throw explain(e, s.agentUrl, what);
@@ -48024,17 +48152,37 @@ async function readyBranch(s, gh, client) {
     else
         info(`Reusing ${ref}, created ${branch.createdAt}`);
     info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
-    setOutputs(branch, s.branch, created);
+    const scrub = scrubber([c.password, ...secrets]);
     let migration = null;
     if (s.migrate !== null) {
         const command = s.migrate;
-        migration = await group(`Migration: ${command.split('\n')[0]}`, () => runMigration(command, s.workingDirectory, c, (line) => info(line)));
+        const env = migrationEnv(process.env, secrets);
+        info(describeRemoved(env.removed));
+        migration = await group(`Migration: ${scrub(command.split('\n')[0])}`, async () => {
+            // Its output is the pull request's text: the runner must not take a `::` line of it for a
+            // workflow command (a forged error, a mask, an output). The token is not known to it.
+            const resume = (0,external_node_crypto_.randomBytes)(16).toString('hex');
+            info(`::stop-commands::${resume}`);
+            try {
+                return await runMigration(command, s.workingDirectory, c, (line) => info(line), { env: env.env, secrets });
+            }
+            finally {
+                info(`::${resume}::`);
+            }
+        });
         if (migration.ok)
             info(`Migration succeeded in ${seconds(migration.ms)}`);
     }
+    // After the migration: the runner keeps the last value written for an output, so ours win over
+    // anything the migration may have appended to GITHUB_OUTPUT behind our back.
+    setOutputs(branch, s.branch, created);
     const report = { kind: 'ready', command: s.command === 'reset' ? 'reset' : 'create', database: s.database, branch, created, reset, ms, migration };
     let publishError = null;
     await publish(s, gh, report).catch((e) => (publishError = e));
+    // The migration gets no path to the job summary, but code that goes looking can find it.
+    if (migration && scrubFile(process.env.GITHUB_STEP_SUMMARY, scrub)) {
+        warning('the job summary held a secret that the migration wrote into it behind the action\'s back: replaced by ***');
+    }
     if (migration && !migration.ok) {
         if (publishError)
             warning(publishMessage(publishError));
@@ -48130,18 +48278,20 @@ async function publish(s, gh, report) {
 
 
 
+
 async function main() {
     const settings = getInputs((name) => getInput(name), eventInfo(github_context));
-    // Before anything can print them (the runner masks `secrets.*` already; a literal would not be).
-    core_setSecret(settings.agentToken);
-    if (settings.githubToken)
-        core_setSecret(settings.githubToken);
+    // Before anything can print them (the runner masks `secrets.*` already; a literal would not be),
+    // in every form they may be printed in.
+    const secrets = heldSecrets([settings.agentToken, settings.githubToken], process.env);
+    for (const form of secretForms(secrets))
+        core_setSecret(form);
     const commenting = settings.comment && settings.pullRequest !== null;
     const { serverUrl, runId } = github_context;
     await run(settings, {
         octokit: commenting ? getOctokit(settings.githubToken) : null,
         runUrl: Number.isFinite(runId) ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}` : undefined,
-    });
+    }, secrets);
 }
 main().catch((e) => {
     if (!(e instanceof ActionError) && e instanceof Error && e.stack)

@@ -41,6 +41,8 @@ export interface Settings {
   fast: boolean;
   /** Shell command run with DATABASE_URL and PG* set to the branch; null for none. */
   migrate: string | null;
+  /** The workflow's author accepts running `migrate` on pull_request_target (see refuseTarget). */
+  allowPullRequestTarget: boolean;
   /** Where `migrate` runs (relative to the workspace). */
   workingDirectory: string;
   /** Keep one comment on the pull request up to date. */
@@ -61,6 +63,18 @@ export type InputReader = (name: string) => string;
 const COMMANDS: readonly Command[] = ['create', 'delete', 'reset'];
 const SHOW: readonly ShowPassword[] = ['auto', 'true', 'false'];
 const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
+
+/**
+ * pull_request_target runs in the base repository's context: its secrets (agent_token among them)
+ * and a GITHUB_TOKEN that can write. `migrate` is the pull request's code (its migrations, its
+ * package.json scripts) as soon as the workflow checks out the head, so running it there hands
+ * those to whoever opened the pull request, from any fork. Only the workflow's author can say
+ * that this workflow's `migrate` runs trusted code only: allow_pull_request_target.
+ */
+const REFUSE_TARGET =
+  'refusing to run migrate on pull_request_target: that event runs with the base repository\'s secrets and a write token, ' +
+  "so running the pull request's code there hands them (agent_token, github_token) to the pull request's author; " +
+  'use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request\'s checkout)';
 
 /** YAML 1.2 core schema booleans, as core.getBooleanInput reads them. */
 function bool(name: string, value: string, fallback: boolean): boolean {
@@ -117,6 +131,8 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
   if (branch === parent) throw new ActionError(`input branch and parent are both '${branch}'`);
 
   const migrate = read('migrate').trim();
+  const allowPullRequestTarget = bool('allow_pull_request_target', read('allow_pull_request_target').trim(), false);
+  if (migrate !== '' && command !== 'delete' && event.name === 'pull_request_target' && !allowPullRequestTarget) throw new ActionError(REFUSE_TARGET);
   const githubToken = read('github_token').trim();
   const comment = bool('comment', read('comment').trim(), true);
   if (comment && githubToken === '' && event.pullRequest !== null) throw new ActionError('input github_token is empty: pass one, or set comment: false');
@@ -131,6 +147,7 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
     command,
     fast: bool('fast', read('fast').trim(), false),
     migrate: migrate === '' ? null : migrate,
+    allowPullRequestTarget,
     workingDirectory: read('working_directory').trim() || '.',
     comment,
     githubToken,

@@ -5,18 +5,20 @@ import { ActionError } from './errors.js';
 import { eventInfo } from './event.js';
 import { getInputs } from './inputs.js';
 import { run } from './run.js';
+import { heldSecrets, secretForms } from './secrets.js';
 
 async function main(): Promise<void> {
   const settings = getInputs((name) => core.getInput(name), eventInfo(github.context));
-  // Before anything can print them (the runner masks `secrets.*` already; a literal would not be).
-  core.setSecret(settings.agentToken);
-  if (settings.githubToken) core.setSecret(settings.githubToken);
+  // Before anything can print them (the runner masks `secrets.*` already; a literal would not be),
+  // in every form they may be printed in.
+  const secrets = heldSecrets([settings.agentToken, settings.githubToken], process.env);
+  for (const form of secretForms(secrets)) core.setSecret(form);
   const commenting = settings.comment && settings.pullRequest !== null;
   const { serverUrl, runId } = github.context;
   await run(settings, {
     octokit: commenting ? github.getOctokit(settings.githubToken) : null,
     runUrl: Number.isFinite(runId) ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}` : undefined,
-  });
+  }, secrets);
 }
 
 main().catch((e: unknown) => {

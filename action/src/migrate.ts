@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type { BranchView } from '../../agent/api/schemas.js';
+import { scrubber } from './secrets.js';
 
 /** Where a migration runs: a branch's connection, as the agent returns it. */
 export type MigrationTarget = BranchView['connection'];
@@ -13,7 +14,7 @@ export interface MigrationResult {
   /** The shell's exit code; null when it could not start or was killed by a signal. */
   exitCode: number | null;
   ms: number;
-  /** The last lines of stdout and stderr together, the password replaced by `***`. */
+  /** The last lines of stdout and stderr together, every secret replaced by `***`. */
   tail: string[];
   /** How many lines it printed in all. */
   lines: number;
@@ -27,15 +28,23 @@ export const TAIL_LINES = 30;
  * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
  * at the branch. The command is the user's own script, handed to bash as one argument.
  *
- * Output is streamed to `print` line by line as it comes, with the password replaced: the runner
- * masks registered secrets too, but the comment and a local run must not depend on that.
+ * The command is the pull request's code: it runs in `env` (the runner's environment without the
+ * action's secrets, see secrets.ts), and its output is streamed to `print` line by line as it
+ * comes, with the password and every one of `secrets` replaced: the runner masks registered
+ * secrets in its log, but the comment and the summary are not masked by anyone.
  */
-export async function runMigration(command: string, cwd: string, target: MigrationTarget, print: (line: string) => void): Promise<MigrationResult> {
+export async function runMigration(
+  command: string,
+  cwd: string,
+  target: MigrationTarget,
+  print: (line: string) => void,
+  o: { env: Record<string, string>; secrets: string[] },
+): Promise<MigrationResult> {
   const t0 = performance.now();
   const dir = resolve(cwd);
   const tail: string[] = [];
   let lines = 0;
-  const scrub = scrubber([target.password, encodeURIComponent(target.password)]);
+  const scrub = scrubber([target.password, ...o.secrets]);
   const keep = (line: string) => {
     const clean = scrub(line);
     print(clean);
@@ -60,7 +69,7 @@ export async function runMigration(command: string, cwd: string, target: Migrati
     cwd: dir,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
-      ...process.env,
+      ...o.env,
       DATABASE_URL: target.uri,
       PGHOST: target.host,
       PGPORT: String(target.port),
@@ -90,10 +99,4 @@ export async function runMigration(command: string, cwd: string, target: Migrati
   });
   await Promise.all(done);
   return { ok: exitCode === 0, exitCode, ms: ms(), tail, lines };
-}
-
-/** Replaces every given secret (longest first) with `***`. */
-export function scrubber(secrets: string[]): (s: string) => string {
-  const list = [...new Set(secrets.filter((s) => s.length >= 4))].sort((a, b) => b.length - a.length);
-  return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
 }

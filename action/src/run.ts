@@ -2,6 +2,7 @@
  * What the action does, once the inputs are settled: get (or create, or reset) the branch, set
  * the outputs, run the migration, then tell the pull request and the job summary. Or delete.
  */
+import { randomBytes } from 'node:crypto';
 import * as core from '@actions/core';
 import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
@@ -11,6 +12,7 @@ import { ActionError } from './errors.js';
 import type { Settings } from './inputs.js';
 import { runMigration, type MigrationResult } from './migrate.js';
 import { render, seconds, type Report } from './report.js';
+import { describeRemoved, migrationEnv, scrubber, scrubFile, secretForms } from './secrets.js';
 
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
@@ -21,20 +23,19 @@ export interface GitHubSide {
   runUrl?: string;
 }
 
-export async function run(s: Settings, gh: GitHubSide): Promise<void> {
+/** `secrets`: what the action holds (heldSecrets), already registered with the runner. */
+export async function run(s: Settings, gh: GitHubSide, secrets: string[]): Promise<void> {
   const client = agentClient(s.agentUrl, s.agentToken, s.agentCa);
   if (s.command === 'delete') await deleteBranch(s, gh, client);
-  else await readyBranch(s, gh, client);
+  else await readyBranch(s, gh, client, secrets);
 }
 
 /** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
 function protect(b: BranchView): void {
-  core.setSecret(b.connection.password);
-  const encoded = encodeURIComponent(b.connection.password);
-  if (encoded !== b.connection.password) core.setSecret(encoded);
+  for (const form of secretForms([b.connection.password])) core.setSecret(form);
 }
 
-async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient): Promise<void> {
+async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secrets: string[]): Promise<void> {
   const ref = `${s.database}/${s.branch}`;
   const fail = (what: string) => (e: unknown): never => {
     throw explain(e, s.agentUrl, what);
@@ -72,18 +73,37 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient): Prom
   else if (created) core.info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
   else core.info(`Reusing ${ref}, created ${branch.createdAt}`);
   core.info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
-  setOutputs(branch, s.branch, created);
 
+  const scrub = scrubber([c.password, ...secrets]);
   let migration: MigrationResult | null = null;
   if (s.migrate !== null) {
     const command = s.migrate;
-    migration = await core.group(`Migration: ${command.split('\n')[0]}`, () => runMigration(command, s.workingDirectory, c, (line) => core.info(line)));
+    const env = migrationEnv(process.env, secrets);
+    core.info(describeRemoved(env.removed));
+    migration = await core.group(`Migration: ${scrub(command.split('\n')[0]!)}`, async () => {
+      // Its output is the pull request's text: the runner must not take a `::` line of it for a
+      // workflow command (a forged error, a mask, an output). The token is not known to it.
+      const resume = randomBytes(16).toString('hex');
+      core.info(`::stop-commands::${resume}`);
+      try {
+        return await runMigration(command, s.workingDirectory, c, (line) => core.info(line), { env: env.env, secrets });
+      } finally {
+        core.info(`::${resume}::`);
+      }
+    });
     if (migration.ok) core.info(`Migration succeeded in ${seconds(migration.ms)}`);
   }
+  // After the migration: the runner keeps the last value written for an output, so ours win over
+  // anything the migration may have appended to GITHUB_OUTPUT behind our back.
+  setOutputs(branch, s.branch, created);
 
   const report: Report = { kind: 'ready', command: s.command === 'reset' ? 'reset' : 'create', database: s.database, branch, created, reset, ms, migration };
   let publishError: unknown = null;
   await publish(s, gh, report).catch((e) => (publishError = e));
+  // The migration gets no path to the job summary, but code that goes looking can find it.
+  if (migration && scrubFile(process.env.GITHUB_STEP_SUMMARY, scrub)) {
+    core.warning('the job summary held a secret that the migration wrote into it behind the action\'s back: replaced by ***');
+  }
 
   if (migration && !migration.ok) {
     if (publishError) core.warning(publishMessage(publishError));

@@ -30,6 +30,7 @@ describe('inputs', () => {
         command: 'create',
         fast: false,
         migrate: null,
+        allowPullRequestTarget: false,
         workingDirectory: '.',
         comment: true,
         githubToken: 'ghs_x',
@@ -73,6 +74,22 @@ describe('inputs', () => {
 
   it("a fork's pull request without the secret is explained", () => {
     fails({ agent_token: '' }, { ...pr('opened'), fromFork: true }, /pull requests from forks get no secrets/);
+  });
+
+  it("pull_request_target: migrate (the pull request's code) is refused unless allow_pull_request_target says so", () => {
+    const target = (action: string): EventInfo => ({ ...pr(action), name: 'pull_request_target', fromFork: true });
+    const why =
+      /^refusing to run migrate on pull_request_target: that event runs with the base repository's secrets and a write token, so running the pull request's code there hands them \(agent_token, github_token\) to the pull request's author; use the pull_request event, or set allow_pull_request_target: true/;
+    fails({ migrate: 'npm run migrate' }, target('opened'), why);
+    fails({ migrate: 'npm run migrate', command: 'reset' }, target('synchronize'), why);
+    fails({ migrate: 'npm run migrate', allow_pull_request_target: 'false' }, target('opened'), why);
+    fails({ migrate: 'x', allow_pull_request_target: 'yes' }, target('opened'), /^input allow_pull_request_target must be true or false, not 'yes'$/);
+    // Opted in: runs; nothing to run (no migrate, or a delete): nothing to refuse.
+    assert.equal(getInputs(reader({ ...base, migrate: 'npm run migrate', allow_pull_request_target: 'true' }), target('opened')).allowPullRequestTarget, true);
+    assert.equal(getInputs(reader(base), target('opened')).command, 'create');
+    assert.equal(getInputs(reader({ ...base, migrate: 'npm run migrate' }), target('closed')).command, 'delete');
+    // The pull_request event runs no secrets past a fork: migrate is the repository's own business there.
+    assert.equal(getInputs(reader({ ...base, migrate: 'npm run migrate' }), pr('opened')).migrate, 'npm run migrate');
   });
 
   it('workflow_dispatch with a branch: no pull request, no comment target', () => {
