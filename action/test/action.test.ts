@@ -1,11 +1,8 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createRequire } from 'node:module';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { BpgApiError, BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
@@ -14,6 +11,7 @@ import { silentLogger } from '../../agent/log.js';
 import { config, freePort, query, sh, uniqueDb } from '../../agent/test/helpers.js';
 import { marker } from '../src/report.js';
 import { ACTIONS_BOT, FakeGitHub, type User } from './fake-github.js';
+import { errorLines, payload as examplePayload, runBundle, type Payload, type Run } from './bundle.js';
 import { selfSignedCert } from '../../agent/test/tls-helpers.js';
 
 /**
@@ -24,7 +22,6 @@ import { selfSignedCert } from '../../agent/test/tls-helpers.js';
  * One branch is created for the whole file; the runs build on each other in order.
  */
 
-const BUNDLE = fileURLToPath(new URL('../../../action/dist/index.js', import.meta.url));
 const TOKEN = `tok-${randomBytes(16).toString('hex')}`;
 const GH_TOKEN = `ghs_${randomBytes(18).toString('hex')}`;
 const OWNER = 'octo-org';
@@ -42,86 +39,19 @@ const MIGRATE = [
   `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'create table if not exists preview_runs (n serial primary key)' -c 'insert into preview_runs default values'`,
 ].join('\n');
 
-type Payload = Record<string, any>;
-const examples = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('@octokit/webhooks-examples'), 'utf8')) as Array<{ name: string; examples: Payload[] }>;
-
 /** A real example payload of GitHub's docs, moved to our repository and pull request. */
 function payload(event: 'pull_request' | 'workflow_dispatch', action: string | null, o: { private?: boolean; fork?: boolean } = {}): Payload {
-  const found = examples.find((e) => e.name === event)?.examples.find((x) => action === null || x.action === action);
-  assert.ok(found, `no ${event} ${action} example in @octokit/webhooks-examples`);
-  const p = structuredClone(found);
-  const repo = { ...p.repository, name: REPO, full_name: FULL, private: o.private ?? false, owner: { ...p.repository.owner, login: OWNER } };
-  p.repository = repo;
-  if (event === 'pull_request') {
-    p.number = PR;
-    p.pull_request.number = PR;
-    p.pull_request.base.repo = repo;
-    p.pull_request.head.repo = o.fork ? { ...repo, full_name: `someone/${REPO}`, owner: { ...repo.owner, login: 'someone' } } : repo;
-  }
-  return p;
+  return examplePayload({ owner: OWNER, repo: REPO, pr: PR }, event, action, o);
 }
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-  outputs: Record<string, string>;
-  summary: string;
-  ms: number;
-}
-
-let runNo = 0;
 const timings: Array<[string, number]> = [];
 
 /** Runs the bundle once, as a workflow step would. */
 async function runAction(label: string, event: Payload, eventName: string, inputs: Record<string, string>): Promise<Run> {
-  const n = ++runNo;
-  const eventPath = join(work, `event-${n}.json`);
-  const outputPath = join(work, `output-${n}`);
-  const summaryPath = join(work, `summary-${n}.md`);
-  writeFileSync(eventPath, JSON.stringify(event));
-  writeFileSync(outputPath, '');
-  writeFileSync(summaryPath, '');
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/bin:/bin',
-    HOME: process.env.HOME ?? '/root',
-    GITHUB_ACTIONS: 'true',
-    GITHUB_EVENT_NAME: eventName,
-    GITHUB_EVENT_PATH: eventPath,
-    GITHUB_REPOSITORY: FULL,
-    GITHUB_OUTPUT: outputPath,
-    GITHUB_STEP_SUMMARY: summaryPath,
-    GITHUB_API_URL: gh.url,
-    GITHUB_SERVER_URL: 'https://github.com',
-    GITHUB_RUN_ID: String(9000 + n),
-    GITHUB_WORKSPACE: work,
-  };
   const defaults = { agent_url: srv.url, agent_token: TOKEN, database: db, github_token: GH_TOKEN };
-  // Names exactly as action.yml spells them, upper-cased, as the runner passes them.
-  for (const [k, v] of Object.entries({ ...defaults, ...inputs })) env[`INPUT_${k.toUpperCase()}`] = v;
-  const t0 = performance.now();
-  const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    const child = spawn(process.execPath, [BUNDLE], { cwd: work, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
-  });
-  const ms = Math.round(performance.now() - t0);
-  timings.push([label, ms]);
-  // To read what a run printed: BPG_ACTION_TEST_LOGS=/some/dir.
-  const keep = process.env.BPG_ACTION_TEST_LOGS;
-  if (keep) writeFileSync(join(keep, `${n}-${label.replace(/\W+/g, '-')}.log`), `${r.stdout}\n--- stderr\n${r.stderr}\n--- summary\n${readFileSync(summaryPath, 'utf8')}`);
-  return { ...r, outputs: parseOutputs(readFileSync(outputPath, 'utf8')), summary: readFileSync(summaryPath, 'utf8'), ms };
-}
-
-/** GITHUB_OUTPUT's `name<<delimiter` blocks, as core.setOutput writes them. */
-function parseOutputs(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const re = /^([^\n<]+)<<(\S+)\n([\s\S]*?)\n\2$/gm;
-  for (const m of text.matchAll(re)) out[m[1]!] = m[3]!;
-  return out;
+  const r = await runBundle({ label, work, eventName, event, inputs: { ...defaults, ...inputs }, env: { GITHUB_REPOSITORY: FULL, GITHUB_API_URL: gh.url } });
+  timings.push([label, r.ms]);
+  return r;
 }
 
 /** The password may only appear on the `::add-mask::` line, which the runner swallows. */
@@ -134,10 +64,6 @@ function assertNotLogged(r: Run, secret: string): void {
 
 function ourComments() {
   return gh.comments(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
-}
-
-function errorLines(r: Run): string[] {
-  return r.stdout.split('\n').filter((l) => l.startsWith('::error::'));
 }
 
 function datasetExists(name: string): boolean {
