@@ -126,6 +126,11 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
     backend = await backendOf(client);
     await stopper.open();
     const setup = Date.now() + limitMs;
+    // Should the receiver die mid-file, the backend notices its client gone within seconds, not
+    // after the file (PostgreSQL 14 and later; a file can turn it off, but then it is the time limit's).
+    await limited(setup, 'SET client_connection_check_interval = 2000').catch((e: unknown) => {
+      if (e instanceof OverTime) throw e;
+    });
     await limited(setup, `CREATE SCHEMA IF NOT EXISTS betterpg;
       CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
         name text PRIMARY KEY,

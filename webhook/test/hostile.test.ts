@@ -310,6 +310,40 @@ describe('a delivery that takes the receiver down', () => {
   });
 });
 
+describe('a file running when the receiver dies', () => {
+  let proc: ReceiverProcess | null = null;
+  after(() => {
+    if (proc && proc.child.exitCode === null) proc.child.kill('SIGKILL');
+  });
+
+  it('does not run on in the branch without its client', async () => {
+    const r = await receiverConfig({
+      githubUrl: gh.url,
+      githubToken: GH_TOKEN,
+      agentUrl: agent.server.url,
+      agentToken: agent.token,
+      repos: { [CRASH_REPO]: { database: db, branchName: 'orphan-{number}', fast: true, migrations: { path: 'db/migrations' } } },
+    });
+    const file = join(r.stateDir, 'webhook.yaml');
+    writeFileSync(file, YAML.stringify(r.raw), { mode: 0o600 });
+    const s = sha();
+    // An honest slow migration (it leaves the server's settings alone), well inside its 600 s.
+    gh.commit(CRASH_REPO, s, { 'db/migrations/001_slow.sql': 'SELECT pg_sleep(1e6);\n' });
+    proc = await spawnReceiver(file);
+    assert.equal((await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 53, s))).status, 202);
+    const b = await waitFor('the file running', async () => {
+      const b = await agent.client.getBranch(db, 'orphan-53').catch(() => undefined);
+      return b && (await sleepers(b).catch(() => 0)) > 0 ? b : undefined;
+    }, 120_000);
+    proc.child.kill('SIGKILL');
+    await proc.exited;
+    proc = null;
+    // The backend notices its client gone (client_connection_check_interval) and ends the file.
+    await waitFor('the backend gone', async () => (await sleepers(b)) === 0, 60_000);
+    assert.equal((await query<{ n: number }>(b, 'SELECT count(*)::int AS n FROM betterpg.migrations'))[0]!.n, 0);
+  });
+});
+
 describe('configuration', () => {
   it('two repositories that would share branches of one database stop the receiver at start with one line naming both', async () => {
     const dir = tempDir();
