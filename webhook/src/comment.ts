@@ -21,13 +21,13 @@ export interface MigrationSummary {
   alreadyApplied: string[];
   /** Already-applied files whose content has changed since (not run again). */
   changed: string[];
-  /** The file that failed; the files after it were not run. */
-  failed?: { name: string; output: string };
+  /** The file that failed; the files after it were not run. `timedOut`: the receiver stopped it at its time limit. */
+  failed?: { name: string; output: string; timedOut?: boolean };
   /** The folder does not exist at this commit. */
   missing?: boolean;
 }
 
-export type CommentState = 'ready' | 'migration-failed' | 'deleted' | 'error';
+export type CommentState = 'ready' | 'migration-failed' | 'refused' | 'deleted' | 'error';
 
 export interface CommentInput {
   state: CommentState;
@@ -49,7 +49,7 @@ export interface CommentInput {
   migrations?: MigrationSummary;
   /** Head commit the comment describes. */
   commit?: string;
-  /** For `error`: what failed, one or a few lines. */
+  /** For `error`: what failed, one or a few lines; for `refused`: which migration limit was passed. */
   error?: string;
 }
 
@@ -128,6 +128,14 @@ export function renderComment(i: CommentInput): string {
   const lines: string[] = [];
   if (i.state === 'deleted') {
     lines.push(`### 🐘 Preview database ${code(name)}: deleted`, '', `The pull request was closed: the branch ${code(i.branch)} of ${code(i.database)} was deleted; its data and connection details are no longer valid. Reopening the pull request makes a fresh one.`);
+  } else if (i.state === 'refused') {
+    lines.push(
+      `### 🐘 Preview database ${code(name)}: migrations refused`,
+      '',
+      fence(lastLines(i.error ?? 'over a limit')),
+      '',
+      'Nothing was applied: the branch was not created, or was left as it was. Keep the folder within the limits, or raise them in the receiver\'s config (`migrations.maxFiles`, `maxFileSize`, `maxTotalSize`).',
+    );
   } else if (i.state === 'error') {
     lines.push(`### 🐘 Preview database ${code(name)}: not ready`, '', fence(lastLines(i.error ?? 'unknown error')), '', 'Push a commit, or close and reopen the pull request, to try again.');
   } else {

@@ -7,7 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
 import { z } from 'zod';
+import { parseSize } from '../../agent/config.js';
 import { BranchPart, DatabaseName } from '../../agent/names.js';
+import { commonBranchName } from './branch-templates.js';
 
 export const DEFAULT_WEBHOOK_CONFIG = '/etc/betterpg/webhook.yaml';
 
@@ -34,6 +36,21 @@ const ShowPassword = z
   .transform((v) => (v === true || v === 'true' ? 'always' : v === false || v === 'false' ? 'never' : 'auto'));
 export type ShowPassword = z.output<typeof ShowPassword>;
 
+/** Bytes, or with a unit as the agent's config writes them: 512k, 1m, 16MiB. */
+const Size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
+  try {
+    const n = parseSize(v);
+    if (n > 0) return n;
+    ctx.addIssue({ code: 'custom', message: 'must be above 0' });
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+  }
+  return z.NEVER;
+});
+
+/** GitHub's contents API serves files up to 100 MB. */
+const MAX_SIZE = 100 * 1024 * 1024;
+
 const RepoName = z.string().regex(/^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/, "must be 'owner/name'");
 
 const RepoSettings = z
@@ -53,8 +70,17 @@ const RepoSettings = z
           .transform((p) => p.replace(/^\/+|\/+$/g, ''))
           .refine((p) => p !== '' && !p.split('/').some((s) => s === '..' || s === '.' || s === ''), 'must be a folder inside the repository, e.g. db/migrations')
           .optional(),
-        /** Per file; a file running longer fails (statement_timeout). */
+        /**
+         * Per file, measured by the receiver (not a server setting the file could change): a file still
+         * running then is stopped, its backend ended, and the file rolled back.
+         */
         timeoutSeconds: z.number().int().positive().max(86_400).default(600),
+        /** `.sql` files in the folder; with more, none is applied. */
+        maxFiles: z.number().int().min(1).max(1000).default(500),
+        /** Size of one file; a bigger one, and none is applied. */
+        maxFileSize: Size.refine((n) => n <= MAX_SIZE, 'must be at most 100m (GitHub serves no bigger file)').default(1024 * 1024),
+        /** All files together; more, and none is applied. */
+        maxTotalSize: Size.default(16 * 1024 * 1024),
       })
       .strict()
       .prefault({}),
@@ -102,7 +128,11 @@ export const WebhookConfigSchema = z
       .object({
         /** Pull requests worked on at once (one PR's deliveries always run one after another). */
         concurrency: z.number().int().min(1).max(64).default(4),
-        /** Tries per delivery for agent or GitHub failures, then the failure is reported on the PR. */
+        /**
+         * Tries per delivery, then the failure is reported on the PR. A try is counted on disk before it
+         * starts, so one the receiver did not survive (a crash, a kill) counts too: a delivery that
+         * brings the receiver down is given up after this many starts.
+         */
         attempts: z.number().int().min(1).max(100).default(8),
         /** First pause before a retry, doubled each time up to `maxBackoffSeconds`. */
         backoffSeconds: z.number().positive().default(2),
@@ -200,10 +230,21 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
   }
 
   const repos: Record<string, RepoSettings> = {};
+  const names: Record<string, string> = {};
   for (const [name, settings] of Object.entries(c.repos)) {
     const k = name.toLowerCase();
     if (repos[k]) fail(`repos: '${name}' is listed twice`);
+    // Two repositories whose pull requests could get one branch would reset and delete each other's.
+    for (const [otherKey, other] of Object.entries(repos)) {
+      if (other.database !== settings.database) continue;
+      const shared = commonBranchName(other.branchName, settings.branchName);
+      if (shared !== null) {
+        const how = other.branchName === settings.branchName ? `the same branchName '${settings.branchName}'` : `branchName '${other.branchName}' and '${settings.branchName}'`;
+        fail(`repos: '${names[otherKey]}' and '${name}' both use database '${settings.database}' with ${how}: both would make branch '${shared}'; give one of them another branchName`);
+      }
+    }
     repos[k] = settings;
+    names[k] = name;
   }
 
   return {

@@ -29,7 +29,8 @@ type Payload = EmitterWebhookEvent<'pull_request'>['payload'];
 const typed: (p: Payload) => z.input<typeof PullRequestDelivery> = (p) => p;
 void typed;
 
-export type Routed = { work: Omit<Job, 'seq'> } | { ignored: string };
+/** The work, without what the server adds: its place in the queue and the digest of the body. */
+export type Routed = { work: Omit<Job, 'seq' | 'digest'> } | { ignored: string };
 
 export function routeDelivery(cfg: WebhookConfig, id: string, event: string, payload: unknown, now = new Date()): Routed {
   if (event !== 'pull_request') return { ignored: `event ${event}` };
@@ -58,6 +59,7 @@ export function routeDelivery(cfg: WebhookConfig, id: string, event: string, pay
       attempts: 0,
       notBefore: 0,
       lastError: null,
+      startedAt: null,
     },
   };
 }

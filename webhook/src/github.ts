@@ -28,6 +28,8 @@ export interface DirEntry {
   name: string;
   path: string;
   type: string;
+  /** Bytes, for files (GitHub's listing says; 0 for folders). */
+  size?: number;
 }
 
 /** What the lifecycle needs from GitHub for one repository. */
@@ -117,7 +119,7 @@ export class GitHub {
           try {
             const { data } = await o.rest.repos.getContent({ ...ref, path, ref: reqRef });
             if (!Array.isArray(data)) return null; // a file where a folder was expected
-            return data.map((e) => ({ name: e.name, path: e.path, type: e.type }));
+            return data.map((e) => ({ name: e.name, path: e.path, type: e.type, ...(typeof e.size === 'number' ? { size: e.size } : {}) }));
           } catch (e) {
             if ((e as { status?: number }).status === 404) return null;
             throw e;

@@ -4,7 +4,8 @@
  * was cut short by a kill or a failure can simply run again from the top.
  *
  *   open (opened, reopened) and push (synchronize):
- *     status pending -> ensure branch [reset on push] -> migrations at the head commit -> comment -> status
+ *     status pending -> migration files at the head commit (over a limit: refused, reported, nothing
+ *     created) -> ensure branch [reset on push] -> apply them -> comment -> status
  *   close (closed): delete branch -> comment says deleted (only if there is one)
  */
 import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
@@ -14,7 +15,8 @@ import type { Logger } from '../../agent/log.js';
 import { renderComment, type CommentInput, type MigrationSummary } from './comment.js';
 import { branchNameFor, repoSettings, type RepoSettings, type WebhookConfig } from './config.js';
 import { isTransientGitHubError, type GitHub, type RepoApi } from './github.js';
-import { applyMigrations, fetchMigrations, MigrationConnectionError } from './migrations.js';
+import { fetchMigrations, type MigrationFile } from './migration-files.js';
+import { applyMigrations, MigrationConnectionError } from './migrations.js';
 import type { Job } from './store.js';
 import { upsertStickyComment } from './sticky.js';
 
@@ -60,6 +62,15 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   const { gh, settings } = t;
   await gh.setStatus(job.headSha, 'pending', `Preparing database branch ${t.name}…`);
 
+  // Read (and held to the limits) before the branch is touched: a refused folder changes nothing.
+  const path = settings.migrations.path;
+  let files: MigrationFile[] | null = null;
+  if (path !== undefined) {
+    const fetched = await fetchMigrations(gh, path, job.headSha, settings.migrations);
+    if (fetched !== null && 'refused' in fetched) return refuseMigrations(d, job, t, fetched.refused);
+    files = fetched?.files ?? null;
+  }
+
   const t0 = performance.now();
   const put = await d.agent.putBranch(t.database, t.branch, { from: settings.parent, ...(settings.fast ? { fast: true } : {}) });
   const createMs = performance.now() - t0;
@@ -71,16 +82,18 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   if (view.status !== 'running') view = await d.agent.startBranch(t.database, t.branch);
   d.log.info(put.created ? 'branch created' : 'branch reused', { delivery: job.id, branch: t.name, ms: Math.round(createMs) });
 
-  let migrations: MigrationSummary | undefined;
-  const path = settings.migrations.path;
+  let migrations: MigrationSummary;
   if (path === undefined) {
     migrations = { path: null, applied: [], alreadyApplied: [], changed: [] };
   } else {
-    const files = await fetchMigrations(gh, path, job.headSha);
+    const restartBranch = async () => {
+      d.log.warn('a migration outlived its time limit and its backend did not end: restarting the branch', { delivery: job.id, branch: t.name });
+      await d.agent.restartBranch(t.database, t.branch);
+    };
     migrations = files === null
       ? { path, applied: [], alreadyApplied: [], changed: [], missing: true }
-      : await applyMigrations(view.connection.uri, path, files, { commit: job.headSha, timeoutSeconds: settings.migrations.timeoutSeconds });
-    d.log.info('migrations', { delivery: job.id, branch: t.name, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length, failed: migrations.failed?.name ?? null });
+      : await applyMigrations(view.connection.uri, path, files, { commit: job.headSha, timeoutSeconds: settings.migrations.timeoutSeconds, restartBranch });
+    d.log.info('migrations', { delivery: job.id, branch: t.name, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length, failed: migrations.failed?.name ?? null, timedOut: migrations.failed?.timedOut ?? false });
   }
 
   const pw = await passwordRule(settings, gh);
@@ -107,6 +120,14 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     const n = migrations.applied.length;
     await gh.setStatus(job.headSha, 'success', `${t.name} is ready${migrations.path === null ? '' : `; ${n} migration${n === 1 ? '' : 's'} applied`}`, comment?.htmlUrl);
   }
+}
+
+/** The folder is over a migration limit: said on the PR, and nothing is created or applied. */
+async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: string): Promise<void> {
+  d.log.warn('migrations refused', { delivery: job.id, branch: t.name, reason });
+  const body = renderComment({ state: 'refused', database: t.database, branch: t.branch, parent: t.settings.parent, showPassword: false, error: reason, commit: job.headSha });
+  const { comment } = await upsertStickyComment(t.gh, job.number, t.database, body);
+  await t.gh.setStatus(job.headSha, 'failure', `Migrations refused: ${reason}`, comment?.htmlUrl);
 }
 
 async function closePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {

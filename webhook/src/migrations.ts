@@ -1,34 +1,25 @@
 /**
- * SQL migrations without running the PR's code on the database box: the `*.sql` files of the
- * configured folder are read at the PR's head commit through the contents API and applied in name
- * order, each in its own transaction together with its row in `betterpg.migrations`, so a later
- * push applies only files not recorded yet. The first failing file is rolled back and stops the run.
+ * SQL migrations without running the PR's code on the database box: the files fetched by
+ * migration-files.ts are applied in name order, each in its own transaction together with its row in
+ * `betterpg.migrations`, so a later push applies only files not recorded yet. The first failing file
+ * is rolled back and stops the run.
+ *
+ * Each file has a time limit kept by the receiver, not by a server setting the file could change:
+ * past it, the file's backend is ended from outside (backend-stopper.ts) and the file counts as
+ * failed, rolled back. Result rows are thrown away as they arrive, so a file that selects gigabytes
+ * does not fill the receiver's memory.
  */
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { describe } from '../../agent/errors.js';
+import { backendOf, BackendStopper, type Backend, type StopOutcome } from './backend-stopper.js';
 import type { MigrationSummary } from './comment.js';
-import type { RepoApi } from './github.js';
+import type { MigrationFile } from './migration-files.js';
 
-export interface MigrationFile {
-  name: string;
-  sql: string;
-}
+export type { MigrationFile } from './migration-files.js';
 
 /** The record of what was applied on a branch; its own schema keeps it out of the app's `public`. */
 export const MIGRATIONS_TABLE = 'betterpg.migrations';
-
-/** The folder's `*.sql` files at `ref`, sorted by name (code-point order: `001_` < `002_` < `010_`); null if no folder. */
-export async function fetchMigrations(gh: RepoApi, path: string, ref: string): Promise<MigrationFile[] | null> {
-  const entries = await gh.listDir(path, ref);
-  if (entries === null) return null;
-  const names = entries
-    .filter((e) => e.type === 'file' && e.name.toLowerCase().endsWith('.sql'))
-    .map((e) => e.name)
-    .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  const files: MigrationFile[] = [];
-  for (const name of names) files.push({ name, sql: await gh.readFile(`${path}/${name}`, ref) });
-  return files;
-}
 
 /** The branch could not be reached or went away mid-way: retry the job, do not blame the SQL. */
 export class MigrationConnectionError extends Error {
@@ -66,25 +57,88 @@ export function describeSqlError(e: unknown, sql: string): string {
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
+/** A query whose rows are dropped as they arrive (a migration's SELECTs are of no use here). */
+export class RowlessQuery extends pg.Query {
+  handleDataRow(): void {}
+}
+
+/** A query ran past its deadline, and the receiver ended it: `how`, or the error that stopped that. */
+class OverTime extends Error {
+  constructor(
+    readonly how: StopOutcome | Error,
+    /** performance.now() when the deadline passed. */
+    readonly at: number,
+  ) {
+    super(how instanceof Error ? how.message : how);
+  }
+}
+
+export interface ApplyOptions {
+  commit: string;
+  timeoutSeconds: number;
+  /** The last resort for a backend that outlives its time limit: the agent restarts the branch. */
+  restartBranch: () => Promise<void>;
+}
+
 /**
- * Applies the files not recorded on the branch yet. SQL errors end up in the summary (`failed`);
- * connection problems throw `MigrationConnectionError` so that the job is retried.
+ * Applies the files not recorded on the branch yet. SQL errors and files over the time limit end up
+ * in the summary (`failed`); connection problems throw `MigrationConnectionError` so that the job
+ * is retried.
  */
-export async function applyMigrations(uri: string, path: string, files: MigrationFile[], opts: { commit: string; timeoutSeconds: number }): Promise<MigrationSummary> {
+export async function applyMigrations(uri: string, path: string, files: MigrationFile[], opts: ApplyOptions): Promise<MigrationSummary> {
   const summary: MigrationSummary = { path, applied: [], alreadyApplied: [], changed: [] };
+  const limitMs = Math.round(opts.timeoutSeconds * 1000);
   const client = new pg.Client({ connectionString: uri, connectionTimeoutMillis: 15_000, application_name: 'betterpg-webhook' });
   // An error event without a listener would crash the process (the server ending the session).
   client.on('error', () => {});
+  const stopper = new BackendStopper(uri, opts.restartBranch);
+  let backend: Backend | undefined;
+
+  /**
+   * One query that must end by `deadline` (epoch ms): past it, the backend is ended and OverTime
+   * thrown. Its rows are dropped unless `keepRows`.
+   */
+  const limited = <R extends pg.QueryResultRow = pg.QueryResultRow>(deadline: number, text: string, values?: unknown[], keepRows = false): Promise<R[]> =>
+    new Promise<R[]>((resolve, reject) => {
+      let over = false;
+      const timer = setTimeout(() => {
+        over = true;
+        const at = performance.now();
+        // The stopper ends the backend; the query then fails with the connection, and we say why.
+        void stopper.stop(backend!).then(
+          (how) => reject(new OverTime(how, at)),
+          (e) => reject(new OverTime(e as Error, at)),
+        );
+      }, Math.max(0, deadline - Date.now()));
+      const Query = keepRows ? pg.Query : RowlessQuery;
+      client.query(
+        new Query<R>({ text, ...(values ? { values } : {}) }, (err: Error | undefined, res: { rows: R[] } | undefined) => {
+          if (over) return; // the stopper's outcome decides
+          clearTimeout(timer);
+          if (err) reject(err);
+          else resolve(res?.rows ?? []);
+        }),
+      );
+    });
+
   try {
     await client.connect();
-    await client.query(`CREATE SCHEMA IF NOT EXISTS betterpg;
+    backend = await backendOf(client);
+    await stopper.open();
+    const setup = Date.now() + limitMs;
+    // Should the receiver die mid-file, the backend notices its client gone within seconds, not
+    // after the file (PostgreSQL 14 and later; a file can turn it off, but then it is the time limit's).
+    await limited(setup, 'SET client_connection_check_interval = 2000').catch((e: unknown) => {
+      if (e instanceof OverTime) throw e;
+    });
+    await limited(setup, `CREATE SCHEMA IF NOT EXISTS betterpg;
       CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
         name text PRIMARY KEY,
         sha256 text NOT NULL,
         commit text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
       )`);
-    const done = new Map((await client.query<{ name: string; sha256: string }>(`SELECT name, sha256 FROM ${MIGRATIONS_TABLE}`)).rows.map((r) => [r.name, r.sha256]));
+    const done = new Map((await limited<{ name: string; sha256: string }>(setup, `SELECT name, sha256 FROM ${MIGRATIONS_TABLE}`, undefined, true)).map((r) => [r.name, r.sha256]));
     for (const f of files) {
       const hash = sha256(f.sql);
       const before = done.get(f.name);
@@ -93,15 +147,26 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
         if (before !== hash) summary.changed.push(f.name);
         continue;
       }
-      await client.query('BEGIN');
+      const t0 = performance.now();
+      // One limit for the file and its record together.
+      const deadline = Date.now() + limitMs;
       try {
-        await client.query(`SET LOCAL statement_timeout = ${Math.round(opts.timeoutSeconds * 1000)}`);
+        await limited(deadline, 'BEGIN');
         // The simple query protocol: a file may hold many statements. A BEGIN/COMMIT inside it ends our
         // transaction early (README): keep files free of them.
-        await client.query(f.sql);
-        await client.query(`INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)`, [f.name, hash, opts.commit]);
-        await client.query('COMMIT');
+        await limited(deadline, f.sql);
+        await limited(deadline, `INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)`, [f.name, hash, opts.commit]);
+        await limited(deadline, 'COMMIT');
       } catch (e) {
+        if (e instanceof OverTime) {
+          const secs = Math.round((e.at - t0) / 1000);
+          const how =
+            e.how === 'terminated' ? 'its backend was terminated, and the file was rolled back'
+            : e.how === 'restarted' ? 'its backend did not end when told to, so the branch was restarted, and the file was rolled back'
+            : `ending its backend failed (restarting the branch: ${describe(e.how)}); restart the branch by hand`;
+          summary.failed = { name: f.name, output: `stopped after ${secs} s: over the limit of ${opts.timeoutSeconds} s per file (migrations.timeoutSeconds); ${how}`, timedOut: true };
+          return summary;
+        }
         if (isConnectionProblem(e)) throw e;
         await client.query('ROLLBACK').catch(() => {});
         summary.failed = { name: f.name, output: describeSqlError(e, f.sql) };
@@ -111,9 +176,11 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
     }
     return summary;
   } catch (e) {
+    if (e instanceof OverTime) throw new MigrationConnectionError(`the branch's PostgreSQL did not answer within ${opts.timeoutSeconds} s while preparing ${MIGRATIONS_TABLE}`);
     if (isConnectionProblem(e)) throw new MigrationConnectionError(`cannot reach the branch's PostgreSQL: ${(e as Error).message}`, { cause: e });
     throw e;
   } finally {
+    await stopper.close();
     await client.end().catch(() => {});
   }
 }

@@ -3,10 +3,23 @@
  * holds back the later ones of its PR), different pull requests in parallel up to `concurrency`.
  * A failed job is retried with exponential backoff; after the last attempt, or at once for a
  * failure that retrying cannot fix, `giveUp` reports it and the job is dropped.
+ *
+ * Each try is counted on disk before it starts. A try that the receiver did not survive (a job
+ * that crashes it, a kill, a power cut) has no other record, so it counts as well: the job is not
+ * run more than `attempts` times in all, however often it takes the receiver down, and is then
+ * reported. A clean stop (SIGTERM) gives back the tries it cut short.
  */
 import type { Logger } from '../../agent/log.js';
 import { describe } from '../../agent/errors.js';
-import type { Job, JobStore } from './store.js';
+import type { Accepted, Job, JobStore } from './store.js';
+
+/** The receiver stopped during a job's last allowed try: it is not run again. */
+export class InterruptedError extends Error {
+  override name = 'InterruptedError';
+  constructor(attempt: number) {
+    super(`the receiver stopped during attempt ${attempt} of this job (a crash or a kill): not trying again`);
+  }
+}
 
 export interface QueueOptions {
   store: JobStore;
@@ -24,6 +37,10 @@ export interface QueueOptions {
 
 export class JobQueue {
   private readonly jobs = new Map<string, Job>();
+  /** Jobs whose try is running, as counted on disk (for giving the try back on a clean stop). */
+  private readonly inFlight = new Map<string, Job>();
+  /** Jobs whose last try was cut short by the receiver's end (found at start-up). */
+  private readonly interrupted = new Set<string>();
   private readonly runningKeys = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   private timer: NodeJS.Timeout | null = null;
@@ -35,7 +52,13 @@ export class JobQueue {
 
   /** Takes over the jobs a previous run left on disk and starts working. */
   resume(jobs: Job[]): void {
-    for (const j of jobs) {
+    for (let j of jobs) {
+      if (j.startedAt !== null) {
+        // Started and never heard of again: the receiver died during it. That try stays counted.
+        this.o.log.warn('a delivery was cut short by a crash or a kill; counted as a try', { delivery: j.id, pr: j.key, attempt: j.attempts, of: this.o.attempts });
+        j = { ...j, startedAt: null, lastError: new InterruptedError(j.attempts).message };
+        this.interrupted.add(j.id);
+      }
       this.jobs.set(j.id, j);
       this.lastSeq = Math.max(this.lastSeq, j.seq);
     }
@@ -49,12 +72,13 @@ export class JobQueue {
     return this.lastSeq;
   }
 
-  /** Persists the job, then schedules it; false when its delivery id was seen before. */
-  async add(job: Job): Promise<boolean> {
-    if (!(await this.o.store.accept(job))) return false;
+  /** Persists the job, then schedules it; not when its delivery id or its body was seen before. */
+  async add(job: Job): Promise<Accepted> {
+    const r = await this.o.store.accept(job);
+    if (!r.accepted) return r;
     this.jobs.set(job.id, job);
     this.pump();
-    return true;
+    return r;
   }
 
   get size(): number {
@@ -67,12 +91,21 @@ export class JobQueue {
     return new Promise((r) => this.idleWaiters.push(r));
   }
 
-  /** Starts nothing new; waits up to `graceMs` for running jobs. Queued jobs stay on disk. */
+  /**
+   * Starts nothing new; waits up to `graceMs` for running jobs. Queued jobs stay on disk; the tries
+   * still running then are given back (not the job's fault), so they do not count after the restart.
+   */
   async stop(graceMs: number): Promise<boolean> {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     const all = Promise.allSettled([...this.running]).then(() => true);
-    return Promise.race([all, new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref())]);
+    const finished = await Promise.race([all, new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref())]);
+    if (!finished) {
+      for (const job of this.inFlight.values()) {
+        await this.o.store.save({ ...job, attempts: job.attempts - 1, startedAt: null }).catch((e) => this.o.log.warn('could not give back an interrupted try', { delivery: job.id, error: describe(e) }));
+      }
+    }
+    return finished;
   }
 
   private pump(): void {
@@ -113,9 +146,28 @@ export class JobQueue {
     this.running.add(p);
   }
 
-  private async attempt(job: Job): Promise<void> {
+  private async attempt(queued: Job): Promise<void> {
+    if (queued.attempts >= this.o.attempts) {
+      // Every try was used: the last one never came back (the receiver died during it), or
+      // `attempts` was lowered since.
+      const err = this.interrupted.has(queued.id) ? new InterruptedError(queued.attempts) : new Error(queued.lastError ?? `tried ${queued.attempts} times`);
+      return this.abandon(queued, err, { delivery: queued.id, pr: queued.key, action: queued.action, attempts: queued.attempts });
+    }
+    this.interrupted.delete(queued.id);
+    const job: Job = { ...queued, attempts: queued.attempts + 1, startedAt: Date.now() };
+    const fields = { delivery: job.id, pr: job.key, action: job.action, attempt: job.attempts };
+    try {
+      // Counted before it runs: if this try takes the process down, the next start knows.
+      await this.o.store.save(job);
+    } catch (e) {
+      // Not counted, so not run: a try that crashed us would then be tried without end.
+      this.o.log.warn('could not record the start of a try; trying again later', { ...fields, error: describe(e) });
+      this.jobs.set(job.id, { ...queued, notBefore: Date.now() + this.o.backoffMs });
+      return;
+    }
+    this.jobs.set(job.id, job);
+    this.inFlight.set(job.id, job);
     const t0 = performance.now();
-    const fields = { delivery: job.id, pr: job.key, action: job.action, attempt: job.attempts + 1 };
     try {
       await this.o.run(job);
       this.o.log.info('delivery done', { ...fields, ms: Math.round(performance.now() - t0) });
@@ -123,24 +175,27 @@ export class JobQueue {
       return;
     } catch (err) {
       if (this.stopped) return; // shutting down: the job stays on disk and runs after the restart
-      const attempts = job.attempts + 1;
       const permanent = this.o.isPermanent(err);
-      if (permanent || attempts >= this.o.attempts) {
-        this.o.log.warn('delivery failed, giving up', { ...fields, permanent, error: describe(err) });
-        try {
-          await this.o.giveUp({ ...job, attempts }, err);
-        } catch (e) {
-          this.o.log.warn('could not report the failure on the pull request', { ...fields, error: describe(e) });
-        }
-        await this.finish(job);
-        return;
-      }
-      const delay = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (attempts - 1)) * (0.8 + Math.random() * 0.4);
-      const next: Job = { ...job, attempts, notBefore: Date.now() + Math.round(delay), lastError: describe(err) };
+      if (permanent || job.attempts >= this.o.attempts) return this.abandon(job, err, { ...fields, permanent });
+      const delay = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (job.attempts - 1)) * (0.8 + Math.random() * 0.4);
+      const next: Job = { ...job, startedAt: null, notBefore: Date.now() + Math.round(delay), lastError: describe(err) };
       this.o.log.warn('delivery failed, will retry', { ...fields, inMs: Math.round(delay), error: describe(err) });
       await this.o.store.save(next).catch((e) => this.o.log.warn('could not record the retry', { ...fields, error: describe(e) }));
       this.jobs.set(job.id, next);
+    } finally {
+      this.inFlight.delete(job.id);
     }
+  }
+
+  /** Reports the job as given up (its `attempts`: the tries it had) and drops it. */
+  private async abandon(job: Job, err: unknown, fields: Record<string, unknown>): Promise<void> {
+    this.o.log.warn('delivery failed, giving up', { ...fields, error: describe(err) });
+    try {
+      await this.o.giveUp(job, err);
+    } catch (e) {
+      this.o.log.warn('could not report the failure on the pull request', { ...fields, error: describe(e) });
+    }
+    await this.finish(job);
   }
 
   private async finish(job: Job): Promise<void> {
@@ -151,5 +206,6 @@ export class JobQueue {
       this.o.log.warn('could not remove a finished job file', { delivery: job.id, error: describe(e) });
     }
     this.jobs.delete(job.id);
+    this.interrupted.delete(job.id);
   }
 }

@@ -2,11 +2,13 @@
  * The HTTP face: one POST route. Verification comes first: the body is read with a cap, then its
  * X-Hub-Signature-256 is checked with @octokit/webhooks' `verify` (constant time); a missing or bad
  * signature gets 401 and nothing else happens. Only then are headers and payload looked at, and the
- * delivery is queued on disk and answered (202) without waiting for the work.
+ * delivery is queued on disk and answered (202) without waiting for the work. A delivery whose id,
+ * or whose exact body, was queued before is answered 200 `duplicate` and not worked on again.
  *
  * Not the stock middleware: it answers a bad signature with 400 and logs the whole payload and a
  * stack trace; here nothing of a payload is ever logged.
  */
+import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import express, { type Request, type Response } from 'express';
 import { Webhooks } from '@octokit/webhooks';
@@ -112,9 +114,15 @@ export function createWebhookApp(d: ServerDeps): express.Express {
     const routed = routeDelivery(d.cfg, id, event, payload);
     if ('ignored' in routed) return { status: 200, body: { status: 'ignored', reason: routed.ignored }, log: { ...fields, ignored: routed.ignored } };
     const w = routed.work;
-    const job = { ...w, seq: d.queue.nextSeq() };
+    // The signature covers the body, not the delivery id: the body is what was delivered.
+    const digest = createHash('sha256').update(raw).digest('hex');
+    const job = { ...w, seq: d.queue.nextSeq(), digest };
     const more = { ...fields, action: w.action, pr: w.key };
-    if (!(await d.queue.add(job))) return { status: 200, body: { status: 'duplicate', delivery: id }, log: { ...more, duplicate: true } };
+    const added = await d.queue.add(job);
+    if (!added.accepted) {
+      const body = { status: 'duplicate', delivery: id, ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}) };
+      return { status: 200, body, log: { ...more, duplicate: added.duplicate, ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}) } };
+    }
     return { status: 202, body: { status: 'queued', delivery: id }, log: { ...more, queued: true } };
   };
 

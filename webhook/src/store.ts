@@ -2,17 +2,23 @@
  * What the receiver keeps on disk, so that a killed receiver loses nothing: one JSON-lines journal,
  * `<stateDir>/queue.jsonl`, with two kinds of records:
  *
- *   {"job": {...}}            a delivery accepted (or its retry state updated): the last one wins
- *   {"done": "<id>", "at": …} its work finished (or was given up); the id stays seen
+ *   {"job": {...}}            a delivery accepted, a try of it started, or its retry state updated:
+ *                             the last one wins
+ *   {"done": "<id>", "at": …, "digest": …}  its work finished (or was given up); the id and the
+ *                             digest of its body stay seen
  *
  * A delivery is answered 202 only after its record is fsynced, so a 202 is a promise kept across a
  * kill. Appends are group-committed: records that arrive while an fsync runs share the next one,
  * so a burst of deliveries costs a few fsyncs, not one each (fsync on a busy disk takes 100s of ms,
  * and GitHub wants its answer fast). A record torn by a kill was never acknowledged and is skipped.
  *
+ * A delivery is known by its id and by the SHA-256 of its body: the signature covers the body only,
+ * so a body sent again under a new X-GitHub-Delivery (a replay by whoever saw it once) is the same
+ * delivery, and is not worked on twice.
+ *
  * At start-up, and when the journal has grown well past what it holds, it is rewritten atomically
- * (temp file, fsync, rename, fsync of the folder) to the queued jobs and the ids seen in the last
- * SEEN_KEEP_DAYS days.
+ * (temp file, fsync, rename, fsync of the folder) to the queued jobs and the ids and digests seen
+ * in the last SEEN_KEEP_DAYS days.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
@@ -46,15 +52,19 @@ export const Job = z.object({
   /** A GitHub App's installation; null with a token. */
   installationId: z.number().int().nullable(),
   receivedAt: z.string(),
-  /** Tries that failed so far. */
+  /** Tries started so far: counted on disk before each one starts. */
   attempts: z.number().int(),
   /** Epoch ms before which the job does not run (backoff). */
   notBefore: z.number(),
   lastError: z.string().nullable(),
+  /** Epoch ms the current try started; null between tries. Still set at start-up: that try was cut short. */
+  startedAt: z.number().nullable().default(null),
+  /** SHA-256 (hex) of the delivery's body; null in journals from before digests were kept. */
+  digest: z.string().nullable().default(null),
 });
 export type Job = z.infer<typeof Job>;
 
-const JournalLine = z.union([z.object({ job: Job }), z.object({ done: z.string(), at: z.string() })]);
+const JournalLine = z.union([z.object({ job: Job }), z.object({ done: z.string(), at: z.string(), digest: z.string().nullish() })]);
 
 /** Delivery ids are GUIDs; anything else is refused before it reaches the journal. */
 export const DELIVERY_ID = /^[A-Za-z0-9-]{1,128}$/;
@@ -84,6 +94,9 @@ export async function writeAtomic(path: string, data: string): Promise<void> {
 
 type JournalRecord = z.infer<typeof JournalLine>;
 
+/** What `accept` says about a delivery. */
+export type Accepted = { accepted: true } | { accepted: false; duplicate: 'id' | 'body'; of: string };
+
 interface Waiting {
   record: JournalRecord;
   resolve: () => void;
@@ -96,8 +109,10 @@ export class JobStore {
   private readonly queued = new Map<string, Job>();
   /** Done ids -> when they were received. */
   private readonly done = new Map<string, string>();
-  /** Ids accepted in memory whose record may still be on its way to disk. */
-  private readonly accepting = new Set<string>();
+  /** Body digests of queued and done jobs -> the delivery id that brought them, and when. */
+  private readonly digests = new Map<string, { id: string; at: string }>();
+  /** Ids and digests accepted in memory whose record may still be on its way to disk. */
+  private readonly accepting = new Map<string, string>();
   private fd: FileHandle | null = null;
   private waiting: Waiting[] = [];
   private flushing: Promise<void> | null = null;
@@ -130,6 +145,7 @@ export class JobStore {
     }
     const cutoff = now.getTime() - SEEN_KEEP_DAYS * 86_400_000;
     for (const [id, at] of this.done) if (Date.parse(at) < cutoff) this.done.delete(id);
+    for (const [digest, { id, at }] of this.digests) if (Date.parse(at) < cutoff && !this.queued.has(id)) this.digests.delete(digest);
     await this.compact();
     return { jobs: [...this.queued.values()].sort((a, b) => a.seq - b.seq), skipped };
   }
@@ -141,43 +157,54 @@ export class JobStore {
   }
 
   hasSeen(id: string): boolean {
-    return this.queued.has(id) || this.done.has(id) || this.accepting.has(id);
+    return this.queued.has(id) || this.done.has(id) || this.accepting.has(`id:${id}`);
+  }
+
+  /** The delivery id that brought a body with this digest, if one did. */
+  bodySeen(digest: string): string | undefined {
+    return this.digests.get(digest)?.id ?? this.accepting.get(`body:${digest}`);
   }
 
   /**
-   * Marks the id seen at once (so a second copy arriving meanwhile is a duplicate), then makes the
-   * job durable. Returns false for an id seen before.
+   * Marks the id and the body's digest seen at once (so a second copy arriving meanwhile is a
+   * duplicate), then makes the job durable. A delivery seen before, by its id or its body, is not.
    */
-  async accept(job: Job): Promise<boolean> {
+  async accept(job: Job): Promise<Accepted> {
     if (!DELIVERY_ID.test(job.id)) throw new Error(`bad delivery id '${job.id}'`);
-    if (this.hasSeen(job.id)) return false;
-    this.accepting.add(job.id);
+    if (this.hasSeen(job.id)) return { accepted: false, duplicate: 'id', of: job.id };
+    const of = job.digest === null ? undefined : this.bodySeen(job.digest);
+    if (of !== undefined) return { accepted: false, duplicate: 'body', of };
+    const keys = [`id:${job.id}`, ...(job.digest === null ? [] : [`body:${job.digest}`])];
+    for (const k of keys) this.accepting.set(k, job.id);
     try {
       await this.append({ job });
     } finally {
-      // On failure the id is free again: a redelivery must be able to try once more.
-      this.accepting.delete(job.id);
+      // On failure both are free again: a redelivery must be able to try once more.
+      for (const k of keys) this.accepting.delete(k);
     }
-    return true;
+    return { accepted: true };
   }
 
-  /** Records a queued job's new retry state. */
+  /** Records a queued job's new state: a try starting, or the retry after a failed one. */
   save(job: Job): Promise<void> {
     return this.append({ job });
   }
 
-  /** The work is done (or given up): the job leaves the queue, its id stays seen. */
+  /** The work is done (or given up): the job leaves the queue, its id and digest stay seen. */
   remove(job: Job): Promise<void> {
-    return this.append({ done: job.id, at: job.receivedAt });
+    return this.append({ done: job.id, at: job.receivedAt, ...(job.digest === null ? {} : { digest: job.digest }) });
   }
 
   /** What a record means for the in-memory view; the same on replay as when written. */
   private apply(r: JournalRecord): void {
     if ('job' in r) {
-      if (!this.done.has(r.job.id)) this.queued.set(r.job.id, r.job);
+      if (this.done.has(r.job.id)) return;
+      this.queued.set(r.job.id, r.job);
+      if (r.job.digest !== null) this.digests.set(r.job.digest, { id: r.job.id, at: r.job.receivedAt });
     } else {
       this.queued.delete(r.done);
       this.done.set(r.done, r.at);
+      if (r.digest) this.digests.set(r.digest, { id: r.done, at: r.at });
     }
   }
 
@@ -216,7 +243,12 @@ export class JobStore {
 
   /** Rewrites the journal to what it holds now (queued jobs first, then done ids) and reopens it. */
   private async compact(): Promise<void> {
-    const lines = [...[...this.queued.values()].map((job) => JSON.stringify({ job })), ...[...this.done].map(([done, at]) => JSON.stringify({ done, at }))];
+    const digestOf = new Map([...this.digests].map(([digest, { id }]) => [id, digest]));
+    const doneLine = (done: string, at: string) => {
+      const digest = digestOf.get(done);
+      return JSON.stringify(digest === undefined ? { done, at } : { done, at, digest });
+    };
+    const lines = [...[...this.queued.values()].map((job) => JSON.stringify({ job })), ...[...this.done].map(([done, at]) => doneLine(done, at))];
     const data = lines.map((l) => l + '\n').join('');
     await writeAtomic(this.file, data);
     await this.fd?.close();

@@ -73,7 +73,7 @@ it('a receiver killed mid-work finishes the work after a restart', async () => {
 
   proc = await spawnReceiver(file, env);
   const hook = () => `${proc!.url}/webhook`;
-  // PR 31's first job stops in the middle (its branch made, a migration file being read)...
+  // PR 31's first job stops in the middle (its status set, a migration file being read)...
   const held = gh.hold('GET', /\/contents\/db\/migrations\/002_orders\.sql$/);
   const first = await deliver(hook(), r.secret, 'pull_request', prPayload('opened', REPO, 31, s1));
   assert.equal(first.status, 202);

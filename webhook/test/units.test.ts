@@ -185,7 +185,7 @@ describe('routing', () => {
 });
 
 function job(id: string, key: string, seq: number): Job {
-  return { id, seq, key, kind: 'open', action: 'opened', owner: 'o', repo: 'r', number: 1, headSha: 'a'.repeat(40), installationId: null, receivedAt: new Date().toISOString(), attempts: 0, notBefore: 0, lastError: null };
+  return { id, seq, key, kind: 'open', action: 'opened', owner: 'o', repo: 'r', number: 1, headSha: 'a'.repeat(40), installationId: null, receivedAt: new Date().toISOString(), attempts: 0, notBefore: 0, lastError: null, startedAt: null, digest: null };
 }
 
 describe('store and queue', () => {
@@ -193,11 +193,11 @@ describe('store and queue', () => {
     const dir = tempDir();
     const store = new JobStore(dir);
     await store.open();
-    assert.equal(await store.accept(job('d-1', 'k', 1)), true);
-    assert.equal(await store.accept(job('d-1', 'k', 2)), false);
+    assert.deepEqual(await store.accept(job('d-1', 'k', 1)), { accepted: true });
+    assert.deepEqual(await store.accept(job('d-1', 'k', 2)), { accepted: false, duplicate: 'id', of: 'd-1' });
     // A burst accepted at once: group-committed, every one on disk when its promise resolves.
     const many = await Promise.all(Array.from({ length: 40 }, (_, i) => store.accept(job(`m-${i}`, `k${i % 5}`, 10 + i))));
-    assert.ok(many.every(Boolean));
+    assert.ok(many.every((r) => r.accepted));
     await store.save({ ...job('m-0', 'k0', 10), attempts: 2, lastError: 'x' });
     await store.close();
     appendFileSync(join(dir, 'queue.jsonl'), '{"job":{"id":"d-2","seq":'); // killed mid-append
@@ -217,7 +217,7 @@ describe('store and queue', () => {
     const third = new JobStore(dir);
     assert.equal((await third.open()).jobs.length, 40);
     assert.ok(third.hasSeen('d-1'), 'done and still seen');
-    assert.equal(await third.accept(job('d-1', 'k', 99)), false);
+    assert.equal((await third.accept(job('d-1', 'k', 99))).accepted, false);
     await third.close();
     // Compacted: one line per queued job and per done id.
     assert.equal(readFileSync(join(dir, 'queue.jsonl'), 'utf8').split('\n').filter(Boolean).length, 41);
