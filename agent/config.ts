@@ -60,6 +60,8 @@ export const ConfigSchema = z
     postgres: z
       .object({
         image: ImageRef.default('postgres:17'),
+        /** Images a new database may name (`--image`, `image` in the API) besides `image`; anything else is refused. */
+        allowedImages: z.array(ImageRef).max(100).default([]),
         bindAddress: z.string().refine((v) => isIP(v) !== 0, 'must be an IP address').default('127.0.0.1'),
         /** Written into connection strings: a host name or an IP address, nothing that could bend a URI. */
         publicHost: z
