@@ -118,6 +118,10 @@ export const ConfigSchema = z
         allowPlaintext: z.boolean().default(false),
         /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
         metricsWithoutToken: z.boolean().default(false),
+        /** A scrape without a token is answered from a collection at most this old (they share one, never start their own). */
+        metricsMaxAge: Duration.default(parseDuration('2s')),
+        /** Requests without a token waiting at once (for /metrics); more get 503 with Retry-After. */
+        maxUnauthenticatedInFlight: z.number().int().min(1).max(100_000).default(64),
       })
       .strict()
       .prefault({}),
@@ -160,6 +164,12 @@ export const ConfigSchema = z
         maxCpus: z.number().positive().nullable().default(null),
         /** Creates are refused while the pool has less free space than this. */
         minFreeBytes: Size.default(512 * 1024 ** 2),
+        /** Database and branch creates `bpg serve` runs at once; more wait in arrival order. */
+        concurrentCreates: z.number().int().min(1).max(1000).default(4),
+        /** Creates that may wait for a turn; one more gets 503 with Retry-After at once (0: none wait). */
+        createQueueLength: z.number().int().min(0).max(100_000).default(64),
+        /** A create that waited this long for its turn gets 503 with Retry-After, having made nothing. */
+        createQueueTimeout: Duration.default(parseDuration('60s')),
       })
       .strict()
       .prefault({}),
