@@ -273,9 +273,9 @@ export class Engine {
 
     const steps = new Steps('db create', log);
     try {
-      log.info(`creating database ${name} (image ${image})`);
       // Pulled only now, once the name, the limits and duplicates are checked and the name reserved.
       const { pgdata } = await steps.step('check image', () => this.docker.ensureImage(image));
+      log.info(`creating database ${name} (image ${image})`);
       await steps.step('zfs create', async () => {
         const dbDs = this.layout.databaseDataset(name);
         const existed = await this.zfs.exists(dbDs);
