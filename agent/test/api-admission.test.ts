@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { createServer as createHttpServer, request, type Server as HttpServer } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
@@ -555,6 +555,7 @@ describe('API admission: allowed images, create turns, metrics without a token',
         await new Promise<void>((r) => s.close(() => r()));
       }
       await gate.stop();
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
