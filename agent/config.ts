@@ -60,6 +60,8 @@ export const ConfigSchema = z
     postgres: z
       .object({
         image: ImageRef.default('postgres:17'),
+        /** Images a new database may name (`--image`, `image` in the API) besides `image`; anything else is refused. */
+        allowedImages: z.array(ImageRef).max(100).default([]),
         bindAddress: z.string().refine((v) => isIP(v) !== 0, 'must be an IP address').default('127.0.0.1'),
         /** Written into connection strings: a host name or an IP address, nothing that could bend a URI. */
         publicHost: z
@@ -116,6 +118,10 @@ export const ConfigSchema = z
         allowPlaintext: z.boolean().default(false),
         /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
         metricsWithoutToken: z.boolean().default(false),
+        /** A scrape without a token is answered from a collection at most this old (they share one, never start their own). */
+        metricsMaxAge: Duration.default(parseDuration('2s')),
+        /** Requests without a token waiting at once (for /metrics); more get 503 with Retry-After. */
+        maxUnauthenticatedInFlight: z.number().int().min(1).max(100_000).default(64),
       })
       .strict()
       .prefault({}),
@@ -158,6 +164,12 @@ export const ConfigSchema = z
         maxCpus: z.number().positive().nullable().default(null),
         /** Creates are refused while the pool has less free space than this. */
         minFreeBytes: Size.default(512 * 1024 ** 2),
+        /** Database and branch creates `bpg serve` runs at once; more wait in arrival order. */
+        concurrentCreates: z.number().int().min(1).max(1000).default(4),
+        /** Creates that may wait for a turn; one more gets 503 with Retry-After at once (0: none wait). */
+        createQueueLength: z.number().int().min(0).max(100_000).default(64),
+        /** A create that waited this long for its turn gets 503 with Retry-After, having made nothing. */
+        createQueueTimeout: Duration.default(parseDuration('60s')),
       })
       .strict()
       .prefault({}),

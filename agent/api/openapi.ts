@@ -13,7 +13,7 @@ const err = (description: string) => ({ description, content: json(ref('Error'))
 const COMMON = {
   '401': err('Missing or wrong bearer token'),
   '500': err('The operation failed; its finished steps were undone'),
-  '503': err('ZFS pool or Docker engine not available, or the agent is shutting down'),
+  '503': err('ZFS pool or Docker engine not available, the agent is shutting down, or (creates) too many creates at once: see Retry-After'),
 };
 const BAD = { '400': err('Invalid name, body or query parameter') };
 const MISSING = { '404': err('No such database or branch') };

@@ -1,17 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import express, { type NextFunction, type Request, type Response } from 'express';
+import { Counter } from 'prom-client';
 import type { z } from 'zod';
 import type { Engine } from '../engine/engine.js';
-import { EngineMetrics, recordOperation } from '../engine/metrics.js';
+import { recordOperation } from '../engine/metrics.js';
+import { checkImage } from '../engine/images.js';
 import { parseSize } from '../config.js';
 import { resetBranch } from '../engine/reset.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
 import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
+import { CreateAdmission, Overloaded } from './admission.js';
 import { TokenChecker, type ApiToken } from './auth.js';
 import { KeyedLocks, lockSet } from './locks.js';
 import { openapi } from './openapi.js';
+import { MetricsEndpoint } from './scrape.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, parseTime, walInfo } from '../engine/history.js';
 import { renewOnPut, setBranchSettings } from '../engine/expiry.js';
 import { parseTtl } from '../duration.js';
@@ -102,6 +106,24 @@ export function createApi(opts: ApiOptions): Api {
   const running = new Set<Promise<unknown>>();
   const routes: Route[] = [];
   let closing = false;
+  const limits = engine.cfg.limits;
+  const scrape = new MetricsEndpoint(engine, engine.cfg.api.metricsMaxAge);
+  // Database and branch creates take turns: limits.concurrentCreates at once, the rest in line.
+  const admission = new CreateAdmission({
+    limit: limits.concurrentCreates,
+    maxWaiting: limits.createQueueLength,
+    timeoutMs: limits.createQueueTimeout,
+    registry: scrape.registry,
+  });
+  // Requests without a valid token, counted; those that wait (GET /metrics) are bounded in number.
+  const unauthenticated = new Counter({
+    name: 'bpg_unauthenticated_requests_total',
+    help: 'Requests without a valid token: health, metrics (served), refused (401), overloaded (503: api.maxUnauthenticatedInFlight waiting already)',
+    labelNames: ['outcome'],
+    registers: [scrape.registry],
+  });
+  for (const outcome of ['health', 'metrics', 'refused', 'overloaded']) unauthenticated.inc({ outcome }, 0);
+  let unauthenticatedInFlight = 0;
 
   const app = express();
   app.disable('x-powered-by');
@@ -151,23 +173,54 @@ export function createApi(opts: ApiOptions): Api {
     next();
   });
 
-  app.get('/v1/health', (_req, res) => send(res, 200, { status: 'ok' }));
+  app.get('/v1/health', (req, res) => {
+    if (auth.check(req.get('authorization')) === null) unauthenticated.inc({ outcome: 'health' });
+    send(res, 200, { status: 'ok' });
+  });
 
   // Prometheus text format. Not an operation (a scrape every few seconds would drown them).
-  const metrics = new EngineMetrics(engine);
   const metricsOpen = opts.metricsWithoutToken ?? engine.cfg.api.metricsWithoutToken;
-  const serveMetrics = (_req: Request, res: Response, next: NextFunction) => {
-    metrics.render().then((text) => {
-      res.setHeader('Content-Type', metrics.contentType);
+  const serveMetrics = (fresh: boolean, res: Response, next: NextFunction) => {
+    scrape.render({ fresh }).then((text) => {
+      res.setHeader('Content-Type', scrape.contentType);
       res.status(200).send(text);
     }, next);
   };
-  if (metricsOpen) app.get('/metrics', serveMetrics);
+  if (metricsOpen) {
+    // Open to anyone: a token holder still gets a fresh collection; the rest share one (scrape.ts).
+    app.get('/metrics', (req, res, next) => {
+      const name = auth.check(req.get('authorization'));
+      if (name !== null) {
+        locals(res).token = name;
+        serveMetrics(true, res, next);
+        return;
+      }
+      if (unauthenticatedInFlight >= engine.cfg.api.maxUnauthenticatedInFlight) {
+        unauthenticated.inc({ outcome: 'overloaded' });
+        res.setHeader('Retry-After', String(Math.max(1, Math.ceil(engine.cfg.api.metricsMaxAge / 1000))));
+        send(res, 503, errorBody('unavailable', 'too many requests without a token at once (api.maxUnauthenticatedInFlight); retry later'));
+        return;
+      }
+      unauthenticated.inc({ outcome: 'metrics' });
+      unauthenticatedInFlight++;
+      let done = false;
+      const leave = () => {
+        if (!done) unauthenticatedInFlight--;
+        done = true;
+      };
+      res.on('close', leave);
+      serveMetrics(false, res, (e?: unknown) => {
+        leave();
+        next(e);
+      });
+    });
+  }
 
   // Everything below needs a token. A refusal names no resource: not even whether the route exists.
   app.use((req, res, next) => {
     const name = auth.check(req.get('authorization'));
     if (name === null) {
+      unauthenticated.inc({ outcome: 'refused' });
       res.setHeader('WWW-Authenticate', 'Bearer realm="betterpg"');
       send(res, 401, errorBody('unauthorized', 'missing or invalid bearer token'));
       return;
@@ -179,7 +232,7 @@ export function createApi(opts: ApiOptions): Api {
   // Any content type is read as JSON, so `curl -d '{...}'` works without -H.
   app.use(express.json({ limit: opts.bodyLimit, strict: true, type: () => true }));
 
-  if (!metricsOpen) app.get('/metrics', serveMetrics);
+  if (!metricsOpen) app.get('/metrics', (_req, res, next) => serveMetrics(true, res, next));
   routes.push({ method: 'GET', path: '/metrics' });
   const operationIds = operationNames();
 
@@ -208,10 +261,12 @@ export function createApi(opts: ApiOptions): Api {
 
   route('POST', '/v1/databases', async (req, res) => {
     const body = parse(CreateDatabaseBody, req.body ?? {}, 'body');
+    // A refused image is answered now, not after a wait in the create queue (the engine checks again).
+    if (body.image !== undefined) checkImage(engine.cfg, body.image);
     const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
       track(
         (async () => {
-          const r = await engine.createDatabase(body.name, { image: body.image, ...resources(body) });
+          const r = await admission.run(() => engine.createDatabase(body.name, { image: body.image, ...resources(body) }));
           opLog(res, 'database created', { database: body.name, ms: r.totalMs });
           return engine.getDatabase(body.name);
         })(),
@@ -266,7 +321,7 @@ export function createApi(opts: ApiOptions): Api {
             if (changed) opLog(res, 'branch renewed', { branch: key, expiresAt: renewed.expiresAt, protected: renewed.protected });
             return { created: false, branch: { ...existing, ...renewed } };
           }
-          const r = await engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) });
+          const r = await admission.run(() => engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) }));
           opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
           return { created: true, branch: r.branch };
         })(),
@@ -355,6 +410,7 @@ export function createApi(opts: ApiOptions): Api {
       res.end();
       return;
     }
+    if (err instanceof Overloaded) res.setHeader('Retry-After', String(err.retryAfterSeconds));
     send(res, status, errorBody(code, message));
   });
 
@@ -364,6 +420,7 @@ export function createApi(opts: ApiOptions): Api {
     locks,
     beginShutdown() {
       closing = true;
+      admission.close();
     },
     async drained() {
       while (running.size) await Promise.allSettled([...running]);

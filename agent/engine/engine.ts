@@ -15,6 +15,7 @@ import { recoverBranchRename, recoverDatabaseRename } from './rename.js';
 import { StateStore } from '../state/store.js';
 import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
+import { checkImage } from './images.js';
 import { checkBranchCount, checkFreeSpace, checkResources, isOutOfSpace, outOfSpaceMessage, ranOutOfSpace } from './limits.js';
 import { reservePort } from './ports.js';
 import { Steps, StepError } from './steps.js';
@@ -236,11 +237,11 @@ export class Engine {
   async createDatabase(name: string, opts: { image?: string; memory?: number; cpus?: number } = {}): Promise<CreateResult> {
     const t0 = performance.now();
     checkResources(this.cfg, opts);
+    const image = opts.image ?? this.cfg.postgres.image;
+    checkImage(this.cfg, image);
     await this.begin();
     await checkFreeSpace(this.zfs, this.cfg);
     const startedAt = Date.now();
-    const image = opts.image ?? this.cfg.postgres.image;
-    const { pgdata } = await this.docker.ensureImage(image);
     const log = this.log;
     const ref = { database: name, branch: 'main' };
     const key = refName(ref);
@@ -272,6 +273,8 @@ export class Engine {
 
     const steps = new Steps('db create', log);
     try {
+      // Pulled only now, once the name, the limits and duplicates are checked and the name reserved.
+      const { pgdata } = await steps.step('check image', () => this.docker.ensureImage(image));
       log.info(`creating database ${name} (image ${image})`);
       await steps.step('zfs create', async () => {
         const dbDs = this.layout.databaseDataset(name);

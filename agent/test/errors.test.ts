@@ -142,7 +142,14 @@ describe('bad input gets one clear line and changes nothing', () => {
     oneLine(d.stderr);
     assert.match(d.stderr, /Docker engine is not reachable/);
 
-    const i = await cli(['db', 'create', name, '--image', 'betterpg/no-such-image:1']);
+    const refused = await cli(['db', 'create', name, '--image', 'betterpg/no-such-image:1']);
+    assert.equal(refused.code, 1);
+    oneLine(refused.stderr);
+    assert.match(refused.stderr, /image 'betterpg\/no-such-image:1' is not allowed.*postgres\.allowedImages/);
+    const allowing = variantConfig((raw) => {
+      raw.postgres.allowedImages = ['betterpg/no-such-image:1'];
+    });
+    const i = await cli(['db', 'create', name, '--image', 'betterpg/no-such-image:1'], { BPG_CONFIG: allowing });
     assert.equal(i.code, 1);
     oneLine(i.stderr);
     assert.match(i.stderr, /image 'betterpg\/no-such-image:1' is not present.*scripts\/build-local-image\.sh/);

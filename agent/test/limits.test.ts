@@ -284,7 +284,7 @@ describe('limits, /metrics and status', () => {
     assert.equal(s.datasetBase!.quotaBytes, null);
     assert.deepEqual(s.docker, { reachable: true });
     assert.deepEqual(s.counts, { databases: 2, branches: 4, byStatus: { running: 4 } });
-    assert.deepEqual(s.limits, { branchesPerDatabase: 3, branchesTotal: 4, maxMemory: 1024 ** 3, maxCpus: 1.5, minFreeBytes: 1024 });
+    assert.deepEqual(s.limits, { branchesPerDatabase: 3, branchesTotal: 4, maxMemory: 1024 ** 3, maxCpus: 1.5, minFreeBytes: 1024, concurrentCreates: 4, createQueueLength: 64, createQueueTimeout: 60_000 });
     assert.deepEqual(s.branches.map((x) => x.name), [`${a}/b1`, `${a}/b2`, `${a}/main`, `${b}/main`].sort());
     for (const x of s.branches) {
       assert.ok(x.usedBytes! > 0, `${x.name} usedBytes`);
