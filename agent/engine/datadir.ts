@@ -166,7 +166,9 @@ export async function prepareBackupClone(dataDir: string, cfg: Config, label: Ba
     await d.remove('postmaster.pid');
     await d.remove('backup_label.old');
     await d.writeFile('backup_label', label.labelfile, o);
+    // A tablespace_map only when the backup has one: any other was put there (the clone inherits the parent's files).
     if (label.spcmapfile) await d.writeFile('tablespace_map', label.spcmapfile, o);
+    else await d.remove('tablespace_map');
     // Segments are named by timeline and number, so within one timeline name order is WAL order.
     const inRange = (f: string) => /^[0-9A-F]{24}$/.test(f) && f >= label.firstSegment && f <= label.lastSegment;
     const sources: UntrustedDir[] = [];
