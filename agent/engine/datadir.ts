@@ -40,8 +40,13 @@ export function shellArchiveCommand(archive: string): string {
  * archiving into the branch's own folder and recovering from it, client authentication from the
  * agent's read-only file, no recovery target or upstream server planted in a config file.
  */
+const RECOVERY_TARGETS = ['recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', 'recovery_target_xid'];
+
 export function pinnedSettings(pgMajor: number, pgdata: string, overrides: Record<string, string> = {}): Record<string, string> {
   const archive = Layout.containerArchive;
+  // No recovery target unless the agent sets one (point-in-time recovery): then it is the only one
+  // set, as PostgreSQL allows only one (an empty one assigned after it counts as a second).
+  const targets = RECOVERY_TARGETS.some((k) => k in overrides) ? {} : Object.fromEntries(RECOVERY_TARGETS.map((k) => [k, '']));
   const archiving: Record<string, string> =
     pgMajor >= 15
       ? // basic_archive (contrib, PostgreSQL 15+) copies to a temporary file, fsyncs and renames,
@@ -57,11 +62,7 @@ export function pinnedSettings(pgMajor: number, pgdata: string, overrides: Recor
     archive_mode: 'on',
     ...archiving,
     restore_command: `cp ${archive}/%f %p`,
-    recovery_target: '',
-    recovery_target_lsn: '',
-    recovery_target_name: '',
-    recovery_target_time: '',
-    recovery_target_xid: '',
+    ...targets,
     recovery_target_timeline: 'latest',
     primary_conninfo: '',
     password_encryption: 'scram-sha-256',

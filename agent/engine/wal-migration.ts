@@ -23,8 +23,11 @@ const MAX_FILE_BYTES = 1024 ** 3;
 export async function migrateLegacyWal(e: Engine): Promise<string[]> {
   if ((await e.store.read()).walOnZfs) return [];
   await mkdir(e.cfg.stateDir, { recursive: true, mode: 0o700 });
-  const release = await lockfile.lock(e.cfg.stateDir, {
-    lockfilePath: join(e.cfg.stateDir, 'wal-migration.lock'),
+  // Locked by a name of its own: proper-lockfile keeps one lock per name in a process, and the
+  // state store locks the state folder itself, often, while this runs.
+  const name = join(e.cfg.stateDir, 'wal-migration');
+  const release = await lockfile.lock(name, {
+    lockfilePath: `${name}.lock`,
     realpath: false,
     stale: 60_000,
     update: 10_000,
