@@ -79,6 +79,14 @@ export const ConfigSchema = z
         memory: Size.default(512 * 1024 ** 2),
         cpus: z.number().positive().max(256).default(1),
         shmSize: Size.default(128 * 1024 ** 2),
+        /**
+         * ZFS quota of each branch's dataset: the most NEW space it may take from the pool (what it
+         * writes after the clone, and its kept snapshots). Not main's: main holds the data every
+         * branch is cloned from (set one with --disk on db create). null: no quota.
+         */
+        diskQuota: Size.nullable().default(20 * 1024 ** 3),
+        /** ZFS quota of each branch's WAL archive dataset. null: no quota. */
+        walQuota: Size.nullable().default(10 * 1024 ** 3),
         stopTimeoutSeconds: z.number().int().positive().default(30),
         readyTimeoutSeconds: z.number().int().positive().default(120),
         /** postgresql.conf settings written for every branch (the agent's own keys win). */
@@ -162,6 +170,8 @@ export const ConfigSchema = z
         /** The most memory and CPUs one branch may be given (postgres.memory/cpus are the defaults). */
         maxMemory: Size.nullable().default(null),
         maxCpus: z.number().positive().nullable().default(null),
+        /** The largest --disk (quota) one branch may be given; postgres.diskQuota must be within it. */
+        maxDisk: Size.nullable().default(null),
         /** Creates are refused while the pool has less free space than this. */
         minFreeBytes: Size.default(512 * 1024 ** 2),
         /** Database and branch creates `bpg serve` runs at once; more wait in arrival order. */
@@ -196,6 +206,9 @@ export function parseConfig(raw: unknown, where: string): Config {
   const { maxMemory, maxCpus } = r.data.limits;
   if (maxMemory !== null && r.data.postgres.memory > maxMemory) throw invalid(`invalid config ${where}: postgres.memory is above limits.maxMemory`);
   if (maxCpus !== null && r.data.postgres.cpus > maxCpus) throw invalid(`invalid config ${where}: postgres.cpus is above limits.maxCpus`);
+  const { maxDisk } = r.data.limits;
+  const quota = r.data.postgres.diskQuota;
+  if (maxDisk !== null && (quota === null || quota > maxDisk)) throw invalid(`invalid config ${where}: postgres.diskQuota is above limits.maxDisk`);
   return r.data;
 }
 

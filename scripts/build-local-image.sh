@@ -124,7 +124,12 @@ for f in "${PG_SHARE}/extension/amcheck.control" "${PG_LIB}/lib/amcheck.so"; do
 done
 
 # --- binaries the image needs at their host paths -------------------------------
-tools=(/bin/sh /bin/cp /bin/mkdir /bin/rm /bin/cat /bin/ls /usr/bin/test /usr/bin/env)
+# The official images ship coreutils and diffutils: a branch's superuser can run them from SQL
+# (COPY ... TO PROGRAM). The local image has the same ones, so tests see what an attacker would have,
+# and the archive command for servers before PostgreSQL 15 (cp, cmp, sync, mv) works here too.
+tools=(/bin/sh /bin/cp /bin/mkdir /bin/rm /bin/cat /bin/ls /usr/bin/test /usr/bin/env
+       /bin/ln /bin/mv /usr/bin/mkfifo /bin/sync /usr/bin/cmp /bin/dd /bin/sleep /usr/bin/id
+       /bin/chmod /bin/touch /usr/bin/head)
 for t in "${tools[@]}"; do copy_file "$t"; done
 
 # --- shared libraries ---------------------------------------------------------------

@@ -27,6 +27,11 @@ const branch: BranchView = {
   stoppedBy: null,
   memoryBytes: 512 * 1024 ** 2,
   cpus: 1,
+  diskQuotaBytes: 20 * 1024 ** 3,
+  diskFull: false,
+  walBytes: 16 * 1024 ** 2,
+  walQuotaBytes: 10 * 1024 ** 3,
+  walFull: false,
 };
 const now = new Date('2026-11-27T10:05:00Z');
 const ready = (o: Partial<Extract<Report, { kind: 'ready' }>> = {}): Report => ({

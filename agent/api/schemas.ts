@@ -67,6 +67,13 @@ export const BranchView = z.object({
   stoppedBy: z.enum(['user', 'idle']).nullable(),
   memoryBytes: z.number(),
   cpus: z.number(),
+  /** ZFS quota of the branch's dataset (null: none); diskFull: less than 16 MiB left under it. */
+  diskQuotaBytes: z.number().nullable(),
+  diskFull: z.boolean(),
+  /** The branch's WAL archive dataset: used, quota, full (then archiving fails until space is freed). */
+  walBytes: z.number().nullable(),
+  walQuotaBytes: z.number().nullable(),
+  walFull: z.boolean(),
 });
 export type BranchView = z.infer<typeof BranchView>;
 
@@ -106,6 +113,11 @@ export const MemorySize = z.union([
   z.number().int().positive(),
   z.string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "memory must be bytes or a size such as '512m' or '1g'"),
 ]);
+/** A branch's disk quota: bytes or a size with a unit ('5g'). Capped by limits.maxDisk. */
+export const DiskSize = z.union([
+  z.number().int().positive(),
+  z.string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "disk must be bytes or a size such as '5g' or '100g'"),
+]);
 /** A branch's CPUs (Docker --cpus). Capped by limits.maxCpus. */
 export const Cpus = z.number().min(0.01, 'cpus must be at least 0.01').max(256);
 
@@ -131,6 +143,8 @@ export const PutBranchBody = z
     /** Container memory and CPUs (default postgres.memory / postgres.cpus). Only used when the branch is created. */
     memory: MemorySize.optional(),
     cpus: Cpus.optional(),
+    /** ZFS quota of the branch's dataset (default postgres.diskQuota). Only used when the branch is created. */
+    disk: DiskSize.optional(),
   })
   .strict();
 export type PutBranchBody = z.infer<typeof PutBranchBody>;
@@ -161,6 +175,8 @@ export const CreateDatabaseBody = z
     image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
     memory: MemorySize.optional(),
+    /** ZFS quota of main's dataset (default: none). */
+    disk: DiskSize.optional(),
     cpus: Cpus.optional(),
   })
   .strict();
@@ -215,8 +231,10 @@ export const WalInfo = z.object({
   newest: Seg.nullable(),
   gaps: z.array(z.object({ timeline: z.string(), from: z.string(), to: z.string(), missing: z.number() })),
   historyFiles: z.number(),
-  lastFailure: Seg.nullable(),
+  lastFailure: Seg.extend({ reason: z.string().nullable() }).nullable(),
   lastArchived: Seg.nullable(),
+  quotaBytes: z.number().nullable(),
+  full: z.boolean(),
 });
 export type WalInfo = z.infer<typeof WalInfo>;
 

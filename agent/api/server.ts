@@ -429,8 +429,16 @@ export function createApi(opts: ApiOptions): Api {
 }
 
 /** `memory` ('1g' or bytes) and `cpus` of a body, for the engine (which checks them against the limits). */
-function resources(body: { memory?: string | number; cpus?: number }): { memory?: number; cpus?: number } {
+function resources(body: { memory?: string | number; cpus?: number; disk?: string | number }): { memory?: number; cpus?: number; disk?: number } {
   let memory: number | undefined;
+  let disk: number | undefined;
+  if (body.disk !== undefined) {
+    try {
+      disk = parseSize(body.disk);
+    } catch (e) {
+      throw invalid(`invalid body: disk: ${describe(e)}`);
+    }
+  }
   if (body.memory !== undefined) {
     try {
       memory = parseSize(body.memory);
@@ -438,7 +446,7 @@ function resources(body: { memory?: string | number; cpus?: number }): { memory?
       throw invalid(`invalid body: memory: ${describe(e)}`);
     }
   }
-  return { memory, cpus: body.cpus };
+  return { memory, cpus: body.cpus, disk };
 }
 
 /** `GET /v1/databases` -> `listDatabases`: the OpenAPI operationId names each route's operation. */

@@ -66,6 +66,11 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
           ]),
         ]),
       );
+      // Why archiving fails, one line each, after the table (on stderr: it is a warning, not data).
+      for (const w of list) {
+        if (w.lastFailure?.reason) process.stderr.write(`warning: ${w.branch}: archiving ${w.lastFailure.segment} failed: ${w.lastFailure.reason}\n`);
+        else if (w.full) process.stderr.write(`warning: ${w.branch}: the WAL archive is full (postgres.walQuota)\n`);
+      }
     });
   wal
     .command('cleanup <branch>')

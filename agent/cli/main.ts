@@ -32,10 +32,18 @@ async function engine(): Promise<Engine> {
 const json = new Option('--json', 'print JSON on stdout');
 const memory = () => new Option('--memory <size>', 'container memory, e.g. 512m, 1g (default: postgres.memory; at most limits.maxMemory)');
 const cpus = () => new Option('--cpus <n>', 'container CPUs, e.g. 0.5, 2 (default: postgres.cpus; at most limits.maxCpus)');
+const disk = (what: string) => new Option('--disk <size>', `ZFS quota of its dataset, e.g. 5g, 100g (${what}; at most limits.maxDisk)`);
 
-/** `--memory 1g --cpus 2` as the engine takes them (the engine checks them against the limits). */
-function resources(o: { memory?: string; cpus?: string }): { memory?: number; cpus?: number } {
-  const out: { memory?: number; cpus?: number } = {};
+/** `--memory 1g --cpus 2 --disk 5g` as the engine takes them (the engine checks them against the limits). */
+function resources(o: { memory?: string; cpus?: string; disk?: string }): { memory?: number; cpus?: number; disk?: number } {
+  const out: { memory?: number; cpus?: number; disk?: number } = {};
+  if (o.disk !== undefined) {
+    try {
+      out.disk = parseSize(o.disk);
+    } catch (e) {
+      throw invalid(`--disk: ${describe(e)}`);
+    }
+  }
   if (o.memory !== undefined) {
     try {
       out.memory = parseSize(o.memory);
@@ -85,6 +93,7 @@ db.command('create <db>')
   .option('--image <image>', 'PostgreSQL image (default: postgres.image from the config)')
   .addOption(memory())
   .addOption(cpus())
+  .addOption(disk('default: none for main'))
   .addOption(json)
   .action(async (name: string, o) => {
     parseDatabaseName(name);
@@ -134,6 +143,7 @@ branch
   .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
   .addOption(memory())
   .addOption(cpus())
+  .addOption(disk('default: postgres.diskQuota'))
   .option('--ttl <duration>', "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)")
   .option('--protect', 'never delete it by expiry nor stop it when idle')
   .addOption(json)

@@ -48,6 +48,9 @@ export function expiry(b: Pick<BranchView, 'expiresAt' | 'protected'>, now = Dat
 
 /** 'stopped (idle)' for a branch the idle stop stopped: `bpg start` brings it back. */
 const branchStatus = (b: BranchView) => (b.status === 'stopped' && b.stoppedBy === 'idle' ? 'stopped (idle)' : b.status);
+/** `12 MiB of 20 GiB (FULL)`: a full quota is what PostgreSQL's "Disk quota exceeded" errors mean. */
+const withQuota = (used: number | null, quota: number | null, full: boolean) =>
+  `${bytes(used)}${quota !== null ? ` of ${bytes(quota)}` : ''}${full ? ' (FULL)' : ''}`;
 
 export function branchTable(branches: BranchView[]): string {
   if (branches.length === 0) return 'no branches\n';
@@ -71,7 +74,8 @@ export function branchDetail(b: BranchView): string {
     ['dataset', b.dataset],
     ['container', b.container],
     ['image', b.image],
-    ['used', bytes(b.usedBytes)],
+    ['used', withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull)],
+    ['wal archive', withQuota(b.walBytes, b.walQuotaBytes, b.walFull)],
     ['created', b.createdAt],
     ['expires', b.expiresAt && !b.protected ? `${b.expiresAt} (${expiry(b)})` : expiry(b)],
     ['protected', b.protected ? 'yes' : 'no'],
@@ -115,8 +119,19 @@ export function statusText(s: SystemStatus): string {
   const rows = s.branches.length
     ? table([
         ['NAME', 'STATUS', 'USED', 'WAL', 'EXPIRES', 'PORT'],
-        ...s.branches.map((b) => [b.name, b.status, bytes(b.usedBytes), bytes(b.walBytes), b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'), String(b.port)]),
+        ...s.branches.map((b) => [
+          b.name,
+          b.status,
+          withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull),
+          withQuota(b.walBytes, b.walQuotaBytes, b.walFull),
+          b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'),
+          String(b.port),
+        ]),
       ])
     : 'no branches\n';
+  const full = s.branches.filter((b) => b.diskFull || b.walFull);
+  for (const b of full) {
+    lines.push(`${b.name}: ${b.diskFull ? 'its disk quota is used up (writes fail with "Disk quota exceeded")' : 'its WAL archive is full (archiving fails)'}`);
+  }
   return lines.join('\n') + '\n' + rows;
 }

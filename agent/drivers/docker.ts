@@ -7,6 +7,8 @@ export const LABEL_BRANCH = 'io.betterpg.branch';
 export const LABEL_ID = 'io.betterpg.id';
 /** `<pool>/<datasetBase>` of the agent that made it: several agents (or a test run) can share a host. */
 export const LABEL_ROOT = 'io.betterpg.root';
+/** A digest of the spec a container was made from: one made from another spec is made again. */
+export const LABEL_SPEC = 'io.betterpg.spec';
 
 export interface ContainerSpec {
   name: string;
@@ -34,6 +36,7 @@ export interface ContainerState {
   exitCode: number;
   /** When the container last started (ISO), null if never. */
   startedAt: string | null;
+  labels: Record<string, string>;
 }
 
 /** Docker reports a never-started container as 0001-01-01T00:00:00Z. */
@@ -158,7 +161,15 @@ export class DockerDriver {
   async state(name: string): Promise<ContainerState | null> {
     try {
       const i = await this.docker.getContainer(name).inspect();
-      return { id: i.Id, running: i.State.Running, restarts: i.RestartCount, status: i.State.Status, exitCode: i.State.ExitCode, startedAt: startedAt(i.State.StartedAt) };
+      return {
+        id: i.Id,
+        running: i.State.Running,
+        restarts: i.RestartCount,
+        status: i.State.Status,
+        exitCode: i.State.ExitCode,
+        startedAt: startedAt(i.State.StartedAt),
+        labels: i.Config.Labels ?? {},
+      };
     } catch (e) {
       if (isStatus(e, 404)) return null;
       throw e;

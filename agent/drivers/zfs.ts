@@ -140,6 +140,11 @@ export class ZfsDriver {
     return res;
   }
 
+  /** `name<TAB>property<TAB>value` lines for a dataset and its descendants (down to `depth` levels). */
+  async getRecursive(name: string, props: string[], depth?: number): Promise<string> {
+    return this.zfs(['get', '-Hp', '-r', ...(depth !== undefined ? ['-d', String(depth)] : []), '-o', 'name,property,value', props.join(','), name]);
+  }
+
   /** Names of the snapshots of one dataset. */
   async snapshots(dataset: string): Promise<string[]> {
     const out = await this.zfs(['list', '-H', '-t', 'snapshot', '-o', 'name', '-r', '-d', '1', dataset]).catch((e) => {
@@ -170,7 +175,7 @@ export class ZfsDriver {
     };
     const [list, props] = await Promise.all([
       this.zfs(['list', '-H', '-t', 'filesystem,snapshot', '-o', 'name,type,mounted,origin', '-r', root]).catch(missing),
-      this.zfs(['get', '-H', '-r', '-s', 'local', '-o', 'name,property,value', 'betterpg:managed,betterpg:id', root]).catch(missing),
+      this.zfs(['get', '-H', '-r', '-s', 'local', '-o', 'name,property,value', 'betterpg:managed,betterpg:id,betterpg:wal', root]).catch(missing),
     ]);
     const local = new Map<string, Record<string, string>>();
     for (const line of props.split('\n')) {
@@ -189,6 +194,7 @@ export class ZfsDriver {
           type: type === 'snapshot' ? 'snapshot' : 'filesystem',
           managed: own['betterpg:managed'] === 'true',
           id: own['betterpg:id'] || null,
+          wal: own['betterpg:wal'] || null,
           mounted: mounted === 'yes',
           origin: origin && origin !== '-' ? origin : null,
         } satisfies ZfsEntry;
@@ -202,6 +208,8 @@ export interface ZfsEntry {
   /** betterpg:managed and betterpg:id, where set on this dataset itself (not inherited). */
   managed: boolean;
   id: string | null;
+  /** betterpg:wal, where set: the branch id whose WAL archive this dataset is ('root' on `_wal`). */
+  wal: string | null;
   mounted: boolean;
   /** The snapshot a clone was made from, or null. */
   origin: string | null;

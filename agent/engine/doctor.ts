@@ -6,7 +6,9 @@ import { LABEL_DATABASE, LABEL_ID, LABEL_ROOT } from '../drivers/docker.js';
 import type { ZfsEntry } from '../drivers/zfs.js';
 import type { BranchRecord } from '../state/schema.js';
 import { mkdirOwned } from './datadir.js';
-import { isAlive, snapshotInUse, type Engine } from './engine.js';
+import { migrateLegacyWal } from './wal-migration.js';
+import { snapshotInUse, type Engine } from './engine.js';
+import { operationAlive } from '../state/operation.js';
 import { portIsFree } from './ports.js';
 
 /**
@@ -35,7 +37,8 @@ export type FindingKind =
   | 'port-mismatch'
   | 'port-taken'
   | 'missing-wal-folder'
-  | 'missing-snapshot';
+  | 'missing-snapshot'
+  | 'legacy-wal';
 
 export interface Finding {
   kind: FindingKind;
@@ -81,19 +84,31 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
     }
   };
 
-  // 1. Operations whose process died: finished or undone (with --fix), else reported.
+  // 1. Operations whose process died: finished or undone (with --fix), else reported. Then WAL
+  // folders of an install from before WAL datasets are moved onto datasets.
   if (fix) {
     for (const name of await e.recoverInterrupted()) {
       findings.push({ kind: 'interrupted-operation', subject: name, detail: 'an operation was interrupted (its process died)', action: 'finished or undone', status: 'fixed', severity: 'error' });
     }
+  }
+  if (!(await e.store.read()).walOnZfs) {
+    const subject = e.layout.walMount();
+    const detail = 'WAL archives are folders on the host\'s disk (an install from before WAL datasets): one branch could fill it';
+    await add({ kind: 'legacy-wal', subject, detail, action: `move them onto ZFS datasets under ${e.layout.walRoot} (running branches restart once)` }, async () => {
+      await migrateLegacyWal(e);
+    });
   }
 
   // 2. What is really there, listed before the state is read.
   const root = e.layout.root;
   const zfs = await e.zfs.inventory(root);
   const containers = (await e.docker.listManaged({ [LABEL_ROOT]: root })).filter((c) => c.labels[LABEL_ROOT] === root);
-  const walRoot = join(e.cfg.stateDir, 'wal');
+  const walRoot = e.layout.walMount();
   const walFolders = await readdir(walRoot).catch(() => [] as string[]);
+  const walPrefix = `${e.layout.walRoot}/`;
+  const walDatasets = zfs.filter((z) => z.type === 'filesystem' && z.name.startsWith(walPrefix) && !z.name.slice(walPrefix.length).includes('/'));
+  const walById = new Map(walDatasets.map((z) => [z.name.slice(walPrefix.length), z]));
+  const migrated = (await e.store.read()).walOnZfs;
   const tmpFiles = await readdir(e.layout.tmpDir()).catch(() => [] as string[]);
   const state = await e.store.read();
 
@@ -103,19 +118,19 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
   const busySnapshots = new Set<string>();
   for (const b of Object.values(state.branches)) {
     if (!b.operation) continue;
-    if (isAlive(b.operation.pid) || !fix) {
+    if (operationAlive(b.operation) || !fix) {
       busy.add(b.id);
       if (b.operation.data?.snapshot) busySnapshots.add(b.operation.data.snapshot);
     }
-    if (!fix && !isAlive(b.operation.pid)) {
-      findings.push({ kind: 'interrupted-operation', subject: refName(b), detail: `'${b.operation.kind}' was interrupted (pid ${b.operation.pid} is gone)`, action: 'finish or undo it', status: 'found', severity: 'error' });
+    if (!fix && !operationAlive(b.operation)) {
+      findings.push({ kind: 'interrupted-operation', subject: refName(b), detail: `'${b.operation.kind}' was interrupted (its process, pid ${b.operation.pid}, is gone)`, action: 'finish or undo it', status: 'found', severity: 'error' });
     }
   }
   for (const db of Object.values(state.databases)) {
     if (!db.operation) continue;
-    if (isAlive(db.operation.pid) || !fix) busyDbs.add(db.name);
-    if (!fix && !isAlive(db.operation.pid)) {
-      findings.push({ kind: 'interrupted-operation', subject: db.name, detail: `'${db.operation.kind}' was interrupted (pid ${db.operation.pid} is gone)`, action: 'finish or undo it', status: 'found', severity: 'error' });
+    if (operationAlive(db.operation) || !fix) busyDbs.add(db.name);
+    if (!fix && !operationAlive(db.operation)) {
+      findings.push({ kind: 'interrupted-operation', subject: db.name, detail: `'${db.operation.kind}' was interrupted (its process, pid ${db.operation.pid}, is gone)`, action: 'finish or undo it', status: 'found', severity: 'error' });
     }
   }
   const isBusy = (b: BranchRecord) => busy.has(b.id) || busyDbs.has(b.database);
@@ -177,7 +192,18 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
     if (b.status === 'stopped' && c?.state !== 'running' && !(await portIsFree(e.cfg.postgres.bindAddress, b.port))) {
       await add({ kind: 'port-taken', subject: key, detail: `port ${b.port} is in use by another program: the branch cannot start until it is freed`, action: null });
     }
-    if (!walFolders.includes(b.id)) {
+    const walDs = walById.get(b.id);
+    if (migrated && !walDs) {
+      await add({ kind: 'missing-wal-folder', subject: key, detail: `its WAL archive dataset ${e.layout.walDataset(b.id)} does not exist (archiving fails)`, action: 'create it (empty)' }, async () => {
+        await e.wal.create(b.id);
+        if (b.status === 'running') {
+          await e.docker.remove(b.container); // its archive bind pointed at what is gone
+          await e.startBranchContainer(b);
+        }
+      });
+    } else if (walDs && !walDs.mounted) {
+      await add({ kind: 'unmounted-dataset', subject: key, detail: `its WAL archive ${walDs.name} is not mounted`, action: 'mount it' }, () => e.wal.mount(b.id));
+    } else if (!migrated && !walFolders.includes(b.id)) {
       await add({ kind: 'missing-wal-folder', subject: key, detail: `${e.layout.walDir(b.id)} does not exist (archiving fails)`, action: 'create it' }, () =>
         mkdirOwned(e.layout.walDir(b.id), { uid: e.cfg.postgres.uid, gid: e.cfg.postgres.gid }),
       );
@@ -198,6 +224,7 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
   const orphans: ZfsEntry[] = [];
   for (const z of zfs) {
     if (z.type !== 'filesystem' || z.name === root) continue;
+    if (z.name === e.layout.walRoot || z.name.startsWith(walPrefix)) continue; // WAL archives: see 6.
     if (orphans.some((o) => z.name.startsWith(`${o.name}/`))) continue; // goes with its parent
     const rel = z.name.slice(root.length + 1);
     const dbName = rel.split('/')[0]!;
@@ -264,13 +291,27 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
     );
   }
 
-  // 6. The state folder: WAL folders of no branch, temporary files (initdb password files) left behind.
-  for (const name of walFolders) {
+  // 6. WAL archives of no branch (or set aside by a reset that is over), folders in their place
+  // that are no dataset, and temporary files (initdb password files) left behind.
+  for (const [name, z] of walById) {
     const id = name.slice(0, 16);
     const owner = byId.get(id);
     if (owner && (isBusy(owner) || name === id)) continue;
+    if (!z.managed) {
+      await add({ kind: 'foreign-dataset', subject: z.name, detail: 'not made by BetterPG (no betterpg:managed property); left alone', action: null });
+      continue;
+    }
+    const detail = owner ? `an old WAL archive of branch ${refName(owner)}` : 'a WAL archive of no branch in the state';
+    await add({ kind: 'orphan-wal-folder', subject: z.name, detail, action: 'destroy it' }, () => e.wal.destroyDataset(z.name));
+  }
+  for (const name of walFolders) {
+    if (migrated && walById.has(name)) continue; // a dataset's mount point
+    const id = name.slice(0, 16);
+    const owner = byId.get(id);
+    if (owner && (isBusy(owner) || (!migrated && name === id))) continue;
     const path = join(walRoot, name);
-    await add({ kind: 'orphan-wal-folder', subject: path, detail: owner ? `an old WAL folder of branch ${refName(owner)}` : 'belongs to no branch in the state', action: 'remove it' }, () => rm(path, { recursive: true, force: true }));
+    const what = migrated ? 'a folder where only WAL archive datasets belong' : owner ? `an old WAL folder of branch ${refName(owner)}` : 'belongs to no branch in the state';
+    await add({ kind: 'orphan-wal-folder', subject: path, detail: what, action: 'remove it' }, () => rm(path, { recursive: true, force: true }));
   }
   for (const name of tmpFiles) {
     const id = /^pw-([a-f0-9]{16})$/.exec(name)?.[1];

@@ -5,7 +5,7 @@ import type { Config } from '../config.js';
 import { BpgError, conflict, describe, invalid, notFound, unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import { refName, type BranchRef } from '../names.js';
-import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, type ContainerSpec } from '../drivers/docker.js';
+import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, LABEL_SPEC, type ContainerSpec } from '../drivers/docker.js';
 import { ZfsDriver } from '../drivers/zfs.js';
 import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, DatabaseRecord, Operation, SnapshotRecord, State } from '../state/schema.js';
@@ -13,13 +13,18 @@ import { planPitr } from './history.js';
 import { recoverReset } from './reset.js';
 import { recoverBranchRename, recoverDatabaseRename } from './rename.js';
 import { StateStore } from '../state/store.js';
-import { configureNewCluster, mkdirOwned, prepareBackupClone, prepareCrashClone, writeAgentConf } from './datadir.js';
+import { newOperation, operationAlive, operationDead } from '../state/operation.js';
+import { configureNewCluster, mkdirOwned, PG_HBA, prepareBackupClone, prepareCrashClone, serverArgs, writeUserConf } from './datadir.js';
+import { WalArchives } from './wal-archive.js';
+import { migrateLegacyWal } from './wal-migration.js';
+import { createHash } from 'node:crypto';
+import { lstat, readFile, rename } from 'node:fs/promises';
 import { Layout, ZFS_PROP } from './layout.js';
 import { checkImage } from './images.js';
 import { checkBranchCount, checkFreeSpace, checkResources, isOutOfSpace, outOfSpaceMessage, ranOutOfSpace } from './limits.js';
 import { reservePort } from './ports.js';
 import { Steps, StepError } from './steps.js';
-import { branchView, type BranchView, type DatabaseView } from './view.js';
+import { branchView, type BranchView, type DatabaseView, type Space } from './view.js';
 
 export interface EngineDeps {
   zfs?: ZfsDriver;
@@ -41,10 +46,12 @@ export interface CreateBranchOptions {
   /** Container limits (bytes, CPUs); default postgres.memory / postgres.cpus. */
   memory?: number;
   cpus?: number;
+  /** ZFS quota of the branch's dataset (bytes); default postgres.diskQuota. */
+  disk?: number;
 }
 
 /** The fields a new branch record starts with besides its identity. */
-export function freshBranchFields(o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number } = {}) {
+export function freshBranchFields(o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number; disk?: number | null } = {}) {
   return {
     expiresAt: o.expiresAt ?? null,
     protected: o.protect ?? false,
@@ -52,6 +59,7 @@ export function freshBranchFields(o: { expiresAt?: string | null; protect?: bool
     stoppedBy: null,
     memory: o.memory ?? null,
     cpus: o.cpus ?? null,
+    disk: o.disk ?? null,
   } as const;
 }
 
@@ -61,22 +69,13 @@ export interface CreateResult {
   totalMs: number;
 }
 
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 const now = () => new Date().toISOString();
-const op = (kind: string): Operation => ({ kind, pid: process.pid, startedAt: now() });
+const op = (kind: string): Operation => newOperation(kind);
 const newId = () => randomBytes(8).toString('hex');
 
 /** Fails when another live process holds an operation on this record. */
 function assertIdle(what: string, current: Operation | null): void {
-  if (current && isAlive(current.pid)) {
+  if (current && operationAlive(current)) {
     throw conflict(`${what} is busy: '${current.kind}' in progress (pid ${current.pid}, since ${current.startedAt})`);
   }
 }
@@ -91,6 +90,8 @@ export class Engine {
   readonly store: StateStore;
   readonly zfs: ZfsDriver;
   readonly docker: DockerDriver;
+  /** @internal */
+  readonly wal: WalArchives;
   /** @internal */
   readonly log: Logger;
 
@@ -107,6 +108,7 @@ export class Engine {
     this.store = new StateStore(cfg.stateDir);
     this.zfs = deps.zfs ?? new ZfsDriver();
     this.docker = deps.docker ?? new DockerDriver();
+    this.wal = new WalArchives(cfg, this.layout, this.zfs);
     this.log = deps.log;
   }
 
@@ -169,8 +171,8 @@ export class Engine {
   async freshView(ref: BranchRef): Promise<BranchView> {
     const state = await this.store.read();
     const b = this.requireBranch(state, ref);
-    const used = await this.zfs.get(b.dataset, ['used']).then((p) => Number(p.used), () => null);
-    const live: LiveInfo = { containers: new Map([[b.container, 'running']]), used: new Map(used === null ? [] : [[b.dataset, used]]) };
+    const space = await this.zfs.get(b.dataset, ['used', 'available', 'quota']).then(spaceOf, () => null);
+    const live: LiveInfo = { containers: new Map([[b.container, 'running']]), space: new Map(space === null ? [] : [[b.dataset, space]]) };
     return this.view(state, b, live);
   }
 
@@ -191,30 +193,31 @@ export class Engine {
       status = c === undefined ? 'missing' : c === 'running' ? 'running' : b.status === 'running' ? 'down' : 'stopped';
       if (c === 'restarting') status = 'restarting';
     }
-    if (b.operation && !isAlive(b.operation.pid)) status = 'interrupted';
-    return branchView(this.cfg, db, b, { status, usedBytes: live.used.get(b.dataset) ?? null });
+    if (operationDead(b.operation)) status = 'interrupted';
+    return branchView(this.cfg, db, b, { status, disk: live.space.get(b.dataset) ?? null, wal: live.space.get(this.layout.walDataset(b.id)) ?? null });
   }
 
   /** One Docker list and one `zfs get` for every read, however many branches. */
   /** @internal */
   async liveInfo(): Promise<LiveInfo> {
     const containers = new Map<string, string>();
-    const used = new Map<string, number>();
+    const space = new Map<string, Space>();
     await Promise.all([
       this.docker
         .listManaged()
         .then((l) => l.forEach((c) => containers.set(c.name, c.state)))
         .catch(() => {}),
       (async () => {
-        const { run } = await import('../drivers/exec.js');
-        const out = await run('zfs', ['get', '-Hp', '-r', '-o', 'name,value', 'used', this.layout.root]);
+        const out = await this.zfs.getRecursive(this.layout.root, ['used', 'available', 'quota']);
+        const rows = new Map<string, Record<string, string>>();
         for (const line of out.split('\n')) {
-          const [n, v] = line.split('\t');
-          if (n && v) used.set(n, Number(v));
+          const [n, p, v] = line.split('\t');
+          if (n && p) rows.set(n, { ...rows.get(n), [p]: v ?? '' });
         }
+        for (const [n, p] of rows) space.set(n, spaceOf(p));
       })().catch(() => {}),
     ]);
-    return { containers, used };
+    return { containers, space };
   }
 
   /** @internal */
@@ -234,7 +237,7 @@ export class Engine {
 
   // ---------------------------------------------------------------- databases
 
-  async createDatabase(name: string, opts: { image?: string; memory?: number; cpus?: number } = {}): Promise<CreateResult> {
+  async createDatabase(name: string, opts: { image?: string; memory?: number; cpus?: number; disk?: number } = {}): Promise<CreateResult> {
     const t0 = performance.now();
     checkResources(this.cfg, opts);
     const image = opts.image ?? this.cfg.postgres.image;
@@ -265,7 +268,7 @@ export class Engine {
         origin: null,
         createdAt: now(),
         operation: op('create'),
-        ...freshBranchFields({ protect: true, memory: opts.memory, cpus: opts.cpus }),
+        ...freshBranchFields({ protect: true, memory: opts.memory, cpus: opts.cpus, disk: opts.disk }),
       };
       s.branches[key] = b;
       return b;
@@ -292,8 +295,8 @@ export class Engine {
       const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
       await steps.step('prepare folders', async () => {
         await mkdirOwned(dataDir, this.owner());
-        await mkdirOwned(this.layout.walDir(record.id), this.owner());
-      }, async () => rm(this.layout.walDir(record.id), { recursive: true, force: true }));
+        await this.wal.create(record.id);
+      }, async () => this.wal.destroy(record.id), { partial: true });
       await steps.step('initdb', () => this.initdb(record, image, dataDir, pgdata));
       await steps.step('configure', () => configureNewCluster(dataDir, this.cfg));
       await steps.step('start container', () => this.startContainer(record, pgdata, dataDir), () => this.docker.remove(record.container), { partial: true });
@@ -438,6 +441,7 @@ export class Engine {
           protect: opts.protect,
           memory: opts.memory,
           cpus: opts.cpus,
+          disk: opts.disk ?? this.cfg.postgres.diskQuota,
         }),
       };
       s.branches[key] = record;
@@ -454,17 +458,17 @@ export class Engine {
       await this.zfs.mount(record.dataset);
       const dataDir = Layout.dataDir(await this.zfs.mountpoint(record.dataset));
       await steps.step('prepare data', async () => {
-        await mkdirOwned(this.layout.walDir(record.id), this.owner());
+        await this.wal.create(record.id);
         if (pitr) {
           await prepareBackupClone(dataDir, this.cfg, label!, []);
         } else if (label) {
-          const parentPgWal = join(Layout.dataDir(await this.zfs.mountpoint(parent.dataset)), 'pg_wal');
-          await prepareBackupClone(dataDir, this.cfg, label, [this.layout.walDir(parent.id), ...(kept ? [] : [parentPgWal])]);
+          const parentData = Layout.dataDir(await this.zfs.mountpoint(parent.dataset));
+          await prepareBackupClone(dataDir, this.cfg, label, [{ dir: this.layout.walDir(parent.id) }, ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }])]);
         } else {
           await prepareCrashClone(dataDir, this.cfg);
         }
-        // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL folder behind.
-      }, () => rm(this.layout.walDir(record.id), { recursive: true, force: true }), { partial: true });
+        // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL archive behind.
+      }, () => this.wal.destroy(record.id), { partial: true });
       if (pitr) {
         // Replay the source's archive (mounted read-only for this start only) up to the target.
         const restore = '/var/lib/postgresql/restore-archive';
@@ -477,7 +481,10 @@ export class Engine {
         };
         await steps.step(
           'start recovery',
-          () => this.startContainer(record, pgdata, dataDir, { binds: [`${this.layout.walDir(parent.id)}:${restore}:ro`], conf }),
+          async () => {
+            await this.wal.mount(parent.id);
+            await this.startContainer(record, pgdata, dataDir, { binds: [`${this.layout.walDir(parent.id)}:${restore}:ro`], conf });
+          },
           () => this.docker.remove(record.container),
           { partial: true },
         );
@@ -585,7 +592,7 @@ export class Engine {
     const steps = new Steps('branch delete', this.log);
     await steps.step('remove container', () => this.docker.remove(b.container));
     await steps.step('destroy dataset', () => this.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots
-    await steps.step('remove WAL folder', () => rm(this.layout.walDir(b.id), { recursive: true, force: true }));
+    await steps.step('remove WAL folder', () => this.wal.destroy(b.id));
     const snap = b.origin?.snapshot;
     await steps.step('forget', () =>
       this.store.update(async (s) => {
@@ -672,32 +679,58 @@ export class Engine {
 
   /** @internal */
   branchProps(b: BranchRecord) {
-    return { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: b.database, [ZFS_PROP.branch]: b.branch, [ZFS_PROP.id]: b.id };
+    return {
+      [ZFS_PROP.managed]: 'true',
+      [ZFS_PROP.database]: b.database,
+      [ZFS_PROP.branch]: b.branch,
+      [ZFS_PROP.id]: b.id,
+      // quota, not refquota: a clone references all of its origin's data from the start, so a
+      // refquota below the parent's size would refuse the clone itself (measured: "out of space").
+      ...(b.disk !== null ? { quota: String(b.disk) } : {}),
+    };
+  }
+
+  /** The pg_hba.conf every container mounts read-only; written when missing or different. */
+  private async ensureHbaFile(): Promise<void> {
+    const path = this.layout.hbaFile();
+    const current = await readFile(path, 'utf8').catch(() => null);
+    if (current === PG_HBA && (await lstat(path)).isFile()) return;
+    await mkdir(this.cfg.stateDir, { recursive: true, mode: 0o700 });
+    const tmp = `${path}.tmp-${process.pid}`;
+    await writeFile(tmp, PG_HBA, { mode: 0o644 });
+    await rename(tmp, path);
   }
 
   /** Creates the branch's container if it is missing (same name, port, mounts), then starts it. */
   /** @internal */
   async startContainer(b: BranchRecord, pgdata: string, dataDir: string, extra: { binds?: string[]; conf?: Record<string, string> } = {}): Promise<void> {
-    await writeAgentConf(dataDir, this.cfg, extra.conf);
+    // betterpg.conf (postgres.settings) is rewritten through an untrusted-directory handle; the
+    // settings the agent depends on go on the command line, where SQL cannot change them.
+    const major = await writeUserConf(dataDir, this.cfg);
+    await this.wal.mount(b.id);
+    await this.ensureHbaFile();
+    const p = this.cfg.postgres;
+    const spec: ContainerSpec = {
+      name: b.container,
+      image: b.image,
+      user: `${p.uid}:${p.gid}`,
+      entrypoint: ['postgres'],
+      cmd: serverArgs(major, pgdata, extra.conf),
+      binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`, `${this.layout.hbaFile()}:${Layout.containerHba}:ro`, ...(extra.binds ?? [])],
+      labels: this.labels(b),
+      publish: { hostIp: p.bindAddress, hostPort: b.port },
+      memoryBytes: b.memory ?? p.memory,
+      nanoCpus: Math.round((b.cpus ?? p.cpus) * 1e9),
+      shmSizeBytes: p.shmSize,
+      stopTimeoutSeconds: p.stopTimeoutSeconds,
+      restartPolicy: 'unless-stopped',
+    };
+    // The container's configuration is fixed when it is made: one made from another spec (an older
+    // version of the agent, a changed config) is made again, unless it runs (then at its next start).
+    spec.labels[LABEL_SPEC] = createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 16);
     const existing = await this.docker.state(b.container);
-    if (!existing) {
-      const p = this.cfg.postgres;
-      await this.docker.create({
-        name: b.container,
-        image: b.image,
-        user: `${p.uid}:${p.gid}`,
-        entrypoint: ['postgres'],
-        cmd: ['-D', pgdata],
-        binds: [`${dataDir}:${pgdata}`, `${this.layout.walDir(b.id)}:${Layout.containerArchive}`, ...(extra.binds ?? [])],
-        labels: this.labels(b),
-        publish: { hostIp: p.bindAddress, hostPort: b.port },
-        memoryBytes: b.memory ?? p.memory,
-        nanoCpus: Math.round((b.cpus ?? p.cpus) * 1e9),
-        shmSizeBytes: p.shmSize,
-        stopTimeoutSeconds: p.stopTimeoutSeconds,
-        restartPolicy: 'unless-stopped',
-      });
-    }
+    if (existing && !existing.running && existing.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC]) await this.docker.remove(b.container);
+    if (!existing || (!existing.running && existing.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC])) await this.docker.create(spec);
     await this.docker.start(b.container);
   }
 
@@ -738,12 +771,13 @@ export class Engine {
   async begin(): Promise<void> {
     await this.preflight();
     await this.recoverInterrupted();
+    await migrateLegacyWal(this);
   }
 
   async recoverInterrupted(): Promise<string[]> {
     // Lock-free look first: nearly always there is nothing to do, and the lock costs a round of I/O.
     const peek = await this.store.read();
-    const dead = (o: Operation | null) => o !== null && !isAlive(o.pid);
+    const dead = operationDead;
     if (!Object.values(peek.branches).some((b) => dead(b.operation)) && !Object.values(peek.databases).some((d) => dead(d.operation))) return [];
     // Claim the dead entries under the lock (so two processes never recover the same one). The kind
     // keeps what was interrupted, so a recovery that is itself killed is picked up again.
@@ -751,7 +785,7 @@ export class Engine {
     const stale = await this.store.update((s) => {
       const found: Array<{ b: BranchRecord; kind: string; data: Record<string, string> }> = [];
       for (const b of Object.values(s.branches)) {
-        if (!b.operation || isAlive(b.operation.pid)) continue;
+        if (!operationDead(b.operation)) continue;
         const kind = baseKind(b.operation.kind);
         const data = b.operation.data ?? {};
         const destroy = kind === 'create' || kind === 'delete' || kind === 'recover';
@@ -761,7 +795,7 @@ export class Engine {
       }
       const dbs: Array<{ name: string; kind: string; data: Record<string, string> }> = [];
       for (const db of Object.values(s.databases)) {
-        if (db.operation && !isAlive(db.operation.pid)) {
+        if (operationDead(db.operation)) {
           const kind = baseKind(db.operation.kind);
           dbs.push({ name: db.name, kind, data: db.operation.data ?? {} });
           db.operation = { ...op(`recover-${kind}`), data: db.operation.data ?? {} };
@@ -834,7 +868,14 @@ export class Engine {
 
 interface LiveInfo {
   containers: Map<string, string>;
-  used: Map<string, number>;
+  /** Space of every dataset under the root, branch and WAL datasets alike. */
+  space: Map<string, Space>;
+}
+
+/** `zfs get used,available,quota` of one dataset as numbers (quota 0: none). */
+function spaceOf(p: Record<string, string>): Space {
+  const quota = Number(p.quota);
+  return { used: Number(p.used), available: Number(p.available), quota: quota > 0 ? quota : null };
 }
 
 /** A ZFS snapshot some branch was cloned from, or a kept snapshot (`bpg snapshot create`). */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { readdir, stat, unlink } from 'node:fs/promises';
+import { lstat, readdir, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { conflict, invalid, notFound } from '../errors.js';
 import { refName, shown, type BranchRef } from '../names.js';
@@ -8,6 +8,7 @@ import { sleep } from '../drivers/exec.js';
 import type { BranchRecord, SnapshotRecord, State } from '../state/schema.js';
 import type { Engine } from './engine.js';
 import { Steps } from './steps.js';
+import { newOperation } from '../state/operation.js';
 
 /**
  * History: kept snapshots, the WAL archive, and what point-in-time recovery can reach.
@@ -75,7 +76,7 @@ export async function createSnapshot(e: Engine, ref: BranchRef, o: { label?: str
     if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${refName(b)}' is ${b.status}`);
     e.assertIdleFor(b);
     // The marker names the ZFS snapshot, so recovery can drop it if this process dies before recording it.
-    b.operation = { kind: 'snapshot', pid: process.pid, startedAt: new Date().toISOString(), data: { snapshot: `${b.dataset}@bpg-${id}` } };
+    b.operation = newOperation('snapshot', { snapshot: `${b.dataset}@bpg-${id}` });
     return { b: { ...b }, db: { ...s.databases[ref.database]! } };
   });
   const name = `bpg-${id}`;
@@ -157,8 +158,12 @@ export interface WalInfo {
   newest: { segment: string; time: string } | null;
   gaps: Array<{ timeline: string; from: string; to: string; missing: number }>;
   historyFiles: number;
-  lastFailure: { segment: string; time: string } | null;
+  /** The last failed archive attempt, and why when the agent can tell. */
+  lastFailure: { segment: string; time: string; reason: string | null } | null;
   lastArchived: { segment: string; time: string } | null;
+  /** The archive dataset's quota (null: none) and whether it is full (archiving then fails). */
+  quotaBytes: number | null;
+  full: boolean;
 }
 
 interface SegFile {
@@ -174,8 +179,9 @@ async function segments(dir: string): Promise<{ segs: SegFile[]; history: number
   for (const n of names) {
     if (/^[0-9A-F]{8}\.history$/.test(n)) history++;
     if (!SEGMENT.test(n)) continue;
-    const st = await stat(join(dir, n)).catch(() => null);
-    if (st) segs.push({ name: n, bytes: st.size, mtimeMs: st.mtimeMs });
+    // lstat: a branch can plant links in its own archive; only regular files are segments.
+    const st = await lstat(join(dir, n)).catch(() => null);
+    if (st?.isFile()) segs.push({ name: n, bytes: st.size, mtimeMs: st.mtimeMs });
   }
   segs.sort((a, b) => a.name.localeCompare(b.name));
   return { segs, history, segSize: segs[0]?.bytes || 16 * 1024 * 1024 };
@@ -191,6 +197,7 @@ export async function walInfo(e: Engine, ref?: BranchRef): Promise<WalInfo[]> {
   const s = await e.store.read();
   const list = ref ? [e.requireBranch(s, ref)] : Object.values(s.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
   const out: WalInfo[] = [];
+  const usage = await e.wal.usage();
   for (const b of list) {
     const folder = e.layout.walDir(b.id);
     const { segs, history, segSize } = await segments(folder);
@@ -208,7 +215,14 @@ export async function walInfo(e: Engine, ref?: BranchRef): Promise<WalInfo[]> {
       const db = s.databases[b.database]!;
       const row = await withClient(e.target(b, db), async (c) => (await c.query('SELECT last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver')).rows[0]).catch(() => null);
       if (row?.last_failed_wal && (!row.last_archived_time || row.last_failed_time > row.last_archived_time)) {
-        lastFailure = { segment: row.last_failed_wal, time: new Date(row.last_failed_time).toISOString() };
+        const seg = String(row.last_failed_wal);
+        lastFailure = { segment: seg, time: new Date(row.last_failed_time).toISOString(), reason: null };
+        const there = segs.find((x) => x.name === seg);
+        if (there) {
+          lastFailure.reason = `a different ${seg} (${there.bytes} bytes) is already in the archive: archiving is stuck until it is moved away (compare it with pg_wal/${seg} of the branch)`;
+        } else if (usage.get(b.id)?.quota && usage.get(b.id)!.available < 16 * 1024 * 1024) {
+          lastFailure.reason = `the WAL archive is full (postgres.walQuota ${usage.get(b.id)!.quota} bytes)`;
+        }
       }
       if (row?.last_archived_wal) lastArchived = { segment: row.last_archived_wal, time: new Date(row.last_archived_time).toISOString() };
     }
@@ -225,6 +239,8 @@ export async function walInfo(e: Engine, ref?: BranchRef): Promise<WalInfo[]> {
       historyFiles: history,
       lastFailure,
       lastArchived,
+      quotaBytes: usage.get(b.id)?.quota ?? null,
+      full: !!usage.get(b.id)?.quota && usage.get(b.id)!.available < 16 * 1024 * 1024,
     });
   }
   return out;
@@ -236,7 +252,13 @@ export interface WalCleanup {
   removed: string[];
   removedBytes: number;
   kept: Array<{ segments: number; reason: string }>;
+  /** Temporary files of archive copies that were killed half-way (older than an hour), removed. */
+  removedTemp: string[];
 }
+
+/** basic_archive's temporary names, and the shell archive command's (see datadir.ts). */
+const ARCHIVE_TEMP = /^(archtemp\.[0-9A-F]{24}.*|\.[0-9A-F]{24}\.tmp)$/;
+const TEMP_MAX_AGE_MS = 3600_000;
 
 /**
  * Removes archived segments older than `days`, except those a kept snapshot of the branch still
@@ -274,12 +296,19 @@ export async function walCleanup(
     removed.push(seg);
   }
   if (!dryRun) for (const seg of removed) await unlink(join(folder, seg.name)).catch(() => {});
+  const removedTemp: string[] = [];
+  for (const n of (await readdir(folder).catch(() => [] as string[])).filter((x) => ARCHIVE_TEMP.test(x))) {
+    const st = await lstat(join(folder, n)).catch(() => null);
+    if (!st || st.mtimeMs > (o.nowMs ?? Date.now()) - TEMP_MAX_AGE_MS) continue;
+    if (!dryRun) await unlink(join(folder, n)).catch(() => {}); // unlink never follows a link
+    removedTemp.push(n);
+  }
   const kept: WalCleanup['kept'] = [];
   if (keptRecent) kept.push({ segments: keptRecent, reason: `younger than ${days} day(s)` });
   if (keptForSnapshot) {
     kept.push({ segments: keptForSnapshot, reason: `needed by snapshot ${oldestNeeded!.id} (${oldestNeeded!.createdAt}), the oldest kept, from segment ${oldestNeeded!.backup!.firstSegment}` });
   }
-  return { branch: refName(b), dryRun, removed: removed.map((x) => x.name), removedBytes: removed.reduce((n, x) => n + x.bytes, 0), kept };
+  return { branch: refName(b), dryRun, removed: removed.map((x) => x.name), removedBytes: removed.reduce((n, x) => n + x.bytes, 0), kept, removedTemp };
 }
 
 // ------------------------------------------------------------------------------------------ PITR

@@ -20,9 +20,31 @@ export class Layout {
   container(db: string, branch: string): string {
     return `bpg-${db}.${branch}`;
   }
-  /** Per-branch WAL archive on the host, outside every dataset; keyed by the branch's stable id. */
+  /**
+   * WAL archives: one dataset per branch under `<root>/_wal` (`_` never starts a database name),
+   * keyed by the branch's stable id so renames never move them, each with a quota
+   * (postgres.walQuota), mounted under the state folder: `<stateDir>/wal/<id>`.
+   */
+  get walRoot(): string {
+    return `${this.root}/${WAL_ROOT_NAME}`;
+  }
+  walDataset(id: string): string {
+    return `${this.walRoot}/${id}`;
+  }
+  /** Where the WAL root is mounted; each branch's archive is the folder of its id in it. */
+  walMount(): string {
+    return join(this.cfg.stateDir, 'wal');
+  }
   walDir(id: string): string {
-    return join(this.cfg.stateDir, 'wal', id);
+    return join(this.walMount(), id);
+  }
+  /** Where WAL folders of an install from before WAL datasets wait while they are migrated. */
+  legacyWalDir(): string {
+    return join(this.cfg.stateDir, 'wal-legacy');
+  }
+  /** The client authentication file every branch uses, mounted read-only (outside any data directory). */
+  hbaFile(): string {
+    return join(this.cfg.stateDir, 'pg_hba.conf');
   }
   tmpDir(): string {
     return join(this.cfg.stateDir, 'tmp');
@@ -33,7 +55,12 @@ export class Layout {
   }
   /** Where a branch's own archive appears inside its container. */
   static readonly containerArchive = '/var/lib/postgresql/wal-archive';
+  /** Where the agent's pg_hba.conf appears inside a container (read-only). */
+  static readonly containerHba = '/etc/betterpg/pg_hba.conf';
 }
+
+/** The dataset under the root that holds every branch's WAL archive dataset. */
+export const WAL_ROOT_NAME = '_wal';
 
 export const ZFS_PROP = {
   managed: 'betterpg:managed',
@@ -42,4 +69,6 @@ export const ZFS_PROP = {
   id: 'betterpg:id',
   operation: 'betterpg:operation',
   consistency: 'betterpg:consistency',
+  /** On a WAL archive dataset: the id of the branch whose archive it is ('root' on `_wal` itself). */
+  wal: 'betterpg:wal',
 } as const;

@@ -46,8 +46,16 @@ export function checkBranchCount(cfg: Config, s: State, database: string): void 
   }
 }
 
-/** Memory and CPUs asked for one branch (undefined: the postgres.memory / postgres.cpus defaults). */
-export function checkResources(cfg: Config, r: { memory?: number; cpus?: number }): void {
+/** Smallest disk quota: PostgreSQL needs a few WAL segments and its catalog. */
+export const MIN_BRANCH_DISK = 64 * MiB;
+
+/** Memory, CPUs and disk asked for one branch (undefined: the postgres.memory / cpus / diskQuota defaults). */
+export function checkResources(cfg: Config, r: { memory?: number; cpus?: number; disk?: number }): void {
+  if (r.disk !== undefined) {
+    if (!Number.isSafeInteger(r.disk) || r.disk < MIN_BRANCH_DISK) throw invalid(`disk must be at least ${fmt(MIN_BRANCH_DISK)} (e.g. 5g, 100g)`);
+    const max = cfg.limits.maxDisk;
+    if (max !== null && r.disk > max) throw conflict(`disk ${fmt(r.disk)} is above the limit limits.maxDisk (${fmt(max)})`);
+  }
   if (r.memory !== undefined) {
     if (!Number.isSafeInteger(r.memory) || r.memory < MIN_BRANCH_MEMORY) throw invalid(`memory must be at least ${fmt(MIN_BRANCH_MEMORY)} (e.g. 256m, 1g)`);
     const max = cfg.limits.maxMemory;

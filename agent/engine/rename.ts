@@ -5,6 +5,7 @@ import type { BranchView, DatabaseView } from './view.js';
 import type { Engine } from './engine.js';
 import { Layout, ZFS_PROP } from './layout.js';
 import { Steps } from './steps.js';
+import { newOperation } from '../state/operation.js';
 
 /**
  * Renames move datasets (unmounted first: zfs-fuse refuses to rename a mounted filesystem) and
@@ -66,7 +67,7 @@ export async function renameBranch(e: Engine, from: BranchRef, to: BranchRef): P
     if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${refName(from)}' is ${b.status}`);
     if (s.branches[refName(to)]) throw conflict(`branch '${refName(to)}' already exists`);
     const target = e.layout.branchDataset(to.database, to.branch);
-    b.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString(), data: { to: refName(to), target } };
+    b.operation = newOperation('rename', { to: refName(to), target });
     return { ...b };
   });
   const target = e.layout.branchDataset(to.database, to.branch);
@@ -100,7 +101,7 @@ export async function renameDatabase(e: Engine, from: string, to: string): Promi
     if (s.databases[to]) throw conflict(`database '${to}' already exists`);
     const list = Object.values(s.branches).filter((b) => b.database === from);
     for (const b of list) e.assertIdleFor(b);
-    db.operation = { kind: 'rename', pid: process.pid, startedAt: new Date().toISOString(), data: { to } };
+    db.operation = newOperation('rename', { to });
     return list.map((b) => ({ ...b }));
   });
   const steps = new Steps('db rename', e.log);

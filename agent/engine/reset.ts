@@ -5,6 +5,7 @@ import { conflict } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
 import { mkdirOwned, prepareBackupClone, prepareCrashClone } from './datadir.js';
+import { newOperation } from '../state/operation.js';
 import type { BranchView } from './view.js';
 import { snapshotInUse, type Engine } from './engine.js';
 import { Layout } from './layout.js';
@@ -31,7 +32,7 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
     const kept = Object.values(s.snapshots).filter((k) => k.branchId === b.id);
     if (kept.length && !o.force) throw conflict(`branch '${key}' has kept snapshots (${kept.map((k) => k.id).join(', ')}); use --force to drop them and reset`);
     e.assertIdleFor(parent);
-    b.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString() };
+    b.operation = newOperation('reset');
     return { b: { ...b }, parent: { ...parent }, db: { ...s.databases[ref.database]! }, children };
   });
   if (children.length) {
@@ -41,7 +42,7 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
     await e.deleteBranch({ database: ref.database, branch: children[0]!.branch }, { force: true });
     for (const c of children.slice(1)) await e.deleteBranch({ database: c.database, branch: c.branch }, { force: true });
     await e.store.update((s) => {
-      s.branches[key]!.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString() };
+      s.branches[key]!.operation = newOperation('reset');
     });
   }
 
@@ -49,7 +50,7 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
   const plan = resetPlan(e, b, parent, tag);
   // The names recovery needs if this process dies: it undoes an unfinished reset, finishes a committed one.
   await e.store.update((s) => {
-    s.branches[key]!.operation = { kind: 'reset', pid: process.pid, startedAt: new Date().toISOString(), data: { ...plan, phase: 'swap' } };
+    s.branches[key]!.operation = newOperation('reset', { ...plan, phase: 'swap' });
   });
   const { snap, fresh, old, oldWal } = plan;
   const walDir = e.layout.walDir(b.id);
@@ -62,8 +63,8 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
     await e.zfs.mount(fresh);
     await steps.step('prepare data', async () => {
       const dataDir = Layout.dataDir(await e.zfs.mountpoint(fresh));
-      const parentPgWal = join(Layout.dataDir(await e.zfs.mountpoint(parent.dataset)), 'pg_wal');
-      if (label) await prepareBackupClone(dataDir, e.cfg, label, [e.layout.walDir(parent.id), parentPgWal]);
+      const parentData = Layout.dataDir(await e.zfs.mountpoint(parent.dataset));
+      if (label) await prepareBackupClone(dataDir, e.cfg, label, [{ dir: e.layout.walDir(parent.id) }, { dir: parentData, sub: 'pg_wal' }]);
       else await prepareCrashClone(dataDir, e.cfg);
     });
     // The swap: from here on, undo puts the old branch back.
@@ -79,12 +80,13 @@ export async function resetBranch(e: Engine, ref: BranchRef, o: { force?: boolea
       await e.zfs.rename(b.dataset, fresh);
       await e.zfs.rename(old, b.dataset);
     });
+    // The old archive is set aside (its own dataset, renamed) until the reset commits.
     await steps.step('clear WAL folder', async () => {
-      await mv(walDir, oldWal);
-      await mkdirOwned(walDir, { uid: e.cfg.postgres.uid, gid: e.cfg.postgres.gid });
+      await e.wal.rename(e.layout.walDataset(b.id), oldWal);
+      await e.wal.create(b.id);
     }, async () => {
-      await rm(walDir, { recursive: true, force: true });
-      await mv(oldWal, walDir);
+      await e.wal.destroy(b.id);
+      await e.wal.rename(oldWal, e.layout.walDataset(b.id));
     });
     const dataDir = Layout.dataDir(await e.zfs.mountpoint(b.dataset));
     await steps.step('start container', () => e.startContainer(next, pgdata, dataDir), () => e.docker.remove(b.container), { partial: true });
@@ -119,7 +121,7 @@ function resetPlan(e: Engine, b: BranchRecord, parent: BranchRecord, tag: string
     snap: `${parent.dataset}@bpg-${b.id}-${tag}`,
     fresh: `${b.dataset}.reset-${tag}`, // '.' never occurs in branch names: no collision
     old: `${b.dataset}.old-${tag}`,
-    oldWal: `${e.layout.walDir(b.id)}.old-${tag}`,
+    oldWal: `${e.layout.walDataset(b.id)}.old-${tag}`, // '.' never occurs in an id: no collision
     prevOrigin: b.origin?.snapshot ?? '',
   };
 }
@@ -128,7 +130,8 @@ type ResetPlan = ReturnType<typeof resetPlan>;
 /** After the commit: drop the old clone, its WAL and its origin snapshot (unless still used). */
 async function finishReset(e: Engine, key: string, plan: ResetPlan, steps = new Steps('branch reset', e.log)): Promise<void> {
   await steps.step('drop old dataset', () => e.zfs.destroy(plan.old, { recursive: true }));
-  await steps.step('drop old WAL', () => rm(plan.oldWal, { recursive: true, force: true }));
+  // A plan journalled before WAL datasets names a folder (an absolute path); now a dataset.
+  await steps.step('drop old WAL', () => (plan.oldWal.startsWith('/') ? rm(plan.oldWal, { recursive: true, force: true }) : e.wal.destroyDataset(plan.oldWal)));
   await steps.step('drop old origin', async () => {
     const st = await e.store.read();
     if (plan.prevOrigin && !snapshotInUse(st, plan.prevOrigin)) await e.zfs.destroy(plan.prevOrigin);
@@ -158,9 +161,16 @@ export async function recoverReset(e: Engine, b: BranchRecord, data: Record<stri
     await e.zfs.rename(plan.old, b.dataset);
   }
   await e.zfs.destroy(plan.fresh, { recursive: true });
-  if (await exists(plan.oldWal)) {
-    await rm(walDir, { recursive: true, force: true });
-    await mv(plan.oldWal, walDir);
+  if (plan.oldWal.startsWith('/')) {
+    // journalled before WAL datasets: folders on the host
+    if (await exists(plan.oldWal)) {
+      await rm(walDir, { recursive: true, force: true });
+      await mv(plan.oldWal, walDir);
+      await mkdirOwned(walDir, { uid: e.cfg.postgres.uid, gid: e.cfg.postgres.gid });
+    }
+  } else if (await e.zfs.exists(plan.oldWal)) {
+    await e.wal.destroy(b.id);
+    await e.wal.rename(plan.oldWal, e.layout.walDataset(b.id));
   }
   const st = await e.store.read();
   if (!snapshotInUse(st, plan.snap)) await e.zfs.destroy(plan.snap);

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { refName } from '../names.js';
@@ -38,6 +38,10 @@ export interface BranchUsage {
   usedBytes: number | null;
   /** Bytes in the branch's WAL archive folder. */
   walBytes: number;
+  diskQuotaBytes: number | null;
+  diskFull: boolean;
+  walQuotaBytes: number | null;
+  walFull: boolean;
   expiresAt: string | null;
   protected: boolean;
   memoryBytes: number;
@@ -56,7 +60,7 @@ export interface SystemStatus {
 /** Sum of the file sizes in one folder (a WAL archive is flat); 0 when it is missing. */
 export async function folderBytes(dir: string): Promise<number> {
   const names = await readdir(dir).catch(() => [] as string[]);
-  const sizes = await Promise.all(names.map((n) => stat(join(dir, n)).then((s) => (s.isFile() ? s.size : 0), () => 0)));
+  const sizes = await Promise.all(names.map((n) => lstat(join(dir, n)).then((s) => (s.isFile() ? s.size : 0), () => 0)));
   return sizes.reduce((a, b) => a + b, 0);
 }
 
@@ -79,8 +83,7 @@ export async function systemStatus(e: Engine): Promise<SystemStatus> {
     numbers(e, e.layout.root, ['used', 'available', 'quota']),
   ]);
   const records = Object.values(state.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
-  const wal = await Promise.all(records.map((b) => folderBytes(e.layout.walDir(b.id))));
-  const branches = records.map((b, i): BranchUsage => {
+  const branches = await Promise.all(records.map(async (b): Promise<BranchUsage> => {
     const v = e.view(state, b, live);
     return {
       name: v.name,
@@ -89,13 +92,17 @@ export async function systemStatus(e: Engine): Promise<SystemStatus> {
       status: v.status,
       port: v.port,
       usedBytes: v.usedBytes,
-      walBytes: wal[i]!,
+      walBytes: v.walBytes ?? (await folderBytes(e.layout.walDir(b.id))),
+      diskQuotaBytes: v.diskQuotaBytes,
+      diskFull: v.diskFull,
+      walQuotaBytes: v.walQuotaBytes,
+      walFull: v.walFull,
       expiresAt: v.expiresAt,
       protected: v.protected,
       memoryBytes: v.memoryBytes,
       cpus: v.cpus,
     };
-  });
+  }));
   const byStatus: Record<string, number> = {};
   for (const b of branches) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
   const size = pool ? pool.used! + pool.available! : 0;

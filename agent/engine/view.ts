@@ -24,7 +24,25 @@ export interface BranchView {
   stoppedBy: 'user' | 'idle' | null;
   memoryBytes: number;
   cpus: number;
+  /** ZFS quota of the branch's dataset (null: none), and whether it is (nearly) used up. */
+  diskQuotaBytes: number | null;
+  diskFull: boolean;
+  /** The branch's WAL archive: bytes used, its quota, and whether it is full (archiving then fails). */
+  walBytes: number | null;
+  walQuotaBytes: number | null;
+  walFull: boolean;
 }
+
+/** Space of one dataset (`zfs get used,available,quota`). */
+export interface Space {
+  used: number;
+  available: number;
+  quota: number | null;
+}
+
+/** Less than one WAL segment left under a quota: the next write fails with "Disk quota exceeded". */
+const FULL_BELOW = 16 * 1024 * 1024;
+const isFull = (s: Space | null) => s !== null && s.quota !== null && s.available < FULL_BELOW;
 
 export interface DatabaseView {
   name: string;
@@ -33,7 +51,7 @@ export interface DatabaseView {
   branches: BranchView[];
 }
 
-export function branchView(cfg: Config, db: DatabaseRecord, b: BranchRecord, live: { status: string; usedBytes: number | null }): BranchView {
+export function branchView(cfg: Config, db: DatabaseRecord, b: BranchRecord, live: { status: string; disk: Space | null; wal: Space | null }): BranchView {
   const host = cfg.postgres.publicHost;
   const user = cfg.postgres.superuser;
   const hostInUri = host.includes(':') ? `[${host}]` : host;
@@ -57,12 +75,17 @@ export function branchView(cfg: Config, db: DatabaseRecord, b: BranchRecord, liv
     image: b.image,
     consistency: b.origin?.consistency ?? null,
     createdAt: b.createdAt,
-    usedBytes: live.usedBytes,
+    usedBytes: live.disk?.used ?? null,
     expiresAt: b.expiresAt,
     protected: b.protected,
     lastActiveAt: b.lastActiveAt,
     stoppedBy: b.stoppedBy,
     memoryBytes: b.memory ?? cfg.postgres.memory,
     cpus: b.cpus ?? cfg.postgres.cpus,
+    diskQuotaBytes: live.disk ? live.disk.quota : b.disk,
+    diskFull: isFull(live.disk),
+    walBytes: live.wal?.used ?? null,
+    walQuotaBytes: live.wal ? live.wal.quota : cfg.postgres.walQuota,
+    walFull: isFull(live.wal),
   };
 }

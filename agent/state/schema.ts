@@ -10,6 +10,9 @@ export type BranchStatus = z.infer<typeof BranchStatus>;
 export const Operation = z.object({
   kind: z.string(),
   pid: z.number().int(),
+  /** The boot and process start time of the owner (see state/owner.ts): a PID alone can be reused. */
+  boot: z.string().optional(),
+  pidStart: z.string().optional(),
   startedAt: z.string(),
   /** What recovery needs to finish or undo it (names of temporary datasets, the phase reached). */
   data: z.record(z.string(), z.string()).optional(),
@@ -45,6 +48,8 @@ export const BranchRecord = z.object({
   /** Container limits for this branch (null: postgres.memory / postgres.cpus from the config). */
   memory: z.number().int().positive().nullable().default(null),
   cpus: z.number().positive().nullable().default(null),
+  /** ZFS quota of the branch's dataset in bytes (null: none). */
+  disk: z.number().int().positive().nullable().default(null),
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 
@@ -89,6 +94,11 @@ export const State = z
     databases: z.record(z.string(), DatabaseRecord),
     branches: z.record(z.string(), BranchRecord),
     snapshots: z.record(z.string(), SnapshotRecord).default({}),
+    /**
+     * WAL archives live on ZFS datasets of their own (`<root>/_wal/<id>`). Absent in states written
+     * before that: those installs keep WAL folders on the host's disk until migrated (wal-migration.ts).
+     */
+    walOnZfs: z.boolean().default(false),
   })
   .superRefine((s, ctx) => {
     const ports = new Map<number, string>();
@@ -113,4 +123,4 @@ export const State = z
   });
 export type State = z.infer<typeof State>;
 
-export const emptyState = (): State => ({ version: 1, databases: {}, branches: {}, snapshots: {} });
+export const emptyState = (): State => ({ version: 1, databases: {}, branches: {}, snapshots: {}, walOnZfs: true });

@@ -105,7 +105,11 @@ export class CrashLab {
       const owner = Object.values(state.branches).find((b) => b.id === k.branchId)!;
       expected.add(`${owner.dataset}@${k.name}`);
     }
-    const zfs = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', this.root]).split('\n').filter(Boolean);
+    // every branch's WAL archive is a dataset of its own under <root>/_wal
+    for (const b of Object.values(state.branches)) expected.add(`${this.root}/_wal/${b.id}`);
+    const zfs = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', this.root])
+      .split('\n')
+      .filter((n) => n && n !== `${this.root}/_wal`); // the WAL root stays once made
     assert.deepEqual([...zfs].sort(), [...expected].sort(), 'ZFS holds exactly what the state says');
     const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${this.root}`, '--format', '{{.Names}} {{.State}}']).split('\n').filter(Boolean);
     const want = Object.values(state.branches).map((b) => `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`);

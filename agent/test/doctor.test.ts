@@ -1,26 +1,20 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { DoctorReport, FindingKind } from '../engine/doctor.js';
 import { CrashLab } from './crash-lab.js';
-import { BPG, queryOne, sh } from './helpers.js';
+import { BPG, queryOne, sh, zfsChange } from './helpers.js';
 
-/** zfs-fuse may call a just-unmounted dataset busy for a moment. */
+/** zfs-fuse may call a just-unmounted dataset busy for a moment: unmount and destroy through the busy retry. */
 function zfsDestroy(name: string): void {
-  for (let i = 0; ; i++) {
-    try {
-      sh('zfs', ['umount', name]);
-    } catch {}
-    try {
-      sh('zfs', ['destroy', name]);
-      return;
-    } catch (e) {
-      if (i >= 20) throw e;
-      execFileSync('sleep', ['0.2']);
-    }
+  try {
+    zfsChange(['umount', name]);
+  } catch (e) {
+    if (!/not currently mounted|not mounted/.test(String((e as { stderr?: unknown }).stderr ?? e))) throw e;
   }
+  zfsChange(['destroy', name]);
 }
 
 /** Issue 7, reconcile: every kind of drift made by hand, reported without --fix, repaired with it. */
@@ -57,15 +51,17 @@ describe('bpg doctor', () => {
     sh('docker', ['start', b.container]);
     // c: its data moved to another name (as a half-done rename by hand would)
     sh('docker', ['rm', '-f', c.container]);
-    sh('zfs', ['umount', c.dataset]);
-    sh('zfs', ['rename', c.dataset, `${dbDs}/c-moved`]);
+    zfsChange(['umount', c.dataset]);
+    zfsChange(['rename', c.dataset, `${dbDs}/c-moved`]);
     // gone: its dataset destroyed by hand: the data is lost
     sh('docker', ['rm', '-f', gone.container]);
     zfsDestroy(gone.dataset);
     // orphans of every kind
-    sh('zfs', ['create', '-o', 'betterpg:managed=true', `${dbDs}/leftover`]);
-    sh('zfs', ['snapshot', '-o', 'betterpg:managed=true', `${main.dataset}@bpg-0000000000000000`]);
-    sh('zfs', ['create', `${dbDs}/not-ours`]); // inherits betterpg:managed, but was not made by us
+    zfsChange(['create', '-o', 'betterpg:managed=true', `${dbDs}/leftover`]);
+    zfsChange(['snapshot', '-o', 'betterpg:managed=true', `${main.dataset}@bpg-0000000000000000`]);
+    zfsChange(['create', `${dbDs}/not-ours`]); // inherits betterpg:managed, but was not made by us
+    // a WAL archive dataset of no branch, and a plain folder among the WAL archives' mount points
+    zfsChange(['create', '-o', 'betterpg:managed=true', '-o', 'betterpg:wal=dddddddddddddddd', `${lab.root}/_wal/dddddddddddddddd`]);
     sh('docker', ['create', '--name', `bpg-${lab.db}.ghost`, '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${lab.root}`, '--label', 'io.betterpg.id=ffffffffffffffff', 'betterpg/postgres:15-local']);
     mkdirSync(join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee'), { recursive: true });
     mkdirSync(join(stateDir(), 'tmp'), { recursive: true });
@@ -86,12 +82,14 @@ describe('bpg doctor', () => {
       ['foreign-dataset', `${dbDs}/not-ours`],
       ['orphan-container', `bpg-${lab.db}.ghost`],
       ['orphan-wal-folder', join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee')],
+      ['orphan-wal-folder', `${lab.root}/_wal/dddddddddddddddd`],
       ['orphan-temp-file', join(stateDir(), 'tmp', 'pw-eeeeeeeeeeeeeeee')],
     ];
     assert.deepEqual(kinds(report), expected.map(([k, s]) => `${k} ${s}`).sort());
     assert.ok(report.findings.every((f) => f.status === 'found'));
     // nothing was changed by looking
     assert.ok(existsSync(join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee')));
+    sh('zfs', ['list', `${lab.root}/_wal/dddddddddddddddd`]);
     assert.equal(sh('docker', ['inspect', '-f', '{{.State.Running}}', a.container]).trim(), 'false');
 
     const fixed = await lab.run(['doctor', '--fix', '--json']);
@@ -102,6 +100,8 @@ describe('bpg doctor', () => {
     // the foreign dataset is never touched; everything else is back in line
     sh('zfs', ['list', `${dbDs}/not-ours`]);
     zfsDestroy(`${dbDs}/not-ours`);
+    assert.ok(!existsSync(join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee')), 'the stray folder is gone');
+    assert.throws(() => sh('zfs', ['list', `${lab.root}/_wal/dddddddddddddddd`]), /does not exist/, 'the orphan WAL dataset is gone');
     assert.equal(lab.state().branches[`${lab.db}/gone`], undefined, 'a lost branch is forgotten');
     assert.equal(lab.state().branches[`${lab.db}/b`]!.status, 'running');
     for (const name of ['a', 'b', 'c']) {

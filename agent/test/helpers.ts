@@ -65,6 +65,22 @@ export function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
+/**
+ * A `zfs` change made by a test itself, with the driver's rule: zfs-fuse answers "dataset is busy"
+ * at random for a moment, so retry that (and only that), up to ~10 s.
+ */
+export function zfsChange(args: string[]): string {
+  for (let i = 0; ; i++) {
+    try {
+      return sh('zfs', args);
+    } catch (e) {
+      const err = String((e as { stderr?: unknown }).stderr ?? e);
+      if (i >= 40 || !/busy/i.test(err)) throw e;
+      execFileSync('sleep', ['0.25']);
+    }
+  }
+}
+
 /** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */
 export async function leftovers(db: string, configPath?: string): Promise<{ datasets: string[]; containers: string[] }> {
   const cfg = configPath ? await loadConfig(configPath) : await config();
@@ -73,7 +89,9 @@ export async function leftovers(db: string, configPath?: string): Promise<{ data
     datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`])
       .split('\n')
       .filter(Boolean);
-  } catch {
+  } catch (e) {
+    // Only "no such dataset" means nothing is left; any other zfs error must fail the test.
+    if (!/does not exist/.test(String((e as { stderr?: unknown }).stderr ?? ''))) throw e;
     datasets = [];
   }
   const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.database=${db}`, '--format', '{{.Names}}'])
