@@ -47198,6 +47198,13 @@ const BranchView = object({
     stoppedBy: schemas_enum(['user', 'idle']).nullable(),
     memoryBytes: schemas_number(),
     cpus: schemas_number(),
+    /** ZFS quota of the branch's dataset (null: none); diskFull: less than 16 MiB left under it. */
+    diskQuotaBytes: schemas_number().nullable(),
+    diskFull: schemas_boolean(),
+    /** The branch's WAL archive dataset: used, quota, full (then archiving fails until space is freed). */
+    walBytes: schemas_number().nullable(),
+    walQuotaBytes: schemas_number().nullable(),
+    walFull: schemas_boolean(),
 });
 const DatabaseView = object({
     name: schemas_string(),
@@ -47230,6 +47237,11 @@ const MemorySize = union([
     schemas_number().int().positive(),
     schemas_string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "memory must be bytes or a size such as '512m' or '1g'"),
 ]);
+/** A branch's disk quota: bytes or a size with a unit ('5g'). Capped by limits.maxDisk. */
+const DiskSize = union([
+    schemas_number().int().positive(),
+    schemas_string().regex(/^\d+(\.\d+)?\s*[kmgt]?(i?b)?$/i, "disk must be bytes or a size such as '5g' or '100g'"),
+]);
 /** A branch's CPUs (Docker --cpus). Capped by limits.maxCpus. */
 const Cpus = schemas_number().min(0.01, 'cpus must be at least 0.01').max(256);
 /** PUT /v1/databases/{db}/branches/{branch}: every field optional. */
@@ -47253,6 +47265,8 @@ const PutBranchBody = object({
     /** Container memory and CPUs (default postgres.memory / postgres.cpus). Only used when the branch is created. */
     memory: MemorySize.optional(),
     cpus: Cpus.optional(),
+    /** ZFS quota of the branch's dataset (default postgres.diskQuota). Only used when the branch is created. */
+    disk: DiskSize.optional(),
 })
     .strict();
 /** PATCH /v1/databases/{db}/branches/{branch}: change expiry or protection (at least one field). */
@@ -47274,6 +47288,8 @@ const CreateDatabaseBody = object({
     image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
     memory: MemorySize.optional(),
+    /** ZFS quota of main's dataset (default: none). */
+    disk: DiskSize.optional(),
     cpus: Cpus.optional(),
 })
     .strict();
@@ -47313,8 +47329,10 @@ const WalInfo = object({
     newest: Seg.nullable(),
     gaps: array(object({ timeline: schemas_string(), from: schemas_string(), to: schemas_string(), missing: schemas_number() })),
     historyFiles: schemas_number(),
-    lastFailure: Seg.nullable(),
+    lastFailure: Seg.extend({ reason: schemas_string().nullable() }).nullable(),
     lastArchived: Seg.nullable(),
+    quotaBytes: schemas_number().nullable(),
+    full: schemas_boolean(),
 });
 const DatabaseList = array(DatabaseView);
 const BranchList = array(BranchView);
