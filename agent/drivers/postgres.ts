@@ -31,8 +31,24 @@ export function scramVerifier(password: string, iterations = 4096): string {
 export const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 export const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
+/**
+ * The agent's sessions set what they rely on in the startup packet, which wins over ALTER ROLE and
+ * ALTER DATABASE settings a branch's superuser may have planted (a 1 ms statement_timeout, read-only
+ * transactions, a search_path that puts its own functions first). Bounded waits: a branch holding a
+ * lock or a slow statement fails the operation on that branch instead of hanging it.
+ */
+export const AGENT_SESSION_OPTIONS = [
+  'search_path=pg_catalog',
+  'default_transaction_read_only=off',
+  'statement_timeout=600000',
+  'lock_timeout=60000',
+  'idle_in_transaction_session_timeout=0',
+]
+  .map((o) => `-c ${o}`)
+  .join(' ');
+
 export async function connect(t: PgTarget, timeoutMs = 5000): Promise<pg.Client> {
-  const c = new pg.Client({ ...t, connectionTimeoutMillis: timeoutMs, application_name: 'betterpg' });
+  const c = new pg.Client({ ...t, connectionTimeoutMillis: timeoutMs, application_name: 'betterpg', options: AGENT_SESSION_OPTIONS });
   c.on('error', () => {}); // a server going away must not crash the agent; the next query fails instead
   await c.connect();
   return c;

@@ -235,6 +235,30 @@ describe('a branch superuser cannot reach the host through the files the agent t
     assert.ok(existsSync(join(data, 'postgresql.auto.conf')));
   });
 
+  it("role and database settings a branch plants do not reach the agent's own sessions", async () => {
+    const v = await get('victim');
+    // A function that shadows the one the agent waits on, put first on the search path; every
+    // statement timed out after 1 ms; every transaction read-only: for every new session.
+    await query(v, "CREATE SCHEMA evil; CREATE FUNCTION evil.pg_is_in_recovery() RETURNS boolean LANGUAGE sql AS 'SELECT true'");
+    await query(v, `ALTER DATABASE ${v.connection.database} SET search_path = evil, pg_catalog`);
+    await query(v, "ALTER ROLE postgres SET statement_timeout = '1ms'");
+    await query(v, 'ALTER ROLE postgres SET default_transaction_read_only = on');
+    // The agent waits for pg_is_in_recovery() after a start, and sets a clone's password with ALTER ROLE.
+    const restart = await run(['restart', `${db}/victim`]);
+    assert.equal(restart.code, 0, restart.stderr);
+    const kid = await run(['branch', 'create', `${db}/kid`, '--from', `${db}/victim`]);
+    assert.equal(kid.code, 0, kid.stderr);
+    // Undone for the tests that follow, from a session that sets its own options as the agent's do.
+    const opts = encodeURIComponent('-c default_transaction_read_only=off -c statement_timeout=0 -c search_path=pg_catalog');
+    for (const name of ['victim', 'kid']) {
+      const b = await get(name);
+      const own = { ...b, connection: { ...b.connection, uri: `${b.connection.uri}?options=${opts}` } };
+      await query(own, `ALTER ROLE postgres RESET ALL; ALTER DATABASE ${b.connection.database} RESET ALL`);
+    }
+    await query(await get('victim'), 'DROP SCHEMA evil CASCADE');
+    assert.equal((await run(['branch', 'delete', `${db}/kid`])).code, 0);
+  });
+
   it('archiving: an identical segment counts as archived, a different one is reported, a killed copy does not stop it', async () => {
     const v = await get('victim');
     const id = JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')).branches[`${db}/victim`].id as string;
