@@ -47519,8 +47519,10 @@ class BpgClient {
     retries;
     retryDelayMs;
     fetchImpl;
+    busyWaitMs;
     constructor(opts) {
         this.opts = opts;
+        this.busyWaitMs = opts.busyWaitMs ?? 600_000;
         this.base = opts.baseUrl.replace(/\/+$/, '');
         this.timeoutMs = opts.timeoutMs ?? 180_000;
         this.retries = opts.retries ?? 4;
@@ -47625,6 +47627,7 @@ class BpgClient {
     /** One call with retries; answers with a 2xx (or an `accept`ed status), otherwise throws. */
     async call(method, path, body, o = {}, accept = []) {
         const idempotent = method !== 'POST';
+        let waited = 0;
         for (let attempt = 0;; attempt++) {
             const timeout = AbortSignal.timeout(o.timeoutMs ?? this.timeoutMs);
             const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
@@ -47669,6 +47672,14 @@ class BpgClient {
             }
             if (res.ok || accept.includes(res.status))
                 return { status: res.status, body: parsed, requestId };
+            // The agent is busy (its create line): it made nothing and says when to come back.
+            const retryAfter = Number(res.headers.get('retry-after'));
+            if (res.status === 503 && idempotent && Number.isFinite(retryAfter) && retryAfter > 0 && waited < this.busyWaitMs) {
+                const pause = Math.min(retryAfter * 1000, 30_000, this.busyWaitMs - waited);
+                waited += pause;
+                await sleep(pause);
+                continue;
+            }
             const err = ErrorBody.safeParse(parsed);
             if (err.success)
                 throw new BpgApiError(res.status, err.data.error.code, err.data.error.message, requestId);

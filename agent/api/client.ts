@@ -21,6 +21,12 @@ export interface ClientOptions {
   retries?: number;
   /** First pause before a retry, doubled each time (with jitter, at most 5 s). Default 250 ms. */
   retryDelayMs?: number;
+  /**
+   * How long, in all, a call waits when the agent answers 503 with Retry-After (its create line is
+   * full, or a create waited too long): idempotent calls are tried again after the time it names.
+   * Default 10 minutes; 0 turns it off.
+   */
+  busyWaitMs?: number;
   /** For tests or proxies; default the global fetch. */
   fetch?: typeof fetch;
   /** PEM of a CA to trust besides the system's, for an agent with a self-signed or private certificate (api.tls). */
@@ -79,8 +85,10 @@ export class BpgClient {
   private readonly retries: number;
   private readonly retryDelayMs: number;
   private readonly fetchImpl: typeof fetch;
+  private readonly busyWaitMs: number;
 
   constructor(private readonly opts: ClientOptions) {
+    this.busyWaitMs = opts.busyWaitMs ?? 600_000;
     this.base = opts.baseUrl.replace(/\/+$/, '');
     this.timeoutMs = opts.timeoutMs ?? 180_000;
     this.retries = opts.retries ?? 4;
@@ -207,6 +215,7 @@ export class BpgClient {
   /** One call with retries; answers with a 2xx (or an `accept`ed status), otherwise throws. */
   private async call(method: Method, path: string, body: unknown, o: CallOptions = {}, accept: number[] = []): Promise<{ status: number; body: unknown; requestId?: string }> {
     const idempotent = method !== 'POST';
+    let waited = 0;
     for (let attempt = 0; ; attempt++) {
       const timeout = AbortSignal.timeout(o.timeoutMs ?? this.timeoutMs);
       const signal = o.signal ? AbortSignal.any([o.signal, timeout]) : timeout;
@@ -246,6 +255,14 @@ export class BpgClient {
         throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`, requestId);
       }
       if (res.ok || accept.includes(res.status)) return { status: res.status, body: parsed, requestId };
+      // The agent is busy (its create line): it made nothing and says when to come back.
+      const retryAfter = Number(res.headers.get('retry-after'));
+      if (res.status === 503 && idempotent && Number.isFinite(retryAfter) && retryAfter > 0 && waited < this.busyWaitMs) {
+        const pause = Math.min(retryAfter * 1000, 30_000, this.busyWaitMs - waited);
+        waited += pause;
+        await sleep(pause);
+        continue;
+      }
       const err = S.ErrorBody.safeParse(parsed);
       if (err.success) throw new BpgApiError(res.status, err.data.error.code, err.data.error.message, requestId);
       throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status}`, requestId);
