@@ -26,7 +26,9 @@ export class WalArchives {
     const root = this.layout.walRoot;
     if (!(await this.zfs.exists(root))) {
       try {
-        await this.zfs.create(root, { mountpoint: this.layout.walMount(), [ZFS_PROP.managed]: 'true', [ZFS_PROP.wal]: 'root' }, true);
+        // compression: a switched segment is mostly zeros after its last record.
+        const props = { mountpoint: this.layout.walMount(), compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.wal]: 'root' };
+        await this.zfs.create(root, props, true);
       } catch (e) {
         if (!(await this.zfs.exists(root))) throw this.explain(e);
       }
