@@ -306,7 +306,9 @@ describe('limits, /metrics and status', () => {
     assert.match(human, /^databases: 2, branches: 4 \(4 running\)$/m);
     assert.match(human, /^limits: branches 4\/4 in total, 3 per database; memory up to 1\.0 GiB, cpus up to 1\.5; creates need 1\.0 KiB free$/m);
     assert.match(human, /^NAME\s+STATUS\s+USED\s+WAL\s+EXPIRES\s+PORT$/m);
-    assert.match(human, new RegExp(`^${a}/main\\s+running\\s+[0-9.]+ [KMG]iB\\s+[0-9.]+ [KMG]?i?B\\s+never \\(protected\\)\\s+\\d+$`, 'm'));
+    // USED (main has no quota by default), WAL (its archive's quota after 'of')
+    assert.match(human, new RegExp(`^${a}/main\\s+running\\s+[0-9.]+ [KMG]iB\\s+[0-9.]+ [KMG]?i?B of [0-9.]+ GiB\\s+never \\(protected\\)\\s+\\d+$`, 'm'));
+    assert.match(human, new RegExp(`^${a}/b1\\s+running\\s+[0-9.]+ [KMG]iB of 20 GiB\\s+`, 'm'));
   });
 });
 
