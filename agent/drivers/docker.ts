@@ -270,9 +270,10 @@ export class DockerDriver {
     }
   }
 
-  /** Containers carrying our managed label (optionally filtered by more labels). */
+  /** Containers carrying our managed label (optionally filtered by more labels); bound to a root, that root's only. */
   async listManaged(labels: Record<string, string> = {}): Promise<Array<{ id: string; name: string; labels: Record<string, string>; state: string }>> {
-    const filters = [`${LABEL_MANAGED}=true`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
+    const all = this.root === null ? labels : { ...labels, [LABEL_ROOT]: this.root };
+    const filters = [`${LABEL_MANAGED}=true`, ...Object.entries(all).map(([k, v]) => `${k}=${v}`)];
     const list = await this.docker.listContainers({ all: true, filters: { label: filters } });
     return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), labels: c.Labels, state: c.State }));
   }

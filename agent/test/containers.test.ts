@@ -457,6 +457,8 @@ describe('two agents on one host', { concurrency: 1 }, () => {
     sh('docker', ['rm', '-f', name]);
     const planted = sh('docker', ['create', '--name', name, '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${B.root}`, 'betterpg/postgres:15-local']).trim();
     try {
+      // The agent sees no container of its own there (not someone else's, stopped).
+      assert.equal((await A.json(['branch', 'get', `${db}/feat`])).status, 'missing');
       for (const cmd of ['stop', 'start', 'restart']) {
         const r = await A.run([cmd, `${db}/feat`]);
         assert.equal(r.code, 1, `${cmd}: ${r.stderr}`);
