@@ -87,6 +87,33 @@ export const ConfigSchema = z
         diskQuota: Size.nullable().default(20 * 1024 ** 3),
         /** ZFS quota of each branch's WAL archive dataset. null: no quota. */
         walQuota: Size.nullable().default(10 * 1024 ** 3),
+        /**
+         * Container hardening (agent/drivers/hardening.ts); each key has an off value. PR SQL runs
+         * shell commands in the container as uid 999 (COPY ... TO PROGRAM): these bound what it can do.
+         */
+        /** Most processes in one branch container (a fork bomb stops here); null: no limit. */
+        pidsLimit: z.number().int().min(32, 'must be at least 32 (PostgreSQL needs a process per connection)').max(1_000_000).nullable().default(512),
+        /** Drop every Linux capability (PostgreSQL runs as uid 999 and needs none). */
+        dropCapabilities: z.boolean().default(true),
+        /** no-new-privileges: nothing in the container gains privileges through setuid files. */
+        noNewPrivileges: z.boolean().default(true),
+        /** Read-only root filesystem; /tmp and the socket directory become tmpfs. */
+        readOnlyRootfs: z.boolean().default(true),
+        /** Container log (json-file) rotated at this size, at most logMaxFiles files; null: the daemon's default logging. */
+        logMaxSize: Size.nullable().default(10 * 1024 ** 2),
+        logMaxFiles: z.number().int().min(1).max(100).default(3),
+        /**
+         * Branch containers join the Docker network `<network>-isolated` (egress off) or
+         * `<network>-egress`, shared by every agent on the host, without container-to-container
+         * traffic; null: Docker's default bridge (no isolation; needs egress: true).
+         */
+        network: z
+          .string()
+          .regex(/^[a-z][a-z0-9]{0,5}$/, 'lowercase letters and digits, at most 6 (the bridge is named <network>-isolated)')
+          .nullable()
+          .default('bpg'),
+        /** Branch containers may open connections (to the internet, the host, other hosts); off: they only answer. */
+        egress: z.boolean().default(false),
         stopTimeoutSeconds: z.number().int().positive().default(30),
         readyTimeoutSeconds: z.number().int().positive().default(120),
         /** postgresql.conf settings written for every branch (the agent's own keys win). */
@@ -199,6 +226,9 @@ export function parseConfig(raw: unknown, where: string): Config {
     const issue = r.error.issues[0]!;
     const key = issue.path.length ? issue.path.join('.') : '(top level)';
     throw invalid(`invalid config ${where}: ${key}: ${issue.message}`);
+  }
+  if (r.data.postgres.network === null && !r.data.postgres.egress) {
+    throw invalid(`invalid config ${where}: postgres.network: null (Docker's default bridge) cannot keep egress off; set postgres.egress: true too`);
   }
   const [lo, hi] = r.data.postgres.portRange;
   if (hi - lo > 100_000) throw invalid(`invalid config ${where}: postgres.portRange: too wide`);

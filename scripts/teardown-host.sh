@@ -4,6 +4,9 @@
 #  1. removes Docker containers labelled io.betterpg.managed=true (with their
 #     anonymous volumes); with BPG_TEARDOWN_ONLY_ROOT set, only those that are
 #     also labelled io.betterpg.root=$BPG_TEARDOWN_ONLY_ROOT
+#     Without BPG_TEARDOWN_ONLY_ROOT, also the branch networks (labelled
+#     io.betterpg.managed=true, shared by every agent) that no container uses,
+#     with their iptables rules ("betterpg: no egress")
 #  2. with BPG_DESTROY_POOL=1: destroys the pool $BPG_POOL (zpool destroy -f)
 #     and deletes its file $BPG_POOL_FILE
 #  3. stops the daemons that setup-host.sh started itself, as recorded in
@@ -103,6 +106,21 @@ if docker_ready; then
     docker rm -f -v "${ids[@]}" >/dev/null
   else
     log "no containers labelled ${what}"
+  fi
+  if [[ -z "$BPG_TEARDOWN_ONLY_ROOT" ]]; then
+    mapfile -t nets < <(docker network ls --filter "label=${MANAGED_LABEL}" --format '{{.Name}}')
+    for net in "${nets[@]}"; do
+      [[ -n "$net" ]] || continue
+      if docker network rm "$net" >/dev/null 2>&1; then
+        log "removed Docker network $net"
+        for chain in DOCKER-USER INPUT; do
+          while iptables -w 10 -D "$chain" -i "$net" -m conntrack ! --ctstate RELATED,ESTABLISHED \
+            -m comment --comment "betterpg: no egress" -j DROP 2>/dev/null; do :; done
+        done
+      else
+        log "Docker network $net is in use: kept"
+      fi
+    done
   fi
 else
   log "Docker engine not reachable: no containers to remove"

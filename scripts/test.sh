@@ -55,6 +55,15 @@ cleanup() {
   for ds in $(zfs list -H -o name -d 1 "$BPG_POOL" 2>/dev/null | grep -E "^$BPG_POOL/$base(-|\$)"); do
     zfs destroy -r "$ds" >/dev/null 2>&1 || { zfs umount -f "$ds" >/dev/null 2>&1; zfs destroy -r "$ds" >/dev/null 2>&1; }
   done
+  # what agent/test/containers.test.ts makes besides containers and datasets, if it was killed
+  ip netns del "bpgt-out-$BPG_TEST_PORT_BASE" >/dev/null 2>&1
+  ip link del "bpo${BPG_TEST_PORT_BASE}h" >/dev/null 2>&1
+  net="t${BPG_TEST_PORT_BASE:0:5}-isolated"
+  if docker network rm "$net" >/dev/null 2>&1; then
+    for chain in DOCKER-USER INPUT; do
+      while iptables -w 10 -D "$chain" -i "$net" -m conntrack ! --ctstate RELATED,ESTABLISHED -m comment --comment "betterpg: no egress" -j DROP 2>/dev/null; do :; done
+    done
+  fi
   rm -rf "$work"
   if [ "${BPG_KEEP_STACK:-0}" != 1 ]; then
     local destroy=0 stop=0

@@ -1,5 +1,6 @@
 import Docker from 'dockerode';
-import { BpgError, unavailable } from '../errors.js';
+import { BpgError, conflict, unavailable } from '../errors.js';
+import { BranchNetworks, type NetworkPlan } from './network.js';
 
 export const LABEL_MANAGED = 'io.betterpg.managed';
 export const LABEL_DATABASE = 'io.betterpg.database';
@@ -25,6 +26,17 @@ export interface ContainerSpec {
   shmSizeBytes?: number;
   stopTimeoutSeconds?: number;
   restartPolicy?: 'no' | 'unless-stopped';
+  // Hardening (agent/drivers/hardening.ts builds these from the postgres.* keys); omitted: Docker's default.
+  pidsLimit?: number;
+  capDrop?: string[];
+  securityOpt?: string[];
+  readOnlyRootfs?: boolean;
+  /** tmpfs mounts: path -> mount options. */
+  tmpfs?: Record<string, string>;
+  /** json-file log, rotated. */
+  log?: { maxSizeBytes: number; maxFiles: number };
+  /** A branch network (created on demand, firewalled without egress), no network at all, or (omitted) Docker's default bridge. */
+  network?: NetworkPlan | 'none';
 }
 
 export interface ContainerState {
@@ -43,12 +55,46 @@ export interface ContainerState {
 const startedAt = (t: string | undefined): string | null => (t && !t.startsWith('0001-') ? new Date(t).toISOString() : null);
 const isStatus = (e: unknown, code: number) => (e as { statusCode?: number })?.statusCode === code;
 
-/** Thin wrapper over dockerode: containers for branches and one-shot helpers. */
+/**
+ * Thin wrapper over dockerode: containers for branches and one-shot helpers. Bound to an agent's
+ * root (`forRoot`), it touches a container by name only when the container carries that root's
+ * label: several agents (and test runs) share a host, and a container made by another one (or by
+ * anyone else) under a name we expect is refused in one line, never reused, started, stopped,
+ * renamed or removed. Each by-name operation inspects first, then acts on the inspected id.
+ */
 export class DockerDriver {
   readonly docker: Docker;
+  readonly networks: BranchNetworks;
 
-  constructor(socketPath = process.env.DOCKER_SOCKET ?? '/var/run/docker.sock') {
-    this.docker = new Docker({ socketPath });
+  constructor(
+    socketPath: string | Docker = process.env.DOCKER_SOCKET ?? '/var/run/docker.sock',
+    /** `<pool>/<datasetBase>` whose containers this driver may touch by name; null: unbound (no check). */
+    readonly root: string | null = null,
+  ) {
+    this.docker = typeof socketPath === 'string' ? new Docker({ socketPath }) : socketPath;
+    this.networks = new BranchNetworks(this.docker);
+  }
+
+  /** The same engine connection, touching only containers labelled for `root`. */
+  forRoot(root: string): DockerDriver {
+    return new DockerDriver(this.docker, root);
+  }
+
+  /** Inspects a container by name; null when there is none; refuses one that is not this root's. */
+  private async owned(name: string, action: string): Promise<Docker.ContainerInspectInfo | null> {
+    let i: Docker.ContainerInspectInfo;
+    try {
+      i = await this.docker.getContainer(name).inspect();
+    } catch (e) {
+      if (isStatus(e, 404)) return null;
+      throw e;
+    }
+    const theirs = i.Config?.Labels?.[LABEL_ROOT];
+    if (this.root !== null && theirs !== this.root) {
+      const whose = theirs === undefined ? 'is not one of this agent\'s (no io.betterpg.root label)' : `belongs to another agent (io.betterpg.root=${JSON.stringify(theirs)})`;
+      throw conflict(`container ${name} ${whose}, this agent's root is ${this.root}: refusing to ${action} it (remove or rename it by hand if it is stale)`);
+    }
+    return i;
   }
 
   async ping(): Promise<void> {
@@ -98,6 +144,7 @@ export class DockerDriver {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
+    if (spec.network && spec.network !== 'none') await this.networks.ensure(spec.network);
     const c = await this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
@@ -120,14 +167,26 @@ export class DockerDriver {
         ShmSize: spec.shmSizeBytes,
         RestartPolicy: { Name: spec.restartPolicy ?? 'no' },
         Init: false,
+        PidsLimit: spec.pidsLimit,
+        CapDrop: spec.capDrop,
+        SecurityOpt: spec.securityOpt,
+        ReadonlyRootfs: spec.readOnlyRootfs,
+        Tmpfs: spec.tmpfs,
+        LogConfig: spec.log ? { Type: 'json-file', Config: { 'max-size': String(spec.log.maxSizeBytes), 'max-file': String(spec.log.maxFiles) } } : undefined,
+        NetworkMode: spec.network === 'none' ? 'none' : spec.network?.name,
       },
     });
     return c.id;
   }
 
+  /** Starts a container; on one of our no-egress networks, its firewall rules are checked (and restored) first. */
   async start(name: string): Promise<void> {
+    const i = await this.owned(name, 'start');
+    if (!i) throw new BpgError('failed', `container ${name} does not exist`);
+    const plan = await this.networks.planOf(i.HostConfig?.NetworkMode);
+    if (plan) await this.networks.ensure(plan);
     try {
-      await this.docker.getContainer(name).start();
+      await this.docker.getContainer(i.Id).start();
     } catch (e) {
       if (isStatus(e, 304)) return; // already running
       throw e;
@@ -135,8 +194,10 @@ export class DockerDriver {
   }
 
   async stop(name: string, timeoutSeconds: number): Promise<void> {
+    const i = await this.owned(name, 'stop');
+    if (!i) return;
     try {
-      await this.docker.getContainer(name).stop({ t: timeoutSeconds });
+      await this.docker.getContainer(i.Id).stop({ t: timeoutSeconds });
     } catch (e) {
       if (isStatus(e, 304) || isStatus(e, 404)) return;
       throw e;
@@ -145,8 +206,10 @@ export class DockerDriver {
 
   /** Removes a container; gone already counts as done. */
   async remove(name: string): Promise<void> {
+    const i = await this.owned(name, 'remove');
+    if (!i) return;
     try {
-      await this.docker.getContainer(name).remove({ force: true, v: true });
+      await this.docker.getContainer(i.Id).remove({ force: true, v: true });
     } catch (e) {
       if (isStatus(e, 404)) return;
       if (isStatus(e, 409)) return; // removal already in progress
@@ -155,49 +218,46 @@ export class DockerDriver {
   }
 
   async rename(from: string, to: string): Promise<void> {
-    await this.docker.getContainer(from).rename({ name: to });
+    const i = await this.owned(from, 'rename');
+    if (!i) throw new BpgError('failed', `container ${from} does not exist`);
+    await this.docker.getContainer(i.Id).rename({ name: to });
   }
 
+  /** A container's state (null: none by that name); refuses another root's container, so it is never reused. */
   async state(name: string): Promise<ContainerState | null> {
-    try {
-      const i = await this.docker.getContainer(name).inspect();
-      return {
-        id: i.Id,
-        running: i.State.Running,
-        restarts: i.RestartCount,
-        status: i.State.Status,
-        exitCode: i.State.ExitCode,
-        startedAt: startedAt(i.State.StartedAt),
-        labels: i.Config.Labels ?? {},
-      };
-    } catch (e) {
-      if (isStatus(e, 404)) return null;
-      throw e;
-    }
+    const i = await this.owned(name, 'use');
+    if (!i) return null;
+    return {
+      id: i.Id,
+      running: i.State.Running,
+      restarts: i.RestartCount,
+      status: i.State.Status,
+      exitCode: i.State.ExitCode,
+      startedAt: startedAt(i.State.StartedAt),
+      labels: i.Config.Labels ?? {},
+    };
   }
 
   /** The host port a container publishes 5432 on (from its configuration, running or not), and its labels. */
   async binding(name: string): Promise<{ hostPort: number | null; hostIp: string | null; labels: Record<string, string>; memory: number; nanoCpus: number } | null> {
-    try {
-      const i = await this.docker.getContainer(name).inspect();
-      const b = i.HostConfig.PortBindings?.['5432/tcp']?.[0];
-      return {
-        hostPort: b?.HostPort ? Number(b.HostPort) : null,
-        hostIp: b?.HostIp ?? null,
-        labels: i.Config.Labels ?? {},
-        memory: i.HostConfig.Memory ?? 0,
-        nanoCpus: i.HostConfig.NanoCpus ?? 0,
-      };
-    } catch (e) {
-      if (isStatus(e, 404)) return null;
-      throw e;
-    }
+    const i = await this.owned(name, 'inspect');
+    if (!i) return null;
+    const b = i.HostConfig.PortBindings?.['5432/tcp']?.[0];
+    return {
+      hostPort: b?.HostPort ? Number(b.HostPort) : null,
+      hostIp: b?.HostIp ?? null,
+      labels: i.Config.Labels ?? {},
+      memory: i.HostConfig.Memory ?? 0,
+      nanoCpus: i.HostConfig.NanoCpus ?? 0,
+    };
   }
 
   async logsTail(name: string, lines = 20, sinceSeconds?: number): Promise<string> {
     try {
+      const i = await this.owned(name, 'read the log of');
+      if (!i) return '';
       const since = sinceSeconds === undefined ? {} : { since: Math.floor(sinceSeconds) };
-      const buf = (await this.docker.getContainer(name).logs({ stdout: true, stderr: true, tail: lines, ...since })) as unknown as Buffer;
+      const buf = (await this.docker.getContainer(i.Id).logs({ stdout: true, stderr: true, tail: lines, ...since })) as unknown as Buffer;
       return demux(buf);
     } catch {
       return '';
@@ -207,21 +267,24 @@ export class DockerDriver {
   /** Runs a one-shot container to completion; returns its exit code and output, and removes it. */
   async runOnce(spec: ContainerSpec, timeoutMs = 300_000): Promise<{ exitCode: number; output: string }> {
     await this.remove(spec.name);
-    await this.create(spec);
-    const c = this.docker.getContainer(spec.name);
+    const id = await this.create(spec);
+    const c = this.docker.getContainer(id);
     try {
       await c.start();
       const res = (await withTimeout(c.wait(), timeoutMs)) as { StatusCode: number };
-      const output = await this.logsTail(spec.name, 200);
+      const output = await this.logsTail(id, 200);
       return { exitCode: res.StatusCode, output };
     } finally {
-      await this.remove(spec.name);
+      await c.remove({ force: true, v: true }).catch((e) => {
+        if (!isStatus(e, 404) && !isStatus(e, 409)) throw e;
+      });
     }
   }
 
-  /** Containers carrying our managed label (optionally filtered by more labels). */
+  /** Containers carrying our managed label (optionally filtered by more labels); bound to a root, that root's only. */
   async listManaged(labels: Record<string, string> = {}): Promise<Array<{ id: string; name: string; labels: Record<string, string>; state: string }>> {
-    const filters = [`${LABEL_MANAGED}=true`, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)];
+    const all = this.root === null ? labels : { ...labels, [LABEL_ROOT]: this.root };
+    const filters = [`${LABEL_MANAGED}=true`, ...Object.entries(all).map(([k, v]) => `${k}=${v}`)];
     const list = await this.docker.listContainers({ all: true, filters: { label: filters } });
     return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), labels: c.Labels, state: c.State }));
   }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { describe } from '../errors.js';
 import { refName } from '../names.js';
 import { LABEL_DATABASE, LABEL_ID, LABEL_ROOT } from '../drivers/docker.js';
+import { hardening } from '../drivers/hardening.js';
 import type { ZfsEntry } from '../drivers/zfs.js';
 import type { BranchRecord } from '../state/schema.js';
 import { mkdirOwned } from './datadir.js';
@@ -38,7 +39,8 @@ export type FindingKind =
   | 'port-taken'
   | 'missing-wal-folder'
   | 'missing-snapshot'
-  | 'legacy-wal';
+  | 'legacy-wal'
+  | 'missing-firewall-rule';
 
 export interface Finding {
   kind: FindingKind;
@@ -319,6 +321,16 @@ export async function doctor(e: Engine, o: { fix?: boolean } = {}): Promise<Doct
     if (owner && isBusy(owner)) continue;
     const path = join(e.layout.tmpDir(), name);
     await add({ kind: 'orphan-temp-file', subject: path, detail: 'a temporary file of an operation that is over', action: 'remove it' }, () => rm(path, { recursive: true, force: true }));
+  }
+
+  // 7. The no-egress network's firewall (a reboot or a firewall reload loses it; starts re-apply it too).
+  const net = hardening(e.cfg).network;
+  if (branches.length && net && net !== 'none') {
+    const missing = await e.docker.networks.missingRules(net);
+    if (missing.length) {
+      const detail = `the iptables rules that keep branch containers from reaching out are missing (${missing.map((r) => r.chain).join(', ')})`;
+      await add({ kind: 'missing-firewall-rule', subject: `network ${net.name}`, detail, action: 're-apply them' }, () => e.docker.networks.ensure(net, { recheck: true }));
+    }
   }
 
   return {

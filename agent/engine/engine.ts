@@ -6,6 +6,7 @@ import { BpgError, conflict, describe, invalid, notFound, unavailable } from '..
 import type { Logger } from '../log.js';
 import { refName, type BranchRef } from '../names.js';
 import { DockerDriver, LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, LABEL_SPEC, type ContainerSpec } from '../drivers/docker.js';
+import { hardening } from '../drivers/hardening.js';
 import { ZfsDriver } from '../drivers/zfs.js';
 import { newPassword, quoteIdent, quoteLiteral, scramVerifier, waitReady, withBackupMode, withClient, connect, type BackupLabel, type PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, DatabaseRecord, Operation, SnapshotRecord, State } from '../state/schema.js';
@@ -107,7 +108,7 @@ export class Engine {
     this.layout = new Layout(cfg);
     this.store = new StateStore(cfg.stateDir);
     this.zfs = deps.zfs ?? new ZfsDriver();
-    this.docker = deps.docker ?? new DockerDriver();
+    this.docker = (deps.docker ?? new DockerDriver()).forRoot(this.layout.root); // never touches another root's containers
     this.wal = new WalArchives(cfg, this.layout, this.zfs);
     this.log = deps.log;
   }
@@ -337,6 +338,7 @@ export class Engine {
         cmd: ['-D', pgdata, '-U', this.cfg.postgres.superuser, '--pwfile=/run/bpg-pwfile', '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C'],
         binds: [`${dataDir}:${pgdata}`, `${pwfile}:/run/bpg-pwfile:ro`],
         labels: this.labels(b),
+        ...hardening(this.cfg, { oneShot: true }),
       };
       const res = await this.docker.runOnce(spec);
       if (res.exitCode !== 0) {
@@ -724,6 +726,7 @@ export class Engine {
       shmSizeBytes: p.shmSize,
       stopTimeoutSeconds: p.stopTimeoutSeconds,
       restartPolicy: 'unless-stopped',
+      ...hardening(this.cfg),
     };
     // The container's configuration is fixed when it is made: one made from another spec (an older
     // version of the agent, a changed config) is made again, unless it runs (then at its next start).

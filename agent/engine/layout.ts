@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 
@@ -17,8 +18,17 @@ export class Layout {
   branchDataset(db: string, branch: string): string {
     return `${this.root}/${db}/${branch}`;
   }
+  /**
+   * Container names carry a short hash of the root, so two agents on one host (different
+   * datasetBase) never want the same name; the driver also refuses containers labelled for
+   * another root. Names recorded before (`bpg-<db>.<branch>`) stay as they are.
+   */
   container(db: string, branch: string): string {
-    return `bpg-${db}.${branch}`;
+    return `bpg-${db}.${branch}.${this.rootTag}`;
+  }
+  /** 8 hex digits of sha256(root). */
+  get rootTag(): string {
+    return createHash('sha256').update(this.root).digest('hex').slice(0, 8);
   }
   /**
    * WAL archives: one dataset per branch under `<root>/_wal` (`_` never starts a database name),

@@ -139,7 +139,7 @@ describe('branching on the real stack', () => {
     const out = await okJson<{ deleted: string[] }>(['branch', 'delete', `${db}/dev`, '--force']);
     assert.deepEqual(out.deleted, [`${db}/dev-child`, `${db}/dev`]);
     const left = await leftovers(db);
-    assert.deepEqual(left.containers, [`bpg-${db}.main`]);
+    assert.deepEqual(left.containers, [main.container]);
     assert.deepEqual(left.datasets, [`${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`, main.dataset], 'no clone or origin snapshot left');
     for (const w of walDirs) assert.equal(existsSync(w), false, `${w} still there`);
     const gone = await cli(['branch', 'get', `${db}/dev`]);

@@ -10,6 +10,7 @@ import pg from 'pg';
 import type { BranchView } from '../engine/view.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../config.js';
+import { Layout } from '../engine/layout.js';
 
 /** Tests run the real CLI against the real stack configured by scripts/test.sh (BPG_CONFIG). */
 export const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
@@ -79,6 +80,11 @@ export function zfsChange(args: string[]): string {
       execFileSync('sleep', ['0.25']);
     }
   }
+}
+
+/** The container name the agent gives a new branch (it carries a hash of the agent's root). */
+export async function containerName(db: string, branch: string, configPath?: string): Promise<string> {
+  return new Layout(configPath ? await loadConfig(configPath) : await config()).container(db, branch);
 }
 
 /** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */

@@ -13,7 +13,7 @@ describe('names that cannot collide', () => {
     assert.notEqual(layout.branchDataset(x.database, x.branch), layout.branchDataset(y.database, y.branch));
     assert.notEqual(layout.container(x.database, x.branch), layout.container(y.database, y.branch));
     assert.equal(layout.branchDataset('a-b', 'c'), 'tank/betterpg/a-b/c');
-    assert.equal(layout.container('a', 'b-c'), 'bpg-a.b-c');
+    assert.equal(layout.container('a', 'b-c'), 'bpg-a.b-c.8b9968f6');
   });
 
   it('is injective over every pair of short names', () => {

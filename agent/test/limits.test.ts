@@ -11,7 +11,7 @@ import { loadConfig, type Config } from '../config.js';
 import type { SystemStatus } from '../engine/status.js';
 import type { BranchView } from '../engine/view.js';
 import type { Logger } from '../log.js';
-import { cli, leftovers, ok, okJson, ownStateConfig, query, sh, uniqueDb } from './helpers.js';
+import { cli, containerName, leftovers, ok, okJson, ownStateConfig, query, sh, uniqueDb } from './helpers.js';
 
 /**
  * Limits (branch counts, memory/CPUs, free space), a pool or quota running full mid-way, GET /metrics
@@ -47,7 +47,7 @@ async function assertNoBranch(cfg: Config, cfgPath: string, db: string, branch: 
   assert.equal(stateOf(cfg).branches[`${db}/${branch}`], undefined, 'no state entry');
   const left = await leftovers(db, cfgPath);
   assert.ok(!left.datasets.some((d) => d.endsWith(`/${db}/${branch}`)), `no dataset: ${left.datasets.join(', ')}`);
-  assert.ok(!left.containers.includes(`bpg-${db}.${branch}`), 'no container');
+  assert.ok(!left.containers.includes(await containerName(db, branch, cfgPath)), 'no container');
 }
 
 interface Sample {
