@@ -10,10 +10,14 @@
 // (not counted). Prints a table (p50, mean, min-max per agent and mode, hardened/plain ratio) on
 // stdout, progress on stderr, and writes .bench/hardening-<date>.json in the checkout.
 //
+// With --before <checkout> a third agent runs the `bpg` of another checkout (built: npm ci there),
+// e.g. the version before the untrusted-SQL work (git worktree add --detach ../base 208affb), so
+// the whole cost of that work shows in the same run: hardened / before.
+//
 // Run as root on a host prepared by scripts/setup-host.sh:
-//   node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000]
-// Ports 47700-47739. Everything it makes is removed at the end (also after an error or Ctrl-C).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+//   node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000] [--before DIR]
+// Ports 47700-47759. Everything it makes is removed at the end (also after an error or Ctrl-C).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,12 +36,13 @@ const { values: opt } = parseArgs({
     pool: { type: 'string', default: process.env.BPG_BENCH_POOL ?? 'bpgtest' },
     rounds: { type: 'string', default: '15' },
     rows: { type: 'string', default: '100000' },
+    before: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 });
 if (opt.help) {
-  process.stdout.write('usage: node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000]\n');
+  process.stdout.write('usage: node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000] [--before <checkout>]\n');
   process.exit(0);
 }
 const die = (msg) => {
@@ -56,7 +61,7 @@ const work = mkdtempSync('/var/tmp/bpg-bench-hardening-');
 const OFF = { pidsLimit: null, dropCapabilities: false, noNewPrivileges: false, readOnlyRootfs: false, logMaxSize: null, network: null, egress: true };
 
 /** One agent: its config (postgres.* overrides), CLI and dataset base. */
-function agent(name, ports, postgres) {
+function agent(name, ports, postgres, bpgJs = BPG_JS) {
   const dir = join(work, name);
   mkdirSync(dir, { recursive: true });
   const config = join(dir, 'config.yaml');
@@ -67,8 +72,8 @@ function agent(name, ports, postgres) {
     base,
     config,
     postgres,
-    bpg: (args) => run(process.execPath, [BPG_JS, ...args], { env }),
-    must: (args) => must(process.execPath, [BPG_JS, ...args], { env }),
+    bpg: (args) => run(process.execPath, [bpgJs, ...args], { env }),
+    must: (args) => must(process.execPath, [bpgJs, ...args], { env }),
     async init() {
       await this.must(['init', '--pool', opt.pool, '--dataset-base', base, '--image', IMAGE, '--state-dir', join(dir, 'state'), '--port-range', ports]);
       // `bpg init` writes the defaults; the plain agent turns every hardening key off.
@@ -80,6 +85,11 @@ function agent(name, ports, postgres) {
 }
 
 const agents = [agent('hardened', '47700-47719', {}), agent('plain', '47720-47739', OFF)];
+if (opt.before) {
+  const old = resolve(opt.before, 'bin', 'bpg.js');
+  if (!existsSync(old) || !existsSync(resolve(opt.before, 'build'))) die(`--before: ${opt.before} is not a built checkout (run npm ci there)`);
+  agents.push(agent('before', '47740-47759', {}, old)); // its own defaults: keys it does not know would be refused
+}
 const STEP_RE = /^branch create: (.+?) ms=(\d+)$/;
 
 async function timeCreate(a, branch, fast) {
@@ -134,7 +144,7 @@ async function main() {
       await c.query('CHECKPOINT');
     });
   }
-  const samples = { hardened: { default: [], fast: [] }, plain: { default: [], fast: [] } };
+  const samples = Object.fromEntries(agents.map((a) => [a.name, { default: [], fast: [] }]));
   for (let i = 0; i < rounds; i++) {
     const order = i % 2 ? [...agents].reverse() : agents;
     for (const mode of ['default', 'fast']) {
@@ -156,7 +166,14 @@ async function main() {
     // load that others put on a shared machine better than a ratio of medians.
     const paired = samples.hardened[mode].map((s, i) => s.ms / samples.plain[mode][i].ms).sort((a, b) => a - b);
     const ratioPaired = paired.length % 2 ? paired[paired.length >> 1] : (paired[paired.length / 2 - 1] + paired[paired.length / 2]) / 2;
-    table.push({ mode, hardened: h, plain: p, ratioP50: h.p50 / p.p50, ratioMean: h.mean / p.mean, ratioPaired, startContainer: { hardened: hs, plain: ps } });
+    let before = null;
+    if (samples.before) {
+      const b = stats(samples.before[mode].map((s) => s.ms));
+      const pr = samples.hardened[mode].map((s, i) => s.ms / samples.before[mode][i].ms).sort((x, y) => x - y);
+      const med = pr.length % 2 ? pr[pr.length >> 1] : (pr[pr.length / 2 - 1] + pr[pr.length / 2]) / 2;
+      before = { stats: b, ratioP50: h.p50 / b.p50, ratioPaired: med };
+    }
+    table.push({ mode, hardened: h, plain: p, ratioP50: h.p50 / p.p50, ratioMean: h.mean / p.mean, ratioPaired, startContainer: { hardened: hs, plain: ps }, before });
   }
   const fmt = (s) => `${(s.p50 / 1000).toFixed(2)} s / ${(s.mean / 1000).toFixed(2)} s (${(s.min / 1000).toFixed(2)}-${(s.max / 1000).toFixed(2)})`;
   const lines = [
@@ -174,6 +191,13 @@ async function main() {
         `${r.mode}: creation time moved by ${((r.ratioP50 - 1) * 100).toFixed(1)}% (p50), ${((r.ratioMean - 1) * 100).toFixed(1)}% (mean), ` +
         `${((r.ratioPaired - 1) * 100).toFixed(1)}% (per-round median): ${Math.abs(r.ratioPaired - 1) < 0.1 ? 'within' : 'NOT within'} 10%`,
     ),
+    ...table
+      .filter((r) => r.before)
+      .map(
+        (r) =>
+          `${r.mode}: against the version before (--before): ${fmt(r.before.stats)}; hardened / before ${r.before.ratioP50.toFixed(3)} (p50), ` +
+          `${r.before.ratioPaired.toFixed(3)} (per-round median)`,
+      ),
   ];
   process.stdout.write(lines.join('\n') + '\n');
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
