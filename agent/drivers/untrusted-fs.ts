@@ -13,7 +13,7 @@ import { join } from 'node:path';
  *    followed, including a linked `pg_wal`;
  *  - a file is opened with O_NOFOLLOW|O_NONBLOCK (a FIFO cannot stall the open) and checked to be a
  *    regular file on the handle, never by a separate stat of the path;
- *  - a file is written under a fresh temporary name (O_CREAT|O_EXCL), chowned and synced through
+ *  - a file is written under a fresh temporary name (O_CREAT|O_EXCL), chowned through
  *    its handle, then renamed over the name: rename replaces a name, it never follows one.
  * Anything else at a name the agent needs fails the operation with one line naming the file.
  */
@@ -173,7 +173,7 @@ export class UntrustedDir {
   }
 
   /**
-   * Writes a whole file: a new temporary file, chowned and synced through its handle, then renamed
+   * Writes a whole file: a new temporary file, chowned through its handle, then renamed
    * over the name. Whatever else sat at the name (a link, a FIFO) is refused first.
    */
   async writeFile(name: string, data: string | Buffer, owner: Owner, mode = 0o600): Promise<void> {
@@ -208,7 +208,8 @@ export class UntrustedDir {
     try {
       await fh.chown(owner.uid, owner.gid);
       await fill(fh);
-      await fh.sync();
+      // No fsync: these trees are ZFS datasets, where a write and the rename after it land in the
+      // same or an earlier transaction group, so a crash never leaves the name with partial data.
       await fh.close();
       await rename(this.at(tmp), this.at(name));
     } catch (e) {
@@ -230,7 +231,6 @@ export class UntrustedDir {
       const st = await fh.stat();
       if (!st.isFile()) throw new UnsafeFileError(this.shown(name), `is ${article(kindOf(st))}, not a regular file`);
       await fh.write(text);
-      await fh.sync();
     } finally {
       await fh.close();
     }

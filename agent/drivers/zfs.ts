@@ -1,4 +1,5 @@
 import { mkdirSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 import { CommandError, run, sleep } from './exec.js';
 
@@ -86,6 +87,22 @@ export class ZfsDriver {
       if (e instanceof CommandError && /already mounted/i.test(e.stderr)) return;
       throw e;
     }
+  }
+
+  /**
+   * Datasets mounted on this host now, from the kernel's mount table (no `zfs` call): a quick
+   * check before `zfs mount`, which costs a command and the host lock even when there is nothing to do.
+   */
+  async mountedNow(): Promise<Set<string>> {
+    const out = new Set<string>();
+    const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const after = line.split(' - ')[1];
+      if (!after) continue;
+      const [fstype, source] = after.split(' ');
+      if (source && (fstype === 'zfs' || fstype === 'fuse.zfs')) out.add(source.replace(/\\040/g, ' '));
+    }
+    return out;
   }
 
   async isMounted(name: string): Promise<boolean> {

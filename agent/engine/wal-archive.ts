@@ -24,6 +24,10 @@ export class WalArchives {
   async ensureRoot(): Promise<void> {
     if (this.rootReady) return;
     const root = this.layout.walRoot;
+    if ((await this.zfs.mountedNow()).has(root)) {
+      this.rootReady = true;
+      return;
+    }
     if (!(await this.zfs.exists(root))) {
       try {
         // compression: a switched segment is mostly zeros after its last record.
@@ -57,8 +61,9 @@ export class WalArchives {
     await this.ensureRoot();
     const quota = this.cfg.postgres.walQuota;
     await this.zfs.create(name, { [ZFS_PROP.managed]: 'true', [ZFS_PROP.wal]: id, ...(quota !== null ? { quota: String(quota) } : {}) });
-    await this.zfs.mount(name);
-    await mkdirOwned(await this.zfs.mountpoint(name), { uid: this.cfg.postgres.uid, gid: this.cfg.postgres.gid });
+    // `zfs create` mounts it, at the root's mount point + its name (inherited): no more commands.
+    if (!(await this.zfs.mountedNow()).has(name)) await this.zfs.mount(name);
+    await mkdirOwned(name === this.layout.walDataset(id) ? this.layout.walDir(id) : await this.zfs.mountpoint(name), { uid: this.cfg.postgres.uid, gid: this.cfg.postgres.gid });
   }
 
   /**
@@ -66,6 +71,7 @@ export class WalArchives {
    * of an install not migrated yet keeps its WAL folder on the host until `bpg serve` migrates it.
    */
   async mount(id: string): Promise<void> {
+    if ((await this.zfs.mountedNow()).has(this.layout.walDataset(id))) return;
     try {
       await this.zfs.mount(this.layout.walDataset(id));
       return;
