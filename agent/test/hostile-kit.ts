@@ -427,9 +427,10 @@ function pidsCgroup(container: string): string {
 }
 
 /**
- * Watches a branch where the fork bomb runs, and bounds it three ways: `stop()` (the test's
- * finally), a watchdog that creates the stop file after `stopAfterMs`, and one that kills the
- * container after `killAfterMs` should the bomb ignore it. The receiver's per-file limit is a fourth.
+ * Watches a branch where the fork bomb runs, and bounds it: `stop()` (the test's finally, a few
+ * seconds in), a watchdog that creates the stop file after `stopAfterMs` (default 2 minutes), one
+ * that kills the container after `killAfterMs` (2.5 minutes) should the bomb ignore it, and the
+ * test file's clean-up, which deletes the database. Through the receiver, its per-file limit too.
  */
 export class BombWatch {
   readonly cgroup: string;
@@ -444,8 +445,8 @@ export class BombWatch {
     this.cgroup = pidsCgroup(branch.container);
     this.stopFile = join(stack.dataDir(branch), BOMB_STOP);
     this.timers = [
-      setTimeout(() => this.touchStop(), o.stopAfterMs ?? 60_000),
-      setTimeout(() => execFile('docker', ['kill', branch.container], () => {}), o.killAfterMs ?? 120_000),
+      setTimeout(() => this.touchStop(), o.stopAfterMs ?? 120_000),
+      setTimeout(() => execFile('docker', ['kill', branch.container], () => {}), o.killAfterMs ?? 150_000),
     ];
   }
 
