@@ -29,7 +29,7 @@ const PR = { link: 71, fifo: 72, settings: 73, fill: 74, bomb: 75 };
 const MIGRATE = 'for f in db/migrations/*.sql; do echo "== $f"; psql -X -v ON_ERROR_STOP=1 -f "$f"; done';
 const ACCOUNTS = 'CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE);\nINSERT INTO accounts (email) VALUES (\'a@example.com\'), (\'b@example.com\');\n';
 
-const stack = new HostileStack('hostile-sql', 23);
+const stack = new HostileStack('hostile-sql', 28);
 const listener = new HostListener();
 const work = mkdtempSync(join(tmpdir(), 'bpg-action-hostile-sql-'));
 let gh: FakeGitHub;

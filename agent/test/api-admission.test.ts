@@ -259,7 +259,7 @@ describe('API admission: allowed images, create turns, metrics without a token',
     registry = await countingRegistry();
     REFUSED = `${registry.host}/bpg/refused:1`;
     ALLOWED_ABSENT = `${registry.host}/bpg/allowed:1`;
-    cfgPath = ownStateConfig('admission', 21, (raw) => {
+    cfgPath = ownStateConfig('admission', 26, (raw) => {
       raw.postgres.allowedImages = [ALLOWED_ABSENT];
     });
     env = { BPG_CONFIG: cfgPath };

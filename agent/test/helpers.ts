@@ -116,15 +116,17 @@ export async function queryOne<T extends pg.QueryResultRow = Record<string, unkn
  * A config like the test one with its own state folder, dataset base (`<base>-<name>`) and port
  * slice, for tests that leave interrupted work behind on purpose or run a daemon: the next mutating
  * command of ANY process on a state cleans up its interrupted work, so sharing the state would race
- * the other test files. `slot` (0-24) picks 40 ports after the shared state's 1000.
+ * the other test files. `slot` (0-49, one per state: see the list in docs/internals/testing.md or
+ * `grep -rn ownStateConfig`) picks 20 ports after the shared state's 1000.
  */
 export function ownStateConfig(name: string, slot: number, change: (raw: Record<string, any>) => void = () => {}): string {
   const raw = YAML.parse(readFileSync(process.env.BPG_CONFIG!, 'utf8'));
-  const base = Number(process.env.BPG_TEST_PORT_BASE ?? 35432) + 1000 + slot * 40;
+  if (!Number.isInteger(slot) || slot < 0 || slot > 49) throw new Error(`slot ${slot}: 0-49`);
+  const base = Number(process.env.BPG_TEST_PORT_BASE ?? 35432) + 1000 + slot * 20;
   // under the run's folder, which scripts/test.sh removes
   raw.stateDir = mkdtempSync(join(dirname(process.env.BPG_CONFIG!), `state-${name}-`));
   raw.zfs.datasetBase = `${raw.zfs.datasetBase}-${name}`;
-  raw.postgres.portRange = [base, base + 39];
+  raw.postgres.portRange = [base, base + 19];
   change(raw);
   const path = join(raw.stateDir, 'config.yaml');
   writeFileSync(path, YAML.stringify(raw), { mode: 0o600 });

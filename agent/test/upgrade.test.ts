@@ -45,7 +45,7 @@ host    all   all   ::/0          scram-sha-256
 `;
 
 describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve starts', () => {
-  const path = ownStateConfig('upgrade', 20);
+  const path = ownStateConfig('upgrade', 25);
   const env = { BPG_CONFIG: path };
   const db = uniqueDb('ug');
   const run = (args: string[]) => cli(args, env);

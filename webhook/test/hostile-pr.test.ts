@@ -26,7 +26,7 @@ const DIR = 'db/migrations';
 const LIMIT_S = 90;
 const PR = { link: 61, fifo: 62, settings: 63, fill: 64, bomb: 65 };
 
-const stack = new HostileStack('hostile-pr', 22);
+const stack = new HostileStack('hostile-pr', 27);
 const listener = new HostListener();
 let gh: FakeGitHub;
 let receiver: Receiver;
