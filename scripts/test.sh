@@ -86,5 +86,13 @@ fi
 
 files=${BPG_TEST_FILES:-$(ls build/agent/test/*.test.js build/action/test/*.test.js build/webhook/test/*.test.js 2>/dev/null)}
 log "running tests: $(echo $files | wc -w) files, ${BPG_TEST_JOBS:-3} at a time"
+zfs_pid_before=$(pgrep -x zfs-fuse | head -1 || true)
 # shellcheck disable=SC2086
-node --test --test-concurrency="${BPG_TEST_JOBS:-3}" --test-timeout=900000 --test-reporter=spec $files
+rc=0
+node --test --test-concurrency="${BPG_TEST_JOBS:-3}" --test-timeout=900000 --test-reporter=spec $files || rc=$?
+# zfs-fuse is a userspace daemon: if it died mid-run, every later failure is a symptom of that.
+if [ -n "$zfs_pid_before" ] && ! kill -0 "$zfs_pid_before" 2>/dev/null; then
+  log "zfs-fuse (pid $zfs_pid_before) is gone: it died during the run; failures after that are its symptoms"
+  rc=1
+fi
+exit $rc
