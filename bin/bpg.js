@@ -6,4 +6,5 @@ if (!existsSync(main)) {
   process.stderr.write("error: bpg is not built: run 'npm install' (or 'npm run build') in the checkout\n");
   process.exit(1);
 }
-await import(main.href);
+const { main: run } = await import(main.href);
+process.exitCode = await run(process.argv);

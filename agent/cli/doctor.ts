@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { BpgError } from '../errors.js';
-import type { Engine } from '../engine/engine.js';
+import type { CliContext } from './context.js';
 import type { DoctorReport } from '../engine/doctor.js';
 import { printJson, table } from './output.js';
 
@@ -20,7 +20,7 @@ export function doctorText(r: DoctorReport): string {
 }
 
 /** `bpg doctor [--fix] [--json]`: exits 1 while something needs attention. */
-export function registerDoctorCommand(program: Command, engine: () => Promise<Engine>): void {
+export function registerDoctorCommand(program: Command, cli: CliContext): void {
   program
     .command('doctor')
     .description('compare the state with ZFS, Docker and the state folder; --fix repairs what is safe to repair')
@@ -28,7 +28,7 @@ export function registerDoctorCommand(program: Command, engine: () => Promise<En
     .option('--json', 'print JSON on stdout')
     .action(async (o: { fix?: boolean; json?: boolean }) => {
       const { doctor } = await import('../engine/doctor.js');
-      const report = await doctor(await engine(), { fix: o.fix });
+      const report = await doctor(await cli.engine(), { fix: o.fix });
       if (o.json) printJson(report);
       else process.stdout.write(doctorText(report));
       if (!report.healthy) {

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { parseTtl } from '../duration.js';
-import type { Engine } from '../engine/engine.js';
+import type { CliContext } from './context.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
@@ -17,7 +17,7 @@ export function ttlOption(text: string): number | null {
 }
 
 /** `bpg branch set` (expiry, protection) and `bpg housekeep` (one housekeeping pass by hand). */
-export function registerExpiryCommands(program: Command, branch: Command, engine: () => Promise<Engine>): void {
+export function registerExpiryCommands(program: Command, branch: Command, cli: CliContext): void {
   branch
     .command('set <branch>')
     .description('change when a branch expires, or whether it is protected')
@@ -28,7 +28,7 @@ export function registerExpiryCommands(program: Command, branch: Command, engine
     .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
       const { setBranchSettings } = await import('../engine/expiry.js');
-      const b = await setBranchSettings(await engine(), parseBranchRef(name), { ttlMs, protect: o.protect });
+      const b = await setBranchSettings(await cli.engine(), parseBranchRef(name), { ttlMs, protect: o.protect });
       if (o.json) printJson(b);
       else process.stdout.write(branchDetail(b));
     });
@@ -43,7 +43,7 @@ export function registerExpiryCommands(program: Command, branch: Command, engine
       const { parseTime } = await import('../engine/history.js');
       const now = o.now === undefined ? undefined : parseTime(o.now);
       const { housekeep } = await import('../engine/housekeeping.js');
-      const r = await housekeep(await engine(), { now, dryRun: o.dryRun });
+      const r = await housekeep(await cli.engine(), { now, dryRun: o.dryRun });
       if (o.json) printJson(r);
       else process.stdout.write(housekeepingText(r));
       if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);
