@@ -1,11 +1,15 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
+import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
 import type { CliContext } from './context.js';
-import { branchDetail, branchTable, databaseTable, printJson } from './output.js';
+import { jsonOption } from './output.js';
+import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
+const databaseDetail = (d: DatabaseView) => `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+
 /** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
-export function registerDatabaseCommands(program: Command, cli: CliContext): void {
+export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {
   const db = program.command('db').description('databases (each has a main branch)');
 
   db.command('create <db>')
@@ -14,51 +18,45 @@ export function registerDatabaseCommands(program: Command, cli: CliContext): voi
     .addOption(memoryOption())
     .addOption(cpusOption())
     .addOption(diskOption('default: none for main'))
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
       if (o.image !== undefined) parseImage(o.image);
-      const res = await (await cli.engine()).createDatabase(name, { image: o.image, ...resources(o) });
-      cli.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
-      if (o.json) printJson(res.branch);
-      else process.stdout.write(branchDetail(res.branch));
+      const limits = resources(o);
+      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits });
+      out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
+      out.result(o, res.branch, branchDetail);
     });
 
   db.command('list')
     .description('list databases')
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (o) => {
-      const dbs = await (await cli.engine()).listDatabases();
-      if (o.json) printJson(dbs);
-      else process.stdout.write(databaseTable(dbs));
+      out.result(o, await (await engine()).listDatabases(), databaseTable);
     });
 
   db.command('get <db>')
     .description('show one database and its branches')
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (name: string, o) => {
-      const d = await (await cli.engine()).getDatabase(parseDatabaseName(name));
-      if (o.json) printJson(d);
-      else process.stdout.write(`database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches));
+      out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
     });
 
   db.command('delete <db>')
     .description('delete a database with its main branch')
     .option('--force', 'also delete every other branch of it')
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (name: string, o) => {
-      await (await cli.engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
-      if (o.json) printJson({ deleted: name });
-      else process.stdout.write(`deleted database ${name}\n`);
+      await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
+      out.result(o, { deleted: name }, () => `deleted database ${name}\n`);
     });
 
   db.command('rename <db> <new>')
     .description('rename a database with all its branches (connection strings stay valid)')
-    .option('--json', 'print JSON on stdout')
+    .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const { renameDatabase } = await import('../engine/rename.js');
-      const d = await renameDatabase(await cli.engine(), parseDatabaseName(from), parseDatabaseName(to));
-      if (o.json) printJson(d);
-      else process.stdout.write(`renamed database ${from} to ${d.name}\n`);
+      const d = await renameDatabase(await engine(), parseDatabaseName(from), parseDatabaseName(to));
+      out.result(o, d, () => `renamed database ${from} to ${d.name}\n`);
     });
 }

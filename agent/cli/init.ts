@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import { configPath, writeConfig, type ConfigInput } from '../config.js';
 import { BpgError, invalid } from '../errors.js';
-import { printJson } from './output.js';
+import { jsonOption, type Output } from './output.js';
 
 /** `bpg init`: writes the config file (needs no engine). */
-export function registerInitCommand(program: Command): void {
+export function registerInitCommand(program: Command, out: Output): void {
   program
     .command('init')
     .description(`write the config file (${configPath()}; BPG_CONFIG overrides the path)`)
@@ -17,7 +17,7 @@ export function registerInitCommand(program: Command): void {
     .option('--public-host <host>', 'host name put in connection strings', '127.0.0.1')
     .option('--port-range <from-to>', 'ports for branches', '15432-16431')
     .option('--force', 'overwrite an existing config file')
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (o) => {
       const path = configPath();
       if (existsSync(path) && !o.force) throw new BpgError('conflict', `${path} already exists (use --force to overwrite)`);
@@ -29,7 +29,6 @@ export function registerInitCommand(program: Command): void {
         stateDir: o.stateDir,
       };
       const cfg = await writeConfig(input, path);
-      if (o.json) printJson({ path, config: cfg });
-      else process.stdout.write(`wrote ${path}\n`);
+      out.result(o, { path, config: cfg }, () => `wrote ${path}\n`);
     });
 }

@@ -1,8 +1,8 @@
 import { Command } from 'commander';
 import { loadConfig } from '../config.js';
 import type { Engine } from '../engine/engine.js';
-import { createLogger } from '../log.js';
 import type { CliContext } from './context.js';
+import { Output, type OutputFlags } from './output.js';
 import { registerInitCommand } from './init.js';
 import { registerDatabaseCommands } from './database.js';
 import { registerBranchCommands } from './branch.js';
@@ -11,11 +11,6 @@ import { registerServeCommand } from './serve.js';
 import { registerHistoryCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
 import { registerExpiryCommands } from './expiry.js';
-
-interface Globals {
-  debug?: boolean;
-  quiet?: boolean;
-}
 
 /**
  * The `bpg` program with all its commands. Building it runs nothing: `main` parses argv with it,
@@ -30,24 +25,26 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
     .exitOverride();
 
-  const globals = (): Globals => program.opts<Globals>();
-  const log = () => createLogger({ debug: globals().debug, quiet: globals().quiet });
+  const out = outputOf(program);
   const cli: CliContext = {
-    log,
+    out,
     async engine(): Promise<Engine> {
       // Loaded on demand: dockerode and pg cost ~0.3 s of start-up that --help and bad input need not pay.
       const [{ Engine }, cfg] = await Promise.all([import('../engine/engine.js'), loadConfig()]);
-      return new Engine(cfg, { log: log() });
+      return new Engine(cfg, { log: out.log() });
     },
   };
 
-  registerInitCommand(program);
+  registerInitCommand(program, out);
   registerDatabaseCommands(program, cli);
   const branch = registerBranchCommands(program, cli);
   registerStatusCommand(program, cli);
-  registerServeCommand(program, globals);
+  registerServeCommand(program, out);
   registerHistoryCommands(program, cli);
   registerDoctorCommand(program, cli);
   registerExpiryCommands(program, branch, cli);
   return program;
 }
+
+/** The writer for `program`: --debug and --quiet are read from its options when something is written. */
+export const outputOf = (program: Command): Output => new Output(() => program.opts<OutputFlags>());

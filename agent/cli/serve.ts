@@ -1,9 +1,9 @@
 import type { Command } from 'commander';
 import { configPath, loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
+import type { Output } from './output.js';
 
 /** `bpg serve`: the agent daemon. Its logs are JSON lines on stderr, not the CLI's text. */
-export function registerServeCommand(program: Command, globals: () => { debug?: boolean }): void {
+export function registerServeCommand(program: Command, out: Output): void {
   program
     .command('serve')
     .description('run the agent daemon: the HTTP API on api.listen, JSON-line logs on stderr')
@@ -12,7 +12,7 @@ export function registerServeCommand(program: Command, globals: () => { debug?: 
     .action(async (o) => {
       // Loaded on demand: express and the engine are only needed here.
       const [{ serve }, { warnIfShared }, cfg] = await Promise.all([import('../api/serve.js'), import('../api/transport.js'), loadConfig()]);
-      const serveLog = createLogger({ json: true, debug: globals().debug });
+      const serveLog = out.daemonLog();
       if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);
       const server = await serve(cfg, { listen: o.listen, allowPlaintext: o.allowPlaintext, log: serveLog });
       await server.closed;

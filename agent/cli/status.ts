@@ -1,17 +1,16 @@
-import { Option, type Command } from 'commander';
+import type { Command } from 'commander';
 import type { CliContext } from './context.js';
-import { printJson, statusText } from './output.js';
+import { jsonOption } from './output.js';
+import { statusText } from './render.js';
 
 /** `bpg status`: the pool, counts, limits and every branch. */
-export function registerStatusCommand(program: Command, cli: CliContext): void {
+export function registerStatusCommand(program: Command, { out, engine }: CliContext): void {
   program
     .command('status')
     .description('pool usage, counts by status, limits, and every branch with its size, WAL and expiry')
-    .addOption(new Option('--json', 'print JSON on stdout'))
+    .addOption(jsonOption())
     .action(async (o) => {
       const { systemStatus } = await import('../engine/status.js');
-      const s = await systemStatus(await cli.engine());
-      if (o.json) printJson(s);
-      else process.stdout.write(statusText(s));
+      out.result(o, await systemStatus(await engine()), statusText);
     });
 }
