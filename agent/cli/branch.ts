@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
 import type { CliContext } from './context.js';
+import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
 import { jsonOption } from './output.js';
 import { branchDetail, branchTable } from './render.js';
@@ -29,7 +30,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
       const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
-      const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
+      const pitr = o.pitr === undefined ? undefined : await parseTime(o.pitr);
       if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
       const limits = resources(o);
@@ -71,8 +72,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .option('--fast', 'crash-consistent snapshot of the parent')
     .addOption(jsonOption())
     .action(async (name: string, o) => {
-      const { resetBranch } = await import('../engine/reset.js');
-      out.result(o, await resetBranch(await engine(), parseBranchRef(name), { force: o.force, fast: o.fast }), branchDetail);
+      out.result(o, await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast }), branchDetail);
     });
 
   branch
@@ -80,9 +80,8 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .description('rename a branch (data, port and password stay)')
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
-      const { renameBranch } = await import('../engine/rename.js');
       const ref = parseBranchRef(from);
-      const b = await renameBranch(await engine(), ref, parseBranchRef(to, ref.database));
+      const b = await (await engine()).renameBranch(ref, parseBranchRef(to, ref.database));
       out.result(o, b, () => `renamed ${from} to ${b.name}\n`);
     });
 

@@ -55,8 +55,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .description('rename a database with all its branches (connection strings stay valid)')
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
-      const { renameDatabase } = await import('../engine/rename.js');
-      const d = await renameDatabase(await engine(), parseDatabaseName(from), parseDatabaseName(to));
+      const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
       out.result(o, d, () => `renamed database ${from} to ${d.name}\n`);
     });
 }

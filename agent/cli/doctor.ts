@@ -28,8 +28,7 @@ export function registerDoctorCommand(program: Command, { out, engine }: CliCont
     .option('--fix', 'finish or undo interrupted operations, remove orphans, start what should run (never destroys a dataset holding a known branch)')
     .addOption(jsonOption())
     .action(async (o: { fix?: boolean; json?: boolean }) => {
-      const { doctor } = await import('../engine/doctor.js');
-      const report = await doctor(await engine(), { fix: o.fix });
+      const report = await (await engine()).doctor({ fix: o.fix });
       out.result(o, report, doctorText);
       if (!report.healthy) {
         const open = report.findings.filter((f) => f.severity === 'error' && f.status !== 'fixed');

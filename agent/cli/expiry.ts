@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { parseTtl } from '../duration.js';
 import type { CliContext } from './context.js';
+import { parseTime } from './engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
@@ -28,8 +29,7 @@ export function registerExpiryCommands(program: Command, branch: Command, { out,
     .addOption(jsonOption())
     .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
-      const { setBranchSettings } = await import('../engine/expiry.js');
-      out.result(o, await setBranchSettings(await engine(), parseBranchRef(name), { ttlMs, protect: o.protect }), branchDetail);
+      out.result(o, await (await engine()).setBranchSettings(parseBranchRef(name), { ttlMs, protect: o.protect }), branchDetail);
     });
 
   program
@@ -39,10 +39,8 @@ export function registerExpiryCommands(program: Command, branch: Command, { out,
     .option('--now <time>', "pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday")
     .addOption(jsonOption())
     .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
-      const { parseTime } = await import('../engine/history.js');
-      const now = o.now === undefined ? undefined : parseTime(o.now);
-      const { housekeep } = await import('../engine/housekeeping.js');
-      const r = await housekeep(await engine(), { now, dryRun: o.dryRun });
+      const now = o.now === undefined ? undefined : await parseTime(o.now);
+      const r = await (await engine()).housekeep({ now, dryRun: o.dryRun });
       out.result(o, r, housekeepingText);
       if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);
     });

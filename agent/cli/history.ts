@@ -38,8 +38,6 @@ export function walCleanupText(r: WalCleanup): string {
 
 /** `bpg snapshot ...` and `bpg wal ...`: kept snapshots and WAL archives (the engine holds the rules). */
 export function registerHistoryCommands(program: Command, { out, engine }: CliContext): void {
-  const history = () => import('../engine/history.js');
-
   const snapshot = program.command('snapshot').description('kept snapshots of a branch (application-consistent)');
   snapshot
     .command('create <branch>')
@@ -47,7 +45,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .option('--label <label>', 'a note kept with the snapshot')
     .addOption(jsonOption())
     .action(async (name: string, o) => {
-      const snap = await (await history()).createSnapshot(await engine(), parseBranchRef(name), { label: o.label });
+      const snap = await (await engine()).createSnapshot(parseBranchRef(name), { label: o.label });
       out.result(o, snap, () => `${snap.id}\n`);
     });
   snapshot
@@ -55,14 +53,14 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .description('list kept snapshots (of one branch, or all)')
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
-      out.result(o, await (await history()).listSnapshots(await engine(), name ? parseBranchRef(name) : undefined), snapshotTable);
+      out.result(o, await (await engine()).listSnapshots(name ? parseBranchRef(name) : undefined), snapshotTable);
     });
   snapshot
     .command('delete <id>')
     .description('delete a kept snapshot (refused while a branch was cloned from it)')
     .addOption(jsonOption())
     .action(async (id: string, o) => {
-      await (await history()).deleteSnapshot(await engine(), id);
+      await (await engine()).deleteSnapshot(id);
       out.result(o, { deleted: id }, () => `deleted snapshot ${id}\n`);
     });
 
@@ -72,7 +70,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .description('segments, bytes, oldest/newest, gaps and the last archive failure')
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
-      const list = await (await history()).walInfo(await engine(), name ? parseBranchRef(name) : undefined);
+      const list = await (await engine()).walInfo(name ? parseBranchRef(name) : undefined);
       out.result(o, list, walTable);
       if (o.json) return;
       // Why archiving fails, one line each, after the table (on stderr: it is a warning, not data).
@@ -89,7 +87,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       if (!/^\d+(\.\d+)?$/.test(o.days)) throw invalid('--days must be a number of days, 0 or more');
-      const r = await (await history()).walCleanup(await engine(), parseBranchRef(name), Number(o.days), !!o.dryRun);
+      const r = await (await engine()).walCleanup(parseBranchRef(name), Number(o.days), !!o.dryRun);
       out.result(o, r, walCleanupText);
     });
 }

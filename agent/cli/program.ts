@@ -1,7 +1,6 @@
 import { Command } from 'commander';
-import { loadConfig } from '../config.js';
-import type { Engine } from '../engine/engine.js';
 import type { CliContext } from './context.js';
+import { openEngine } from './engine.js';
 import { Output, type OutputFlags } from './output.js';
 import { registerInitCommand } from './init.js';
 import { registerDatabaseCommands } from './database.js';
@@ -26,14 +25,7 @@ export function buildProgram(): Command {
     .exitOverride();
 
   const out = outputOf(program);
-  const cli: CliContext = {
-    out,
-    async engine(): Promise<Engine> {
-      // Loaded on demand: dockerode and pg cost ~0.3 s of start-up that --help and bad input need not pay.
-      const [{ Engine }, cfg] = await Promise.all([import('../engine/engine.js'), loadConfig()]);
-      return new Engine(cfg, { log: out.log() });
-    },
-  };
+  const cli: CliContext = { out, engine: () => openEngine(out.log()) };
 
   registerInitCommand(program, out);
   registerDatabaseCommands(program, cli);

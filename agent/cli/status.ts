@@ -10,7 +10,6 @@ export function registerStatusCommand(program: Command, { out, engine }: CliCont
     .description('pool usage, counts by status, limits, and every branch with its size, WAL and expiry')
     .addOption(jsonOption())
     .action(async (o) => {
-      const { systemStatus } = await import('../engine/status.js');
-      out.result(o, await systemStatus(await engine()), statusText);
+      out.result(o, await (await engine()).systemStatus(), statusText);
     });
 }
