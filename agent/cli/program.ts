@@ -10,6 +10,7 @@ import { registerServeCommand } from './serve.js';
 import { registerHistoryCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
 import { registerExpiryCommands } from './expiry.js';
+import { packageVersion } from './version.js';
 
 /**
  * The `bpg` program with all its commands. Building it runs nothing: `main` parses argv with it,
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .description('BetterPG: instant PostgreSQL branches on ZFS')
     .option('--debug', 'log every step, and show stack traces on error')
     .option('-q, --quiet', 'no progress on stderr')
+    .version(packageVersion(), '-V, --version', 'print the version of bpg')
     .showHelpAfterError(false)
     .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
     .exitOverride();
