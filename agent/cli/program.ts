@@ -23,10 +23,10 @@ export function buildProgram(): Command {
     .option('-q, --quiet', 'no progress on stderr')
     .version(packageVersion(), '-V, --version', 'print the version of bpg')
     .showHelpAfterError(false)
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
     .exitOverride();
-
   const out = outputOf(program);
+  // commander's usage errors, with its '(Did you mean ...?)' when it has one, on one line
+  program.configureOutput({ outputError: (text) => out.usageError(text) });
   const cli: CliContext = { out, engine: () => openEngine(out.log()) };
 
   registerInitCommand(program, out);
