@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // Entry point of the `bpg` CLI: runs the compiled TypeScript (npm install builds it).
 import { existsSync } from 'node:fs';
-const main = new URL('../build/agent/cli/main.js', import.meta.url);
-if (!existsSync(main)) {
+const entry = new URL('../build/agent/cli/main.js', import.meta.url);
+if (!existsSync(entry)) {
   process.stderr.write("error: bpg is not built: run 'npm install' (or 'npm run build') in the checkout\n");
   process.exit(1);
 }
-await import(main.href);
+const { main } = await import(entry.href);
+process.exitCode = await main(process.argv);

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { BpgError } from '../errors.js';
-import type { Engine } from '../engine/engine.js';
+import type { CliContext } from './context.js';
 import type { DoctorReport } from '../engine/doctor.js';
-import { printJson, table } from './output.js';
+import { jsonOption } from './output.js';
+import { table } from './render.js';
 
 const MARK = { found: '!', fixed: 'fixed', failed: 'FAILED', left: 'left' } as const;
 
@@ -20,17 +21,15 @@ export function doctorText(r: DoctorReport): string {
 }
 
 /** `bpg doctor [--fix] [--json]`: exits 1 while something needs attention. */
-export function registerDoctorCommand(program: Command, engine: () => Promise<Engine>): void {
+export function registerDoctorCommand(program: Command, { out, engine }: CliContext): void {
   program
     .command('doctor')
     .description('compare the state with ZFS, Docker and the state folder; --fix repairs what is safe to repair')
     .option('--fix', 'finish or undo interrupted operations, remove orphans, start what should run (never destroys a dataset holding a known branch)')
-    .option('--json', 'print JSON on stdout')
+    .addOption(jsonOption())
     .action(async (o: { fix?: boolean; json?: boolean }) => {
-      const { doctor } = await import('../engine/doctor.js');
-      const report = await doctor(await engine(), { fix: o.fix });
-      if (o.json) printJson(report);
-      else process.stdout.write(doctorText(report));
+      const report = await (await engine()).doctor({ fix: o.fix });
+      out.result(o, report, doctorText);
       if (!report.healthy) {
         const open = report.findings.filter((f) => f.severity === 'error' && f.status !== 'fixed');
         const hint = o.fix ? 'they could not be fixed automatically (see above)' : "run 'bpg doctor --fix'";

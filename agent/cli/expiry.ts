@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
 import { parseTtl } from '../duration.js';
-import type { Engine } from '../engine/engine.js';
+import type { CliContext } from './context.js';
+import { parseTime } from './engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
-import { branchDetail, bytes, printJson } from './output.js';
+import { jsonOption } from './output.js';
+import { branchDetail, bytes } from './render.js';
 
 /** `--ttl 7d` in milliseconds; `--ttl none`: null (never expires). */
 export function ttlOption(text: string): number | null {
@@ -17,20 +19,17 @@ export function ttlOption(text: string): number | null {
 }
 
 /** `bpg branch set` (expiry, protection) and `bpg housekeep` (one housekeeping pass by hand). */
-export function registerExpiryCommands(program: Command, branch: Command, engine: () => Promise<Engine>): void {
+export function registerExpiryCommands(program: Command, branch: Command, { out, engine }: CliContext): void {
   branch
     .command('set <branch>')
     .description('change when a branch expires, or whether it is protected')
     .option('--ttl <duration>', "expire this long from now (30m, 12h, 7d; at most 365d), or 'none' for never")
     .option('--protect', 'never delete it by expiry nor stop it when idle')
     .option('--no-protect', 'expiry and the idle stop apply again')
-    .option('--json', 'print JSON on stdout')
+    .addOption(jsonOption())
     .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
-      const { setBranchSettings } = await import('../engine/expiry.js');
-      const b = await setBranchSettings(await engine(), parseBranchRef(name), { ttlMs, protect: o.protect });
-      if (o.json) printJson(b);
-      else process.stdout.write(branchDetail(b));
+      out.result(o, await (await engine()).setBranchSettings(parseBranchRef(name), { ttlMs, protect: o.protect }), branchDetail);
     });
 
   program
@@ -38,14 +37,11 @@ export function registerExpiryCommands(program: Command, branch: Command, engine
     .description('run one housekeeping pass now: delete expired branches, stop idle ones, take and prune scheduled snapshots, trim WAL')
     .option('--dry-run', 'only say what would be done')
     .option('--now <time>', "pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday")
-    .option('--json', 'print JSON on stdout')
+    .addOption(jsonOption())
     .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
-      const { parseTime } = await import('../engine/history.js');
-      const now = o.now === undefined ? undefined : parseTime(o.now);
-      const { housekeep } = await import('../engine/housekeeping.js');
-      const r = await housekeep(await engine(), { now, dryRun: o.dryRun });
-      if (o.json) printJson(r);
-      else process.stdout.write(housekeepingText(r));
+      const now = o.now === undefined ? undefined : await parseTime(o.now);
+      const r = await (await engine()).housekeep({ now, dryRun: o.dryRun });
+      out.result(o, r, housekeepingText);
       if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);
     });
 }

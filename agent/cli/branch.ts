@@ -1,0 +1,98 @@
+import type { Command } from 'commander';
+import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
+import type { CliContext } from './context.js';
+import { parseTime } from './engine.js';
+import { ttlOption } from './expiry.js';
+import { jsonOption } from './output.js';
+import { branchDetail, branchTable } from './render.js';
+import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
+
+/**
+ * `bpg branch create|list|get|delete|reset|rename` and `bpg start|stop|restart`. Returns the `branch`
+ * command for the subcommands other modules add (`branch set`).
+ */
+export function registerBranchCommands(program: Command, { out, engine }: CliContext): Command {
+  const branch = program.command('branch').description('branches: <db>/<branch>');
+
+  branch
+    .command('create <branch>')
+    .description('create a branch (application-consistent by default)')
+    .option('--from <branch>', 'parent branch (default: <db>/main)')
+    .option('--fast', 'crash-consistent: CHECKPOINT then snapshot, no backup mode')
+    .option('--from-snapshot <id>', 'clone a kept snapshot (bpg snapshot list)')
+    .option('--pitr <time>', "point-in-time recovery of --from: ISO 8601 with zone, or e.g. '2 hours ago'")
+    .addOption(memoryOption())
+    .addOption(cpusOption())
+    .addOption(diskOption('default: postgres.diskQuota'))
+    .option('--ttl <duration>', "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)")
+    .option('--protect', 'never delete it by expiry nor stop it when idle')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      const ref = parseBranchRef(name);
+      const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
+      const pitr = o.pitr === undefined ? undefined : await parseTime(o.pitr);
+      if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
+      const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
+      const limits = resources(o);
+      const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ttlMs, protect: o.protect, ...limits });
+      out.log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
+      out.result(o, res.branch, branchDetail);
+    });
+
+  branch
+    .command('list [db]')
+    .description('list branches (of one database, or all)')
+    .addOption(jsonOption())
+    .action(async (name: string | undefined, o) => {
+      out.result(o, await (await engine()).listBranches(name === undefined ? undefined : parseDatabaseName(name)), branchTable);
+    });
+
+  branch
+    .command('get <branch>')
+    .description('show one branch with its connection string')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      out.result(o, await (await engine()).getBranch(parseBranchRef(name)), branchDetail);
+    });
+
+  branch
+    .command('delete <branch>')
+    .description('delete a branch and everything it owns')
+    .option('--force', 'also delete its child branches')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      const deleted = await (await engine()).deleteBranch(parseBranchRef(name), { force: o.force });
+      out.result(o, { deleted }, () => deleted.map((d) => `deleted branch ${d}\n`).join(''));
+    });
+
+  branch
+    .command('reset <branch>')
+    .description("bring a branch back to its parent's current state (port and password stay)")
+    .option('--force', 'also delete its child branches and kept snapshots')
+    .option('--fast', 'crash-consistent snapshot of the parent')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      out.result(o, await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast }), branchDetail);
+    });
+
+  branch
+    .command('rename <branch> <new>')
+    .description('rename a branch (data, port and password stay)')
+    .addOption(jsonOption())
+    .action(async (from: string, to: string, o) => {
+      const ref = parseBranchRef(from);
+      const b = await (await engine()).renameBranch(ref, parseBranchRef(to, ref.database));
+      out.result(o, b, () => `renamed ${from} to ${b.name}\n`);
+    });
+
+  for (const verb of ['start', 'stop', 'restart'] as const) {
+    program
+      .command(`${verb} <branch>`)
+      .description(`${verb} a branch's PostgreSQL (port and password stay)`)
+      .addOption(jsonOption())
+      .action(async (name: string, o) => {
+        out.result(o, await (await engine())[verb](parseBranchRef(name)), (b) => `${b.name} ${b.status} on port ${b.port}\n`);
+      });
+  }
+  return branch;
+}

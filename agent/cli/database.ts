@@ -1,0 +1,61 @@
+import type { Command } from 'commander';
+import type { DatabaseView } from '../engine/view.js';
+import { parseDatabaseName, parseImage } from '../names.js';
+import type { CliContext } from './context.js';
+import { jsonOption } from './output.js';
+import { branchDetail, branchTable, databaseTable } from './render.js';
+import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
+
+const databaseDetail = (d: DatabaseView) => `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+
+/** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
+export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {
+  const db = program.command('db').description('databases (each has a main branch)');
+
+  db.command('create <db>')
+    .description('create a database and its main branch')
+    .option('--image <image>', 'PostgreSQL image (default: postgres.image from the config)')
+    .addOption(memoryOption())
+    .addOption(cpusOption())
+    .addOption(diskOption('default: none for main'))
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      parseDatabaseName(name);
+      if (o.image !== undefined) parseImage(o.image);
+      const limits = resources(o);
+      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits });
+      out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
+      out.result(o, res.branch, branchDetail);
+    });
+
+  db.command('list')
+    .description('list databases')
+    .addOption(jsonOption())
+    .action(async (o) => {
+      out.result(o, await (await engine()).listDatabases(), databaseTable);
+    });
+
+  db.command('get <db>')
+    .description('show one database and its branches')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
+    });
+
+  db.command('delete <db>')
+    .description('delete a database with its main branch')
+    .option('--force', 'also delete every other branch of it')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
+      out.result(o, { deleted: name }, () => `deleted database ${name}\n`);
+    });
+
+  db.command('rename <db> <new>')
+    .description('rename a database with all its branches (connection strings stay valid)')
+    .addOption(jsonOption())
+    .action(async (from: string, to: string, o) => {
+      const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
+      out.result(o, d, () => `renamed database ${from} to ${d.name}\n`);
+    });
+}

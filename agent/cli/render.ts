@@ -1,0 +1,133 @@
+/** Text for people: aligned tables and short units. output.ts writes it; nothing here writes. */
+import type { BranchView, DatabaseView } from '../engine/view.js';
+import type { SystemStatus } from '../engine/status.js';
+
+export function table(rows: string[][]): string {
+  if (rows.length === 0) return '';
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+}
+
+export function bytes(n: number | null): string {
+  if (n === null || !Number.isFinite(n)) return '-';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v < 10 && i > 0 ? v.toFixed(1) : Math.round(v)} ${units[i]}`;
+}
+
+/** 90061000 -> '1d 1h'; two units at most, as people read a countdown. */
+export function span(ms: number): string {
+  const parts: string[] = [];
+  let rest = Math.max(0, Math.round(ms / 1000));
+  for (const [u, n] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+    if (rest >= n || (u === 's' && parts.length === 0)) {
+      parts.push(`${Math.floor(rest / n)}${u}`);
+      rest %= n;
+    }
+    if (parts.length === 2) break;
+  }
+  return parts.join(' ');
+}
+
+/** 'in 6d 23h', 'overdue 5m' (housekeeping deletes it at its next pass), 'never (protected)', '-'. */
+export function expiry(b: Pick<BranchView, 'expiresAt' | 'protected'>, now = Date.now()): string {
+  if (b.protected) return 'never (protected)';
+  if (b.expiresAt === null) return '-';
+  const left = Date.parse(b.expiresAt) - now;
+  return left > 0 ? `in ${span(left)}` : `overdue ${span(-left)}`;
+}
+
+/** 'stopped (idle)' for a branch the idle stop stopped: `bpg start` brings it back. */
+const branchStatus = (b: BranchView) => (b.status === 'stopped' && b.stoppedBy === 'idle' ? 'stopped (idle)' : b.status);
+/** `12 MiB of 20 GiB (FULL)`: a full quota is what PostgreSQL's "Disk quota exceeded" errors mean. */
+const withQuota = (used: number | null, quota: number | null, full: boolean) =>
+  `${bytes(used)}${quota !== null ? ` of ${bytes(quota)}` : ''}${full ? ' (FULL)' : ''}`;
+
+export function branchTable(branches: BranchView[]): string {
+  if (branches.length === 0) return 'no branches\n';
+  return table([
+    ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'EXPIRES', 'CREATED'],
+    ...branches.map((b) => [b.name, branchStatus(b), String(b.port), b.parent ?? '-', bytes(b.usedBytes), expiry(b), b.createdAt]),
+  ]);
+}
+
+export function branchDetail(b: BranchView): string {
+  return table([
+    ['name', b.name],
+    ['status', branchStatus(b)],
+    ['parent', b.parent ?? '-'],
+    ['consistency', b.consistency ?? '-'],
+    ['host', b.connection.host],
+    ['port', String(b.port)],
+    ['user', b.connection.user],
+    ['database', b.connection.database],
+    ['uri', b.connection.uri],
+    ['dataset', b.dataset],
+    ['container', b.container],
+    ['image', b.image],
+    ['used', withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull)],
+    ['wal archive', withQuota(b.walBytes, b.walQuotaBytes, b.walFull)],
+    ['created', b.createdAt],
+    ['expires', b.expiresAt && !b.protected ? `${b.expiresAt} (${expiry(b)})` : expiry(b)],
+    ['protected', b.protected ? 'yes' : 'no'],
+    ['last active', b.lastActiveAt ?? '-'],
+  ]);
+}
+
+export function databaseTable(dbs: DatabaseView[]): string {
+  if (dbs.length === 0) return 'no databases\n';
+  return table([
+    ['NAME', 'BRANCHES', 'IMAGE', 'CREATED'],
+    ...dbs.map((d) => [d.name, String(d.branches.length), d.image, d.createdAt]),
+  ]);
+}
+
+const pct = (part: number, whole: number) => (whole > 0 ? `${Math.round((part / whole) * 1000) / 10}%` : '-');
+
+/** `bpg status` for people: pool, counts, limits, then one row per branch. */
+export function statusText(s: SystemStatus): string {
+  const lines: string[] = [];
+  const p = s.pool;
+  lines.push(p ? `pool ${p.pool}: ${bytes(p.sizeBytes)}, ${bytes(p.allocatedBytes)} used (${p.usedPercent}%), ${bytes(p.freeBytes)} free` : `pool: not available`);
+  const d = s.datasetBase;
+  if (d) {
+    const quota = d.quotaBytes ? `, quota ${bytes(d.quotaBytes)} (${pct(d.usedBytes, d.quotaBytes)} used)` : '';
+    lines.push(`datasets ${d.dataset}: ${bytes(d.usedBytes)} used, ${bytes(d.availableBytes)} available${quota}`);
+    if (d.availableBytes < s.limits.minFreeBytes) lines.push(`  creates are refused: ${bytes(d.availableBytes)} available is below limits.minFreeBytes (${bytes(s.limits.minFreeBytes)})`);
+  }
+  lines.push(`docker: ${s.docker.reachable ? 'reachable' : 'NOT reachable (branches show as missing)'}`);
+  const by = Object.entries(s.counts.byStatus)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, n]) => `${n} ${k}`)
+    .join(', ');
+  lines.push(`databases: ${s.counts.databases}, branches: ${s.counts.branches}${by ? ` (${by})` : ''}`);
+  const l = s.limits;
+  lines.push(
+    `limits: branches ${s.counts.branches}/${l.branchesTotal ?? 'unlimited'} in total, ${l.branchesPerDatabase ?? 'unlimited'} per database; ` +
+      `memory up to ${l.maxMemory === null ? 'unlimited' : bytes(l.maxMemory)}, cpus up to ${l.maxCpus ?? 'unlimited'}; creates need ${bytes(l.minFreeBytes)} free`,
+  );
+  lines.push('');
+  const rows = s.branches.length
+    ? table([
+        ['NAME', 'STATUS', 'USED', 'WAL', 'EXPIRES', 'PORT'],
+        ...s.branches.map((b) => [
+          b.name,
+          b.status,
+          withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull),
+          withQuota(b.walBytes, b.walQuotaBytes, b.walFull),
+          b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'),
+          String(b.port),
+        ]),
+      ])
+    : 'no branches\n';
+  const full = s.branches.filter((b) => b.diskFull || b.walFull);
+  for (const b of full) {
+    lines.push(`${b.name}: ${b.diskFull ? 'its disk quota is used up (writes fail with "Disk quota exceeded")' : 'its WAL archive is full (archiving fails)'}`);
+  }
+  return lines.join('\n') + '\n' + rows;
+}

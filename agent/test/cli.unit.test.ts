@@ -1,0 +1,237 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { describe, it } from 'node:test';
+import type { Command } from 'commander';
+import type { HousekeepingReport } from '../engine/housekeeping.js';
+import { buildProgram } from '../cli/program.js';
+import { jsonOption, oneLine, Output } from '../cli/output.js';
+import { housekeepingText } from '../cli/expiry.js';
+import { snapshotTable, walCleanupText } from '../cli/history.js';
+import { expiry, span } from '../cli/render.js';
+import { packageVersion } from '../cli/version.js';
+
+/**
+ * The CLI without the stack: the program's shape, its start-up, its version and its usage errors.
+ * bpg runs as a child with a config path that does not exist, so nothing here can reach ZFS,
+ * Docker or PostgreSQL: a command that got as far as the engine would fail on the missing config.
+ */
+const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
+const CLI_BUILD = fileURLToPath(new URL('../cli/', import.meta.url));
+const CLI_SOURCE = fileURLToPath(new URL('../../../agent/cli/', import.meta.url));
+const NO_CONFIG = '/nonexistent/bpg-unit-test/config.yaml';
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(file: string, args: string[], opts: { eval?: boolean } = {}): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const argv = opts.eval ? ['--input-type=module', '-e', file, '--', ...args] : [file, ...args];
+    const child = spawn(process.execPath, argv, { env: { ...process.env, BPG_CONFIG: NO_CONFIG }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+const bpg = (...args: string[]) => run(BPG, args);
+
+/** `db create`, `branch set`, ... for every command that has an action. */
+function leaves(cmd: Command, prefix = ''): Map<string, Command> {
+  const out = new Map<string, Command>();
+  for (const c of cmd.commands) {
+    const path = `${prefix}${c.name()}`;
+    if (c.commands.length) for (const [k, v] of leaves(c, `${path} `)) out.set(k, v);
+    else out.set(path, c);
+  }
+  return out;
+}
+
+/** Replaces process.stdout/stderr.write during `fn` (synchronous), returning what was written. */
+function capture(fn: () => void): { stdout: string; stderr: string } {
+  const got = { stdout: '', stderr: '' };
+  const [out, err] = [process.stdout.write, process.stderr.write];
+  process.stdout.write = ((s: string) => ((got.stdout += s), true)) as typeof process.stdout.write;
+  process.stderr.write = ((s: string) => ((got.stderr += s), true)) as typeof process.stderr.write;
+  try {
+    fn();
+  } finally {
+    process.stdout.write = out;
+    process.stderr.write = err;
+  }
+  return got;
+}
+
+describe('the bpg program', () => {
+  const program = buildProgram();
+  const commands = leaves(program);
+
+  it('has every command, in the order --help lists them', () => {
+    assert.deepEqual(
+      program.commands.map((c) => c.name()),
+      ['init', 'db', 'branch', 'start', 'stop', 'restart', 'status', 'serve', 'snapshot', 'wal', 'doctor', 'housekeep'],
+    );
+    assert.deepEqual(
+      [...commands.keys()].sort(),
+      [
+        'branch create', 'branch delete', 'branch get', 'branch list', 'branch rename', 'branch reset', 'branch set',
+        'db create', 'db delete', 'db get', 'db list', 'db rename',
+        'doctor', 'housekeep', 'init', 'restart', 'serve',
+        'snapshot create', 'snapshot delete', 'snapshot list', 'start', 'status', 'stop', 'wal cleanup', 'wal info',
+      ].sort(),
+    );
+  });
+
+  it('gives every command but serve the same --json, and keeps the options the README documents', () => {
+    const json = jsonOption();
+    for (const [name, cmd] of commands) {
+      const opt = cmd.options.find((o) => o.long === '--json');
+      if (name === 'serve') assert.equal(opt, undefined);
+      else assert.deepEqual([opt?.flags, opt?.description], [json.flags, json.description], name);
+    }
+    const flags = (name: string) => commands.get(name)!.options.map((o) => o.long);
+    for (const f of ['--from', '--fast', '--from-snapshot', '--pitr', '--memory', '--cpus', '--disk', '--ttl', '--protect']) assert.ok(flags('branch create').includes(f), f);
+    for (const f of ['--image', '--memory', '--cpus', '--disk']) assert.ok(flags('db create').includes(f), f);
+    assert.deepEqual(flags('branch set').filter((f) => f !== '--json'), ['--ttl', '--protect', '--no-protect']);
+    assert.ok(flags('doctor').includes('--fix'));
+    assert.ok(flags('housekeep').includes('--dry-run') && flags('housekeep').includes('--now'));
+    assert.ok(flags('wal cleanup').includes('--days'));
+    assert.deepEqual(flags('serve'), ['--listen', '--allow-plaintext']);
+    assert.deepEqual(
+      program.options.map((o) => o.long),
+      ['--debug', '--quiet', '--version'],
+    );
+  });
+
+  it('builds a new program each time (no state shared between two)', () => {
+    const other = buildProgram();
+    assert.notEqual(other, program);
+    assert.notEqual(leaves(other).get('db list'), commands.get('db list'));
+  });
+
+  it('runs nothing on import, and loads neither dockerode nor pg until a command needs the engine', async () => {
+    // Every module of agent/cli imported with a misspelt command in argv: a module that parsed
+    // argv on import would print (an error, or the help) and set the exit code.
+    const modules = readdirSync(CLI_BUILD).filter((f) => f.endsWith('.js'));
+    assert.ok(modules.includes('main.js') && modules.includes('program.js'));
+    const script = `
+      import { createRequire } from 'node:module';
+      const dir = ${JSON.stringify(CLI_BUILD)};
+      for (const f of ${JSON.stringify(modules)}) await import(dir + f);
+      (await import(dir + 'program.js')).buildProgram();
+      const loaded = Object.keys(createRequire(import.meta.url).cache).filter((p) => /node_modules\\/(dockerode|pg)\\//.test(p));
+      if (loaded.length) process.stdout.write('loaded: ' + loaded.join(' '));
+    `;
+    const r = await run(script, ['brnach'], { eval: true });
+    assert.deepEqual(r, { code: 0, stdout: '', stderr: '' });
+  });
+
+  it('has one door into agent/engine and one writer: no other CLI module loads the engine or writes to stdout/stderr', () => {
+    for (const f of readdirSync(CLI_BUILD).filter((f) => f.endsWith('.js'))) {
+      const js = readFileSync(CLI_BUILD + f, 'utf8');
+      if (f !== 'engine.js') assert.doesNotMatch(js, /['"]\.\.\/engine\//, `${f} loads agent/engine (only engine.js may)`);
+    }
+    for (const f of readdirSync(CLI_SOURCE).filter((f) => f.endsWith('.ts'))) {
+      const ts = readFileSync(CLI_SOURCE + f, 'utf8');
+      if (f !== 'output.ts') assert.doesNotMatch(ts, /process\.(stdout|stderr)/, `${f} writes past the writer (output.ts)`);
+    }
+  });
+});
+
+describe('bpg run as a command', () => {
+  it('--version and -V print the version in package.json on stdout and exit 0', async () => {
+    const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version: string };
+    assert.equal(packageVersion(), version);
+    for (const flag of ['--version', '-V']) {
+      assert.deepEqual(await bpg(flag), { code: 0, stdout: `${version}\n`, stderr: '' });
+    }
+  });
+
+  it('a misspelt command or option: one line with commander\'s suggestion, exit 1, nothing on stdout', async () => {
+    assert.deepEqual(await bpg('brnach'), { code: 1, stdout: '', stderr: "error: unknown command 'brnach' (Did you mean branch?)\n" });
+    assert.deepEqual(await bpg('branch', 'craete', 'a/b'), { code: 1, stdout: '', stderr: "error: unknown command 'craete' (Did you mean create?)\n" });
+    assert.deepEqual(await bpg('db', 'list', '--jsno'), { code: 1, stdout: '', stderr: "error: unknown option '--jsno' (Did you mean --json?)\n" });
+    assert.deepEqual(await bpg('xyzzy'), { code: 1, stdout: '', stderr: "error: unknown command 'xyzzy'\n" });
+    assert.deepEqual(await bpg('db', 'create'), { code: 1, stdout: '', stderr: "error: missing required argument 'db'\n" });
+  });
+
+  it('bad flags are refused before the config is read; a failure is one line, with its stack first under --debug', async () => {
+    assert.deepEqual(await bpg('branch', 'create', 'a/b', '--cpus', 'many'), {
+      code: 1,
+      stdout: '',
+      stderr: "error: --cpus must be a number of CPUs (e.g. 0.5, 2), not 'many'\n",
+    });
+    const missing = `error: no config file at ${NO_CONFIG}: run 'bpg init' (or set BPG_CONFIG)\n`;
+    assert.deepEqual(await bpg('db', 'list', '--json'), { code: 1, stdout: '', stderr: missing });
+    const debug = await bpg('--debug', 'db', 'list');
+    assert.equal(debug.code, 1);
+    assert.match(debug.stderr, /^BpgError: no config file[^\n]*\n\s+at /);
+    assert.ok(debug.stderr.endsWith(`\n${missing}`));
+  });
+
+  it('--help is data: on stdout, exit 0', async () => {
+    const r = await bpg('--help');
+    assert.equal(r.code, 0);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /^Usage: bpg /);
+    assert.match(r.stdout, /-V, --version +print the version of bpg/);
+  });
+});
+
+describe('the writer', () => {
+  it('puts data on stdout (JSON with --json, text without) and the rest on stderr', () => {
+    const loud = new Output(() => ({}));
+    assert.deepEqual(
+      capture(() => loud.result({ json: true }, { a: [1] }, () => 'text\n')),
+      { stdout: '{\n  "a": [\n    1\n  ]\n}\n', stderr: '' },
+    );
+    assert.deepEqual(capture(() => loud.result({}, { a: 1 }, (v) => `a=${v.a}\n`)), { stdout: 'a=1\n', stderr: '' });
+    assert.deepEqual(capture(() => loud.log().info('created x')), { stdout: '', stderr: 'created x\n' });
+    assert.deepEqual(capture(() => loud.warn('full')), { stdout: '', stderr: 'warning: full\n' });
+    assert.deepEqual(capture(() => loud.error(new Error('first\nsecond'))), { stdout: '', stderr: 'error: first\n' });
+    const quiet = new Output(() => ({ quiet: true }));
+    assert.deepEqual(capture(() => quiet.log().info('created x')), { stdout: '', stderr: '' });
+    assert.deepEqual(capture(() => quiet.warn('full')), { stdout: '', stderr: 'warning: full\n' });
+  });
+
+  it("joins commander's lines into one", () => {
+    assert.equal(oneLine("error: unknown command 'brnach'\n(Did you mean branch?)\n"), "error: unknown command 'brnach' (Did you mean branch?)");
+    assert.equal(oneLine("error: missing required argument 'db'\n"), "error: missing required argument 'db'");
+  });
+});
+
+describe('text for people', () => {
+  it('counts down expiry in two units at most', () => {
+    assert.equal(span(90061000), '1d 1h');
+    assert.equal(span(0), '0s');
+    const now = Date.parse('2026-10-07T12:00:00Z');
+    assert.equal(expiry({ expiresAt: '2026-10-07T12:05:00Z', protected: false }, now), 'in 5m');
+    assert.equal(expiry({ expiresAt: '2026-10-07T11:55:00Z', protected: false }, now), 'overdue 5m');
+    assert.equal(expiry({ expiresAt: '2026-10-07T12:05:00Z', protected: true }, now), 'never (protected)');
+    assert.equal(expiry({ expiresAt: null, protected: false }, now), '-');
+  });
+
+  it('says what a housekeeping pass did, or would do in a dry run', () => {
+    const empty: HousekeepingReport = { now: '', dryRun: true, deleted: [], stopped: [], active: [], snapshots: [], pruned: [], wal: [], skipped: [], errors: [], ms: 1 };
+    assert.equal(housekeepingText(empty), 'nothing to do\n');
+    assert.equal(
+      housekeepingText({ ...empty, deleted: [{ branch: 'a/b', expiresAt: '2026-10-07T12:00:00Z' }], stopped: [{ branch: 'a/c', idleSince: 'x' }] }),
+      'would delete a/b (expired 2026-10-07T12:00:00Z)\nwould stop a/c (no client since x)\n',
+    );
+    assert.equal(housekeepingText({ ...empty, dryRun: false, snapshots: [{ branch: 'a/main', id: 'snap-1a2b3c4d' }] }), 'snapshot a/main as snap-1a2b3c4d (scheduled)\n');
+  });
+
+  it('lists snapshots and WAL cleanups', () => {
+    assert.equal(snapshotTable([]), 'no snapshots\n');
+    assert.equal(
+      walCleanupText({ branch: 'a/b', dryRun: true, removed: ['x', 'y'], removedBytes: 32 * 1024 * 1024, kept: [{ segments: 3, reason: 'a kept snapshot needs them' }], removedTemp: [] }),
+      'would remove 2 segment(s), 32 MiB\nkept 3 segment(s): a kept snapshot needs them\n',
+    );
+  });
+});
