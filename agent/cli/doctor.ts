@@ -27,8 +27,7 @@ export function registerDoctorCommand(program: Command, engine: () => Promise<En
     .option('--fix', 'finish or undo interrupted operations, remove orphans, start what should run (never destroys a dataset holding a known branch)')
     .option('--json', 'print JSON on stdout')
     .action(async (o: { fix?: boolean; json?: boolean }) => {
-      const { doctor } = await import('../engine/doctor.js');
-      const report = await doctor(await engine(), { fix: o.fix });
+      const report = await (await engine()).doctor({ fix: o.fix });
       if (o.json) printJson(report);
       else process.stdout.write(doctorText(report));
       if (!report.healthy) {

@@ -27,8 +27,7 @@ export function registerExpiryCommands(program: Command, branch: Command, engine
     .option('--json', 'print JSON on stdout')
     .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
-      const { setBranchSettings } = await import('../engine/expiry.js');
-      const b = await setBranchSettings(await engine(), parseBranchRef(name), { ttlMs, protect: o.protect });
+      const b = await (await engine()).setBranchSettings(parseBranchRef(name), { ttlMs, protect: o.protect });
       if (o.json) printJson(b);
       else process.stdout.write(branchDetail(b));
     });
@@ -40,10 +39,9 @@ export function registerExpiryCommands(program: Command, branch: Command, engine
     .option('--now <time>', "pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday")
     .option('--json', 'print JSON on stdout')
     .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
-      const { parseTime } = await import('../engine/history.js');
+      const { parseTime } = await import('../engine/pitr.js');
       const now = o.now === undefined ? undefined : parseTime(o.now);
-      const { housekeep } = await import('../engine/housekeeping.js');
-      const r = await housekeep(await engine(), { now, dryRun: o.dryRun });
+      const r = await (await engine()).housekeep({ now, dryRun: o.dryRun });
       if (o.json) printJson(r);
       else process.stdout.write(housekeepingText(r));
       if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);

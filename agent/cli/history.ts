@@ -6,8 +6,6 @@ import { branchDetail, bytes, printJson, table } from './output.js';
 
 /** History commands: snapshots, WAL, reset and rename (the engine holds the rules). */
 export function registerHistoryCommands(program: Command, engine: () => Promise<Engine>): void {
-  const history = () => import('../engine/history.js');
-
   const snapshot = program.command('snapshot').description('kept snapshots of a branch (application-consistent)');
   snapshot
     .command('create <branch>')
@@ -15,7 +13,7 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
     .option('--label <label>', 'a note kept with the snapshot')
     .option('--json', 'print JSON on stdout')
     .action(async (name: string, o) => {
-      const snap = await (await history()).createSnapshot(await engine(), parseBranchRef(name), { label: o.label });
+      const snap = await (await engine()).createSnapshot(parseBranchRef(name), { label: o.label });
       if (o.json) printJson(snap);
       else process.stdout.write(`${snap.id}\n`);
     });
@@ -24,7 +22,7 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
     .description('list kept snapshots (of one branch, or all)')
     .option('--json', 'print JSON on stdout')
     .action(async (name: string | undefined, o) => {
-      const list = await (await history()).listSnapshots(await engine(), name ? parseBranchRef(name) : undefined);
+      const list = await (await engine()).listSnapshots(name ? parseBranchRef(name) : undefined);
       if (o.json) return printJson(list);
       if (!list.length) return void process.stdout.write('no snapshots\n');
       process.stdout.write(
@@ -39,7 +37,7 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
     .description('delete a kept snapshot (refused while a branch was cloned from it)')
     .option('--json', 'print JSON on stdout')
     .action(async (id: string, o) => {
-      await (await history()).deleteSnapshot(await engine(), id);
+      await (await engine()).deleteSnapshot(id);
       if (o.json) printJson({ deleted: id });
       else process.stdout.write(`deleted snapshot ${id}\n`);
     });
@@ -50,7 +48,7 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
     .description('segments, bytes, oldest/newest, gaps and the last archive failure')
     .option('--json', 'print JSON on stdout')
     .action(async (name: string | undefined, o) => {
-      const list = await (await history()).walInfo(await engine(), name ? parseBranchRef(name) : undefined);
+      const list = await (await engine()).walInfo(name ? parseBranchRef(name) : undefined);
       if (o.json) return printJson(list);
       process.stdout.write(
         table([
@@ -81,7 +79,7 @@ export function registerHistoryCommands(program: Command, engine: () => Promise<
     .action(async (name: string, o) => {
       const days = Number(o.days);
       if (!/^\d+(\.\d+)?$/.test(o.days)) throw invalid('--days must be a number of days, 0 or more');
-      const r = await (await history()).walCleanup(await engine(), parseBranchRef(name), days, !!o.dryRun);
+      const r = await (await engine()).walCleanup(parseBranchRef(name), days, !!o.dryRun);
       if (o.json) return printJson(r);
       process.stdout.write(`${r.dryRun ? 'would remove' : 'removed'} ${r.removed.length} segment(s), ${bytes(r.removedBytes)}\n`);
       for (const k of r.kept) process.stdout.write(`kept ${k.segments} segment(s): ${k.reason}\n`);
@@ -97,8 +95,7 @@ export function registerMoveCommands(db: Command, branch: Command, engine: () =>
     .option('--fast', 'crash-consistent snapshot of the parent')
     .option('--json', 'print JSON on stdout')
     .action(async (name: string, o) => {
-      const { resetBranch } = await import('../engine/reset.js');
-      const b = await resetBranch(await engine(), parseBranchRef(name), { force: o.force, fast: o.fast });
+      const b = await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast });
       if (o.json) printJson(b);
       else process.stdout.write(branchDetail(b));
     });
@@ -107,9 +104,8 @@ export function registerMoveCommands(db: Command, branch: Command, engine: () =>
     .description('rename a branch (data, port and password stay)')
     .option('--json', 'print JSON on stdout')
     .action(async (from: string, to: string, o) => {
-      const { renameBranch } = await import('../engine/rename.js');
       const ref = parseBranchRef(from);
-      const b = await renameBranch(await engine(), ref, parseBranchRef(to, ref.database));
+      const b = await (await engine()).renameBranch(ref, parseBranchRef(to, ref.database));
       if (o.json) printJson(b);
       else process.stdout.write(`renamed ${from} to ${b.name}\n`);
     });
@@ -117,8 +113,7 @@ export function registerMoveCommands(db: Command, branch: Command, engine: () =>
     .description('rename a database with all its branches (connection strings stay valid)')
     .option('--json', 'print JSON on stdout')
     .action(async (from: string, to: string, o) => {
-      const { renameDatabase } = await import('../engine/rename.js');
-      const d = await renameDatabase(await engine(), parseDatabaseName(from), parseDatabaseName(to));
+      const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
       if (o.json) printJson(d);
       else process.stdout.write(`renamed database ${from} to ${d.name}\n`);
     });

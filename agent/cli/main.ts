@@ -150,7 +150,7 @@ branch
   .action(async (name: string, o) => {
     const ref = parseBranchRef(name);
     const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
-    const pitr = o.pitr === undefined ? undefined : (await import('../engine/history.js')).parseTime(o.pitr);
+    const pitr = o.pitr === undefined ? undefined : (await import('../engine/pitr.js')).parseTime(o.pitr);
     if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
     const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
     const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ttlMs, protect: o.protect, ...resources(o) });
@@ -207,8 +207,7 @@ program
   .description('pool usage, counts by status, limits, and every branch with its size, WAL and expiry')
   .addOption(json)
   .action(async (o) => {
-    const { systemStatus } = await import('../engine/status.js');
-    const s = await systemStatus(await engine());
+    const s = await (await engine()).status();
     if (o.json) printJson(s);
     else process.stdout.write(statusText(s));
   });
