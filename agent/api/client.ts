@@ -164,7 +164,7 @@ export class BpgClient {
     return this.action(db, branch, 'restart', o);
   }
 
-  /** Back to its parent's current state (port and password stay); an agent from before reset answers 501. Not retried (POST). */
+  /** Back to its parent's current state (port and password stay); Not retried (POST). */
   resetBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
     return this.action(db, branch, 'reset', o);
   }

@@ -1,5 +1,5 @@
 import type { Engine } from '../engine/engine.js';
-import { housekeep, type HousekeepingOptions, type HousekeepingReport } from '../engine/housekeeping.js';
+import type { HousekeepingOptions, HousekeepingReport } from '../engine/housekeeping.js';
 import { describe } from '../errors.js';
 import { recordHousekeeping, timeOperation } from '../engine/metrics.js';
 import type { Logger } from '../log.js';
@@ -28,7 +28,7 @@ export function startHousekeeper(
     timer = null;
     const t0 = Date.now();
     try {
-      const r = await timeOperation('housekeeping', () => housekeep(engine, { around: o.around, shouldStop: () => stopping }));
+      const r = await timeOperation('housekeeping', () => engine.housekeep({ around: o.around, shouldStop: () => stopping }));
       recordHousekeeping(r);
       logReport(o.log, r);
     } catch (e) {

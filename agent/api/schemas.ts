@@ -19,7 +19,6 @@ export const ApiErrorCode = z.enum([
   'conflict', // 409: duplicate, busy, another parent, children in the way
   'too_large', // 413: body over api.bodyLimit
   'failed', // 500: an operation started and could not finish
-  'not_implemented', // 501: a route whose engine operation has not landed yet
   'unavailable', // 503: ZFS pool or Docker engine down, or the agent shutting down
 ]);
 export type ApiErrorCode = z.infer<typeof ApiErrorCode>;
@@ -48,7 +47,7 @@ export const BranchView = z.object({
   branch: z.string(),
   /** `<db>/<branch>` of the parent; null for main. */
   parent: z.string().nullable(),
-  /** running, stopped, creating, deleting, failed, down, missing, restarting, interrupted */
+  /** running, stopped, creating, deleting, down, missing, restarting, interrupted */
   status: z.string(),
   port: z.number().int(),
   connection: Connection,

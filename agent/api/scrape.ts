@@ -26,7 +26,7 @@ export class MetricsEndpoint {
     engine: Engine,
     private readonly maxAgeMs: number,
   ) {
-    this.engineMetrics = new EngineMetrics(engine);
+    this.engineMetrics = new EngineMetrics(() => engine.status());
     const registers = [this.registry];
     this.collections = new Counter({
       name: 'bpg_metrics_collections_total',

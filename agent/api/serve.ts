@@ -2,7 +2,6 @@ import type { AddressInfo, Server } from 'node:net';
 import { Server as TlsServer } from 'node:tls';
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
-import { doctor } from '../engine/doctor.js';
 import { describe, invalid } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
@@ -80,7 +79,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   // Reconcile before serving: interrupted operations finished or undone, orphans removed,
   // branches that should run started. Never fatal: the API answers 503 while the stack is down.
   try {
-    const report = await doctor(engine, { fix: true });
+    const report = await engine.doctor({ fix: true });
     const changed = report.findings.filter((f) => f.status !== 'found');
     if (changed.length) log.warn('reconciled on start', { findings: changed.map((f) => ({ kind: f.kind, subject: f.subject, status: f.status, action: f.action })) });
   } catch (e) {

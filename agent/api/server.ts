@@ -6,7 +6,6 @@ import type { Engine } from '../engine/engine.js';
 import { recordOperation } from '../engine/metrics.js';
 import { checkImage } from '../engine/images.js';
 import { parseSize } from '../config.js';
-import { resetBranch } from '../engine/reset.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
 import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,8 +15,7 @@ import { TokenChecker, type ApiToken } from './auth.js';
 import { KeyedLocks, lockSet } from './locks.js';
 import { openapi } from './openapi.js';
 import { MetricsEndpoint } from './scrape.js';
-import { createSnapshot, deleteSnapshot, listSnapshots, parseTime, walInfo } from '../engine/history.js';
-import { renewOnPut, setBranchSettings } from '../engine/expiry.js';
+import { parseTime } from '../engine/pitr.js';
 import { parseTtl } from '../duration.js';
 import {
   CreateDatabaseBody,
@@ -68,7 +66,7 @@ export interface Api {
 
 const STATUS: Record<ErrorCode, number> = { invalid: 400, not_found: 404, conflict: 409, unavailable: 503, failed: 500 };
 
-/** An error answered with a status the engine has no code for (401, 413, 501, ...). */
+/** An error answered with a status the engine has no code for (401, 413, ...). */
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -298,35 +296,23 @@ export function createApi(opts: ApiOptions): Api {
     const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
     const key = refName(ref);
     // A kept snapshot names its own branch as the parent.
-    const snap = body.fromSnapshot === undefined ? undefined : (await listSnapshots(engine)).find((x) => x.id === body.fromSnapshot);
+    const snap = body.fromSnapshot === undefined ? undefined : (await engine.listSnapshots()).find((x) => x.id === body.fromSnapshot);
     if (body.fromSnapshot !== undefined && !snap) throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
     const parentKey = snap ? snap.branch : refName(from ?? { database: ref.database, branch: 'main' });
     // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
-    const result = await locks.with(wanted, () =>
+    const put = await locks.with(wanted, () =>
       track(
-        (async () => {
-          const existing = await findBranch(engine, ref);
-          if (existing) {
-            if (ref.branch === 'main') {
-              if (body.from !== undefined) throw conflict(`branch '${key}' exists and has no parent (main is created with its database)`);
-            } else if (existing.parent !== parentKey) {
-              throw conflict(`branch '${key}' exists with parent '${existing.parent}', not '${parentKey}'`);
-            }
-            if (existing.status === 'creating' || existing.status === 'deleting') {
-              throw conflict(`branch '${key}' is busy: ${existing.status} by another process`);
-            }
-            // Every push PUTs again: that renews the expiry (ttl, or the pr-<n> default) and counts as activity.
-            const { changed, ...renewed } = await renewOnPut(engine, ref, { ttlMs, protect: body.protected });
-            if (changed) opLog(res, 'branch renewed', { branch: key, expiresAt: renewed.expiresAt, protected: renewed.protected });
-            return { created: false, branch: { ...existing, ...renewed } };
-          }
-          const r = await admission.run(() => engine.createBranch(ref, { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) }));
-          opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: r.totalMs });
-          return { created: true, branch: r.branch };
-        })(),
+        engine.putBranch(
+          ref,
+          { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) },
+          { parentKey, admit: (create) => admission.run(create) },
+        ),
       ),
     );
+    if (put.created) opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: put.totalMs });
+    else if (put.renewed) opLog(res, 'branch renewed', { branch: key, expiresAt: put.branch.expiresAt, protected: put.branch.protected });
+    const result = { created: put.created, branch: put.branch };
     if (result.created) {
       res.setHeader('Location', `/v1/databases/${encodeURIComponent(ref.database)}/branches/${encodeURIComponent(ref.branch)}`);
     }
@@ -338,7 +324,7 @@ export function createApi(opts: ApiOptions): Api {
     const body = parse(PatchBranchBody, req.body ?? {}, 'body');
     const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
     const view = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
-      track(setBranchSettings(engine, ref, { ttlMs, protect: body.protected })),
+      track(engine.setBranchSettings(ref, { ttlMs, protect: body.protected })),
     );
     opLog(res, 'branch settings', { branch: refName(ref), expiresAt: view.expiresAt, protected: view.protected });
     send(res, 200, view);
@@ -360,32 +346,32 @@ export function createApi(opts: ApiOptions): Api {
     // Like PUT, the parent is held shared while it is snapshotted. `force` also deletes children.
     const parentKey = (await engine.getBranch(ref)).parent ?? refName(ref);
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [refName(ref), 'exclusive']);
-    const view = await locks.with(wanted, () => track(resetBranch(engine, ref, { force })));
+    const view = await locks.with(wanted, () => track(engine.resetBranch(ref, { force })));
     opLog(res, 'branch reset', { branch: refName(ref), force });
     send(res, 200, view);
   });
 
-  route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await listSnapshots(engine)));
+  route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await engine.listSnapshots()));
 
-  route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => send(res, 200, await listSnapshots(engine, refOf(req))));
+  route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => send(res, 200, await engine.listSnapshots(refOf(req))));
 
   route('POST', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => {
     const ref = refOf(req);
     const body = parse(CreateSnapshotBody, req.body ?? {}, 'body');
-    const snap = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(createSnapshot(engine, ref, { label: body.label })));
+    const snap = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(engine.createSnapshot(ref, { label: body.label })));
     opLog(res, 'snapshot created', { branch: refName(ref), snapshot: snap.id });
     send(res, 201, snap);
   });
 
   route('DELETE', '/v1/snapshots/:id', async (req, res) => {
     const id = parse(SnapshotId, param(req, 'id'), 'id');
-    await locks.with(lockSet([`snapshot:${id}`, 'exclusive']), () => track(deleteSnapshot(engine, id)));
+    await locks.with(lockSet([`snapshot:${id}`, 'exclusive']), () => track(engine.deleteSnapshot(id)));
     opLog(res, 'snapshot deleted', { snapshot: id });
     send(res, 200, { deleted: id });
   });
 
   route('GET', '/v1/databases/:db/branches/:branch/wal', async (req, res) => {
-    const [info] = await walInfo(engine, refOf(req));
+    const [info] = await engine.walInfo(refOf(req));
     send(res, 200, info);
   });
 
@@ -405,7 +391,7 @@ export function createApi(opts: ApiOptions): Api {
   // Four arguments: this is how express knows an error handler.
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const { status, code, message } = toHttp(err);
-    if (status >= 500 && status !== 501) log.warn(`request failed: ${describe(err)}`, { requestId: locals(res).id, token: locals(res).token, status });
+    if (status >= 500) log.warn(`request failed: ${describe(err)}`, { requestId: locals(res).id, token: locals(res).token, status });
     if (res.headersSent) {
       res.end();
       return;
@@ -474,14 +460,3 @@ function toHttp(err: unknown): { status: number; code: ApiErrorCode; message: st
   return { status: 500, code: 'failed', message: describe(err) };
 }
 
-/** The branch, or null if its database exists and it does not (a missing database is a 404). */
-async function findBranch(engine: Engine, ref: BranchRef): Promise<BranchView | null> {
-  const db = await engine.getDatabase(ref.database);
-  const b = db.branches.find((x) => x.branch === ref.branch) ?? null;
-  if (b?.status === 'interrupted') {
-    // Left behind by a process that died: clean it up, then it is simply missing.
-    await engine.recoverInterrupted();
-    return (await engine.getDatabase(ref.database)).branches.find((x) => x.branch === ref.branch) ?? null;
-  }
-  return b;
-}

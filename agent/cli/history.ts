@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import type { SnapshotView, WalCleanup, WalInfo } from '../engine/history.js';
+import type { SnapshotView } from '../engine/snapshots.js';
+import type { WalCleanup, WalInfo } from '../engine/wal.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
 import type { CliContext } from './context.js';

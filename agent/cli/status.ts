@@ -10,6 +10,6 @@ export function registerStatusCommand(program: Command, { out, engine }: CliCont
     .description('pool usage, counts by status, limits, and every branch with its size, WAL and expiry')
     .addOption(jsonOption())
     .action(async (o) => {
-      out.result(o, await (await engine()).systemStatus(), statusText);
+      out.result(o, await (await engine()).status(), statusText);
     });
 }

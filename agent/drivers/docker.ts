@@ -1,6 +1,8 @@
 import Docker from 'dockerode';
 import { BpgError, conflict, unavailable } from '../errors.js';
-import { BranchNetworks, type NetworkPlan } from './network.js';
+import { BranchNetworks } from './network.js';
+import type { ContainerRuntime, ContainerSpec, ContainerState, FirewallRule, NetworkPlan } from './interfaces.js';
+export type { ContainerSpec, ContainerState } from './interfaces.js';
 
 export const LABEL_MANAGED = 'io.betterpg.managed';
 export const LABEL_DATABASE = 'io.betterpg.database';
@@ -11,45 +13,7 @@ export const LABEL_ROOT = 'io.betterpg.root';
 /** A digest of the spec a container was made from: one made from another spec is made again. */
 export const LABEL_SPEC = 'io.betterpg.spec';
 
-export interface ContainerSpec {
-  name: string;
-  image: string;
-  user: string;
-  entrypoint: string[];
-  cmd: string[];
-  binds: string[];
-  labels: Record<string, string>;
-  /** Publish 5432 on this host address and port; omitted for one-shot containers. */
-  publish?: { hostIp: string; hostPort: number };
-  memoryBytes?: number;
-  nanoCpus?: number;
-  shmSizeBytes?: number;
-  stopTimeoutSeconds?: number;
-  restartPolicy?: 'no' | 'unless-stopped';
-  // Hardening (agent/drivers/hardening.ts builds these from the postgres.* keys); omitted: Docker's default.
-  pidsLimit?: number;
-  capDrop?: string[];
-  securityOpt?: string[];
-  readOnlyRootfs?: boolean;
-  /** tmpfs mounts: path -> mount options. */
-  tmpfs?: Record<string, string>;
-  /** json-file log, rotated. */
-  log?: { maxSizeBytes: number; maxFiles: number };
-  /** A branch network (created on demand, firewalled without egress), no network at all, or (omitted) Docker's default bridge. */
-  network?: NetworkPlan | 'none';
-}
 
-export interface ContainerState {
-  id: string;
-  running: boolean;
-  /** Docker restarted it under its restart policy since it was created: it crashed. */
-  restarts: number;
-  status: string;
-  exitCode: number;
-  /** When the container last started (ISO), null if never. */
-  startedAt: string | null;
-  labels: Record<string, string>;
-}
 
 /** Docker reports a never-started container as 0001-01-01T00:00:00Z. */
 const startedAt = (t: string | undefined): string | null => (t && !t.startsWith('0001-') ? new Date(t).toISOString() : null);
@@ -62,7 +26,7 @@ const isStatus = (e: unknown, code: number) => (e as { statusCode?: number })?.s
  * anyone else) under a name we expect is refused in one line, never reused, started, stopped,
  * renamed or removed. Each by-name operation inspects first, then acts on the inspected id.
  */
-export class DockerDriver {
+export class DockerDriver implements ContainerRuntime {
   readonly docker: Docker;
   readonly networks: BranchNetworks;
 
@@ -279,6 +243,14 @@ export class DockerDriver {
         if (!isStatus(e, 404) && !isStatus(e, 409)) throw e;
       });
     }
+  }
+
+  async missingFirewallRules(plan: NetworkPlan): Promise<FirewallRule[]> {
+    return this.networks.missingRules(plan);
+  }
+
+  async ensureNetwork(plan: NetworkPlan): Promise<void> {
+    await this.networks.ensure(plan, { recheck: true });
   }
 
   /** Containers carrying our managed label (optionally filtered by more labels); bound to a root, that root's only. */

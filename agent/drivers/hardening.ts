@@ -1,5 +1,5 @@
 import type { Config } from '../config.js';
-import type { ContainerSpec } from './docker.js';
+import type { ContainerSpec } from './interfaces.js';
 import { networkName } from './network.js';
 
 /** The container spec fields that confine a branch's PostgreSQL (and the initdb one-shot). */

@@ -3,6 +3,8 @@ import type Docker from 'dockerode';
 import lockfile from 'proper-lockfile';
 import { BpgError, conflict, unavailable } from '../errors.js';
 import { CommandError, run } from './exec.js';
+import type { FirewallRule, NetworkPlan } from './interfaces.js';
+export type { FirewallRule, NetworkPlan } from './interfaces.js';
 
 /**
  * The Docker networks branch containers live on, and the firewall that keeps them from reaching
@@ -22,22 +24,11 @@ import { CommandError, run } from './exec.js';
 export const LABEL_NETWORK_MANAGED = 'io.betterpg.managed';
 export const LABEL_EGRESS = 'io.betterpg.egress';
 
-export interface NetworkPlan {
-  /** Network and bridge name (at most 15 characters, a Linux interface name). */
-  name: string;
-  /** Containers may open connections; false: the firewall rules below apply. */
-  egress: boolean;
-}
 
 export function networkName(prefix: string, egress: boolean): string {
   return `${prefix}-${egress ? 'egress' : 'isolated'}`;
 }
 
-export interface FirewallRule {
-  chain: 'DOCKER-USER' | 'INPUT';
-  /** iptables arguments after the chain: what `-C`, `-I` and `-D` take. */
-  rule: string[];
-}
 
 /** The rules of a no-egress bridge: only replies leave it, nothing new. */
 export function firewallRules(bridge: string): FirewallRule[] {

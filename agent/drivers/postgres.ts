@@ -1,14 +1,9 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { sleep } from './exec.js';
+import type { BackupLabel, PgTarget, Postgres } from './interfaces.js';
+export type { BackupLabel, PgTarget } from './interfaces.js';
 
-export interface PgTarget {
-  host: string;
-  port: number;
-  user: string;
-  password: string;
-  database: string;
-}
 
 /** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
 export function newPassword(): string {
@@ -95,13 +90,6 @@ export async function serverVersionNum(c: pg.Client): Promise<number> {
   return Number(r.rows[0]!.v);
 }
 
-export interface BackupLabel {
-  labelfile: string;
-  spcmapfile: string;
-  /** WAL segments (on the backup's timeline) from the start to the end of the backup, inclusive. */
-  firstSegment: string;
-  lastSegment: string;
-}
 
 /**
  * Non-exclusive backup mode is bound to one session: start and stop must run on the same held
@@ -153,3 +141,6 @@ export async function withBackupMode(
   const lastSegment = tli + seg.slice(8);
   return { labelfile: row.labelfile, spcmapfile: row.spcmapfile ?? '', firstSegment, lastSegment };
 }
+
+/** The PostgreSQL side of the engine (interfaces.ts): sessions, readiness, backup mode. */
+export const postgresClients: Postgres = { connect, withClient, waitReady, withBackupMode };

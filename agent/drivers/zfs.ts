@@ -2,13 +2,13 @@ import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 import { CommandError, run, sleep } from './exec.js';
+import type { DatasetStore, ZfsEntry, ZfsProps } from './interfaces.js';
+export type { ZfsEntry, ZfsProps } from './interfaces.js';
 
 /** Subcommands that change datasets or the mount table; they run one at a time on a host. */
 const MUTATING = new Set(['create', 'snapshot', 'clone', 'destroy', 'rename', 'mount', 'umount', 'set', 'promote', 'rollback']);
 const HOST_LOCK_DIR = process.env.BPG_ZFS_LOCK_DIR ?? '/run/betterpg';
 
-/** User properties the agent stamps on everything it creates, so reconcile can tell ours from yours. */
-export type ZfsProps = Record<string, string>;
 
 const BUSY = /busy/i;
 
@@ -16,7 +16,7 @@ const BUSY = /busy/i;
  * Thin wrapper over the `zfs` command. Written for both kernel OpenZFS and zfs-fuse 0.7: no
  * `list -p` (numbers come from `get -Hp`), umount before destroy/rename, bounded retries on "busy".
  */
-export class ZfsDriver {
+export class ZfsDriver implements DatasetStore {
   constructor(private readonly bin = 'zfs') {}
 
   /**
@@ -157,9 +157,15 @@ export class ZfsDriver {
     return res;
   }
 
-  /** `name<TAB>property<TAB>value` lines for a dataset and its descendants (down to `depth` levels). */
-  async getRecursive(name: string, props: string[], depth?: number): Promise<string> {
-    return this.zfs(['get', '-Hp', '-r', ...(depth !== undefined ? ['-d', String(depth)] : []), '-o', 'name,property,value', props.join(','), name]);
+  /** Properties of a dataset and its descendants (down to `depth` levels), by dataset name. */
+  async getTree(name: string, props: string[], depth?: number): Promise<Map<string, Record<string, string>>> {
+    const out = await this.zfs(['get', '-Hp', '-r', ...(depth !== undefined ? ['-d', String(depth)] : []), '-o', 'name,property,value', props.join(','), name]);
+    const rows = new Map<string, Record<string, string>>();
+    for (const line of out.split('\n')) {
+      const [n, p, v] = line.split('\t');
+      if (n && p) rows.set(n, { ...rows.get(n), [p]: v ?? '' });
+    }
+    return rows;
   }
 
   /** Names of the snapshots of one dataset. */
@@ -219,18 +225,6 @@ export class ZfsDriver {
   }
 }
 
-export interface ZfsEntry {
-  name: string;
-  type: 'filesystem' | 'snapshot';
-  /** betterpg:managed and betterpg:id, where set on this dataset itself (not inherited). */
-  managed: boolean;
-  id: string | null;
-  /** betterpg:wal, where set: the branch id whose WAL archive this dataset is ('root' on `_wal`). */
-  wal: string | null;
-  mounted: boolean;
-  /** The snapshot a clone was made from, or null. */
-  origin: string | null;
-}
 
 function propArgs(props: ZfsProps): string[] {
   return Object.entries(props).flatMap(([k, v]) => ['-o', `${k}=${v}`]);

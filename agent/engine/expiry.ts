@@ -1,7 +1,9 @@
+import type { EngineContext } from './context.js';
+import { getBranch } from './reads.js';
+import { requireBranch } from './rules.js';
 import { conflict, invalid } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
-import type { Engine } from './engine.js';
 import type { BranchView } from './view.js';
 
 /**
@@ -30,16 +32,16 @@ function writable(b: BranchRecord): void {
 }
 
 /** `bpg branch set`, `PATCH .../branches/{branch}`: sets the TTL (from now) and/or protection. */
-export async function setBranchSettings(e: Engine, ref: BranchRef, s: BranchSettings, now = Date.now()): Promise<BranchView> {
+export async function setBranchSettings(ctx: EngineContext, ref: BranchRef, s: BranchSettings, now = Date.now()): Promise<BranchView> {
   if (s.ttlMs === undefined && s.protect === undefined) throw invalid('nothing to change: give --ttl <duration>|none, --protect or --no-protect');
   checkMain(ref, s);
-  await e.store.update((st) => {
-    const b = e.requireBranch(st, ref);
+  await ctx.store.update((st) => {
+    const b = requireBranch(st, ref);
     writable(b);
     if (s.ttlMs !== undefined) b.expiresAt = s.ttlMs === null ? null : new Date(now + s.ttlMs).toISOString();
     if (s.protect !== undefined) b.protected = s.protect;
   });
-  return e.getBranch(ref);
+  return getBranch(ctx, ref);
 }
 
 /**
@@ -51,20 +53,20 @@ export async function setBranchSettings(e: Engine, ref: BranchRef, s: BranchSett
  * expiry or protection changed.
  */
 export async function renewOnPut(
-  e: Engine,
+  ctx: EngineContext,
   ref: BranchRef,
   s: BranchSettings,
   now = Date.now(),
 ): Promise<{ changed: boolean; expiresAt: string | null; protected: boolean; lastActiveAt: string | null }> {
   checkMain(ref, s);
-  return e.store.update((st) => {
-    const b = e.requireBranch(st, ref);
+  return ctx.store.update((st) => {
+    const b = requireBranch(st, ref);
     writable(b);
     const before = { expiresAt: b.expiresAt, protected: b.protected };
     if (s.ttlMs !== undefined) {
       b.expiresAt = s.ttlMs === null ? null : new Date(now + s.ttlMs).toISOString();
-    } else if (b.expiresAt !== null && PR_BRANCH.test(b.branch) && e.cfg.expiry.prBranchTtl !== null) {
-      const renewed = new Date(now + e.cfg.expiry.prBranchTtl).toISOString();
+    } else if (b.expiresAt !== null && PR_BRANCH.test(b.branch) && ctx.cfg.expiry.prBranchTtl !== null) {
+      const renewed = new Date(now + ctx.cfg.expiry.prBranchTtl).toISOString();
       if (renewed > b.expiresAt) b.expiresAt = renewed;
     }
     if (s.protect !== undefined) b.protected = s.protect;

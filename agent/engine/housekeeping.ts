@@ -1,9 +1,14 @@
 import { BpgError, conflict, describe } from '../errors.js';
-import { withClient } from '../drivers/postgres.js';
 import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord, SnapshotRecord, State } from '../state/schema.js';
-import type { Engine } from './engine.js';
-import { createSnapshot, deleteSnapshot, usersOf, walCleanup } from './history.js';
+import { preflight } from './begin.js';
+import { target } from './containers.js';
+import type { EngineContext } from './context.js';
+import { deleteBranch } from './delete.js';
+import { stop } from './lifecycle.js';
+import { liveInfo } from './reads.js';
+import { createSnapshot, deleteSnapshot, usersOf } from './snapshots.js';
+import { walCleanup } from './wal.js';
 
 /**
  * One housekeeping pass: the rules the daemon (`bpg serve`) applies every `housekeeping.interval`
@@ -67,14 +72,14 @@ const slackMs = (every: number) => Math.min(every * 0.05, 60_000);
 const direct = <T>(_t: HousekeepingTarget, fn: () => Promise<T>) => fn();
 const isBusy = (e: unknown) => e instanceof BpgError && e.code === 'conflict';
 
-export async function housekeep(e: Engine, o: HousekeepingOptions = {}): Promise<HousekeepingReport> {
+export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): Promise<HousekeepingReport> {
   const t0 = performance.now();
   const now = o.now ?? new Date();
   const dryRun = o.dryRun === true;
   const report: HousekeepingReport = { now: now.toISOString(), dryRun, deleted: [], stopped: [], active: [], snapshots: [], pruned: [], wal: [], skipped: [], errors: [], ms: 0 };
   const ctx: Ctx = { e, now, dryRun, report, around: o.around ?? direct, stop: o.shouldStop ?? (() => false) };
   try {
-    await e.preflight();
+    await preflight(e);
     await expire(ctx);
     if (!ctx.stop()) await idleStop(ctx);
     if (!ctx.stop()) await schedule(ctx);
@@ -88,7 +93,7 @@ export async function housekeep(e: Engine, o: HousekeepingOptions = {}): Promise
 }
 
 interface Ctx {
-  e: Engine;
+  e: EngineContext;
   now: Date;
   dryRun: boolean;
   report: HousekeepingReport;
@@ -156,7 +161,7 @@ async function expire(c: Ctx): Promise<void> {
       const stillExpired = (b: BranchRecord) => {
         if (!isExpired(b, c.now)) throw conflict(`branch '${refName(b)}' is no longer expired (renewed or protected meanwhile)`);
       };
-      const gone = await c.around(refOf(root), () => c.e.deleteBranch(refOf(root), { force: true, onlyIf: stillExpired }));
+      const gone = await c.around(refOf(root), () => deleteBranch(c.e, refOf(root), { force: true, onlyIf: stillExpired }));
       for (const name of gone) c.report.deleted.push({ branch: name, expiresAt: expiresAt.get(name) ?? null });
     });
   }
@@ -179,7 +184,7 @@ async function idleStop(c: Ctx): Promise<void> {
   if (after === null) return;
   const s = await c.e.store.read();
   const gone = new Set(c.report.deleted.map((d) => d.branch));
-  const live = await c.e.liveInfo();
+  const live = await liveInfo(c.e);
   const candidates = Object.values(s.branches).filter(
     (b) => b.branch !== 'main' && !b.protected && b.status === 'running' && !b.operation && !gone.has(refName(b)) && live.containers.get(b.container) === 'running',
   );
@@ -218,15 +223,15 @@ async function idleStop(c: Ctx): Promise<void> {
       continue;
     }
     await item(c, 'idle-stop', refName(b), async () => {
-      await c.around(refOf(b), () => c.e.stop(refOf(b), 'idle'));
+      await c.around(refOf(b), () => stop(c.e, refOf(b), 'idle'));
       c.report.stopped.push({ branch: refName(b), idleSince });
     });
   }
 }
 
-async function countClients(e: Engine, s: State, b: BranchRecord): Promise<number> {
+async function countClients(e: EngineContext, s: State, b: BranchRecord): Promise<number> {
   const db = s.databases[b.database]!;
-  return withClient(e.target(b, db), async (cl) => (await cl.query<{ n: number }>(CLIENTS_SQL)).rows[0]!.n);
+  return e.pg.withClient(target(e, b, db), async (cl) => (await cl.query<{ n: number }>(CLIENTS_SQL)).rows[0]!.n);
 }
 
 async function mapLimit<T>(items: T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
@@ -240,7 +245,7 @@ async function mapLimit<T>(items: T[], limit: number, fn: (x: T) => Promise<void
 // ------------------------------------------------------------------------- scheduled snapshots
 
 /** A database's schedule: its own entry (null turns it off), else the default. */
-export function scheduleFor(e: Engine, database: string): { every: number; keep: number } | null {
+export function scheduleFor(e: EngineContext, database: string): { every: number; keep: number } | null {
   const own = e.cfg.databases[database]?.snapshots;
   return own !== undefined ? own : e.cfg.snapshots;
 }

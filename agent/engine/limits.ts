@@ -2,8 +2,7 @@ import os from 'node:os';
 import type { Config } from '../config.js';
 import { conflict, invalid } from '../errors.js';
 import { CommandError } from '../drivers/exec.js';
-import type { DockerDriver } from '../drivers/docker.js';
-import type { ZfsDriver } from '../drivers/zfs.js';
+import type { ContainerRuntime, DatasetStore } from '../drivers/interfaces.js';
 import type { State } from '../state/schema.js';
 
 /**
@@ -74,7 +73,7 @@ export function checkResources(cfg: Config, r: { memory?: number; cpus?: number;
 }
 
 /** Where new datasets go: the dataset base if it exists yet, else the pool's top dataset. */
-export async function freeBytes(zfs: ZfsDriver, cfg: Config): Promise<{ dataset: string; available: number }> {
+export async function freeBytes(zfs: DatasetStore, cfg: Config): Promise<{ dataset: string; available: number }> {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
   for (const dataset of [root, cfg.zfs.pool]) {
     try {
@@ -87,7 +86,7 @@ export async function freeBytes(zfs: ZfsDriver, cfg: Config): Promise<{ dataset:
 }
 
 /** Before a create: refuse while less than `limits.minFreeBytes` can be written (a quota counts). */
-export async function checkFreeSpace(zfs: ZfsDriver, cfg: Config): Promise<void> {
+export async function checkFreeSpace(zfs: DatasetStore, cfg: Config): Promise<void> {
   const { dataset, available } = await freeBytes(zfs, cfg);
   if (available < cfg.limits.minFreeBytes) {
     throw conflict(
@@ -124,7 +123,7 @@ export function isOutOfSpace(err: unknown): boolean {
  * limits.minFreeBytes is left. Call it before the undo, which frees space.
  */
 export async function ranOutOfSpace(
-  e: { zfs: ZfsDriver; docker: DockerDriver; cfg: Config },
+  e: { zfs: DatasetStore; docker: ContainerRuntime; cfg: Config },
   err: unknown,
   o: { containers?: string[]; sinceMs?: number } = {},
 ): Promise<boolean> {

@@ -1,7 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { BpgError } from '../errors.js';
-import type { Engine } from './engine.js';
-import { systemStatus } from './status.js';
+import type { SystemStatus } from './status.js';
 
 /**
  * Prometheus metrics of the agent daemon (`GET /metrics`), on registries of our own (never
@@ -91,7 +90,8 @@ export class EngineMetrics {
   };
   private queue: Promise<unknown> = Promise.resolve();
 
-  constructor(private readonly engine: Engine) {}
+  /** `status`: what `bpg status` shows (Engine.status), read on every scrape. */
+  constructor(private readonly status: () => Promise<SystemStatus>) {}
 
   get contentType(): string {
     return this.registry.contentType;
@@ -109,7 +109,7 @@ export class EngineMetrics {
   }
 
   private async scrape(): Promise<string> {
-    const s = await systemStatus(this.engine);
+    const s = await this.status();
     for (const g of Object.values(this.g)) g.reset();
     const { g } = this;
     g.docker.set(s.docker.reachable ? 1 : 0);

@@ -1,8 +1,9 @@
+import type { EngineContext } from './context.js';
+import { liveInfo, viewOf } from './reads.js';
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { refName } from '../names.js';
-import type { Engine } from './engine.js';
 
 /**
  * What `bpg status` and `GET /metrics` show: pool usage, counts, and each branch's size and WAL.
@@ -64,27 +65,27 @@ export async function folderBytes(dir: string): Promise<number> {
   return sizes.reduce((a, b) => a + b, 0);
 }
 
-async function numbers(e: Engine, dataset: string, props: string[]): Promise<Record<string, number> | null> {
+async function numbers(ctx: EngineContext, dataset: string, props: string[]): Promise<Record<string, number> | null> {
   try {
-    const raw = await e.zfs.get(dataset, props);
+    const raw = await ctx.zfs.get(dataset, props);
     return Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, Number(v)]));
   } catch {
     return null;
   }
 }
 
-export async function systemStatus(e: Engine): Promise<SystemStatus> {
-  const cfg = e.cfg;
+export async function systemStatus(ctx: EngineContext): Promise<SystemStatus> {
+  const cfg = ctx.cfg;
   const [state, live, reachable, pool, base] = await Promise.all([
-    e.store.read(),
-    e.liveInfo(),
-    e.docker.ping().then(() => true, () => false),
-    numbers(e, cfg.zfs.pool, ['used', 'available']),
-    numbers(e, e.layout.root, ['used', 'available', 'quota']),
+    ctx.store.read(),
+    liveInfo(ctx),
+    ctx.docker.ping().then(() => true, () => false),
+    numbers(ctx, cfg.zfs.pool, ['used', 'available']),
+    numbers(ctx, ctx.layout.root, ['used', 'available', 'quota']),
   ]);
   const records = Object.values(state.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
   const branches = await Promise.all(records.map(async (b): Promise<BranchUsage> => {
-    const v = e.view(state, b, live);
+    const v = viewOf(ctx, state, b, live);
     return {
       name: v.name,
       database: v.database,
@@ -92,7 +93,7 @@ export async function systemStatus(e: Engine): Promise<SystemStatus> {
       status: v.status,
       port: v.port,
       usedBytes: v.usedBytes,
-      walBytes: v.walBytes ?? (await folderBytes(e.layout.walDir(b.id))),
+      walBytes: v.walBytes ?? (await folderBytes(ctx.layout.walDir(b.id))),
       diskQuotaBytes: v.diskQuotaBytes,
       diskFull: v.diskFull,
       walQuotaBytes: v.walQuotaBytes,
@@ -110,7 +111,7 @@ export async function systemStatus(e: Engine): Promise<SystemStatus> {
     pool: pool
       ? { pool: cfg.zfs.pool, sizeBytes: size, freeBytes: pool.available!, allocatedBytes: pool.used!, usedPercent: size ? Math.round((pool.used! / size) * 1000) / 10 : 0 }
       : null,
-    datasetBase: base ? { dataset: e.layout.root, usedBytes: base.used!, availableBytes: base.available!, quotaBytes: base.quota ? base.quota : null } : null,
+    datasetBase: base ? { dataset: ctx.layout.root, usedBytes: base.used!, availableBytes: base.available!, quotaBytes: base.quota ? base.quota : null } : null,
     docker: { reachable },
     counts: { databases: Object.keys(state.databases).length, branches: branches.length, byStatus },
     limits: cfg.limits,

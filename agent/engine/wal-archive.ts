@@ -1,7 +1,7 @@
 import { chmod, lstat, rm, rmdir } from 'node:fs/promises';
 import type { Config } from '../config.js';
 import { CommandError } from '../drivers/exec.js';
-import type { ZfsDriver } from '../drivers/zfs.js';
+import type { DatasetStore } from '../drivers/interfaces.js';
 import { mkdirOwned } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
 
@@ -17,7 +17,7 @@ export class WalArchives {
   constructor(
     private readonly cfg: Config,
     private readonly layout: Layout,
-    private readonly zfs: ZfsDriver,
+    private readonly zfs: DatasetStore,
   ) {}
 
   /** The `_wal` dataset, mounted at `<stateDir>/wal`; made on first use. */
@@ -111,18 +111,13 @@ export class WalArchives {
   /** Bytes used and free under the quota, by branch id (one `zfs get` for all). */
   async usage(): Promise<Map<string, { used: number; available: number; quota: number | null }>> {
     const out = new Map<string, { used: number; available: number; quota: number | null }>();
-    let text: string;
+    let rows: Map<string, Record<string, string>>;
     try {
-      text = await this.zfs.getRecursive(this.layout.walRoot, ['used', 'available', 'quota'], 1);
+      rows = await this.zfs.getTree(this.layout.walRoot, ['used', 'available', 'quota'], 1);
     } catch {
       return out;
     }
-    const rows = new Map<string, Record<string, string>>();
-    for (const line of text.split('\n')) {
-      const [name, prop, value] = line.split('\t');
-      if (!name || !prop || name === this.layout.walRoot) continue;
-      rows.set(name, { ...rows.get(name), [prop]: value ?? '' });
-    }
+    rows.delete(this.layout.walRoot);
     for (const [name, p] of rows) {
       const id = name.slice(this.layout.walRoot.length + 1);
       const quota = Number(p.quota);

@@ -3,7 +3,7 @@ import { z } from 'zod';
 export const Consistency = z.enum(['application', 'crash']);
 export type Consistency = z.infer<typeof Consistency>;
 
-export const BranchStatus = z.enum(['creating', 'running', 'stopped', 'deleting', 'failed']);
+export const BranchStatus = z.enum(['creating', 'running', 'stopped', 'deleting']);
 export type BranchStatus = z.infer<typeof BranchStatus>;
 
 /** An operation in flight on a branch: the journal entry that keeps two operations apart. */

@@ -9,8 +9,8 @@ import { fileURLToPath } from 'node:url';
  * every anchor (`#...`, own file or another .md) to a heading there, named as GitHub names it.
  */
 
-/** Files the lead writes later (linked already from docs/README.md); allowed missing while absent. */
-const PENDING = new Set(['docs/internals/architecture.md']);
+/** Files linked before they are written (none now: a missing file fails). */
+const PENDING = new Set<string>();
 
 /** The repository's root: the nearest folder up from this file holding package.json and docs/. */
 function repoRoot(): string {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { readdirSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { SnapshotView, WalCleanup, WalInfo } from '../engine/history.js';
+import type { SnapshotView } from '../engine/snapshots.js';
+import type { WalCleanup, WalInfo } from '../engine/wal.js';
 import type { BranchView, DatabaseView } from '../engine/view.js';
 import { cli, config, leftovers, ok, okJson, query, queryOne, uniqueDb } from './helpers.js';
 

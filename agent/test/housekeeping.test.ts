@@ -9,7 +9,7 @@ import { BpgApiError, BpgClient } from '../api/client.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig } from '../config.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
-import type { SnapshotView } from '../engine/history.js';
+import type { SnapshotView } from '../engine/snapshots.js';
 import type { BranchView } from '../engine/view.js';
 import { silentLogger } from '../log.js';
 import type { State } from '../state/schema.js';

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
-import type { WalInfo } from '../engine/history.js';
+import type { WalInfo } from '../engine/wal.js';
 import type { BranchView } from '../engine/view.js';
 import { cli, okJson, ownStateConfig, query, queryOne, sh, uniqueDb } from './helpers.js';
 

@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
 import { shellArchiveCommand } from '../engine/datadir.js';
-import type { WalInfo } from '../engine/history.js';
+import type { WalInfo } from '../engine/wal.js';
 import type { BranchView } from '../engine/view.js';
 import { cli, okJson, ownStateConfig, query, queryOne, recorder, sh, uniqueDb } from './helpers.js';
 

@@ -1,0 +1,59 @@
+import { conflict } from '../errors.js';
+import { quoteIdent, quoteLiteral, scramVerifier, type BackupLabel } from '../drivers/postgres.js';
+import { refName } from '../names.js';
+import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
+import { branchProps, target } from './containers.js';
+import type { EngineContext } from './context.js';
+import { ZFS_PROP } from './layout.js';
+import type { Steps } from './steps.js';
+
+/** The steps branch create, reset and snapshot create share: snapshot a parent, clone it, give the clone its password. */
+
+/**
+ * Snapshots a branch for a clone: backup mode on one held connection (default), or CHECKPOINT then
+ * snapshot (`fast`), or a plain snapshot of a stopped cluster, which is at rest. Returns the backup
+ * label when there is one. `waitForArchive` makes sure the backup's WAL is in the branch's archive
+ * (kept snapshots need that; a clone made right away copies it itself).
+ */
+export async function snapshotParent(
+  ctx: EngineContext,
+  steps: Steps,
+  parent: BranchRecord,
+  db: DatabaseRecord,
+  snap: string,
+  o: { fast: boolean; label: string; by: { database: string; branch: string }; waitForArchive?: boolean },
+): Promise<BackupLabel | null> {
+  const props = { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: o.by.database, [ZFS_PROP.branch]: o.by.branch, [ZFS_PROP.consistency]: o.fast ? 'crash' : 'application' };
+  const takeSnapshot = () => steps.step('zfs snapshot', () => ctx.zfs.snapshot(snap, props), () => ctx.zfs.destroy(snap));
+  const parentRunning = (await ctx.docker.state(parent.container))?.running === true;
+  if (!parentRunning) {
+    if (parent.status === 'running') throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
+    await takeSnapshot();
+    return null;
+  }
+  if (o.fast) {
+    await steps.step('checkpoint', () => ctx.pg.withClient(target(ctx, parent, db), (c) => c.query('CHECKPOINT')));
+    await takeSnapshot();
+    return null;
+  }
+  const c = await steps.step('connect to parent', () => ctx.pg.connect(target(ctx, parent, db)));
+  try {
+    return await steps.step('backup mode', () => ctx.pg.withBackupMode(c, o.label, () => takeSnapshot(), { waitForArchive: o.waitForArchive }));
+  } finally {
+    await c.end().catch(() => {});
+  }
+}
+
+/** Clones into a dataset path that must not exist yet (so an undo never destroys a stranger's). */
+export async function cloneFresh(ctx: EngineContext, snap: string, b: BranchRecord, into = b.dataset): Promise<void> {
+  if (await ctx.zfs.exists(into)) throw conflict(`dataset ${into} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${into}')`);
+  await ctx.zfs.clone(snap, into, branchProps(b));
+}
+
+/** Gives a branch's superuser a new password (sent as a SCRAM verifier, never as text). */
+export async function setPassword(ctx: EngineContext, b: BranchRecord, db: DatabaseRecord, current: string, next: string): Promise<void> {
+  await ctx.pg.withClient(target(ctx, b, db, current), (c) =>
+    c.query(`ALTER ROLE ${quoteIdent(ctx.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(next))}`),
+  );
+}
+

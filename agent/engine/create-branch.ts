@@ -1,0 +1,176 @@
+import { conflict, invalid, notFound } from '../errors.js';
+import { newPassword, type BackupLabel } from '../drivers/postgres.js';
+import { refName, type BranchRef } from '../names.js';
+import { newOperation } from '../state/operation.js';
+import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
+import { cloneFresh, setPassword, snapshotParent } from './clone.js';
+import { startContainer, waitBranchReady } from './containers.js';
+import type { EngineContext } from './context.js';
+import type { CreateResult } from './create-database.js';
+import { prepareBackupClone, prepareCrashClone } from './datadir.js';
+import { undoAndFail } from './failure.js';
+import { Layout } from './layout.js';
+import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
+import { planPitr } from './pitr.js';
+import { reservePort } from './ports.js';
+import { freshView } from './reads.js';
+import { begin } from './begin.js';
+import { assertIdle, expiryFor, freshBranchFields, newId, now, requireDatabase } from './rules.js';
+import { Steps } from './steps.js';
+
+export interface CreateBranchOptions {
+  from?: BranchRef;
+  fast?: boolean;
+  /** Clone a kept snapshot (`bpg snapshot create`) instead of taking a fresh one. */
+  fromSnapshot?: string;
+  /** Point-in-time recovery of `from` (default main) to this moment. */
+  pitr?: Date;
+  /** Delete the branch this long after creation (ms); null: never; undefined: the config's default. */
+  ttlMs?: number | null;
+  /** Never expired nor stopped when idle. */
+  protect?: boolean;
+  /** Container limits (bytes, CPUs); default postgres.memory / postgres.cpus. */
+  memory?: number;
+  cpus?: number;
+  /** ZFS quota of the branch's dataset (bytes); default postgres.diskQuota. */
+  disk?: number;
+}
+
+/**
+ * A branch: reserve its name and port under the state lock, snapshot the parent (backup mode, or
+ * CHECKPOINT with `fast`, or a kept snapshot, or point-in-time recovery from one), clone, prepare
+ * the clone, start it, give it its own password. Every step undoes itself when a later one fails.
+ */
+export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: CreateBranchOptions = {}): Promise<CreateResult> {
+  const t0 = performance.now();
+  await begin(ctx);
+  const key = refName(ref);
+  if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
+  if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
+  if (opts.fromSnapshot && opts.from) throw invalid('--from-snapshot already names the source branch; drop --from');
+  if ((opts.fromSnapshot || opts.pitr) && opts.fast) throw invalid('--fast applies to fresh snapshots only');
+  checkResources(ctx.cfg, opts);
+  await checkFreeSpace(ctx.zfs, ctx.cfg);
+  const startedAt = Date.now();
+  const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
+  if (fromRef.database !== ref.database) throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
+  const log = ctx.log;
+
+  // Point-in-time recovery needs the source's WAL up to the target in its archive.
+  let pitr: { target: Date; snapshot: SnapshotRecord } | null = null;
+  if (opts.pitr) pitr = await planPitr(ctx, fromRef, opts.pitr);
+
+  const { record, parent, db, kept } = await ctx.store.update(async (s) => {
+    const db = requireDatabase(s, ref.database);
+    assertIdle(`database '${ref.database}'`, db.operation);
+    if (s.branches[key]) throw conflict(`branch '${key}' already exists`);
+    checkBranchCount(ctx.cfg, s, ref.database);
+    let parent: BranchRecord | undefined;
+    let kept: SnapshotRecord | null = null;
+    if (opts.fromSnapshot || pitr) {
+      kept = pitr ? pitr.snapshot : (s.snapshots[opts.fromSnapshot!] ?? null);
+      if (!kept || !s.snapshots[kept.id]) throw notFound(`snapshot '${opts.fromSnapshot ?? pitr!.snapshot.id}' does not exist`);
+      parent = Object.values(s.branches).find((b) => b.id === kept!.branchId);
+      if (parent && parent.database !== ref.database) throw invalid(`snapshot '${kept.id}' belongs to database '${parent.database}', not '${ref.database}'`);
+    } else {
+      parent = s.branches[refName(fromRef)];
+    }
+    if (!parent) throw notFound(`branch '${refName(fromRef)}' does not exist`);
+    if (!kept && parent.status !== 'running' && parent.status !== 'stopped') {
+      throw conflict(`branch '${refName(parent)}' is ${parent.status}; it cannot be branched now`);
+    }
+    assertIdle(`branch '${refName(parent)}'`, parent.operation?.kind === 'delete' ? parent.operation : null);
+    const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress);
+    const id = newId();
+    const record: BranchRecord = {
+      id,
+      database: ref.database,
+      branch: ref.branch,
+      parent: refName(parent),
+      status: 'creating',
+      port,
+      password: newPassword(),
+      image: parent.image,
+      dataset: ctx.layout.branchDataset(ref.database, ref.branch),
+      container: ctx.layout.container(ref.database, ref.branch),
+      origin: kept
+        ? { snapshot: `${parent.dataset}@${kept.name}`, consistency: kept.consistency }
+        : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
+      createdAt: now(),
+      operation: newOperation('create'),
+      // A protected branch gets no pr-<n> default TTL (it would never be enforced); an explicit one is kept.
+      ...freshBranchFields({
+        expiresAt: opts.protect && opts.ttlMs === undefined ? null : expiryFor(ctx.cfg, ref.branch, opts.ttlMs),
+        protect: opts.protect,
+        memory: opts.memory,
+        cpus: opts.cpus,
+        disk: opts.disk ?? ctx.cfg.postgres.diskQuota,
+      }),
+    };
+    s.branches[key] = record;
+    return { record, parent: { ...parent }, db: { ...db }, kept };
+  });
+
+  const steps = new Steps('branch create', log);
+  try {
+    const snap = record.origin!.snapshot;
+    const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
+    let label: BackupLabel | null = kept?.backup ?? null;
+    if (!kept) label = await snapshotParent(ctx, steps, parent, db, snap, { fast: !!opts.fast, label: `betterpg ${key}`, by: record });
+    await steps.step('zfs clone', () => cloneFresh(ctx, snap, record), () => ctx.zfs.destroy(record.dataset), { partial: true });
+    await ctx.zfs.mount(record.dataset);
+    const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
+    await steps.step('prepare data', async () => {
+      await ctx.wal.create(record.id);
+      if (pitr) {
+        await prepareBackupClone(dataDir, ctx.cfg, label!, []);
+      } else if (label) {
+        const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
+        await prepareBackupClone(dataDir, ctx.cfg, label, [{ dir: ctx.layout.walDir(parent.id) }, ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }])]);
+      } else {
+        await prepareCrashClone(dataDir, ctx.cfg);
+      }
+      // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL archive behind.
+    }, () => ctx.wal.destroy(record.id), { partial: true });
+    if (pitr) {
+      // Replay the source's archive (mounted read-only for this start only) up to the target.
+      const restore = '/var/lib/postgresql/restore-archive';
+      const conf = {
+        restore_command: `cp ${restore}/%f %p`,
+        // numeric offset: zone abbreviations such as 'Z' are not loaded yet when this is parsed
+        recovery_target_time: pitr.target.toISOString().replace('T', ' ').replace('Z', '+00'),
+        recovery_target_action: 'promote',
+        recovery_target_timeline: 'latest',
+      };
+      await steps.step(
+        'start recovery',
+        async () => {
+          await ctx.wal.mount(parent.id);
+          await startContainer(ctx, record, pgdata, dataDir, { binds: [`${ctx.layout.walDir(parent.id)}:${restore}:ro`], conf });
+        },
+        () => ctx.docker.remove(record.container),
+        { partial: true },
+      );
+      await steps.step('recover to target', () => waitBranchReady(ctx, { ...record, password: parent.password }, db));
+      // From now on the branch archives into and recovers from its own folder only.
+      await steps.step('detach source archive', async () => {
+        await ctx.docker.stop(record.container, ctx.cfg.postgres.stopTimeoutSeconds);
+        await ctx.docker.remove(record.container);
+      });
+    }
+    await steps.step('start container', () => startContainer(ctx, record, pgdata, dataDir), () => ctx.docker.remove(record.container), { partial: true });
+    // The clone still has its parent's password: connect with it once, then give the branch its own.
+    await steps.step('wait ready', () => waitBranchReady(ctx, { ...record, password: parent.password }, db));
+    await steps.step('set password', () => setPassword(ctx, record, db, parent.password, record.password));
+  } catch (e) {
+    await undoAndFail(ctx, steps, e, (s) => {
+      delete s.branches[key];
+    }, { containers: [parent.container, record.container], sinceMs: startedAt });
+  }
+  await ctx.store.update((s) => {
+    s.branches[key]!.status = 'running';
+    s.branches[key]!.operation = null;
+  });
+  if (opts.fast) log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
+  return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+}

@@ -1,0 +1,26 @@
+import { refName } from '../names.js';
+import type { BranchRecord } from '../state/schema.js';
+import type { EngineContext } from './context.js';
+import { snapshotInUse } from './rules.js';
+import { Steps } from './steps.js';
+
+/**
+ * Removes everything a branch owns, tolerating parts already gone, then its record. Every step is
+ * idempotent, so a delete killed anywhere is finished by running this again (recovery does).
+ */
+export async function destroyBranch(ctx: EngineContext, b: BranchRecord): Promise<void> {
+  const steps = new Steps('branch delete', ctx.log);
+  await steps.step('remove container', () => ctx.docker.remove(b.container));
+  await steps.step('destroy dataset', () => ctx.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots
+  await steps.step('remove WAL folder', () => ctx.wal.destroy(b.id));
+  const snap = b.origin?.snapshot;
+  await steps.step('forget', () =>
+    ctx.store.update(async (s) => {
+      delete s.branches[refName(b)];
+      for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === b.id) delete s.snapshots[k];
+      // The origin snapshot goes too, unless another branch was cloned from it or it is kept.
+      if (snap && !snapshotInUse(s, snap)) await ctx.zfs.destroy(snap);
+    }),
+  );
+  ctx.log.info(`deleted branch ${refName(b)}`);
+}
