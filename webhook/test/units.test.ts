@@ -15,7 +15,7 @@ import { JobStore, type Job } from '../src/store.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { GitHub } from '../src/github.js';
 import { upsertStickyComment } from '../src/sticky.js';
-import { BOT_LOGIN, FakeGitHub } from './fake-github.js';
+import { BOT_LOGIN, FakeGitHub } from '../../shared/test/fake-github.js';
 import { prPayload, sha, tempDir } from './helpers.js';
 
 /** The pure parts and the on-disk queue, without the stack: config, comment, routing, store, ordering. */
