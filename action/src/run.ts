@@ -6,13 +6,16 @@ import { randomBytes } from 'node:crypto';
 import * as core from '@actions/core';
 import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
+import { decidePassword, seconds } from '../../shared/pr-comment.js';
+import { scrubber, secretForms } from '../../shared/scrub.js';
+import { statusOf } from '../../shared/sticky-comment.js';
 import { agentClient, explain } from './agent.js';
-import { repositoryIsPrivate, statusOf, upsertComment, type Octokit } from './comment.js';
+import { repositoryIsPrivate, upsertComment, type Octokit } from './comment.js';
 import { ActionError } from './errors.js';
 import type { Settings } from './inputs.js';
 import { runMigration, type MigrationResult } from './migrate.js';
-import { render, seconds, type Report } from './report.js';
-import { describeRemoved, migrationEnv, scrubber, scrubFile, secretForms } from './secrets.js';
+import { render, type Report } from './report.js';
+import { describeRemoved, migrationEnv, scrubFile } from './secrets.js';
 
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
@@ -157,7 +160,7 @@ function publishMessage(e: unknown): string {
 
 /**
  * The job summary (never with the password: anyone who can read the run can read it) and the
- * pull request comment (with the password only when show_password allows it).
+ * pull request comment (with the password only when show_password allows it: auto, always, never).
  */
 async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<void> {
   if (process.env.GITHUB_STEP_SUMMARY) await core.summary.addRaw(render(report, { showPassword: false, runUrl: gh.runUrl })).write();
@@ -167,17 +170,18 @@ async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<voi
     return;
   }
   const pr = { owner: s.owner, repo: s.repo, number: s.pullRequest };
-  let showPassword = s.showPassword === 'true';
-  if (report.kind === 'ready' && s.showPassword === 'auto') {
-    try {
-      showPassword = await repositoryIsPrivate(gh.octokit, s.owner, s.repo);
-    } catch (e) {
+  const octokit = gh.octokit;
+  // A deleted branch's comment has no password to show: GitHub is not asked.
+  const rule = report.kind === 'ready' ? s.showPassword : 'never';
+  const { show: showPassword } = await decidePassword(rule, () =>
+    repositoryIsPrivate(octokit, s.owner, s.repo).catch((e: unknown) => {
       core.warning(`could not read whether ${s.owner}/${s.repo} is private (${(e as Error).message}): the comment hides the password`);
-    }
-    core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
-  }
+      return false;
+    }),
+  );
+  if (rule === 'auto') core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
   const body = render(report, { showPassword, runUrl: gh.runUrl });
-  const out = await upsertComment(gh.octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
+  const out = await upsertComment(octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
   if (out.result === 'denied') {
     core.warning(
       `cannot comment on pull request #${pr.number}: the token is read-only here (${out.message}); ` +

@@ -9,7 +9,7 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { silentLogger } from '../../agent/log.js';
 import { config, freePort, query, sh, uniqueDb } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { ACTIONS_BOT, FakeGitHub, type User } from '../../shared/test/fake-github.js';
 import { errorLines, payload as examplePayload, runBundle, type Payload, type Run } from './bundle.js';
 import { selfSignedCert } from '../../agent/test/tls-helpers.js';
@@ -63,7 +63,7 @@ function assertNotLogged(r: Run, secret: string): void {
 }
 
 function ourComments() {
-  return gh.commentsOf(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
+  return gh.commentsOf(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
 }
 
 function datasetExists(name: string): boolean {
@@ -115,7 +115,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     ];
     for (let i = 0; i < 150; i++) gh.addComment(FULL, PR, `comment ${i}`, people[i % 3]!);
     // A person quoting the marker must not have their comment taken over.
-    gh.addComment(FULL, PR, `quoting the bot:\n${marker(db)}\nlooks good`, people[0]!);
+    gh.addComment(FULL, PR, `quoting the bot:\n${commentMarker(db)}\nlooks good`, people[0]!);
   });
 
   after(async () => {

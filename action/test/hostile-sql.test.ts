@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { addressesOf, assertReachBlocked, attacks, BombWatch, HostileStack, HostListener } from '../../agent/test/hostile-kit.js';
 import { query, queryOne } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { errorLines, payload, runBundle, type Run } from './bundle.js';
 import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
 
@@ -55,7 +55,7 @@ const prBranch = (n: number) => `pr-${n}`;
 /** A run's output for a failure message, without the `::add-mask::` lines (they carry the secrets to mask). */
 const log = (r: Run) => `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => !l.startsWith('::add-mask::')).join('\n');
 const ourComment = (pr: number) => {
-  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(stack.db)));
+  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(stack.db)));
   assert.equal(ours.length, 1, `one comment on PR ${pr}`);
   return ours[0]!.body;
 };

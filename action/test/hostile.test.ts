@@ -10,7 +10,7 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { silentLogger } from '../../agent/log.js';
 import { config, uniqueDb } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { errorLines, node24, payload, runBundle, type Run } from './bundle.js';
 import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
 
@@ -303,7 +303,7 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
   assert.equal(r.outputs.connection_string, b.connection.uri);
 
   // The comment shows the failure and the scrubbed output.
-  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
+  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
   assert.equal(ours.length, 1);
   assert.match(ours[0]!.body, /migration failed/);
   assert.match(ours[0]!.body, /agent token: \*\*\* encoded: \*\*\*/);
