@@ -47621,6 +47621,65 @@ function getInputs(read, event) {
     };
 }
 
+;// CONCATENATED MODULE: ./shared/sticky-comment.ts
+
+/** The HTTP status of an Octokit RequestError, or undefined. */
+function statusOf(e) {
+    const s = e?.status;
+    return typeof s === 'number' ? s : undefined;
+}
+/**
+ * The login a token writes comments as. A personal token can ask GET /user; GITHUB_TOKEN and
+ * installation tokens get 403 there (they are no user): null, and then any bot's comment counts.
+ */
+async function tokenLogin(octokit) {
+    try {
+        return (await octokit.rest.users.getAuthenticated()).data.login;
+    }
+    catch (e) {
+        const s = statusOf(e);
+        if (s === 403 || s === 404)
+            return null;
+        throw e;
+    }
+}
+/** `author`: our login, or null for "any bot" (see tokenLogin). */
+async function findStickyComment(octokit, pr, database, author) {
+    const marker = commentMarker(database);
+    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
+    for await (const page of pages) {
+        for (const c of page.data) {
+            const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
+            if (mine && c.body?.includes(marker))
+                return { id: c.id, body: c.body, htmlUrl: c.html_url };
+        }
+    }
+    return null;
+}
+/**
+ * Creates the comment, or updates the one found unless its digest (or whole body) is the same.
+ * With `createIfMissing: false` (a deleted branch), only an existing comment is updated. GitHub's
+ * errors are thrown as Octokit's (with `.status`: a read-only token answers 403).
+ */
+async function upsertStickyComment(octokit, pr, database, body, o) {
+    const found = await findStickyComment(octokit, pr, database, o.author);
+    if (!found) {
+        if (o.createIfMissing === false)
+            return { action: 'skipped' };
+        const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
+        return { action: 'created', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
+    }
+    const digest = digestOf(body);
+    if (found.body === body || (digest !== null && digestOf(found.body) === digest))
+        return { action: 'unchanged', comment: found };
+    const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
+    return { action: 'updated', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 // EXTERNAL MODULE: external "node:tls"
 var external_node_tls_ = __nccwpck_require__(1692);
 ;// CONCATENATED MODULE: ./agent/api/trust.ts
@@ -47854,65 +47913,6 @@ class BpgClient {
     }
 }
 
-;// CONCATENATED MODULE: ./shared/sticky-comment.ts
-
-/** The HTTP status of an Octokit RequestError, or undefined. */
-function statusOf(e) {
-    const s = e?.status;
-    return typeof s === 'number' ? s : undefined;
-}
-/**
- * The login a token writes comments as. A personal token can ask GET /user; GITHUB_TOKEN and
- * installation tokens get 403 there (they are no user): null, and then any bot's comment counts.
- */
-async function tokenLogin(octokit) {
-    try {
-        return (await octokit.rest.users.getAuthenticated()).data.login;
-    }
-    catch (e) {
-        const s = statusOf(e);
-        if (s === 403 || s === 404)
-            return null;
-        throw e;
-    }
-}
-/** `author`: our login, or null for "any bot" (see tokenLogin). */
-async function findStickyComment(octokit, pr, database, author) {
-    const marker = commentMarker(database);
-    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
-    for await (const page of pages) {
-        for (const c of page.data) {
-            const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
-            if (mine && c.body?.includes(marker))
-                return { id: c.id, body: c.body, htmlUrl: c.html_url };
-        }
-    }
-    return null;
-}
-/**
- * Creates the comment, or updates the one found unless its digest (or whole body) is the same.
- * With `createIfMissing: false` (a deleted branch), only an existing comment is updated. GitHub's
- * errors are thrown as Octokit's (with `.status`: a read-only token answers 403).
- */
-async function upsertStickyComment(octokit, pr, database, body, o) {
-    const found = await findStickyComment(octokit, pr, database, o.author);
-    if (!found) {
-        if (o.createIfMissing === false)
-            return { action: 'skipped' };
-        const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
-        return { action: 'created', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
-    }
-    const digest = digestOf(body);
-    if (found.body === body || (digest !== null && digestOf(found.body) === digest))
-        return { action: 'unchanged', comment: found };
-    const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
-    return { action: 'updated', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
-}
-
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./action/src/agent.ts
 /**
  * The agent side: the typed API client (bundled from agent/api) and one clear sentence for each
@@ -48245,7 +48245,6 @@ function scrubFile(path, scrub) {
 
 
 
-
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
 /** `secrets`: what the action holds (heldSecrets), already registered with the runner. */
@@ -48271,26 +48270,14 @@ async function readyBranch(s, gh, client, secrets) {
     const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
     protect(put.branch);
     let branch = put.branch;
-    let created = put.created;
-    let reset = false;
-    if (s.command === 'reset' && !created) {
-        try {
-            branch = await client.resetBranch(s.database, s.branch);
-        }
-        catch (e) {
-            if (!(e instanceof BpgApiError && e.status === 501))
-                fail(`reset branch ${ref}`)(e);
-            // An agent from before reset landed: a new branch has the parent's state too, on a new port and password.
-            warning(`the agent cannot reset branches yet (501): deleting ${ref} and creating it again (new port and password)`);
-            await client.deleteBranch(s.database, s.branch).catch(fail(`delete branch ${ref}`));
-            branch = (await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`))).branch;
-            protect(branch);
-            created = true;
-        }
-        reset = true;
-    }
-    if (branch.status === 'stopped') {
-        info(`Branch ${ref} is stopped: starting it`);
+    const created = put.created;
+    const reset = s.command === 'reset' && !created;
+    if (reset)
+        branch = await client.resetBranch(s.database, s.branch).catch(fail(`reset branch ${ref}`));
+    // `down`: recorded running, but its container is not (it stopped, or failed on the agent's side):
+    // started like a stopped one, so that migrate does not run against a dead server.
+    if (branch.status === 'stopped' || branch.status === 'down') {
+        info(`Branch ${ref} is ${branch.status}: starting it`);
         branch = await client.startBranch(s.database, s.branch).catch(fail(`start branch ${ref}`));
     }
     const ms = Math.round(performance.now() - t0);

@@ -4,7 +4,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as core from '@actions/core';
-import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
+import type { BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
 import { decidePassword, seconds } from '../../shared/pr-comment.js';
 import { scrubber, secretForms } from '../../shared/scrub.js';
@@ -49,24 +49,13 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
   protect(put.branch);
   let branch = put.branch;
-  let created = put.created;
-  let reset = false;
-  if (s.command === 'reset' && !created) {
-    try {
-      branch = await client.resetBranch(s.database, s.branch);
-    } catch (e) {
-      if (!(e instanceof BpgApiError && e.status === 501)) fail(`reset branch ${ref}`)(e);
-      // An agent from before reset landed: a new branch has the parent's state too, on a new port and password.
-      core.warning(`the agent cannot reset branches yet (501): deleting ${ref} and creating it again (new port and password)`);
-      await client.deleteBranch(s.database, s.branch).catch(fail(`delete branch ${ref}`));
-      branch = (await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`))).branch;
-      protect(branch);
-      created = true;
-    }
-    reset = true;
-  }
-  if (branch.status === 'stopped') {
-    core.info(`Branch ${ref} is stopped: starting it`);
+  const created = put.created;
+  const reset = s.command === 'reset' && !created;
+  if (reset) branch = await client.resetBranch(s.database, s.branch).catch(fail(`reset branch ${ref}`));
+  // `down`: recorded running, but its container is not (it stopped, or failed on the agent's side):
+  // started like a stopped one, so that migrate does not run against a dead server.
+  if (branch.status === 'stopped' || branch.status === 'down') {
+    core.info(`Branch ${ref} is ${branch.status}: starting it`);
     branch = await client.startBranch(s.database, s.branch).catch(fail(`start branch ${ref}`));
   }
   const ms = Math.round(performance.now() - t0);

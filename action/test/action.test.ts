@@ -212,6 +212,24 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     }
   });
 
+  it('a branch that is down (recorded running, its container not) is started before migrate runs', async () => {
+    // What an agent-side failure leaves: the container stopped behind the agent's back.
+    sh('docker', ['stop', '-t', '10', first.container]);
+    assert.equal((await client.getBranch(db, BRANCH)).status, 'down');
+    const r = await runAction('down (started first)', payload('pull_request', 'synchronize'), 'pull_request', { migrate: MIGRATE });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const started = r.stdout.indexOf(`Branch ${db}/${BRANCH} is down: starting it`);
+    assert.ok(started >= 0, r.stdout);
+    assert.ok(started < r.stdout.indexOf('Migration succeeded'), 'started before the migration ran');
+    assert.equal(r.outputs.created, 'false');
+    assert.equal(r.outputs.port, String(first.port), 'the same port');
+    assert.equal(r.outputs.password, first.connection.password, 'the same password');
+    assert.equal((await client.getBranch(db, BRANCH)).status, 'running');
+    assert.ok(containerRunning(first.container));
+    assert.deepEqual(await query(first, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 3 }], 'migrated once more, on the branch');
+    assertNotLogged(r, first.connection.password);
+  });
+
   it('a failing migration fails the step with its output, marks the comment and keeps the branch', async () => {
     const migrate = `echo "before the broken statement"\npsql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'select * from no_such_table'`;
     const r = await runAction('failing migration', payload('pull_request', 'synchronize'), 'pull_request', { migrate });
