@@ -47156,7 +47156,6 @@ const ApiErrorCode = schemas_enum([
     'conflict', // 409: duplicate, busy, another parent, children in the way
     'too_large', // 413: body over api.bodyLimit
     'failed', // 500: an operation started and could not finish
-    'not_implemented', // 501: a route whose engine operation has not landed yet
     'unavailable', // 503: ZFS pool or Docker engine down, or the agent shutting down
 ]);
 /** Every error response, whatever the status. */
@@ -47179,7 +47178,7 @@ const BranchView = object({
     branch: schemas_string(),
     /** `<db>/<branch>` of the parent; null for main. */
     parent: schemas_string().nullable(),
-    /** running, stopped, creating, deleting, failed, down, missing, restarting, interrupted */
+    /** running, stopped, creating, deleting, down, missing, restarting, interrupted */
     status: schemas_string(),
     port: schemas_number().int(),
     connection: Connection,
@@ -47809,7 +47808,7 @@ class BpgClient {
     restartBranch(db, branch, o) {
         return this.action(db, branch, 'restart', o);
     }
-    /** Back to its parent's current state (port and password stay); an agent from before reset answers 501. Not retried (POST). */
+    /** Back to its parent's current state (port and password stay); Not retried (POST). */
     resetBranch(db, branch, o) {
         return this.action(db, branch, 'reset', o);
     }
