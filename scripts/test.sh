@@ -84,7 +84,7 @@ if [ -f action.yml ] && [ -z "${BPG_TEST_FILES:-}" ]; then
   git diff --exit-code --stat -- action/dist || { log "action/dist differs from a fresh build: run 'npm run build:action' and commit"; exit 1; }
 fi
 
-files=${BPG_TEST_FILES:-$(ls build/agent/test/*.test.js build/action/test/*.test.js build/webhook/test/*.test.js 2>/dev/null)}
+files=${BPG_TEST_FILES:-$(ls build/agent/test/*.test.js build/action/test/*.test.js build/webhook/test/*.test.js build/shared/test/*.test.js 2>/dev/null)}
 log "running tests: $(echo $files | wc -w) files, ${BPG_TEST_JOBS:-3} at a time"
 zfs_pid_before=$(pgrep -x zfs-fuse | head -1 || true)
 # shellcheck disable=SC2086

@@ -47156,7 +47156,6 @@ const ApiErrorCode = schemas_enum([
     'conflict', // 409: duplicate, busy, another parent, children in the way
     'too_large', // 413: body over api.bodyLimit
     'failed', // 500: an operation started and could not finish
-    'not_implemented', // 501: a route whose engine operation has not landed yet
     'unavailable', // 503: ZFS pool or Docker engine down, or the agent shutting down
 ]);
 /** Every error response, whatever the status. */
@@ -47179,7 +47178,7 @@ const BranchView = object({
     branch: schemas_string(),
     /** `<db>/<branch>` of the parent; null for main. */
     parent: schemas_string().nullable(),
-    /** running, stopped, creating, deleting, failed, down, missing, restarting, interrupted */
+    /** running, stopped, creating, deleting, down, missing, restarting, interrupted */
     status: schemas_string(),
     port: schemas_number().int(),
     connection: Connection,
@@ -47345,6 +47344,167 @@ function firstIssue(err) {
     return i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message;
 }
 
+// EXTERNAL MODULE: external "node:crypto"
+var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./shared/scrub.ts
+/**
+ * Scrubbing secrets out of text we publish (a PR comment, a job summary, a log line). A runner
+ * masks registered secrets in its own log only; a comment or summary written through the API is
+ * not masked by anyone, so every secret is replaced here, in every form it may be printed in.
+ */
+/**
+ * Every form in which a secret may show up in output: as is, URL-encoded (in a connection string
+ * or a query), and base64 as actions/checkout writes the token into .git/config
+ * (`AUTHORIZATION: basic base64(x-access-token:<token>)`) and as a bare base64 of the value.
+ */
+function secretForms(secrets) {
+    // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
+    const forms = secrets
+        .filter((s) => s.length >= 6)
+        .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
+    return [...new Set(forms)];
+}
+/** Replaces every given secret (longest first, each in all its forms) with `***`. */
+function scrubber(secrets) {
+    const list = secretForms(secrets).sort((a, b) => b.length - a.length);
+    return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
+}
+
+;// CONCATENATED MODULE: ./shared/pr-comment.ts
+/**
+ * The pull request comment of the Action and the receiver: one per pull request and database,
+ * found again by its hidden marker, carrying a digest of its content so that an unchanged comment
+ * is not written again. Each face says what to show (a `CommentView`); this module lays it out the
+ * same way for both, masks the password unless it may be shown, and holds the one vocabulary for
+ * when it may: `showPassword` / `show_password` = auto | always | never.
+ *
+ * Pure and light (node:crypto only): no I/O, nothing logged, nothing of the agent's engine.
+ */
+
+
+// ---- When the password is shown ---------------------------------------------------------------
+/**
+ * `auto` shows the password only in a private repository (asked from GitHub each time: one that
+ * went public no longer shows it); `always` and `never` say what they mean. Words rather than
+ * true/false because the setting has three values, as in `--color=auto|always|never`.
+ */
+const SHOW_PASSWORD = ['auto', 'always', 'never'];
+/** The spellings from before the one vocabulary, still accepted: `true`/`false` (and YAML booleans). */
+const OLD_SPELLINGS = { true: 'always', false: 'never' };
+/** `auto`, `always`, `never`, or an old spelling (`true`, `false`, a boolean); null for anything else. */
+function parseShowPassword(value) {
+    if (typeof value === 'boolean')
+        return value ? 'always' : 'never';
+    if (typeof value !== 'string')
+        return null;
+    if (SHOW_PASSWORD.includes(value))
+        return value;
+    return Object.hasOwn(OLD_SPELLINGS, value) ? OLD_SPELLINGS[value] : null;
+}
+/** What a bad value's error says is accepted. */
+const SHOW_PASSWORD_CHOICES = `${SHOW_PASSWORD.join(', ')} (or the older true, false)`;
+/** Applies the rule; `isPrivate` is asked only for `auto`. */
+async function decidePassword(rule, isPrivate) {
+    if (rule === 'always')
+        return { show: true, why: 'always' };
+    if (rule === 'never')
+        return { show: false, why: 'never' };
+    return (await isPrivate()) ? { show: true, why: 'private' } : { show: false, why: 'public' };
+}
+// ---- Marker and digest ---------------------------------------------------------------------------
+/** Finds our comment among a PR's comments (together with the author check). A hidden HTML comment. */
+function commentMarker(database) {
+    return `<!-- betterpg/branch database=${database} -->`;
+}
+const DIGEST_RE = /<!-- betterpg:digest=([0-9a-f]+) -->/;
+/** The digest a body carries, to skip updates that would change nothing. */
+function digestOf(body) {
+    return DIGEST_RE.exec(body)?.[1] ?? null;
+}
+// ---- Markdown pieces -----------------------------------------------------------------------------
+const MASK = '********';
+/** `postgresql://user:********@host:port/db` */
+function maskedUri(c) {
+    try {
+        const u = new URL(c.uri);
+        if (u.password)
+            u.password = MASK;
+        return u.toString();
+    }
+    catch {
+        return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
+    }
+}
+/** Inline code that survives backticks and pipes in the value (names and output come from the PR). */
+function code(v) {
+    const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+    const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
+    const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
+    return `${ticks}${pad}${s}${pad}${ticks}`;
+}
+/** For HTML (GitHub does not render Markdown inside <summary>). */
+function html(v) {
+    return v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+}
+/** A fenced block longer than any run of backticks inside. */
+function fence(lines) {
+    const body = lines.join('\n');
+    const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
+    const f = '`'.repeat(Math.max(3, longest + 1));
+    return `${f}\n${body}\n${f}`;
+}
+/** A folded block of output; `summary` is HTML (escape names with `html`). */
+function details(summary, lines, open) {
+    return [`<details${open ? ' open' : ''}><summary>${summary}</summary>`, '', fence(lines), '', '</details>'].join('\n');
+}
+/** Last lines only: a comment is not a log viewer. */
+function lastLines(text, n = 15) {
+    const lines = text.replace(/\s+$/, '').split('\n');
+    return lines.length > n ? ['…', ...lines.slice(-n)] : lines;
+}
+function seconds(ms) {
+    return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
+}
+/** `2026-11-27 23:50 UTC` */
+function when(at) {
+    const d = typeof at === 'string' ? new Date(at) : at;
+    return Number.isNaN(d.getTime()) ? String(at) : `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+}
+/**
+ * The comment's Markdown: marker, digest, title, the table with the connection string (the
+ * password masked unless `showPassword`), the blocks, the footer. When the password is hidden it
+ * is also scrubbed from the blocks (output printed by the pull request's code may hold it).
+ */
+function renderComment(v) {
+    const t = v.table;
+    const blocks = [];
+    if (t) {
+        const rows = ['| | |', '| --- | --- |', `| Branch | ${code(v.branch)} from ${code(t.parent)} |`];
+        if (t.status)
+            rows.push(`| Status | ${t.status} |`);
+        const c = t.connection;
+        if (c) {
+            rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+            rows.push(`| Password | ${t.showPassword ? code(c.password) : t.passwordHidden} |`);
+        }
+        if (t.created !== undefined)
+            rows.push(`| Created | ${t.created} |`);
+        if (t.migration)
+            rows.push(`| ${t.migration.label} | ${t.migration.cell} |`);
+        blocks.push(rows.join('\n'));
+        if (c)
+            blocks.push(fence([t.showPassword ? c.uri : maskedUri(c)]));
+    }
+    const password = t?.connection && !t.showPassword ? t.connection.password : null;
+    const scrub = password ? scrubber([password]) : (s) => s;
+    blocks.push(...(v.blocks ?? []).map(scrub));
+    const title = `### 🐘 Preview database ${code(`${v.database}/${v.branch}`)}${v.state ? `: ${v.state}` : ''}`;
+    const footer = (withStamp) => `<sub>${v.footer.flatMap((p) => (typeof p === 'string' ? [p] : withStamp ? [p.stamp] : [])).join(' · ')}</sub>`;
+    const content = (withStamp) => [title, ...blocks, footer(withStamp)].join('\n\n');
+    const digest = (0,external_node_crypto_.createHash)('sha256').update(content(false)).digest('hex').slice(0, 16);
+    return `${commentMarker(v.database)}\n<!-- betterpg:digest=${digest} -->\n${content(true)}\n`;
+}
+
 ;// CONCATENATED MODULE: ./action/src/inputs.ts
 /**
  * Every input of action.yml, read and validated here and nowhere else. `getInputs` is pure (it
@@ -47352,8 +47512,8 @@ function firstIssue(err) {
  */
 
 
+
 const COMMANDS = ['create', 'delete', 'reset'];
-const SHOW = ['auto', 'true', 'false'];
 const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
 /**
  * pull_request_target runs in the base repository's context: its secrets (agent_token among them)
@@ -47379,6 +47539,13 @@ function oneOf(name, value, allowed) {
     if (allowed.includes(value))
         return value;
     throw new ActionError(`input ${name} must be one of ${allowed.join(', ')}, not '${value}'`);
+}
+/** `auto`, `always` or `never`; the older `true` and `false` still work. */
+function showPassword(value) {
+    const rule = parseShowPassword(value || 'auto');
+    if (rule === null)
+        throw new ActionError(`input show_password must be one of ${SHOW_PASSWORD_CHOICES}, not '${value}'`);
+    return rule;
 }
 function inputs_name(input, value, schema) {
     const r = schema.safeParse(value);
@@ -47446,15 +47613,72 @@ function getInputs(read, event) {
         workingDirectory: read('working_directory').trim() || '.',
         comment,
         githubToken,
-        showPassword: oneOf('show_password', read('show_password').trim() || 'auto', SHOW),
+        showPassword: showPassword(read('show_password').trim()),
         pullRequest: event.pullRequest,
         owner: event.owner,
         repo: event.repo,
     };
 }
 
-// EXTERNAL MODULE: external "node:crypto"
-var external_node_crypto_ = __nccwpck_require__(7598);
+;// CONCATENATED MODULE: ./shared/sticky-comment.ts
+
+/** The HTTP status of an Octokit RequestError, or undefined. */
+function statusOf(e) {
+    const s = e?.status;
+    return typeof s === 'number' ? s : undefined;
+}
+/**
+ * The login a token writes comments as. A personal token can ask GET /user; GITHUB_TOKEN and
+ * installation tokens get 403 there (they are no user): null, and then any bot's comment counts.
+ */
+async function tokenLogin(octokit) {
+    try {
+        return (await octokit.rest.users.getAuthenticated()).data.login;
+    }
+    catch (e) {
+        const s = statusOf(e);
+        if (s === 403 || s === 404)
+            return null;
+        throw e;
+    }
+}
+/** `author`: our login, or null for "any bot" (see tokenLogin). */
+async function findStickyComment(octokit, pr, database, author) {
+    const marker = commentMarker(database);
+    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
+    for await (const page of pages) {
+        for (const c of page.data) {
+            const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
+            if (mine && c.body?.includes(marker))
+                return { id: c.id, body: c.body, htmlUrl: c.html_url };
+        }
+    }
+    return null;
+}
+/**
+ * Creates the comment, or updates the one found unless its digest (or whole body) is the same.
+ * With `createIfMissing: false` (a deleted branch), only an existing comment is updated. GitHub's
+ * errors are thrown as Octokit's (with `.status`: a read-only token answers 403).
+ */
+async function upsertStickyComment(octokit, pr, database, body, o) {
+    const found = await findStickyComment(octokit, pr, database, o.author);
+    if (!found) {
+        if (o.createIfMissing === false)
+            return { action: 'skipped' };
+        const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
+        return { action: 'created', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
+    }
+    const digest = digestOf(body);
+    if (found.body === body || (digest !== null && digestOf(found.body) === digest))
+        return { action: 'unchanged', comment: found };
+    const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
+    return { action: 'updated', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
+}
+
+;// CONCATENATED MODULE: external "node:fs"
+const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
+;// CONCATENATED MODULE: external "node:path"
+const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 // EXTERNAL MODULE: external "node:tls"
 var external_node_tls_ = __nccwpck_require__(1692);
 ;// CONCATENATED MODULE: ./agent/api/trust.ts
@@ -47584,7 +47808,7 @@ class BpgClient {
     restartBranch(db, branch, o) {
         return this.action(db, branch, 'restart', o);
     }
-    /** Back to its parent's current state (port and password stay); an agent from before reset answers 501. Not retried (POST). */
+    /** Back to its parent's current state (port and password stay); Not retried (POST). */
     resetBranch(db, branch, o) {
         return this.action(db, branch, 'reset', o);
     }
@@ -47688,10 +47912,6 @@ class BpgClient {
     }
 }
 
-;// CONCATENATED MODULE: external "node:fs"
-const external_node_fs_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs");
-;// CONCATENATED MODULE: external "node:path"
-const external_node_path_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:path");
 ;// CONCATENATED MODULE: ./action/src/agent.ts
 /**
  * The agent side: the typed API client (bundled from agent/api) and one clear sentence for each
@@ -47749,106 +47969,8 @@ function explain(e, url, what) {
     return new ActionError(`${what}: the agent answered ${e.status} ${e.code}: ${e.message}${id}`, cause);
 }
 
-;// CONCATENATED MODULE: ./action/src/report.ts
-/**
- * Identifies this action's comment for one database on a pull request (together with its author).
- * A hidden HTML comment: GitHub does not render it.
- */
-function marker(database) {
-    return `<!-- betterpg/branch database=${database} -->`;
-}
-const MASK = '********';
-/** Inline code that survives any backticks or pipes in the value (hosts and names come from the agent). */
-function code(v) {
-    const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
-    const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
-    const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
-    return `${ticks}${pad}${s}${pad}${ticks}`;
-}
-/** A fenced block longer than any run of backticks inside. */
-function fence(lines, lang = '') {
-    const body = lines.join('\n');
-    const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
-    const f = '`'.repeat(Math.max(3, longest + 1));
-    return `${f}${lang}\n${body}\n${f}`;
-}
-function seconds(ms) {
-    return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
-}
-/** `2026-11-27 23:50 UTC` */
-function when(iso) {
-    const d = typeof iso === 'string' ? new Date(iso) : iso;
-    return Number.isNaN(d.getTime()) ? String(iso) : `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-/** The connection string with the password replaced, unless it may be shown. */
-function connectionString(b, showPassword) {
-    if (showPassword)
-        return b.connection.uri;
-    const c = b.connection;
-    return c.uri.split(`:${encodeURIComponent(c.password)}@`).join(`:${MASK}@`);
-}
-function render(r, o) {
-    const footer = `<sub>${o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated'} · ${when(o.now ?? new Date())} · BetterPG</sub>`;
-    if (r.kind === 'deleted') {
-        const what = r.deleted ? 'was deleted' : 'was already gone';
-        return [
-            marker(r.database),
-            `### 🐘 Preview database ${code(`${r.database}/${r.branchName}`)}: deleted`,
-            '',
-            `The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`,
-            '',
-            footer,
-            '',
-        ].join('\n');
-    }
-    const b = r.branch;
-    const c = b.connection;
-    const parent = b.parent?.split('/').pop() ?? 'none';
-    const m = r.migration;
-    const failed = m !== null && !m.ok;
-    let created;
-    if (r.reset)
-        created = `reset to ${code(parent)} in ${seconds(r.ms)} by this run`;
-    else if (r.created)
-        created = `in ${seconds(r.ms)} by this run`;
-    else
-        created = `${when(b.createdAt)} (reused by this run)`;
-    let migration = 'none configured';
-    if (m)
-        migration = m.ok ? `✅ succeeded in ${seconds(m.ms)}` : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
-    const lines = [
-        marker(r.database),
-        `### 🐘 Preview database ${code(`${r.database}/${b.branch}`)}${failed ? ': migration failed' : ''}`,
-        '',
-        '| | |',
-        '| --- | --- |',
-        `| Branch | ${code(b.branch)} from ${code(parent)} |`,
-        `| Status | ${b.status} |`,
-        `| Host | ${code(c.host)} |`,
-        `| Port | ${code(c.port)} |`,
-        `| Database | ${code(c.database)} |`,
-        `| User | ${code(c.user)} |`,
-        `| Password | ${o.showPassword ? code(c.password) : `hidden (in the step's \`password\` output)`} |`,
-        `| Created | ${created} |`,
-        `| Migration | ${migration} |`,
-        '',
-        fence([connectionString(b, o.showPassword)]),
-    ];
-    if (m && m.tail.length) {
-        const summary = m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
-        lines.push('', `<details${failed ? ' open' : ''}><summary>${summary}</summary>`, '', fence(m.tail), '', '</details>');
-    }
-    lines.push('', footer, '');
-    return lines.join('\n');
-}
-
 ;// CONCATENATED MODULE: ./action/src/comment.ts
 
-/** The HTTP status of an Octokit RequestError, or undefined. */
-function statusOf(e) {
-    const s = e?.status;
-    return typeof s === 'number' ? s : undefined;
-}
 /**
  * Whether the repository is private (or internal). Asked every run rather than read from the
  * event: a re-run replays the old payload, and the repository may have gone public since.
@@ -47858,56 +47980,15 @@ async function repositoryIsPrivate(octokit, owner, repo) {
     return data.private === true;
 }
 /**
- * Who the token writes comments as. A personal token can ask GET /user; GITHUB_TOKEN and GitHub
- * App tokens get 403 there and comment as `<app>[bot]`, so null stands for "a bot account".
- */
-async function tokenAuthor(octokit) {
-    try {
-        return (await octokit.rest.users.getAuthenticated()).data.login;
-    }
-    catch (e) {
-        const s = statusOf(e);
-        if (s === 401 || s === 403 || s === 404)
-            return null;
-        throw e;
-    }
-}
-/**
- * Our comment: the marker AND our author, searched through every page (a long discussion pushes
- * it past the first 100, and a first-page-only search would post a duplicate). The author check
- * keeps a human's quote of the marker from being taken over.
- */
-async function findComment(octokit, pr, database) {
-    const author = await tokenAuthor(octokit);
-    const mark = marker(database);
-    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
-    for await (const page of pages) {
-        for (const c of page.data) {
-            const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
-            if (mine && c.body?.includes(mark))
-                return { id: c.id, body: c.body, url: c.html_url };
-        }
-    }
-    return null;
-}
-/**
  * Creates the comment or updates the one found. With `createIfMissing: false` (a delete), only an
  * existing comment is updated. A 403 (the read-only GITHUB_TOKEN of a fork's pull request, or a
  * workflow without `pull-requests: write`) comes back as `denied`.
  */
 async function upsertComment(octokit, pr, database, body, o) {
     try {
-        const found = await findComment(octokit, pr, database);
-        if (found && found.body === body)
-            return { result: 'unchanged', url: found.url };
-        if (found) {
-            const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
-            return { result: 'updated', url: data.html_url };
-        }
-        if (!o.createIfMissing)
-            return { result: 'none' };
-        const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
-        return { result: 'created', url: data.html_url };
+        // GITHUB_TOKEN cannot say who it is (null): it comments as github-actions[bot], so any bot's comment counts.
+        const out = await upsertStickyComment(octokit, pr, database, body, { author: await tokenLogin(octokit), createIfMissing: o.createIfMissing });
+        return out.action === 'skipped' ? { result: 'none' } : { result: out.action, url: out.comment.htmlUrl };
     }
     catch (e) {
         if (statusOf(e) === 403)
@@ -47920,119 +48001,6 @@ async function upsertComment(octokit, pr, database, body, o) {
 const external_node_child_process_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:child_process");
 ;// CONCATENATED MODULE: external "node:readline"
 const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:readline");
-;// CONCATENATED MODULE: ./action/src/secrets.ts
-/**
- * What the migration must not get and what nothing we publish may contain. `migrate` runs code
- * from the pull request, so it gets the runner's environment without the secrets the action holds,
- * and every line it prints is scrubbed of them before it reaches the log, the comment or the summary.
- */
-
-/**
- * Variables that carry the runner's own credentials (their values are secrets too, and scrubbed):
- * the cache/artifact service token, the OIDC token request, and the usual names a workflow gives
- * the GitHub token in `env:` (the `gh` CLI reads GH_TOKEN).
- */
-const RUNNER_SECRET_VARS = ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_ID_TOKEN_REQUEST_TOKEN', 'GITHUB_TOKEN', 'GH_TOKEN'];
-/**
- * The action's own file commands: what `migrate` wrote there would become this step's outputs,
- * job summary, state, or the environment and PATH of every later step. It is not a step of its own.
- */
-const FILE_COMMANDS = ['GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_PATH', 'GITHUB_STATE', 'GITHUB_STEP_SUMMARY'];
-/**
- * The secrets the action holds: the agent and GitHub tokens (from its inputs) and the runner's
- * credentials found in its environment. The branch password is added once it is known.
- */
-function heldSecrets(tokens, env) {
-    const fromEnv = RUNNER_SECRET_VARS.map((k) => env[k]).filter((v) => !!v);
-    return [...new Set([...tokens, ...fromEnv].filter((v) => v !== ''))];
-}
-/**
- * Every form in which a secret may show up in output: as is, URL-encoded (in a connection string
- * or a query), and base64 as actions/checkout writes the token into .git/config
- * (`AUTHORIZATION: basic base64(x-access-token:<token>)`) and as a bare base64 of the value.
- */
-function secretForms(secrets) {
-    // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
-    const forms = secrets
-        .filter((s) => s.length >= 6)
-        .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
-    return [...new Set(forms)];
-}
-/** Replaces every given secret (longest first, each in all its forms) with `***`. */
-function scrubber(secrets) {
-    const list = secretForms(secrets).sort((a, b) => b.length - a.length);
-    return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
-}
-/**
- * The environment for `migrate`: the runner's, without every INPUT_* variable (the tokens are
- * inputs), every ACTIONS_* variable (the runner's service handles: the runtime token, OIDC,
- * cache and results URLs), GITHUB_TOKEN and GH_TOKEN, the action's file commands, and any other
- * variable whose value contains one of the secrets (a token the workflow also put in `env:` under
- * a name of its own).
- */
-function migrationEnv(env, secrets) {
-    const forms = secretForms(secrets);
-    const out = {};
-    const removed = new Map();
-    for (const [k, v] of Object.entries(env)) {
-        if (v === undefined)
-            continue;
-        const upper = k.toUpperCase();
-        let why = null;
-        if (upper.startsWith('INPUT_'))
-            why = 'input';
-        else if (upper.startsWith('ACTIONS_') || RUNNER_SECRET_VARS.includes(upper))
-            why = 'runner';
-        else if (FILE_COMMANDS.includes(upper))
-            why = 'file-command';
-        else if (forms.some((f) => v.includes(f)))
-            why = 'holds-secret';
-        if (why)
-            removed.set(k, why);
-        else
-            out[k] = v;
-    }
-    return { env: out, removed };
-}
-/** One log line naming what `migrate` runs without (names only: the values are secrets). */
-function describeRemoved(removed) {
-    const inputs = [...removed].filter(([, why]) => why === 'input').length;
-    const others = [...removed].filter(([, why]) => why !== 'input').map(([k]) => k).sort();
-    const parts = [inputs ? `${inputs} INPUT_* variable${inputs === 1 ? '' : 's'}` : '', ...others].filter(Boolean);
-    return parts.length ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment` : 'migrate runs with the runner\'s environment (no secrets found in it)';
-}
-/**
- * Scrubs a file the runner reads after the step (the job summary) in place: `migrate` gets no
- * path to it, but code that goes looking (its parent's /proc/<pid>/environ) can still find and
- * append to it. Opened without following links (a planted link must not make us rewrite another
- * file) and only when it is a regular file. Returns whether anything was replaced.
- */
-function scrubFile(path, scrub) {
-    if (!path)
-        return false;
-    let fd;
-    try {
-        fd = (0,external_node_fs_namespaceObject.openSync)(path, external_node_fs_namespaceObject.constants.O_RDWR | external_node_fs_namespaceObject.constants.O_NOFOLLOW);
-    }
-    catch {
-        return false; // gone or a link: nothing of ours to clean
-    }
-    try {
-        if (!(0,external_node_fs_namespaceObject.fstatSync)(fd).isFile())
-            return false;
-        const text = (0,external_node_fs_namespaceObject.readFileSync)(fd, 'utf8');
-        const clean = scrub(text);
-        if (clean === text)
-            return false;
-        (0,external_node_fs_namespaceObject.ftruncateSync)(fd, 0);
-        (0,external_node_fs_namespaceObject.writeSync)(fd, clean, 0, 'utf8');
-        return true;
-    }
-    finally {
-        (0,external_node_fs_namespaceObject.closeSync)(fd);
-    }
-}
-
 ;// CONCATENATED MODULE: ./action/src/migrate.ts
 
 
@@ -48111,11 +48079,162 @@ async function runMigration(command, cwd, target, print, o) {
     return { ok: exitCode === 0, exitCode, ms: ms(), tail, lines };
 }
 
+;// CONCATENATED MODULE: ./action/src/report.ts
+
+function render(r, o) {
+    // The time is shown, but is not part of the digest: a re-run that changes nothing leaves the comment alone.
+    const footer = [o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated', { stamp: when(o.now ?? new Date()) }, 'BetterPG'];
+    if (r.kind === 'deleted') {
+        const what = r.deleted ? 'was deleted' : 'was already gone';
+        return renderComment({
+            database: r.database,
+            branch: r.branchName,
+            state: 'deleted',
+            blocks: [`The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`],
+            footer,
+        });
+    }
+    const b = r.branch;
+    const parent = b.parent?.split('/').pop() ?? 'none';
+    const m = r.migration;
+    const failed = m !== null && !m.ok;
+    let created;
+    if (r.reset)
+        created = `reset to ${code(parent)} in ${seconds(r.ms)} by this run`;
+    else if (r.created)
+        created = `in ${seconds(r.ms)} by this run`;
+    else
+        created = `${when(b.createdAt)} (reused by this run)`;
+    let migration = 'none configured';
+    if (m)
+        migration = m.ok ? `✅ succeeded in ${seconds(m.ms)}` : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
+    const view = {
+        database: r.database,
+        branch: b.branch,
+        ...(failed ? { state: 'migration failed' } : {}),
+        table: {
+            parent,
+            status: b.status,
+            connection: b.connection,
+            showPassword: o.showPassword,
+            passwordHidden: "hidden (in the step's `password` output)",
+            created,
+            migration: { label: 'Migration', cell: migration },
+        },
+        blocks: [],
+        footer,
+    };
+    if (m && m.tail.length) {
+        const summary = m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
+        view.blocks.push(details(summary, m.tail, failed));
+    }
+    return renderComment(view);
+}
+
+;// CONCATENATED MODULE: ./action/src/secrets.ts
+/**
+ * What the migration must not get and what nothing we publish may contain. `migrate` runs code
+ * from the pull request, so it gets the runner's environment without the secrets the action holds,
+ * and every line it prints is scrubbed of them before it reaches the log, the comment or the summary.
+ */
+
+
+/**
+ * Variables that carry the runner's own credentials (their values are secrets too, and scrubbed):
+ * the cache/artifact service token, the OIDC token request, and the usual names a workflow gives
+ * the GitHub token in `env:` (the `gh` CLI reads GH_TOKEN).
+ */
+const RUNNER_SECRET_VARS = ['ACTIONS_RUNTIME_TOKEN', 'ACTIONS_ID_TOKEN_REQUEST_TOKEN', 'GITHUB_TOKEN', 'GH_TOKEN'];
+/**
+ * The action's own file commands: what `migrate` wrote there would become this step's outputs,
+ * job summary, state, or the environment and PATH of every later step. It is not a step of its own.
+ */
+const FILE_COMMANDS = ['GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_PATH', 'GITHUB_STATE', 'GITHUB_STEP_SUMMARY'];
+/**
+ * The secrets the action holds: the agent and GitHub tokens (from its inputs) and the runner's
+ * credentials found in its environment. The branch password is added once it is known.
+ */
+function heldSecrets(tokens, env) {
+    const fromEnv = RUNNER_SECRET_VARS.map((k) => env[k]).filter((v) => !!v);
+    return [...new Set([...tokens, ...fromEnv].filter((v) => v !== ''))];
+}
+/**
+ * The environment for `migrate`: the runner's, without every INPUT_* variable (the tokens are
+ * inputs), every ACTIONS_* variable (the runner's service handles: the runtime token, OIDC,
+ * cache and results URLs), GITHUB_TOKEN and GH_TOKEN, the action's file commands, and any other
+ * variable whose value contains one of the secrets (a token the workflow also put in `env:` under
+ * a name of its own).
+ */
+function migrationEnv(env, secrets) {
+    const forms = secretForms(secrets);
+    const out = {};
+    const removed = new Map();
+    for (const [k, v] of Object.entries(env)) {
+        if (v === undefined)
+            continue;
+        const upper = k.toUpperCase();
+        let why = null;
+        if (upper.startsWith('INPUT_'))
+            why = 'input';
+        else if (upper.startsWith('ACTIONS_') || RUNNER_SECRET_VARS.includes(upper))
+            why = 'runner';
+        else if (FILE_COMMANDS.includes(upper))
+            why = 'file-command';
+        else if (forms.some((f) => v.includes(f)))
+            why = 'holds-secret';
+        if (why)
+            removed.set(k, why);
+        else
+            out[k] = v;
+    }
+    return { env: out, removed };
+}
+/** One log line naming what `migrate` runs without (names only: the values are secrets). */
+function describeRemoved(removed) {
+    const inputs = [...removed].filter(([, why]) => why === 'input').length;
+    const others = [...removed].filter(([, why]) => why !== 'input').map(([k]) => k).sort();
+    const parts = [inputs ? `${inputs} INPUT_* variable${inputs === 1 ? '' : 's'}` : '', ...others].filter(Boolean);
+    return parts.length ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment` : 'migrate runs with the runner\'s environment (no secrets found in it)';
+}
+/**
+ * Scrubs a file the runner reads after the step (the job summary) in place: `migrate` gets no
+ * path to it, but code that goes looking (its parent's /proc/<pid>/environ) can still find and
+ * append to it. Opened without following links (a planted link must not make us rewrite another
+ * file) and only when it is a regular file. Returns whether anything was replaced.
+ */
+function scrubFile(path, scrub) {
+    if (!path)
+        return false;
+    let fd;
+    try {
+        fd = (0,external_node_fs_namespaceObject.openSync)(path, external_node_fs_namespaceObject.constants.O_RDWR | external_node_fs_namespaceObject.constants.O_NOFOLLOW);
+    }
+    catch {
+        return false; // gone or a link: nothing of ours to clean
+    }
+    try {
+        if (!(0,external_node_fs_namespaceObject.fstatSync)(fd).isFile())
+            return false;
+        const text = (0,external_node_fs_namespaceObject.readFileSync)(fd, 'utf8');
+        const clean = scrub(text);
+        if (clean === text)
+            return false;
+        (0,external_node_fs_namespaceObject.ftruncateSync)(fd, 0);
+        (0,external_node_fs_namespaceObject.writeSync)(fd, clean, 0, 'utf8');
+        return true;
+    }
+    finally {
+        (0,external_node_fs_namespaceObject.closeSync)(fd);
+    }
+}
+
 ;// CONCATENATED MODULE: ./action/src/run.ts
 /**
  * What the action does, once the inputs are settled: get (or create, or reset) the branch, set
  * the outputs, run the migration, then tell the pull request and the job summary. Or delete.
  */
+
+
 
 
 
@@ -48150,26 +48269,14 @@ async function readyBranch(s, gh, client, secrets) {
     const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
     protect(put.branch);
     let branch = put.branch;
-    let created = put.created;
-    let reset = false;
-    if (s.command === 'reset' && !created) {
-        try {
-            branch = await client.resetBranch(s.database, s.branch);
-        }
-        catch (e) {
-            if (!(e instanceof BpgApiError && e.status === 501))
-                fail(`reset branch ${ref}`)(e);
-            // An agent from before reset landed: a new branch has the parent's state too, on a new port and password.
-            warning(`the agent cannot reset branches yet (501): deleting ${ref} and creating it again (new port and password)`);
-            await client.deleteBranch(s.database, s.branch).catch(fail(`delete branch ${ref}`));
-            branch = (await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`))).branch;
-            protect(branch);
-            created = true;
-        }
-        reset = true;
-    }
-    if (branch.status === 'stopped') {
-        info(`Branch ${ref} is stopped: starting it`);
+    const created = put.created;
+    const reset = s.command === 'reset' && !created;
+    if (reset)
+        branch = await client.resetBranch(s.database, s.branch).catch(fail(`reset branch ${ref}`));
+    // `down`: recorded running, but its container is not (it stopped, or failed on the agent's side):
+    // started like a stopped one, so that migrate does not run against a dead server.
+    if (branch.status === 'stopped' || branch.status === 'down') {
+        info(`Branch ${ref} is ${branch.status}: starting it`);
         branch = await client.startBranch(s.database, s.branch).catch(fail(`start branch ${ref}`));
     }
     const ms = Math.round(performance.now() - t0);
@@ -48263,7 +48370,7 @@ function publishMessage(e) {
 }
 /**
  * The job summary (never with the password: anyone who can read the run can read it) and the
- * pull request comment (with the password only when show_password allows it).
+ * pull request comment (with the password only when show_password allows it: auto, always, never).
  */
 async function publish(s, gh, report) {
     if (process.env.GITHUB_STEP_SUMMARY)
@@ -48275,18 +48382,17 @@ async function publish(s, gh, report) {
         return;
     }
     const pr = { owner: s.owner, repo: s.repo, number: s.pullRequest };
-    let showPassword = s.showPassword === 'true';
-    if (report.kind === 'ready' && s.showPassword === 'auto') {
-        try {
-            showPassword = await repositoryIsPrivate(gh.octokit, s.owner, s.repo);
-        }
-        catch (e) {
-            warning(`could not read whether ${s.owner}/${s.repo} is private (${e.message}): the comment hides the password`);
-        }
+    const octokit = gh.octokit;
+    // A deleted branch's comment has no password to show: GitHub is not asked.
+    const rule = report.kind === 'ready' ? s.showPassword : 'never';
+    const { show: showPassword } = await decidePassword(rule, () => repositoryIsPrivate(octokit, s.owner, s.repo).catch((e) => {
+        warning(`could not read whether ${s.owner}/${s.repo} is private (${e.message}): the comment hides the password`);
+        return false;
+    }));
+    if (rule === 'auto')
         info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
-    }
     const body = render(report, { showPassword, runUrl: gh.runUrl });
-    const out = await upsertComment(gh.octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
+    const out = await upsertComment(octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
     if (out.result === 'denied') {
         warning(`cannot comment on pull request #${pr.number}: the token is read-only here (${out.message}); ` +
             'pull requests from forks get a read-only GITHUB_TOKEN, others need `permissions: pull-requests: write`');
@@ -48301,6 +48407,7 @@ async function publish(s, gh, report) {
 
 ;// CONCATENATED MODULE: ./action/src/main.ts
 /** Entry point of the bundle (action/dist/index.js): read the inputs, run, report one error line. */
+
 
 
 

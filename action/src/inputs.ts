@@ -3,10 +3,10 @@
  * gets the input reader and the event), so its rules are testable without a runner.
  */
 import { BranchPart, DatabaseName, firstIssue } from '../../agent/api/schemas.js';
+import { parseShowPassword, SHOW_PASSWORD_CHOICES, type ShowPassword } from '../../shared/pr-comment.js';
 import { ActionError } from './errors.js';
 
 export type Command = 'create' | 'delete' | 'reset';
-export type ShowPassword = 'auto' | 'true' | 'false';
 
 /** What the action needs to know about the event that started the workflow. */
 export interface EventInfo {
@@ -49,7 +49,7 @@ export interface Settings {
   comment: boolean;
   /** Token for the comment and the repository's visibility. */
   githubToken: string;
-  /** Put the password in the comment: always, never, or only when the repository is private. */
+  /** Put the password in the comment: `always`, `never`, or `auto` (only when the repository is private). */
   showPassword: ShowPassword;
   /** The pull request to comment on, or null when the event has none. */
   pullRequest: number | null;
@@ -61,7 +61,6 @@ export interface Settings {
 export type InputReader = (name: string) => string;
 
 const COMMANDS: readonly Command[] = ['create', 'delete', 'reset'];
-const SHOW: readonly ShowPassword[] = ['auto', 'true', 'false'];
 const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
 
 /**
@@ -87,6 +86,13 @@ function bool(name: string, value: string, fallback: boolean): boolean {
 function oneOf<T extends string>(name: string, value: string, allowed: readonly T[]): T {
   if ((allowed as readonly string[]).includes(value)) return value as T;
   throw new ActionError(`input ${name} must be one of ${allowed.join(', ')}, not '${value}'`);
+}
+
+/** `auto`, `always` or `never`; the older `true` and `false` still work. */
+function showPassword(value: string): ShowPassword {
+  const rule = parseShowPassword(value || 'auto');
+  if (rule === null) throw new ActionError(`input show_password must be one of ${SHOW_PASSWORD_CHOICES}, not '${value}'`);
+  return rule;
 }
 
 function name(input: string, value: string, schema: typeof DatabaseName): string {
@@ -151,7 +157,7 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
     workingDirectory: read('working_directory').trim() || '.',
     comment,
     githubToken,
-    showPassword: oneOf('show_password', read('show_password').trim() || 'auto', SHOW),
+    showPassword: showPassword(read('show_password').trim()),
     pullRequest: event.pullRequest,
     owner: event.owner,
     repo: event.repo,

@@ -5,7 +5,8 @@ import { ActionError } from './errors.js';
 import { eventInfo } from './event.js';
 import { getInputs } from './inputs.js';
 import { run } from './run.js';
-import { heldSecrets, secretForms } from './secrets.js';
+import { secretForms } from '../../shared/scrub.js';
+import { heldSecrets } from './secrets.js';
 
 async function main(): Promise<void> {
   const settings = getInputs((name) => core.getInput(name), eventInfo(github.context));

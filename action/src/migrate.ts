@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 import type { BranchView } from '../../agent/api/schemas.js';
-import { scrubber } from './secrets.js';
+import { scrubber } from '../../shared/scrub.js';
 
 /** Where a migration runs: a branch's connection, as the agent returns it. */
 export type MigrationTarget = BranchView['connection'];

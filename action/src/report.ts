@@ -1,8 +1,10 @@
 /**
- * The pull request comment and the job summary, as Markdown. Pure: the same model gives the same
- * text, and the password only appears when the caller says it may.
+ * What the Action's pull request comment and job summary say, laid out by the shared comment
+ * module (shared/pr-comment.ts). Pure: the same model gives the same text, and the password only
+ * appears when the caller says it may.
  */
 import type { BranchView } from '../../agent/api/schemas.js';
+import { code, details, renderComment, seconds, when, type CommentView } from '../../shared/pr-comment.js';
 import type { Command } from './inputs.js';
 import type { MigrationResult } from './migrate.js';
 
@@ -29,7 +31,7 @@ export type Report =
     };
 
 export interface RenderOptions {
-  /** Put the password in the text (only a private repository's comment, or show_password: true). */
+  /** Put the password in the text (only a private repository's comment, or show_password: always). */
   showPassword: boolean;
   /** Link to the workflow run, if known. */
   runUrl?: string;
@@ -37,66 +39,21 @@ export interface RenderOptions {
   now?: Date;
 }
 
-/**
- * Identifies this action's comment for one database on a pull request (together with its author).
- * A hidden HTML comment: GitHub does not render it.
- */
-export function marker(database: string): string {
-  return `<!-- betterpg/branch database=${database} -->`;
-}
-
-const MASK = '********';
-
-/** Inline code that survives any backticks or pipes in the value (hosts and names come from the agent). */
-function code(v: string | number): string {
-  const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
-  const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
-  const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
-  return `${ticks}${pad}${s}${pad}${ticks}`;
-}
-
-/** A fenced block longer than any run of backticks inside. */
-function fence(lines: string[], lang = ''): string {
-  const body = lines.join('\n');
-  const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
-  const f = '`'.repeat(Math.max(3, longest + 1));
-  return `${f}${lang}\n${body}\n${f}`;
-}
-
-export function seconds(ms: number): string {
-  return ms < 10_000 ? `${(ms / 1000).toFixed(1)} s` : `${Math.round(ms / 1000)} s`;
-}
-
-/** `2026-11-27 23:50 UTC` */
-function when(iso: string | Date): string {
-  const d = typeof iso === 'string' ? new Date(iso) : iso;
-  return Number.isNaN(d.getTime()) ? String(iso) : `${d.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
-}
-
-/** The connection string with the password replaced, unless it may be shown. */
-export function connectionString(b: BranchView, showPassword: boolean): string {
-  if (showPassword) return b.connection.uri;
-  const c = b.connection;
-  return c.uri.split(`:${encodeURIComponent(c.password)}@`).join(`:${MASK}@`);
-}
-
 export function render(r: Report, o: RenderOptions): string {
-  const footer = `<sub>${o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated'} · ${when(o.now ?? new Date())} · BetterPG</sub>`;
+  // The time is shown, but is not part of the digest: a re-run that changes nothing leaves the comment alone.
+  const footer = [o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated', { stamp: when(o.now ?? new Date()) }, 'BetterPG'];
   if (r.kind === 'deleted') {
     const what = r.deleted ? 'was deleted' : 'was already gone';
-    return [
-      marker(r.database),
-      `### 🐘 Preview database ${code(`${r.database}/${r.branchName}`)}: deleted`,
-      '',
-      `The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`,
-      '',
+    return renderComment({
+      database: r.database,
+      branch: r.branchName,
+      state: 'deleted',
+      blocks: [`The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`],
       footer,
-      '',
-    ].join('\n');
+    });
   }
 
   const b = r.branch;
-  const c = b.connection;
   const parent = b.parent?.split('/').pop() ?? 'none';
   const m = r.migration;
   const failed = m !== null && !m.ok;
@@ -107,28 +64,25 @@ export function render(r: Report, o: RenderOptions): string {
   let migration = 'none configured';
   if (m) migration = m.ok ? `✅ succeeded in ${seconds(m.ms)}` : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
 
-  const lines = [
-    marker(r.database),
-    `### 🐘 Preview database ${code(`${r.database}/${b.branch}`)}${failed ? ': migration failed' : ''}`,
-    '',
-    '| | |',
-    '| --- | --- |',
-    `| Branch | ${code(b.branch)} from ${code(parent)} |`,
-    `| Status | ${b.status} |`,
-    `| Host | ${code(c.host)} |`,
-    `| Port | ${code(c.port)} |`,
-    `| Database | ${code(c.database)} |`,
-    `| User | ${code(c.user)} |`,
-    `| Password | ${o.showPassword ? code(c.password) : `hidden (in the step's \`password\` output)`} |`,
-    `| Created | ${created} |`,
-    `| Migration | ${migration} |`,
-    '',
-    fence([connectionString(b, o.showPassword)]),
-  ];
+  const view: CommentView = {
+    database: r.database,
+    branch: b.branch,
+    ...(failed ? { state: 'migration failed' } : {}),
+    table: {
+      parent,
+      status: b.status,
+      connection: b.connection,
+      showPassword: o.showPassword,
+      passwordHidden: "hidden (in the step's `password` output)",
+      created,
+      migration: { label: 'Migration', cell: migration },
+    },
+    blocks: [],
+    footer,
+  };
   if (m && m.tail.length) {
     const summary = m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
-    lines.push('', `<details${failed ? ' open' : ''}><summary>${summary}</summary>`, '', fence(m.tail), '', '</details>');
+    view.blocks!.push(details(summary, m.tail, failed));
   }
-  lines.push('', footer, '');
-  return lines.join('\n');
+  return renderComment(view);
 }

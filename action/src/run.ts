@@ -4,15 +4,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as core from '@actions/core';
-import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
+import type { BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
+import { decidePassword, seconds } from '../../shared/pr-comment.js';
+import { scrubber, secretForms } from '../../shared/scrub.js';
+import { statusOf } from '../../shared/sticky-comment.js';
 import { agentClient, explain } from './agent.js';
-import { repositoryIsPrivate, statusOf, upsertComment, type Octokit } from './comment.js';
+import { repositoryIsPrivate, upsertComment, type Octokit } from './comment.js';
 import { ActionError } from './errors.js';
 import type { Settings } from './inputs.js';
 import { runMigration, type MigrationResult } from './migrate.js';
-import { render, seconds, type Report } from './report.js';
-import { describeRemoved, migrationEnv, scrubber, scrubFile, secretForms } from './secrets.js';
+import { render, type Report } from './report.js';
+import { describeRemoved, migrationEnv, scrubFile } from './secrets.js';
 
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
@@ -46,24 +49,13 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
   protect(put.branch);
   let branch = put.branch;
-  let created = put.created;
-  let reset = false;
-  if (s.command === 'reset' && !created) {
-    try {
-      branch = await client.resetBranch(s.database, s.branch);
-    } catch (e) {
-      if (!(e instanceof BpgApiError && e.status === 501)) fail(`reset branch ${ref}`)(e);
-      // An agent from before reset landed: a new branch has the parent's state too, on a new port and password.
-      core.warning(`the agent cannot reset branches yet (501): deleting ${ref} and creating it again (new port and password)`);
-      await client.deleteBranch(s.database, s.branch).catch(fail(`delete branch ${ref}`));
-      branch = (await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`))).branch;
-      protect(branch);
-      created = true;
-    }
-    reset = true;
-  }
-  if (branch.status === 'stopped') {
-    core.info(`Branch ${ref} is stopped: starting it`);
+  const created = put.created;
+  const reset = s.command === 'reset' && !created;
+  if (reset) branch = await client.resetBranch(s.database, s.branch).catch(fail(`reset branch ${ref}`));
+  // `down`: recorded running, but its container is not (it stopped, or failed on the agent's side):
+  // started like a stopped one, so that migrate does not run against a dead server.
+  if (branch.status === 'stopped' || branch.status === 'down') {
+    core.info(`Branch ${ref} is ${branch.status}: starting it`);
     branch = await client.startBranch(s.database, s.branch).catch(fail(`start branch ${ref}`));
   }
   const ms = Math.round(performance.now() - t0);
@@ -157,7 +149,7 @@ function publishMessage(e: unknown): string {
 
 /**
  * The job summary (never with the password: anyone who can read the run can read it) and the
- * pull request comment (with the password only when show_password allows it).
+ * pull request comment (with the password only when show_password allows it: auto, always, never).
  */
 async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<void> {
   if (process.env.GITHUB_STEP_SUMMARY) await core.summary.addRaw(render(report, { showPassword: false, runUrl: gh.runUrl })).write();
@@ -167,17 +159,18 @@ async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<voi
     return;
   }
   const pr = { owner: s.owner, repo: s.repo, number: s.pullRequest };
-  let showPassword = s.showPassword === 'true';
-  if (report.kind === 'ready' && s.showPassword === 'auto') {
-    try {
-      showPassword = await repositoryIsPrivate(gh.octokit, s.owner, s.repo);
-    } catch (e) {
+  const octokit = gh.octokit;
+  // A deleted branch's comment has no password to show: GitHub is not asked.
+  const rule = report.kind === 'ready' ? s.showPassword : 'never';
+  const { show: showPassword } = await decidePassword(rule, () =>
+    repositoryIsPrivate(octokit, s.owner, s.repo).catch((e: unknown) => {
       core.warning(`could not read whether ${s.owner}/${s.repo} is private (${(e as Error).message}): the comment hides the password`);
-    }
-    core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
-  }
+      return false;
+    }),
+  );
+  if (rule === 'auto') core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
   const body = render(report, { showPassword, runUrl: gh.runUrl });
-  const out = await upsertComment(gh.octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
+  const out = await upsertComment(octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
   if (out.result === 'denied') {
     core.warning(
       `cannot comment on pull request #${pr.number}: the token is read-only here (${out.message}); ` +

@@ -4,6 +4,7 @@
  * and every line it prints is scrubbed of them before it reaches the log, the comment or the summary.
  */
 import { closeSync, constants, fstatSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { secretForms } from '../../shared/scrub.js';
 
 /**
  * Variables that carry the runner's own credentials (their values are secrets too, and scrubbed):
@@ -28,25 +29,6 @@ export type Removed = 'input' | 'runner' | 'file-command' | 'holds-secret';
 export function heldSecrets(tokens: string[], env: NodeJS.ProcessEnv): string[] {
   const fromEnv = RUNNER_SECRET_VARS.map((k) => env[k]).filter((v): v is string => !!v);
   return [...new Set([...tokens, ...fromEnv].filter((v) => v !== ''))];
-}
-
-/**
- * Every form in which a secret may show up in output: as is, URL-encoded (in a connection string
- * or a query), and base64 as actions/checkout writes the token into .git/config
- * (`AUTHORIZATION: basic base64(x-access-token:<token>)`) and as a bare base64 of the value.
- */
-export function secretForms(secrets: string[]): string[] {
-  // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
-  const forms = secrets
-    .filter((s) => s.length >= 6)
-    .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
-  return [...new Set(forms)];
-}
-
-/** Replaces every given secret (longest first, each in all its forms) with `***`. */
-export function scrubber(secrets: string[]): (s: string) => string {
-  const list = secretForms(secrets).sort((a, b) => b.length - a.length);
-  return (s) => list.reduce((acc, secret) => acc.split(secret).join('***'), s);
 }
 
 /**

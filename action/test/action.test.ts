@@ -9,8 +9,8 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { silentLogger } from '../../agent/log.js';
 import { config, freePort, query, sh, uniqueDb } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
-import { ACTIONS_BOT, FakeGitHub, type User } from './fake-github.js';
+import { commentMarker } from '../../shared/pr-comment.js';
+import { ACTIONS_BOT, FakeGitHub, type User } from '../../shared/test/fake-github.js';
 import { errorLines, payload as examplePayload, runBundle, type Payload, type Run } from './bundle.js';
 import { selfSignedCert } from '../../agent/test/tls-helpers.js';
 
@@ -63,7 +63,7 @@ function assertNotLogged(r: Run, secret: string): void {
 }
 
 function ourComments() {
-  return gh.comments(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
+  return gh.commentsOf(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
 }
 
 function datasetExists(name: string): boolean {
@@ -104,18 +104,18 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     client = new BpgClient({ baseUrl: srv.url, token: TOKEN });
     await client.createDatabase({ name: db });
 
-    gh = new FakeGitHub(GH_TOKEN);
+    gh = new FakeGitHub(GH_TOKEN, { as: ACTIONS_BOT, userForbidden: true });
     await gh.start();
-    gh.addRepo(OWNER, REPO, { private: false });
+    gh.repo(FULL, { private: false });
     // A long discussion: our comment will land on the second page of 100.
     const people: User[] = [
       { login: 'octocat', id: 1, type: 'User' },
       { login: 'hubot', id: 2, type: 'User' },
       { login: 'dependabot[bot]', id: 49699333, type: 'Bot' },
     ];
-    for (let i = 0; i < 150; i++) gh.addComment(FULL, PR, people[i % 3]!, `comment ${i}`);
+    for (let i = 0; i < 150; i++) gh.addComment(FULL, PR, `comment ${i}`, people[i % 3]!);
     // A person quoting the marker must not have their comment taken over.
-    gh.addComment(FULL, PR, people[0]!, `quoting the bot:\n${marker(db)}\nlooks good`);
+    gh.addComment(FULL, PR, `quoting the bot:\n${commentMarker(db)}\nlooks good`, people[0]!);
   });
 
   after(async () => {
@@ -162,7 +162,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.match(r.stdout, /a careless migration prints its password: \*\*\*/);
 
     // One comment among 151, with the details and without the password.
-    assert.equal(gh.comments(FULL, PR).length, 152);
+    assert.equal(gh.commentsOf(FULL, PR).length, 152);
     const ours = ourComments();
     assert.equal(ours.length, 1);
     const body = ours[0]!.body;
@@ -170,13 +170,13 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     for (const s of [BRANCH, 'main', 'running', b.connection.host, String(b.port), b.connection.database, b.connection.user, '✅']) assert.ok(body.includes(s), `comment shows ${s}`);
     assert.match(body, /postgresql:\/\/[^:]+:\*+@/);
     assert.match(body, /\| Created \| in \d+(\.\d)? s by this run/);
-    assert.ok(gh.comments(FULL, PR)[150]!.body.startsWith('quoting the bot'), "the person's quote is untouched");
+    assert.ok(gh.commentsOf(FULL, PR)[150]!.body.startsWith('quoting the bot'), "the person's quote is untouched");
     // The summary has the same content.
     assert.ok(r.summary.includes(`${db}/${BRANCH}`) && r.summary.includes('✅'));
   });
 
   it('synchronize: reuses the branch, re-runs the migration, updates the same comment (private repo: password shown there only)', async () => {
-    gh.setPrivate(FULL, true);
+    gh.repo(FULL).private = true;
     const earlier = { ...ourComments()[0]! };
     const r = await runAction('synchronize (reuse)', payload('pull_request', 'synchronize', { private: true }), 'pull_request', { migrate: MIGRATE });
     assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -184,7 +184,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.equal(r.outputs.port, String(first.port));
     assert.deepEqual(await query(first, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 2 }]);
 
-    assert.equal(gh.comments(FULL, PR).length, 152, 'no new comment');
+    assert.equal(gh.commentsOf(FULL, PR).length, 152, 'no new comment');
     const ours = ourComments();
     assert.equal(ours.length, 1);
     assert.equal(ours[0]!.id, earlier.id);
@@ -193,8 +193,8 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.match(ours[0]!.body, /reused by this run/);
     assertNotLogged(r, first.connection.password);
     // The page with our comment was found through GitHub's `Link: rel="next"` (a /repositories/{id} URL).
-    assert.ok(gh.requests.some((q) => q.method === 'GET' && q.path.startsWith('/repositories/') && q.path.includes('page=2')));
-    gh.setPrivate(FULL, false);
+    assert.ok(gh.requests.some((q) => q.method === 'GET' && q.path.startsWith('/repositories/') && q.query.includes('page=2')));
+    gh.repo(FULL).private = false;
   });
 
   it("a fork's read-only token: the comment is a warning, not a failure", async () => {
@@ -210,6 +210,24 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     } finally {
       gh.readOnly = false;
     }
+  });
+
+  it('a branch that is down (recorded running, its container not) is started before migrate runs', async () => {
+    // What an agent-side failure leaves: the container stopped behind the agent's back.
+    sh('docker', ['stop', '-t', '10', first.container]);
+    assert.equal((await client.getBranch(db, BRANCH)).status, 'down');
+    const r = await runAction('down (started first)', payload('pull_request', 'synchronize'), 'pull_request', { migrate: MIGRATE });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const started = r.stdout.indexOf(`Branch ${db}/${BRANCH} is down: starting it`);
+    assert.ok(started >= 0, r.stdout);
+    assert.ok(started < r.stdout.indexOf('Migration succeeded'), 'started before the migration ran');
+    assert.equal(r.outputs.created, 'false');
+    assert.equal(r.outputs.port, String(first.port), 'the same port');
+    assert.equal(r.outputs.password, first.connection.password, 'the same password');
+    assert.equal((await client.getBranch(db, BRANCH)).status, 'running');
+    assert.ok(containerRunning(first.container));
+    assert.deepEqual(await query(first, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 3 }], 'migrated once more, on the branch');
+    assertNotLogged(r, first.connection.password);
   });
 
   it('a failing migration fails the step with its output, marks the comment and keeps the branch', async () => {
@@ -255,7 +273,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.equal(ours.length, 1);
     assert.match(ours[0]!.body, /deleted/);
     assert.ok(!ours[0]!.body.includes(first.connection.password));
-    assert.equal(gh.comments(FULL, PR).length, 152);
+    assert.equal(gh.commentsOf(FULL, PR).length, 152);
 
     const again = await runAction('closed again (already gone)', payload('pull_request', 'closed'), 'pull_request', {});
     assert.equal(again.code, 0, again.stdout + again.stderr);

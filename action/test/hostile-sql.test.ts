@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { addressesOf, assertReachBlocked, attacks, BombWatch, HostileStack, HostListener } from '../../agent/test/hostile-kit.js';
 import { query, queryOne } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { errorLines, payload, runBundle, type Run } from './bundle.js';
-import { ACTIONS_BOT, FakeGitHub } from './fake-github.js';
+import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
 
 /**
  * Issue 11, point 11, through the Action: the committed bundle (action/dist/index.js) on Node 20,
@@ -55,7 +55,7 @@ const prBranch = (n: number) => `pr-${n}`;
 /** A run's output for a failure message, without the `::add-mask::` lines (they carry the secrets to mask). */
 const log = (r: Run) => `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => !l.startsWith('::add-mask::')).join('\n');
 const ourComment = (pr: number) => {
-  const ours = gh.comments(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(stack.db)));
+  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(stack.db)));
   assert.equal(ours.length, 1, `one comment on PR ${pr}`);
   return ours[0]!.body;
 };
@@ -74,9 +74,9 @@ function assertMigrationFailed(r: Run, pr: number, what: RegExp): void {
 before(async () => {
   await stack.start();
   await listener.open();
-  gh = new FakeGitHub(GH_TOKEN);
+  gh = new FakeGitHub(GH_TOKEN, { as: ACTIONS_BOT, userForbidden: true });
   await gh.start();
-  gh.addRepo(OWNER, REPO, { private: false });
+  gh.repo(FULL, { private: false });
   // Four pull requests at once (the fork bomb comes alone, later). Every branch is on one network:
   // the other branch's address and that network's gateway (the host) are known before the PR is.
   const other = addressesOf((await stack.branch('other')).container);

@@ -10,9 +10,9 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
 import { silentLogger } from '../../agent/log.js';
 import { config, uniqueDb } from '../../agent/test/helpers.js';
-import { marker } from '../src/report.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { errorLines, node24, payload, runBundle, type Run } from './bundle.js';
-import { ACTIONS_BOT, FakeGitHub } from './fake-github.js';
+import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
 
 /**
  * A hostile pull request against the committed bundle (action/dist/index.js), on Node 20 and on
@@ -94,9 +94,9 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
     );
     client = new BpgClient({ baseUrl: srv.url, token: AGENT_TOKEN });
     await client.createDatabase({ name: db });
-    gh = new FakeGitHub(GH_TOKEN);
+    gh = new FakeGitHub(GH_TOKEN, { as: ACTIONS_BOT, userForbidden: true });
     await gh.start();
-    gh.addRepo(OWNER, REPO, { private: false });
+    gh.repo(FULL, { private: false });
   });
 
   after(async () => {
@@ -169,7 +169,7 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
         );
         assert.equal(existsSync(dumps.refused), false, 'migrate did not run');
         await assert.rejects(client.getBranch(db, `pr-${rt.prs.target}`), (e: BpgApiError) => e.status === 404, 'no branch');
-        assert.deepEqual(gh.comments(FULL, rt.prs.target), [], 'no comment');
+        assert.deepEqual(gh.commentsOf(FULL, rt.prs.target), [], 'no comment');
         assert.deepEqual(r.outputs, {});
         assertNothingPublished(r, []);
       });
@@ -195,7 +195,7 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
 });
 
 function comments(pr: number): string[] {
-  return gh.comments(FULL, pr).map((c) => c.body);
+  return gh.commentsOf(FULL, pr).map((c) => c.body);
 }
 
 /**
@@ -303,7 +303,7 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
   assert.equal(r.outputs.connection_string, b.connection.uri);
 
   // The comment shows the failure and the scrubbed output.
-  const ours = gh.comments(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(marker(db)));
+  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
   assert.equal(ours.length, 1);
   assert.match(ours[0]!.body, /migration failed/);
   assert.match(ours[0]!.body, /agent token: \*\*\* encoded: \*\*\*/);

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { parseSize } from '../../agent/config.js';
 import { BranchPart, DatabaseName } from '../../agent/names.js';
+import { parseShowPassword, SHOW_PASSWORD_CHOICES } from '../../shared/pr-comment.js';
 import { commonBranchName } from './branch-templates.js';
 
 export const DEFAULT_WEBHOOK_CONFIG = '/etc/betterpg/webhook.yaml';
@@ -30,11 +31,16 @@ const BranchTemplate = z
   .refine((t) => t.includes('{number}'), 'must contain {number}, or two pull requests would share a branch')
   .refine((t) => BranchPart.safeParse(t.replaceAll('{number}', '99999')).success, "must give a valid branch name (letters, digits, '_' and '-')");
 
-/** `auto` shows the password only in private repositories. YAML's true/false and the strings both work. */
-const ShowPassword = z
-  .union([z.boolean(), z.enum(['auto', 'true', 'false'])])
-  .transform((v) => (v === true || v === 'true' ? 'always' : v === false || v === 'false' ? 'never' : 'auto'));
-export type ShowPassword = z.output<typeof ShowPassword>;
+/**
+ * `auto` (only in private repositories), `always` or `never`: the Action's vocabulary too
+ * (shared/pr-comment.ts). The older `true`/`false`, quoted or as YAML booleans, still work.
+ */
+const ShowPassword = z.unknown().transform((v, ctx) => {
+  const rule = parseShowPassword(v);
+  if (rule !== null) return rule;
+  ctx.addIssue({ code: 'custom', message: `must be one of ${SHOW_PASSWORD_CHOICES}` });
+  return z.NEVER;
+});
 
 /** Bytes, or with a unit as the agent's config writes them: 512k, 1m, 16MiB. */
 const Size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {

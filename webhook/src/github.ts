@@ -6,6 +6,7 @@
 import { createAppAuth } from '@octokit/auth-app';
 import { Octokit } from '@octokit/rest';
 import type { Logger } from '../../agent/log.js';
+import { tokenLogin, upsertStickyComment, type StickyResult } from '../../shared/sticky-comment.js';
 import type { GitHubAuth } from './config.js';
 
 export interface RepoRef {
@@ -14,15 +15,6 @@ export interface RepoRef {
 }
 
 export type CommitState = 'pending' | 'success' | 'failure' | 'error';
-
-export interface IssueComment {
-  id: number;
-  body: string;
-  htmlUrl: string;
-  login: string | null;
-  /** `Bot` for Apps and GitHub's own tokens, `User` for people. */
-  userType: string | null;
-}
 
 export interface DirEntry {
   name: string;
@@ -42,10 +34,12 @@ export interface RepoApi {
   selfLogin(): Promise<string | null>;
   isPrivate(): Promise<boolean>;
   setStatus(sha: string, state: CommitState, description: string, targetUrl?: string): Promise<void>;
-  /** Every comment of the issue/PR, all pages. */
-  listComments(number: number): Promise<IssueComment[]>;
-  createComment(number: number, body: string): Promise<IssueComment>;
-  updateComment(id: number, body: string): Promise<IssueComment>;
+  /**
+   * Creates or updates our sticky comment for `database` on the pull request (shared/sticky-comment.ts:
+   * found by marker and our login through every page, left alone when its digest is the same).
+   * `createIfMissing: false`: only an existing one is updated.
+   */
+  upsertComment(number: number, database: string, body: string, o?: { createIfMissing?: boolean }): Promise<StickyResult>;
   /** The folder's entries at `ref`, or null when there is no such folder. */
   listDir(path: string, ref: string): Promise<DirEntry[] | null>;
   readFile(path: string, ref: string): Promise<string>;
@@ -71,20 +65,12 @@ export class GitHub {
     const octokitP = this.octokit(ref, installationId);
     const key = this.auth.kind === 'token' ? 'token' : 'app';
     const withKit = async <T>(f: (o: Octokit) => Promise<T>): Promise<T> => f(await octokitP);
-    return {
+    const api: RepoApi = {
       selfLogin: () => {
         let p: Promise<string | null> | undefined = this.logins.get(key);
         if (!p) {
           p = withKit(async (o) => {
-            if (this.auth.kind === 'token') {
-              try {
-                return (await o.rest.users.getAuthenticated()).data.login;
-              } catch (e) {
-                const status = (e as { status?: unknown }).status;
-                if (status === 403 || status === 404) return null;
-                throw e;
-              }
-            }
+            if (this.auth.kind === 'token') return tokenLogin(o);
             // An installation token cannot call /user; @octokit/auth-app signs /app with the App's JWT.
             const app = (await o.rest.apps.getAuthenticated()).data;
             return `${app?.slug ?? ''}[bot]`;
@@ -106,14 +92,10 @@ export class GitHub {
             ...(targetUrl ? { target_url: targetUrl } : {}),
           });
         }),
-      listComments: (number) =>
-        withKit(async (o) => {
-          // per_page 100 and every page: a first-page-only search posts duplicates on long PRs.
-          const all = await o.paginate(o.rest.issues.listComments, { ...ref, issue_number: number, per_page: 100 });
-          return all.map(toComment);
-        }),
-      createComment: (number, body) => withKit(async (o) => toComment((await o.rest.issues.createComment({ ...ref, issue_number: number, body })).data)),
-      updateComment: (id, body) => withKit(async (o) => toComment((await o.rest.issues.updateComment({ ...ref, comment_id: id, body })).data)),
+      upsertComment: async (number, database, body, o = {}) => {
+        const author = await api.selfLogin();
+        return withKit((kit) => upsertStickyComment(kit, { ...ref, number }, database, body, { author, ...o }));
+      },
       listDir: (path, reqRef) =>
         withKit(async (o) => {
           try {
@@ -135,6 +117,7 @@ export class GitHub {
           return String(raw.data);
         }),
     };
+    return api;
   }
 
   private async octokit(ref: RepoRef, installationId: number | null): Promise<Octokit> {
@@ -176,10 +159,6 @@ export class GitHub {
 
 export const STATUS_CONTEXT = 'betterpg/database';
 
-function toComment(c: { id: number; body?: string | null; html_url: string; user?: { login: string; type?: string } | null }): IssueComment {
-  return { id: c.id, body: c.body ?? '', htmlUrl: c.html_url, login: c.user?.login ?? null, userType: c.user?.type ?? null };
-}
-
 /**
  * Worth retrying: no answer, 5xx, 429, and 403 for rate limits. Other 4xx (404 gone, 422 unknown
  * commit, 403 "Resource not accessible by integration") will not change by waiting.
@@ -193,9 +172,4 @@ export function isTransientGitHubError(err: unknown): boolean {
     return h['x-ratelimit-remaining'] === '0' || h['retry-after'] !== undefined || /rate limit/i.test(e.message ?? '');
   }
   return false;
-}
-
-/** Octokit's errors with a status: a RequestError. */
-export function isGitHubError(err: unknown): boolean {
-  return (err as { name?: unknown })?.name === 'HttpError' || (err as { request?: unknown })?.request !== undefined;
 }

@@ -12,13 +12,13 @@ import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
 import { describe } from '../../agent/errors.js';
 import type { Logger } from '../../agent/log.js';
+import { decidePassword } from '../../shared/pr-comment.js';
 import { renderComment, type CommentInput, type MigrationSummary } from './comment.js';
 import { branchNameFor, repoSettings, type RepoSettings, type WebhookConfig } from './config.js';
 import { isTransientGitHubError, type GitHub, type RepoApi } from './github.js';
 import { fetchMigrations, type MigrationFile } from './migration-files.js';
 import { applyMigrations, MigrationConnectionError } from './migrations.js';
 import type { Job } from './store.js';
-import { upsertStickyComment } from './sticky.js';
 
 export interface LifecycleDeps {
   cfg: WebhookConfig;
@@ -112,13 +112,14 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     migrations,
     commit: job.headSha,
   };
-  const { comment } = await upsertStickyComment(gh, job.number, t.database, renderComment(input));
+  const sticky = await gh.upsertComment(job.number, t.database, renderComment(input));
+  const commentUrl = sticky.action === 'skipped' ? undefined : sticky.comment.htmlUrl;
 
   if (migrations.failed) {
-    await gh.setStatus(job.headSha, 'failure', `Migration ${migrations.failed.name} failed: ${firstLine(migrations.failed.output)}`, comment?.htmlUrl);
+    await gh.setStatus(job.headSha, 'failure', `Migration ${migrations.failed.name} failed: ${firstLine(migrations.failed.output)}`, commentUrl);
   } else {
     const n = migrations.applied.length;
-    await gh.setStatus(job.headSha, 'success', `${t.name} is ready${migrations.path === null ? '' : `; ${n} migration${n === 1 ? '' : 's'} applied`}`, comment?.htmlUrl);
+    await gh.setStatus(job.headSha, 'success', `${t.name} is ready${migrations.path === null ? '' : `; ${n} migration${n === 1 ? '' : 's'} applied`}`, commentUrl);
   }
 }
 
@@ -126,8 +127,8 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
 async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: string): Promise<void> {
   d.log.warn('migrations refused', { delivery: job.id, branch: t.name, reason });
   const body = renderComment({ state: 'refused', database: t.database, branch: t.branch, parent: t.settings.parent, showPassword: false, error: reason, commit: job.headSha });
-  const { comment } = await upsertStickyComment(t.gh, job.number, t.database, body);
-  await t.gh.setStatus(job.headSha, 'failure', `Migrations refused: ${reason}`, comment?.htmlUrl);
+  const sticky = await t.gh.upsertComment(job.number, t.database, body);
+  await t.gh.setStatus(job.headSha, 'failure', `Migrations refused: ${reason}`, sticky.action === 'skipped' ? undefined : sticky.comment.htmlUrl);
 }
 
 async function closePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
@@ -135,14 +136,14 @@ async function closePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   const r = await d.agent.deleteBranch(t.database, t.branch);
   d.log.info(r.deleted ? 'branch deleted' : 'branch was already gone', { delivery: job.id, branch: t.name });
   const body = renderComment({ state: 'deleted', database: t.database, branch: t.branch, parent: t.settings.parent, showPassword: false });
-  await upsertStickyComment(t.gh, job.number, t.database, body, { onlyUpdate: true });
+  await t.gh.upsertComment(job.number, t.database, body, { createIfMissing: false });
 }
 
-/** Same rule as the Action: `auto` shows the password only in a private repository (asked now, not at delivery time). */
+/** The Action's rule (shared/pr-comment.ts): `auto` shows the password only in a private repository (asked now, not at delivery time). */
 async function passwordRule(settings: RepoSettings, gh: RepoApi): Promise<{ show: boolean; reason?: string }> {
-  if (settings.showPassword === 'always') return { show: true };
-  if (settings.showPassword === 'never') return { show: false, reason: 'showPassword is false' };
-  return (await gh.isPrivate()) ? { show: true } : { show: false, reason: 'this repository is public' };
+  const d = await decidePassword(settings.showPassword, () => gh.isPrivate());
+  if (d.show) return { show: true };
+  return { show: false, reason: d.why === 'never' ? 'showPassword is never' : 'this repository is public' };
 }
 
 /** After the last attempt (or a failure retrying cannot fix): say so on the PR. */
@@ -162,7 +163,7 @@ export async function reportFailure(d: LifecycleDeps, job: Job, err: unknown): P
     error: `${what}${tries}:\n${why}`,
     commit: job.headSha,
   });
-  await upsertStickyComment(t.gh, job.number, t.database, body);
+  await t.gh.upsertComment(job.number, t.database, body);
 }
 
 /** One line for a PR: which side failed and why. Never a stack trace, never a payload. */
@@ -178,7 +179,7 @@ export function isPermanent(err: unknown): boolean {
   if (err instanceof BpgApiError) {
     if (err.status === 0) return false; // no answer: unreachable, timeout
     if (err.status === 409) return !/busy/i.test(err.message);
-    return err.status >= 400 && err.status < 500 ? true : err.status === 501;
+    return err.status >= 400 && err.status < 500;
   }
   if (err instanceof MigrationConnectionError) return false;
   if ((err as { name?: unknown })?.name === 'HttpError') return !isTransientGitHubError(err);

@@ -4,7 +4,7 @@
  */
 import { createServer } from 'node:http';
 import { BpgClient } from '../../agent/api/client.js';
-import { listenOn } from '../../agent/api/serve.js';
+import { listenOn } from '../../agent/api/listen.js';
 import { describe } from '../../agent/errors.js';
 import type { Logger } from '../../agent/log.js';
 import type { WebhookConfig } from './config.js';

@@ -3,7 +3,7 @@ import { after, before, it } from 'node:test';
 import { BpgApiError } from '../../agent/api/client.js';
 import { query, uniqueDb } from '../../agent/test/helpers.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
-import { FakeGitHub } from './fake-github.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import { deliver, MIGRATION_001, MIGRATION_002, MIGRATION_003, prPayload, queuedIds, receiverConfig, recorder, sha, startAgent, uniqueName, waitFor, type TestAgent } from './helpers.js';
 
 /**

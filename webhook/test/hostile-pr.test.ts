@@ -6,7 +6,7 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { addressesOf, assertReachBlocked, attacks, BombWatch, HostileStack, HostListener } from '../../agent/test/hostile-kit.js';
 import { query, queryOne } from '../../agent/test/helpers.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
-import { FakeGitHub } from './fake-github.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import { deliver, MIGRATION_001, prPayload, receiverConfig, recorder, sha, uniqueName, waitFor } from './helpers.js';
 
 /**

@@ -11,7 +11,7 @@ import type { BranchView } from '../../agent/api/schemas.js';
 import { query, sh, uniqueDb } from '../../agent/test/helpers.js';
 import { RowlessQuery } from '../src/migrations.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
-import { FakeGitHub } from './fake-github.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import {
   BPG_WEBHOOK,
   deliver,

@@ -3,9 +3,9 @@ import { after, before, describe, it } from 'node:test';
 import { BpgApiError } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
 import { leftovers, query, uniqueDb } from '../../agent/test/helpers.js';
-import { commentMarker } from '../src/comment.js';
+import { commentMarker } from '../../shared/pr-comment.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
-import { BOT_LOGIN, FakeGitHub } from './fake-github.js';
+import { BOT_LOGIN, FakeGitHub } from '../../shared/test/fake-github.js';
 import {
   deliver,
   example,

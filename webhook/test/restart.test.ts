@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, it } from 'node:test';
 import YAML from 'yaml';
 import { query, uniqueDb } from '../../agent/test/helpers.js';
-import { FakeGitHub } from './fake-github.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import {
   deliver,
   MIGRATION_001,

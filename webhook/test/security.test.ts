@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { startReceiver, type Receiver } from '../src/receiver.js';
 import { MAX_BODY_BYTES } from '../src/server.js';
-import { FakeGitHub } from './fake-github.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import { deliver, prPayload, queuedIds, receiverConfig, recorder, sha, sign, uniqueName, waitFor, type Reply } from './helpers.js';
 
 /**

@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { describeRemoved, heldSecrets, migrationEnv, scrubber, scrubFile, secretForms } from '../src/secrets.js';
+import { scrubber, secretForms } from '../../shared/scrub.js';
+import { describeRemoved, heldSecrets, migrationEnv, scrubFile } from '../src/secrets.js';
 
 /** What migrate gets and what our output may hold, without a runner (the bundle's tests: hostile.test.ts). */
 

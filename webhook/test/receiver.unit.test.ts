@@ -5,7 +5,8 @@ import { describe, it } from 'node:test';
 import YAML from 'yaml';
 import { silentLogger } from '../../agent/log.js';
 import { BpgApiError } from '../../agent/api/client.js';
-import { commentMarker, digestOf, maskedUri, renderComment, type CommentInput } from '../src/comment.js';
+import { commentMarker, digestOf, maskedUri } from '../../shared/pr-comment.js';
+import { renderComment, type CommentInput } from '../src/comment.js';
 import { branchNameFor, parseWebhookConfig, repoSettings } from '../src/config.js';
 import { routeDelivery } from '../src/events.js';
 import { isPermanent } from '../src/lifecycle.js';
@@ -14,9 +15,8 @@ import { JobQueue } from '../src/queue.js';
 import { JobStore, type Job } from '../src/store.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { GitHub } from '../src/github.js';
-import { upsertStickyComment } from '../src/sticky.js';
-import { BOT_LOGIN, FakeGitHub } from './fake-github.js';
-import { prPayload, sha, tempDir } from './helpers.js';
+import { BOT_LOGIN, FakeGitHub } from '../../shared/test/fake-github.js';
+import { prPayload, sha, tempDir } from './fixtures.js';
 
 /** The pure parts and the on-disk queue, without the stack: config, comment, routing, store, ordering. */
 
@@ -81,8 +81,8 @@ describe('config', () => {
     assert.deepEqual(Object.keys(c.repos), ['acme/shop', 'acme/billing']);
   });
 
-  it('showPassword accepts true/false/auto', async () => {
-    for (const [v, want] of [[true, 'always'], ['false', 'never'], ['auto', 'auto']] as const) {
+  it('showPassword accepts auto/always/never, and the older true/false (YAML booleans or strings)', async () => {
+    for (const [v, want] of [[true, 'always'], ['false', 'never'], ['auto', 'auto'], ['always', 'always'], ['never', 'never'], [false, 'never'], ['true', 'always']] as const) {
       const c = await parseWebhookConfig({ ...base, repos: { 'o/r': { database: 'x', showPassword: v } } }, 't', {});
       assert.equal(repoSettings(c, 'o/r')!.showPassword, want);
     }
@@ -168,7 +168,7 @@ describe('routing', () => {
     assert.equal(isPermanent(new BpgApiError(409, 'conflict', "branch 'a/b' is busy: creating")), false);
     assert.equal(isPermanent(new BpgApiError(409, 'conflict', 'exists with parent')), true);
     assert.equal(isPermanent(new BpgApiError(404, 'not_found', 'x')), true);
-    assert.equal(isPermanent(new BpgApiError(501, 'not_implemented', 'x')), true);
+    assert.equal(isPermanent(new BpgApiError(500, 'internal', 'x')), false);
     const gh = (status: number, headers: Record<string, string> = {}) => Object.assign(new Error('x'), { name: 'HttpError', status, response: { headers } });
     assert.equal(isPermanent(gh(502)), false);
     assert.equal(isPermanent(gh(429)), false);
@@ -287,11 +287,13 @@ describe('GitHub App authentication', () => {
       assert.equal(await gh.selfLogin(), BOT_LOGIN);
       await gh.setStatus(s, 'pending', 'x'.repeat(200));
       assert.equal(fake.statusesOf('o/r', s)[0]!.description.length, 140, 'cut to what GitHub accepts');
-      await gh.createComment(3, 'hello');
+      const body = renderComment({ state: 'deleted', database: 'x', branch: 'pr-3', parent: 'main', showPassword: false });
+      assert.equal((await gh.upsertComment(3, 'x', body)).action, 'created');
       assert.equal(fake.issuedTokens.length, 1, 'the installation token is cached');
-      // Without an installation in the delivery it is looked up for the repository.
+      // Without an installation in the delivery it is looked up for the repository (and finds the comment, written as the App's bot).
       const looked = new GitHub(cfg.github.auth, cfg.github.apiUrl, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
-      assert.equal((await looked.listComments(3)).length, 1);
+      assert.equal((await looked.upsertComment(3, 'x', body)).action, 'unchanged');
+      assert.equal(fake.botComments('o/r', 3).length, 1);
       assert.ok(fake.requests.some((r) => r.path === '/repos/o/r/installation'));
     } finally {
       await fake.close();
@@ -308,19 +310,19 @@ describe('sticky comment', () => {
       for (let i = 0; i < 230; i++) fake.addComment('o/r', 1, i === 7 ? `${commentMarker('api')} a person quoting it` : `c${i}`, 'alice');
       const gh = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
       const body = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false });
-      assert.equal((await upsertStickyComment(gh, 1, 'api', body)).action, 'created');
-      assert.equal((await upsertStickyComment(gh, 1, 'api', body)).action, 'unchanged');
+      assert.equal((await gh.upsertComment(1, 'api', body)).action, 'created');
+      assert.equal((await gh.upsertComment(1, 'api', body)).action, 'unchanged');
       assert.equal(fake.count('PATCH', /comments/), 0);
       const other = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false, commit: 'c'.repeat(40) });
-      assert.equal((await upsertStickyComment(gh, 1, 'api', other)).action, 'updated');
+      assert.equal((await gh.upsertComment(1, 'api', other)).action, 'updated');
       assert.equal(fake.botComments('o/r', 1).length, 1);
-      assert.equal((await upsertStickyComment(gh, 1, 'other-db', other)).action, 'created', 'one comment per database');
-      assert.equal((await upsertStickyComment(gh, 2, 'api', body, { onlyUpdate: true })).action, 'skipped');
+      assert.equal((await gh.upsertComment(1, 'other-db', other)).action, 'created', 'one comment per database');
+      assert.equal((await gh.upsertComment(2, 'api', body, { createIfMissing: false })).action, 'skipped');
       // A token that cannot say who it is (GET /user 403): any bot's comment with the marker is ours.
       fake.userForbidden = true;
       const anon = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
       assert.equal(await anon.selfLogin(), null);
-      assert.equal((await upsertStickyComment(anon, 1, 'api', body)).action, 'updated');
+      assert.equal((await anon.upsertComment(1, 'api', body)).action, 'updated');
       assert.equal(fake.botComments('o/r', 1).length, 2);
     } finally {
       await fake.close();

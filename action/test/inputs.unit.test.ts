@@ -53,8 +53,14 @@ describe('inputs', () => {
     const s = getInputs(reader({ ...base, fast: 'TRUE', comment: 'False', show_password: 'true' }), pr('opened'));
     assert.equal(s.fast, true);
     assert.equal(s.comment, false);
-    assert.equal(s.showPassword, 'true');
+    assert.equal(s.showPassword, 'always', 'the older show_password: true still works');
     fails({ fast: 'yes' }, pr('opened'), /^input fast must be true or false, not 'yes'$/);
+  });
+
+  it('show_password: auto, always, never; the older true and false still work', () => {
+    for (const [v, want] of [['auto', 'auto'], ['always', 'always'], ['never', 'never'], ['true', 'always'], ['false', 'never'], ['', 'auto']] as const) {
+      assert.equal(getInputs(reader({ ...base, show_password: v }), pr('opened')).showPassword, want, v);
+    }
   });
 
   it('one clear message for each bad input', () => {
@@ -67,7 +73,7 @@ describe('inputs', () => {
     fails({ branch: 'main' }, pr('opened'), /must not be 'main'/);
     fails({ branch: 'dev', parent: 'dev' }, pr('opened'), /branch and parent are both 'dev'/);
     fails({ command: 'drop' }, pr('opened'), /^input command must be one of create, delete, reset, not 'drop'$/);
-    fails({ show_password: 'maybe' }, pr('opened'), /^input show_password must be one of auto, true, false/);
+    fails({ show_password: 'maybe' }, pr('opened'), /^input show_password must be one of auto, always, never \(or the older true, false\), not 'maybe'$/);
     fails({}, dispatch, /^input branch is required when the event \(workflow_dispatch\) has no pull request$/);
     fails({ github_token: '' }, pr('opened'), /github_token is empty/);
   });

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { BranchView } from '../../agent/api/schemas.js';
-import { scrubber } from '../src/secrets.js';
-import { connectionString, marker, render, type Report } from '../src/report.js';
+import { commentMarker, maskedUri } from '../../shared/pr-comment.js';
+import { scrubber } from '../../shared/scrub.js';
+import { render, type Report } from '../src/report.js';
 
 /** The comment's text: what it shows, and that the password only appears when allowed. */
 
@@ -49,7 +50,7 @@ const ready = (o: Partial<Extract<Report, { kind: 'ready' }>> = {}): Report => (
 describe('report', () => {
   it('shows every detail, and the password only when allowed', () => {
     const hidden = render(ready(), { showPassword: false, now });
-    assert.ok(hidden.startsWith(marker('app') + '\n'));
+    assert.ok(hidden.startsWith(commentMarker('app') + '\n'));
     for (const s of ['`pr-7` from `main`', '| Status | running |', '`db.example.com`', '`15433`', '| User | `postgres` |', 'in 1.5 s by this run', '✅ succeeded in 0.4 s', '2026-11-27 10:05 UTC']) {
       assert.ok(hidden.includes(s), `shows ${s}`);
     }
@@ -78,13 +79,13 @@ describe('report', () => {
 
   it('deleted', () => {
     const text = render({ kind: 'deleted', database: 'app', branchName: 'pr-7', deleted: true }, { showPassword: true, now, runUrl: 'https://github.com/o/r/actions/runs/1' });
-    assert.ok(text.startsWith(marker('app')));
+    assert.ok(text.startsWith(commentMarker('app')));
     assert.match(text, /: deleted\n/);
     assert.match(text, /\[Workflow run\]\(https:\/\/github\.com\/o\/r\/actions\/runs\/1\)/);
   });
 
   it('connection string masking and the output scrubber', () => {
-    assert.equal(connectionString(branch, false), 'postgresql://postgres:********@db.example.com:15433/app');
+    assert.equal(maskedUri(branch.connection), 'postgresql://postgres:********@db.example.com:15433/app');
     const scrub = scrubber([PW]);
     assert.equal(scrub(`url ${branch.connection.uri} and ${PW}`), 'url postgresql://postgres:***@db.example.com:15433/app and ***');
   });

@@ -10,8 +10,8 @@ import { GitHub } from '../src/github.js';
 import { fetchMigrations, type MigrationLimits } from '../src/migration-files.js';
 import { InterruptedError, JobQueue } from '../src/queue.js';
 import { JobStore, type Job } from '../src/store.js';
-import { FakeGitHub } from './fake-github.js';
-import { sha, tempDir } from './helpers.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
+import { sha, tempDir } from './fixtures.js';
 
 /**
  * The receiver's guards without the stack: migration limits and branch-name clashes in the config,
