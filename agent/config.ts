@@ -62,11 +62,17 @@ export const ConfigSchema = z
         image: ImageRef.default('postgres:17'),
         /** Images a new database may name (`--image`, `image` in the API) besides `image`; anything else is refused. */
         allowedImages: z.array(ImageRef).max(100).default([]),
-        bindAddress: z.string().refine((v) => isIP(v) !== 0, 'must be an IP address').default('127.0.0.1'),
+        bindAddress: z
+          .string()
+          .refine((v) => isIP(v) !== 0, 'must be an IP address')
+          .default('127.0.0.1'),
         /** Written into connection strings: a host name or an IP address, nothing that could bend a URI. */
         publicHost: z
           .string()
-          .refine((v) => isIP(v) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(v), 'must be a host name or an IP address')
+          .refine(
+            (v) => isIP(v) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(v),
+            'must be a host name or an IP address',
+          )
           .default('127.0.0.1'),
         portRange: z
           .tuple([Port, Port])
@@ -75,7 +81,10 @@ export const ConfigSchema = z
         /** uid:gid the image runs PostgreSQL as (999 in the official images). */
         uid: z.number().int().nonnegative().default(999),
         gid: z.number().int().nonnegative().default(999),
-        superuser: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('postgres'),
+        superuser: z
+          .string()
+          .regex(/^[a-z_][a-z0-9_]*$/)
+          .default('postgres'),
         memory: Size.default(512 * 1024 ** 2),
         cpus: z.number().positive().max(256).default(1),
         shmSize: Size.default(128 * 1024 ** 2),
@@ -92,7 +101,13 @@ export const ConfigSchema = z
          * shell commands in the container as uid 999 (COPY ... TO PROGRAM): these bound what it can do.
          */
         /** Most processes in one branch container (a fork bomb stops here); null: no limit. */
-        pidsLimit: z.number().int().min(32, 'must be at least 32 (PostgreSQL needs a process per connection)').max(1_000_000).nullable().default(512),
+        pidsLimit: z
+          .number()
+          .int()
+          .min(32, 'must be at least 32 (PostgreSQL needs a process per connection)')
+          .max(1_000_000)
+          .nullable()
+          .default(512),
         /** Drop every Linux capability (PostgreSQL runs as uid 999 and needs none). */
         dropCapabilities: z.boolean().default(true),
         /** no-new-privileges: nothing in the container gains privileges through setuid files. */
@@ -109,7 +124,10 @@ export const ConfigSchema = z
          */
         network: z
           .string()
-          .regex(/^[a-z][a-z0-9]{0,5}$/, 'lowercase letters and digits, at most 6 (the bridge is named <network>-isolated)')
+          .regex(
+            /^[a-z][a-z0-9]{0,5}$/,
+            'lowercase letters and digits, at most 6 (the bridge is named <network>-isolated)',
+          )
           .nullable()
           .default('bpg'),
         /** Branch containers may open connections (to the internet, the host, other hosts); off: they only answer. */
@@ -121,7 +139,11 @@ export const ConfigSchema = z
           .record(
             z.string().regex(/^[a-z_.]+$/, 'setting names are lowercase words'),
             // One line each: a line break in a value would add lines of its own to postgresql.conf.
-            z.union([z.string().regex(/^[^\x00-\x1f]*$/, 'values must be one line of printable text'), z.number(), z.boolean()]),
+            z.union([
+              z.string().regex(/^[^\x00-\x1f]*$/, 'values must be one line of printable text'),
+              z.number(),
+              z.boolean(),
+            ]),
           )
           .default({ shared_buffers: '32MB', max_connections: 50, work_mem: '4MB', jit: 'off' }),
       })
@@ -132,14 +154,21 @@ export const ConfigSchema = z
     api: z
       .object({
         /** host:port, or [v6]:port; port 0 picks a free one. */
-        listen: z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must look like 127.0.0.1:7432').default('127.0.0.1:7432'),
+        listen: z
+          .string()
+          .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must look like 127.0.0.1:7432')
+          .default('127.0.0.1:7432'),
         tokens: z
           .array(
             z
               .object({
                 /** Logged with every operation; never the token itself. */
                 name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'letters, digits, _ . - only (at most 64)'),
-                token: z.string().min(16, 'must be at least 16 characters').max(4096).regex(/^\S+$/, 'must not contain spaces'),
+                token: z
+                  .string()
+                  .min(16, 'must be at least 16 characters')
+                  .max(4096)
+                  .regex(/^\S+$/, 'must not contain spaces'),
               })
               .strict(),
           )
@@ -148,7 +177,11 @@ export const ConfigSchema = z
         /** Largest request body accepted; bigger ones get 413. */
         bodyLimit: Size.default(64 * 1024),
         /** HTTPS instead of HTTP: PEM files. Use it whenever the API leaves the loopback interface. */
-        tls: z.object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') }).strict().nullable().default(null),
+        tls: z
+          .object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') })
+          .strict()
+          .nullable()
+          .default(null),
         /** Plain HTTP on an address other hosts can reach (default: refused unless tls is set). */
         allowPlaintext: z.boolean().default(false),
         /** Serve GET /metrics without a token (for a Prometheus that cannot send one). */
@@ -228,17 +261,22 @@ export function parseConfig(raw: unknown, where: string): Config {
     throw invalid(`invalid config ${where}: ${key}: ${issue.message}`);
   }
   if (r.data.postgres.network === null && !r.data.postgres.egress) {
-    throw invalid(`invalid config ${where}: postgres.network: null (Docker's default bridge) cannot keep egress off; set postgres.egress: true too`);
+    throw invalid(
+      `invalid config ${where}: postgres.network: null (Docker's default bridge) cannot keep egress off; set postgres.egress: true too`,
+    );
   }
   const [lo, hi] = r.data.postgres.portRange;
   if (hi - lo > 100_000) throw invalid(`invalid config ${where}: postgres.portRange: too wide`);
   // The defaults are what a branch gets without --memory/--cpus: they must be within the limits too.
   const { maxMemory, maxCpus } = r.data.limits;
-  if (maxMemory !== null && r.data.postgres.memory > maxMemory) throw invalid(`invalid config ${where}: postgres.memory is above limits.maxMemory`);
-  if (maxCpus !== null && r.data.postgres.cpus > maxCpus) throw invalid(`invalid config ${where}: postgres.cpus is above limits.maxCpus`);
+  if (maxMemory !== null && r.data.postgres.memory > maxMemory)
+    throw invalid(`invalid config ${where}: postgres.memory is above limits.maxMemory`);
+  if (maxCpus !== null && r.data.postgres.cpus > maxCpus)
+    throw invalid(`invalid config ${where}: postgres.cpus is above limits.maxCpus`);
   const { maxDisk } = r.data.limits;
   const quota = r.data.postgres.diskQuota;
-  if (maxDisk !== null && (quota === null || quota > maxDisk)) throw invalid(`invalid config ${where}: postgres.diskQuota is above limits.maxDisk`);
+  if (maxDisk !== null && (quota === null || quota > maxDisk))
+    throw invalid(`invalid config ${where}: postgres.diskQuota is above limits.maxDisk`);
   return r.data;
 }
 

@@ -5,7 +5,8 @@ const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 } as const;
 
 export function parseDuration(v: string | number): number {
   if (typeof v === 'number') {
-    if (!Number.isFinite(v) || v <= 0) throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
+    if (!Number.isFinite(v) || v <= 0)
+      throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
     return Math.round(v * 1000);
   }
   const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
@@ -17,7 +18,12 @@ export function parseDuration(v: string | number): number {
 
 /** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
 export function formatDuration(ms: number): string {
-  for (const [u, f] of [['w', 6048e5], ['d', 864e5], ['h', 36e5], ['m', 6e4]] as const) {
+  for (const [u, f] of [
+    ['w', 6048e5],
+    ['d', 864e5],
+    ['h', 36e5],
+    ['m', 6e4],
+  ] as const) {
     if (ms >= f && ms % f === 0) return `${ms / f}${u}`;
   }
   return `${Math.round(ms / 1000)}s`;

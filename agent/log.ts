@@ -13,7 +13,13 @@ export function createLogger(opts: { json?: boolean; debug?: boolean; quiet?: bo
     if (opts.json) {
       process.stderr.write(JSON.stringify({ time: new Date().toISOString(), level, msg, ...fields }) + '\n');
     } else {
-      const extra = fields && Object.keys(fields).length ? ' ' + Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join(' ') : '';
+      const extra =
+        fields && Object.keys(fields).length
+          ? ' ' +
+            Object.entries(fields)
+              .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+              .join(' ')
+          : '';
       process.stderr.write(`${level === 'warn' ? 'warning: ' : ''}${msg}${extra}\n`);
     }
   };

@@ -33,7 +33,10 @@ export const refName = (r: BranchRef) => `${r.database}/${r.branch}`;
  * the CLI's one error line, or forge a second one) and at most 80 characters.
  */
 export function shown(value: string): string {
-  const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const safe = value.replace(
+    /[\x00-\x1f\x7f\u2028\u2029]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
   return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
 }
 

@@ -82,15 +82,19 @@ function parseSize(s) {
   if (!m) die(`'${s}' is not a size (e.g. 100M, 1G)`);
   return Math.round(Number(m[1]) * 1024 ** { '': 0, k: 1, m: 2, g: 3, t: 4 }[m[2].toLowerCase()]);
 }
-const sizes = opt.sizes.split(',').filter(Boolean).map((label) => {
-  const bytes = parseSize(label);
-  return { label: label.trim().toUpperCase(), bytes, scale: Math.max(1, Math.round(bytes / BYTES_PER_SCALE)) };
-});
+const sizes = opt.sizes
+  .split(',')
+  .filter(Boolean)
+  .map((label) => {
+    const bytes = parseSize(label);
+    return { label: label.trim().toUpperCase(), bytes, scale: Math.max(1, Math.round(bytes / BYTES_PER_SCALE)) };
+  });
 if (!sizes.length) die('--sizes is empty');
 const runs = Number(opt.runs);
 if (!Number.isInteger(runs) || runs < 1) die('--runs must be a positive integer');
 const altRunsFixed = opt['alt-runs'] === undefined ? null : Number(opt['alt-runs']);
-if (altRunsFixed !== null && (!Number.isInteger(altRunsFixed) || altRunsFixed < 0)) die('--alt-runs must be an integer >= 0');
+if (altRunsFixed !== null && (!Number.isInteger(altRunsFixed) || altRunsFixed < 0))
+  die('--alt-runs must be an integer >= 0');
 const altRunsFor = (bytes) => altRunsFixed ?? (bytes < GiB ? 3 : 1);
 const syncWait = Number(opt['sync-wait']);
 if (!(syncWait >= 0)) die('--sync-wait must be a number of seconds');
@@ -106,8 +110,6 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sec = (ms) => (ms / 1000).toFixed(ms < 10_000 ? 2 : 1);
 const dbName = (s) => `bench_${s.label.toLowerCase().replace(/[^a-z0-9]/g, '_')}`;
 
-
-
 let BPG_JS = join(ROOT, 'bin', 'bpg.js');
 const bpgEnv = { BPG_CONFIG: CONFIG };
 const bpg = (args, o = {}) => run(process.execPath, [BPG_JS, ...args], { ...o, env: { ...bpgEnv, ...o.env } });
@@ -118,19 +120,34 @@ async function bpgJson(args) {
 }
 
 /** Env for libpq tools: the password never appears on a command line. */
-const pgEnv = (t) => ({ PGHOST: t.host, PGPORT: String(t.port), PGUSER: t.user, PGPASSWORD: t.password, PGDATABASE: t.database });
+const pgEnv = (t) => ({
+  PGHOST: t.host,
+  PGPORT: String(t.port),
+  PGUSER: t.user,
+  PGPASSWORD: t.password,
+  PGDATABASE: t.database,
+});
 /** One query on a fresh connection: what "answering a query" means for every method. */
 const answer = (t) => withPg(t, async (c) => (await c.query(QUERY)).rows[0].n);
 
 const uptime = async () => (await run('uptime', [])).stdout.trim();
 const zfsGet = async (ds, props) => {
   const r = await must('zfs', ['get', '-Hp', '-o', 'property,value', props.join(','), ds]);
-  return Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('\t')).map(([k, v]) => [k, Number(v)]));
+  return Object.fromEntries(
+    r.stdout
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'))
+      .map(([k, v]) => [k, Number(v)]),
+  );
 };
 async function dfVarLib() {
   const r = await must('df', ['-Pk', '/var/lib']);
   const f = r.stdout.trim().split('\n').pop().split(/\s+/);
-  return { availBytes: Number(f[3]) * 1024, line: (await run('df', ['-h', '/var/lib'])).stdout.trim().split('\n').pop() };
+  return {
+    availBytes: Number(f[3]) * 1024,
+    line: (await run('df', ['-h', '/var/lib'])).stdout.trim().split('\n').pop(),
+  };
 }
 
 // ------------------------------------------------------------------ set-up
@@ -139,7 +156,16 @@ const result = {
   startedAt: new Date().toISOString(),
   host: { cpus: cpus().length, uptimeStart: null, uptimeEnd: null, dfStart: null, dfEnd: null },
   git: {},
-  config: { pool: POOL, poolFile: POOL_FILE, config: CONFIG, image: IMAGE, portRange: PORT_RANGE, runs, syncWaitSeconds: syncWait, query: QUERY },
+  config: {
+    pool: POOL,
+    poolFile: POOL_FILE,
+    config: CONFIG,
+    image: IMAGE,
+    portRange: PORT_RANGE,
+    runs,
+    syncWaitSeconds: syncWait,
+    query: QUERY,
+  },
   sizes: [],
   targets: [],
   events: [], // disturbances: a ZFS daemon restarted by someone else, failed runs, failed deletes
@@ -164,7 +190,10 @@ async function setupHost() {
 async function checkStack() {
   const pid = await zfsDaemonPid();
   if (pid === stackPid) return false;
-  event('zfs-fuse restarted by someone else', `pid ${stackPid} -> ${pid}; remounting and restarting ${loaded.join(', ') || 'nothing'}`);
+  event(
+    'zfs-fuse restarted by someone else',
+    `pid ${stackPid} -> ${pid}; remounting and restarting ${loaded.join(', ') || 'nothing'}`,
+  );
   await setupHost();
   for (const db of loaded) {
     const r = await bpg(['restart', `${db}/main`]);
@@ -200,7 +229,10 @@ async function setup() {
     cpSync(join(ROOT, 'package.json'), join(snap, 'package.json'));
     // node_modules too: an `npm ci` elsewhere in the checkout empties the shared one for a while.
     const skip = new Set(['typescript', '@types', '.bin']);
-    cpSync(join(ROOT, 'node_modules'), join(snap, 'node_modules'), { recursive: true, filter: (src) => !skip.has(src.slice(join(ROOT, 'node_modules').length + 1).split('/')[0]) });
+    cpSync(join(ROOT, 'node_modules'), join(snap, 'node_modules'), {
+      recursive: true,
+      filter: (src) => !skip.has(src.slice(join(ROOT, 'node_modules').length + 1).split('/')[0]),
+    });
     BPG_JS = join(snap, 'bin', 'bpg.js');
     log(`using a private copy of build/ and node_modules (${snap})`);
   }
@@ -211,7 +243,20 @@ async function setup() {
   stackPid = await zfsDaemonPid();
   result.host.zfsFusePidStart = stackPid;
   mkdirSync(BENCH_DIR, { recursive: true });
-  const init = await bpg(['init', '--force', '--pool', POOL, '--dataset-base', DATASET_BASE, '--image', IMAGE, '--state-dir', STATE_DIR, '--port-range', PORT_RANGE]);
+  const init = await bpg([
+    'init',
+    '--force',
+    '--pool',
+    POOL,
+    '--dataset-base',
+    DATASET_BASE,
+    '--image',
+    IMAGE,
+    '--state-dir',
+    STATE_DIR,
+    '--port-range',
+    PORT_RANGE,
+  ]);
   if (init.code !== 0) throw new Error(`bpg init failed: ${init.stderr.trim()}`);
   log(`config ${CONFIG} written`);
 }
@@ -241,7 +286,9 @@ async function ensureDatabase(s) {
     let n = null;
     try {
       n = await answer(t);
-    } catch {}
+    } catch {
+      // not loaded yet: loaded below
+    }
     if (n === s.scale) {
       info.reused = true;
       log(`${db}: reusing (pgbench scale ${n}); restarting its main branch`);
@@ -268,7 +315,9 @@ async function ensureDatabase(s) {
   const { main } = await mainOf(db);
   const t = target(main.connection);
   await withPg(t, (c) => c.query('CHECKPOINT'));
-  info.dbSizeBytes = await withPg(t, async (c) => Number((await c.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b));
+  info.dbSizeBytes = await withPg(t, async (c) =>
+    Number((await c.query('SELECT pg_database_size(current_database()) AS b')).rows[0].b),
+  );
   info.mainDataset = main.dataset;
   info.mainUsedBytes = (await zfsGet(main.dataset, ['used'])).used;
   log(`${db}: pg_database_size ${fmtBytes(info.dbSizeBytes)}, main dataset used ${fmtBytes(info.mainUsedBytes)}`);
@@ -293,7 +342,10 @@ async function timeBranch(db, name, fast, expect) {
   const t0 = performance.now();
   const r = await run(process.execPath, [BPG_JS, ...args], { env: bpgEnv });
   const tCli = performance.now();
-  if (r.code !== 0) throw new Error(`bpg branch create ${db}/${name}${fast ? ' --fast' : ''} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`);
+  if (r.code !== 0)
+    throw new Error(
+      `bpg branch create ${db}/${name}${fast ? ' --fast' : ''} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-2).join(' / ')}`,
+    );
   const b = JSON.parse(r.stdout);
   created.add(b.name);
   const n = await answer(target(b.connection));
@@ -325,7 +377,10 @@ async function deleteBranch(name) {
   const r = await bpg(['branch', 'delete', name, '--force']);
   const ms = Math.round(performance.now() - t0);
   if (r.code !== 0) {
-    event('delete failed', `bpg branch delete ${name} after ${ms} ms: ${r.stderr.trim().split('\n').pop()} (retried at the end)`);
+    event(
+      'delete failed',
+      `bpg branch delete ${name} after ${ms} ms: ${r.stderr.trim().split('\n').pop()} (retried at the end)`,
+    );
     return;
   }
   if (ms > 30_000) event('slow delete', `bpg branch delete ${name} took ${ms} ms`);
@@ -347,7 +402,10 @@ async function timeCreatedbT(ctx, expect) {
   const t0 = performance.now();
   await withPg(admin, async (c) => {
     // The template must have no other sessions (autovacuum, a stray client).
-    await c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [ctx.db]);
+    await c.query(
+      'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()',
+      [ctx.db],
+    );
     await c.query(`CREATE DATABASE ${qi(COPY_DB)} TEMPLATE ${qi(ctx.db)}`);
   });
   const tCreated = performance.now();
@@ -365,7 +423,10 @@ async function timeDumpRestore(ctx, expect) {
   const t0 = performance.now();
   await withPg(admin, (c) => c.query(`CREATE DATABASE ${qi(RESTORE_DB)} TEMPLATE template0`));
   await new Promise((resolveP, reject) => {
-    const dump = spawn(join(PG_BIN, 'pg_dump'), ['-Fc'], { env: { ...process.env, ...pgEnv(ctx.t) }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const dump = spawn(join(PG_BIN, 'pg_dump'), ['-Fc'], {
+      env: { ...process.env, ...pgEnv(ctx.t) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     const restore = spawn(join(PG_BIN, 'pg_restore'), ['--no-owner', '--exit-on-error', '-d', RESTORE_DB], {
       env: { ...process.env, ...pgEnv(ctx.t) },
       stdio: ['pipe', 'ignore', 'pipe'],
@@ -379,7 +440,12 @@ async function timeDumpRestore(ctx, expect) {
       codes[who] = code;
       if ('dump' in codes && 'restore' in codes) {
         if (codes.dump === 0 && codes.restore === 0) resolveP();
-        else reject(new Error(`pg_dump|pg_restore exited ${codes.dump}/${codes.restore}: ${err.trim().split('\n').slice(-3).join(' / ')}`));
+        else
+          reject(
+            new Error(
+              `pg_dump|pg_restore exited ${codes.dump}/${codes.restore}: ${err.trim().split('\n').slice(-3).join(' / ')}`,
+            ),
+          );
       }
     };
     dump.on('close', done('dump'));
@@ -401,7 +467,15 @@ async function benchSize(s) {
   const ctx = await ensureDatabase(s);
   copies.set(ctx.db, ctx.t);
   loaded.push(ctx.db);
-  const out = { label: s.label, targetBytes: s.bytes, database: ctx.info, branch: { default: [], fast: [] }, fresh: {}, createdbT: [], dumpRestore: [] };
+  const out = {
+    label: s.label,
+    targetBytes: s.bytes,
+    database: ctx.info,
+    branch: { default: [], fast: [] },
+    fresh: {},
+    createdbT: [],
+    dumpRestore: [],
+  };
   result.sizes.push(out);
 
   // The floor under any `bpg` command on this host right now: a process that only loads the CLI
@@ -440,7 +514,9 @@ async function benchSize(s) {
         }
       }
       out.branch[mode].push(r);
-      log(`  ${mode.padEnd(7)} run ${i}/${runs}: ${sec(r.totalMs)} s to answer (cli ${r.cliMs} ms, agent ${r.agentTotalMs} ms, query ${r.queryMs} ms; load ${r.load1})`);
+      log(
+        `  ${mode.padEnd(7)} run ${i}/${runs}: ${sec(r.totalMs)} s to answer (cli ${r.cliMs} ms, agent ${r.agentTotalMs} ms, query ${r.queryMs} ms; load ${r.load1})`,
+      );
       if (i === 1 && syncWait > 0) {
         out.fresh[mode] = await freshUsed(r);
         log(`  ${mode} fresh branch used ${out.fresh[mode].zfsUsedBytes} B after ${syncWait} s`);
@@ -452,8 +528,12 @@ async function benchSize(s) {
     out.branch[`${mode}Stats`] = stats(out.branch[mode].map((r) => r.totalMs));
     // Per-step p50, to see what dominates.
     const names = [...new Set(out.branch[mode].flatMap((r) => Object.keys(r.steps)))];
-    out.branch[`${mode}StepP50`] = Object.fromEntries(names.map((n) => [n, stats(out.branch[mode].map((r) => r.steps[n]).filter((x) => x != null)).p50]));
-    out.branch[`${mode}StepP50`]['(cli process, outside the engine)'] = stats(out.branch[mode].map((r) => r.cliMs - (r.agentTotalMs ?? r.cliMs))).p50;
+    out.branch[`${mode}StepP50`] = Object.fromEntries(
+      names.map((n) => [n, stats(out.branch[mode].map((r) => r.steps[n]).filter((x) => x != null)).p50]),
+    );
+    out.branch[`${mode}StepP50`]['(cli process, outside the engine)'] = stats(
+      out.branch[mode].map((r) => r.cliMs - (r.agentTotalMs ?? r.cliMs)),
+    ).p50;
     out.branch[`${mode}StepP50`]['(query after the cli returned)'] = stats(out.branch[mode].map((r) => r.queryMs)).p50;
   }
 
@@ -486,19 +566,25 @@ function cell(st) {
 
 function report() {
   const lines = [];
-  lines.push('| size | real db size | branch default p50 (min-max) | branch --fast p50 (min-max) | createdb -T | dump/restore | ratio createdb-T / fast | fresh branch used (default / fast) |');
+  lines.push(
+    '| size | real db size | branch default p50 (min-max) | branch --fast p50 (min-max) | createdb -T | dump/restore | ratio createdb-T / fast | fresh branch used (default / fast) |',
+  );
   lines.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const s of result.sizes) {
     const d = s.branch.defaultStats;
     const f = s.branch.fastStats;
     const ratio = s.createdbTStats && f ? `${(s.createdbTStats.p50 / f.p50).toFixed(0)}x` : 'n/a';
     const used = (m) => (s.fresh[m] ? fmtBytes(s.fresh[m].zfsUsedBytes) : 'n/a');
-    lines.push(`| ${s.label} | ${fmtBytes(s.database.dbSizeBytes)} | ${cell(d)} | ${cell(f)} | ${cell(s.createdbTStats)} | ${cell(s.dumpRestoreStats)} | ${ratio} | ${used('default')} / ${used('fast')} |`);
+    lines.push(
+      `| ${s.label} | ${fmtBytes(s.database.dbSizeBytes)} | ${cell(d)} | ${cell(f)} | ${cell(s.createdbTStats)} | ${cell(s.dumpRestoreStats)} | ${ratio} | ${used('default')} / ${used('fast')} |`,
+    );
   }
   lines.push('');
-  lines.push(`Times are from spawning \`bpg branch create\` (or starting the copy) to the new database answering \`${QUERY}\`; ` +
-    `${runs} run${runs === 1 ? '' : 's'} per branch mode, interleaved; "used" is \`zfs get used\` ${syncWait} s after the create. ` +
-    `Host: ${result.host.cpus} cores, zfs-fuse; load at start: ${result.host.uptimeStart.replace(/^.*load average: /, '')}, at end: ${(result.host.uptimeEnd ?? '').replace(/^.*load average: /, '')}.`);
+  lines.push(
+    `Times are from spawning \`bpg branch create\` (or starting the copy) to the new database answering \`${QUERY}\`; ` +
+      `${runs} run${runs === 1 ? '' : 's'} per branch mode, interleaved; "used" is \`zfs get used\` ${syncWait} s after the create. ` +
+      `Host: ${result.host.cpus} cores, zfs-fuse; load at start: ${result.host.uptimeStart.replace(/^.*load average: /, '')}, at end: ${(result.host.uptimeEnd ?? '').replace(/^.*load average: /, '')}.`,
+  );
 
   // Per-step p50s, largest size (what limits).
   lines.push('');
@@ -520,14 +606,19 @@ function report() {
   lines.push(`| --- | ${result.sizes.map(() => '--- | ---').join(' | ')} |`);
   for (const n of steps) {
     const label = n === 'backup mode' ? 'backup mode (pg_backup_start, zfs snapshot, pg_backup_stop)' : n;
-    lines.push(`| ${label} | ${result.sizes.map((s) => `${s.branch.defaultStepP50[n] ?? ''} | ${s.branch.fastStepP50[n] ?? ''}`).join(' | ')} |`);
+    lines.push(
+      `| ${label} | ${result.sizes.map((s) => `${s.branch.defaultStepP50[n] ?? ''} | ${s.branch.fastStepP50[n] ?? ''}`).join(' | ')} |`,
+    );
   }
 
   // Targets.
   const T = [];
   const every = (mode, limitMs) => {
     const bad = result.sizes.filter((s) => !(s.branch[`${mode}Stats`].p50 <= limitMs));
-    return { met: bad.length === 0, detail: result.sizes.map((s) => `${s.label} ${sec(s.branch[`${mode}Stats`].p50)} s`).join(', ') };
+    return {
+      met: bad.length === 0,
+      detail: result.sizes.map((s) => `${s.label} ${sec(s.branch[`${mode}Stats`].p50)} s`).join(', '),
+    };
   };
   T.push({ target: '--fast p50 <= 1.0 s at every size', ...every('fast', 1000) });
   T.push({ target: 'default p50 <= 2.0 s at every size', ...every('default', 2000) });
@@ -546,11 +637,21 @@ function report() {
   if (big.createdbTStats) {
     const rf = big.createdbTStats.p50 / big.branch.fastStats.p50;
     const rd = big.createdbTStats.p50 / big.branch.defaultStats.p50;
-    T.push({ target: `at ${big.label} at least 50x faster than createdb -T (--fast)`, met: rf >= 50, detail: `--fast ${rf.toFixed(1)}x, default ${rd.toFixed(1)}x` });
+    T.push({
+      target: `at ${big.label} at least 50x faster than createdb -T (--fast)`,
+      met: rf >= 50,
+      detail: `--fast ${rf.toFixed(1)}x, default ${rd.toFixed(1)}x`,
+    });
   } else {
-    T.push({ target: `at ${big.label} at least 50x faster than createdb -T`, met: null, detail: 'alternatives not measured (--alt-runs 0)' });
+    T.push({
+      target: `at ${big.label} at least 50x faster than createdb -T`,
+      met: null,
+      detail: 'alternatives not measured (--alt-runs 0)',
+    });
   }
-  const freshAll = result.sizes.flatMap((s) => Object.entries(s.fresh).map(([m, f]) => ({ s: s.label, m, b: f.zfsUsedBytes })));
+  const freshAll = result.sizes.flatMap((s) =>
+    Object.entries(s.fresh).map(([m, f]) => ({ s: s.label, m, b: f.zfsUsedBytes })),
+  );
   if (freshAll.length) {
     T.push({
       target: 'fresh branch under 1 MB used (1 MiB = 1048576 B, every size and mode)',
@@ -567,12 +668,19 @@ function report() {
     lines.push('');
     for (const e of result.events) lines.push(`- ${e.at.slice(11, 19)} ${e.what}: ${e.detail}`);
   }
-  lines.push(`| (for scale: \`bpg --help\`, process start + module load) | ${result.sizes.map((s) => `${s.cliFloor.helpP50} | `).join(' | ')} |`);
-  lines.push(`| (for scale: \`bpg branch list --json\`) | ${result.sizes.map((s) => `${s.cliFloor.listP50} | `).join(' | ')} |`);
+  lines.push(
+    `| (for scale: \`bpg --help\`, process start + module load) | ${result.sizes.map((s) => `${s.cliFloor.helpP50} | `).join(' | ')} |`,
+  );
+  lines.push(
+    `| (for scale: \`bpg branch list --json\`) | ${result.sizes.map((s) => `${s.cliFloor.listP50} | `).join(' | ')} |`,
+  );
   lines.push('');
   lines.push('Targets:');
   lines.push('');
-  for (const t of T) lines.push(`- [${t.met === true ? 'x' : ' '}] ${t.met === true ? 'MET' : t.met === false ? 'NOT MET' : 'not measured'}: ${t.target} — ${t.detail}`);
+  for (const t of T)
+    lines.push(
+      `- [${t.met === true ? 'x' : ' '}] ${t.met === true ? 'MET' : t.met === false ? 'NOT MET' : 'not measured'}: ${t.target} — ${t.detail}`,
+    );
   return lines.join('\n') + '\n';
 }
 

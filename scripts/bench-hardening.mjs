@@ -42,7 +42,9 @@ const { values: opt } = parseArgs({
   strict: true,
 });
 if (opt.help) {
-  process.stdout.write('usage: node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000] [--before <checkout>]\n');
+  process.stdout.write(
+    'usage: node scripts/bench-hardening.mjs [--pool bpgtest] [--rounds 15] [--rows 100000] [--before <checkout>]\n',
+  );
   process.exit(0);
 }
 const die = (msg) => {
@@ -58,7 +60,15 @@ if (process.getuid?.() !== 0) die('run as root (ZFS, Docker)');
 
 const log = (msg) => process.stderr.write(`[bench-hardening ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 const work = mkdtempSync('/var/tmp/bpg-bench-hardening-');
-const OFF = { pidsLimit: null, dropCapabilities: false, noNewPrivileges: false, readOnlyRootfs: false, logMaxSize: null, network: null, egress: true };
+const OFF = {
+  pidsLimit: null,
+  dropCapabilities: false,
+  noNewPrivileges: false,
+  readOnlyRootfs: false,
+  logMaxSize: null,
+  network: null,
+  egress: true,
+};
 
 /** One agent: its config (postgres.* overrides), CLI and dataset base. */
 function agent(name, ports, postgres, bpgJs = BPG_JS) {
@@ -75,7 +85,19 @@ function agent(name, ports, postgres, bpgJs = BPG_JS) {
     bpg: (args) => run(process.execPath, [bpgJs, ...args], { env }),
     must: (args) => must(process.execPath, [bpgJs, ...args], { env }),
     async init() {
-      await this.must(['init', '--pool', opt.pool, '--dataset-base', base, '--image', IMAGE, '--state-dir', join(dir, 'state'), '--port-range', ports]);
+      await this.must([
+        'init',
+        '--pool',
+        opt.pool,
+        '--dataset-base',
+        base,
+        '--image',
+        IMAGE,
+        '--state-dir',
+        join(dir, 'state'),
+        '--port-range',
+        ports,
+      ]);
       // `bpg init` writes the defaults; the plain agent turns every hardening key off.
       const raw = YAML.parse(readFileSync(config, 'utf8'));
       raw.postgres = { ...raw.postgres, ...postgres };
@@ -87,7 +109,8 @@ function agent(name, ports, postgres, bpgJs = BPG_JS) {
 const agents = [agent('hardened', '47700-47719', {}), agent('plain', '47720-47739', OFF)];
 if (opt.before) {
   const old = resolve(opt.before, 'bin', 'bpg.js');
-  if (!existsSync(old) || !existsSync(resolve(opt.before, 'build'))) die(`--before: ${opt.before} is not a built checkout (run npm ci there)`);
+  if (!existsSync(old) || !existsSync(resolve(opt.before, 'build')))
+    die(`--before: ${opt.before} is not a built checkout (run npm ci there)`);
   agents.push(agent('before', '47740-47759', {}, old)); // its own defaults: keys it does not know would be refused
 }
 const STEP_RE = /^branch create: (.+?) ms=(\d+)$/;
@@ -96,7 +119,10 @@ async function timeCreate(a, branch, fast) {
   const load1 = loadavg()[0];
   const t0 = performance.now();
   const r = await a.bpg(['--debug', 'branch', 'create', `${DB}/${branch}`, ...(fast ? ['--fast'] : []), '--json']);
-  if (r.code !== 0) throw new Error(`${a.name}: bpg branch create ${DB}/${branch} exited ${r.code}: ${r.stderr.trim().split('\n').pop()}`);
+  if (r.code !== 0)
+    throw new Error(
+      `${a.name}: bpg branch create ${DB}/${branch} exited ${r.code}: ${r.stderr.trim().split('\n').pop()}`,
+    );
   const b = JSON.parse(r.stdout);
   const n = await withPg(target(b.connection), async (c) => (await c.query(QUERY)).rows[0].n);
   const ms = Math.round(performance.now() - t0);
@@ -151,7 +177,9 @@ async function main() {
       for (const a of order) {
         const s = await timeCreate(a, `r${i}${mode === 'fast' ? 'f' : 'd'}`, mode === 'fast');
         samples[a.name][mode].push(s);
-        log(`round ${i + 1}/${rounds} ${mode.padEnd(7)} ${a.name.padEnd(8)} ${s.ms} ms (load ${s.load1}; start container ${s.steps['start container'] ?? '?'} ms)`);
+        log(
+          `round ${i + 1}/${rounds} ${mode.padEnd(7)} ${a.name.padEnd(8)} ${s.ms} ms (load ${s.load1}; start container ${s.steps['start container'] ?? '?'} ms)`,
+        );
       }
     }
   }
@@ -165,7 +193,8 @@ async function main() {
     // Each round times both agents back to back: the median of the per-round ratios cancels the
     // load that others put on a shared machine better than a ratio of medians.
     const paired = samples.hardened[mode].map((s, i) => s.ms / samples.plain[mode][i].ms).sort((a, b) => a - b);
-    const ratioPaired = paired.length % 2 ? paired[paired.length >> 1] : (paired[paired.length / 2 - 1] + paired[paired.length / 2]) / 2;
+    const ratioPaired =
+      paired.length % 2 ? paired[paired.length >> 1] : (paired[paired.length / 2 - 1] + paired[paired.length / 2]) / 2;
     let before = null;
     if (samples.before) {
       const b = stats(samples.before[mode].map((s) => s.ms));
@@ -173,9 +202,19 @@ async function main() {
       const med = pr.length % 2 ? pr[pr.length >> 1] : (pr[pr.length / 2 - 1] + pr[pr.length / 2]) / 2;
       before = { stats: b, ratioP50: h.p50 / b.p50, ratioPaired: med };
     }
-    table.push({ mode, hardened: h, plain: p, ratioP50: h.p50 / p.p50, ratioMean: h.mean / p.mean, ratioPaired, startContainer: { hardened: hs, plain: ps }, before });
+    table.push({
+      mode,
+      hardened: h,
+      plain: p,
+      ratioP50: h.p50 / p.p50,
+      ratioMean: h.mean / p.mean,
+      ratioPaired,
+      startContainer: { hardened: hs, plain: ps },
+      before,
+    });
   }
-  const fmt = (s) => `${(s.p50 / 1000).toFixed(2)} s / ${(s.mean / 1000).toFixed(2)} s (${(s.min / 1000).toFixed(2)}-${(s.max / 1000).toFixed(2)})`;
+  const fmt = (s) =>
+    `${(s.p50 / 1000).toFixed(2)} s / ${(s.mean / 1000).toFixed(2)} s (${(s.min / 1000).toFixed(2)}-${(s.max / 1000).toFixed(2)})`;
   const lines = [
     `Branch create to first answer, ${rounds} interleaved runs per cell, ${rows} rows; load ${uptimeStart.split('load average: ')[1]} -> ${uptimeEnd.split('load average: ')[1]}`,
     '',
@@ -202,7 +241,14 @@ async function main() {
   process.stdout.write(lines.join('\n') + '\n');
   mkdirSync(join(ROOT, '.bench'), { recursive: true });
   const file = join(ROOT, '.bench', `hardening-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ startedAt: new Date().toISOString(), uptimeStart, uptimeEnd, rounds, rows, table, samples }, null, 2));
+  writeFileSync(
+    file,
+    JSON.stringify(
+      { startedAt: new Date().toISOString(), uptimeStart, uptimeEnd, rounds, rows, table, samples },
+      null,
+      2,
+    ),
+  );
   log(`wrote ${file}`);
 }
 

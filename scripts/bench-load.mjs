@@ -34,14 +34,24 @@
 //                 accounting lags ~28 s)
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
-import { GiB, MiB, fmtBytes, must, qi, run, stats, target, withPg } from './lib/bench.mjs';
+import { fmtBytes, must, qi, run, stats, target, withPg } from './lib/bench.mjs';
 import YAML from 'yaml';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -91,7 +101,8 @@ const API_PORT = int('api-port', 1);
 const pr = /^(\d+)-(\d+)$/.exec(opt['port-range']);
 if (!pr || Number(pr[1]) > Number(pr[2])) die('--port-range must look like 47500-47599');
 const PORTS = [Number(pr[1]), Number(pr[2])];
-if (PORTS[1] - PORTS[0] + 1 < N + 1) die(`--port-range has ${PORTS[1] - PORTS[0] + 1} ports; ${N} branches and main need ${N + 1}`);
+if (PORTS[1] - PORTS[0] + 1 < N + 1)
+  die(`--port-range has ${PORTS[1] - PORTS[0] + 1} ports; ${N} branches and main need ${N + 1}`);
 if (!/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/.test(opt.pool)) die('--pool is not a pool name');
 if (process.getuid?.() !== 0) die('run as root (ZFS, Docker)');
 if (!existsSync(CLIENT_JS)) die("bpg is not built: run 'npm ci' (or 'npm run build') in the checkout");
@@ -116,9 +127,10 @@ const sec = (ms) => (ms / 1000).toFixed(2);
 const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
 const load1 = () => Number(loadavg()[0].toFixed(2));
 
-const msLine = (st) => (st ? `p50 ${sec(st.p50)} s, p95 ${sec(st.p95)} s (min ${sec(st.min)}, max ${sec(st.max)}, n=${st.n})` : 'n/a');
-const bytesLine = (st) => (st ? `mean ${fmtBytes(st.mean)}, p50 ${fmtBytes(st.p50)}, max ${fmtBytes(st.max)} (n=${st.n})` : 'n/a');
-
+const msLine = (st) =>
+  st ? `p50 ${sec(st.p50)} s, p95 ${sec(st.p95)} s (min ${sec(st.min)}, max ${sec(st.max)}, n=${st.n})` : 'n/a';
+const bytesLine = (st) =>
+  st ? `mean ${fmtBytes(st.mean)}, p50 ${fmtBytes(st.p50)}, max ${fmtBytes(st.max)} (n=${st.n})` : 'n/a';
 
 /** Runs fn over items, at most `limit` at once, in order of the items; stops starting new ones when `stop()` says so. */
 async function mapLimit(items, limit, fn, stop = () => false) {
@@ -152,7 +164,14 @@ async function zfsUsed(ds) {
 /** `used` of every filesystem under ds: name -> bytes (zfs-fuse's `zfs get` has no -t: snapshots are dropped here). */
 async function zfsUsedTree(ds) {
   const r = await must('zfs', ['get', '-Hp', '-r', '-o', 'name,value', 'used', ds]);
-  return new Map(r.stdout.trim().split('\n').filter((l) => l && !l.split('\t')[0].includes('@')).map((l) => l.split('\t')).map(([n, v]) => [n, Number(v)]));
+  return new Map(
+    r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => l && !l.split('\t')[0].includes('@'))
+      .map((l) => l.split('\t'))
+      .map(([n, v]) => [n, Number(v)]),
+  );
 }
 /** zfs-fuse's `zpool get` knows neither -H nor -p: `zpool list -H -o allocated` in its units. */
 async function poolAllocated() {
@@ -185,7 +204,8 @@ function hostUsedBytes() {
 async function hostBreakdown() {
   const m = meminfo();
   const out = {};
-  for (const k of ['AnonPages', 'Shmem', 'Cached', 'Slab', 'SUnreclaim', 'PageTables', 'KernelStack']) out[k] = m[k] ?? null;
+  for (const k of ['AnonPages', 'Shmem', 'Cached', 'Slab', 'SUnreclaim', 'PageTables', 'KernelStack'])
+    out[k] = m[k] ?? null;
   const daemons = { 'zfs-fuse': [], dockerd: [], containerd: [] };
   for (const d of await readdir('/proc')) {
     if (!/^\d+$/.test(d)) continue;
@@ -195,7 +215,10 @@ async function hostBreakdown() {
   for (const [name, pids] of Object.entries(daemons)) out[`${name}Rss`] = (await pssOf(pids)).rss;
   return out;
 }
-const deltaOf = (before, after) => Object.fromEntries(Object.keys(after).map((k) => [k, after[k] == null || before[k] == null ? null : after[k] - before[k]]));
+const deltaOf = (before, after) =>
+  Object.fromEntries(
+    Object.keys(after).map((k) => [k, after[k] == null || before[k] == null ? null : after[k] - before[k]]),
+  );
 async function dirBytes(dir) {
   let total = 0;
   let entries;
@@ -213,13 +236,14 @@ async function dirBytes(dir) {
 }
 
 const docker = new Docker();
-const managedContainers = async (all = true) => docker.listContainers({ all, filters: { label: [`${LABEL_ROOT}=${ROOT_DS}`] } });
+const managedContainers = async (all = true) =>
+  docker.listContainers({ all, filters: { label: [`${LABEL_ROOT}=${ROOT_DS}`] } });
 
 /** The pid and every descendant of it (PostgreSQL's postmaster and its children). */
 async function processTree(pid) {
   const out = [pid];
   for (let i = 0; i < out.length; i++) {
-    let tasks = [];
+    let tasks;
     try {
       tasks = await readdir(`/proc/${out[i]}/task`);
     } catch {
@@ -351,7 +375,8 @@ async function setup() {
   if ((await run('zpool', ['list', '-H', '-o', 'name', POOL])).code !== 0) {
     throw new Error(`pool ${POOL} does not exist: run BPG_POOL=${POOL} scripts/setup-host.sh (or pass --pool)`);
   }
-  if ((await run('zfs', ['list', '-H', '-o', 'name', ROOT_DS])).code === 0) throw new Error(`${ROOT_DS} exists already`);
+  if ((await run('zfs', ['list', '-H', '-o', 'name', ROOT_DS])).code === 0)
+    throw new Error(`${ROOT_DS} exists already`);
   const head = await run('git', ['-C', ROOT, 'rev-parse', 'HEAD']);
   result.git = head.stdout.trim();
   result.host.docker = (await docker.version()).Version;
@@ -390,7 +415,7 @@ async function setup() {
       await client.health({ timeoutMs: 2000 });
       break;
     } catch (e) {
-      if (Date.now() > until) throw new Error(`bpg serve did not answer within 60 s: ${e.message}`);
+      if (Date.now() > until) throw new Error(`bpg serve did not answer within 60 s: ${e.message}`, { cause: e });
       await sleep(250);
     }
   }
@@ -416,17 +441,23 @@ async function createDatabase() {
   t = performance.now();
   await withPg(target(main.connection), async (c) => {
     await c.query(`CREATE TABLE ${TABLE} (id int PRIMARY KEY, note text NOT NULL)`);
-    await c.query(`INSERT INTO ${TABLE} SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, $1::int) AS i`, [ROWS]);
+    await c.query(`INSERT INTO ${TABLE} SELECT i, repeat(md5(i::text), 2) FROM generate_series(1, $1::int) AS i`, [
+      ROWS,
+    ]);
     await c.query(`VACUUM ANALYZE ${TABLE}`);
     await c.query('CHECKPOINT');
   });
   const loadMs = Math.round(performance.now() - t);
   const sizes = await withPg(target(main.connection), async (c) => {
-    const r = await c.query(`SELECT pg_total_relation_size($1) AS t, pg_database_size(current_database()) AS d`, [TABLE]);
+    const r = await c.query(`SELECT pg_total_relation_size($1) AS t, pg_database_size(current_database()) AS d`, [
+      TABLE,
+    ]);
     return { tableBytes: Number(r.rows[0].t), databaseBytes: Number(r.rows[0].d) };
   });
   result.database = { name: DB, createMs, loadMs, rows: ROWS, ...sizes, mainDataset: main.dataset };
-  log(`database ${DB} created in ${sec(createMs)} s; ${ROWS} rows loaded in ${sec(loadMs)} s: table ${fmtBytes(sizes.tableBytes)}, database ${fmtBytes(sizes.databaseBytes)}`);
+  log(
+    `database ${DB} created in ${sec(createMs)} s; ${ROWS} rows loaded in ${sec(loadMs)} s: table ${fmtBytes(sizes.tableBytes)}, database ${fmtBytes(sizes.databaseBytes)}`,
+  );
   return main;
 }
 
@@ -449,7 +480,9 @@ async function createBranches(main) {
   result.before.walBytes = await dirBytes(join(workDir, 'state', 'wal'));
   result.before.walFolders = readdirSync(join(workDir, 'state', 'wal')); // main's only
   loadAt('beforeCreates');
-  log(`creating ${N} branches of ${DB}/main through the API, ${CONCURRENCY} at a time (${result.config.consistency}-consistent); load ${result.host.load.beforeCreates.join(' ')}`);
+  log(
+    `creating ${N} branches of ${DB}/main through the API, ${CONCURRENCY} at a time (${result.config.consistency}-consistent); load ${result.host.load.beforeCreates.join(' ')}`,
+  );
 
   let failures = 0;
   let done = 0;
@@ -477,7 +510,8 @@ async function createBranches(main) {
         if (!stopping) fail(`create ${DB}/${name}: ${e.message}`);
       }
       done++;
-      if (!rec.error && (done % 10 === 0 || done === N)) log(`  ${done}/${N} created (last: ${name} PUT ${sec(rec.putMs)} s; load ${load1()})`);
+      if (!rec.error && (done % 10 === 0 || done === N))
+        log(`  ${done}/${N} created (last: ${name} PUT ${sec(rec.putMs)} s; load ${load1()})`);
       return rec;
     },
     () => stopping || failures >= 3,
@@ -495,7 +529,9 @@ async function createBranches(main) {
     perBranch: creates.filter(Boolean).map(({ branch, ...r }) => ({ ...r, port: branch?.port })),
   };
   if (ok.length !== N) throw new Error(`${N - ok.length} of ${N} creates failed or were not started`);
-  log(`${N} branches in ${sec(wallMs)} s (${result.create.perMinute}/min); PUT ${msLine(result.create.putMs)}; PUT to first answer ${msLine(result.create.toAnswerMs)}`);
+  log(
+    `${N} branches in ${sec(wallMs)} s (${result.create.perMinute}/min); PUT ${msLine(result.create.putMs)}; PUT to first answer ${msLine(result.create.toAnswerMs)}`,
+  );
   return ok.map((r) => r.branch);
 }
 
@@ -506,17 +542,25 @@ async function checkAllAnswer(main, branches) {
   const running = (await managedContainers(false)).filter((c) => c.State === 'running').length;
   const ports = new Set(views.map((b) => b.port));
   const passwords = new Set(views.map((b) => b.connection.password));
-  result.allAtOnce = { apiBranches: views.length, apiNotRunning: notRunning, dockerRunning: running, distinctPorts: ports.size, distinctPasswords: passwords.size };
+  result.allAtOnce = {
+    apiBranches: views.length,
+    apiNotRunning: notRunning,
+    dockerRunning: running,
+    distinctPorts: ports.size,
+    distinctPasswords: passwords.size,
+  };
   if (views.length !== N + 1) fail(`the API lists ${views.length} branches, expected ${N + 1}`);
   if (notRunning.length) fail(`not running: ${notRunning.join(', ')}`);
   if (running !== N + 1) fail(`Docker runs ${running} containers of ${ROOT_DS}, expected ${N + 1}`);
-  if (ports.size !== N + 1 || passwords.size !== N + 1) fail(`ports or passwords shared: ${ports.size} ports, ${passwords.size} passwords for ${N + 1} branches`);
+  if (ports.size !== N + 1 || passwords.size !== N + 1)
+    fail(`ports or passwords shared: ${ports.size} ports, ${passwords.size} passwords for ${N + 1} branches`);
 
   const t = performance.now();
   const answers = await mapLimit(branches, Math.max(CONCURRENCY, 8), async (b) => {
     try {
       const a = await answer(target(b.connection), b.name);
-      if (a.before !== ROWS || a.after !== ROWS + 1) throw new Error(`counted ${a.before} then ${a.after}, expected ${ROWS} then ${ROWS + 1}`);
+      if (a.before !== ROWS || a.after !== ROWS + 1)
+        throw new Error(`counted ${a.before} then ${a.after}, expected ${ROWS} then ${ROWS + 1}`);
       return null;
     } catch (e) {
       return `${b.name}: ${e.message}`;
@@ -529,7 +573,9 @@ async function checkAllAnswer(main, branches) {
   result.allAtOnce.mainRowsAfter = mainRows;
   for (const b of bad) fail(`branch did not answer: ${b}`);
   if (mainRows !== ROWS) fail(`main counts ${mainRows} rows after every branch wrote one, expected ${ROWS}`);
-  log(`all at once: ${views.length} branches in the API (${notRunning.length} not running), ${running} containers running; ${N - bad.length}/${N} answered (count, insert, count) in ${sec(result.allAtOnce.answerAllMs)} s; main still ${mainRows} rows`);
+  log(
+    `all at once: ${views.length} branches in the API (${notRunning.length} not running), ${running} containers running; ${N - bad.length}/${N} answered (count, insert, count) in ${sec(result.allAtOnce.answerAllMs)} s; main still ${mainRows} rows`,
+  );
   if (bad.length || notRunning.length) throw new Error('not every branch ran and answered');
 }
 
@@ -553,7 +599,8 @@ async function measureIdle(main, branches) {
   let mainWalBytes = 0;
   for (const f of result.before.walFolders) mainWalBytes += await dirBytes(join(walRoot, f));
   const branchWal = [];
-  for (const f of readdirSync(walRoot).filter((f) => !result.before.walFolders.includes(f))) branchWal.push(await dirBytes(join(walRoot, f)));
+  for (const f of readdirSync(walRoot).filter((f) => !result.before.walFolders.includes(f)))
+    branchWal.push(await dirBytes(join(walRoot, f)));
   const per = (x) => (x == null ? null : Math.round(x / N));
   result.idle = {
     memory: {
@@ -581,7 +628,10 @@ async function measureIdle(main, branches) {
       mainUsedBytes: tree.get(main.dataset),
       branchUsedBytes: stats(branchUsed),
       poolRootUsedDeltaBytes: poolAfter.rootUsedBytes - result.before.pool.rootUsedBytes,
-      poolAllocatedDeltaBytes: poolAfter.allocatedBytes == null || result.before.pool.allocatedBytes == null ? null : poolAfter.allocatedBytes - result.before.pool.allocatedBytes,
+      poolAllocatedDeltaBytes:
+        poolAfter.allocatedBytes == null || result.before.pool.allocatedBytes == null
+          ? null
+          : poolAfter.allocatedBytes - result.before.pool.allocatedBytes,
       walArchiveBytes: walBytes,
       walArchiveDeltaBytes: walBytes - result.before.walBytes,
       /** main's archive grows by the segments each backup (pg_backup_start/stop) switches to. */
@@ -591,8 +641,12 @@ async function measureIdle(main, branches) {
   };
   const M = result.idle.memory;
   const D = result.idle.disk;
-  log(`memory per idle branch (${br.length}): working set ${bytesLine(M.workingSetBytes)}; PSS ${bytesLine(M.pssBytes)}, with Docker's shim and proxy ${bytesLine(M.totalPssBytes)}; host used ${signed(M.hostUsedDeltaBytes)} (${fmtBytes(M.hostUsedDeltaPerBranchBytes)} per branch)`);
-  log(`disk: base ${ROOT_DS} used ${fmtBytes(baseUsed)} (${signed(D.baseUsedDeltaBytes)} for ${N} branches, ${fmtBytes(D.baseUsedDeltaPerBranchBytes)} each); branch used ${bytesLine(D.branchUsedBytes)}; pool used ${signed(D.poolRootUsedDeltaBytes)}, allocated ${signed(D.poolAllocatedDeltaBytes)}; WAL archives ${signed(D.walArchiveDeltaBytes)} (main's ${signed(D.mainWalArchiveDeltaBytes)}, a branch's ${bytesLine(D.branchWalArchiveBytes)})`);
+  log(
+    `memory per idle branch (${br.length}): working set ${bytesLine(M.workingSetBytes)}; PSS ${bytesLine(M.pssBytes)}, with Docker's shim and proxy ${bytesLine(M.totalPssBytes)}; host used ${signed(M.hostUsedDeltaBytes)} (${fmtBytes(M.hostUsedDeltaPerBranchBytes)} per branch)`,
+  );
+  log(
+    `disk: base ${ROOT_DS} used ${fmtBytes(baseUsed)} (${signed(D.baseUsedDeltaBytes)} for ${N} branches, ${fmtBytes(D.baseUsedDeltaPerBranchBytes)} each); branch used ${bytesLine(D.branchUsedBytes)}; pool used ${signed(D.poolRootUsedDeltaBytes)}, allocated ${signed(D.poolAllocatedDeltaBytes)}; WAL archives ${signed(D.walArchiveDeltaBytes)} (main's ${signed(D.mainWalArchiveDeltaBytes)}, a branch's ${bytesLine(D.branchWalArchiveBytes)})`,
+  );
 }
 
 async function deleteBranches(branches) {
@@ -633,9 +687,15 @@ async function alternative(main) {
   const hostBefore = hostUsedBytes();
   const walBefore = await dirBytes(join(workDir, 'state', 'wal'));
   const poolBefore = await poolNumbers();
-  log(`alternative: ${N} copies with CREATE DATABASE ... TEMPLATE ${DB} (createdb -T) inside main's server, ${CONCURRENCY} at a time`);
+  log(
+    `alternative: ${N} copies with CREATE DATABASE ... TEMPLATE ${DB} (createdb -T) inside main's server, ${CONCURRENCY} at a time`,
+  );
   // The template must have no other session.
-  await withPg(admin, (c) => c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [main.connection.database]));
+  await withPg(admin, (c) =>
+    c.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [
+      main.connection.database,
+    ]),
+  );
   const tAll = performance.now();
   const made = [];
   let failures = 0;
@@ -662,18 +722,29 @@ async function alternative(main) {
   const wallMs = Math.round(performance.now() - tAll);
   const ok = recs.filter((r) => r && !r.error);
   // The same work as on the branches: count, write one row, count, on every copy.
-  const answered = (await mapLimit(ok, Math.max(CONCURRENCY, 8), async (r) => {
-    const a = await answer(target(main.connection, r.name), r.name).catch((e) => ({ error: e.message }));
-    return a.before === ROWS && a.after === ROWS + 1;
-  })).filter(Boolean).length;
+  const answered = (
+    await mapLimit(ok, Math.max(CONCURRENCY, 8), async (r) => {
+      const a = await answer(target(main.connection, r.name), r.name).catch((e) => ({ error: e.message }));
+      return a.before === ROWS && a.after === ROWS + 1;
+    })
+  ).filter(Boolean).length;
   await withPg(target(main.connection), (c) => c.query('CHECKPOINT'));
   await settle('idle copies, ZFS accounting');
   const mainAfter = await zfsUsed(main.dataset);
   const memAfter = await mainMemory();
   const poolAfter = await poolNumbers();
-  const copyBytes = await withPg(admin, async (c) => Number((await c.query(`SELECT coalesce(sum(pg_database_size(datname)), 0) AS b FROM pg_database WHERE datname LIKE 'copy\\_%'`)).rows[0].b));
+  const copyBytes = await withPg(admin, async (c) =>
+    Number(
+      (
+        await c.query(
+          `SELECT coalesce(sum(pg_database_size(datname)), 0) AS b FROM pg_database WHERE datname LIKE 'copy\\_%'`,
+        )
+      ).rows[0].b,
+    ),
+  );
   result.alternative = {
-    method: 'CREATE DATABASE <copy> TEMPLATE <db> (createdb -T, PostgreSQL 15 default strategy WAL_LOG), inside the main branch\'s server',
+    method:
+      "CREATE DATABASE <copy> TEMPLATE <db> (createdb -T, PostgreSQL 15 default strategy WAL_LOG), inside the main branch's server",
     wallMs,
     perMinute: Number(((ok.length / wallMs) * 60_000).toFixed(1)),
     createMs: stats(ok.map((r) => r.createMs)),
@@ -691,7 +762,9 @@ async function alternative(main) {
   };
   if (answered !== N) fail(`${N - answered} of ${N} copies did not answer`);
   const A = result.alternative;
-  log(`  ${ok.length} copies in ${sec(wallMs)} s; CREATE DATABASE ${msLine(A.createMs)}; main's dataset ${signed(A.mainUsedDeltaBytes)} (${fmtBytes(A.mainUsedDeltaPerCopyBytes)} per copy), WAL archive ${signed(A.walArchiveDeltaBytes)}; server working set ${signed(A.serverWorkingSetDeltaBytes)}`);
+  log(
+    `  ${ok.length} copies in ${sec(wallMs)} s; CREATE DATABASE ${msLine(A.createMs)}; main's dataset ${signed(A.mainUsedDeltaBytes)} (${fmtBytes(A.mainUsedDeltaPerCopyBytes)} per copy), WAL archive ${signed(A.walArchiveDeltaBytes)}; server working set ${signed(A.serverWorkingSetDeltaBytes)}`,
+  );
   await withPg(admin, async (c) => {
     for (const name of made) await c.query(`DROP DATABASE IF EXISTS ${qi(name)} WITH (FORCE)`);
   });
@@ -712,20 +785,35 @@ async function proveNothingLeft(passwords) {
   const left = {};
   left.apiDatabases = (await client.listDatabases(call)).map((d) => d.name);
   const ds = await run('zfs', ['list', '-H', '-o', 'name', '-r', '-t', 'filesystem,snapshot', ROOT_DS]);
-  left.datasets = ds.code === 0 ? ds.stdout.trim().split('\n').filter((n) => n && n !== ROOT_DS) : [];
+  left.datasets =
+    ds.code === 0
+      ? ds.stdout
+          .trim()
+          .split('\n')
+          .filter((n) => n && n !== ROOT_DS)
+      : [];
   left.containers = (await managedContainers(true)).map((c) => c.Names[0]);
   const walDir = join(workDir, 'state', 'wal');
   left.walFolders = existsSync(walDir) ? readdirSync(walDir) : [];
   const statePath = join(workDir, 'state', 'state.json');
-  const state = existsSync(statePath) ? JSON.parse(readFileSync(statePath, 'utf8')) : { databases: {}, branches: {}, snapshots: {} };
-  left.state = [...Object.keys(state.databases ?? {}), ...Object.keys(state.branches ?? {}), ...Object.keys(state.snapshots ?? {})];
+  const state = existsSync(statePath)
+    ? JSON.parse(readFileSync(statePath, 'utf8'))
+    : { databases: {}, branches: {}, snapshots: {} };
+  left.state = [
+    ...Object.keys(state.databases ?? {}),
+    ...Object.keys(state.branches ?? {}),
+    ...Object.keys(state.snapshots ?? {}),
+  ];
   const daemonLog = readFileSync(daemon.logFile, 'utf8');
   left.passwordsInDaemonLog = [...passwords].filter((p) => daemonLog.includes(p)).length;
   left.tokenInDaemonLog = daemonLog.includes(TOKEN);
   result.leftovers = left;
   const problems = Object.entries(left).filter(([, v]) => (Array.isArray(v) ? v.length : v));
   for (const [k, v] of problems) fail(`left behind: ${k}: ${Array.isArray(v) ? v.join(', ') : v}`);
-  if (!problems.length) log('nothing left: no database in the API or state, no dataset under the base, no container, no WAL folder, no password in the daemon log');
+  if (!problems.length)
+    log(
+      'nothing left: no database in the API or state, no dataset under the base, no container, no WAL folder, no password in the daemon log',
+    );
 }
 
 async function stopDaemon() {
@@ -759,7 +847,9 @@ async function removeOwn(failed) {
     const st = join(workDir, 'state', 'state.json');
     if (existsSync(st) && Object.keys(JSON.parse(readFileSync(st, 'utf8')).databases ?? {}).length) {
       log(`cleanup: bpg db delete ${DB} --force`);
-      const r = await run(process.execPath, [BPG_JS, '-q', 'db', 'delete', DB, '--force'], { env: { BPG_CONFIG: join(workDir, 'config.yaml') } });
+      const r = await run(process.execPath, [BPG_JS, '-q', 'db', 'delete', DB, '--force'], {
+        env: { BPG_CONFIG: join(workDir, 'config.yaml') },
+      });
       if (r.code !== 0) log(`cleanup: bpg db delete failed: ${r.stderr.trim().split('\n').pop()}`);
     }
     const ids = (await managedContainers(true).catch(() => [])).map((c) => c.Id);
@@ -769,7 +859,8 @@ async function removeOwn(failed) {
     }
   }
   // Only the base itself should be left; after a failure, -r takes whatever is under it.
-  if (!(await zfsDestroy(ROOT_DS, failed))) fail(`could not destroy ${ROOT_DS}: remove it by hand (zfs destroy -r ${ROOT_DS})`);
+  if (!(await zfsDestroy(ROOT_DS, failed)))
+    fail(`could not destroy ${ROOT_DS}: remove it by hand (zfs destroy -r ${ROOT_DS})`);
   if (workDir) rmSync(workDir, { recursive: true, force: true });
   if ((await run('zfs', ['list', '-H', '-o', 'name', ROOT_DS])).code === 0) fail(`${ROOT_DS} still exists`);
   if (workDir && existsSync(workDir)) fail(`${workDir} still exists`);
@@ -785,7 +876,12 @@ async function cleanup(failed) {
       abort.abort();
       if (daemon && daemon.child.exitCode === null) {
         // The daemon waits for running operations before it deletes the database (force: all branches).
-        const c = new BpgClient({ baseUrl: `http://127.0.0.1:${API_PORT}`, token: TOKEN, timeoutMs: 600_000, retries: 1 });
+        const c = new BpgClient({
+          baseUrl: `http://127.0.0.1:${API_PORT}`,
+          token: TOKEN,
+          timeoutMs: 600_000,
+          retries: 1,
+        });
         log(`cleanup: DELETE /v1/databases/${DB}?force=true`);
         await c.deleteDatabase(DB, { force: true }).catch((e) => log(`cleanup: ${e.message}`));
       }
@@ -796,7 +892,9 @@ async function cleanup(failed) {
       try {
         writeFileSync(keep, readFileSync(daemon.logFile));
         log(`daemon log kept: ${keep}`);
-      } catch {}
+      } catch {
+        // the log is gone with the state folder: nothing to keep
+      }
     }
     await stopDaemon();
     await removeOwn(failed);
@@ -825,24 +923,53 @@ function summary() {
     if (c.agentMs) lines.push(`agent's own time (log):   ${msLine(c.agentMs)}`);
     lines.push(`${c.putMs?.n ?? 0} of ${N} created in ${sec(c.wallMs)} s (${c.perMinute} branches/min)`);
   }
-  if (result.allAtOnce) lines.push(`all at once: ${result.allAtOnce.dockerRunning} containers running, ${result.allAtOnce.answered}/${N} branches answered (count, insert, count)`);
+  if (result.allAtOnce)
+    lines.push(
+      `all at once: ${result.allAtOnce.dockerRunning} containers running, ${result.allAtOnce.answered}/${N} branches answered (count, insert, count)`,
+    );
   if (m) {
-    lines.push(`memory per idle branch: working set (docker stats) ${bytesLine(m.workingSetBytes)}; PSS ${bytesLine(m.pssBytes)}; ${m.processesPerBranch?.p50} processes each`);
-    lines.push(`  plus on the host, per branch: containerd-shim PSS ${bytesLine(m.shimPssBytes)}, docker-proxy PSS ${bytesLine(m.proxyPssBytes)} (${m.shimsFound} shims, ${m.proxiesFound} proxies found); total PSS ${bytesLine(m.totalPssBytes)}`);
-    if (m.main) lines.push(`main (for scale, idle): working set ${fmtBytes(m.main.workingSetBytes)}, PSS ${fmtBytes(m.main.pssBytes)}; container limit ${fmtBytes(m.limitBytes)}`);
-    lines.push(`host memory used: ${signed(m.hostUsedDeltaBytes)} for ${N} branches (${fmtBytes(m.hostUsedDeltaPerBranchBytes)} each; the machine is shared, others' work moves this)`);
-    if (m.hostDeltaBytes) lines.push(`  host delta by kind: ${Object.entries(m.hostDeltaBytes).map(([k, v]) => `${k} ${v == null ? 'n/a' : signed(v)}`).join(', ')}`);
+    lines.push(
+      `memory per idle branch: working set (docker stats) ${bytesLine(m.workingSetBytes)}; PSS ${bytesLine(m.pssBytes)}; ${m.processesPerBranch?.p50} processes each`,
+    );
+    lines.push(
+      `  plus on the host, per branch: containerd-shim PSS ${bytesLine(m.shimPssBytes)}, docker-proxy PSS ${bytesLine(m.proxyPssBytes)} (${m.shimsFound} shims, ${m.proxiesFound} proxies found); total PSS ${bytesLine(m.totalPssBytes)}`,
+    );
+    if (m.main)
+      lines.push(
+        `main (for scale, idle): working set ${fmtBytes(m.main.workingSetBytes)}, PSS ${fmtBytes(m.main.pssBytes)}; container limit ${fmtBytes(m.limitBytes)}`,
+      );
+    lines.push(
+      `host memory used: ${signed(m.hostUsedDeltaBytes)} for ${N} branches (${fmtBytes(m.hostUsedDeltaPerBranchBytes)} each; the machine is shared, others' work moves this)`,
+    );
+    if (m.hostDeltaBytes)
+      lines.push(
+        `  host delta by kind: ${Object.entries(m.hostDeltaBytes)
+          .map(([k, v]) => `${k} ${v == null ? 'n/a' : signed(v)}`)
+          .join(', ')}`,
+      );
   }
   if (d) {
-    lines.push(`disk: base used ${fmtBytes(d.baseUsedBytes)}, ${signed(d.baseUsedDeltaBytes)} for ${N} branches (${fmtBytes(d.baseUsedDeltaPerBranchBytes)} each); a branch's used ${bytesLine(d.branchUsedBytes)}`);
-    lines.push(`pool: used ${signed(d.poolRootUsedDeltaBytes)}, allocated ${signed(d.poolAllocatedDeltaBytes)} (whole pool, shared with others' tests); WAL archives ${signed(d.walArchiveDeltaBytes)} (outside the pool; main's ${signed(d.mainWalArchiveDeltaBytes)}, a branch's own ${bytesLine(d.branchWalArchiveBytes)})`);
+    lines.push(
+      `disk: base used ${fmtBytes(d.baseUsedBytes)}, ${signed(d.baseUsedDeltaBytes)} for ${N} branches (${fmtBytes(d.baseUsedDeltaPerBranchBytes)} each); a branch's used ${bytesLine(d.branchUsedBytes)}`,
+    );
+    lines.push(
+      `pool: used ${signed(d.poolRootUsedDeltaBytes)}, allocated ${signed(d.poolAllocatedDeltaBytes)} (whole pool, shared with others' tests); WAL archives ${signed(d.walArchiveDeltaBytes)} (outside the pool; main's ${signed(d.mainWalArchiveDeltaBytes)}, a branch's own ${bytesLine(d.branchWalArchiveBytes)})`,
+    );
   }
-  if (result.delete) lines.push(`delete (DELETE, client-side): ${msLine(result.delete.ms)}; all in ${sec(result.delete.wallMs)} s`);
+  if (result.delete)
+    lines.push(`delete (DELETE, client-side): ${msLine(result.delete.ms)}; all in ${sec(result.delete.wallMs)} s`);
   if (a) {
-    lines.push(`alternative, createdb -T inside one server, same concurrency: ${msLine(a.createMs)}; all ${N} in ${sec(a.wallMs)} s; ${a.answered}/${N} answered`);
-    lines.push(`  disk: main's dataset ${signed(a.mainUsedDeltaBytes)} (${fmtBytes(a.mainUsedDeltaPerCopyBytes)} per copy; copies' pg_database_size ${fmtBytes(a.copiesLogicalBytes)}), WAL archive ${signed(a.walArchiveDeltaBytes)}; server working set ${signed(a.serverWorkingSetDeltaBytes)} (page cache of the copies' files), PSS ${signed(a.serverPssDeltaBytes)} (an idle copy has no process)`);
+    lines.push(
+      `alternative, createdb -T inside one server, same concurrency: ${msLine(a.createMs)}; all ${N} in ${sec(a.wallMs)} s; ${a.answered}/${N} answered`,
+    );
+    lines.push(
+      `  disk: main's dataset ${signed(a.mainUsedDeltaBytes)} (${fmtBytes(a.mainUsedDeltaPerCopyBytes)} per copy; copies' pg_database_size ${fmtBytes(a.copiesLogicalBytes)}), WAL archive ${signed(a.walArchiveDeltaBytes)}; server working set ${signed(a.serverWorkingSetDeltaBytes)} (page cache of the copies' files), PSS ${signed(a.serverPssDeltaBytes)} (an idle copy has no process)`,
+    );
   }
-  if (result.leftovers) lines.push(`left behind: ${result.errors.some((e) => e.startsWith('left behind')) ? 'SOMETHING (see errors)' : 'nothing'}`);
+  if (result.leftovers)
+    lines.push(
+      `left behind: ${result.errors.some((e) => e.startsWith('left behind')) ? 'SOMETHING (see errors)' : 'nothing'}`,
+    );
   lines.push(`result: ${result.ok ? 'OK' : `FAILED (${result.errors.length} errors)`} in ${result.elapsedSeconds} s`);
   for (const e of result.errors) lines.push(`  error: ${e}`);
   return lines.join('\n') + '\n';
@@ -857,7 +984,9 @@ function agentTimes() {
       .map((l) => JSON.parse(l).ms)
       .filter((x) => typeof x === 'number');
     if (result.create && ms.length) result.create.agentMs = stats(ms);
-  } catch {}
+  } catch {
+    // no daemon log: the agent's own timings are left out
+  }
 }
 
 // ------------------------------------------------------------------ main
@@ -884,7 +1013,9 @@ let interrupted = false;
 for (const sig of ['SIGINT', 'SIGTERM']) {
   process.on(sig, () => {
     if (interrupted) {
-      log(`${sig} again: quitting now; left for you: containers labelled ${LABEL_ROOT}=${ROOT_DS}, zfs destroy -r ${ROOT_DS}, rm -rf ${workDir ?? '(no work dir yet)'}`);
+      log(
+        `${sig} again: quitting now; left for you: containers labelled ${LABEL_ROOT}=${ROOT_DS}, zfs destroy -r ${ROOT_DS}, rm -rf ${workDir ?? '(no work dir yet)'}`,
+      );
       if (daemon?.child.exitCode === null) daemon.child.kill('SIGKILL');
       process.exit(130);
     }

@@ -79,7 +79,9 @@ export function maskedUri(c: Connection): string {
 
 /** Inline code that survives backticks and pipes in the value (names and output come from the PR). */
 export function code(v: string | number): string {
-  const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+  const s = String(v)
+    .replace(/\|/g, '\\|')
+    .replace(/[\r\n]+/g, ' ');
   const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
   const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
   return `${ticks}${pad}${s}${pad}${ticks}`;
@@ -100,7 +102,9 @@ export function fence(lines: string[]): string {
 
 /** A folded block of output; `summary` is HTML (escape names with `html`). */
 export function details(summary: string, lines: string[], open: boolean): string {
-  return [`<details${open ? ' open' : ''}><summary>${summary}</summary>`, '', fence(lines), '', '</details>'].join('\n');
+  return [`<details${open ? ' open' : ''}><summary>${summary}</summary>`, '', fence(lines), '', '</details>'].join(
+    '\n',
+  );
 }
 
 /** Last lines only: a comment is not a log viewer. */
@@ -162,7 +166,12 @@ export function renderComment(v: CommentView): string {
     if (t.status) rows.push(`| Status | ${t.status} |`);
     const c = t.connection;
     if (c) {
-      rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+      rows.push(
+        `| Host | ${code(c.host)} |`,
+        `| Port | ${code(c.port)} |`,
+        `| Database | ${code(c.database)} |`,
+        `| User | ${code(c.user)} |`,
+      );
       rows.push(`| Password | ${t.showPassword ? code(c.password) : t.passwordHidden} |`);
     }
     if (t.created !== undefined) rows.push(`| Created | ${t.created} |`);

@@ -13,7 +13,12 @@ export function secretForms(secrets: string[]): string[] {
   // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
   const forms = secrets
     .filter((s) => s.length >= 6)
-    .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
+    .flatMap((s) => [
+      s,
+      encodeURIComponent(s),
+      Buffer.from(s).toString('base64'),
+      Buffer.from(`x-access-token:${s}`).toString('base64'),
+    ]);
   return [...new Set(forms)];
 }
 

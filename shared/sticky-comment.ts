@@ -25,7 +25,8 @@ export interface StickyComment {
   htmlUrl: string;
 }
 
-export type StickyResult = { action: 'created' | 'updated' | 'unchanged'; comment: StickyComment } | { action: 'skipped' };
+export type StickyResult =
+  { action: 'created' | 'updated' | 'unchanged'; comment: StickyComment } | { action: 'skipped' };
 
 /** The HTTP status of an Octokit RequestError, or undefined. */
 export function statusOf(e: unknown): number | undefined {
@@ -48,9 +49,19 @@ export async function tokenLogin(octokit: CommentsOctokit): Promise<string | nul
 }
 
 /** `author`: our login, or null for "any bot" (see tokenLogin). */
-export async function findStickyComment(octokit: CommentsOctokit, pr: PullRequestRef, database: string, author: string | null): Promise<StickyComment | null> {
+export async function findStickyComment(
+  octokit: CommentsOctokit,
+  pr: PullRequestRef,
+  database: string,
+  author: string | null,
+): Promise<StickyComment | null> {
   const marker = commentMarker(database);
-  const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
+  const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, {
+    owner: pr.owner,
+    repo: pr.repo,
+    issue_number: pr.number,
+    per_page: 100,
+  });
   for await (const page of pages) {
     for (const c of page.data) {
       const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
@@ -75,11 +86,22 @@ export async function upsertStickyComment(
   const found = await findStickyComment(octokit, pr, database, o.author);
   if (!found) {
     if (o.createIfMissing === false) return { action: 'skipped' };
-    const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
+    const { data } = await octokit.rest.issues.createComment({
+      owner: pr.owner,
+      repo: pr.repo,
+      issue_number: pr.number,
+      body,
+    });
     return { action: 'created', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
   }
   const digest = digestOf(body);
-  if (found.body === body || (digest !== null && digestOf(found.body) === digest)) return { action: 'unchanged', comment: found };
-  const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
+  if (found.body === body || (digest !== null && digestOf(found.body) === digest))
+    return { action: 'unchanged', comment: found };
+  const { data } = await octokit.rest.issues.updateComment({
+    owner: pr.owner,
+    repo: pr.repo,
+    comment_id: found.id,
+    body,
+  });
   return { action: 'updated', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
 }

@@ -37472,7 +37472,14 @@ function eventInfo(ctx) {
     const head = p.pull_request?.head?.repo;
     const fromFork = p.pull_request !== undefined && (head == null || head.full_name !== p.repository?.full_name);
     const { owner, repo } = ctx.repo;
-    return { name: ctx.eventName, action: typeof p.action === 'string' ? p.action : '', pullRequest, fromFork, owner, repo };
+    return {
+        name: ctx.eventName,
+        action: typeof p.action === 'string' ? p.action : '',
+        pullRequest,
+        fromFork,
+        owner,
+        repo,
+    };
 }
 
 ;// CONCATENATED MODULE: ./node_modules/zod/v4/core/util.js
@@ -47116,7 +47123,12 @@ function parseDuration(v) {
 }
 /** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
 function formatDuration(ms) {
-    for (const [u, f] of [['w', 6048e5], ['d', 864e5], ['h', 36e5], ['m', 6e4]]) {
+    for (const [u, f] of [
+        ['w', 6048e5],
+        ['d', 864e5],
+        ['h', 36e5],
+        ['m', 6e4],
+    ]) {
         if (ms >= f && ms % f === 0)
             return `${ms / f}${u}`;
     }
@@ -47278,7 +47290,12 @@ const PatchBranchBody = object({
     .strict()
     .refine((b) => b.ttl !== undefined || b.protected !== undefined, 'give ttl or protected');
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
-const CreateSnapshotBody = object({ label: schemas_string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
+const CreateSnapshotBody = object({
+    label: schemas_string()
+        .max(200)
+        .regex(/^[^\x00-\x1f]*$/, 'label must be printable')
+        .optional(),
+})
     .strict();
 /** POST /v1/databases */
 const CreateDatabaseBody = object({
@@ -47293,8 +47310,7 @@ const CreateDatabaseBody = object({
 })
     .strict();
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
-const ForceQuery = object({ force: schemas_enum(['true', 'false']).optional() })
-    .strict();
+const ForceQuery = object({ force: schemas_enum(['true', 'false']).optional() }).strict();
 // ---------------------------------------------------------------- responses
 const Health = object({ status: literal('ok') });
 const PutBranchResponse = object({ created: schemas_boolean(), branch: BranchView });
@@ -47361,7 +47377,12 @@ function secretForms(secrets) {
     // A value too short to be a secret (a 3-character one would blank out half the log) is not scrubbed.
     const forms = secrets
         .filter((s) => s.length >= 6)
-        .flatMap((s) => [s, encodeURIComponent(s), Buffer.from(s).toString('base64'), Buffer.from(`x-access-token:${s}`).toString('base64')]);
+        .flatMap((s) => [
+        s,
+        encodeURIComponent(s),
+        Buffer.from(s).toString('base64'),
+        Buffer.from(`x-access-token:${s}`).toString('base64'),
+    ]);
     return [...new Set(forms)];
 }
 /** Replaces every given secret (longest first, each in all its forms) with `***`. */
@@ -47437,7 +47458,9 @@ function maskedUri(c) {
 }
 /** Inline code that survives backticks and pipes in the value (names and output come from the PR). */
 function code(v) {
-    const s = String(v).replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ');
+    const s = String(v)
+        .replace(/\|/g, '\\|')
+        .replace(/[\r\n]+/g, ' ');
     const ticks = '`'.repeat(Math.max(1, ...[...s.matchAll(/`+/g)].map((m) => m[0].length + 1)));
     const pad = s.startsWith('`') || s.endsWith('`') ? ' ' : '';
     return `${ticks}${pad}${s}${pad}${ticks}`;
@@ -47522,9 +47545,9 @@ const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
  * those to whoever opened the pull request, from any fork. Only the workflow's author can say
  * that this workflow's `migrate` runs trusted code only: allow_pull_request_target.
  */
-const REFUSE_TARGET = 'refusing to run migrate on pull_request_target: that event runs with the base repository\'s secrets and a write token, ' +
+const REFUSE_TARGET = "refusing to run migrate on pull_request_target: that event runs with the base repository's secrets and a write token, " +
     "so running the pull request's code there hands them (agent_token, github_token) to the pull request's author; " +
-    'use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request\'s checkout)';
+    "use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request's checkout)";
 /** YAML 1.2 core schema booleans, as core.getBooleanInput reads them. */
 function bool(name, value, fallback) {
     if (value === '')
@@ -47558,7 +47581,9 @@ function inputs_required(read, input, event) {
     if (v !== '')
         return v;
     // The usual reason on a fork's pull request: GitHub does not pass secrets to it.
-    const why = event.fromFork && input === 'agent_token' ? ': pull requests from forks get no secrets (see the README: skip forks in the workflow)' : '';
+    const why = event.fromFork && input === 'agent_token'
+        ? ': pull requests from forks get no secrets (see the README: skip forks in the workflow)'
+        : '';
     throw new ActionError(`input ${input} is required and was not supplied${why}`);
 }
 function getInputs(read, event) {
@@ -47645,7 +47670,12 @@ async function tokenLogin(octokit) {
 /** `author`: our login, or null for "any bot" (see tokenLogin). */
 async function findStickyComment(octokit, pr, database, author) {
     const marker = commentMarker(database);
-    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, { owner: pr.owner, repo: pr.repo, issue_number: pr.number, per_page: 100 });
+    const pages = octokit.paginate.iterator(octokit.rest.issues.listComments, {
+        owner: pr.owner,
+        repo: pr.repo,
+        issue_number: pr.number,
+        per_page: 100,
+    });
     for await (const page of pages) {
         for (const c of page.data) {
             const mine = author !== null ? c.user?.login === author : c.user?.type === 'Bot';
@@ -47665,13 +47695,23 @@ async function upsertStickyComment(octokit, pr, database, body, o) {
     if (!found) {
         if (o.createIfMissing === false)
             return { action: 'skipped' };
-        const { data } = await octokit.rest.issues.createComment({ owner: pr.owner, repo: pr.repo, issue_number: pr.number, body });
+        const { data } = await octokit.rest.issues.createComment({
+            owner: pr.owner,
+            repo: pr.repo,
+            issue_number: pr.number,
+            body,
+        });
         return { action: 'created', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
     }
     const digest = digestOf(body);
     if (found.body === body || (digest !== null && digestOf(found.body) === digest))
         return { action: 'unchanged', comment: found };
-    const { data } = await octokit.rest.issues.updateComment({ owner: pr.owner, repo: pr.repo, comment_id: found.id, body });
+    const { data } = await octokit.rest.issues.updateComment({
+        owner: pr.owner,
+        repo: pr.repo,
+        comment_id: found.id,
+        body,
+    });
     return { action: 'updated', comment: { id: data.id, body: data.body ?? body, htmlUrl: data.html_url } };
 }
 
@@ -47883,7 +47923,9 @@ class BpgClient {
                     continue;
                 }
                 const why = e.cause;
-                const hint = tlsProblem ? ' (the agent\'s TLS certificate is not trusted: give its CA, or fix the certificate)' : '';
+                const hint = tlsProblem
+                    ? " (the agent's TLS certificate is not trusted: give its CA, or fix the certificate)"
+                    : '';
                 throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? e.message}${hint}`, undefined, { cause: e });
             }
             const requestId = res.headers.get('x-request-id') ?? undefined;
@@ -47898,7 +47940,11 @@ class BpgClient {
                 return { status: res.status, body: parsed, requestId };
             // The agent is busy (its create line): it made nothing and says when to come back.
             const retryAfter = Number(res.headers.get('retry-after'));
-            if (res.status === 503 && idempotent && Number.isFinite(retryAfter) && retryAfter > 0 && waited < this.busyWaitMs) {
+            if (res.status === 503 &&
+                idempotent &&
+                Number.isFinite(retryAfter) &&
+                retryAfter > 0 &&
+                waited < this.busyWaitMs) {
                 const pause = Math.min(retryAfter * 1000, 30_000, this.busyWaitMs - waited);
                 waited += pause;
                 await sleep(pause);
@@ -47987,7 +48033,10 @@ async function repositoryIsPrivate(octokit, owner, repo) {
 async function upsertComment(octokit, pr, database, body, o) {
     try {
         // GITHUB_TOKEN cannot say who it is (null): it comments as github-actions[bot], so any bot's comment counts.
-        const out = await upsertStickyComment(octokit, pr, database, body, { author: await tokenLogin(octokit), createIfMissing: o.createIfMissing });
+        const out = await upsertStickyComment(octokit, pr, database, body, {
+            author: await tokenLogin(octokit),
+            createIfMissing: o.createIfMissing,
+        });
         return out.action === 'skipped' ? { result: 'none' } : { result: out.action, url: out.comment.htmlUrl };
     }
     catch (e) {
@@ -48034,7 +48083,7 @@ async function runMigration(command, cwd, target, print, o) {
             tail.shift();
     };
     const ms = () => Math.round(performance.now() - t0);
-    let isDir = false;
+    let isDir;
     try {
         isDir = (0,external_node_fs_namespaceObject.statSync)(dir).isDirectory();
     }
@@ -48083,14 +48132,20 @@ async function runMigration(command, cwd, target, print, o) {
 
 function render(r, o) {
     // The time is shown, but is not part of the digest: a re-run that changes nothing leaves the comment alone.
-    const footer = [o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated', { stamp: when(o.now ?? new Date()) }, 'BetterPG'];
+    const footer = [
+        o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated',
+        { stamp: when(o.now ?? new Date()) },
+        'BetterPG',
+    ];
     if (r.kind === 'deleted') {
         const what = r.deleted ? 'was deleted' : 'was already gone';
         return renderComment({
             database: r.database,
             branch: r.branchName,
             state: 'deleted',
-            blocks: [`The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`],
+            blocks: [
+                `The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`,
+            ],
             footer,
         });
     }
@@ -48107,7 +48162,9 @@ function render(r, o) {
         created = `${when(b.createdAt)} (reused by this run)`;
     let migration = 'none configured';
     if (m)
-        migration = m.ok ? `✅ succeeded in ${seconds(m.ms)}` : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
+        migration = m.ok
+            ? `✅ succeeded in ${seconds(m.ms)}`
+            : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
     const view = {
         database: r.database,
         branch: b.branch,
@@ -48192,9 +48249,14 @@ function migrationEnv(env, secrets) {
 /** One log line naming what `migrate` runs without (names only: the values are secrets). */
 function describeRemoved(removed) {
     const inputs = [...removed].filter(([, why]) => why === 'input').length;
-    const others = [...removed].filter(([, why]) => why !== 'input').map(([k]) => k).sort();
+    const others = [...removed]
+        .filter(([, why]) => why !== 'input')
+        .map(([k]) => k)
+        .sort();
     const parts = [inputs ? `${inputs} INPUT_* variable${inputs === 1 ? '' : 's'}` : '', ...others].filter(Boolean);
-    return parts.length ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment` : 'migrate runs with the runner\'s environment (no secrets found in it)';
+    return parts.length
+        ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment`
+        : "migrate runs with the runner's environment (no secrets found in it)";
 }
 /**
  * Scrubs a file the runner reads after the step (the job summary) in place: `migrate` gets no
@@ -48266,7 +48328,9 @@ async function readyBranch(s, gh, client, secrets) {
     };
     info(`${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`);
     const t0 = performance.now();
-    const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
+    const put = await client
+        .putBranch(s.database, s.branch, { from: s.parent, fast: s.fast })
+        .catch(fail(`create branch ${ref}`));
     protect(put.branch);
     let branch = put.branch;
     const created = put.created;
@@ -48312,12 +48376,21 @@ async function readyBranch(s, gh, client, secrets) {
     // After the migration: the runner keeps the last value written for an output, so ours win over
     // anything the migration may have appended to GITHUB_OUTPUT behind our back.
     setOutputs(branch, s.branch, created);
-    const report = { kind: 'ready', command: s.command === 'reset' ? 'reset' : 'create', database: s.database, branch, created, reset, ms, migration };
+    const report = {
+        kind: 'ready',
+        command: s.command === 'reset' ? 'reset' : 'create',
+        database: s.database,
+        branch,
+        created,
+        reset,
+        ms,
+        migration,
+    };
     let publishError = null;
     await publish(s, gh, report).catch((e) => (publishError = e));
     // The migration gets no path to the job summary, but code that goes looking can find it.
     if (migration && scrubFile(process.env.GITHUB_STEP_SUMMARY, scrub)) {
-        warning('the job summary held a secret that the migration wrote into it behind the action\'s back: replaced by ***');
+        warning("the job summary held a secret that the migration wrote into it behind the action's back: replaced by ***");
     }
     if (migration && !migration.ok) {
         if (publishError)
@@ -48390,7 +48463,9 @@ async function publish(s, gh, report) {
         return false;
     }));
     if (rule === 'auto')
-        info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
+        info(showPassword
+            ? 'Private repository: the comment shows the password'
+            : 'Public repository: the comment hides the password');
     const body = render(report, { showPassword, runUrl: gh.runUrl });
     const out = await upsertComment(octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
     if (out.result === 'denied') {
@@ -48426,7 +48501,9 @@ async function main() {
     const { serverUrl, runId } = github_context;
     await run(settings, {
         octokit: commenting ? getOctokit(settings.githubToken) : null,
-        runUrl: Number.isFinite(runId) ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}` : undefined,
+        runUrl: Number.isFinite(runId)
+            ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}`
+            : undefined,
     }, secrets);
 }
 main().catch((e) => {

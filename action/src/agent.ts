@@ -17,7 +17,9 @@ export function caPem(input: string | null): string | undefined {
   try {
     text = readFileSync(resolve(input), 'utf8');
   } catch (e) {
-    throw new ActionError(`input agent_ca is neither PEM text nor a readable file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new ActionError(
+      `input agent_ca is neither PEM text nor a readable file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+    );
   }
   if (!text.includes(PEM)) throw new ActionError(`input agent_ca: ${input} holds no PEM certificate`);
   return text;
@@ -31,11 +33,15 @@ export function agentClient(url: string, token: string, ca: string | null = null
 
 /** `what` says what the action was doing: 'create branch app/pr-2'. */
 export function explain(e: unknown, url: string, what: string): ActionError {
-  if (!(e instanceof BpgApiError)) return new ActionError(`${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+  if (!(e instanceof BpgApiError))
+    return new ActionError(`${what}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
   const cause = { cause: e };
   if (e.code === 'unreachable' && /certificate is not trusted/.test(e.message)) {
     const why = /cannot reach the agent at \S+: (\S+)/.exec(e.message)?.[1] ?? 'certificate refused';
-    return new ActionError(`the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`, { cause: e });
+    return new ActionError(
+      `the BetterPG agent at ${url} has a TLS certificate this runner does not trust: pass its CA as agent_ca (${why})`,
+      { cause: e },
+    );
   }
   if (e.code === 'unreachable') {
     // The client's message ends with the socket error's code: '...: ECONNREFUSED'.
@@ -45,11 +51,19 @@ export function explain(e: unknown, url: string, what: string): ActionError {
       cause,
     );
   }
-  if (e.code === 'timeout') return new ActionError(`the BetterPG agent at ${url} did not answer in time (${what}): ${e.message}`, cause);
+  if (e.code === 'timeout')
+    return new ActionError(`the BetterPG agent at ${url} did not answer in time (${what}): ${e.message}`, cause);
   if (e.status === 401) {
-    return new ActionError(`the BetterPG agent at ${url} refused agent_token (401): it must be one of the agent's api.tokens (or its BPG_API_TOKEN)`, cause);
+    return new ActionError(
+      `the BetterPG agent at ${url} refused agent_token (401): it must be one of the agent's api.tokens (or its BPG_API_TOKEN)`,
+      cause,
+    );
   }
-  if (e.code === 'bad_response') return new ActionError(`${url} did not answer like a BetterPG agent (${what}): ${e.message}; check agent_url`, cause);
+  if (e.code === 'bad_response')
+    return new ActionError(
+      `${url} did not answer like a BetterPG agent (${what}): ${e.message}; check agent_url`,
+      cause,
+    );
   const id = e.requestId ? ` [request ${e.requestId}]` : '';
   return new ActionError(`${what}: the agent answered ${e.status} ${e.code}: ${e.message}${id}`, cause);
 }

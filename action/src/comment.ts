@@ -27,10 +27,19 @@ export async function repositoryIsPrivate(octokit: Octokit, owner: string, repo:
  * existing comment is updated. A 403 (the read-only GITHUB_TOKEN of a fork's pull request, or a
  * workflow without `pull-requests: write`) comes back as `denied`.
  */
-export async function upsertComment(octokit: Octokit, pr: PullRequestRef, database: string, body: string, o: { createIfMissing: boolean }): Promise<CommentOutcome> {
+export async function upsertComment(
+  octokit: Octokit,
+  pr: PullRequestRef,
+  database: string,
+  body: string,
+  o: { createIfMissing: boolean },
+): Promise<CommentOutcome> {
   try {
     // GITHUB_TOKEN cannot say who it is (null): it comments as github-actions[bot], so any bot's comment counts.
-    const out = await upsertStickyComment(octokit, pr, database, body, { author: await tokenLogin(octokit), createIfMissing: o.createIfMissing });
+    const out = await upsertStickyComment(octokit, pr, database, body, {
+      author: await tokenLogin(octokit),
+      createIfMissing: o.createIfMissing,
+    });
     return out.action === 'skipped' ? { result: 'none' } : { result: out.action, url: out.comment.htmlUrl };
   } catch (e) {
     if (statusOf(e) === 403) return { result: 'denied', message: (e as Error).message };

@@ -28,5 +28,12 @@ export function eventInfo(ctx: GitHubContext): EventInfo {
   const fromFork = p.pull_request !== undefined && (head == null || head.full_name !== p.repository?.full_name);
 
   const { owner, repo } = ctx.repo;
-  return { name: ctx.eventName, action: typeof p.action === 'string' ? p.action : '', pullRequest, fromFork, owner, repo };
+  return {
+    name: ctx.eventName,
+    action: typeof p.action === 'string' ? p.action : '',
+    pullRequest,
+    fromFork,
+    owner,
+    repo,
+  };
 }

@@ -71,9 +71,9 @@ const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
  * that this workflow's `migrate` runs trusted code only: allow_pull_request_target.
  */
 const REFUSE_TARGET =
-  'refusing to run migrate on pull_request_target: that event runs with the base repository\'s secrets and a write token, ' +
+  "refusing to run migrate on pull_request_target: that event runs with the base repository's secrets and a write token, " +
   "so running the pull request's code there hands them (agent_token, github_token) to the pull request's author; " +
-  'use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request\'s checkout)';
+  "use the pull_request event, or set allow_pull_request_target: true if migrate runs only trusted code (not the pull request's checkout)";
 
 /** YAML 1.2 core schema booleans, as core.getBooleanInput reads them. */
 function bool(name: string, value: string, fallback: boolean): boolean {
@@ -91,7 +91,8 @@ function oneOf<T extends string>(name: string, value: string, allowed: readonly 
 /** `auto`, `always` or `never`; the older `true` and `false` still work. */
 function showPassword(value: string): ShowPassword {
   const rule = parseShowPassword(value || 'auto');
-  if (rule === null) throw new ActionError(`input show_password must be one of ${SHOW_PASSWORD_CHOICES}, not '${value}'`);
+  if (rule === null)
+    throw new ActionError(`input show_password must be one of ${SHOW_PASSWORD_CHOICES}, not '${value}'`);
   return rule;
 }
 
@@ -105,7 +106,10 @@ function required(read: InputReader, input: string, event: EventInfo): string {
   const v = read(input).trim();
   if (v !== '') return v;
   // The usual reason on a fork's pull request: GitHub does not pass secrets to it.
-  const why = event.fromFork && input === 'agent_token' ? ': pull requests from forks get no secrets (see the README: skip forks in the workflow)' : '';
+  const why =
+    event.fromFork && input === 'agent_token'
+      ? ': pull requests from forks get no secrets (see the README: skip forks in the workflow)'
+      : '';
   throw new ActionError(`input ${input} is required and was not supplied${why}`);
 }
 
@@ -117,10 +121,12 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
   } catch {
     throw new ActionError(`input agent_url must be a URL like https://db.example.com:7432, not '${agentUrl}'`);
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new ActionError(`input agent_url must start with http:// or https://, not '${url.protocol}'`);
   const agentToken = required(read, 'agent_token', event);
   const agentCa = read('agent_ca').trim();
-  if (agentCa !== '' && url.protocol !== 'https:') throw new ActionError(`input agent_ca is only used with an https:// agent_url, not '${url.protocol}//…'`);
+  if (agentCa !== '' && url.protocol !== 'https:')
+    throw new ActionError(`input agent_ca is only used with an https:// agent_url, not '${url.protocol}//…'`);
   const database = name('database', required(read, 'database', event), DatabaseName);
 
   const closed = PR_EVENTS.has(event.name) && event.action === 'closed';
@@ -128,20 +134,26 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
 
   let branch = read('branch').trim();
   if (branch === '') {
-    if (event.pullRequest === null) throw new ActionError(`input branch is required when the event (${event.name}) has no pull request`);
+    if (event.pullRequest === null)
+      throw new ActionError(`input branch is required when the event (${event.name}) has no pull request`);
     branch = `pr-${event.pullRequest}`;
   }
   branch = name('branch', branch, BranchPart);
   const parent = name('parent', read('parent').trim() || 'main', BranchPart);
-  if (branch === 'main') throw new ActionError(`input branch must not be 'main': the action manages preview branches, not the database's main branch`);
+  if (branch === 'main')
+    throw new ActionError(
+      `input branch must not be 'main': the action manages preview branches, not the database's main branch`,
+    );
   if (branch === parent) throw new ActionError(`input branch and parent are both '${branch}'`);
 
   const migrate = read('migrate').trim();
   const allowPullRequestTarget = bool('allow_pull_request_target', read('allow_pull_request_target').trim(), false);
-  if (migrate !== '' && command !== 'delete' && event.name === 'pull_request_target' && !allowPullRequestTarget) throw new ActionError(REFUSE_TARGET);
+  if (migrate !== '' && command !== 'delete' && event.name === 'pull_request_target' && !allowPullRequestTarget)
+    throw new ActionError(REFUSE_TARGET);
   const githubToken = read('github_token').trim();
   const comment = bool('comment', read('comment').trim(), true);
-  if (comment && githubToken === '' && event.pullRequest !== null) throw new ActionError('input github_token is empty: pass one, or set comment: false');
+  if (comment && githubToken === '' && event.pullRequest !== null)
+    throw new ActionError('input github_token is empty: pass one, or set comment: false');
 
   return {
     agentUrl: agentUrl.replace(/\/+$/, ''),

@@ -16,10 +16,16 @@ async function main(): Promise<void> {
   for (const form of secretForms(secrets)) core.setSecret(form);
   const commenting = settings.comment && settings.pullRequest !== null;
   const { serverUrl, runId } = github.context;
-  await run(settings, {
-    octokit: commenting ? github.getOctokit(settings.githubToken) : null,
-    runUrl: Number.isFinite(runId) ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}` : undefined,
-  }, secrets);
+  await run(
+    settings,
+    {
+      octokit: commenting ? github.getOctokit(settings.githubToken) : null,
+      runUrl: Number.isFinite(runId)
+        ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}`
+        : undefined,
+    },
+    secrets,
+  );
 }
 
 main().catch((e: unknown) => {

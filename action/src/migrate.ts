@@ -54,7 +54,7 @@ export async function runMigration(
   };
   const ms = () => Math.round(performance.now() - t0);
 
-  let isDir = false;
+  let isDir: boolean;
   try {
     isDir = statSync(dir).isDirectory();
   } catch {

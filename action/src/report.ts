@@ -41,14 +41,20 @@ export interface RenderOptions {
 
 export function render(r: Report, o: RenderOptions): string {
   // The time is shown, but is not part of the digest: a re-run that changes nothing leaves the comment alone.
-  const footer = [o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated', { stamp: when(o.now ?? new Date()) }, 'BetterPG'];
+  const footer = [
+    o.runUrl ? `[Workflow run](${o.runUrl})` : 'Updated',
+    { stamp: when(o.now ?? new Date()) },
+    'BetterPG',
+  ];
   if (r.kind === 'deleted') {
     const what = r.deleted ? 'was deleted' : 'was already gone';
     return renderComment({
       database: r.database,
       branch: r.branchName,
       state: 'deleted',
-      blocks: [`The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`],
+      blocks: [
+        `The branch ${code(r.branchName)} of ${code(r.database)} ${what}; its data and connection details are no longer valid.`,
+      ],
       footer,
     });
   }
@@ -62,7 +68,10 @@ export function render(r: Report, o: RenderOptions): string {
   else if (r.created) created = `in ${seconds(r.ms)} by this run`;
   else created = `${when(b.createdAt)} (reused by this run)`;
   let migration = 'none configured';
-  if (m) migration = m.ok ? `✅ succeeded in ${seconds(m.ms)}` : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
+  if (m)
+    migration = m.ok
+      ? `✅ succeeded in ${seconds(m.ms)}`
+      : `❌ failed (${m.exitCode === null ? 'did not run to the end' : `exit code ${m.exitCode}`}) after ${seconds(m.ms)}`;
 
   const view: CommentView = {
     database: r.database,
@@ -81,7 +90,8 @@ export function render(r: Report, o: RenderOptions): string {
     footer,
   };
   if (m && m.tail.length) {
-    const summary = m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
+    const summary =
+      m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
     view.blocks!.push(details(summary, m.tail, failed));
   }
   return renderComment(view);

@@ -40,13 +40,19 @@ function protect(b: BranchView): void {
 
 async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secrets: string[]): Promise<void> {
   const ref = `${s.database}/${s.branch}`;
-  const fail = (what: string) => (e: unknown): never => {
-    throw explain(e, s.agentUrl, what);
-  };
-  core.info(`${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`);
+  const fail =
+    (what: string) =>
+    (e: unknown): never => {
+      throw explain(e, s.agentUrl, what);
+    };
+  core.info(
+    `${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`,
+  );
 
   const t0 = performance.now();
-  const put = await client.putBranch(s.database, s.branch, { from: s.parent, fast: s.fast }).catch(fail(`create branch ${ref}`));
+  const put = await client
+    .putBranch(s.database, s.branch, { from: s.parent, fast: s.fast })
+    .catch(fail(`create branch ${ref}`));
   protect(put.branch);
   let branch = put.branch;
   const created = put.created;
@@ -64,7 +70,9 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   if (reset) core.info(`Reset ${ref} to ${s.parent} in ${seconds(ms)}`);
   else if (created) core.info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
   else core.info(`Reusing ${ref}, created ${branch.createdAt}`);
-  core.info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
+  core.info(
+    `Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`,
+  );
 
   const scrub = scrubber([c.password, ...secrets]);
   let migration: MigrationResult | null = null;
@@ -89,19 +97,32 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   // anything the migration may have appended to GITHUB_OUTPUT behind our back.
   setOutputs(branch, s.branch, created);
 
-  const report: Report = { kind: 'ready', command: s.command === 'reset' ? 'reset' : 'create', database: s.database, branch, created, reset, ms, migration };
+  const report: Report = {
+    kind: 'ready',
+    command: s.command === 'reset' ? 'reset' : 'create',
+    database: s.database,
+    branch,
+    created,
+    reset,
+    ms,
+    migration,
+  };
   let publishError: unknown = null;
   await publish(s, gh, report).catch((e) => (publishError = e));
   // The migration gets no path to the job summary, but code that goes looking can find it.
   if (migration && scrubFile(process.env.GITHUB_STEP_SUMMARY, scrub)) {
-    core.warning('the job summary held a secret that the migration wrote into it behind the action\'s back: replaced by ***');
+    core.warning(
+      "the job summary held a secret that the migration wrote into it behind the action's back: replaced by ***",
+    );
   }
 
   if (migration && !migration.ok) {
     if (publishError) core.warning(publishMessage(publishError));
     const how = migration.exitCode === null ? 'did not run to the end' : `exited with code ${migration.exitCode}`;
     const last = migration.tail.slice(-ERROR_LINES);
-    throw new ActionError(`migration failed: it ${how}; branch ${ref} is kept for debugging. Last lines of its output:\n${last.join('\n')}`);
+    throw new ActionError(
+      `migration failed: it ${how}; branch ${ref} is kept for debugging. Last lines of its output:\n${last.join('\n')}`,
+    );
   }
   if (publishError) throw new ActionError(publishMessage(publishError));
 }
@@ -117,9 +138,11 @@ async function deleteBranch(s: Settings, gh: GitHubSide, client: BpgClient): Pro
     core.setOutput('branch', s.branch);
     core.setOutput('created', 'false');
   }
-  await publish(s, gh, { kind: 'deleted', database: s.database, branchName: s.branch, deleted: r.deleted }).catch((e: unknown) => {
-    throw new ActionError(publishMessage(e));
-  });
+  await publish(s, gh, { kind: 'deleted', database: s.database, branchName: s.branch, deleted: r.deleted }).catch(
+    (e: unknown) => {
+      throw new ActionError(publishMessage(e));
+    },
+  );
 }
 
 function setOutputs(b: BranchView, branch: string, created: boolean): void {
@@ -152,7 +175,8 @@ function publishMessage(e: unknown): string {
  * pull request comment (with the password only when show_password allows it: auto, always, never).
  */
 async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<void> {
-  if (process.env.GITHUB_STEP_SUMMARY) await core.summary.addRaw(render(report, { showPassword: false, runUrl: gh.runUrl })).write();
+  if (process.env.GITHUB_STEP_SUMMARY)
+    await core.summary.addRaw(render(report, { showPassword: false, runUrl: gh.runUrl })).write();
   if (!s.comment) return;
   if (s.pullRequest === null || gh.octokit === null) {
     core.info('No pull request in this event: no comment (the job summary has the details)');
@@ -164,11 +188,18 @@ async function publish(s: Settings, gh: GitHubSide, report: Report): Promise<voi
   const rule = report.kind === 'ready' ? s.showPassword : 'never';
   const { show: showPassword } = await decidePassword(rule, () =>
     repositoryIsPrivate(octokit, s.owner, s.repo).catch((e: unknown) => {
-      core.warning(`could not read whether ${s.owner}/${s.repo} is private (${(e as Error).message}): the comment hides the password`);
+      core.warning(
+        `could not read whether ${s.owner}/${s.repo} is private (${(e as Error).message}): the comment hides the password`,
+      );
       return false;
     }),
   );
-  if (rule === 'auto') core.info(showPassword ? 'Private repository: the comment shows the password' : 'Public repository: the comment hides the password');
+  if (rule === 'auto')
+    core.info(
+      showPassword
+        ? 'Private repository: the comment shows the password'
+        : 'Public repository: the comment hides the password',
+    );
   const body = render(report, { showPassword, runUrl: gh.runUrl });
   const out = await upsertComment(octokit, pr, s.database, body, { createIfMissing: report.kind === 'ready' });
   if (out.result === 'denied') {

@@ -38,7 +38,10 @@ export function heldSecrets(tokens: string[], env: NodeJS.ProcessEnv): string[] 
  * variable whose value contains one of the secrets (a token the workflow also put in `env:` under
  * a name of its own).
  */
-export function migrationEnv(env: NodeJS.ProcessEnv, secrets: string[]): { env: Record<string, string>; removed: Map<string, Removed> } {
+export function migrationEnv(
+  env: NodeJS.ProcessEnv,
+  secrets: string[],
+): { env: Record<string, string>; removed: Map<string, Removed> } {
   const forms = secretForms(secrets);
   const out: Record<string, string> = {};
   const removed = new Map<string, Removed>();
@@ -59,9 +62,14 @@ export function migrationEnv(env: NodeJS.ProcessEnv, secrets: string[]): { env: 
 /** One log line naming what `migrate` runs without (names only: the values are secrets). */
 export function describeRemoved(removed: Map<string, Removed>): string {
   const inputs = [...removed].filter(([, why]) => why === 'input').length;
-  const others = [...removed].filter(([, why]) => why !== 'input').map(([k]) => k).sort();
+  const others = [...removed]
+    .filter(([, why]) => why !== 'input')
+    .map(([k]) => k)
+    .sort();
   const parts = [inputs ? `${inputs} INPUT_* variable${inputs === 1 ? '' : 's'}` : '', ...others].filter(Boolean);
-  return parts.length ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment` : 'migrate runs with the runner\'s environment (no secrets found in it)';
+  return parts.length
+    ? `migrate runs without the action's secrets: ${parts.join(', ')} removed from its environment`
+    : "migrate runs with the runner's environment (no secrets found in it)";
 }
 
 /**

@@ -36,7 +36,11 @@ const { actionYml, doc } = gen.paths(root);
 
 describe('docs/reference/action.md', () => {
   it('holds the inputs and outputs tables that action.yml makes (else: node scripts/gen-action-docs.mjs)', () => {
-    assert.equal(readFileSync(doc, 'utf8'), gen.expectedDoc(root), `${doc} is stale: run node scripts/gen-action-docs.mjs and commit it`);
+    assert.equal(
+      readFileSync(doc, 'utf8'),
+      gen.expectedDoc(root),
+      `${doc} is stale: run node scripts/gen-action-docs.mjs and commit it`,
+    );
   });
 
   it('has a row for every input and output of action.yml, with its default', () => {
@@ -49,7 +53,8 @@ describe('docs/reference/action.md', () => {
       const row = text.split('\n').find((l) => l.startsWith(`| \`${name}\` |`));
       assert.ok(row, `input ${name} has a row`);
       if (input.required) assert.ok(row.includes('| (required) |'), `${name} is shown as required`);
-      else if (input.default) assert.ok(row.includes(`\`${input.default}\``), `${name} shows its default ${input.default}`);
+      else if (input.default)
+        assert.ok(row.includes(`\`${input.default}\``), `${name} shows its default ${input.default}`);
     }
     for (const name of Object.keys(action.outputs)) {
       assert.ok(text.includes(`| \`${name}\` |`), `output ${name} has a row`);
@@ -57,7 +62,10 @@ describe('docs/reference/action.md', () => {
   });
 
   it('a changed action.yml makes the committed tables stale', () => {
-    const yml = readFileSync(actionYml, 'utf8').replace(/^inputs:\n/m, "inputs:\n  extra_input:\n    description: Added | with a pipe.\n    required: false\n    default: 'x'\n");
+    const yml = readFileSync(actionYml, 'utf8').replace(
+      /^inputs:\n/m,
+      "inputs:\n  extra_input:\n    description: Added | with a pipe.\n    required: false\n    default: 'x'\n",
+    );
     const changed = gen.updateDoc(readFileSync(doc, 'utf8'), gen.renderTables(yml));
     assert.notEqual(changed, readFileSync(doc, 'utf8'));
     assert.ok(changed.includes('| `extra_input` | `x` | Added \\| with a pipe. |'), 'the new input, its pipe escaped');
@@ -66,6 +74,9 @@ describe('docs/reference/action.md', () => {
   it('refuses a document without its markers', () => {
     const tables = gen.renderTables(readFileSync(actionYml, 'utf8'));
     assert.throws(() => gen.updateDoc('# no markers here\n', tables), /markers for the inputs table not found/);
-    assert.throws(() => gen.updateDoc(`${gen.MARKERS.inputs[0]}\n${gen.MARKERS.inputs[1]}\n`, tables), /markers for the outputs table not found/);
+    assert.throws(
+      () => gen.updateDoc(`${gen.MARKERS.inputs[0]}\n${gen.MARKERS.inputs[1]}\n`, tables),
+      /markers for the outputs table not found/,
+    );
   });
 });

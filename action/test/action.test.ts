@@ -40,16 +40,32 @@ const MIGRATE = [
 ].join('\n');
 
 /** A real example payload of GitHub's docs, moved to our repository and pull request. */
-function payload(event: 'pull_request' | 'workflow_dispatch', action: string | null, o: { private?: boolean; fork?: boolean } = {}): Payload {
+function payload(
+  event: 'pull_request' | 'workflow_dispatch',
+  action: string | null,
+  o: { private?: boolean; fork?: boolean } = {},
+): Payload {
   return examplePayload({ owner: OWNER, repo: REPO, pr: PR }, event, action, o);
 }
 
 const timings: Array<[string, number]> = [];
 
 /** Runs the bundle once, as a workflow step would. */
-async function runAction(label: string, event: Payload, eventName: string, inputs: Record<string, string>): Promise<Run> {
+async function runAction(
+  label: string,
+  event: Payload,
+  eventName: string,
+  inputs: Record<string, string>,
+): Promise<Run> {
   const defaults = { agent_url: srv.url, agent_token: TOKEN, database: db, github_token: GH_TOKEN };
-  const r = await runBundle({ label, work, eventName, event, inputs: { ...defaults, ...inputs }, env: { GITHUB_REPOSITORY: FULL, GITHUB_API_URL: gh.url } });
+  const r = await runBundle({
+    label,
+    work,
+    eventName,
+    event,
+    inputs: { ...defaults, ...inputs },
+    env: { GITHUB_REPOSITORY: FULL, GITHUB_API_URL: gh.url },
+  });
   timings.push([label, r.ms]);
   return r;
 }
@@ -63,7 +79,9 @@ function assertNotLogged(r: Run, secret: string): void {
 }
 
 function ourComments() {
-  return gh.commentsOf(FULL, PR).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
+  return gh
+    .commentsOf(FULL, PR)
+    .filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
 }
 
 function datasetExists(name: string): boolean {
@@ -86,7 +104,6 @@ async function hasTable(b: BranchView, table: string): Promise<boolean> {
   const rows = await query<{ t: string | null }>(b, 'SELECT to_regclass($1)::text AS t', [table]);
   return rows[0]?.t != null;
 }
-
 
 let srv: RunningServer;
 let client: BpgClient;
@@ -127,7 +144,9 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
   });
 
   it('opened: creates the branch, migrates it, sets the outputs, comments once without the password (public repo)', async () => {
-    const r = await runAction('opened (create)', payload('pull_request', 'opened'), 'pull_request', { migrate: MIGRATE });
+    const r = await runAction('opened (create)', payload('pull_request', 'opened'), 'pull_request', {
+      migrate: MIGRATE,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
 
     const b = await client.getBranch(db, BRANCH);
@@ -167,7 +186,17 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.equal(ours.length, 1);
     const body = ours[0]!.body;
     assert.ok(!body.includes(pw), 'no password in a public repository');
-    for (const s of [BRANCH, 'main', 'running', b.connection.host, String(b.port), b.connection.database, b.connection.user, '✅']) assert.ok(body.includes(s), `comment shows ${s}`);
+    for (const s of [
+      BRANCH,
+      'main',
+      'running',
+      b.connection.host,
+      String(b.port),
+      b.connection.database,
+      b.connection.user,
+      '✅',
+    ])
+      assert.ok(body.includes(s), `comment shows ${s}`);
     assert.match(body, /postgresql:\/\/[^:]+:\*+@/);
     assert.match(body, /\| Created \| in \d+(\.\d)? s by this run/);
     assert.ok(gh.commentsOf(FULL, PR)[150]!.body.startsWith('quoting the bot'), "the person's quote is untouched");
@@ -178,7 +207,12 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
   it('synchronize: reuses the branch, re-runs the migration, updates the same comment (private repo: password shown there only)', async () => {
     gh.repo(FULL).private = true;
     const earlier = { ...ourComments()[0]! };
-    const r = await runAction('synchronize (reuse)', payload('pull_request', 'synchronize', { private: true }), 'pull_request', { migrate: MIGRATE });
+    const r = await runAction(
+      'synchronize (reuse)',
+      payload('pull_request', 'synchronize', { private: true }),
+      'pull_request',
+      { migrate: MIGRATE },
+    );
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(r.outputs.created, 'false');
     assert.equal(r.outputs.port, String(first.port));
@@ -193,7 +227,9 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.match(ours[0]!.body, /reused by this run/);
     assertNotLogged(r, first.connection.password);
     // The page with our comment was found through GitHub's `Link: rel="next"` (a /repositories/{id} URL).
-    assert.ok(gh.requests.some((q) => q.method === 'GET' && q.path.startsWith('/repositories/') && q.query.includes('page=2')));
+    assert.ok(
+      gh.requests.some((q) => q.method === 'GET' && q.path.startsWith('/repositories/') && q.query.includes('page=2')),
+    );
     gh.repo(FULL).private = false;
   });
 
@@ -201,7 +237,12 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     gh.readOnly = true;
     try {
       const earlier = ourComments()[0]!.body;
-      const r = await runAction('fork (read-only token)', payload('pull_request', 'synchronize', { fork: true }), 'pull_request', {});
+      const r = await runAction(
+        'fork (read-only token)',
+        payload('pull_request', 'synchronize', { fork: true }),
+        'pull_request',
+        {},
+      );
       assert.equal(r.code, 0, r.stdout + r.stderr);
       assert.match(r.stdout, /^::warning::cannot comment on pull request #4242: the token is read-only here/m);
       assert.deepEqual(errorLines(r), []);
@@ -216,7 +257,9 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     // What an agent-side failure leaves: the container stopped behind the agent's back.
     sh('docker', ['stop', '-t', '10', first.container]);
     assert.equal((await client.getBranch(db, BRANCH)).status, 'down');
-    const r = await runAction('down (started first)', payload('pull_request', 'synchronize'), 'pull_request', { migrate: MIGRATE });
+    const r = await runAction('down (started first)', payload('pull_request', 'synchronize'), 'pull_request', {
+      migrate: MIGRATE,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     const started = r.stdout.indexOf(`Branch ${db}/${BRANCH} is down: starting it`);
     assert.ok(started >= 0, r.stdout);
@@ -226,7 +269,11 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.equal(r.outputs.password, first.connection.password, 'the same password');
     assert.equal((await client.getBranch(db, BRANCH)).status, 'running');
     assert.ok(containerRunning(first.container));
-    assert.deepEqual(await query(first, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 3 }], 'migrated once more, on the branch');
+    assert.deepEqual(
+      await query(first, 'SELECT count(*)::int AS n FROM preview_runs'),
+      [{ n: 3 }],
+      'migrated once more, on the branch',
+    );
     assertNotLogged(r, first.connection.password);
   });
 
@@ -236,7 +283,12 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.equal(r.code, 1);
     const errors = errorLines(r);
     assert.equal(errors.length, 1, r.stdout);
-    assert.ok(errors[0]!.startsWith(`::error::migration failed: it exited with code 1; branch ${db}/${BRANCH} is kept for debugging`), errors[0]);
+    assert.ok(
+      errors[0]!.startsWith(
+        `::error::migration failed: it exited with code 1; branch ${db}/${BRANCH} is kept for debugging`,
+      ),
+      errors[0],
+    );
     assert.match(errors[0]!, /relation "no_such_table" does not exist/);
     const body = ourComments()[0]!.body;
     assert.match(body, /migration failed/);
@@ -250,7 +302,11 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
 
   it('reset (workflow_dispatch): back to the parent, port and password kept, migrated again', async () => {
     const migrate = `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'create table after_reset (x int)'`;
-    const r = await runAction('reset (workflow_dispatch)', payload('workflow_dispatch', null), 'workflow_dispatch', { command: 'reset', branch: BRANCH, migrate });
+    const r = await runAction('reset (workflow_dispatch)', payload('workflow_dispatch', null), 'workflow_dispatch', {
+      command: 'reset',
+      branch: BRANCH,
+      migrate,
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.equal(r.outputs.created, 'false');
     assert.equal(r.outputs.password, first.connection.password);
@@ -284,12 +340,17 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
   it('an unreachable agent, a bad token and a bad input each fail with one clear message', async () => {
     const ev = payload('pull_request', 'opened');
     const [down, badToken, badInput] = await Promise.all([
-      freePort().then((port) => runAction('unreachable agent', ev, 'pull_request', { agent_url: `http://127.0.0.1:${port}` })),
+      freePort().then((port) =>
+        runAction('unreachable agent', ev, 'pull_request', { agent_url: `http://127.0.0.1:${port}` }),
+      ),
       runAction('bad token', ev, 'pull_request', { agent_token: 'not-the-token-at-all' }),
       runAction('bad input', ev, 'pull_request', { command: 'explode' }),
     ]);
     for (const [r, re] of [
-      [down, /^::error::cannot reach the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): check agent_url/],
+      [
+        down,
+        /^::error::cannot reach the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): check agent_url/,
+      ],
       [badToken, /^::error::the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ refused agent_token \(401\)/],
       [badInput, /^::error::input command must be one of create, delete, reset, not 'explode'$/],
     ] as const) {
@@ -308,7 +369,10 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     const tls = selfSignedCert(mkdtempSync(join(work, 'tls-')));
     const cfg = await config();
     const secure = await serve(
-      { ...cfg, api: { ...cfg.api, tls: { cert: tls.cert, key: tls.key }, tokens: [{ name: 'action-tests', token: TOKEN }] } },
+      {
+        ...cfg,
+        api: { ...cfg.api, tls: { cert: tls.cert, key: tls.key }, tokens: [{ name: 'action-tests', token: TOKEN }] },
+      },
       { listen: '127.0.0.1:0', log: silentLogger, handleSignals: false, env: {} },
     );
     try {
@@ -320,11 +384,18 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
         runAction('tls: no agent_ca', ev, 'workflow_dispatch', inputs),
         runAction('tls: agent_ca text', ev, 'workflow_dispatch', { ...inputs, agent_ca: tls.pem }),
         runAction('tls: agent_ca file', ev, 'workflow_dispatch', { ...inputs, agent_ca: tls.cert }),
-        runAction('tls: agent_ca with http', ev, 'workflow_dispatch', { ...inputs, agent_url: srv.url, agent_ca: tls.pem }),
+        runAction('tls: agent_ca with http', ev, 'workflow_dispatch', {
+          ...inputs,
+          agent_url: srv.url,
+          agent_ca: tls.pem,
+        }),
       ]);
       assert.equal(untrusted.code, 1, untrusted.stdout);
       assert.deepEqual(errorLines(untrusted).length, 1, untrusted.stdout);
-      assert.match(errorLines(untrusted)[0]!, /^::error::the BetterPG agent at https:\/\/127\.0\.0\.1:\d+ has a TLS certificate this runner does not trust: pass its CA as agent_ca \(DEPTH_ZERO_SELF_SIGNED_CERT\)$/);
+      assert.match(
+        errorLines(untrusted)[0]!,
+        /^::error::the BetterPG agent at https:\/\/127\.0\.0\.1:\d+ has a TLS certificate this runner does not trust: pass its CA as agent_ca \(DEPTH_ZERO_SELF_SIGNED_CERT\)$/,
+      );
       for (const r of [pemText, pemFile]) {
         assert.equal(r.code, 0, r.stdout + r.stderr);
         assert.equal(errorLines(r).length, 0, r.stdout);

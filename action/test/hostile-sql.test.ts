@@ -4,7 +4,14 @@ import { lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:f
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { addressesOf, assertReachBlocked, attacks, BombWatch, HostileStack, HostListener } from '../../agent/test/hostile-kit.js';
+import {
+  addressesOf,
+  assertReachBlocked,
+  attacks,
+  BombWatch,
+  HostileStack,
+  HostListener,
+} from '../../agent/test/hostile-kit.js';
 import { query, queryOne } from '../../agent/test/helpers.js';
 import { commentMarker } from '../../shared/pr-comment.js';
 import { errorLines, payload, runBundle, type Run } from './bundle.js';
@@ -27,7 +34,8 @@ const FULL = `${OWNER}/${REPO}`;
 const PR = { link: 71, fifo: 72, settings: 73, fill: 74, bomb: 75 };
 /** What a workflow would run: every file of the PR's migrations folder, in order, stopping at the first error. */
 const MIGRATE = 'for f in db/migrations/*.sql; do echo "== $f"; psql -X -v ON_ERROR_STOP=1 -f "$f"; done';
-const ACCOUNTS = 'CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE);\nINSERT INTO accounts (email) VALUES (\'a@example.com\'), (\'b@example.com\');\n';
+const ACCOUNTS =
+  "CREATE TABLE accounts (id bigserial PRIMARY KEY, email text NOT NULL UNIQUE);\nINSERT INTO accounts (email) VALUES ('a@example.com'), ('b@example.com');\n";
 
 const stack = new HostileStack('hostile-sql', 28);
 const listener = new HostListener();
@@ -37,7 +45,12 @@ const runs = new Map<number, Promise<Run>>();
 let checkouts = 0;
 
 /** One workflow run for PR `pr` whose checkout holds `files` in db/migrations. */
-function step(pr: number, action: 'opened' | 'synchronize', files: Record<string, string>, inputs: Record<string, string> = {}): Promise<Run> {
+function step(
+  pr: number,
+  action: 'opened' | 'synchronize',
+  files: Record<string, string>,
+  inputs: Record<string, string> = {},
+): Promise<Run> {
   const dir = join(work, `checkout-${++checkouts}`);
   mkdirSync(join(dir, 'db', 'migrations'), { recursive: true });
   for (const [name, sql] of Object.entries(files)) writeFileSync(join(dir, 'db', 'migrations', name), sql);
@@ -46,27 +59,48 @@ function step(pr: number, action: 'opened' | 'synchronize', files: Record<string
     work: dir,
     eventName: 'pull_request',
     event: payload({ owner: OWNER, repo: REPO, pr }, 'pull_request', action),
-    inputs: { agent_url: stack.url, agent_token: stack.token, database: stack.db, github_token: GH_TOKEN, migrate: MIGRATE, fast: 'true', ...inputs },
+    inputs: {
+      agent_url: stack.url,
+      agent_token: stack.token,
+      database: stack.db,
+      github_token: GH_TOKEN,
+      migrate: MIGRATE,
+      fast: 'true',
+      ...inputs,
+    },
     env: { GITHUB_REPOSITORY: FULL, GITHUB_API_URL: gh.url },
   });
 }
 
 const prBranch = (n: number) => `pr-${n}`;
 /** A run's output for a failure message, without the `::add-mask::` lines (they carry the secrets to mask). */
-const log = (r: Run) => `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => !l.startsWith('::add-mask::')).join('\n');
+const log = (r: Run) =>
+  `${r.stdout}\n${r.stderr}`
+    .split('\n')
+    .filter((l) => !l.startsWith('::add-mask::'))
+    .join('\n');
 const ourComment = (pr: number) => {
-  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(stack.db)));
+  const ours = gh
+    .commentsOf(FULL, pr)
+    .filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(stack.db)));
   assert.equal(ours.length, 1, `one comment on PR ${pr}`);
   return ours[0]!.body;
 };
-const hasTable = async (branch: string, table: string) => (await queryOne<{ t: string | null }>(await stack.branch(branch), 'SELECT to_regclass($1)::text AS t', [table])).t !== null;
+const hasTable = async (branch: string, table: string) =>
+  (await queryOne<{ t: string | null }>(await stack.branch(branch), 'SELECT to_regclass($1)::text AS t', [table])).t !==
+  null;
 
 /** The step failed with one error line: the migration's, naming the branch, carrying `what`. */
 function assertMigrationFailed(r: Run, pr: number, what: RegExp): void {
   assert.equal(r.code, 1, log(r));
   const errors = errorLines(r);
   assert.equal(errors.length, 1, r.stdout);
-  assert.ok(errors[0]!.startsWith(`::error::migration failed: it exited with code 3; branch ${stack.db}/${prBranch(pr)} is kept for debugging`), errors[0]);
+  assert.ok(
+    errors[0]!.startsWith(
+      `::error::migration failed: it exited with code 3; branch ${stack.db}/${prBranch(pr)} is kept for debugging`,
+    ),
+    errors[0],
+  );
   assert.match(errors[0]!, what);
   assert.match(ourComment(pr), /migration failed/);
 }
@@ -80,14 +114,22 @@ before(async () => {
   // Four pull requests at once (the fork bomb comes alone, later). Every branch is on one network:
   // the other branch's address and that network's gateway (the host) are known before the PR is.
   const other = addressesOf((await stack.branch('other')).container);
-  runs.set(PR.link, step(PR.link, 'opened', { '001_accounts.sql': ACCOUNTS, '002_link.sql': attacks.linkAtSettings(stack.canary) }));
+  runs.set(
+    PR.link,
+    step(PR.link, 'opened', { '001_accounts.sql': ACCOUNTS, '002_link.sql': attacks.linkAtSettings(stack.canary) }),
+  );
   runs.set(PR.fifo, step(PR.fifo, 'opened', { '001_fifo.sql': attacks.fifoAtPgVersion() }));
   runs.set(
     PR.settings,
     step(PR.settings, 'opened', {
       '001_accounts.sql': ACCOUNTS,
       '002_alter_system.sql': attacks.alterSystem('statements'),
-      '003_reach.sql': attacks.reach({ neighbour: other.ip, host: other.gateway, hostPort: listener.port, connectTimeout: 2 }),
+      '003_reach.sql': attacks.reach({
+        neighbour: other.ip,
+        host: other.gateway,
+        hostPort: listener.port,
+        connectTimeout: 2,
+      }),
     }),
   );
   runs.set(PR.fill, step(PR.fill, 'opened', { '001_accounts.sql': ACCOUNTS, '002_fill.sql': attacks.fillDisk() }));
@@ -119,7 +161,12 @@ describe('a hostile pull request through the Action (its own SQL files, psql -f,
     await stack.assertContained(['main', 'other', prBranch(PR.link)]);
 
     // The next push, in a workflow that resets on synchronize: a new clone of main, the files again.
-    const again = await step(PR.link, 'synchronize', { '001_accounts.sql': ACCOUNTS, '003_orders.sql': 'CREATE TABLE orders (id bigserial PRIMARY KEY);\n' }, { command: 'reset' });
+    const again = await step(
+      PR.link,
+      'synchronize',
+      { '001_accounts.sql': ACCOUNTS, '003_orders.sql': 'CREATE TABLE orders (id bigserial PRIMARY KEY);\n' },
+      { command: 'reset' },
+    );
     assert.equal(again.code, 0, log(again));
     assert.match(again.stdout, new RegExp(`Reset ${stack.db}/${prBranch(PR.link)} to main`));
     const fresh = await stack.branch(prBranch(PR.link));
@@ -140,7 +187,11 @@ describe('a hostile pull request through the Action (its own SQL files, psql -f,
     const b = await stack.branch(prBranch(PR.fifo));
     assert.ok(lstatSync(join(stack.dataDir(b), 'PG_VERSION')).isFIFO(), 'the migration planted the FIFO');
     // A blocking open of the FIFO would hang the restart (60 s timeout) and whatever waits behind it.
-    const [restart, list, health] = await Promise.all([stack.restart(prBranch(PR.fifo)), stack.api('GET', `/v1/databases/${stack.db}/branches`, 30_000), stack.api('GET', '/v1/health', 30_000)]);
+    const [restart, list, health] = await Promise.all([
+      stack.restart(prBranch(PR.fifo)),
+      stack.api('GET', `/v1/databases/${stack.db}/branches`, 30_000),
+      stack.api('GET', '/v1/health', 30_000),
+    ]);
     stack.assertRefused(restart, 'PG_VERSION', 'a FIFO');
     assert.equal(list.status, 200);
     assert.equal(health.status, 200);
@@ -163,7 +214,11 @@ describe('a hostile pull request through the Action (its own SQL files, psql -f,
 
   it('(d) filling the disk: the step fails with "Disk quota exceeded" in its one error line and the comment; main and the others are fine', async () => {
     const r = await runs.get(PR.fill)!;
-    assertMigrationFailed(r, PR.fill, /002_fill\.sql:\d+: ERROR: {2}could not (extend file|write block \d+ in file) "[^"]+": Disk quota exceeded/);
+    assertMigrationFailed(
+      r,
+      PR.fill,
+      /002_fill\.sql:\d+: ERROR: {2}could not (extend file|write block \d+ in file) "[^"]+": Disk quota exceeded/,
+    );
     assert.match(ourComment(PR.fill), /Disk quota exceeded/);
     const b = await stack.branch(prBranch(PR.fill));
     assert.equal(b.diskQuotaBytes, 64 * 1024 * 1024);
@@ -171,7 +226,11 @@ describe('a hostile pull request through the Action (its own SQL files, psql -f,
     assert.equal(await hasTable(prBranch(PR.fill), 'accounts'), true, 'the branch answers with what came before');
     assert.equal(await hasTable(prBranch(PR.fill), 'fill'), false, 'what the fill wrote went with it');
     await stack.assertContained();
-    for (const name of ['main', 'other']) await query(await stack.branch(name), 'CREATE TABLE after_fill AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE after_fill');
+    for (const name of ['main', 'other'])
+      await query(
+        await stack.branch(name),
+        'CREATE TABLE after_fill AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE after_fill',
+      );
   });
 
   it('(c) a fork bomb stops at the pids limit; main, the other branches and the agent answer meanwhile', async () => {

@@ -40,7 +40,12 @@ const work = mkdtempSync(join(tmpdir(), 'bpg-action-hostile-'));
 
 /** Every form a secret may be printed in: as is, URL-encoded, base64, and in actions/checkout's header. */
 function forms(secret: string): string[] {
-  return [secret, encodeURIComponent(secret), Buffer.from(secret).toString('base64'), Buffer.from(`x-access-token:${secret}`).toString('base64')];
+  return [
+    secret,
+    encodeURIComponent(secret),
+    Buffer.from(secret).toString('base64'),
+    Buffer.from(`x-access-token:${secret}`).toString('base64'),
+  ];
 }
 
 /** The PR author's migration. `dump`: where it leaves its exact environment (`env -0`) for the test. */
@@ -118,18 +123,29 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
         // The workspace as actions/checkout leaves it (persist-credentials: true): the token in .git/config.
         mkdirSync(join(dir, '.git'), { recursive: true });
         const header = Buffer.from(`x-access-token:${GH_TOKEN}`).toString('base64');
-        writeFileSync(join(dir, '.git', 'config'), `[core]\n\tbare = false\n[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic ${header}\n`);
+        writeFileSync(
+          join(dir, '.git', 'config'),
+          `[core]\n\tbare = false\n[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic ${header}\n`,
+        );
         for (const k of Object.keys(dumps) as Array<keyof typeof dumps>) dumps[k] = join(dir, `env-${k}`);
       });
 
       /** One step of the workflow: the runner's environment with its credentials, the workflow's `env:`, the inputs. */
-      const step = (label: string, eventName: string, pr: number, action: string, inputs: Record<string, string>): Promise<Run> =>
+      const step = (
+        label: string,
+        eventName: string,
+        pr: number,
+        action: string,
+        inputs: Record<string, string>,
+      ): Promise<Run> =>
         runBundle({
           label: `${rt.name} ${label}`,
           work: dir,
           node,
           eventName,
-          event: payload({ owner: OWNER, repo: REPO, pr }, 'pull_request', action, { fork: eventName === 'pull_request_target' }),
+          event: payload({ owner: OWNER, repo: REPO, pr }, 'pull_request', action, {
+            fork: eventName === 'pull_request_target',
+          }),
           inputs: { agent_url: srv.url, agent_token: AGENT_TOKEN, database: db, github_token: GH_TOKEN, ...inputs },
           env: {
             GITHUB_REPOSITORY: FULL,
@@ -153,13 +169,17 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
       });
 
       it('pull_request: migrate runs without the secrets, and nothing the action publishes holds one', async () => {
-        const r = await step('pull_request (hostile migrate)', 'pull_request', rt.prs.plain, 'opened', { migrate: hostileMigrate(dumps.plain) });
+        const r = await step('pull_request (hostile migrate)', 'pull_request', rt.prs.plain, 'opened', {
+          migrate: hostileMigrate(dumps.plain),
+        });
         const b = await client.getBranch(db, `pr-${rt.prs.plain}`);
         assertHostileRun(r, b, dumps.plain, rt.prs.plain, 5);
       });
 
       it('pull_request_target without allow_pull_request_target: refused in one line, nothing created, migrate not run', async () => {
-        const r = await step('pull_request_target (refused)', 'pull_request_target', rt.prs.target, 'opened', { migrate: hostileMigrate(dumps.refused) });
+        const r = await step('pull_request_target (refused)', 'pull_request_target', rt.prs.target, 'opened', {
+          migrate: hostileMigrate(dumps.refused),
+        });
         assert.equal(r.code, 1, r.stdout + r.stderr);
         const errors = errorLines(r);
         assert.equal(errors.length, 1, r.stdout);
@@ -168,7 +188,11 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
           /^::error::refusing to run migrate on pull_request_target: that event runs with the base repository's secrets and a write token, so running the pull request's code there hands them \(agent_token, github_token\) to the pull request's author; use the pull_request event, or set allow_pull_request_target: true/,
         );
         assert.equal(existsSync(dumps.refused), false, 'migrate did not run');
-        await assert.rejects(client.getBranch(db, `pr-${rt.prs.target}`), (e: BpgApiError) => e.status === 404, 'no branch');
+        await assert.rejects(
+          client.getBranch(db, `pr-${rt.prs.target}`),
+          (e: BpgApiError) => e.status === 404,
+          'no branch',
+        );
         assert.deepEqual(gh.commentsOf(FULL, rt.prs.target), [], 'no comment');
         assert.deepEqual(r.outputs, {});
         assertNothingPublished(r, []);
@@ -184,7 +208,9 @@ describe('a hostile pull request against the Action (the committed bundle, a rea
       });
 
       it('pull_request_target closing the pull request deletes the branch without the opt-in (nothing of the PR runs)', async () => {
-        const r = await step('pull_request_target (closed)', 'pull_request_target', rt.prs.target, 'closed', { migrate: hostileMigrate(dumps.refused) });
+        const r = await step('pull_request_target (closed)', 'pull_request_target', rt.prs.target, 'closed', {
+          migrate: hostileMigrate(dumps.refused),
+        });
         assert.equal(r.code, 0, r.stdout + r.stderr);
         await assert.rejects(client.getBranch(db, `pr-${rt.prs.target}`), (e: BpgApiError) => e.status === 404);
         assert.equal(existsSync(dumps.refused), false);
@@ -207,7 +233,13 @@ function assertNothingPublished(r: Run, bodies: string[], password?: string): vo
   const all = secrets.flatMap(forms);
   const masks = new Set(all.map((f) => `::add-mask::${f}`));
   const places: Array<[string, string]> = [
-    ['the log (stdout)', r.stdout.split('\n').filter((l) => !masks.has(l)).join('\n')],
+    [
+      'the log (stdout)',
+      r.stdout
+        .split('\n')
+        .filter((l) => !masks.has(l))
+        .join('\n'),
+    ],
     ['the log (stderr)', r.stderr],
     ['the job summary', r.summary],
     ...bodies.map((b, i): [string, string] => [`comment ${i + 1}`, b]),
@@ -248,11 +280,33 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)] as const),
   );
   const names = [...env.keys()];
-  assert.deepEqual(names.filter((k) => /^INPUT_/i.test(k)), [], 'no INPUT_* variable');
-  assert.deepEqual(names.filter((k) => /^ACTIONS_/.test(k)), [], "none of the runner's service credentials");
-  for (const k of ['GITHUB_TOKEN', 'BETTERPG_AGENT_TOKEN', 'GITHUB_OUTPUT', 'GITHUB_ENV', 'GITHUB_PATH', 'GITHUB_STATE', 'GITHUB_STEP_SUMMARY']) assert.ok(!env.has(k), `no ${k}`);
+  assert.deepEqual(
+    names.filter((k) => /^INPUT_/i.test(k)),
+    [],
+    'no INPUT_* variable',
+  );
+  assert.deepEqual(
+    names.filter((k) => /^ACTIONS_/.test(k)),
+    [],
+    "none of the runner's service credentials",
+  );
+  for (const k of [
+    'GITHUB_TOKEN',
+    'BETTERPG_AGENT_TOKEN',
+    'GITHUB_OUTPUT',
+    'GITHUB_ENV',
+    'GITHUB_PATH',
+    'GITHUB_STATE',
+    'GITHUB_STEP_SUMMARY',
+  ])
+    assert.ok(!env.has(k), `no ${k}`);
   for (const secret of [AGENT_TOKEN, GH_TOKEN, RUNTIME_TOKEN, OIDC_TOKEN]) {
-    for (const f of forms(secret)) assert.deepEqual(names.filter((k) => env.get(k)!.includes(f)), [], `no variable holds a token (${f.slice(0, 6)}…)`);
+    for (const f of forms(secret))
+      assert.deepEqual(
+        names.filter((k) => env.get(k)!.includes(f)),
+        [],
+        `no variable holds a token (${f.slice(0, 6)}…)`,
+      );
   }
   // What it should have: the branch, and the rest of the runner's environment.
   assert.equal(env.get('PGPASSWORD'), pw);
@@ -270,7 +324,10 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
   assert.match(r.stdout, /^github token: \*\*\* base64: \*\*\*$/m);
   assert.match(r.stdout, /^runtime token: \*\*\* oidc token: \*\*\*$/m);
   // The log names (only) what it runs without.
-  const removed = /^migrate runs without the action's secrets: (\d+) INPUT_\* variables, (.*) removed from its environment$/m.exec(r.stdout);
+  const removed =
+    /^migrate runs without the action's secrets: (\d+) INPUT_\* variables, (.*) removed from its environment$/m.exec(
+      r.stdout,
+    );
   assert.ok(removed, r.stdout);
   assert.equal(Number(removed[1]), inputs, 'every input the step was given');
   assert.deepEqual(removed[2]!.split(', '), [
@@ -287,7 +344,10 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
 
   // What it wrote into the job summary behind the action's back was scrubbed, and said so.
   assert.match(r.summary, /^leaked into the summary: \*\*\* \*\*\* \*\*\*$/m);
-  assert.match(r.stdout, /^::warning::the job summary held a secret that the migration wrote into it behind the action's back: replaced by \*\*\*$/m);
+  assert.match(
+    r.stdout,
+    /^::warning::the job summary held a secret that the migration wrote into it behind the action's back: replaced by \*\*\*$/m,
+  );
 
   // Its forged `::error::` is not a workflow command; the step's one error is the action's.
   assert.ok(r.stdout.includes('\n::error::forged by the migration\n'), 'the forged line is in the log');
@@ -295,7 +355,12 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
   assert.ok(!commands.includes('::error::forged by the migration'), 'inside ::stop-commands::');
   const errors = commands.filter((l) => l.startsWith('::error::'));
   assert.equal(errors.length, 1, r.stdout);
-  assert.ok(errors[0]!.startsWith(`::error::migration failed: it exited with code 7; branch ${db}/pr-${pr} is kept for debugging`), errors[0]);
+  assert.ok(
+    errors[0]!.startsWith(
+      `::error::migration failed: it exited with code 7; branch ${db}/pr-${pr} is kept for debugging`,
+    ),
+    errors[0],
+  );
   assert.match(errors[0]!, /runtime token: \*\*\* oidc token: \*\*\*/);
 
   // The outputs are the action's own: the password there is for the workflow's next steps.
@@ -303,7 +368,9 @@ function assertHostileRun(r: Run, b: BranchView, dump: string, pr: number, input
   assert.equal(r.outputs.connection_string, b.connection.uri);
 
   // The comment shows the failure and the scrubbed output.
-  const ours = gh.commentsOf(FULL, pr).filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
+  const ours = gh
+    .commentsOf(FULL, pr)
+    .filter((c) => c.user.login === ACTIONS_BOT.login && c.body.includes(commentMarker(db)));
   assert.equal(ours.length, 1);
   assert.match(ours[0]!.body, /migration failed/);
   assert.match(ours[0]!.body, /agent token: \*\*\* encoded: \*\*\*/);

@@ -8,12 +8,34 @@ import { getInputs, type EventInfo } from '../src/inputs.js';
 
 /** The input rules without a runner: defaults that depend on the event, and one clear error each. */
 
-const pr = (action: string, n = 7): EventInfo => ({ name: 'pull_request', action, pullRequest: n, fromFork: false, owner: 'o', repo: 'r' });
-const dispatch: EventInfo = { name: 'workflow_dispatch', action: '', pullRequest: null, fromFork: false, owner: 'o', repo: 'r' };
-const base = { agent_url: 'https://db.example.com:7432/', agent_token: 'secret-token-123456', database: 'app', github_token: 'ghs_x' };
+const pr = (action: string, n = 7): EventInfo => ({
+  name: 'pull_request',
+  action,
+  pullRequest: n,
+  fromFork: false,
+  owner: 'o',
+  repo: 'r',
+});
+const dispatch: EventInfo = {
+  name: 'workflow_dispatch',
+  action: '',
+  pullRequest: null,
+  fromFork: false,
+  owner: 'o',
+  repo: 'r',
+};
+const base = {
+  agent_url: 'https://db.example.com:7432/',
+  agent_token: 'secret-token-123456',
+  database: 'app',
+  github_token: 'ghs_x',
+};
 const reader = (inputs: Record<string, string>) => (name: string) => inputs[name] ?? '';
 const fails = (inputs: Record<string, string>, event: EventInfo, message: RegExp) =>
-  assert.throws(() => getInputs(reader({ ...base, ...inputs }), event), (e: unknown) => e instanceof ActionError && message.test(e.message));
+  assert.throws(
+    () => getInputs(reader({ ...base, ...inputs }), event),
+    (e: unknown) => e instanceof ActionError && message.test(e.message),
+  );
 
 describe('inputs', () => {
   it('defaults: branch pr-<n>, parent main, create, comment on, auto password', () => {
@@ -58,7 +80,14 @@ describe('inputs', () => {
   });
 
   it('show_password: auto, always, never; the older true and false still work', () => {
-    for (const [v, want] of [['auto', 'auto'], ['always', 'always'], ['never', 'never'], ['true', 'always'], ['false', 'never'], ['', 'auto']] as const) {
+    for (const [v, want] of [
+      ['auto', 'auto'],
+      ['always', 'always'],
+      ['never', 'never'],
+      ['true', 'always'],
+      ['false', 'never'],
+      ['', 'auto'],
+    ] as const) {
       assert.equal(getInputs(reader({ ...base, show_password: v }), pr('opened')).showPassword, want, v);
     }
   });
@@ -66,14 +95,22 @@ describe('inputs', () => {
   it('one clear message for each bad input', () => {
     fails({ agent_url: '' }, pr('opened'), /^input agent_url is required and was not supplied$/);
     fails({ agent_url: 'db:7432' }, pr('opened'), /^input agent_url must start with http:\/\/ or https:\/\//);
-    fails({ agent_url: 'http://db:7432', agent_ca: '-----BEGIN CERTIFICATE-----' }, pr('opened'), /^input agent_ca is only used with an https:\/\/ agent_url/);
+    fails(
+      { agent_url: 'http://db:7432', agent_ca: '-----BEGIN CERTIFICATE-----' },
+      pr('opened'),
+      /^input agent_ca is only used with an https:\/\/ agent_url/,
+    );
     fails({ agent_url: 'not a url' }, pr('opened'), /^input agent_url must be a URL/);
     fails({ database: 'app; drop' }, pr('opened'), /^input database: database name may only use/);
     fails({ branch: '../x' }, pr('opened'), /^input branch: branch name may only use/);
     fails({ branch: 'main' }, pr('opened'), /must not be 'main'/);
     fails({ branch: 'dev', parent: 'dev' }, pr('opened'), /branch and parent are both 'dev'/);
     fails({ command: 'drop' }, pr('opened'), /^input command must be one of create, delete, reset, not 'drop'$/);
-    fails({ show_password: 'maybe' }, pr('opened'), /^input show_password must be one of auto, always, never \(or the older true, false\), not 'maybe'$/);
+    fails(
+      { show_password: 'maybe' },
+      pr('opened'),
+      /^input show_password must be one of auto, always, never \(or the older true, false\), not 'maybe'$/,
+    );
     fails({}, dispatch, /^input branch is required when the event \(workflow_dispatch\) has no pull request$/);
     fails({ github_token: '' }, pr('opened'), /github_token is empty/);
   });
@@ -89,9 +126,17 @@ describe('inputs', () => {
     fails({ migrate: 'npm run migrate' }, target('opened'), why);
     fails({ migrate: 'npm run migrate', command: 'reset' }, target('synchronize'), why);
     fails({ migrate: 'npm run migrate', allow_pull_request_target: 'false' }, target('opened'), why);
-    fails({ migrate: 'x', allow_pull_request_target: 'yes' }, target('opened'), /^input allow_pull_request_target must be true or false, not 'yes'$/);
+    fails(
+      { migrate: 'x', allow_pull_request_target: 'yes' },
+      target('opened'),
+      /^input allow_pull_request_target must be true or false, not 'yes'$/,
+    );
     // Opted in: runs; nothing to run (no migrate, or a delete): nothing to refuse.
-    assert.equal(getInputs(reader({ ...base, migrate: 'npm run migrate', allow_pull_request_target: 'true' }), target('opened')).allowPullRequestTarget, true);
+    assert.equal(
+      getInputs(reader({ ...base, migrate: 'npm run migrate', allow_pull_request_target: 'true' }), target('opened'))
+        .allowPullRequestTarget,
+      true,
+    );
     assert.equal(getInputs(reader(base), target('opened')).command, 'create');
     assert.equal(getInputs(reader({ ...base, migrate: 'npm run migrate' }), target('closed')).command, 'delete');
     // The pull_request event runs no secrets past a fork: migrate is the repository's own business there.
@@ -108,7 +153,8 @@ describe('inputs', () => {
 describe('event', () => {
   const repository = { full_name: 'o/r' };
   it('reads the pull request and whether it comes from a fork', () => {
-    const ctx = (payload: Record<string, unknown>, eventName = 'pull_request') => eventInfo({ eventName, payload, repo: { owner: 'o', repo: 'r' } });
+    const ctx = (payload: Record<string, unknown>, eventName = 'pull_request') =>
+      eventInfo({ eventName, payload, repo: { owner: 'o', repo: 'r' } });
     assert.deepEqual(ctx({ action: 'opened', repository, pull_request: { number: 3, head: { repo: repository } } }), {
       name: 'pull_request',
       action: 'opened',
@@ -117,10 +163,24 @@ describe('event', () => {
       owner: 'o',
       repo: 'r',
     });
-    assert.equal(ctx({ action: 'opened', repository, pull_request: { number: 3, head: { repo: { full_name: 'x/r' } } } }).fromFork, true);
-    assert.equal(ctx({ action: 'opened', repository, pull_request: { number: 3, head: { repo: null } } }).fromFork, true, 'a deleted fork');
-    assert.equal(ctx({ action: 'created', repository, issue: { number: 5, pull_request: {} } }, 'issue_comment').pullRequest, 5);
-    assert.equal(ctx({ action: 'created', repository, issue: { number: 5 } }, 'issue_comment').pullRequest, null, 'an issue is not a pull request');
+    assert.equal(
+      ctx({ action: 'opened', repository, pull_request: { number: 3, head: { repo: { full_name: 'x/r' } } } }).fromFork,
+      true,
+    );
+    assert.equal(
+      ctx({ action: 'opened', repository, pull_request: { number: 3, head: { repo: null } } }).fromFork,
+      true,
+      'a deleted fork',
+    );
+    assert.equal(
+      ctx({ action: 'created', repository, issue: { number: 5, pull_request: {} } }, 'issue_comment').pullRequest,
+      5,
+    );
+    assert.equal(
+      ctx({ action: 'created', repository, issue: { number: 5 } }, 'issue_comment').pullRequest,
+      null,
+      'an issue is not a pull request',
+    );
     assert.equal(ctx({ inputs: {}, repository }, 'workflow_dispatch').pullRequest, null);
   });
 });
@@ -146,7 +206,18 @@ describe('action.yml', () => {
 
   it('runs the committed ESM bundle on node24 and declares the outputs', () => {
     assert.deepEqual(yml.runs, { using: 'node24', main: 'action/dist/index.js' });
-    assert.deepEqual(JSON.parse(readFileSync(new URL('../../../action/dist/package.json', import.meta.url), 'utf8')), { type: 'module' });
-    assert.deepEqual(Object.keys(yml.outputs), ['connection_string', 'host', 'port', 'user', 'password', 'database_name', 'branch', 'created']);
+    assert.deepEqual(JSON.parse(readFileSync(new URL('../../../action/dist/package.json', import.meta.url), 'utf8')), {
+      type: 'module',
+    });
+    assert.deepEqual(Object.keys(yml.outputs), [
+      'connection_string',
+      'host',
+      'port',
+      'user',
+      'password',
+      'database_name',
+      'branch',
+      'created',
+    ]);
   });
 });

@@ -46,7 +46,10 @@ describe('secrets', () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it("the secrets held: the tokens from the inputs and the runner's own credentials", () => {
-    assert.deepEqual(heldSecrets([AGENT, GH], runnerEnv).sort(), [AGENT, GH, RUNTIME, 'oidc-request-token-123', 'another-token-the-workflow-set'].sort());
+    assert.deepEqual(
+      heldSecrets([AGENT, GH], runnerEnv).sort(),
+      [AGENT, GH, RUNTIME, 'oidc-request-token-123', 'another-token-the-workflow-set'].sort(),
+    );
     assert.deepEqual(heldSecrets([AGENT, ''], { PATH: '/bin' }), [AGENT], 'an empty github_token is no secret');
   });
 
@@ -69,16 +72,25 @@ describe('secrets', () => {
     assert.equal(removed.get('BETTERPG_TOKEN'), 'holds-secret');
     assert.equal(removed.get('NPM_CONFIG_REGISTRY_AUTH'), 'holds-secret', 'URL-encoded inside a longer value');
     const line = describeRemoved(removed);
-    assert.match(line, /^migrate runs without the action's secrets: 5 INPUT_\* variables, ACTIONS_ID_TOKEN_REQUEST_TOKEN, .*BETTERPG_TOKEN, .*GITHUB_TOKEN, .* removed from its environment$/);
+    assert.match(
+      line,
+      /^migrate runs without the action's secrets: 5 INPUT_\* variables, ACTIONS_ID_TOKEN_REQUEST_TOKEN, .*BETTERPG_TOKEN, .*GITHUB_TOKEN, .* removed from its environment$/,
+    );
     for (const secret of [AGENT, GH, RUNTIME]) assert.ok(!line.includes(secret), 'names only');
   });
 
   it('scrubs every form: as is, URL-encoded, base64, and the .git/config header actions/checkout writes', () => {
     const scrub = scrubber([AGENT, GH]);
     const header = `AUTHORIZATION: basic ${Buffer.from(`x-access-token:${GH}`).toString('base64')}`;
-    assert.equal(scrub(`token ${AGENT} url ${encodeURIComponent(AGENT)} b64 ${Buffer.from(AGENT).toString('base64')}`), 'token *** url *** b64 ***');
+    assert.equal(
+      scrub(`token ${AGENT} url ${encodeURIComponent(AGENT)} b64 ${Buffer.from(AGENT).toString('base64')}`),
+      'token *** url *** b64 ***',
+    );
     assert.equal(scrub(`\textraheader = ${header}`), '\textraheader = AUTHORIZATION: basic ***');
-    assert.equal(scrub(`INPUT_AGENT_TOKEN=${AGENT}\0INPUT_GITHUB_TOKEN=${GH}\0`), 'INPUT_AGENT_TOKEN=***\0INPUT_GITHUB_TOKEN=***\0');
+    assert.equal(
+      scrub(`INPUT_AGENT_TOKEN=${AGENT}\0INPUT_GITHUB_TOKEN=${GH}\0`),
+      'INPUT_AGENT_TOKEN=***\0INPUT_GITHUB_TOKEN=***\0',
+    );
     assert.equal(scrub('nothing secret here'), 'nothing secret here');
     // Values too short to be secrets would blank out ordinary words.
     assert.deepEqual(secretForms(['abc']), []);

@@ -31,8 +31,6 @@ export interface AdmissionOptions {
   registry: Registry;
 }
 
-type RejectReason = 'queue_full' | 'timeout' | 'shutdown';
-
 interface Waiter {
   enqueuedAt: number;
   admit: () => void;
@@ -50,14 +48,16 @@ export class CreateAdmission {
   private readonly waited: Histogram<string>;
 
   constructor(private readonly o: AdmissionOptions) {
-    const self = this;
+    // prom-client calls collect() with the gauge as `this`: read ours through arrows.
+    const running = () => this.running;
+    const waiting = () => this.queue.length;
     const registers = [o.registry];
     new Gauge({
       name: 'bpg_creates_running',
       help: 'Creates (database and branch) running in this daemon now; at most limits.concurrentCreates',
       registers,
       collect() {
-        this.set(self.running);
+        this.set(running());
       },
     });
     new Gauge({
@@ -65,7 +65,7 @@ export class CreateAdmission {
       help: 'Creates waiting for their turn now; at most limits.createQueueLength',
       registers,
       collect() {
-        this.set(self.queue.length);
+        this.set(waiting());
       },
     });
     this.rejected = new Counter({

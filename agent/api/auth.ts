@@ -43,7 +43,8 @@ export function collectTokens(configured: readonly ApiToken[], env: NodeJS.Proce
   const out = [...configured];
   const fromEnv = env.BPG_API_TOKEN?.trim();
   if (fromEnv) {
-    if (fromEnv.length < 16 || /\s/.test(fromEnv)) throw invalid('BPG_API_TOKEN must be at least 16 characters without spaces');
+    if (fromEnv.length < 16 || /\s/.test(fromEnv))
+      throw invalid('BPG_API_TOKEN must be at least 16 characters without spaces');
     out.push({ name: configured.some((t) => t.name === 'env') ? 'env-BPG_API_TOKEN' : 'env', token: fromEnv });
   }
   return out;

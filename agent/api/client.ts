@@ -121,7 +121,13 @@ export class BpgClient {
 
   /** Deletes a database (with every branch if `force`); `{ deleted: false }` if it was already gone. */
   async deleteDatabase(db: string, opts: { force?: boolean } = {}, o?: CallOptions): Promise<{ deleted: boolean }> {
-    const r = await this.call('DELETE', `/v1/databases/${seg(db)}${opts.force ? '?force=true' : ''}`, undefined, o, [404]);
+    const r = await this.call(
+      'DELETE',
+      `/v1/databases/${seg(db)}${opts.force ? '?force=true' : ''}`,
+      undefined,
+      o,
+      [404],
+    );
     if (r.status === 404) return { deleted: false };
     this.parse(S.DeleteDatabaseResponse, r.body, r.requestId);
     return { deleted: true };
@@ -146,8 +152,19 @@ export class BpgClient {
   }
 
   /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */
-  async deleteBranch(db: string, branch: string, opts: { force?: boolean } = {}, o?: CallOptions): Promise<DeleteBranchResult> {
-    const r = await this.call('DELETE', `${this.branchPath(db, branch)}${opts.force ? '?force=true' : ''}`, undefined, o, [404]);
+  async deleteBranch(
+    db: string,
+    branch: string,
+    opts: { force?: boolean } = {},
+    o?: CallOptions,
+  ): Promise<DeleteBranchResult> {
+    const r = await this.call(
+      'DELETE',
+      `${this.branchPath(db, branch)}${opts.force ? '?force=true' : ''}`,
+      undefined,
+      o,
+      [404],
+    );
     if (r.status === 404) return { deleted: false, branches: [] };
     return { deleted: true, branches: this.parse(S.DeleteBranchResponse, r.body, r.requestId).deleted };
   }
@@ -170,12 +187,18 @@ export class BpgClient {
   }
 
   listSnapshots(db?: string, branch?: string, o?: CallOptions): Promise<S.SnapshotView[]> {
-    const path = db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
+    const path =
+      db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
     return this.json('GET', path, S.SnapshotList, o);
   }
 
   /** An application-consistent snapshot of a branch, kept. Not retried (POST). */
-  createSnapshot(db: string, branch: string, body: S.CreateSnapshotBody = {}, o?: CallOptions): Promise<S.SnapshotView> {
+  createSnapshot(
+    db: string,
+    branch: string,
+    body: S.CreateSnapshotBody = {},
+    o?: CallOptions,
+  ): Promise<S.SnapshotView> {
     return this.json('POST', `${this.branchPath(db, branch)}/snapshots`, S.SnapshotView, o, body);
   }
 
@@ -201,19 +224,37 @@ export class BpgClient {
     return this.json('POST', `${this.branchPath(db, branch)}/${verb}`, S.BranchView, o);
   }
 
-  private async json<T extends z.ZodType>(method: Method, path: string, schema: T, o?: CallOptions, body?: unknown): Promise<z.infer<T>> {
+  private async json<T extends z.ZodType>(
+    method: Method,
+    path: string,
+    schema: T,
+    o?: CallOptions,
+    body?: unknown,
+  ): Promise<z.infer<T>> {
     const r = await this.call(method, path, body, o);
     return this.parse(schema, r.body, r.requestId);
   }
 
   private parse<T extends z.ZodType>(schema: T, body: unknown, requestId?: string): z.infer<T> {
     const r = schema.safeParse(body);
-    if (!r.success) throw new BpgApiError(0, 'bad_response', `unexpected response from the agent: ${S.firstIssue(r.error)}`, requestId);
+    if (!r.success)
+      throw new BpgApiError(
+        0,
+        'bad_response',
+        `unexpected response from the agent: ${S.firstIssue(r.error)}`,
+        requestId,
+      );
     return r.data;
   }
 
   /** One call with retries; answers with a 2xx (or an `accept`ed status), otherwise throws. */
-  private async call(method: Method, path: string, body: unknown, o: CallOptions = {}, accept: number[] = []): Promise<{ status: number; body: unknown; requestId?: string }> {
+  private async call(
+    method: Method,
+    path: string,
+    body: unknown,
+    o: CallOptions = {},
+    accept: number[] = [],
+  ): Promise<{ status: number; body: unknown; requestId?: string }> {
     const idempotent = method !== 'POST';
     let waited = 0;
     for (let attempt = 0; ; attempt++) {
@@ -235,8 +276,16 @@ export class BpgClient {
         // Inside the try: a connection reset while the body arrives is a connection error too.
         text = await res.text();
       } catch (e) {
-        if (timeout.aborted) throw new BpgApiError(0, 'timeout', `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`, undefined, { cause: e });
-        if (o.signal?.aborted) throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
+        if (timeout.aborted)
+          throw new BpgApiError(
+            0,
+            'timeout',
+            `${method} ${path}: no answer within ${o.timeoutMs ?? this.timeoutMs} ms`,
+            undefined,
+            { cause: e },
+          );
+        if (o.signal?.aborted)
+          throw new BpgApiError(0, 'aborted', `${method} ${path}: aborted`, undefined, { cause: e });
         const tlsProblem = isCertificateError(e);
         if (isConnectionError(e) && !tlsProblem && idempotent && attempt < this.retries) {
           const pause = Math.min(5000, this.retryDelayMs * 2 ** attempt) * (0.75 + Math.random() * 0.5);
@@ -244,20 +293,39 @@ export class BpgClient {
           continue;
         }
         const why = (e as { cause?: { code?: string; message?: string } }).cause;
-        const hint = tlsProblem ? ' (the agent\'s TLS certificate is not trusted: give its CA, or fix the certificate)' : '';
-        throw new BpgApiError(0, 'unreachable', `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}${hint}`, undefined, { cause: e });
+        const hint = tlsProblem
+          ? " (the agent's TLS certificate is not trusted: give its CA, or fix the certificate)"
+          : '';
+        throw new BpgApiError(
+          0,
+          'unreachable',
+          `${method} ${path}: cannot reach the agent at ${this.base}: ${why?.code ?? why?.message ?? (e as Error).message}${hint}`,
+          undefined,
+          { cause: e },
+        );
       }
       const requestId = res.headers.get('x-request-id') ?? undefined;
       let parsed: unknown;
       try {
         parsed = text === '' ? undefined : JSON.parse(text);
       } catch {
-        throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`, requestId);
+        throw new BpgApiError(
+          res.status,
+          'bad_response',
+          `${method} ${path}: HTTP ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`,
+          requestId,
+        );
       }
       if (res.ok || accept.includes(res.status)) return { status: res.status, body: parsed, requestId };
       // The agent is busy (its create line): it made nothing and says when to come back.
       const retryAfter = Number(res.headers.get('retry-after'));
-      if (res.status === 503 && idempotent && Number.isFinite(retryAfter) && retryAfter > 0 && waited < this.busyWaitMs) {
+      if (
+        res.status === 503 &&
+        idempotent &&
+        Number.isFinite(retryAfter) &&
+        retryAfter > 0 &&
+        waited < this.busyWaitMs
+      ) {
         const pause = Math.min(retryAfter * 1000, 30_000, this.busyWaitMs - waited);
         waited += pause;
         await sleep(pause);

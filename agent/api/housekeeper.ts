@@ -28,7 +28,9 @@ export function startHousekeeper(
     timer = null;
     const t0 = Date.now();
     try {
-      const r = await timeOperation('housekeeping', () => engine.housekeep({ around: o.around, shouldStop: () => stopping }));
+      const r = await timeOperation('housekeeping', () =>
+        engine.housekeep({ around: o.around, shouldStop: () => stopping }),
+      );
       recordHousekeeping(r);
       logReport(o.log, r);
     } catch (e) {

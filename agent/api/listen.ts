@@ -27,5 +27,8 @@ export async function listenOn(server: Server, listen: string): Promise<{ url: s
   });
   const addr = server.address() as AddressInfo;
   const scheme = server instanceof TlsServer ? 'https' : 'http';
-  return { url: `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`, port: addr.port };
+  return {
+    url: `${scheme}://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    port: addr.port,
+  };
 }

@@ -13,18 +13,36 @@ const err = (description: string) => ({ description, content: json(ref('Error'))
 const COMMON = {
   '401': err('Missing or wrong bearer token'),
   '500': err('The operation failed; its finished steps were undone'),
-  '503': err('ZFS pool or Docker engine not available, the agent is shutting down, or (creates) too many creates at once: see Retry-After'),
+  '503': err(
+    'ZFS pool or Docker engine not available, the agent is shutting down, or (creates) too many creates at once: see Retry-After',
+  ),
 };
 const BAD = { '400': err('Invalid name, body or query parameter') };
 const MISSING = { '404': err('No such database or branch') };
 const CONFLICT = { '409': err('Conflict: exists, busy, another parent, or children in the way') };
-const LIMITED = { '409': err('Conflict: exists, busy, another parent, a limit reached (the message names the limits.* key), or the pool out of space') };
+const LIMITED = {
+  '409': err(
+    'Conflict: exists, busy, another parent, a limit reached (the message names the limits.* key), or the pool out of space',
+  ),
+};
 const TOO_LARGE = { '413': err('Request body over the limit (api.bodyLimit, default 64 KiB)') };
 
-const pathParam = (name: string, description: string) => ({ name, in: 'path', required: true, description, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*$' } });
+const pathParam = (name: string, description: string) => ({
+  name,
+  in: 'path',
+  required: true,
+  description,
+  schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9_-]*$' },
+});
 const DB = pathParam('db', 'Database name');
 const BRANCH = pathParam('branch', 'Branch name (main is the database itself)');
-const FORCE = (what: string) => ({ name: 'force', in: 'query', required: false, description: what, schema: { type: 'string', enum: ['true', 'false'] } });
+const FORCE = (what: string) => ({
+  name: 'force',
+  in: 'query',
+  required: false,
+  description: what,
+  schema: { type: 'string', enum: ['true', 'false'] },
+});
 
 function lifecycle(verb: string, summary: string, extra: object = {}, query: object[] = []) {
   return {
@@ -32,13 +50,23 @@ function lifecycle(verb: string, summary: string, extra: object = {}, query: obj
       operationId: `${verb}Branch`,
       summary,
       parameters: [DB, BRANCH, ...query],
-      responses: { '200': ok(`The branch after ${verb}`, ref('BranchView')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON, ...extra },
+      responses: {
+        '200': ok(`The branch after ${verb}`, ref('BranchView')),
+        ...BAD,
+        ...MISSING,
+        ...CONFLICT,
+        ...COMMON,
+        ...extra,
+      },
     },
   };
 }
 
 const component = (schema: z.ZodType, io: 'input' | 'output') => {
-  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io, target: 'draft-2020-12' }) as Record<string, unknown>;
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(schema, { io, target: 'draft-2020-12' }) as Record<
+    string,
+    unknown
+  >;
   return rest;
 };
 
@@ -74,13 +102,26 @@ export function openapi(): Record<string, unknown> {
     security: [{ bearer: [] }],
     paths: {
       '/v1/health': {
-        get: { operationId: 'health', summary: 'Liveness; needs no token and tells nothing else', security: [], responses: { '200': ok('Up', ref('Health')) } },
+        get: {
+          operationId: 'health',
+          summary: 'Liveness; needs no token and tells nothing else',
+          security: [],
+          responses: { '200': ok('Up', ref('Health')) },
+        },
       },
       '/v1/openapi.json': {
-        get: { operationId: 'openapi', summary: 'This document', responses: { '200': { description: 'OpenAPI 3.1', content: json({ type: 'object' }) }, ...COMMON } },
+        get: {
+          operationId: 'openapi',
+          summary: 'This document',
+          responses: { '200': { description: 'OpenAPI 3.1', content: json({ type: 'object' }) }, ...COMMON },
+        },
       },
       '/v1/databases': {
-        get: { operationId: 'listDatabases', summary: 'Every database with its branches', responses: { '200': ok('Databases', { type: 'array', items: ref('DatabaseView') }), ...COMMON } },
+        get: {
+          operationId: 'listDatabases',
+          summary: 'Every database with its branches',
+          responses: { '200': ok('Databases', { type: 'array', items: ref('DatabaseView') }), ...COMMON },
+        },
         post: {
           operationId: 'createDatabase',
           summary: 'Create a database and its main branch (not idempotent: an existing name is a 409)',
@@ -89,19 +130,45 @@ export function openapi(): Record<string, unknown> {
         },
       },
       '/v1/databases/{db}': {
-        get: { operationId: 'getDatabase', summary: 'One database with its branches', parameters: [DB], responses: { '200': ok('The database', ref('DatabaseView')), ...BAD, ...MISSING, ...COMMON } },
+        get: {
+          operationId: 'getDatabase',
+          summary: 'One database with its branches',
+          parameters: [DB],
+          responses: { '200': ok('The database', ref('DatabaseView')), ...BAD, ...MISSING, ...COMMON },
+        },
         delete: {
           operationId: 'deleteDatabase',
           summary: 'Delete a database with its main branch; with force=true, with every branch',
           parameters: [DB, FORCE('Also delete every other branch of it')],
-          responses: { '200': ok('Deleted', ref('DeleteDatabaseResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+          responses: {
+            '200': ok('Deleted', ref('DeleteDatabaseResponse')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}/branches': {
-        get: { operationId: 'listBranches', summary: "The database's branches", parameters: [DB], responses: { '200': ok('Branches', { type: 'array', items: ref('BranchView') }), ...BAD, ...MISSING, ...COMMON } },
+        get: {
+          operationId: 'listBranches',
+          summary: "The database's branches",
+          parameters: [DB],
+          responses: {
+            '200': ok('Branches', { type: 'array', items: ref('BranchView') }),
+            ...BAD,
+            ...MISSING,
+            ...COMMON,
+          },
+        },
       },
       '/v1/databases/{db}/branches/{branch}': {
-        get: { operationId: 'getBranch', summary: 'One branch with its connection', parameters: [DB, BRANCH], responses: { '200': ok('The branch', ref('BranchView')), ...BAD, ...MISSING, ...COMMON } },
+        get: {
+          operationId: 'getBranch',
+          summary: 'One branch with its connection',
+          parameters: [DB, BRANCH],
+          responses: { '200': ok('The branch', ref('BranchView')), ...BAD, ...MISSING, ...COMMON },
+        },
         put: {
           operationId: 'putBranch',
           summary: 'Get or create a branch (safe to call twice)',
@@ -129,57 +196,119 @@ export function openapi(): Record<string, unknown> {
         },
         patch: {
           operationId: 'setBranch',
-          summary: 'Change expiry (`ttl` from now, null: never) and/or protection; main cannot expire and is always protected',
+          summary:
+            'Change expiry (`ttl` from now, null: never) and/or protection; main cannot expire and is always protected',
           parameters: [DB, BRANCH],
           requestBody: { required: true, content: json(ref('PatchBranchBody')) },
-          responses: { '200': ok('The branch', ref('BranchView')), ...BAD, ...MISSING, ...CONFLICT, ...TOO_LARGE, ...COMMON },
+          responses: {
+            '200': ok('The branch', ref('BranchView')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
         },
         delete: {
           operationId: 'deleteBranch',
           summary: 'Delete a branch and everything it owns; 404 if it is already gone (clients treat that as done)',
           parameters: [DB, BRANCH, FORCE('Also delete its child branches')],
-          responses: { '200': ok('Deleted (children first)', ref('DeleteBranchResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+          responses: {
+            '200': ok('Deleted (children first)', ref('DeleteBranchResponse')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...COMMON,
+          },
         },
       },
-      '/v1/databases/{db}/branches/{branch}/reset': lifecycle('reset', "Reset a branch to its parent's current state (port and password stay)", {}, [
-        FORCE('Also delete its child branches and kept snapshots'),
-      ]),
+      '/v1/databases/{db}/branches/{branch}/reset': lifecycle(
+        'reset',
+        "Reset a branch to its parent's current state (port and password stay)",
+        {},
+        [FORCE('Also delete its child branches and kept snapshots')],
+      ),
       '/v1/snapshots': {
-        get: { operationId: 'listSnapshots', summary: 'Every kept snapshot', responses: { '200': ok('Snapshots, oldest first', { type: 'array', items: ref('SnapshotView') }), ...COMMON } },
+        get: {
+          operationId: 'listSnapshots',
+          summary: 'Every kept snapshot',
+          responses: { '200': ok('Snapshots, oldest first', { type: 'array', items: ref('SnapshotView') }), ...COMMON },
+        },
       },
       '/v1/snapshots/{id}': {
         delete: {
           operationId: 'deleteSnapshot',
           summary: 'Delete a kept snapshot; refused (409, naming them) while branches were cloned from it',
-          parameters: [{ name: 'id', in: 'path', required: true, description: 'Snapshot id', schema: { type: 'string', pattern: '^snap-[a-f0-9]{8}$' } }],
-          responses: { '200': ok('Deleted', ref('DeleteSnapshotResponse')), ...BAD, ...MISSING, ...CONFLICT, ...COMMON },
+          parameters: [
+            {
+              name: 'id',
+              in: 'path',
+              required: true,
+              description: 'Snapshot id',
+              schema: { type: 'string', pattern: '^snap-[a-f0-9]{8}$' },
+            },
+          ],
+          responses: {
+            '200': ok('Deleted', ref('DeleteSnapshotResponse')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}/branches/{branch}/snapshots': {
-        get: { operationId: 'listBranchSnapshots', summary: "A branch's kept snapshots", parameters: [DB, BRANCH], responses: { '200': ok('Snapshots', { type: 'array', items: ref('SnapshotView') }), ...BAD, ...MISSING, ...COMMON } },
+        get: {
+          operationId: 'listBranchSnapshots',
+          summary: "A branch's kept snapshots",
+          parameters: [DB, BRANCH],
+          responses: {
+            '200': ok('Snapshots', { type: 'array', items: ref('SnapshotView') }),
+            ...BAD,
+            ...MISSING,
+            ...COMMON,
+          },
+        },
         post: {
           operationId: 'createSnapshot',
           summary: 'Take an application-consistent snapshot of a branch and keep it (for fromSnapshot and pitr)',
           parameters: [DB, BRANCH],
           requestBody: { required: false, content: json(ref('CreateSnapshotBody')) },
-          responses: { '201': ok('The snapshot', ref('SnapshotView')), ...BAD, ...MISSING, ...CONFLICT, ...TOO_LARGE, ...COMMON },
+          responses: {
+            '201': ok('The snapshot', ref('SnapshotView')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}/branches/{branch}/wal': {
-        get: { operationId: 'walInfo', summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure", parameters: [DB, BRANCH], responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON } },
+        get: {
+          operationId: 'walInfo',
+          summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure",
+          parameters: [DB, BRANCH],
+          responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON },
+        },
       },
       '/metrics': {
         get: {
           operationId: 'metrics',
-          summary: 'Prometheus metrics: branches by status, operation counts and durations, pool and branch bytes, WAL bytes, process',
-          description: 'Prometheus text exposition format 0.0.4. Needs the bearer token unless api.metricsWithoutToken is set.',
+          summary:
+            'Prometheus metrics: branches by status, operation counts and durations, pool and branch bytes, WAL bytes, process',
+          description:
+            'Prometheus text exposition format 0.0.4. Needs the bearer token unless api.metricsWithoutToken is set.',
           responses: {
             '200': { description: 'Metrics', content: { 'text/plain; version=0.0.4': { schema: { type: 'string' } } } },
             ...COMMON,
           },
         },
       },
-      '/v1/databases/{db}/branches/{branch}/start': lifecycle('start', "Start a branch's PostgreSQL (port and password stay)"),
+      '/v1/databases/{db}/branches/{branch}/start': lifecycle(
+        'start',
+        "Start a branch's PostgreSQL (port and password stay)",
+      ),
       '/v1/databases/{db}/branches/{branch}/stop': lifecycle('stop', "Stop a branch's PostgreSQL (its data stays)"),
       '/v1/databases/{db}/branches/{branch}/restart': lifecycle('restart', "Restart a branch's PostgreSQL"),
     },

@@ -162,7 +162,13 @@ export type PatchBranchBody = z.infer<typeof PatchBranchBody>;
 
 /** POST /v1/databases/{db}/branches/{branch}/snapshots */
 export const CreateSnapshotBody = z
-  .object({ label: z.string().max(200).regex(/^[^\x00-\x1f]*$/, 'label must be printable').optional() })
+  .object({
+    label: z
+      .string()
+      .max(200)
+      .regex(/^[^\x00-\x1f]*$/, 'label must be printable')
+      .optional(),
+  })
   .strict();
 export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBody>;
 
@@ -182,9 +188,7 @@ export const CreateDatabaseBody = z
 export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;
 
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
-export const ForceQuery = z
-  .object({ force: z.enum(['true', 'false']).optional() })
-  .strict();
+export const ForceQuery = z.object({ force: z.enum(['true', 'false']).optional() }).strict();
 
 // ---------------------------------------------------------------- responses
 

@@ -40,7 +40,10 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   const log = opts.log ?? createLogger({ json: true });
   const listen = opts.listen ?? cfg.api.listen;
   const { host } = parseListen(listen); // a bad address fails before anything starts
-  checkPlaintext(host, listen, { tls: cfg.api.tls !== null, allowPlaintext: cfg.api.allowPlaintext || opts.allowPlaintext === true });
+  checkPlaintext(host, listen, {
+    tls: cfg.api.tls !== null,
+    allowPlaintext: cfg.api.allowPlaintext || opts.allowPlaintext === true,
+  });
   const tokens = collectTokens(cfg.api.tokens, opts.env ?? process.env);
   if (tokens.length === 0) throw invalid('no API token: add api.tokens to the config, or set BPG_API_TOKEN');
 
@@ -57,9 +60,14 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   try {
     const report = await engine.doctor({ fix: true });
     const changed = report.findings.filter((f) => f.status !== 'found');
-    if (changed.length) log.warn('reconciled on start', { findings: changed.map((f) => ({ kind: f.kind, subject: f.subject, status: f.status, action: f.action })) });
+    if (changed.length)
+      log.warn('reconciled on start', {
+        findings: changed.map((f) => ({ kind: f.kind, subject: f.subject, status: f.status, action: f.action })),
+      });
   } catch (e) {
-    log.warn(`could not reconcile on start: ${describe(e)} (interrupted operations are retried before each operation; run 'bpg doctor')`);
+    log.warn(
+      `could not reconcile on start: ${describe(e)} (interrupted operations are retried before each operation; run 'bpg doctor')`,
+    );
   }
 
   const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
@@ -73,7 +81,12 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     interval: cfg.housekeeping.interval,
     log,
     around: (t, fn) =>
-      api.locks.with('snapshot' in t ? lockSet([`snapshot:${t.snapshot}`, 'exclusive']) : lockSet([t.database, 'shared'], [`${t.database}/${t.branch}`, 'exclusive']), fn),
+      api.locks.with(
+        'snapshot' in t
+          ? lockSet([`snapshot:${t.snapshot}`, 'exclusive'])
+          : lockSet([t.database, 'shared'], [`${t.database}/${t.branch}`, 'exclusive']),
+        fn,
+      ),
   });
 
   let resolveClosed!: () => void;
@@ -104,7 +117,9 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
-      log.info(`${signal}: stopping (send it again to stop at once; interrupted operations are recovered at the next start)`);
+      log.info(
+        `${signal}: stopping (send it again to stop at once; interrupted operations are recovered at the next start)`,
+      );
       void close();
     };
     process.on('SIGTERM', onSignal);

@@ -7,7 +7,7 @@ import { recordOperation } from '../engine/metrics.js';
 import { checkImage } from '../engine/images.js';
 import { parseSize } from '../config.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
-import { BpgError, conflict, describe, invalid, type ErrorCode } from '../errors.js';
+import { BpgError, describe, invalid, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
 import { CreateAdmission, Overloaded } from './admission.js';
@@ -64,7 +64,13 @@ export interface Api {
   drained(): Promise<void>;
 }
 
-const STATUS: Record<ErrorCode, number> = { invalid: 400, not_found: 404, conflict: 409, unavailable: 503, failed: 500 };
+const STATUS: Record<ErrorCode, number> = {
+  invalid: 400,
+  not_found: 404,
+  conflict: 409,
+  unavailable: 503,
+  failed: 500,
+};
 
 /** An error answered with a status the engine has no code for (401, 413, ...). */
 class HttpError extends Error {
@@ -196,7 +202,14 @@ export function createApi(opts: ApiOptions): Api {
       if (unauthenticatedInFlight >= engine.cfg.api.maxUnauthenticatedInFlight) {
         unauthenticated.inc({ outcome: 'overloaded' });
         res.setHeader('Retry-After', String(Math.max(1, Math.ceil(engine.cfg.api.metricsMaxAge / 1000))));
-        send(res, 503, errorBody('unavailable', 'too many requests without a token at once (api.maxUnauthenticatedInFlight); retry later'));
+        send(
+          res,
+          503,
+          errorBody(
+            'unavailable',
+            'too many requests without a token at once (api.maxUnauthenticatedInFlight); retry later',
+          ),
+        );
         return;
       }
       unauthenticated.inc({ outcome: 'metrics' });
@@ -264,7 +277,9 @@ export function createApi(opts: ApiOptions): Api {
     const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
       track(
         (async () => {
-          const r = await admission.run(() => engine.createDatabase(body.name, { image: body.image, ...resources(body) }));
+          const r = await admission.run(() =>
+            engine.createDatabase(body.name, { image: body.image, ...resources(body) }),
+          );
           opLog(res, 'database created', { database: body.name, ms: r.totalMs });
           return engine.getDatabase(body.name);
         })(),
@@ -286,7 +301,9 @@ export function createApi(opts: ApiOptions): Api {
 
   route('GET', '/v1/databases/:db/branches', async (req, res) => send(res, 200, await engine.listBranches(dbOf(req))));
 
-  route('GET', '/v1/databases/:db/branches/:branch', async (req, res) => send(res, 200, await engine.getBranch(refOf(req))));
+  route('GET', '/v1/databases/:db/branches/:branch', async (req, res) =>
+    send(res, 200, await engine.getBranch(refOf(req))),
+  );
 
   route('PUT', '/v1/databases/:db/branches/:branch', async (req, res) => {
     const ref = refOf(req);
@@ -296,8 +313,12 @@ export function createApi(opts: ApiOptions): Api {
     const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
     const key = refName(ref);
     // A kept snapshot names its own branch as the parent.
-    const snap = body.fromSnapshot === undefined ? undefined : (await engine.listSnapshots()).find((x) => x.id === body.fromSnapshot);
-    if (body.fromSnapshot !== undefined && !snap) throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
+    const snap =
+      body.fromSnapshot === undefined
+        ? undefined
+        : (await engine.listSnapshots()).find((x) => x.id === body.fromSnapshot);
+    if (body.fromSnapshot !== undefined && !snap)
+      throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
     const parentKey = snap ? snap.branch : refName(from ?? { database: ref.database, branch: 'main' });
     // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
@@ -305,16 +326,29 @@ export function createApi(opts: ApiOptions): Api {
       track(
         engine.putBranch(
           ref,
-          { from, fast: body.fast, fromSnapshot: body.fromSnapshot, pitr, ttlMs, protect: body.protected, ...resources(body) },
+          {
+            from,
+            fast: body.fast,
+            fromSnapshot: body.fromSnapshot,
+            pitr,
+            ttlMs,
+            protect: body.protected,
+            ...resources(body),
+          },
           { parentKey, admit: (create) => admission.run(create) },
         ),
       ),
     );
-    if (put.created) opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: put.totalMs });
-    else if (put.renewed) opLog(res, 'branch renewed', { branch: key, expiresAt: put.branch.expiresAt, protected: put.branch.protected });
+    if (put.created)
+      opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: put.totalMs });
+    else if (put.renewed)
+      opLog(res, 'branch renewed', { branch: key, expiresAt: put.branch.expiresAt, protected: put.branch.protected });
     const result = { created: put.created, branch: put.branch };
     if (result.created) {
-      res.setHeader('Location', `/v1/databases/${encodeURIComponent(ref.database)}/branches/${encodeURIComponent(ref.branch)}`);
+      res.setHeader(
+        'Location',
+        `/v1/databases/${encodeURIComponent(ref.database)}/branches/${encodeURIComponent(ref.branch)}`,
+      );
     }
     send(res, result.created ? 201 : 200, result);
   });
@@ -353,12 +387,16 @@ export function createApi(opts: ApiOptions): Api {
 
   route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await engine.listSnapshots()));
 
-  route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => send(res, 200, await engine.listSnapshots(refOf(req))));
+  route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) =>
+    send(res, 200, await engine.listSnapshots(refOf(req))),
+  );
 
   route('POST', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) => {
     const ref = refOf(req);
     const body = parse(CreateSnapshotBody, req.body ?? {}, 'body');
-    const snap = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(engine.createSnapshot(ref, { label: body.label })));
+    const snap = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
+      track(engine.createSnapshot(ref, { label: body.label })),
+    );
     opLog(res, 'snapshot created', { branch: refName(ref), snapshot: snap.id });
     send(res, 201, snap);
   });
@@ -378,7 +416,9 @@ export function createApi(opts: ApiOptions): Api {
   for (const verb of ['start', 'stop', 'restart'] as const) {
     route('POST', `/v1/databases/:db/branches/:branch/${verb}`, async (req, res) => {
       const ref = refOf(req);
-      const view = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () => track(engine[verb](ref)));
+      const view = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
+        track(engine[verb](ref)),
+      );
       opLog(res, `branch ${verb}`, { branch: refName(ref), status: view.status });
       send(res, 200, view);
     });
@@ -391,7 +431,8 @@ export function createApi(opts: ApiOptions): Api {
   // Four arguments: this is how express knows an error handler.
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
     const { status, code, message } = toHttp(err);
-    if (status >= 500) log.warn(`request failed: ${describe(err)}`, { requestId: locals(res).id, token: locals(res).token, status });
+    if (status >= 500)
+      log.warn(`request failed: ${describe(err)}`, { requestId: locals(res).id, token: locals(res).token, status });
     if (res.headersSent) {
       res.end();
       return;
@@ -415,7 +456,11 @@ export function createApi(opts: ApiOptions): Api {
 }
 
 /** `memory` ('1g' or bytes) and `cpus` of a body, for the engine (which checks them against the limits). */
-function resources(body: { memory?: string | number; cpus?: number; disk?: string | number }): { memory?: number; cpus?: number; disk?: number } {
+function resources(body: { memory?: string | number; cpus?: number; disk?: string | number }): {
+  memory?: number;
+  cpus?: number;
+  disk?: number;
+} {
   let memory: number | undefined;
   let disk: number | undefined;
   if (body.disk !== undefined) {
@@ -439,7 +484,8 @@ function resources(body: { memory?: string | number; cpus?: number; disk?: strin
 function operationNames(): Map<string, string> {
   const paths = openapi().paths as Record<string, Record<string, { operationId?: string }>>;
   const out = new Map<string, string>();
-  for (const [p, ops] of Object.entries(paths)) for (const [m, o] of Object.entries(ops)) if (o.operationId) out.set(`${m.toUpperCase()} ${p}`, o.operationId);
+  for (const [p, ops] of Object.entries(paths))
+    for (const [m, o] of Object.entries(ops)) if (o.operationId) out.set(`${m.toUpperCase()} ${p}`, o.operationId);
   return out;
 }
 
@@ -454,9 +500,10 @@ function toHttp(err: unknown): { status: number; code: ApiErrorCode; message: st
   // body-parser and the router mark client errors with a status and a type.
   const e = err as { status?: unknown; type?: unknown };
   const status = typeof e?.status === 'number' ? e.status : 500;
-  if (status === 413) return { status, code: 'too_large', message: 'request body is larger than the limit (api.bodyLimit)' };
-  if (e?.type === 'entity.parse.failed') return { status: 400, code: 'invalid', message: 'request body is not valid JSON' };
+  if (status === 413)
+    return { status, code: 'too_large', message: 'request body is larger than the limit (api.bodyLimit)' };
+  if (e?.type === 'entity.parse.failed')
+    return { status: 400, code: 'invalid', message: 'request body is not valid JSON' };
   if (status >= 400 && status < 500) return { status, code: 'invalid', message: describe(err) };
   return { status: 500, code: 'failed', message: describe(err) };
 }
-

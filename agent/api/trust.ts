@@ -8,7 +8,8 @@ import { rootCertificates } from 'node:tls';
 
 /** PEM text of one or more CA certificates. */
 export function fetchTrusting(caPem: string): typeof fetch {
-  if (!/-----BEGIN CERTIFICATE-----/.test(caPem)) throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
+  if (!/-----BEGIN CERTIFICATE-----/.test(caPem))
+    throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
   let ready: Promise<typeof fetch> | null = null;
   const load = async (): Promise<typeof fetch> => {
     const { Agent, fetch: undiciFetch } = await import('undici');

@@ -24,7 +24,10 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(memoryOption())
     .addOption(cpusOption())
     .addOption(diskOption('default: postgres.diskQuota'))
-    .option('--ttl <duration>', "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)")
+    .option(
+      '--ttl <duration>',
+      "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)",
+    )
     .option('--protect', 'never delete it by expiry nor stop it when idle')
     .addOption(jsonOption())
     .action(async (name: string, o) => {
@@ -34,7 +37,17 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
       const limits = resources(o);
-      const res = await (await engine()).createBranch(ref, { from, fast: o.fast, fromSnapshot: o.fromSnapshot, pitr, ttlMs, protect: o.protect, ...limits });
+      const res = await (
+        await engine()
+      ).createBranch(ref, {
+        from,
+        fast: o.fast,
+        fromSnapshot: o.fromSnapshot,
+        pitr,
+        ttlMs,
+        protect: o.protect,
+        ...limits,
+      });
       out.log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);
     });
@@ -44,7 +57,11 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .description('list branches (of one database, or all)')
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
-      out.result(o, await (await engine()).listBranches(name === undefined ? undefined : parseDatabaseName(name)), branchTable);
+      out.result(
+        o,
+        await (await engine()).listBranches(name === undefined ? undefined : parseDatabaseName(name)),
+        branchTable,
+      );
     });
 
   branch
@@ -72,7 +89,11 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .option('--fast', 'crash-consistent snapshot of the parent')
     .addOption(jsonOption())
     .action(async (name: string, o) => {
-      out.result(o, await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast }), branchDetail);
+      out.result(
+        o,
+        await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast }),
+        branchDetail,
+      );
     });
 
   branch
@@ -91,7 +112,11 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       .description(`${verb} a branch's PostgreSQL (port and password stay)`)
       .addOption(jsonOption())
       .action(async (name: string, o) => {
-        out.result(o, await (await engine())[verb](parseBranchRef(name)), (b) => `${b.name} ${b.status} on port ${b.port}\n`);
+        out.result(
+          o,
+          await (await engine())[verb](parseBranchRef(name)),
+          (b) => `${b.name} ${b.status} on port ${b.port}\n`,
+        );
       });
   }
   return branch;

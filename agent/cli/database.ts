@@ -6,7 +6,8 @@ import { jsonOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
-const databaseDetail = (d: DatabaseView) => `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+const databaseDetail = (d: DatabaseView) =>
+  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
 
 /** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
 export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {

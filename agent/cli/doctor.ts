@@ -15,7 +15,13 @@ export function doctorText(r: DoctorReport): string {
     head +
     table([
       ['STATUS', 'KIND', 'SUBJECT', 'DETAIL', 'ACTION'],
-      ...r.findings.map((f) => [f.severity === 'warning' && f.status !== 'fixed' ? 'warn' : MARK[f.status], f.kind, f.subject, f.error ? `${f.detail} (${f.error})` : f.detail, f.action ?? '-']),
+      ...r.findings.map((f) => [
+        f.severity === 'warning' && f.status !== 'fixed' ? 'warn' : MARK[f.status],
+        f.kind,
+        f.subject,
+        f.error ? `${f.detail} (${f.error})` : f.detail,
+        f.action ?? '-',
+      ]),
     ])
   );
 }
@@ -25,7 +31,10 @@ export function registerDoctorCommand(program: Command, { out, engine }: CliCont
   program
     .command('doctor')
     .description('compare the state with ZFS, Docker and the state folder; --fix repairs what is safe to repair')
-    .option('--fix', 'finish or undo interrupted operations, remove orphans, start what should run (never destroys a dataset holding a known branch)')
+    .option(
+      '--fix',
+      'finish or undo interrupted operations, remove orphans, start what should run (never destroys a dataset holding a known branch)',
+    )
     .addOption(jsonOption())
     .action(async (o: { fix?: boolean; json?: boolean }) => {
       const report = await (await engine()).doctor({ fix: o.fix });

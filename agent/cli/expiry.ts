@@ -29,20 +29,32 @@ export function registerExpiryCommands(program: Command, branch: Command, { out,
     .addOption(jsonOption())
     .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
-      out.result(o, await (await engine()).setBranchSettings(parseBranchRef(name), { ttlMs, protect: o.protect }), branchDetail);
+      out.result(
+        o,
+        await (await engine()).setBranchSettings(parseBranchRef(name), { ttlMs, protect: o.protect }),
+        branchDetail,
+      );
     });
 
   program
     .command('housekeep')
-    .description('run one housekeeping pass now: delete expired branches, stop idle ones, take and prune scheduled snapshots, trim WAL')
+    .description(
+      'run one housekeeping pass now: delete expired branches, stop idle ones, take and prune scheduled snapshots, trim WAL',
+    )
     .option('--dry-run', 'only say what would be done')
-    .option('--now <time>', "pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday")
+    .option(
+      '--now <time>',
+      'pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday',
+    )
     .addOption(jsonOption())
     .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
       const now = o.now === undefined ? undefined : await parseTime(o.now);
       const r = await (await engine()).housekeep({ now, dryRun: o.dryRun });
       out.result(o, r, housekeepingText);
-      if (r.errors.length) throw new Error(`housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`);
+      if (r.errors.length)
+        throw new Error(
+          `housekeeping: ${r.errors.length} item(s) failed: ${r.errors.map((x) => `${x.action} ${x.target}: ${x.error}`).join('; ')}`,
+        );
     });
 }
 
@@ -53,7 +65,10 @@ export function housekeepingText(r: HousekeepingReport): string {
   for (const s of r.stopped) lines.push(`${would}stop ${s.branch} (no client since ${s.idleSince})`);
   for (const s of r.snapshots) lines.push(`${would}snapshot ${s.branch}${s.id ? ` as ${s.id}` : ''} (scheduled)`);
   for (const p of r.pruned) lines.push(`${would}prune snapshot ${p.id} of ${p.branch} (taken ${p.createdAt})`);
-  for (const w of r.wal) lines.push(`${would}remove ${w.removed} WAL segment(s) of ${w.branch}, ${bytes(w.removedBytes)}${w.keptFrom ? ` (kept from ${w.keptFrom})` : ''}`);
+  for (const w of r.wal)
+    lines.push(
+      `${would}remove ${w.removed} WAL segment(s) of ${w.branch}, ${bytes(w.removedBytes)}${w.keptFrom ? ` (kept from ${w.keptFrom})` : ''}`,
+    );
   for (const s of r.skipped) lines.push(`skipped ${s.action} ${s.target}: ${s.reason}`);
   for (const e of r.errors) lines.push(`failed ${e.action} ${e.target}: ${e.error}`);
   if (!lines.length) lines.push('nothing to do');

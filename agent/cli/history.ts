@@ -11,7 +11,15 @@ export function snapshotTable(list: SnapshotView[]): string {
   if (!list.length) return 'no snapshots\n';
   return table([
     ['ID', 'BRANCH', 'CREATED', 'USED', 'CONSISTENCY', 'LABEL', 'USED BY'],
-    ...list.map((s) => [s.id, s.branch, s.createdAt, bytes(s.usedBytes), s.consistency, s.label ?? '-', s.usedBy.join(',') || '-']),
+    ...list.map((s) => [
+      s.id,
+      s.branch,
+      s.createdAt,
+      bytes(s.usedBytes),
+      s.consistency,
+      s.label ?? '-',
+      s.usedBy.join(',') || '-',
+    ]),
   ]);
 }
 
@@ -76,7 +84,8 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
       if (o.json) return;
       // Why archiving fails, one line each, after the table (on stderr: it is a warning, not data).
       for (const w of list) {
-        if (w.lastFailure?.reason) out.warn(`${w.branch}: archiving ${w.lastFailure.segment} failed: ${w.lastFailure.reason}`);
+        if (w.lastFailure?.reason)
+          out.warn(`${w.branch}: archiving ${w.lastFailure.segment} failed: ${w.lastFailure.reason}`);
         else if (w.full) out.warn(`${w.branch}: the WAL archive is full (postgres.walQuota)`);
       }
     });

@@ -20,12 +20,18 @@ export function registerInitCommand(program: Command, out: Output): void {
     .addOption(jsonOption())
     .action(async (o) => {
       const path = configPath();
-      if (existsSync(path) && !o.force) throw new BpgError('conflict', `${path} already exists (use --force to overwrite)`);
+      if (existsSync(path) && !o.force)
+        throw new BpgError('conflict', `${path} already exists (use --force to overwrite)`);
       const m = /^(\d+)-(\d+)$/.exec(o.portRange);
       if (!m) throw invalid(`--port-range must look like 15432-16431`);
       const input: ConfigInput = {
         zfs: { pool: o.pool, datasetBase: o.datasetBase },
-        postgres: { image: o.image, bindAddress: o.bindAddress, publicHost: o.publicHost, portRange: [Number(m[1]), Number(m[2])] },
+        postgres: {
+          image: o.image,
+          bindAddress: o.bindAddress,
+          publicHost: o.publicHost,
+          portRange: [Number(m[1]), Number(m[2])],
+        },
         stateDir: o.stateDir,
       };
       const cfg = await writeConfig(input, path);

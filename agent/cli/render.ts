@@ -24,7 +24,12 @@ export function bytes(n: number | null): string {
 export function span(ms: number): string {
   const parts: string[] = [];
   let rest = Math.max(0, Math.round(ms / 1000));
-  for (const [u, n] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]] as const) {
+  for (const [u, n] of [
+    ['d', 86400],
+    ['h', 3600],
+    ['m', 60],
+    ['s', 1],
+  ] as const) {
     if (rest >= n || (u === 's' && parts.length === 0)) {
       parts.push(`${Math.floor(rest / n)}${u}`);
       rest %= n;
@@ -43,7 +48,8 @@ export function expiry(b: Pick<BranchView, 'expiresAt' | 'protected'>, now = Dat
 }
 
 /** 'stopped (idle)' for a branch the idle stop stopped: `bpg start` brings it back. */
-const branchStatus = (b: BranchView) => (b.status === 'stopped' && b.stoppedBy === 'idle' ? 'stopped (idle)' : b.status);
+const branchStatus = (b: BranchView) =>
+  b.status === 'stopped' && b.stoppedBy === 'idle' ? 'stopped (idle)' : b.status;
 /** `12 MiB of 20 GiB (FULL)`: a full quota is what PostgreSQL's "Disk quota exceeded" errors mean. */
 const withQuota = (used: number | null, quota: number | null, full: boolean) =>
   `${bytes(used)}${quota !== null ? ` of ${bytes(quota)}` : ''}${full ? ' (FULL)' : ''}`;
@@ -52,7 +58,15 @@ export function branchTable(branches: BranchView[]): string {
   if (branches.length === 0) return 'no branches\n';
   return table([
     ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'EXPIRES', 'CREATED'],
-    ...branches.map((b) => [b.name, branchStatus(b), String(b.port), b.parent ?? '-', bytes(b.usedBytes), expiry(b), b.createdAt]),
+    ...branches.map((b) => [
+      b.name,
+      branchStatus(b),
+      String(b.port),
+      b.parent ?? '-',
+      bytes(b.usedBytes),
+      expiry(b),
+      b.createdAt,
+    ]),
   ]);
 }
 
@@ -93,12 +107,19 @@ const pct = (part: number, whole: number) => (whole > 0 ? `${Math.round((part / 
 export function statusText(s: SystemStatus): string {
   const lines: string[] = [];
   const p = s.pool;
-  lines.push(p ? `pool ${p.pool}: ${bytes(p.sizeBytes)}, ${bytes(p.allocatedBytes)} used (${p.usedPercent}%), ${bytes(p.freeBytes)} free` : `pool: not available`);
+  lines.push(
+    p
+      ? `pool ${p.pool}: ${bytes(p.sizeBytes)}, ${bytes(p.allocatedBytes)} used (${p.usedPercent}%), ${bytes(p.freeBytes)} free`
+      : `pool: not available`,
+  );
   const d = s.datasetBase;
   if (d) {
     const quota = d.quotaBytes ? `, quota ${bytes(d.quotaBytes)} (${pct(d.usedBytes, d.quotaBytes)} used)` : '';
     lines.push(`datasets ${d.dataset}: ${bytes(d.usedBytes)} used, ${bytes(d.availableBytes)} available${quota}`);
-    if (d.availableBytes < s.limits.minFreeBytes) lines.push(`  creates are refused: ${bytes(d.availableBytes)} available is below limits.minFreeBytes (${bytes(s.limits.minFreeBytes)})`);
+    if (d.availableBytes < s.limits.minFreeBytes)
+      lines.push(
+        `  creates are refused: ${bytes(d.availableBytes)} available is below limits.minFreeBytes (${bytes(s.limits.minFreeBytes)})`,
+      );
   }
   lines.push(`docker: ${s.docker.reachable ? 'reachable' : 'NOT reachable (branches show as missing)'}`);
   const by = Object.entries(s.counts.byStatus)
@@ -127,7 +148,9 @@ export function statusText(s: SystemStatus): string {
     : 'no branches\n';
   const full = s.branches.filter((b) => b.diskFull || b.walFull);
   for (const b of full) {
-    lines.push(`${b.name}: ${b.diskFull ? 'its disk quota is used up (writes fail with "Disk quota exceeded")' : 'its WAL archive is full (archiving fails)'}`);
+    lines.push(
+      `${b.name}: ${b.diskFull ? 'its disk quota is used up (writes fail with "Disk quota exceeded")' : 'its WAL archive is full (archiving fails)'}`,
+    );
   }
   return lines.join('\n') + '\n' + rows;
 }

@@ -2,9 +2,12 @@ import { Option } from 'commander';
 import { parseSize } from '../config.js';
 import { describe, invalid } from '../errors.js';
 
-export const memoryOption = () => new Option('--memory <size>', 'container memory, e.g. 512m, 1g (default: postgres.memory; at most limits.maxMemory)');
-export const cpusOption = () => new Option('--cpus <n>', 'container CPUs, e.g. 0.5, 2 (default: postgres.cpus; at most limits.maxCpus)');
-export const diskOption = (what: string) => new Option('--disk <size>', `ZFS quota of its dataset, e.g. 5g, 100g (${what}; at most limits.maxDisk)`);
+export const memoryOption = () =>
+  new Option('--memory <size>', 'container memory, e.g. 512m, 1g (default: postgres.memory; at most limits.maxMemory)');
+export const cpusOption = () =>
+  new Option('--cpus <n>', 'container CPUs, e.g. 0.5, 2 (default: postgres.cpus; at most limits.maxCpus)');
+export const diskOption = (what: string) =>
+  new Option('--disk <size>', `ZFS quota of its dataset, e.g. 5g, 100g (${what}; at most limits.maxDisk)`);
 
 export interface Resources {
   memory?: number;

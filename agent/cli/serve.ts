@@ -11,7 +11,11 @@ export function registerServeCommand(program: Command, out: Output): void {
     .option('--allow-plaintext', 'plain HTTP on a non-loopback address without api.tls (same as api.allowPlaintext)')
     .action(async (o) => {
       // Loaded on demand: express and the engine are only needed here.
-      const [{ serve }, { warnIfShared }, cfg] = await Promise.all([import('../api/serve.js'), import('../api/transport.js'), loadConfig()]);
+      const [{ serve }, { warnIfShared }, cfg] = await Promise.all([
+        import('../api/serve.js'),
+        import('../api/transport.js'),
+        loadConfig(),
+      ]);
       const serveLog = out.daemonLog();
       if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);
       const server = await serve(cfg, { listen: o.listen, allowPlaintext: o.allowPlaintext, log: serveLog });

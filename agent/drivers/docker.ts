@@ -13,10 +13,9 @@ export const LABEL_ROOT = 'io.betterpg.root';
 /** A digest of the spec a container was made from: one made from another spec is made again. */
 export const LABEL_SPEC = 'io.betterpg.spec';
 
-
-
 /** Docker reports a never-started container as 0001-01-01T00:00:00Z. */
-const startedAt = (t: string | undefined): string | null => (t && !t.startsWith('0001-') ? new Date(t).toISOString() : null);
+const startedAt = (t: string | undefined): string | null =>
+  t && !t.startsWith('0001-') ? new Date(t).toISOString() : null;
 const isStatus = (e: unknown, code: number) => (e as { statusCode?: number })?.statusCode === code;
 
 /**
@@ -55,8 +54,13 @@ export class DockerDriver implements ContainerRuntime {
     }
     const theirs = i.Config?.Labels?.[LABEL_ROOT];
     if (this.root !== null && theirs !== this.root) {
-      const whose = theirs === undefined ? 'is not one of this agent\'s (no io.betterpg.root label)' : `belongs to another agent (io.betterpg.root=${JSON.stringify(theirs)})`;
-      throw conflict(`container ${name} ${whose}, this agent's root is ${this.root}: refusing to ${action} it (remove or rename it by hand if it is stale)`);
+      const whose =
+        theirs === undefined
+          ? "is not one of this agent's (no io.betterpg.root label)"
+          : `belongs to another agent (io.betterpg.root=${JSON.stringify(theirs)})`;
+      throw conflict(
+        `container ${name} ${whose}, this agent's root is ${this.root}: refusing to ${action} it (remove or rename it by hand if it is stale)`,
+      );
     }
     return i;
   }
@@ -136,7 +140,12 @@ export class DockerDriver implements ContainerRuntime {
         SecurityOpt: spec.securityOpt,
         ReadonlyRootfs: spec.readOnlyRootfs,
         Tmpfs: spec.tmpfs,
-        LogConfig: spec.log ? { Type: 'json-file', Config: { 'max-size': String(spec.log.maxSizeBytes), 'max-file': String(spec.log.maxFiles) } } : undefined,
+        LogConfig: spec.log
+          ? {
+              Type: 'json-file',
+              Config: { 'max-size': String(spec.log.maxSizeBytes), 'max-file': String(spec.log.maxFiles) },
+            }
+          : undefined,
         NetworkMode: spec.network === 'none' ? 'none' : spec.network?.name,
       },
     });
@@ -203,7 +212,13 @@ export class DockerDriver implements ContainerRuntime {
   }
 
   /** The host port a container publishes 5432 on (from its configuration, running or not), and its labels. */
-  async binding(name: string): Promise<{ hostPort: number | null; hostIp: string | null; labels: Record<string, string>; memory: number; nanoCpus: number } | null> {
+  async binding(name: string): Promise<{
+    hostPort: number | null;
+    hostIp: string | null;
+    labels: Record<string, string>;
+    memory: number;
+    nanoCpus: number;
+  } | null> {
     const i = await this.owned(name, 'inspect');
     if (!i) return null;
     const b = i.HostConfig.PortBindings?.['5432/tcp']?.[0];
@@ -221,7 +236,9 @@ export class DockerDriver implements ContainerRuntime {
       const i = await this.owned(name, 'read the log of');
       if (!i) return '';
       const since = sinceSeconds === undefined ? {} : { since: Math.floor(sinceSeconds) };
-      const buf = (await this.docker.getContainer(i.Id).logs({ stdout: true, stderr: true, tail: lines, ...since })) as unknown as Buffer;
+      const buf = (await this.docker
+        .getContainer(i.Id)
+        .logs({ stdout: true, stderr: true, tail: lines, ...since })) as unknown as Buffer;
       return demux(buf);
     } catch {
       return '';
@@ -254,11 +271,18 @@ export class DockerDriver implements ContainerRuntime {
   }
 
   /** Containers carrying our managed label (optionally filtered by more labels); bound to a root, that root's only. */
-  async listManaged(labels: Record<string, string> = {}): Promise<Array<{ id: string; name: string; labels: Record<string, string>; state: string }>> {
+  async listManaged(
+    labels: Record<string, string> = {},
+  ): Promise<Array<{ id: string; name: string; labels: Record<string, string>; state: string }>> {
     const all = this.root === null ? labels : { ...labels, [LABEL_ROOT]: this.root };
     const filters = [`${LABEL_MANAGED}=true`, ...Object.entries(all).map(([k, v]) => `${k}=${v}`)];
     const list = await this.docker.listContainers({ all: true, filters: { label: filters } });
-    return list.map((c) => ({ id: c.Id, name: (c.Names[0] ?? '').replace(/^\//, ''), labels: c.Labels, state: c.State }));
+    return list.map((c) => ({
+      id: c.Id,
+      name: (c.Names[0] ?? '').replace(/^\//, ''),
+      labels: c.Labels,
+      state: c.State,
+    }));
   }
 }
 

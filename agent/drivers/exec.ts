@@ -22,7 +22,8 @@ export function run(command: string, args: readonly string[], opts: { timeoutMs?
       { timeout: opts.timeoutMs ?? 120_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, LC_ALL: 'C' } },
       (err, stdout, stderr) => {
         if (err) {
-          const code = typeof (err as NodeJS.ErrnoException).code === 'number' ? ((err as unknown as { code: number }).code) : null;
+          const code =
+            typeof (err as NodeJS.ErrnoException).code === 'number' ? (err as unknown as { code: number }).code : null;
           if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
             reject(new CommandError(command, args, null, `${command}: command not found`));
             return;

@@ -3,7 +3,10 @@ import type { ContainerSpec } from './interfaces.js';
 import { networkName } from './network.js';
 
 /** The container spec fields that confine a branch's PostgreSQL (and the initdb one-shot). */
-export type Hardening = Pick<ContainerSpec, 'pidsLimit' | 'capDrop' | 'securityOpt' | 'readOnlyRootfs' | 'tmpfs' | 'log' | 'network'>;
+export type Hardening = Pick<
+  ContainerSpec,
+  'pidsLimit' | 'capDrop' | 'securityOpt' | 'readOnlyRootfs' | 'tmpfs' | 'log' | 'network'
+>;
 
 /**
  * What the `postgres.*` hardening keys say, as container spec fields. PR SQL runs shell commands
@@ -32,6 +35,10 @@ export function hardening(cfg: Config, o: { oneShot?: boolean } = {}): Hardening
       ? { '/tmp': 'mode=1777', '/var/run/postgresql': `${owned},mode=2775`, '/run/postgresql': `${owned},mode=2775` }
       : undefined,
     log: p.logMaxSize === null ? undefined : { maxSizeBytes: p.logMaxSize, maxFiles: p.logMaxFiles },
-    network: o.oneShot ? 'none' : p.network === null ? undefined : { name: networkName(p.network, p.egress), egress: p.egress },
+    network: o.oneShot
+      ? 'none'
+      : p.network === null
+        ? undefined
+        : { name: networkName(p.network, p.egress), egress: p.egress },
   };
 }

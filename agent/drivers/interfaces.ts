@@ -139,7 +139,13 @@ export interface ContainerRuntime {
   remove(name: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   state(name: string): Promise<ContainerState | null>;
-  binding(name: string): Promise<{ hostPort: number | null; hostIp: string | null; labels: Record<string, string>; memory: number; nanoCpus: number } | null>;
+  binding(name: string): Promise<{
+    hostPort: number | null;
+    hostIp: string | null;
+    labels: Record<string, string>;
+    memory: number;
+    nanoCpus: number;
+  } | null>;
   logsTail(name: string, lines?: number, sinceSeconds?: number): Promise<string>;
   runOnce(spec: ContainerSpec, timeoutMs?: number): Promise<{ exitCode: number; output: string }>;
   /** This agent's containers (optionally filtered by more labels). */
@@ -154,5 +160,10 @@ export interface Postgres {
   connect(t: PgTarget, timeoutMs?: number): Promise<pg.Client>;
   withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>): Promise<T>;
   waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<void>;
-  withBackupMode(c: pg.Client, label: string, takeSnapshot: () => Promise<void>, o?: { waitForArchive?: boolean; stopTimeoutMs?: number }): Promise<BackupLabel>;
+  withBackupMode(
+    c: pg.Client,
+    label: string,
+    takeSnapshot: () => Promise<void>,
+    o?: { waitForArchive?: boolean; stopTimeoutMs?: number },
+  ): Promise<BackupLabel>;
 }

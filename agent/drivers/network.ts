@@ -24,15 +24,27 @@ export type { FirewallRule, NetworkPlan } from './interfaces.js';
 export const LABEL_NETWORK_MANAGED = 'io.betterpg.managed';
 export const LABEL_EGRESS = 'io.betterpg.egress';
 
-
 export function networkName(prefix: string, egress: boolean): string {
   return `${prefix}-${egress ? 'egress' : 'isolated'}`;
 }
 
-
 /** The rules of a no-egress bridge: only replies leave it, nothing new. */
 export function firewallRules(bridge: string): FirewallRule[] {
-  const rule = ['-i', bridge, '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED', '-m', 'comment', '--comment', 'betterpg: no egress', '-j', 'DROP'];
+  const rule = [
+    '-i',
+    bridge,
+    '-m',
+    'conntrack',
+    '!',
+    '--ctstate',
+    'RELATED,ESTABLISHED',
+    '-m',
+    'comment',
+    '--comment',
+    'betterpg: no egress',
+    '-j',
+    'DROP',
+  ];
   return [
     { chain: 'DOCKER-USER', rule },
     { chain: 'INPUT', rule },
@@ -63,7 +75,9 @@ export class BranchNetworks {
           try {
             await iptables(['-I', r.chain, '1', ...r.rule]);
           } catch (e) {
-            throw unavailable(`could not add the firewall rule that keeps branch containers from reaching out (iptables ${r.chain}): ${firstLine(e)}; is dockerd running with its iptables rules (the DOCKER-USER chain)? Or set postgres.egress: true`);
+            throw unavailable(
+              `could not add the firewall rule that keeps branch containers from reaching out (iptables ${r.chain}): ${firstLine(e)}; is dockerd running with its iptables rules (the DOCKER-USER chain)? Or set postgres.egress: true`,
+            );
           }
         }
       });
@@ -143,7 +157,11 @@ export class BranchNetworks {
     } catch (e) {
       // Made meanwhile by another process on the host (outside our lock: an older agent)?
       if ((await this.inspect(plan)) !== null) return;
-      throw new BpgError('unavailable', `could not create the Docker network ${plan.name} for branch containers: ${firstLine(e)}`, { cause: e });
+      throw new BpgError(
+        'unavailable',
+        `could not create the Docker network ${plan.name} for branch containers: ${firstLine(e)}`,
+        { cause: e },
+      );
     }
   }
 

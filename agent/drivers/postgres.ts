@@ -4,7 +4,6 @@ import { sleep } from './exec.js';
 import type { BackupLabel, PgTarget, Postgres } from './interfaces.js';
 export type { BackupLabel, PgTarget } from './interfaces.js';
 
-
 /** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
 export function newPassword(): string {
   return randomBytes(24).toString('base64url');
@@ -43,7 +42,12 @@ export const AGENT_SESSION_OPTIONS = [
   .join(' ');
 
 export async function connect(t: PgTarget, timeoutMs = 5000): Promise<pg.Client> {
-  const c = new pg.Client({ ...t, connectionTimeoutMillis: timeoutMs, application_name: 'betterpg', options: AGENT_SESSION_OPTIONS });
+  const c = new pg.Client({
+    ...t,
+    connectionTimeoutMillis: timeoutMs,
+    application_name: 'betterpg',
+    options: AGENT_SESSION_OPTIONS,
+  });
   c.on('error', () => {}); // a server going away must not crash the agent; the next query fails instead
   await c.connect();
   return c;
@@ -69,7 +73,10 @@ export async function waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () 
   let n = 0;
   while (Date.now() < deadline) {
     try {
-      const inRecovery = await withClient(t, async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r);
+      const inRecovery = await withClient(
+        t,
+        async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r,
+      );
       if (!inRecovery) return;
       lastErr = new Error('still in recovery');
     } catch (e) {
@@ -82,14 +89,15 @@ export async function waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () 
     }
     await sleep(n < 40 ? 25 : 100);
   }
-  throw new Error(`PostgreSQL did not answer within ${Math.round(timeoutMs / 1000)} s: ${(lastErr as Error)?.message ?? ''}`);
+  throw new Error(
+    `PostgreSQL did not answer within ${Math.round(timeoutMs / 1000)} s: ${(lastErr as Error)?.message ?? ''}`,
+  );
 }
 
 export async function serverVersionNum(c: pg.Client): Promise<number> {
   const r = await c.query<{ v: string }>("SELECT current_setting('server_version_num') AS v");
   return Number(r.rows[0]!.v);
 }
-
 
 /**
  * Non-exclusive backup mode is bound to one session: start and stop must run on the same held
@@ -105,7 +113,8 @@ export async function withBackupMode(
   const stopTimeoutMs = o.stopTimeoutMs ?? 120_000;
   const wait = o.waitForArchive ? 'true' : 'false';
   const v = await serverVersionNum(c);
-  const start = v >= 150000 ? 'SELECT pg_backup_start($1, true) AS lsn' : 'SELECT pg_start_backup($1, true, false) AS lsn';
+  const start =
+    v >= 150000 ? 'SELECT pg_backup_start($1, true) AS lsn' : 'SELECT pg_start_backup($1, true, false) AS lsn';
   const stop =
     v >= 150000
       ? `SELECT lsn, labelfile, spcmapfile FROM pg_backup_stop(${wait})`
@@ -126,7 +135,10 @@ export async function withBackupMode(
     row = (await c.query(stop)).rows[0];
   } catch (e) {
     if (/statement timeout/i.test((e as Error).message)) {
-      throw new Error(`pg_backup_stop did not finish in time${o.waitForArchive ? ": WAL archiving is failing (see 'bpg wal info')" : ''}`);
+      throw new Error(
+        `pg_backup_stop did not finish in time${o.waitForArchive ? ": WAL archiving is failing (see 'bpg wal info')" : ''}`,
+        { cause: e },
+      );
     }
     throw e;
   } finally {

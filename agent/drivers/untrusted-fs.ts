@@ -40,7 +40,13 @@ const APPEND = C.O_WRONLY | C.O_APPEND | C.O_NOFOLLOW | C.O_NONBLOCK;
 
 type Kind = 'missing' | 'file' | 'directory' | 'symbolic link' | 'FIFO' | 'socket' | 'device';
 
-function kindOf(st: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; isFIFO(): boolean; isSocket(): boolean }): Kind {
+function kindOf(st: {
+  isFile(): boolean;
+  isDirectory(): boolean;
+  isSymbolicLink(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+}): Kind {
   if (st.isFile()) return 'file';
   if (st.isDirectory()) return 'directory';
   if (st.isSymbolicLink()) return 'symbolic link';
@@ -99,7 +105,8 @@ export class UntrustedDir {
   }
 
   private at(name: string): string {
-    if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) throw new Error(`invalid file name '${name}'`);
+    if (!name || name === '.' || name === '..' || name.includes('/') || name.includes('\0'))
+      throw new Error(`invalid file name '${name}'`);
     return `/proc/self/fd/${this.fh.fd}/${name}`;
   }
 
@@ -141,7 +148,8 @@ export class UntrustedDir {
     try {
       const st = await fh.stat();
       if (!st.isFile()) throw new UnsafeFileError(this.shown(name), `is ${article(kindOf(st))}, not a regular file`);
-      if (st.size > maxBytes) throw new UnsafeFileError(this.shown(name), `is ${st.size} bytes, more than the ${maxBytes} expected`);
+      if (st.size > maxBytes)
+        throw new UnsafeFileError(this.shown(name), `is ${st.size} bytes, more than the ${maxBytes} expected`);
       return { fh, size: st.size };
     } catch (e) {
       await fh.close();
@@ -190,7 +198,7 @@ export class UntrustedDir {
       await this.assertReplaceable(name);
       await this.createAndRename(name, owner, 0o600, async (to) => {
         const buf = Buffer.allocUnsafe(1024 * 1024);
-        for (let pos = 0; ; ) {
+        for (let pos = 0; ;) {
           const { bytesRead } = await from.read(buf, 0, buf.length, pos);
           if (bytesRead === 0) break;
           await to.write(buf, 0, bytesRead);
@@ -202,7 +210,12 @@ export class UntrustedDir {
     }
   }
 
-  private async createAndRename(name: string, owner: Owner, mode: number, fill: (fh: FileHandle) => Promise<void>): Promise<void> {
+  private async createAndRename(
+    name: string,
+    owner: Owner,
+    mode: number,
+    fill: (fh: FileHandle) => Promise<void>,
+  ): Promise<void> {
     const tmp = `.bpg-tmp-${randomBytes(6).toString('hex')}`;
     const fh = await open(this.at(tmp), CREATE, mode);
     try {

@@ -6,9 +6,19 @@ import type { DatasetStore, ZfsEntry, ZfsProps } from './interfaces.js';
 export type { ZfsEntry, ZfsProps } from './interfaces.js';
 
 /** Subcommands that change datasets or the mount table; they run one at a time on a host. */
-const MUTATING = new Set(['create', 'snapshot', 'clone', 'destroy', 'rename', 'mount', 'umount', 'set', 'promote', 'rollback']);
+const MUTATING = new Set([
+  'create',
+  'snapshot',
+  'clone',
+  'destroy',
+  'rename',
+  'mount',
+  'umount',
+  'set',
+  'promote',
+  'rollback',
+]);
 const HOST_LOCK_DIR = process.env.BPG_ZFS_LOCK_DIR ?? '/run/betterpg';
-
 
 const BUSY = /busy/i;
 
@@ -159,7 +169,16 @@ export class ZfsDriver implements DatasetStore {
 
   /** Properties of a dataset and its descendants (down to `depth` levels), by dataset name. */
   async getTree(name: string, props: string[], depth?: number): Promise<Map<string, Record<string, string>>> {
-    const out = await this.zfs(['get', '-Hp', '-r', ...(depth !== undefined ? ['-d', String(depth)] : []), '-o', 'name,property,value', props.join(','), name]);
+    const out = await this.zfs([
+      'get',
+      '-Hp',
+      '-r',
+      ...(depth !== undefined ? ['-d', String(depth)] : []),
+      '-o',
+      'name,property,value',
+      props.join(','),
+      name,
+    ]);
     const rows = new Map<string, Record<string, string>>();
     for (const line of out.split('\n')) {
       const [n, p, v] = line.split('\t');
@@ -197,8 +216,20 @@ export class ZfsDriver implements DatasetStore {
       throw e;
     };
     const [list, props] = await Promise.all([
-      this.zfs(['list', '-H', '-t', 'filesystem,snapshot', '-o', 'name,type,mounted,origin', '-r', root]).catch(missing),
-      this.zfs(['get', '-H', '-r', '-s', 'local', '-o', 'name,property,value', 'betterpg:managed,betterpg:id,betterpg:wal', root]).catch(missing),
+      this.zfs(['list', '-H', '-t', 'filesystem,snapshot', '-o', 'name,type,mounted,origin', '-r', root]).catch(
+        missing,
+      ),
+      this.zfs([
+        'get',
+        '-H',
+        '-r',
+        '-s',
+        'local',
+        '-o',
+        'name,property,value',
+        'betterpg:managed,betterpg:id,betterpg:wal',
+        root,
+      ]).catch(missing),
     ]);
     const local = new Map<string, Record<string, string>>();
     for (const line of props.split('\n')) {
@@ -224,7 +255,6 @@ export class ZfsDriver implements DatasetStore {
       });
   }
 }
-
 
 function propArgs(props: ZfsProps): string[] {
   return Object.entries(props).flatMap(([k, v]) => ['-o', `${k}=${v}`]);

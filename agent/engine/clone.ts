@@ -23,11 +23,22 @@ export async function snapshotParent(
   snap: string,
   o: { fast: boolean; label: string; by: { database: string; branch: string }; waitForArchive?: boolean },
 ): Promise<BackupLabel | null> {
-  const props = { [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: o.by.database, [ZFS_PROP.branch]: o.by.branch, [ZFS_PROP.consistency]: o.fast ? 'crash' : 'application' };
-  const takeSnapshot = () => steps.step('zfs snapshot', () => ctx.zfs.snapshot(snap, props), () => ctx.zfs.destroy(snap));
+  const props = {
+    [ZFS_PROP.managed]: 'true',
+    [ZFS_PROP.database]: o.by.database,
+    [ZFS_PROP.branch]: o.by.branch,
+    [ZFS_PROP.consistency]: o.fast ? 'crash' : 'application',
+  };
+  const takeSnapshot = () =>
+    steps.step(
+      'zfs snapshot',
+      () => ctx.zfs.snapshot(snap, props),
+      () => ctx.zfs.destroy(snap),
+    );
   const parentRunning = (await ctx.docker.state(parent.container))?.running === true;
   if (!parentRunning) {
-    if (parent.status === 'running') throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
+    if (parent.status === 'running')
+      throw conflict(`branch '${refName(parent)}' is down (its container is not running); start it first`);
     await takeSnapshot();
     return null;
   }
@@ -38,7 +49,9 @@ export async function snapshotParent(
   }
   const c = await steps.step('connect to parent', () => ctx.pg.connect(target(ctx, parent, db)));
   try {
-    return await steps.step('backup mode', () => ctx.pg.withBackupMode(c, o.label, () => takeSnapshot(), { waitForArchive: o.waitForArchive }));
+    return await steps.step('backup mode', () =>
+      ctx.pg.withBackupMode(c, o.label, () => takeSnapshot(), { waitForArchive: o.waitForArchive }),
+    );
   } finally {
     await c.end().catch(() => {});
   }
@@ -46,14 +59,20 @@ export async function snapshotParent(
 
 /** Clones into a dataset path that must not exist yet (so an undo never destroys a stranger's). */
 export async function cloneFresh(ctx: EngineContext, snap: string, b: BranchRecord, into = b.dataset): Promise<void> {
-  if (await ctx.zfs.exists(into)) throw conflict(`dataset ${into} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${into}')`);
+  if (await ctx.zfs.exists(into))
+    throw conflict(`dataset ${into} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${into}')`);
   await ctx.zfs.clone(snap, into, branchProps(b));
 }
 
 /** Gives a branch's superuser a new password (sent as a SCRAM verifier, never as text). */
-export async function setPassword(ctx: EngineContext, b: BranchRecord, db: DatabaseRecord, current: string, next: string): Promise<void> {
+export async function setPassword(
+  ctx: EngineContext,
+  b: BranchRecord,
+  db: DatabaseRecord,
+  current: string,
+  next: string,
+): Promise<void> {
   await ctx.pg.withClient(target(ctx, b, db, current), (c) =>
     c.query(`ALTER ROLE ${quoteIdent(ctx.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(next))}`),
   );
 }
-

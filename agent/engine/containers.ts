@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto';
 import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { describe } from '../errors.js';
-import { LABEL_BRANCH, LABEL_DATABASE, LABEL_ID, LABEL_ROOT, LABEL_SPEC, type ContainerSpec } from '../drivers/docker.js';
+import {
+  LABEL_BRANCH,
+  LABEL_DATABASE,
+  LABEL_ID,
+  LABEL_ROOT,
+  LABEL_SPEC,
+  type ContainerSpec,
+} from '../drivers/docker.js';
 import { hardening } from '../drivers/hardening.js';
 import type { PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
@@ -18,7 +25,13 @@ import { requireDatabase } from './rules.js';
 export const ownerOf = (ctx: EngineContext) => ({ uid: ctx.cfg.postgres.uid, gid: ctx.cfg.postgres.gid });
 
 /** How the agent reaches a branch's PostgreSQL as its superuser. */
-export function target(ctx: EngineContext, b: BranchRecord, db: DatabaseRecord, password = b.password, database = db.pgDatabase): PgTarget {
+export function target(
+  ctx: EngineContext,
+  b: BranchRecord,
+  db: DatabaseRecord,
+  password = b.password,
+  database = db.pgDatabase,
+): PgTarget {
   return { host: ctx.cfg.postgres.bindAddress, port: b.port, user: ctx.cfg.postgres.superuser, password, database };
 }
 
@@ -51,7 +64,14 @@ async function ensureHbaFile(ctx: EngineContext): Promise<void> {
 }
 
 /** What a branch's container is made from (a pure function of the branch and the config). */
-export function containerSpec(ctx: EngineContext, b: BranchRecord, pgMajor: number, pgdata: string, dataDir: string, extra: { binds?: string[]; conf?: Record<string, string> } = {}): ContainerSpec {
+export function containerSpec(
+  ctx: EngineContext,
+  b: BranchRecord,
+  pgMajor: number,
+  pgdata: string,
+  dataDir: string,
+  extra: { binds?: string[]; conf?: Record<string, string> } = {},
+): ContainerSpec {
   const p = ctx.cfg.postgres;
   const spec: ContainerSpec = {
     name: b.container,
@@ -59,7 +79,12 @@ export function containerSpec(ctx: EngineContext, b: BranchRecord, pgMajor: numb
     user: `${p.uid}:${p.gid}`,
     entrypoint: ['postgres'],
     cmd: serverArgs(pgMajor, pgdata, extra.conf),
-    binds: [`${dataDir}:${pgdata}`, `${ctx.layout.walDir(b.id)}:${Layout.containerArchive}`, `${ctx.layout.hbaFile()}:${Layout.containerHba}:ro`, ...(extra.binds ?? [])],
+    binds: [
+      `${dataDir}:${pgdata}`,
+      `${ctx.layout.walDir(b.id)}:${Layout.containerArchive}`,
+      `${ctx.layout.hbaFile()}:${Layout.containerHba}:ro`,
+      ...(extra.binds ?? []),
+    ],
     labels: labels(ctx, b),
     publish: { hostIp: p.bindAddress, hostPort: b.port },
     memoryBytes: b.memory ?? p.memory,
@@ -76,7 +101,13 @@ export function containerSpec(ctx: EngineContext, b: BranchRecord, pgMajor: numb
 }
 
 /** Creates the branch's container if it is missing or made from another spec, then starts it. */
-export async function startContainer(ctx: EngineContext, b: BranchRecord, pgdata: string, dataDir: string, extra: { binds?: string[]; conf?: Record<string, string> } = {}): Promise<void> {
+export async function startContainer(
+  ctx: EngineContext,
+  b: BranchRecord,
+  pgdata: string,
+  dataDir: string,
+  extra: { binds?: string[]; conf?: Record<string, string> } = {},
+): Promise<void> {
   // betterpg.conf (postgres.settings) is rewritten through an untrusted-directory handle; the
   // settings the agent depends on go on the command line, where SQL cannot change them.
   const major = await writeUserConf(dataDir, ctx.cfg);
@@ -91,15 +122,24 @@ export async function startContainer(ctx: EngineContext, b: BranchRecord, pgdata
 }
 
 /** Waits until the branch answers a query and accepts writes; the container's last log line on failure. */
-export async function waitBranchReady(ctx: EngineContext, b: BranchRecord, db: DatabaseRecord, database = db.pgDatabase): Promise<void> {
+export async function waitBranchReady(
+  ctx: EngineContext,
+  b: BranchRecord,
+  db: DatabaseRecord,
+  database = db.pgDatabase,
+): Promise<void> {
   try {
-    await ctx.pg.waitReady(target(ctx, b, db, b.password, database), ctx.cfg.postgres.readyTimeoutSeconds * 1000, async () => {
-      const st = await ctx.docker.state(b.container);
-      return st?.running === true && st.restarts === 0 && st.status === 'running';
-    });
+    await ctx.pg.waitReady(
+      target(ctx, b, db, b.password, database),
+      ctx.cfg.postgres.readyTimeoutSeconds * 1000,
+      async () => {
+        const st = await ctx.docker.state(b.container);
+        return st?.running === true && st.restarts === 0 && st.status === 'running';
+      },
+    );
   } catch (e) {
     const tail = (await ctx.docker.logsTail(b.container, 5)).trim().split('\n').pop();
-    throw new Error(`${describe(e)}${tail ? ` (container log: ${tail})` : ''}`);
+    throw new Error(`${describe(e)}${tail ? ` (container log: ${tail})` : ''}`, { cause: e });
   }
 }
 

@@ -41,7 +41,11 @@ export interface CreateBranchOptions {
  * CHECKPOINT with `fast`, or a kept snapshot, or point-in-time recovery from one), clone, prepare
  * the clone, start it, give it its own password. Every step undoes itself when a later one fails.
  */
-export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: CreateBranchOptions = {}): Promise<CreateResult> {
+export async function createBranch(
+  ctx: EngineContext,
+  ref: BranchRef,
+  opts: CreateBranchOptions = {},
+): Promise<CreateResult> {
   const t0 = performance.now();
   await begin(ctx);
   const key = refName(ref);
@@ -53,7 +57,8 @@ export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: Cre
   await checkFreeSpace(ctx.zfs, ctx.cfg);
   const startedAt = Date.now();
   const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
-  if (fromRef.database !== ref.database) throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
+  if (fromRef.database !== ref.database)
+    throw invalid(`--from must be a branch of database '${ref.database}', not '${refName(fromRef)}'`);
   const log = ctx.log;
 
   // Point-in-time recovery needs the source's WAL up to the target in its archive.
@@ -69,9 +74,11 @@ export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: Cre
     let kept: SnapshotRecord | null = null;
     if (opts.fromSnapshot || pitr) {
       kept = pitr ? pitr.snapshot : (s.snapshots[opts.fromSnapshot!] ?? null);
-      if (!kept || !s.snapshots[kept.id]) throw notFound(`snapshot '${opts.fromSnapshot ?? pitr!.snapshot.id}' does not exist`);
+      if (!kept || !s.snapshots[kept.id])
+        throw notFound(`snapshot '${opts.fromSnapshot ?? pitr!.snapshot.id}' does not exist`);
       parent = Object.values(s.branches).find((b) => b.id === kept!.branchId);
-      if (parent && parent.database !== ref.database) throw invalid(`snapshot '${kept.id}' belongs to database '${parent.database}', not '${ref.database}'`);
+      if (parent && parent.database !== ref.database)
+        throw invalid(`snapshot '${kept.id}' belongs to database '${parent.database}', not '${ref.database}'`);
     } else {
       parent = s.branches[refName(fromRef)];
     }
@@ -116,22 +123,40 @@ export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: Cre
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
     let label: BackupLabel | null = kept?.backup ?? null;
-    if (!kept) label = await snapshotParent(ctx, steps, parent, db, snap, { fast: !!opts.fast, label: `betterpg ${key}`, by: record });
-    await steps.step('zfs clone', () => cloneFresh(ctx, snap, record), () => ctx.zfs.destroy(record.dataset), { partial: true });
+    if (!kept)
+      label = await snapshotParent(ctx, steps, parent, db, snap, {
+        fast: !!opts.fast,
+        label: `betterpg ${key}`,
+        by: record,
+      });
+    await steps.step(
+      'zfs clone',
+      () => cloneFresh(ctx, snap, record),
+      () => ctx.zfs.destroy(record.dataset),
+      { partial: true },
+    );
     await ctx.zfs.mount(record.dataset);
     const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
-    await steps.step('prepare data', async () => {
-      await ctx.wal.create(record.id);
-      if (pitr) {
-        await prepareBackupClone(dataDir, ctx.cfg, label!, []);
-      } else if (label) {
-        const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
-        await prepareBackupClone(dataDir, ctx.cfg, label, [{ dir: ctx.layout.walDir(parent.id) }, ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }])]);
-      } else {
-        await prepareCrashClone(dataDir, ctx.cfg);
-      }
-      // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL archive behind.
-    }, () => ctx.wal.destroy(record.id), { partial: true });
+    await steps.step(
+      'prepare data',
+      async () => {
+        await ctx.wal.create(record.id);
+        if (pitr) {
+          await prepareBackupClone(dataDir, ctx.cfg, label!, []);
+        } else if (label) {
+          const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
+          await prepareBackupClone(dataDir, ctx.cfg, label, [
+            { dir: ctx.layout.walDir(parent.id) },
+            ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }]),
+          ]);
+        } else {
+          await prepareCrashClone(dataDir, ctx.cfg);
+        }
+        // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL archive behind.
+      },
+      () => ctx.wal.destroy(record.id),
+      { partial: true },
+    );
     if (pitr) {
       // Replay the source's archive (mounted read-only for this start only) up to the target.
       const restore = '/var/lib/postgresql/restore-archive';
@@ -146,7 +171,10 @@ export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: Cre
         'start recovery',
         async () => {
           await ctx.wal.mount(parent.id);
-          await startContainer(ctx, record, pgdata, dataDir, { binds: [`${ctx.layout.walDir(parent.id)}:${restore}:ro`], conf });
+          await startContainer(ctx, record, pgdata, dataDir, {
+            binds: [`${ctx.layout.walDir(parent.id)}:${restore}:ro`],
+            conf,
+          });
         },
         () => ctx.docker.remove(record.container),
         { partial: true },
@@ -158,19 +186,31 @@ export async function createBranch(ctx: EngineContext, ref: BranchRef, opts: Cre
         await ctx.docker.remove(record.container);
       });
     }
-    await steps.step('start container', () => startContainer(ctx, record, pgdata, dataDir), () => ctx.docker.remove(record.container), { partial: true });
+    await steps.step(
+      'start container',
+      () => startContainer(ctx, record, pgdata, dataDir),
+      () => ctx.docker.remove(record.container),
+      { partial: true },
+    );
     // The clone still has its parent's password: connect with it once, then give the branch its own.
     await steps.step('wait ready', () => waitBranchReady(ctx, { ...record, password: parent.password }, db));
     await steps.step('set password', () => setPassword(ctx, record, db, parent.password, record.password));
   } catch (e) {
-    await undoAndFail(ctx, steps, e, (s) => {
-      delete s.branches[key];
-    }, { containers: [parent.container, record.container], sinceMs: startedAt });
+    await undoAndFail(
+      ctx,
+      steps,
+      e,
+      (s) => {
+        delete s.branches[key];
+      },
+      { containers: [parent.container, record.container], sinceMs: startedAt },
+    );
   }
   await ctx.store.update((s) => {
     s.branches[key]!.status = 'running';
     s.branches[key]!.operation = null;
   });
-  if (opts.fast) log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
+  if (opts.fast)
+    log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
 }

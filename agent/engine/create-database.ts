@@ -36,7 +36,11 @@ export interface CreateDatabaseOptions {
 }
 
 /** A new database: its main branch's dataset, an initdb in a one-shot container, the container, the database inside. */
-export async function createDatabase(ctx: EngineContext, name: string, opts: CreateDatabaseOptions = {}): Promise<CreateResult> {
+export async function createDatabase(
+  ctx: EngineContext,
+  name: string,
+  opts: CreateDatabaseOptions = {},
+): Promise<CreateResult> {
   const t0 = performance.now();
   checkResources(ctx.cfg, opts);
   const image = opts.image ?? ctx.cfg.postgres.image;
@@ -78,36 +82,67 @@ export async function createDatabase(ctx: EngineContext, name: string, opts: Cre
     // Pulled only now, once the name, the limits and duplicates are checked and the name reserved.
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(image));
     log.info(`creating database ${name} (image ${image})`);
-    await steps.step('zfs create', async () => {
-      const dbDs = ctx.layout.databaseDataset(name);
-      if (await ctx.zfs.exists(dbDs)) throw conflict(`dataset ${dbDs} already exists (left over? run 'zfs destroy -r ${dbDs}' if it is not needed)`);
-      // compression=on (lz4 on OpenZFS, lzjb on zfs-fuse): WAL files and fresh pages are mostly zeros.
-      await ctx.zfs.create(dbDs, { compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: name }, true);
-      try {
-        await ctx.zfs.create(record.dataset, branchProps(record));
-      } catch (e) {
-        await ctx.zfs.destroy(dbDs, { recursive: true }).catch(() => {});
-        throw e;
-      }
-    }, async () => ctx.zfs.destroy(ctx.layout.databaseDataset(name), { recursive: true }));
+    await steps.step(
+      'zfs create',
+      async () => {
+        const dbDs = ctx.layout.databaseDataset(name);
+        if (await ctx.zfs.exists(dbDs))
+          throw conflict(
+            `dataset ${dbDs} already exists (left over? run 'zfs destroy -r ${dbDs}' if it is not needed)`,
+          );
+        // compression=on (lz4 on OpenZFS, lzjb on zfs-fuse): WAL files and fresh pages are mostly zeros.
+        await ctx.zfs.create(
+          dbDs,
+          { compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.database]: name },
+          true,
+        );
+        try {
+          await ctx.zfs.create(record.dataset, branchProps(record));
+        } catch (e) {
+          await ctx.zfs.destroy(dbDs, { recursive: true }).catch(() => {});
+          throw e;
+        }
+      },
+      async () => ctx.zfs.destroy(ctx.layout.databaseDataset(name), { recursive: true }),
+    );
     const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
-    await steps.step('prepare folders', async () => {
-      await mkdirOwned(dataDir, ownerOf(ctx));
-      await ctx.wal.create(record.id);
-    }, async () => ctx.wal.destroy(record.id), { partial: true });
+    await steps.step(
+      'prepare folders',
+      async () => {
+        await mkdirOwned(dataDir, ownerOf(ctx));
+        await ctx.wal.create(record.id);
+      },
+      async () => ctx.wal.destroy(record.id),
+      { partial: true },
+    );
     await steps.step('initdb', () => initdb(ctx, record, image, dataDir, pgdata));
     await steps.step('configure', () => configureNewCluster(dataDir, ctx.cfg));
-    await steps.step('start container', () => startContainer(ctx, record, pgdata, dataDir), () => ctx.docker.remove(record.container), { partial: true });
+    await steps.step(
+      'start container',
+      () => startContainer(ctx, record, pgdata, dataDir),
+      () => ctx.docker.remove(record.container),
+      { partial: true },
+    );
     const db = (await ctx.store.read()).databases[name]!;
     await steps.step('wait ready', () => waitBranchReady(ctx, record, db, 'postgres'));
     if (name !== 'postgres') {
-      await steps.step('create database', () => ctx.pg.withClient(target(ctx, record, db, record.password, 'postgres'), (c) => c.query(`CREATE DATABASE ${quoteIdent(name)}`)));
+      await steps.step('create database', () =>
+        ctx.pg.withClient(target(ctx, record, db, record.password, 'postgres'), (c) =>
+          c.query(`CREATE DATABASE ${quoteIdent(name)}`),
+        ),
+      );
     }
   } catch (e) {
-    await undoAndFail(ctx, steps, e, (s) => {
-      delete s.branches[key];
-      delete s.databases[name];
-    }, { containers: [record.container], sinceMs: startedAt });
+    await undoAndFail(
+      ctx,
+      steps,
+      e,
+      (s) => {
+        delete s.branches[key];
+        delete s.databases[name];
+      },
+      { containers: [record.container], sinceMs: startedAt },
+    );
   }
   await ctx.store.update((s) => {
     s.databases[name]!.operation = null;
@@ -118,7 +153,13 @@ export async function createDatabase(ctx: EngineContext, name: string, opts: Cre
 }
 
 /** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
-async function initdb(ctx: EngineContext, b: BranchRecord, image: string, dataDir: string, pgdata: string): Promise<void> {
+async function initdb(
+  ctx: EngineContext,
+  b: BranchRecord,
+  image: string,
+  dataDir: string,
+  pgdata: string,
+): Promise<void> {
   const tmp = ctx.layout.tmpDir();
   await mkdir(tmp, { recursive: true, mode: 0o700 });
   const pwfile = join(tmp, `pw-${b.id}`);
@@ -130,7 +171,18 @@ async function initdb(ctx: EngineContext, b: BranchRecord, image: string, dataDi
       image,
       user: `${ctx.cfg.postgres.uid}:${ctx.cfg.postgres.gid}`,
       entrypoint: ['initdb'],
-      cmd: ['-D', pgdata, '-U', ctx.cfg.postgres.superuser, '--pwfile=/run/bpg-pwfile', '--auth-local=trust', '--auth-host=scram-sha-256', '-E', 'UTF8', '--locale=C'],
+      cmd: [
+        '-D',
+        pgdata,
+        '-U',
+        ctx.cfg.postgres.superuser,
+        '--pwfile=/run/bpg-pwfile',
+        '--auth-local=trust',
+        '--auth-host=scram-sha-256',
+        '-E',
+        'UTF8',
+        '--locale=C',
+      ],
       binds: [`${dataDir}:${pgdata}`, `${pwfile}:/run/bpg-pwfile:ro`],
       labels: labels(ctx, b),
       ...hardening(ctx.cfg, { oneShot: true }),

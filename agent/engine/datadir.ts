@@ -19,7 +19,13 @@ const MAX_SEGMENT_BYTES = 1024 ** 3;
 
 /** postgresql.conf quoting: inside '...' a backslash starts an escape, and '' is a quote. */
 const confValue = (v: string | number | boolean) =>
-  typeof v === 'string' ? `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'` : typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v);
+  typeof v === 'string'
+    ? `'${v.replace(/\\/g, '\\\\').replace(/'/g, "''")}'`
+    : typeof v === 'boolean'
+      ? v
+        ? 'on'
+        : 'off'
+      : String(v);
 
 /**
  * The archive command for servers without basic_archive (before PostgreSQL 15): copy under a
@@ -40,13 +46,25 @@ export function shellArchiveCommand(archive: string): string {
  * archiving into the branch's own folder and recovering from it, client authentication from the
  * agent's read-only file, no recovery target or upstream server planted in a config file.
  */
-const RECOVERY_TARGETS = ['recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_time', 'recovery_target_xid'];
+const RECOVERY_TARGETS = [
+  'recovery_target',
+  'recovery_target_lsn',
+  'recovery_target_name',
+  'recovery_target_time',
+  'recovery_target_xid',
+];
 
-export function pinnedSettings(pgMajor: number, pgdata: string, overrides: Record<string, string> = {}): Record<string, string> {
+export function pinnedSettings(
+  pgMajor: number,
+  pgdata: string,
+  overrides: Record<string, string> = {},
+): Record<string, string> {
   const archive = Layout.containerArchive;
   // No recovery target unless the agent sets one (point-in-time recovery): then it is the only one
   // set, as PostgreSQL allows only one (an empty one assigned after it counts as a second).
-  const targets = RECOVERY_TARGETS.some((k) => k in overrides) ? {} : Object.fromEntries(RECOVERY_TARGETS.map((k) => [k, '']));
+  const targets = RECOVERY_TARGETS.some((k) => k in overrides)
+    ? {}
+    : Object.fromEntries(RECOVERY_TARGETS.map((k) => [k, '']));
   const archiving: Record<string, string> =
     pgMajor >= 15
       ? // basic_archive (contrib, PostgreSQL 15+) copies to a temporary file, fsyncs and renames,
@@ -84,7 +102,9 @@ export function serverArgs(pgMajor: number, pgdata: string, overrides: Record<st
 export function userConf(cfg: Config, pgMajor: number): string {
   const pinned = new Set(Object.keys(pinnedSettings(pgMajor, '/')));
   const lines = ['# Written by the BetterPG agent before each start from postgres.settings; edits are overwritten.'];
-  lines.push('# The settings the agent depends on are server options (ps shows them); they win over this file and ALTER SYSTEM.');
+  lines.push(
+    '# The settings the agent depends on are server options (ps shows them); they win over this file and ALTER SYSTEM.',
+  );
   for (const [k, v] of Object.entries(cfg.postgres.settings)) if (!pinned.has(k)) lines.push(`${k} = ${confValue(v)}`);
   return lines.join('\n') + '\n';
 }
@@ -106,7 +126,8 @@ const owner = (cfg: Config): Owner => ({ uid: cfg.postgres.uid, gid: cfg.postgre
 export async function pgMajor(dataDir: string): Promise<number> {
   const text = await UntrustedDir.with(dataDir, (d) => d.readText('PG_VERSION', 64));
   const v = Number(text.trim());
-  if (!Number.isInteger(v) || v < 9 || v > 99) throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
+  if (!Number.isInteger(v) || v < 9 || v > 99)
+    throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
   return v;
 }
 
@@ -114,7 +135,8 @@ export async function pgMajor(dataDir: string): Promise<number> {
 export async function writeUserConf(dataDir: string, cfg: Config): Promise<number> {
   return UntrustedDir.with(dataDir, async (d) => {
     const major = Number((await d.readText('PG_VERSION', 64)).trim());
-    if (!Number.isInteger(major) || major < 9 || major > 99) throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
+    if (!Number.isInteger(major) || major < 9 || major > 99)
+      throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
     await d.writeFile(USER_CONF, userConf(cfg, major), owner(cfg));
     return major;
   });
@@ -161,7 +183,12 @@ async function openSource(src: WalSource): Promise<UntrustedDir | null> {
  * recovery.signal so the clone recovers, promotes and starts a new timeline. Every folder involved
  * is the parent's or the clone's, so every file is treated as untrusted.
  */
-export async function prepareBackupClone(dataDir: string, cfg: Config, label: BackupLabel, walSources: WalSource[]): Promise<void> {
+export async function prepareBackupClone(
+  dataDir: string,
+  cfg: Config,
+  label: BackupLabel,
+  walSources: WalSource[],
+): Promise<void> {
   const o = owner(cfg);
   await UntrustedDir.with(dataDir, async (d) => {
     await d.remove('postmaster.pid');
@@ -184,7 +211,9 @@ export async function prepareBackupClone(dataDir: string, cfg: Config, label: Ba
       if (walSources.length === 0) {
         // recovery reads the WAL through restore_command (point-in-time recovery)
       } else if (!found.has(label.firstSegment) || !found.has(label.lastSegment)) {
-        throw new Error(`WAL segments ${label.firstSegment}..${label.lastSegment} are not all in the parent's archive or pg_wal`);
+        throw new Error(
+          `WAL segments ${label.firstSegment}..${label.lastSegment} are not all in the parent's archive or pg_wal`,
+        );
       }
       if (found.size) {
         const pgWal = await d.dir('pg_wal');

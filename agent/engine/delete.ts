@@ -20,7 +20,9 @@ export async function deleteDatabase(ctx: EngineContext, name: string, opts: { f
     const branches = Object.values(s.branches).filter((b) => b.database === name);
     const others = branches.filter((b) => b.branch !== 'main');
     if (others.length && !opts.force) {
-      throw conflict(`database '${name}' has ${others.length} branch(es) besides main (${others.map(refName).join(', ')}); use --force to delete them all`);
+      throw conflict(
+        `database '${name}' has ${others.length} branch(es) besides main (${others.map(refName).join(', ')}); use --force to delete them all`,
+      );
     }
     for (const b of branches) assertIdle(`branch '${refName(b)}'`, b.operation);
     db.operation = newOperation('delete-database');
@@ -39,15 +41,22 @@ export async function deleteDatabase(ctx: EngineContext, name: string, opts: { f
 }
 
 /** `onlyIf` runs under the lock on the branch and every descendant: throw to refuse (housekeeping's re-check). */
-export async function deleteBranch(ctx: EngineContext, ref: BranchRef, opts: { force?: boolean; onlyIf?: (b: BranchRecord) => void } = {}): Promise<string[]> {
+export async function deleteBranch(
+  ctx: EngineContext,
+  ref: BranchRef,
+  opts: { force?: boolean; onlyIf?: (b: BranchRecord) => void } = {},
+): Promise<string[]> {
   await begin(ctx);
   const key = refName(ref);
-  if (ref.branch === 'main') throw conflict(`'main' can only be deleted with its database (bpg db delete ${ref.database})`);
+  if (ref.branch === 'main')
+    throw conflict(`'main' can only be deleted with its database (bpg db delete ${ref.database})`);
   const doomed = await ctx.store.update((s) => {
     const b = requireBranch(s, ref);
     const descendants = descendantsOf(s, key);
     if (descendants.length && !opts.force) {
-      throw conflict(`branch '${key}' has child branches (${descendants.map(refName).join(', ')}); use --force to delete them too`);
+      throw conflict(
+        `branch '${key}' has child branches (${descendants.map(refName).join(', ')}); use --force to delete them too`,
+      );
     }
     const all = [b, ...descendants];
     for (const x of all) assertIdle(`branch '${refName(x)}'`, x.operation);

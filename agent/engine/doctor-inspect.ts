@@ -94,14 +94,20 @@ export interface Inventory {
 const datasetOf = (b: BranchRecord) => b.dataset;
 
 /** Every difference between the state and the inventory, in the order a repair should go. */
-export function inspect(inv: Inventory, state: State, o: { fix: boolean; walDataset: (id: string) => string }): PlannedFinding[] {
+export function inspect(
+  inv: Inventory,
+  state: State,
+  o: { fix: boolean; walDataset: (id: string) => string },
+): PlannedFinding[] {
   const out: PlannedFinding[] = [];
   const add = (f: PlannedFinding) => out.push(f);
   const root = inv.root;
   const walPrefix = `${inv.walRoot}/`;
   const walById = new Map(
     inv.zfs
-      .filter((z) => z.type === 'filesystem' && z.name.startsWith(walPrefix) && !z.name.slice(walPrefix.length).includes('/'))
+      .filter(
+        (z) => z.type === 'filesystem' && z.name.startsWith(walPrefix) && !z.name.slice(walPrefix.length).includes('/'),
+      )
       .map((z) => [z.name.slice(walPrefix.length), z]),
   );
   const migrated = state.walOnZfs;
@@ -112,7 +118,8 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     add({
       kind: 'legacy-wal',
       subject: inv.walMount,
-      detail: "WAL archives are folders on the host's disk (an install from before WAL datasets): one branch could fill it",
+      detail:
+        "WAL archives are folders on the host's disk (an install from before WAL datasets): one branch could fill it",
       action: `move them onto ZFS datasets under ${inv.walRoot} (running branches restart once)`,
       repair: { do: 'migrate-wal' },
     });
@@ -131,7 +138,13 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
       if (b.operation.data?.snapshot) busySnapshots.add(b.operation.data.snapshot);
     }
     if (!alive && !o.fix) {
-      add({ kind: 'interrupted-operation', subject: refName(b), detail: `'${b.operation.kind}' was interrupted (its process, pid ${b.operation.pid}, is gone)`, action: 'finish or undo it', repair: null });
+      add({
+        kind: 'interrupted-operation',
+        subject: refName(b),
+        detail: `'${b.operation.kind}' was interrupted (its process, pid ${b.operation.pid}, is gone)`,
+        action: 'finish or undo it',
+        repair: null,
+      });
     }
   }
   for (const db of Object.values(state.databases)) {
@@ -139,7 +152,13 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     const alive = liveDb.has(db.name);
     if (alive || !o.fix) busyDbs.add(db.name);
     if (!alive && !o.fix) {
-      add({ kind: 'interrupted-operation', subject: db.name, detail: `'${db.operation.kind}' was interrupted (its process, pid ${db.operation.pid}, is gone)`, action: 'finish or undo it', repair: null });
+      add({
+        kind: 'interrupted-operation',
+        subject: db.name,
+        detail: `'${db.operation.kind}' was interrupted (its process, pid ${db.operation.pid}, is gone)`,
+        action: 'finish or undo it',
+        repair: null,
+      });
     }
   }
   const isBusy = (b: BranchRecord) => busy.has(b.id) || busyDbs.has(b.database);
@@ -156,12 +175,25 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     const key = refName(b);
     const ds = fsByName.get(b.dataset);
     if (!ds) {
-      const moved = inv.zfs.find((z) => z.type === 'filesystem' && z.id === b.id && z.name !== b.dataset && !byDataset.has(z.name));
+      const moved = inv.zfs.find(
+        (z) => z.type === 'filesystem' && z.id === b.id && z.name !== b.dataset && !byDataset.has(z.name),
+      );
       if (moved) {
-        add({ kind: 'moved-dataset', subject: key, detail: `its dataset is at ${moved.name}, not ${b.dataset}`, action: `rename ${moved.name} to ${b.dataset}`, repair: { do: 'rename-dataset', branch: b, from: moved.name } });
+        add({
+          kind: 'moved-dataset',
+          subject: key,
+          detail: `its dataset is at ${moved.name}, not ${b.dataset}`,
+          action: `rename ${moved.name} to ${b.dataset}`,
+          repair: { do: 'rename-dataset', branch: b, from: moved.name },
+        });
       } else {
         const kids = childrenOf(key);
-        const blocked = b.branch === 'main' ? 'it is the main branch (delete the database)' : kids.length ? `it has child branches (${kids.map(refName).join(', ')})` : null;
+        const blocked =
+          b.branch === 'main'
+            ? 'it is the main branch (delete the database)'
+            : kids.length
+              ? `it has child branches (${kids.map(refName).join(', ')})`
+              : null;
         add({
           kind: 'missing-dataset',
           subject: key,
@@ -172,26 +204,79 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
       }
       continue;
     }
-    if (!ds.mounted) add({ kind: 'unmounted-dataset', subject: key, detail: `${b.dataset} is not mounted`, action: 'mount it', repair: { do: 'mount', dataset: b.dataset } });
+    if (!ds.mounted)
+      add({
+        kind: 'unmounted-dataset',
+        subject: key,
+        detail: `${b.dataset} is not mounted`,
+        action: 'mount it',
+        repair: { do: 'mount', dataset: b.dataset },
+      });
     const c = inv.containers.find((x) => x.name === b.container);
     if (c && (c.labels[LABEL_ID] !== b.id || c.hostPort !== b.port)) {
-      const why = c.labels[LABEL_ID] !== b.id ? `container ${b.container} belongs to another branch id (${c.labels[LABEL_ID] ?? 'none'})` : `container publishes port ${c.hostPort ?? 'none'}, the state says ${b.port}`;
-      add({ kind: 'port-mismatch', subject: key, detail: why, action: b.status === 'running' ? 're-create and start the container' : 'remove the container (re-created on start)', repair: { do: 'recreate-container', branch: b } });
+      const why =
+        c.labels[LABEL_ID] !== b.id
+          ? `container ${b.container} belongs to another branch id (${c.labels[LABEL_ID] ?? 'none'})`
+          : `container publishes port ${c.hostPort ?? 'none'}, the state says ${b.port}`;
+      add({
+        kind: 'port-mismatch',
+        subject: key,
+        detail: why,
+        action:
+          b.status === 'running' ? 're-create and start the container' : 'remove the container (re-created on start)',
+        repair: { do: 'recreate-container', branch: b },
+      });
     } else if (b.status === 'running' && c?.state !== 'running') {
-      add({ kind: 'not-running', subject: key, detail: c ? `its container is ${c.state}` : 'its container does not exist', action: c ? 'start it' : 're-create and start it', repair: { do: 'start-branch', branch: b } });
+      add({
+        kind: 'not-running',
+        subject: key,
+        detail: c ? `its container is ${c.state}` : 'its container does not exist',
+        action: c ? 'start it' : 're-create and start it',
+        repair: { do: 'start-branch', branch: b },
+      });
     } else if (b.status === 'stopped' && c?.state === 'running') {
-      add({ kind: 'running-but-stopped', subject: key, detail: 'recorded as stopped but its container runs (started by hand?)', action: 'record it as running', repair: { do: 'record-running', branch: b } });
+      add({
+        kind: 'running-but-stopped',
+        subject: key,
+        detail: 'recorded as stopped but its container runs (started by hand?)',
+        action: 'record it as running',
+        repair: { do: 'record-running', branch: b },
+      });
     }
     if (b.status === 'stopped' && c?.state !== 'running' && taken.has(b.port)) {
-      add({ kind: 'port-taken', subject: key, detail: `port ${b.port} is in use by another program: the branch cannot start until it is freed`, action: null, repair: null });
+      add({
+        kind: 'port-taken',
+        subject: key,
+        detail: `port ${b.port} is in use by another program: the branch cannot start until it is freed`,
+        action: null,
+        repair: null,
+      });
     }
     const walDs = walById.get(b.id);
     if (migrated && !walDs) {
-      add({ kind: 'missing-wal-folder', subject: key, detail: `its WAL archive dataset ${o.walDataset(b.id)} does not exist (archiving fails)`, action: 'create it (empty)', repair: { do: 'create-wal', branch: b } });
+      add({
+        kind: 'missing-wal-folder',
+        subject: key,
+        detail: `its WAL archive dataset ${o.walDataset(b.id)} does not exist (archiving fails)`,
+        action: 'create it (empty)',
+        repair: { do: 'create-wal', branch: b },
+      });
     } else if (walDs && !walDs.mounted) {
-      add({ kind: 'unmounted-dataset', subject: key, detail: `its WAL archive ${walDs.name} is not mounted`, action: 'mount it', repair: { do: 'mount-wal', id: b.id } });
+      add({
+        kind: 'unmounted-dataset',
+        subject: key,
+        detail: `its WAL archive ${walDs.name} is not mounted`,
+        action: 'mount it',
+        repair: { do: 'mount-wal', id: b.id },
+      });
     } else if (!migrated && !inv.walFolders.includes(b.id)) {
-      add({ kind: 'missing-wal-folder', subject: key, detail: `${join(inv.walMount, b.id)} does not exist (archiving fails)`, action: 'create it', repair: { do: 'create-legacy-wal-folder', id: b.id } });
+      add({
+        kind: 'missing-wal-folder',
+        subject: key,
+        detail: `${join(inv.walMount, b.id)} does not exist (archiving fails)`,
+        action: 'create it',
+        repair: { do: 'create-legacy-wal-folder', id: b.id },
+      });
     }
   }
 
@@ -201,7 +286,13 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     if (owner && isBusy(owner)) continue;
     if (owner && owner.container === c.name) continue;
     if (!owner && [...busyDbs].some((d) => c.labels[LABEL_DATABASE] === d)) continue;
-    add({ kind: 'orphan-container', subject: c.name, detail: owner ? `named for no branch of id ${owner.id}` : 'belongs to no branch in the state', action: 'remove it', repair: { do: 'remove-container', name: c.name } });
+    add({
+      kind: 'orphan-container',
+      subject: c.name,
+      detail: owner ? `named for no branch of id ${owner.id}` : 'belongs to no branch in the state',
+      action: 'remove it',
+      repair: { do: 'remove-container', name: c.name },
+    });
   }
 
   // 3. Datasets and snapshots nobody owns, children (and clones) before what they came from. The
@@ -219,32 +310,70 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     if (owner && isBusy(owner)) continue;
     if (owner && !fsByName.has(owner.dataset)) continue; // it is that branch's data, under another name (see moved-dataset)
     if (!z.managed) {
-      add({ kind: 'foreign-dataset', subject: z.name, detail: 'not made by BetterPG (no betterpg:managed property); left alone', action: null, repair: null });
+      add({
+        kind: 'foreign-dataset',
+        subject: z.name,
+        detail: 'not made by BetterPG (no betterpg:managed property); left alone',
+        action: null,
+        repair: null,
+      });
       continue;
     }
     orphans.push(z);
   }
   const destroyed = new Set<string>();
-  const clonedFrom = (ds: string) => inv.zfs.filter((z) => z.type === 'filesystem' && !destroyed.has(z.name) && z.origin?.startsWith(`${ds}@`) && !z.name.startsWith(`${ds}/`));
-  for (let progress = true; progress && orphans.length; ) {
+  const clonedFrom = (ds: string) =>
+    inv.zfs.filter(
+      (z) =>
+        z.type === 'filesystem' &&
+        !destroyed.has(z.name) &&
+        z.origin?.startsWith(`${ds}@`) &&
+        !z.name.startsWith(`${ds}/`),
+    );
+  for (let progress = true; progress && orphans.length;) {
     progress = false;
     for (const z of [...orphans]) {
-      const inOtherOrphan = (u: ZfsEntry) => orphans.some((x) => x !== z && (u.name === x.name || u.name.startsWith(`${x.name}/`)));
+      const inOtherOrphan = (u: ZfsEntry) =>
+        orphans.some((x) => x !== z && (u.name === x.name || u.name.startsWith(`${x.name}/`)));
       const clones = clonedFrom(z.name);
       if (clones.some(inOtherOrphan)) continue; // those go first; what remains belongs to known branches
       orphans.splice(orphans.indexOf(z), 1);
       progress = true;
       const owner = z.id ? byId.get(z.id) : undefined;
-      const detail = owner ? `a leftover copy of branch ${refName(owner)}'s data (its dataset is ${owner.dataset})` : 'belongs to no database or branch in the state';
+      const detail = owner
+        ? `a leftover copy of branch ${refName(owner)}'s data (its dataset is ${owner.dataset})`
+        : 'belongs to no database or branch in the state';
       if (clones.length) {
-        add({ kind: 'orphan-dataset', subject: z.name, detail: `${detail}; kept: ${clones.map((u) => u.name).join(', ')} was cloned from it`, action: null, repair: null });
+        add({
+          kind: 'orphan-dataset',
+          subject: z.name,
+          detail: `${detail}; kept: ${clones.map((u) => u.name).join(', ')} was cloned from it`,
+          action: null,
+          repair: null,
+        });
         continue;
       }
-      add({ kind: 'orphan-dataset', subject: z.name, detail, action: 'destroy it (with its snapshots)', repair: { do: 'destroy-dataset', name: z.name } });
-      if (o.fix) for (const x of inv.zfs) if (x.name === z.name || x.name.startsWith(`${z.name}/`) || x.name.startsWith(`${z.name}@`)) destroyed.add(x.name);
+      add({
+        kind: 'orphan-dataset',
+        subject: z.name,
+        detail,
+        action: 'destroy it (with its snapshots)',
+        repair: { do: 'destroy-dataset', name: z.name },
+      });
+      if (o.fix)
+        for (const x of inv.zfs)
+          if (x.name === z.name || x.name.startsWith(`${z.name}/`) || x.name.startsWith(`${z.name}@`))
+            destroyed.add(x.name);
     }
   }
-  for (const z of orphans) add({ kind: 'orphan-dataset', subject: z.name, detail: 'cloned from by other leftovers in a cycle', action: null, repair: null });
+  for (const z of orphans)
+    add({
+      kind: 'orphan-dataset',
+      subject: z.name,
+      detail: 'cloned from by other leftovers in a cycle',
+      action: null,
+      repair: null,
+    });
 
   for (const z of inv.zfs) {
     if (z.type !== 'snapshot' || destroyed.has(z.name)) continue;
@@ -256,10 +385,22 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     if (snapshotInUse(state, z.name)) continue;
     const clones = inv.zfs.filter((x) => x.type === 'filesystem' && x.origin === z.name && !destroyed.has(x.name));
     if (clones.length) {
-      add({ kind: 'orphan-snapshot', subject: z.name, detail: `no branch or kept snapshot uses it, but ${clones.map((x) => x.name).join(', ')} was cloned from it`, action: null, repair: null });
+      add({
+        kind: 'orphan-snapshot',
+        subject: z.name,
+        detail: `no branch or kept snapshot uses it, but ${clones.map((x) => x.name).join(', ')} was cloned from it`,
+        action: null,
+        repair: null,
+      });
       continue;
     }
-    add({ kind: 'orphan-snapshot', subject: z.name, detail: 'no branch was cloned from it and it is not a kept snapshot', action: 'destroy it', repair: { do: 'destroy-snapshot', name: z.name } });
+    add({
+      kind: 'orphan-snapshot',
+      subject: z.name,
+      detail: 'no branch was cloned from it and it is not a kept snapshot',
+      action: 'destroy it',
+      repair: { do: 'destroy-snapshot', name: z.name },
+    });
   }
   const snapshotNames = new Set(inv.zfs.filter((z) => z.type === 'snapshot').map((z) => z.name));
   for (const k of Object.values(state.snapshots)) {
@@ -267,7 +408,13 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     if (!owner || isBusy(owner) || !fsByName.has(owner.dataset)) continue;
     const full = `${owner.dataset}@${k.name}`;
     if (snapshotNames.has(full)) continue;
-    add({ kind: 'missing-snapshot', subject: k.id, detail: `kept snapshot ${full} does not exist in ZFS`, action: 'forget it', repair: { do: 'forget-snapshot', id: k.id } });
+    add({
+      kind: 'missing-snapshot',
+      subject: k.id,
+      detail: `kept snapshot ${full} does not exist in ZFS`,
+      action: 'forget it',
+      repair: { do: 'forget-snapshot', id: k.id },
+    });
   }
 
   // 4. WAL archives of no branch (or set aside by a reset that is over), folders in their place
@@ -277,11 +424,23 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     const owner = byId.get(id);
     if (owner && (isBusy(owner) || name === id)) continue;
     if (!z.managed) {
-      add({ kind: 'foreign-dataset', subject: z.name, detail: 'not made by BetterPG (no betterpg:managed property); left alone', action: null, repair: null });
+      add({
+        kind: 'foreign-dataset',
+        subject: z.name,
+        detail: 'not made by BetterPG (no betterpg:managed property); left alone',
+        action: null,
+        repair: null,
+      });
       continue;
     }
     const detail = owner ? `an old WAL archive of branch ${refName(owner)}` : 'a WAL archive of no branch in the state';
-    add({ kind: 'orphan-wal-folder', subject: z.name, detail, action: 'destroy it', repair: { do: 'destroy-wal-dataset', name: z.name } });
+    add({
+      kind: 'orphan-wal-folder',
+      subject: z.name,
+      detail,
+      action: 'destroy it',
+      repair: { do: 'destroy-wal-dataset', name: z.name },
+    });
   }
   for (const name of inv.walFolders) {
     if (migrated && walById.has(name)) continue; // a dataset's mount point
@@ -290,24 +449,47 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
     // A known branch's folder is its archive's mount point (or where it is mounted again): never removed.
     if (owner && (isBusy(owner) || name === id)) continue;
     const path = join(inv.walMount, name);
-    const what = migrated ? 'a folder where only WAL archive datasets belong' : owner ? `an old WAL folder of branch ${refName(owner)}` : 'belongs to no branch in the state';
-    add({ kind: 'orphan-wal-folder', subject: path, detail: what, action: 'remove it', repair: { do: 'remove-path', path } });
+    const what = migrated
+      ? 'a folder where only WAL archive datasets belong'
+      : owner
+        ? `an old WAL folder of branch ${refName(owner)}`
+        : 'belongs to no branch in the state';
+    add({
+      kind: 'orphan-wal-folder',
+      subject: path,
+      detail: what,
+      action: 'remove it',
+      repair: { do: 'remove-path', path },
+    });
   }
   for (const name of inv.tmpFiles) {
     const id = /^pw-([a-f0-9]{16})$/.exec(name)?.[1];
     const owner = id ? byId.get(id) : undefined;
     if (owner && isBusy(owner)) continue;
     const path = join(inv.tmpDir, name);
-    add({ kind: 'orphan-temp-file', subject: path, detail: 'a temporary file of an operation that is over', action: 'remove it', repair: { do: 'remove-path', path } });
+    add({
+      kind: 'orphan-temp-file',
+      subject: path,
+      detail: 'a temporary file of an operation that is over',
+      action: 'remove it',
+      repair: { do: 'remove-path', path },
+    });
   }
 
   // A state with no database while datasets of branches are there is a lost or replaced state file
   // far more often than a host full of leftovers: nothing is destroyed or removed on its word.
-  const branchDatasets = inv.zfs.filter((z) => z.type === 'filesystem' && z.managed && z.id !== null && !z.name.startsWith(walPrefix));
+  const branchDatasets = inv.zfs.filter(
+    (z) => z.type === 'filesystem' && z.managed && z.id !== null && !z.name.startsWith(walPrefix),
+  );
   if (Object.keys(state.databases).length === 0 && branchDatasets.length > 0) {
     const why = `the state knows no database, but ${branchDatasets.length} dataset(s) of branches are under ${root}: was state.json lost or replaced? Restore it from a backup (docs/operations/upgrade-and-backup.md); remove them by hand if they are really leftovers`;
     for (const f of out) {
-      if (f.repair && ['destroy-dataset', 'destroy-snapshot', 'destroy-wal-dataset', 'remove-container', 'remove-path'].includes(f.repair.do)) {
+      if (
+        f.repair &&
+        ['destroy-dataset', 'destroy-snapshot', 'destroy-wal-dataset', 'remove-container', 'remove-path'].includes(
+          f.repair.do,
+        )
+      ) {
         f.repair = null;
         f.action = null;
         f.detail += `; not removed: ${why}`;
@@ -318,7 +500,13 @@ export function inspect(inv: Inventory, state: State, o: { fix: boolean; walData
   // 5. The no-egress network's firewall (a reboot or a firewall reload loses it; starts re-apply it too).
   if (inv.firewall && inv.firewall.missing.length) {
     const detail = `the iptables rules that keep branch containers from reaching out are missing (${inv.firewall.missing.join(', ')})`;
-    add({ kind: 'missing-firewall-rule', subject: `network ${inv.firewall.network}`, detail, action: 're-apply them', repair: { do: 'restore-firewall' } });
+    add({
+      kind: 'missing-firewall-rule',
+      subject: `network ${inv.firewall.network}`,
+      detail,
+      action: 're-apply them',
+      repair: { do: 'restore-firewall' },
+    });
   }
   return out;
 }

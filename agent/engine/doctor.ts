@@ -39,7 +39,14 @@ export interface DoctorReport {
   healthy: boolean;
   fix: boolean;
   findings: Finding[];
-  checked: { databases: number; branches: number; datasets: number; snapshots: number; containers: number; walFolders: number };
+  checked: {
+    databases: number;
+    branches: number;
+    datasets: number;
+    snapshots: number;
+    containers: number;
+    walFolders: number;
+  };
 }
 
 const WARNINGS = new Set<FindingKind>(['foreign-dataset', 'port-taken']);
@@ -55,16 +62,28 @@ export async function takeInventory(ctx: EngineContext): Promise<Inventory> {
   const state = await ctx.store.read();
   const branchNames = new Set(Object.values(state.branches).map((b) => b.container));
   const containers = await Promise.all(
-    listed.map(async (c) => ({ name: c.name, labels: c.labels, state: c.state, hostPort: branchNames.has(c.name) ? ((await ctx.docker.binding(c.name))?.hostPort ?? null) : null })),
+    listed.map(async (c) => ({
+      name: c.name,
+      labels: c.labels,
+      state: c.state,
+      hostPort: branchNames.has(c.name) ? ((await ctx.docker.binding(c.name))?.hostPort ?? null) : null,
+    })),
   );
   const running = new Set(listed.filter((c) => c.state === 'running').map((c) => c.name));
   const takenPorts: number[] = [];
   for (const b of Object.values(state.branches)) {
-    if (b.status === 'stopped' && !running.has(b.container) && !(await portIsFree(ctx.cfg.postgres.bindAddress, b.port))) takenPorts.push(b.port);
+    if (
+      b.status === 'stopped' &&
+      !running.has(b.container) &&
+      !(await portIsFree(ctx.cfg.postgres.bindAddress, b.port))
+    )
+      takenPorts.push(b.port);
   }
   const net = hardening(ctx.cfg).network;
   const firewall =
-    Object.keys(state.branches).length && net && net !== 'none' ? { network: net.name, missing: (await ctx.docker.missingFirewallRules(net)).map((r) => r.chain) } : null;
+    Object.keys(state.branches).length && net && net !== 'none'
+      ? { network: net.name, missing: (await ctx.docker.missingFirewallRules(net)).map((r) => r.chain) }
+      : null;
   return {
     root,
     walRoot: ctx.layout.walRoot,
@@ -83,8 +102,12 @@ export async function takeInventory(ctx: EngineContext): Promise<Inventory> {
 /** Which recorded operations' processes still run (the rest were interrupted). */
 function liveOperations(state: State): Pick<Inventory, 'liveBranchOps' | 'liveDatabaseOps'> {
   return {
-    liveBranchOps: Object.values(state.branches).filter((b) => b.operation && operationAlive(b.operation)).map((b) => b.id),
-    liveDatabaseOps: Object.values(state.databases).filter((d) => d.operation && operationAlive(d.operation)).map((d) => d.name),
+    liveBranchOps: Object.values(state.branches)
+      .filter((b) => b.operation && operationAlive(b.operation))
+      .map((b) => b.id),
+    liveDatabaseOps: Object.values(state.databases)
+      .filter((d) => d.operation && operationAlive(d.operation))
+      .map((d) => d.name),
   };
 }
 
@@ -94,10 +117,22 @@ export async function doctor(ctx: EngineContext, o: { fix?: boolean } = {}): Pro
   const findings: Finding[] = [];
   if (fix) {
     for (const name of await recoverInterrupted(ctx)) {
-      findings.push({ kind: 'interrupted-operation', subject: name, detail: 'an operation was interrupted (its process died)', action: 'finished or undone', status: 'fixed', severity: 'error' });
+      findings.push({
+        kind: 'interrupted-operation',
+        subject: name,
+        detail: 'an operation was interrupted (its process died)',
+        action: 'finished or undone',
+        status: 'fixed',
+        severity: 'error',
+      });
     }
     if (!(await ctx.store.read()).walOnZfs) {
-      const f = { kind: 'legacy-wal' as const, subject: ctx.layout.walMount(), detail: "WAL archives were folders on the host's disk (an install from before WAL datasets)", action: `moved onto ZFS datasets under ${ctx.layout.walRoot}` };
+      const f = {
+        kind: 'legacy-wal' as const,
+        subject: ctx.layout.walMount(),
+        detail: "WAL archives were folders on the host's disk (an install from before WAL datasets)",
+        action: `moved onto ZFS datasets under ${ctx.layout.walRoot}`,
+      };
       try {
         await migrateLegacyWal(ctx);
         findings.push({ ...f, status: 'fixed', severity: 'error' });
@@ -111,7 +146,13 @@ export async function doctor(ctx: EngineContext, o: { fix?: boolean } = {}): Pro
   const state = await ctx.store.read();
   Object.assign(inv, liveOperations(state));
   for (const p of inspect(inv, state, { fix, walDataset: (id) => ctx.layout.walDataset(id) })) {
-    const f = { kind: p.kind, subject: p.subject, detail: p.detail, action: p.action, severity: severityOf(p.kind) } as const;
+    const f = {
+      kind: p.kind,
+      subject: p.subject,
+      detail: p.detail,
+      action: p.action,
+      severity: severityOf(p.kind),
+    } as const;
     if (!fix || !p.repair) {
       findings.push({ ...f, status: fix ? 'left' : 'found' });
       continue;
@@ -135,7 +176,9 @@ export async function doctor(ctx: EngineContext, o: { fix?: boolean } = {}): Pro
       datasets: inv.zfs.filter((z) => z.type === 'filesystem').length,
       snapshots: inv.zfs.filter((z) => z.type === 'snapshot').length,
       containers: inv.containers.length,
-      walFolders: state.walOnZfs ? inv.zfs.filter((z) => z.type === 'filesystem' && z.name.startsWith(`${inv.walRoot}/`)).length : inv.walFolders.length,
+      walFolders: state.walOnZfs
+        ? inv.zfs.filter((z) => z.type === 'filesystem' && z.name.startsWith(`${inv.walRoot}/`)).length
+        : inv.walFolders.length,
     },
   };
 }

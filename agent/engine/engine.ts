@@ -145,9 +145,14 @@ export class Engine {
    * extended) and counts as activity; a missing one is created. `admit` wraps the create only (the
    * daemon's create line).
    */
-  async putBranch(ref: BranchRef, opts: PutBranchOptions, o: { parentKey: string; admit?: <T>(create: () => Promise<T>) => Promise<T> }): Promise<PutBranchResult> {
+  async putBranch(
+    ref: BranchRef,
+    opts: PutBranchOptions,
+    o: { parentKey: string; admit?: <T>(create: () => Promise<T>) => Promise<T> },
+  ): Promise<PutBranchResult> {
     const key = refName(ref);
-    const find = async () => (await getDatabase(this.ctx, ref.database)).branches.find((x) => x.branch === ref.branch) ?? null; // a missing database is a 404
+    const find = async () =>
+      (await getDatabase(this.ctx, ref.database)).branches.find((x) => x.branch === ref.branch) ?? null; // a missing database is a 404
     let existing = await find();
     if (existing?.status === 'interrupted') {
       // Left behind by a process that died: clean it up, then it is simply missing (or there again).
@@ -156,7 +161,8 @@ export class Engine {
     }
     if (existing) {
       if (ref.branch === 'main') {
-        if (opts.from !== undefined) throw conflict(`branch '${key}' exists and has no parent (main is created with its database)`);
+        if (opts.from !== undefined)
+          throw conflict(`branch '${key}' exists and has no parent (main is created with its database)`);
       } else if (existing.parent !== o.parentKey) {
         throw conflict(`branch '${key}' exists with parent '${existing.parent}', not '${o.parentKey}'`);
       }

@@ -23,7 +23,8 @@ const PR_BRANCH = /^pr-\d+$/;
 /** main lives as long as its database and is never reaped: refuse what would say otherwise. */
 function checkMain(ref: BranchRef, s: BranchSettings): void {
   if (ref.branch !== 'main') return;
-  if (s.ttlMs !== undefined && s.ttlMs !== null) throw invalid(`'main' cannot expire: it lives as long as its database (bpg db delete ${ref.database})`);
+  if (s.ttlMs !== undefined && s.ttlMs !== null)
+    throw invalid(`'main' cannot expire: it lives as long as its database (bpg db delete ${ref.database})`);
   if (s.protect === false) throw invalid(`'main' is always protected: it is never expired nor stopped when idle`);
 }
 
@@ -32,8 +33,14 @@ function writable(b: BranchRecord): void {
 }
 
 /** `bpg branch set`, `PATCH .../branches/{branch}`: sets the TTL (from now) and/or protection. */
-export async function setBranchSettings(ctx: EngineContext, ref: BranchRef, s: BranchSettings, now = Date.now()): Promise<BranchView> {
-  if (s.ttlMs === undefined && s.protect === undefined) throw invalid('nothing to change: give --ttl <duration>|none, --protect or --no-protect');
+export async function setBranchSettings(
+  ctx: EngineContext,
+  ref: BranchRef,
+  s: BranchSettings,
+  now = Date.now(),
+): Promise<BranchView> {
+  if (s.ttlMs === undefined && s.protect === undefined)
+    throw invalid('nothing to change: give --ttl <duration>|none, --protect or --no-protect');
   checkMain(ref, s);
   await ctx.store.update((st) => {
     const b = requireBranch(st, ref);

@@ -19,7 +19,9 @@ export async function undoAndFail(
   const failedUndos = await steps.rollback();
   await ctx.store.update(dropRecord).catch((e) => ctx.log.warn(`could not release the reservation: ${describe(e)}`));
   const base = err instanceof StepError && err.cause instanceof BpgError ? err.cause : null;
-  const suffix = failedUndos.length ? `; could not undo: ${failedUndos.join(', ')} (run 'bpg doctor')` : '; every finished step was undone';
+  const suffix = failedUndos.length
+    ? `; could not undo: ${failedUndos.join(', ')} (run 'bpg doctor')`
+    : '; every finished step was undone';
   if (base) throw new BpgError(base.code, base.message);
   if (full) throw new BpgError('conflict', `${outOfSpaceMessage(ctx.cfg, describe(err))}${suffix}`, { cause: err });
   throw new BpgError('failed', `${describe(err)}${suffix}`, { cause: err });

@@ -76,7 +76,19 @@ export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): 
   const t0 = performance.now();
   const now = o.now ?? new Date();
   const dryRun = o.dryRun === true;
-  const report: HousekeepingReport = { now: now.toISOString(), dryRun, deleted: [], stopped: [], active: [], snapshots: [], pruned: [], wal: [], skipped: [], errors: [], ms: 0 };
+  const report: HousekeepingReport = {
+    now: now.toISOString(),
+    dryRun,
+    deleted: [],
+    stopped: [],
+    active: [],
+    snapshots: [],
+    pruned: [],
+    wal: [],
+    skipped: [],
+    errors: [],
+    ms: 0,
+  };
   const ctx: Ctx = { e, now, dryRun, report, around: o.around ?? direct, stop: o.shouldStop ?? (() => false) };
   try {
     await preflight(e);
@@ -123,8 +135,11 @@ async function expire(c: Ctx): Promise<void> {
   const s = await c.e.store.read();
   const all = Object.values(s.branches);
   const children = (key: string) => all.filter((b) => b.parent === key);
-  const due = all.filter((b) => b.branch !== 'main' && b.expiresAt !== null && Date.parse(b.expiresAt) <= c.now.getTime());
-  for (const b of due.filter((x) => x.protected)) c.report.skipped.push({ action: 'expire', target: refName(b), reason: 'expired but protected' });
+  const due = all.filter(
+    (b) => b.branch !== 'main' && b.expiresAt !== null && Date.parse(b.expiresAt) <= c.now.getTime(),
+  );
+  for (const b of due.filter((x) => x.protected))
+    c.report.skipped.push({ action: 'expire', target: refName(b), reason: 'expired but protected' });
 
   // Deletable: expired, at rest, and every descendant deletable too (so a subtree goes children first).
   const memo = new Map<string, string | null>();
@@ -137,7 +152,8 @@ async function expire(c: Ctx): Promise<void> {
     else if (b.operation) why = `busy: '${b.operation.kind}' in progress`;
     else {
       const kept = children(key).filter((x) => blocker(x) !== null);
-      if (kept.length) why = `has child branches that stay: ${kept.map((x) => `${refName(x)} (${blocker(x)})`).join(', ')}`;
+      if (kept.length)
+        why = `has child branches that stay: ${kept.map((x) => `${refName(x)} (${blocker(x)})`).join(', ')}`;
     }
     memo.set(key, why);
     return why;
@@ -159,9 +175,12 @@ async function expire(c: Ctx): Promise<void> {
       const expiresAt = new Map(subtree.map((b) => [refName(b), b.expiresAt]));
       // Re-checked under the state lock: a PUT may have renewed it since we looked.
       const stillExpired = (b: BranchRecord) => {
-        if (!isExpired(b, c.now)) throw conflict(`branch '${refName(b)}' is no longer expired (renewed or protected meanwhile)`);
+        if (!isExpired(b, c.now))
+          throw conflict(`branch '${refName(b)}' is no longer expired (renewed or protected meanwhile)`);
       };
-      const gone = await c.around(refOf(root), () => deleteBranch(c.e, refOf(root), { force: true, onlyIf: stillExpired }));
+      const gone = await c.around(refOf(root), () =>
+        deleteBranch(c.e, refOf(root), { force: true, onlyIf: stillExpired }),
+      );
       for (const name of gone) c.report.deleted.push({ branch: name, expiresAt: expiresAt.get(name) ?? null });
     });
   }
@@ -186,7 +205,13 @@ async function idleStop(c: Ctx): Promise<void> {
   const gone = new Set(c.report.deleted.map((d) => d.branch));
   const live = await liveInfo(c.e);
   const candidates = Object.values(s.branches).filter(
-    (b) => b.branch !== 'main' && !b.protected && b.status === 'running' && !b.operation && !gone.has(refName(b)) && live.containers.get(b.container) === 'running',
+    (b) =>
+      b.branch !== 'main' &&
+      !b.protected &&
+      b.status === 'running' &&
+      !b.operation &&
+      !gone.has(refName(b)) &&
+      live.containers.get(b.container) === 'running',
   );
   const seen: string[] = [];
   const idle: Array<{ b: BranchRecord; since: number }> = [];
@@ -195,7 +220,11 @@ async function idleStop(c: Ctx): Promise<void> {
     try {
       clients = await countClients(c.e, s, b);
     } catch (err) {
-      c.report.skipped.push({ action: 'idle-stop', target: refName(b), reason: `could not ask PostgreSQL for its clients: ${describe(err)}` });
+      c.report.skipped.push({
+        action: 'idle-stop',
+        target: refName(b),
+        reason: `could not ask PostgreSQL for its clients: ${describe(err)}`,
+      });
       return;
     }
     if (clients > 0) {
@@ -203,7 +232,9 @@ async function idleStop(c: Ctx): Promise<void> {
       return;
     }
     const started = (await c.e.docker.state(b.container).catch(() => null))?.startedAt ?? null;
-    const since = Math.max(...[b.lastActiveAt, started, b.createdAt].filter((x): x is string => x !== null).map((x) => Date.parse(x)));
+    const since = Math.max(
+      ...[b.lastActiveAt, started, b.createdAt].filter((x): x is string => x !== null).map((x) => Date.parse(x)),
+    );
     if (c.now.getTime() - since >= after) idle.push({ b, since });
   });
   c.report.active.push(...seen.sort());
@@ -293,7 +324,11 @@ async function schedule(c: Ctx): Promise<void> {
     for (const k of excess) {
       const users = usersOf(st, k);
       if (users.length) {
-        c.report.skipped.push({ action: 'prune', target: k.id, reason: `branch(es) ${users.join(', ')} were cloned from it` });
+        c.report.skipped.push({
+          action: 'prune',
+          target: k.id,
+          reason: `branch(es) ${users.join(', ')} were cloned from it`,
+        });
         continue;
       }
       if (c.dryRun) {
@@ -315,7 +350,9 @@ async function schedule(c: Ctx): Promise<void> {
 /** Removes main's archived WAL that no kept snapshot (scheduled or manual) needs any more. */
 async function walRetention(c: Ctx, ref: BranchRef, main: BranchRecord, pruned: ReadonlySet<string>): Promise<void> {
   const st = await c.e.store.read();
-  const kept: SnapshotRecord[] = Object.values(st.snapshots).filter((k) => k.branchId === main.id && k.backup && !pruned.has(k.id));
+  const kept: SnapshotRecord[] = Object.values(st.snapshots).filter(
+    (k) => k.branchId === main.id && k.backup && !pruned.has(k.id),
+  );
   if (kept.length === 0) {
     // Without a snapshot to start from, archived WAL is all there is: never remove it blindly.
     c.report.skipped.push({ action: 'wal', target: refName(ref), reason: 'no kept snapshot with a backup label yet' });
@@ -323,7 +360,8 @@ async function walRetention(c: Ctx, ref: BranchRef, main: BranchRecord, pruned: 
   }
   const r = await walCleanup(c.e, ref, 0, c.dryRun, { nowMs: c.now.getTime(), ignore: pruned });
   const keptFrom = kept.map((k) => k.backup!.firstSegment).sort()[0] ?? null;
-  if (r.removed.length) c.report.wal.push({ branch: r.branch, removed: r.removed.length, removedBytes: r.removedBytes, keptFrom });
+  if (r.removed.length)
+    c.report.wal.push({ branch: r.branch, removed: r.removed.length, removedBytes: r.removedBytes, keptFrom });
 }
 
 // ------------------------------------------------------------------------------------- WAL age
@@ -343,7 +381,13 @@ async function walAge(c: Ctx): Promise<void> {
     const ref = refOf(b);
     await item(c, 'wal', refName(b), async () => {
       const r = await walCleanup(c.e, ref, maxAge / 864e5, c.dryRun, { nowMs: c.now.getTime() });
-      if (r.removed.length) c.report.wal.push({ branch: r.branch, removed: r.removed.length, removedBytes: r.removedBytes, keptFrom: null });
+      if (r.removed.length)
+        c.report.wal.push({
+          branch: r.branch,
+          removed: r.removed.length,
+          removedBytes: r.removedBytes,
+          keptFrom: null,
+        });
     });
   }
 }

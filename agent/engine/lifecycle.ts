@@ -24,10 +24,16 @@ export function start(ctx: EngineContext, ref: BranchRef): Promise<BranchView> {
 
 /** Stops the container; port, password and data stay. `by: 'idle'` when the idle stop does it. */
 export function stop(ctx: EngineContext, ref: BranchRef, by: 'user' | 'idle' = 'user'): Promise<BranchView> {
-  return lifecycle(ctx, ref, 'stop', async (b) => {
-    await ctx.docker.stop(b.container, ctx.cfg.postgres.stopTimeoutSeconds);
-    return 'stopped';
-  }, by);
+  return lifecycle(
+    ctx,
+    ref,
+    'stop',
+    async (b) => {
+      await ctx.docker.stop(b.container, ctx.cfg.postgres.stopTimeoutSeconds);
+      return 'stopped';
+    },
+    by,
+  );
 }
 
 /** Stop and start; the container is made again when its spec changed (an upgrade, a config change). */

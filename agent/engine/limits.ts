@@ -37,11 +37,15 @@ export function checkBranchCount(cfg: Config, s: State, database: string): void 
   const per = cfg.limits.branchesPerDatabase;
   const mine = all.filter((b) => b.database === database).length;
   if (per !== null && mine >= per) {
-    throw conflict(`limit limits.branchesPerDatabase (${per}) reached for database '${database}': it has ${mine} branches (main included)`);
+    throw conflict(
+      `limit limits.branchesPerDatabase (${per}) reached for database '${database}': it has ${mine} branches (main included)`,
+    );
   }
   const total = cfg.limits.branchesTotal;
   if (total !== null && all.length >= total) {
-    throw conflict(`limit limits.branchesTotal (${total}) reached: ${all.length} branches exist (main branches included); delete some or raise the limit`);
+    throw conflict(
+      `limit limits.branchesTotal (${total}) reached: ${all.length} branches exist (main branches included); delete some or raise the limit`,
+    );
   }
 }
 
@@ -51,19 +55,25 @@ export const MIN_BRANCH_DISK = 64 * MiB;
 /** Memory, CPUs and disk asked for one branch (undefined: the postgres.memory / cpus / diskQuota defaults). */
 export function checkResources(cfg: Config, r: { memory?: number; cpus?: number; disk?: number }): void {
   if (r.disk !== undefined) {
-    if (!Number.isSafeInteger(r.disk) || r.disk < MIN_BRANCH_DISK) throw invalid(`disk must be at least ${fmt(MIN_BRANCH_DISK)} (e.g. 5g, 100g)`);
+    if (!Number.isSafeInteger(r.disk) || r.disk < MIN_BRANCH_DISK)
+      throw invalid(`disk must be at least ${fmt(MIN_BRANCH_DISK)} (e.g. 5g, 100g)`);
     const max = cfg.limits.maxDisk;
-    if (max !== null && r.disk > max) throw conflict(`disk ${fmt(r.disk)} is above the limit limits.maxDisk (${fmt(max)})`);
+    if (max !== null && r.disk > max)
+      throw conflict(`disk ${fmt(r.disk)} is above the limit limits.maxDisk (${fmt(max)})`);
   }
   if (r.memory !== undefined) {
-    if (!Number.isSafeInteger(r.memory) || r.memory < MIN_BRANCH_MEMORY) throw invalid(`memory must be at least ${fmt(MIN_BRANCH_MEMORY)} (e.g. 256m, 1g)`);
+    if (!Number.isSafeInteger(r.memory) || r.memory < MIN_BRANCH_MEMORY)
+      throw invalid(`memory must be at least ${fmt(MIN_BRANCH_MEMORY)} (e.g. 256m, 1g)`);
     const max = cfg.limits.maxMemory;
-    if (max !== null && r.memory > max) throw conflict(`memory ${fmt(r.memory)} is above the limit limits.maxMemory (${fmt(max)})`);
+    if (max !== null && r.memory > max)
+      throw conflict(`memory ${fmt(r.memory)} is above the limit limits.maxMemory (${fmt(max)})`);
     // A limit above the host's memory limits nothing: it is almost always a typo (100g for 100m).
-    if (r.memory > os.totalmem()) throw conflict(`memory ${fmt(r.memory)} is more than this host's ${fmt(os.totalmem())}`);
+    if (r.memory > os.totalmem())
+      throw conflict(`memory ${fmt(r.memory)} is more than this host's ${fmt(os.totalmem())}`);
   }
   if (r.cpus !== undefined) {
-    if (!Number.isFinite(r.cpus) || r.cpus < 0.01) throw invalid('cpus must be a number of CPUs, at least 0.01 (e.g. 0.5, 2)');
+    if (!Number.isFinite(r.cpus) || r.cpus < 0.01)
+      throw invalid('cpus must be a number of CPUs, at least 0.01 (e.g. 0.5, 2)');
     const max = cfg.limits.maxCpus;
     if (max !== null && r.cpus > max) throw conflict(`cpus ${r.cpus} is above the limit limits.maxCpus (${max})`);
     // Docker refuses more than the host has, but only when the container is created: say it now.
@@ -98,7 +108,8 @@ export async function checkFreeSpace(zfs: DatasetStore, cfg: Config): Promise<vo
 
 /** Linux's EDQUOT, which Node has no name for ("Unknown system error -122"). */
 const EDQUOT_ERRNO = -122;
-const NO_SPACE = /no space left on device|out of space|disk quota exceeded|quota exceeded|\bENOSPC\b|\bEDQUOT\b|could not extend file|disk full/i;
+const NO_SPACE =
+  /no space left on device|out of space|disk quota exceeded|quota exceeded|\bENOSPC\b|\bEDQUOT\b|could not extend file|disk full/i;
 
 /**
  * Whether an error (or anything in its cause chain) comes from running out of space: Node's
@@ -138,6 +149,9 @@ export async function ranOutOfSpace(
 
 /** The one line a create that ran out of space mid-way ends with (`what`: the failed step's error). */
 export function outOfSpaceMessage(cfg: Config, what: string): string {
-  const clear = what.replace(/Unknown system error -122(: Unknown system error -122)?/g, 'disk quota exceeded (EDQUOT)');
+  const clear = what.replace(
+    /Unknown system error -122(: Unknown system error -122)?/g,
+    'disk quota exceeded (EDQUOT)',
+  );
   return `out of space: pool ${cfg.zfs.pool} or a quota on ${cfg.zfs.pool}/${cfg.zfs.datasetBase} is full (${clear})`;
 }

@@ -38,12 +38,22 @@ const housekeepingActions = new Counter({
 });
 
 /** Counts what one housekeeping pass did (the pass itself is an operation named 'housekeeping'). */
-export function recordHousekeeping(r: { deleted: unknown[]; stopped: unknown[]; snapshots: unknown[]; pruned: unknown[]; wal: Array<{ removed: number }>; errors: unknown[] }): void {
+export function recordHousekeeping(r: {
+  deleted: unknown[];
+  stopped: unknown[];
+  snapshots: unknown[];
+  pruned: unknown[];
+  wal: Array<{ removed: number }>;
+  errors: unknown[];
+}): void {
   housekeepingActions.inc({ action: 'expired' }, r.deleted.length);
   housekeepingActions.inc({ action: 'idle_stopped' }, r.stopped.length);
   housekeepingActions.inc({ action: 'snapshot_taken' }, r.snapshots.length);
   housekeepingActions.inc({ action: 'snapshot_pruned' }, r.pruned.length);
-  housekeepingActions.inc({ action: 'wal_segment_removed' }, r.wal.reduce((n, w) => n + w.removed, 0));
+  housekeepingActions.inc(
+    { action: 'wal_segment_removed' },
+    r.wal.reduce((n, w) => n + w.removed, 0),
+  );
   housekeepingActions.inc({ action: 'failed' }, r.errors.length);
 }
 
@@ -77,15 +87,39 @@ export class EngineMetrics {
   private readonly g = {
     docker: this.gauge('bpg_docker_up', 'Whether the Docker engine answers (1) or not (0)'),
     databases: this.gauge('bpg_databases', 'Databases'),
-    branches: this.gauge('bpg_branches', 'Branches by database and status (running, stopped, creating, deleting, down, missing, restarting, interrupted)', ['database', 'status']),
-    used: this.gauge('bpg_branch_used_bytes', "Bytes a branch's dataset uses (ZFS used: its own blocks, not the ones it shares with its origin)", ['database', 'branch']),
+    branches: this.gauge(
+      'bpg_branches',
+      'Branches by database and status (running, stopped, creating, deleting, down, missing, restarting, interrupted)',
+      ['database', 'status'],
+    ),
+    used: this.gauge(
+      'bpg_branch_used_bytes',
+      "Bytes a branch's dataset uses (ZFS used: its own blocks, not the ones it shares with its origin)",
+      ['database', 'branch'],
+    ),
     wal: this.gauge('bpg_branch_wal_bytes', "Bytes in a branch's WAL archive folder", ['database', 'branch']),
-    expires: this.gauge('bpg_branch_expiry_timestamp_seconds', 'When housekeeping deletes the branch (only branches with an expiry)', ['database', 'branch']),
-    poolSize: this.gauge('bpg_pool_size_bytes', 'What the pool can hold for datasets (used + available of its top dataset)', ['pool']),
+    expires: this.gauge(
+      'bpg_branch_expiry_timestamp_seconds',
+      'When housekeeping deletes the branch (only branches with an expiry)',
+      ['database', 'branch'],
+    ),
+    poolSize: this.gauge(
+      'bpg_pool_size_bytes',
+      'What the pool can hold for datasets (used + available of its top dataset)',
+      ['pool'],
+    ),
     poolFree: this.gauge('bpg_pool_free_bytes', 'Bytes still writable in the pool', ['pool']),
     poolAllocated: this.gauge('bpg_pool_allocated_bytes', 'Bytes used in the pool', ['pool']),
-    baseUsed: this.gauge('bpg_dataset_base_used_bytes', 'Bytes used under the dataset base (every database, branch and snapshot)', ['dataset']),
-    baseAvailable: this.gauge('bpg_dataset_base_available_bytes', 'Bytes still writable under the dataset base (less than the pool has under a quota)', ['dataset']),
+    baseUsed: this.gauge(
+      'bpg_dataset_base_used_bytes',
+      'Bytes used under the dataset base (every database, branch and snapshot)',
+      ['dataset'],
+    ),
+    baseAvailable: this.gauge(
+      'bpg_dataset_base_available_bytes',
+      'Bytes still writable under the dataset base (less than the pool has under a quota)',
+      ['dataset'],
+    ),
     limit: this.gauge('bpg_limit', 'Configured limits (config key under limits.; unset ones are absent)', ['limit']),
   };
   private queue: Promise<unknown> = Promise.resolve();

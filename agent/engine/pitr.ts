@@ -15,27 +15,48 @@ export function parseTime(text: string, nowMs = Date.now()): Date {
   const rel = /^\s*(\d+)\s*(second|sec|s|minute|min|m|hour|h|day|d|week|w)s?\s+ago\s*$/i.exec(text);
   if (rel) {
     const unit = rel[2]!.toLowerCase();
-    const ms = { s: 1e3, sec: 1e3, second: 1e3, m: 6e4, min: 6e4, minute: 6e4, h: 36e5, hour: 36e5, d: 864e5, day: 864e5, w: 6048e5, week: 6048e5 }[unit]!;
+    const ms = {
+      s: 1e3,
+      sec: 1e3,
+      second: 1e3,
+      m: 6e4,
+      min: 6e4,
+      minute: 6e4,
+      h: 36e5,
+      hour: 36e5,
+      d: 864e5,
+      day: 864e5,
+      w: 6048e5,
+      week: 6048e5,
+    }[unit]!;
     return new Date(nowMs - Number(rel[1]) * ms);
   }
   if (!/^\d{4}-\d\d-\d\d[T ]\d\d:\d\d(:\d\d(\.\d+)?)?(Z|[+-]\d\d:?\d\d)$/i.test(text.trim())) {
-    throw invalid(`invalid time '${shown(text)}': use ISO 8601 with a time zone (2026-10-07T14:30:00Z) or e.g. '2 hours ago'`);
+    throw invalid(
+      `invalid time '${shown(text)}': use ISO 8601 with a time zone (2026-10-07T14:30:00Z) or e.g. '2 hours ago'`,
+    );
   }
   const d = new Date(text.trim().replace(' ', 'T'));
   if (Number.isNaN(d.getTime())) throw invalid(`invalid time '${shown(text)}'`);
   return d;
 }
 
-
 /**
  * The pure part of planning: which kept snapshot a recovery to `target` starts from, or why it
  * cannot. `archivedUntil`: the newest archived segment's time when the source is stopped (null:
  * it runs, so its WAL reaches now).
  */
-export function choosePitrSnapshot(branch: string, snaps: SnapshotRecord[], target: Date, o: { nowMs: number; archivedUntil: string | null }): SnapshotRecord {
+export function choosePitrSnapshot(
+  branch: string,
+  snaps: SnapshotRecord[],
+  target: Date,
+  o: { nowMs: number; archivedUntil: string | null },
+): SnapshotRecord {
   const usable = snaps.filter((k) => k.backup).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   if (usable.length === 0) {
-    throw invalid(`branch '${branch}' has no snapshot to recover from: take one with 'bpg snapshot create ${branch}' (recovery starts at a snapshot)`);
+    throw invalid(
+      `branch '${branch}' has no snapshot to recover from: take one with 'bpg snapshot create ${branch}' (recovery starts at a snapshot)`,
+    );
   }
   const oldest = usable[0]!.createdAt;
   const running = o.archivedUntil === null;
@@ -52,7 +73,11 @@ export function choosePitrSnapshot(branch: string, snaps: SnapshotRecord[], targ
  * Picks the snapshot for a point-in-time recovery and makes sure the source's WAL up to now is
  * archived. Errors name the recoverable range.
  */
-export async function planPitr(ctx: EngineContext, from: BranchRef, target: Date): Promise<{ target: Date; snapshot: SnapshotRecord }> {
+export async function planPitr(
+  ctx: EngineContext,
+  from: BranchRef,
+  target: Date,
+): Promise<{ target: Date; snapshot: SnapshotRecord }> {
   const s = await ctx.store.read();
   const b = requireBranch(s, from);
   const snaps = snapshotsOf(s, b);
@@ -61,7 +86,9 @@ export async function planPitr(ctx: EngineContext, from: BranchRef, target: Date
   if (!running) {
     const { segs } = await segments(ctx.layout.walDir(b.id));
     const last = segs[segs.length - 1];
-    archivedUntil = last ? new Date(last.mtimeMs).toISOString() : (snaps.find((k) => k.backup)?.createdAt ?? new Date(0).toISOString());
+    archivedUntil = last
+      ? new Date(last.mtimeMs).toISOString()
+      : (snaps.find((k) => k.backup)?.createdAt ?? new Date(0).toISOString());
   }
   const snapshot = choosePitrSnapshot(refName(b), snaps, target, { nowMs: Date.now(), archivedUntil });
   if (running) await archiveCurrentWal(ctx, b, s);
@@ -77,9 +104,9 @@ async function archiveCurrentWal(ctx: EngineContext, b: BranchRecord, s: State):
     for (;;) {
       const r = (await c.query<{ a: string | null }>('SELECT last_archived_wal AS a FROM pg_stat_archiver')).rows[0]!;
       if (r.a && r.a.slice(8) >= seg.slice(8)) return;
-      if (Date.now() > deadline) throw new Error(`WAL segment ${seg} of ${refName(b)} was not archived within 60 s (see 'bpg wal info')`);
+      if (Date.now() > deadline)
+        throw new Error(`WAL segment ${seg} of ${refName(b)} was not archived within 60 s (see 'bpg wal info')`);
       await sleep(100);
     }
   });
 }
-

@@ -51,7 +51,11 @@ export function liveStatus(b: BranchRecord, live: LiveInfo): string {
 
 export function viewOf(ctx: EngineContext, state: State, b: BranchRecord, live: LiveInfo): BranchView {
   const db = state.databases[b.database]!;
-  return branchView(ctx.cfg, db, b, { status: liveStatus(b, live), disk: live.space.get(b.dataset) ?? null, wal: live.space.get(ctx.layout.walDataset(b.id)) ?? null });
+  return branchView(ctx.cfg, db, b, {
+    status: liveStatus(b, live),
+    disk: live.space.get(b.dataset) ?? null,
+    wal: live.space.get(ctx.layout.walDataset(b.id)) ?? null,
+  });
 }
 
 function databaseViewOf(ctx: EngineContext, state: State, db: DatabaseRecord, live: LiveInfo): DatabaseView {
@@ -97,6 +101,9 @@ export async function freshView(ctx: EngineContext, ref: BranchRef): Promise<Bra
   const state = await ctx.store.read();
   const b = requireBranch(state, ref);
   const space = await ctx.zfs.get(b.dataset, ['used', 'available', 'quota']).then(spaceOf, () => null);
-  const live: LiveInfo = { containers: new Map([[b.container, 'running']]), space: new Map(space === null ? [] : [[b.dataset, space]]) };
+  const live: LiveInfo = {
+    containers: new Map([[b.container, 'running']]),
+    space: new Map(space === null ? [] : [[b.dataset, space]]),
+  };
   return viewOf(ctx, state, b, live);
 }

@@ -49,13 +49,19 @@ function claimed(recorded: string, data: Record<string, string>, destroy: boolea
   if (destroy) return { ...newOperation('recover'), data };
   const base = recorded.replace(/^recover-/, '');
   const known = branchKindOf(base) ?? databaseKindOf(base);
-  return known && known !== 'recover' ? { ...newOperation(`recover-${known}` as OperationKind), data } : { ...newOperation('recover'), kind: `recover-${base}`, data };
+  return known && known !== 'recover'
+    ? { ...newOperation(`recover-${known}` as OperationKind), data }
+    : { ...newOperation('recover'), kind: `recover-${base}`, data };
 }
 
 export async function recoverInterrupted(ctx: EngineContext): Promise<string[]> {
   // Lock-free look first: nearly always there is nothing to do, and the lock costs a round of I/O.
   const peek = await ctx.store.read();
-  if (!Object.values(peek.branches).some((b) => operationDead(b.operation)) && !Object.values(peek.databases).some((d) => operationDead(d.operation))) return [];
+  if (
+    !Object.values(peek.branches).some((b) => operationDead(b.operation)) &&
+    !Object.values(peek.databases).some((d) => operationDead(d.operation))
+  )
+    return [];
   // Claim the dead entries under the lock (so two processes never recover the same one).
   const stale = await ctx.store.update((s) => {
     const found: Array<{ b: BranchRecord; how: BranchRecovery; data: Record<string, string> }> = [];

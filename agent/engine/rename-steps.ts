@@ -10,7 +10,11 @@ import { Layout, ZFS_PROP } from './layout.js';
  */
 
 /** Rewrites every reference to a dataset prefix in the state: records, parents, origins. */
-export function moveInState(s: State, moves: Array<{ from: BranchRecord; to: { database: string; branch: string } }>, ctx: EngineContext): void {
+export function moveInState(
+  s: State,
+  moves: Array<{ from: BranchRecord; to: { database: string; branch: string } }>,
+  ctx: EngineContext,
+): void {
   const rename = new Map(moves.map((m) => [refName(m.from), refName(m.to)]));
   const dsMap = new Map(moves.map((m) => [m.from.dataset, ctx.layout.branchDataset(m.to.database, m.to.branch)]));
   for (const m of moves) {
@@ -41,7 +45,12 @@ export async function stopAndRemove(ctx: EngineContext, branches: BranchRecord[]
   return wasRunning;
 }
 
-export async function startAll(ctx: EngineContext, branches: BranchRecord[], running: Set<string>, keyOf: (b: BranchRecord) => string): Promise<void> {
+export async function startAll(
+  ctx: EngineContext,
+  branches: BranchRecord[],
+  running: Set<string>,
+  keyOf: (b: BranchRecord) => string,
+): Promise<void> {
   const s = await ctx.store.read();
   for (const old of branches) {
     const b = s.branches[keyOf(old)] ?? old;
@@ -54,8 +63,13 @@ export async function startAll(ctx: EngineContext, branches: BranchRecord[], run
 }
 
 /** A branch rename whose process died before it was recorded: the dataset goes back to its old name. */
-export async function recoverBranchRename(ctx: EngineContext, b: BranchRecord, data: Record<string, string>): Promise<void> {
-  if (!(await ctx.zfs.exists(b.dataset)) && (await ctx.zfs.exists(data.target!))) await ctx.zfs.rename(data.target!, b.dataset);
+export async function recoverBranchRename(
+  ctx: EngineContext,
+  b: BranchRecord,
+  data: Record<string, string>,
+): Promise<void> {
+  if (!(await ctx.zfs.exists(b.dataset)) && (await ctx.zfs.exists(data.target!)))
+    await ctx.zfs.rename(data.target!, b.dataset);
   if (await ctx.zfs.exists(b.dataset)) await ctx.zfs.set(b.dataset, { [ZFS_PROP.branch]: b.branch });
   await ctx.store.update((s) => {
     const cur = s.branches[refName(b)];
@@ -65,7 +79,11 @@ export async function recoverBranchRename(ctx: EngineContext, b: BranchRecord, d
 }
 
 /** A database rename whose process died before it was recorded: the datasets go back to the old name. */
-export async function recoverDatabaseRename(ctx: EngineContext, from: string, data: Record<string, string>): Promise<void> {
+export async function recoverDatabaseRename(
+  ctx: EngineContext,
+  from: string,
+  data: Record<string, string>,
+): Promise<void> {
   const fromDs = ctx.layout.databaseDataset(from);
   const toDs = ctx.layout.databaseDataset(data.to!);
   const branches = Object.values((await ctx.store.read()).branches).filter((b) => b.database === from);
@@ -76,7 +94,8 @@ export async function recoverDatabaseRename(ctx: EngineContext, from: string, da
   }
   if (await ctx.zfs.exists(fromDs)) {
     await ctx.zfs.set(fromDs, { [ZFS_PROP.database]: from });
-    for (const b of branches) if (await ctx.zfs.exists(b.dataset)) await ctx.zfs.set(b.dataset, { [ZFS_PROP.database]: from });
+    for (const b of branches)
+      if (await ctx.zfs.exists(b.dataset)) await ctx.zfs.set(b.dataset, { [ZFS_PROP.database]: from });
   }
   await ctx.store.update((s) => {
     if (s.databases[from]) s.databases[from]!.operation = null;

@@ -19,7 +19,8 @@ import type { BranchView, DatabaseView } from './view.js';
 
 export async function renameBranch(ctx: EngineContext, from: BranchRef, to: BranchRef): Promise<BranchView> {
   await begin(ctx);
-  if (from.database !== to.database) throw conflict(`a branch stays in its database: '${refName(to)}' is not in '${from.database}'`);
+  if (from.database !== to.database)
+    throw conflict(`a branch stays in its database: '${refName(to)}' is not in '${from.database}'`);
   if (from.branch === 'main' || to.branch === 'main') throw conflict(`'main' cannot be renamed`);
   const b = await ctx.store.update((s) => {
     const b = requireBranch(s, from);
@@ -34,11 +35,19 @@ export async function renameBranch(ctx: EngineContext, from: BranchRef, to: Bran
   const steps = new Steps('branch rename', ctx.log);
   let running: string[] = [];
   try {
-    running = await steps.step('remove container', () => stopAndRemove(ctx, [b]), async () => startAll(ctx, [b], new Set(running), refName));
-    await steps.step('zfs rename', async () => {
-      await ctx.zfs.rename(b.dataset, target);
-      await ctx.zfs.set(target, { [ZFS_PROP.branch]: to.branch });
-    }, () => ctx.zfs.rename(target, b.dataset));
+    running = await steps.step(
+      'remove container',
+      () => stopAndRemove(ctx, [b]),
+      async () => startAll(ctx, [b], new Set(running), refName),
+    );
+    await steps.step(
+      'zfs rename',
+      async () => {
+        await ctx.zfs.rename(b.dataset, target);
+        await ctx.zfs.set(target, { [ZFS_PROP.branch]: to.branch });
+      },
+      () => ctx.zfs.rename(target, b.dataset),
+    );
     await ctx.store.update((s) => {
       if (s.branches[refName(to)]) throw conflict(`branch '${refName(to)}' already exists`);
       moveInState(s, [{ from: b, to }], ctx);
@@ -69,26 +78,39 @@ export async function renameDatabase(ctx: EngineContext, from: string, to: strin
   const fromDs = ctx.layout.databaseDataset(from);
   const toDs = ctx.layout.databaseDataset(to);
   try {
-    await steps.step('remove containers', async () => (await stopAndRemove(ctx, branches)).forEach((n) => running.add(n)), () => startAll(ctx, branches, running, refName));
-    await steps.step('zfs rename', async () => {
-      // children first: zfs-fuse will not rename a dataset with anything mounted below it
-      for (const b of branches) await ctx.zfs.umount(b.dataset);
-      await ctx.zfs.rename(fromDs, toDs);
-      for (const b of branches) await ctx.zfs.mount(b.dataset.replace(fromDs + '/', toDs + '/'));
-      await ctx.zfs.set(toDs, { [ZFS_PROP.database]: to });
-      for (const b of branches) await ctx.zfs.set(b.dataset.replace(fromDs + '/', toDs + '/'), { [ZFS_PROP.database]: to });
-    }, async () => {
-      for (const b of branches) await ctx.zfs.umount(b.dataset.replace(fromDs + '/', toDs + '/')).catch(() => {});
-      await ctx.zfs.rename(toDs, fromDs);
-      for (const b of branches) await ctx.zfs.mount(b.dataset);
-    });
+    await steps.step(
+      'remove containers',
+      async () => (await stopAndRemove(ctx, branches)).forEach((n) => running.add(n)),
+      () => startAll(ctx, branches, running, refName),
+    );
+    await steps.step(
+      'zfs rename',
+      async () => {
+        // children first: zfs-fuse will not rename a dataset with anything mounted below it
+        for (const b of branches) await ctx.zfs.umount(b.dataset);
+        await ctx.zfs.rename(fromDs, toDs);
+        for (const b of branches) await ctx.zfs.mount(b.dataset.replace(fromDs + '/', toDs + '/'));
+        await ctx.zfs.set(toDs, { [ZFS_PROP.database]: to });
+        for (const b of branches)
+          await ctx.zfs.set(b.dataset.replace(fromDs + '/', toDs + '/'), { [ZFS_PROP.database]: to });
+      },
+      async () => {
+        for (const b of branches) await ctx.zfs.umount(b.dataset.replace(fromDs + '/', toDs + '/')).catch(() => {});
+        await ctx.zfs.rename(toDs, fromDs);
+        for (const b of branches) await ctx.zfs.mount(b.dataset);
+      },
+    );
     await ctx.store.update((s) => {
       if (s.databases[to]) throw conflict(`database '${to}' already exists`);
       const db = s.databases[from]!;
       delete s.databases[from];
       // The PostgreSQL database inside keeps its name, so connection strings stay valid.
       s.databases[to] = { ...db, name: to, operation: null };
-      moveInState(s, branches.map((b) => ({ from: b, to: { database: to, branch: b.branch } })), ctx);
+      moveInState(
+        s,
+        branches.map((b) => ({ from: b, to: { database: to, branch: b.branch } })),
+        ctx,
+      );
     });
   } catch (err) {
     await undoAndFail(ctx, steps, err, async (s) => {
@@ -99,4 +121,3 @@ export async function renameDatabase(ctx: EngineContext, from: string, to: strin
   await startAll(ctx, branches, running, (b) => `${to}/${b.branch}`);
   return getDatabase(ctx, to);
 }
-

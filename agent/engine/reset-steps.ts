@@ -23,10 +23,19 @@ export function resetPlan(ctx: EngineContext, b: BranchRecord, parent: BranchRec
 export type ResetPlan = ReturnType<typeof resetPlan>;
 
 /** After the commit: drop the old clone, its WAL and its origin snapshot (unless still used). */
-export async function finishReset(ctx: EngineContext, key: string, plan: ResetPlan, steps = new Steps('branch reset', ctx.log)): Promise<void> {
+export async function finishReset(
+  ctx: EngineContext,
+  key: string,
+  plan: ResetPlan,
+  steps = new Steps('branch reset', ctx.log),
+): Promise<void> {
   await steps.step('drop old dataset', () => ctx.zfs.destroy(plan.old, { recursive: true }));
   // A plan journalled before WAL datasets names a folder (an absolute path); now a dataset.
-  await steps.step('drop old WAL', () => (plan.oldWal.startsWith('/') ? rm(plan.oldWal, { recursive: true, force: true }) : ctx.wal.destroyDataset(plan.oldWal)));
+  await steps.step('drop old WAL', () =>
+    plan.oldWal.startsWith('/')
+      ? rm(plan.oldWal, { recursive: true, force: true })
+      : ctx.wal.destroyDataset(plan.oldWal),
+  );
   await steps.step('drop old origin', async () => {
     const st = await ctx.store.read();
     if (plan.prevOrigin && !snapshotInUse(st, plan.prevOrigin)) await ctx.zfs.destroy(plan.prevOrigin);
@@ -77,5 +86,8 @@ export async function recoverReset(ctx: EngineContext, b: BranchRecord, data: Re
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }

@@ -22,7 +22,11 @@ import type { BranchView } from './view.js';
  * one and swapped in by renames, so a failure before the swap leaves the branch as it was. Port,
  * password and connection string stay; the old WAL folder is cleared.
  */
-export async function resetBranch(ctx: EngineContext, ref: BranchRef, o: { force?: boolean; fast?: boolean } = {}): Promise<BranchView> {
+export async function resetBranch(
+  ctx: EngineContext,
+  ref: BranchRef,
+  o: { force?: boolean; fast?: boolean } = {},
+): Promise<BranchView> {
   await begin(ctx);
   const key = refName(ref);
   if (ref.branch === 'main') throw conflict(`'main' has no parent to reset to`);
@@ -33,10 +37,15 @@ export async function resetBranch(ctx: EngineContext, ref: BranchRef, o: { force
     const parent = s.branches[b.parent!]!;
     const children = Object.values(s.branches).filter((x) => x.parent === key);
     if (children.length && !o.force) {
-      throw conflict(`branch '${key}' has child branches (${children.map(refName).join(', ')}); use --force to delete them and reset`);
+      throw conflict(
+        `branch '${key}' has child branches (${children.map(refName).join(', ')}); use --force to delete them and reset`,
+      );
     }
     const kept = Object.values(s.snapshots).filter((k) => k.branchId === b.id);
-    if (kept.length && !o.force) throw conflict(`branch '${key}' has kept snapshots (${kept.map((k) => k.id).join(', ')}); use --force to drop them and reset`);
+    if (kept.length && !o.force)
+      throw conflict(
+        `branch '${key}' has kept snapshots (${kept.map((k) => k.id).join(', ')}); use --force to drop them and reset`,
+      );
     assertBranchIdle(parent);
     b.operation = newOperation('reset');
     return { b: { ...b }, parent: { ...parent }, db: { ...s.databases[ref.database]! }, children };
@@ -46,7 +55,8 @@ export async function resetBranch(ctx: EngineContext, ref: BranchRef, o: { force
       s.branches[key]!.operation = null;
     });
     await deleteBranch(ctx, { database: ref.database, branch: children[0]!.branch }, { force: true });
-    for (const c of children.slice(1)) await deleteBranch(ctx, { database: c.database, branch: c.branch }, { force: true });
+    for (const c of children.slice(1))
+      await deleteBranch(ctx, { database: c.database, branch: c.branch }, { force: true });
     await ctx.store.update((s) => {
       s.branches[key]!.operation = newOperation('reset');
     });
@@ -63,38 +73,68 @@ export async function resetBranch(ctx: EngineContext, ref: BranchRef, o: { force
   const steps = new Steps('branch reset', ctx.log);
   try {
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(b.image));
-    const label = await snapshotParent(ctx, steps, parent, db, snap, { fast: !!o.fast, label: `betterpg reset ${key}`, by: ref });
-    await steps.step('zfs clone', () => cloneFresh(ctx, snap, b, fresh), () => ctx.zfs.destroy(fresh), { partial: true });
+    const label = await snapshotParent(ctx, steps, parent, db, snap, {
+      fast: !!o.fast,
+      label: `betterpg reset ${key}`,
+      by: ref,
+    });
+    await steps.step(
+      'zfs clone',
+      () => cloneFresh(ctx, snap, b, fresh),
+      () => ctx.zfs.destroy(fresh),
+      { partial: true },
+    );
     await ctx.zfs.mount(fresh);
     await steps.step('prepare data', async () => {
       const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(fresh));
       const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
-      if (label) await prepareBackupClone(dataDir, ctx.cfg, label, [{ dir: ctx.layout.walDir(parent.id) }, { dir: parentData, sub: 'pg_wal' }]);
+      if (label)
+        await prepareBackupClone(dataDir, ctx.cfg, label, [
+          { dir: ctx.layout.walDir(parent.id) },
+          { dir: parentData, sub: 'pg_wal' },
+        ]);
       else await prepareCrashClone(dataDir, ctx.cfg);
     });
     // The swap: from here on, undo puts the old branch back.
-    await steps.step('remove old container', () => ctx.docker.remove(b.container), async () => {
-      await ctx.zfs.mount(b.dataset);
-      await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
-      await waitBranchReady(ctx, b, db);
-    });
-    await steps.step('swap datasets', async () => {
-      await ctx.zfs.rename(b.dataset, old);
-      await ctx.zfs.rename(fresh, b.dataset);
-    }, async () => {
-      await ctx.zfs.rename(b.dataset, fresh);
-      await ctx.zfs.rename(old, b.dataset);
-    });
+    await steps.step(
+      'remove old container',
+      () => ctx.docker.remove(b.container),
+      async () => {
+        await ctx.zfs.mount(b.dataset);
+        await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
+        await waitBranchReady(ctx, b, db);
+      },
+    );
+    await steps.step(
+      'swap datasets',
+      async () => {
+        await ctx.zfs.rename(b.dataset, old);
+        await ctx.zfs.rename(fresh, b.dataset);
+      },
+      async () => {
+        await ctx.zfs.rename(b.dataset, fresh);
+        await ctx.zfs.rename(old, b.dataset);
+      },
+    );
     // The old archive is set aside (its own dataset, renamed) until the reset commits.
-    await steps.step('clear WAL folder', async () => {
-      await ctx.wal.rename(ctx.layout.walDataset(b.id), oldWal);
-      await ctx.wal.create(b.id);
-    }, async () => {
-      await ctx.wal.destroy(b.id);
-      await ctx.wal.rename(oldWal, ctx.layout.walDataset(b.id));
-    });
+    await steps.step(
+      'clear WAL folder',
+      async () => {
+        await ctx.wal.rename(ctx.layout.walDataset(b.id), oldWal);
+        await ctx.wal.create(b.id);
+      },
+      async () => {
+        await ctx.wal.destroy(b.id);
+        await ctx.wal.rename(oldWal, ctx.layout.walDataset(b.id));
+      },
+    );
     const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(b.dataset));
-    await steps.step('start container', () => startContainer(ctx, next, pgdata, dataDir), () => ctx.docker.remove(b.container), { partial: true });
+    await steps.step(
+      'start container',
+      () => startContainer(ctx, next, pgdata, dataDir),
+      () => ctx.docker.remove(b.container),
+      { partial: true },
+    );
     await steps.step('wait ready', () => waitBranchReady(ctx, { ...next, password: parent.password }, db));
     await steps.step('set password', () => setPassword(ctx, next, db, parent.password, b.password));
     // Committed: the branch is the new clone. What follows only drops what the old one owned.
@@ -118,4 +158,3 @@ export async function resetBranch(ctx: EngineContext, ref: BranchRef, o: { force
   await finishReset(ctx, key, plan, steps);
   return getBranch(ctx, ref);
 }
-

@@ -14,7 +14,9 @@ export const now = () => new Date().toISOString();
 export const newId = () => randomBytes(8).toString('hex');
 
 /** The fields a new branch record starts with besides its identity. */
-export function freshBranchFields(o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number; disk?: number | null } = {}) {
+export function freshBranchFields(
+  o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number; disk?: number | null } = {},
+) {
   return {
     expiresAt: o.expiresAt ?? null,
     protected: o.protect ?? false,
@@ -27,7 +29,12 @@ export function freshBranchFields(o: { expiresAt?: string | null; protect?: bool
 }
 
 /** When a new branch expires: its own TTL, else the PR default for `pr-<n>` names (ms from `from`). */
-export function expiryFor(cfg: Config, branch: string, ttlMs: number | null | undefined, from = Date.now()): string | null {
+export function expiryFor(
+  cfg: Config,
+  branch: string,
+  ttlMs: number | null | undefined,
+  from = Date.now(),
+): string | null {
   const ms = ttlMs === undefined ? (/^pr-\d+$/.test(branch) ? cfg.expiry.prBranchTtl : null) : ttlMs;
   return ms === null ? null : new Date(from + ms).toISOString();
 }
@@ -60,7 +67,9 @@ export function requireBranch(state: State, ref: BranchRef): BranchRecord {
 export function snapshotInUse(s: State, full: string): boolean {
   if (Object.values(s.branches).some((b) => b.origin?.snapshot === full)) return true;
   const [ds, name] = full.split('@');
-  return Object.values(s.snapshots).some((k) => k.name === name && Object.values(s.branches).some((b) => b.id === k.branchId && b.dataset === ds));
+  return Object.values(s.snapshots).some(
+    (k) => k.name === name && Object.values(s.branches).some((b) => b.id === k.branchId && b.dataset === ds),
+  );
 }
 
 /** Every branch made from `key`, its children's children too. */

@@ -49,9 +49,14 @@ export function usersOf(s: State, snap: SnapshotRecord): string[] {
 }
 
 /** `scheduled`: taken by housekeeping's schedule, so its retention may prune it (manual ones never). */
-export async function createSnapshot(ctx: EngineContext, ref: BranchRef, o: { label?: string; scheduled?: boolean } = {}): Promise<SnapshotView> {
+export async function createSnapshot(
+  ctx: EngineContext,
+  ref: BranchRef,
+  o: { label?: string; scheduled?: boolean } = {},
+): Promise<SnapshotView> {
   await begin(ctx);
-  if (o.label !== undefined && (o.label.length > 200 || /[\x00-\x1f]/.test(o.label))) throw invalid('--label must be printable and at most 200 characters');
+  if (o.label !== undefined && (o.label.length > 200 || /[\x00-\x1f]/.test(o.label)))
+    throw invalid('--label must be printable and at most 200 characters');
   const id = `snap-${randomBytes(4).toString('hex')}`;
   const { b, db } = await ctx.store.update((s) => {
     const b = requireBranch(s, ref);
@@ -66,7 +71,12 @@ export async function createSnapshot(ctx: EngineContext, ref: BranchRef, o: { la
   const steps = new Steps('snapshot create', ctx.log);
   let backup: Awaited<ReturnType<typeof snapshotParent>> = null;
   try {
-    backup = await snapshotParent(ctx, steps, b, db, full, { fast: false, label: `betterpg ${id}`, by: ref, waitForArchive: true });
+    backup = await snapshotParent(ctx, steps, b, db, full, {
+      fast: false,
+      label: `betterpg ${id}`,
+      by: ref,
+      waitForArchive: true,
+    });
     await ctx.store.update((s) => {
       const cur = s.branches[refName(ref)];
       if (!cur || cur.id !== b.id) throw conflict(`branch '${refName(ref)}' changed while it was being snapshotted`);
@@ -99,7 +109,10 @@ export async function listSnapshots(ctx: EngineContext, ref?: BranchRef): Promis
     const owner = branchById(s, snap.branchId);
     if (!owner || (only && owner.id !== only.id)) continue;
     const full = `${owner.dataset}@${snap.name}`;
-    const used = await ctx.zfs.get(full, ['used']).then((p) => Number(p.used), () => null);
+    const used = await ctx.zfs.get(full, ['used']).then(
+      (p) => Number(p.used),
+      () => null,
+    );
     out.push({
       id: snap.id,
       branch: refName(owner),
@@ -121,11 +134,13 @@ export async function deleteSnapshot(ctx: EngineContext, id: string): Promise<vo
     const snap = s.snapshots[id];
     if (!snap) throw notFound(`snapshot '${id}' does not exist`);
     const users = usersOf(s, snap);
-    if (users.length) throw conflict(`snapshot '${id}' is in use: branch(es) ${users.join(', ')} were cloned from it; delete them first`);
+    if (users.length)
+      throw conflict(
+        `snapshot '${id}' is in use: branch(es) ${users.join(', ')} were cloned from it; delete them first`,
+      );
     const owner = branchById(s, snap.branchId)!;
     delete s.snapshots[id];
     return `${owner.dataset}@${snap.name}`;
   });
   await ctx.zfs.destroy(full);
 }
-

@@ -61,7 +61,14 @@ export interface SystemStatus {
 /** Sum of the file sizes in one folder (a WAL archive is flat); 0 when it is missing. */
 export async function folderBytes(dir: string): Promise<number> {
   const names = await readdir(dir).catch(() => [] as string[]);
-  const sizes = await Promise.all(names.map((n) => lstat(join(dir, n)).then((s) => (s.isFile() ? s.size : 0), () => 0)));
+  const sizes = await Promise.all(
+    names.map((n) =>
+      lstat(join(dir, n)).then(
+        (s) => (s.isFile() ? s.size : 0),
+        () => 0,
+      ),
+    ),
+  );
   return sizes.reduce((a, b) => a + b, 0);
 }
 
@@ -79,39 +86,57 @@ export async function systemStatus(ctx: EngineContext): Promise<SystemStatus> {
   const [state, live, reachable, pool, base] = await Promise.all([
     ctx.store.read(),
     liveInfo(ctx),
-    ctx.docker.ping().then(() => true, () => false),
+    ctx.docker.ping().then(
+      () => true,
+      () => false,
+    ),
     numbers(ctx, cfg.zfs.pool, ['used', 'available']),
     numbers(ctx, ctx.layout.root, ['used', 'available', 'quota']),
   ]);
   const records = Object.values(state.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
-  const branches = await Promise.all(records.map(async (b): Promise<BranchUsage> => {
-    const v = viewOf(ctx, state, b, live);
-    return {
-      name: v.name,
-      database: v.database,
-      branch: v.branch,
-      status: v.status,
-      port: v.port,
-      usedBytes: v.usedBytes,
-      walBytes: v.walBytes ?? (await folderBytes(ctx.layout.walDir(b.id))),
-      diskQuotaBytes: v.diskQuotaBytes,
-      diskFull: v.diskFull,
-      walQuotaBytes: v.walQuotaBytes,
-      walFull: v.walFull,
-      expiresAt: v.expiresAt,
-      protected: v.protected,
-      memoryBytes: v.memoryBytes,
-      cpus: v.cpus,
-    };
-  }));
+  const branches = await Promise.all(
+    records.map(async (b): Promise<BranchUsage> => {
+      const v = viewOf(ctx, state, b, live);
+      return {
+        name: v.name,
+        database: v.database,
+        branch: v.branch,
+        status: v.status,
+        port: v.port,
+        usedBytes: v.usedBytes,
+        walBytes: v.walBytes ?? (await folderBytes(ctx.layout.walDir(b.id))),
+        diskQuotaBytes: v.diskQuotaBytes,
+        diskFull: v.diskFull,
+        walQuotaBytes: v.walQuotaBytes,
+        walFull: v.walFull,
+        expiresAt: v.expiresAt,
+        protected: v.protected,
+        memoryBytes: v.memoryBytes,
+        cpus: v.cpus,
+      };
+    }),
+  );
   const byStatus: Record<string, number> = {};
   for (const b of branches) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
   const size = pool ? pool.used! + pool.available! : 0;
   return {
     pool: pool
-      ? { pool: cfg.zfs.pool, sizeBytes: size, freeBytes: pool.available!, allocatedBytes: pool.used!, usedPercent: size ? Math.round((pool.used! / size) * 1000) / 10 : 0 }
+      ? {
+          pool: cfg.zfs.pool,
+          sizeBytes: size,
+          freeBytes: pool.available!,
+          allocatedBytes: pool.used!,
+          usedPercent: size ? Math.round((pool.used! / size) * 1000) / 10 : 0,
+        }
       : null,
-    datasetBase: base ? { dataset: ctx.layout.root, usedBytes: base.used!, availableBytes: base.available!, quotaBytes: base.quota ? base.quota : null } : null,
+    datasetBase: base
+      ? {
+          dataset: ctx.layout.root,
+          usedBytes: base.used!,
+          availableBytes: base.available!,
+          quotaBytes: base.quota ? base.quota : null,
+        }
+      : null,
     docker: { reachable },
     counts: { databases: Object.keys(state.databases).length, branches: branches.length, byStatus },
     limits: cfg.limits,

@@ -22,7 +22,12 @@ export class Steps {
    * container created but not started), so its undo runs on failure too; such undos must be
    * idempotent and the step must not touch anything that existed before it.
    */
-  async step<T>(name: string, run: () => Promise<T>, undo?: (result: T | undefined) => Promise<void>, opts: { partial?: boolean } = {}): Promise<T> {
+  async step<T>(
+    name: string,
+    run: () => Promise<T>,
+    undo?: (result: T | undefined) => Promise<void>,
+    opts: { partial?: boolean } = {},
+  ): Promise<T> {
     const t0 = performance.now();
     let result: T;
     try {
@@ -36,7 +41,8 @@ export class Steps {
     if (undo) this.undos.push({ name, undo: () => undo(result) });
     const here = `${this.operation}:${name}`;
     if (this.killAfter === here) process.kill(process.pid, 'SIGKILL'); // as a kill -9 would
-    if (this.failAfter === here) throw new StepError(this.operation, name, new Error('injected failure (BPG_FAULT_FAIL_AFTER)'));
+    if (this.failAfter === here)
+      throw new StepError(this.operation, name, new Error('injected failure (BPG_FAULT_FAIL_AFTER)'));
     return result;
   }
 

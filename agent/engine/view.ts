@@ -51,7 +51,12 @@ export interface DatabaseView {
   branches: BranchView[];
 }
 
-export function branchView(cfg: Config, db: DatabaseRecord, b: BranchRecord, live: { status: string; disk: Space | null; wal: Space | null }): BranchView {
+export function branchView(
+  cfg: Config,
+  db: DatabaseRecord,
+  b: BranchRecord,
+  live: { status: string; disk: Space | null; wal: Space | null },
+): BranchView {
   const host = cfg.postgres.publicHost;
   const user = cfg.postgres.superuser;
   const hostInUri = host.includes(':') ? `[${host}]` : host;

@@ -31,7 +31,13 @@ export class WalArchives {
     if (!(await this.zfs.exists(root))) {
       try {
         // compression: a switched segment is mostly zeros after its last record.
-        const props = { mountpoint: this.layout.walMount(), compression: 'on', atime: 'off', [ZFS_PROP.managed]: 'true', [ZFS_PROP.wal]: 'root' };
+        const props = {
+          mountpoint: this.layout.walMount(),
+          compression: 'on',
+          atime: 'off',
+          [ZFS_PROP.managed]: 'true',
+          [ZFS_PROP.wal]: 'root',
+        };
         await this.zfs.create(root, props, true);
       } catch (e) {
         if (!(await this.zfs.exists(root))) throw this.explain(e);
@@ -60,10 +66,17 @@ export class WalArchives {
   async create(id: string, name = this.layout.walDataset(id)): Promise<void> {
     await this.ensureRoot();
     const quota = this.cfg.postgres.walQuota;
-    await this.zfs.create(name, { [ZFS_PROP.managed]: 'true', [ZFS_PROP.wal]: id, ...(quota !== null ? { quota: String(quota) } : {}) });
+    await this.zfs.create(name, {
+      [ZFS_PROP.managed]: 'true',
+      [ZFS_PROP.wal]: id,
+      ...(quota !== null ? { quota: String(quota) } : {}),
+    });
     // `zfs create` mounts it, at the root's mount point + its name (inherited): no more commands.
     if (!(await this.zfs.mountedNow()).has(name)) await this.zfs.mount(name);
-    await mkdirOwned(name === this.layout.walDataset(id) ? this.layout.walDir(id) : await this.zfs.mountpoint(name), { uid: this.cfg.postgres.uid, gid: this.cfg.postgres.gid });
+    await mkdirOwned(name === this.layout.walDataset(id) ? this.layout.walDir(id) : await this.zfs.mountpoint(name), {
+      uid: this.cfg.postgres.uid,
+      gid: this.cfg.postgres.gid,
+    });
   }
 
   /**
@@ -126,4 +139,3 @@ export class WalArchives {
     return out;
   }
 }
-

@@ -54,7 +54,9 @@ export async function migrateLegacyWal(ctx: EngineContext): Promise<string[]> {
     }
     const moved: string[] = [];
     if (branches.length || (await lstat(legacy).catch(() => null))) {
-      ctx.log.info(`moving the WAL archives of ${branches.length} branch(es) onto ZFS datasets (${ctx.layout.walRoot}); running branches restart once`);
+      ctx.log.info(
+        `moving the WAL archives of ${branches.length} branch(es) onto ZFS datasets (${ctx.layout.walRoot}); running branches restart once`,
+      );
     }
     for (const b of branches) {
       if (b.status !== 'running' && b.status !== 'stopped') continue; // being created or deleted: reconcile decides
@@ -91,7 +93,9 @@ export async function migrateLegacyWal(ctx: EngineContext): Promise<string[]> {
       }
       await setQuota(ctx, b.id);
       moved.push(refName(b));
-      ctx.log.info(`WAL archive of ${refName(b)} is on ${ctx.layout.walDataset(b.id)} (${files} files, ${Math.round(performance.now() - t0)} ms)`);
+      ctx.log.info(
+        `WAL archive of ${refName(b)} is on ${ctx.layout.walDataset(b.id)} (${files} files, ${Math.round(performance.now() - t0)} ms)`,
+      );
     }
     await rm(legacy, { recursive: true, force: true });
     await ctx.store.update((s) => {

@@ -14,7 +14,6 @@ import { snapshotsOf } from './snapshots.js';
 
 const SEGMENT = /^[0-9A-F]{24}$/;
 
-
 export interface WalInfo {
   branch: string;
   folder: string;
@@ -61,7 +60,9 @@ function segNo(name: string, segSize: number): bigint {
 
 export async function walInfo(ctx: EngineContext, ref?: BranchRef): Promise<WalInfo[]> {
   const s = await ctx.store.read();
-  const list = ref ? [requireBranch(s, ref)] : Object.values(s.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
+  const list = ref
+    ? [requireBranch(s, ref)]
+    : Object.values(s.branches).sort((a, b) => refName(a).localeCompare(refName(b)));
   const out: WalInfo[] = [];
   const usage = await ctx.wal.usage();
   for (const b of list) {
@@ -79,7 +80,17 @@ export async function walInfo(ctx: EngineContext, ref?: BranchRef): Promise<WalI
     let lastArchived: WalInfo['lastArchived'] = null;
     if (b.status === 'running') {
       const db = s.databases[b.database]!;
-      const row = await ctx.pg.withClient(target(ctx, b, db), async (c) => (await c.query('SELECT last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver')).rows[0]).catch(() => null);
+      const row = await ctx.pg
+        .withClient(
+          target(ctx, b, db),
+          async (c) =>
+            (
+              await c.query(
+                'SELECT last_archived_wal, last_archived_time, last_failed_wal, last_failed_time FROM pg_stat_archiver',
+              )
+            ).rows[0],
+        )
+        .catch(() => null);
       if (row?.last_failed_wal && (!row.last_archived_time || row.last_failed_time > row.last_archived_time)) {
         const seg = String(row.last_failed_wal);
         lastFailure = { segment: seg, time: new Date(row.last_failed_time).toISOString(), reason: null };
@@ -90,7 +101,8 @@ export async function walInfo(ctx: EngineContext, ref?: BranchRef): Promise<WalI
           lastFailure.reason = `the WAL archive is full (postgres.walQuota ${usage.get(b.id)!.quota} bytes)`;
         }
       }
-      if (row?.last_archived_wal) lastArchived = { segment: row.last_archived_wal, time: new Date(row.last_archived_time).toISOString() };
+      if (row?.last_archived_wal)
+        lastArchived = { segment: row.last_archived_wal, time: new Date(row.last_archived_time).toISOString() };
     }
     const first = segs[0];
     const last = segs[segs.length - 1];
@@ -172,8 +184,17 @@ export async function walCleanup(
   const kept: WalCleanup['kept'] = [];
   if (keptRecent) kept.push({ segments: keptRecent, reason: `younger than ${days} day(s)` });
   if (keptForSnapshot) {
-    kept.push({ segments: keptForSnapshot, reason: `needed by snapshot ${oldestNeeded!.id} (${oldestNeeded!.createdAt}), the oldest kept, from segment ${oldestNeeded!.backup!.firstSegment}` });
+    kept.push({
+      segments: keptForSnapshot,
+      reason: `needed by snapshot ${oldestNeeded!.id} (${oldestNeeded!.createdAt}), the oldest kept, from segment ${oldestNeeded!.backup!.firstSegment}`,
+    });
   }
-  return { branch: refName(b), dryRun, removed: removed.map((x) => x.name), removedBytes: removed.reduce((n, x) => n + x.bytes, 0), kept, removedTemp };
+  return {
+    branch: refName(b),
+    dryRun,
+    removed: removed.map((x) => x.name),
+    removedBytes: removed.reduce((n, x) => n + x.bytes, 0),
+    kept,
+    removedTemp,
+  };
 }
-

@@ -5,12 +5,22 @@ import type { Operation } from './schema.js';
  * The kinds of operation the journal records. Recovery (engine/recovery.ts) switches over them, so
  * the compiler checks that every kind has its way to be finished or undone.
  */
-export const BRANCH_OPERATIONS = ['create', 'delete', 'start', 'stop', 'restart', 'reset', 'rename', 'snapshot'] as const;
+export const BRANCH_OPERATIONS = [
+  'create',
+  'delete',
+  'start',
+  'stop',
+  'restart',
+  'reset',
+  'rename',
+  'snapshot',
+] as const;
 export const DATABASE_OPERATIONS = ['create-database', 'delete-database', 'rename'] as const;
 export type BranchOperationKind = (typeof BRANCH_OPERATIONS)[number];
 export type DatabaseOperationKind = (typeof DATABASE_OPERATIONS)[number];
 /** `recover`: the clean-up of a branch that is being destroyed; `recover-<kind>`: recovery of that operation under way. */
-export type OperationKind = BranchOperationKind | DatabaseOperationKind | 'recover' | `recover-${BranchOperationKind | DatabaseOperationKind}`;
+export type OperationKind =
+  BranchOperationKind | DatabaseOperationKind | 'recover' | `recover-${BranchOperationKind | DatabaseOperationKind}`;
 
 /** A journal entry for an operation this process starts now. */
 export function newOperation(kind: OperationKind, data?: Record<string, string>): Operation {

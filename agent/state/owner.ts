@@ -65,7 +65,12 @@ export function selfStamp(): OwnerStamp {
 
 /** Whether the process that recorded this stamp still runs (entries from older versions: PID only). */
 export function ownerAlive(o: OwnerStamp): boolean {
-  if (o.pid === process.pid && (o.boot === undefined || o.boot === bootId()) && (o.pidStart === undefined || o.pidStart === selfStamp().pidStart)) return true;
+  if (
+    o.pid === process.pid &&
+    (o.boot === undefined || o.boot === bootId()) &&
+    (o.pidStart === undefined || o.pidStart === selfStamp().pidStart)
+  )
+    return true;
   if (o.boot !== undefined) {
     const boot = bootId();
     if (boot !== null && boot !== o.boot) return false;

@@ -32,9 +32,7 @@ export const BranchRecord = z.object({
   dataset: z.string(),
   container: z.string(),
   /** Snapshot of the parent this branch was cloned from (null for main). */
-  origin: z
-    .object({ snapshot: z.string(), consistency: Consistency })
-    .nullable(),
+  origin: z.object({ snapshot: z.string(), consistency: Consistency }).nullable(),
   createdAt: z.string(),
   operation: Operation.nullable(),
   /** The housekeeping loop deletes the branch after this moment (null: never). */
@@ -103,10 +101,14 @@ export const State = z
   .superRefine((s, ctx) => {
     const ports = new Map<number, string>();
     for (const [key, b] of Object.entries(s.branches)) {
-      if (key !== `${b.database}/${b.branch}`) ctx.addIssue({ code: 'custom', message: `branch key ${key} does not match its record` });
-      if (!s.databases[b.database]) ctx.addIssue({ code: 'custom', message: `branch ${key} belongs to unknown database ${b.database}` });
-      if (b.parent !== null && !s.branches[b.parent]) ctx.addIssue({ code: 'custom', message: `branch ${key} has unknown parent ${b.parent}` });
-      if ((b.branch === 'main') !== (b.parent === null)) ctx.addIssue({ code: 'custom', message: `branch ${key}: only main has no parent` });
+      if (key !== `${b.database}/${b.branch}`)
+        ctx.addIssue({ code: 'custom', message: `branch key ${key} does not match its record` });
+      if (!s.databases[b.database])
+        ctx.addIssue({ code: 'custom', message: `branch ${key} belongs to unknown database ${b.database}` });
+      if (b.parent !== null && !s.branches[b.parent])
+        ctx.addIssue({ code: 'custom', message: `branch ${key} has unknown parent ${b.parent}` });
+      if ((b.branch === 'main') !== (b.parent === null))
+        ctx.addIssue({ code: 'custom', message: `branch ${key}: only main has no parent` });
       const other = ports.get(b.port);
       if (other) ctx.addIssue({ code: 'custom', message: `branches ${other} and ${key} share port ${b.port}` });
       ports.set(b.port, key);
@@ -118,7 +120,8 @@ export const State = z
     }
     for (const name of Object.keys(s.databases)) {
       const op = s.databases[name]!.operation;
-      if (!s.branches[`${name}/main`] && op === null) ctx.addIssue({ code: 'custom', message: `database ${name} has no main branch` });
+      if (!s.branches[`${name}/main`] && op === null)
+        ctx.addIssue({ code: 'custom', message: `database ${name} has no main branch` });
     }
   });
 export type State = z.infer<typeof State>;

@@ -98,7 +98,8 @@ export class StateStore {
  * a prototype have only their own keys.
  */
 function withoutPrototypes(s: State): State {
-  const own = <T>(r: Record<string, T>): Record<string, T> => Object.assign(Object.create(null) as Record<string, T>, r);
+  const own = <T>(r: Record<string, T>): Record<string, T> =>
+    Object.assign(Object.create(null) as Record<string, T>, r);
   s.databases = own(s.databases);
   s.branches = own(s.branches);
   s.snapshots = own(s.snapshots);

@@ -17,7 +17,7 @@ import { Engine } from '../engine/engine.js';
 import { canonicalImage } from '../engine/images.js';
 import { Layout } from '../engine/layout.js';
 import { StateStore } from '../state/store.js';
-import { cli, freePort, ok, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import { cli, ok, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 
 /**
  * What the daemon admits: images limited to postgres.allowedImages (API and CLI, checked before
@@ -43,11 +43,20 @@ interface Reply {
   headers: Headers;
 }
 
-async function http(base: string, method: string, path: string, o: { token?: string | null; body?: unknown } = {}): Promise<Reply> {
+async function http(
+  base: string,
+  method: string,
+  path: string,
+  o: { token?: string | null; body?: unknown } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = {};
   const token = o.token === undefined ? TOKEN : o.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(base + path, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) });
+  const res = await fetch(base + path, {
+    method,
+    headers,
+    body: o.body === undefined ? undefined : JSON.stringify(o.body),
+  });
   const text = await res.text();
   const json = res.headers.get('content-type')?.startsWith('application/json') ? JSON.parse(text) : undefined;
   return { status: res.status, text, json, headers: res.headers };
@@ -104,7 +113,10 @@ async function until(what: string, check: () => Promise<boolean> | boolean, time
 interface StateFile {
   databases: Record<string, { image: string }>;
   snapshots: Record<string, unknown>;
-  branches: Record<string, { status: string; createdAt: string; database: string; branch: string; id: string; container: string }>;
+  branches: Record<
+    string,
+    { status: string; createdAt: string; database: string; branch: string; id: string; container: string }
+  >;
 }
 const readState = (cfg: Config): StateFile => JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8'));
 
@@ -135,18 +147,27 @@ async function holdStateLock(cfg: Config): Promise<() => Promise<void>> {
  */
 function footprint(cfg: Config): { records: string[]; datasets: string[]; containers: string[]; wal: string[] } {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
-  let datasets: string[] = [];
+  let datasets: string[];
   try {
     datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]).split('\n').filter(Boolean).sort();
   } catch {
     datasets = [];
   }
-  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).split('\n').filter(Boolean).sort();
+  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
+    .split('\n')
+    .filter(Boolean)
+    .sort();
   const stateFile = join(cfg.stateDir, 'state.json');
   const walRoot = dirname(new Layout(cfg).walDir('x'));
   const st: StateFile | null = existsSync(stateFile) ? readState(cfg) : null;
   return {
-    records: st ? [...Object.keys(st.databases).map((k) => `db ${k}`), ...Object.keys(st.branches), ...Object.keys(st.snapshots).map((k) => `snap ${k}`)] : [],
+    records: st
+      ? [
+          ...Object.keys(st.databases).map((k) => `db ${k}`),
+          ...Object.keys(st.branches),
+          ...Object.keys(st.snapshots).map((k) => `snap ${k}`),
+        ]
+      : [],
     datasets,
     containers,
     wal: existsSync(walRoot) ? readdirSync(walRoot).sort() : [],
@@ -192,10 +213,13 @@ async function dockerGate(dir: string) {
     maxActive = Math.max(maxActive, ++active);
     res.on('close', () => active--);
     const forward = () => {
-      const up = request({ socketPath: DOCKER_SOCKET, path: req.url, method: req.method, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
+      const up = request(
+        { socketPath: DOCKER_SOCKET, path: req.url, method: req.method, headers: req.headers },
+        (r) => {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+        },
+      );
       up.on('error', () => res.destroy());
       req.pipe(up);
     };
@@ -244,11 +268,18 @@ describe('API admission: allowed images, create turns, metrics without a token',
 
   /** The daemon on this file's state, with changes to its config. */
   async function daemon(change: (c: Config) => Config = (c) => c): Promise<RunningServer> {
-    const s = await serve(change(cfg), { listen: '127.0.0.1:0', log, handleSignals: false, env: { BPG_API_TOKEN: TOKEN } });
+    const s = await serve(change(cfg), {
+      listen: '127.0.0.1:0',
+      log,
+      handleSignals: false,
+      env: { BPG_API_TOKEN: TOKEN },
+    });
     servers.push(s);
     return s;
   }
-  const withLimits = (l: Partial<Config['limits']>) => (c: Config): Config => ({ ...c, limits: { ...c.limits, ...l } });
+  const withLimits =
+    (l: Partial<Config['limits']>) =>
+    (c: Config): Config => ({ ...c, limits: { ...c.limits, ...l } });
   const scrape = async (url: string) => {
     const r = await http(url, 'GET', '/metrics');
     assert.equal(r.status, 200, r.text.slice(0, 300));
@@ -290,7 +321,8 @@ describe('API admission: allowed images, create turns, metrics without a token',
       ['localhost:5000/pg', 'localhost:5000/pg:latest'],
       ['ghcr.io/x/pg:1', 'ghcr.io/x/pg:1'],
     ];
-    for (const group of same) for (const x of group) assert.equal(canonicalImage(x), canonicalImage(group[0]!), `${x} = ${group[0]}`);
+    for (const group of same)
+      for (const x of group) assert.equal(canonicalImage(x), canonicalImage(group[0]!), `${x} = ${group[0]}`);
     const apart = [
       ['postgres:17', 'postgres:16'],
       ['postgres:17', 'evil.example/postgres:17'],
@@ -310,15 +342,24 @@ describe('API admission: allowed images, create turns, metrics without a token',
     for (const image of [localTag, REFUSED, 'postgres:9']) {
       const r = await http(srv.url, 'POST', '/v1/databases', { body: { name: dbOther, image } });
       const msg = assertError(r, 400, 'invalid', /is not allowed/);
-      assert.ok(msg.includes(`'${image}'`) && msg.includes('postgres.allowedImages') && msg.includes(cfg.postgres.image), msg);
-      assertRefusedCli(await cli(['db', 'create', dbOther, '--image', image], env), /image '.*' is not allowed.*postgres\.allowedImages/);
+      assert.ok(
+        msg.includes(`'${image}'`) && msg.includes('postgres.allowedImages') && msg.includes(cfg.postgres.image),
+        msg,
+      );
+      assertRefusedCli(
+        await cli(['db', 'create', dbOther, '--image', image], env),
+        /image '.*' is not allowed.*postgres\.allowedImages/,
+      );
     }
     assert.deepEqual(footprint(cfg), before, 'state, datasets, containers, WAL folders unchanged');
     assert.deepEqual(ourImages(registry.host, localTag.split(':')[0]!), imagesBefore, 'no image appeared');
     assert.equal(registry.connections(), 0, 'Docker never contacted the registry');
 
     // The same present image, once the operator allows it, makes a database: the list was the only reason.
-    const open = await daemon((c) => ({ ...c, postgres: { ...c.postgres, allowedImages: [...c.postgres.allowedImages, localTag] } }));
+    const open = await daemon((c) => ({
+      ...c,
+      postgres: { ...c.postgres, allowedImages: [...c.postgres.allowedImages, localTag] },
+    }));
     const r = await http(open.url, 'POST', '/v1/databases', { body: { name: dbOther, image: localTag } });
     assert.equal(r.status, 201, r.text);
     const view = S.DatabaseView.parse(r.json);
@@ -331,14 +372,38 @@ describe('API admission: allowed images, create turns, metrics without a token',
     const srv = await daemon();
     const before = footprint(cfg);
     // Each of these would have pulled first before: now each is refused and Docker is never asked.
-    assertError(await http(srv.url, 'POST', '/v1/databases', { body: { name: dbA, image: ALLOWED_ABSENT } }), 409, 'conflict', /already exists/);
-    assertError(await http(srv.url, 'POST', '/v1/databases', { body: { name: '../x', image: ALLOWED_ABSENT } }), 400, 'invalid');
-    assertError(await http(srv.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT, memory: '1k' } }), 400, 'invalid', /memory/);
-    assertError(await http(srv.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT, cpus: 256 } }), 409, 'conflict', /cpus/);
+    assertError(
+      await http(srv.url, 'POST', '/v1/databases', { body: { name: dbA, image: ALLOWED_ABSENT } }),
+      409,
+      'conflict',
+      /already exists/,
+    );
+    assertError(
+      await http(srv.url, 'POST', '/v1/databases', { body: { name: '../x', image: ALLOWED_ABSENT } }),
+      400,
+      'invalid',
+    );
+    assertError(
+      await http(srv.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT, memory: '1k' } }),
+      400,
+      'invalid',
+      /memory/,
+    );
+    assertError(
+      await http(srv.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT, cpus: 256 } }),
+      409,
+      'conflict',
+      /cpus/,
+    );
     assertRefusedCli(await cli(['db', 'create', dbA, '--image', ALLOWED_ABSENT], env), /already exists/);
     const branches = Object.keys(readState(cfg).branches).length;
     const full = await daemon(withLimits({ branchesTotal: branches }));
-    assertError(await http(full.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT } }), 409, 'conflict', /limits\.branchesTotal/);
+    assertError(
+      await http(full.url, 'POST', '/v1/databases', { body: { name: dbPull, image: ALLOWED_ABSENT } }),
+      409,
+      'conflict',
+      /limits\.branchesTotal/,
+    );
     assert.equal(registry.connections(), 0, 'no pull for a refused create');
     assert.deepEqual(footprint(cfg), before);
 
@@ -366,12 +431,19 @@ describe('API admission: allowed images, create turns, metrics without a token',
         });
       }
       pending.push(http(srv.url, 'POST', '/v1/databases', { body: { name: dbB } }));
-      await until('the database create waiting', async () => metric(await scrape(srv.url), 'bpg_creates_waiting') === 3);
+      await until(
+        'the database create waiting',
+        async () => metric(await scrape(srv.url), 'bpg_creates_waiting') === 3,
+      );
       // The one with the turn waits for the lock before it reserves; the others wait for their turn.
       const m = await scrape(srv.url);
       assert.equal(metric(m, 'bpg_creates_running'), 1, 'one create runs');
       assert.equal(metric(m, 'bpg_creates_waiting'), 3, 'three wait');
-      assert.deepEqual(Object.values(readState(cfg).branches).filter((b) => b.status === 'creating'), [], 'nothing reserved yet');
+      assert.deepEqual(
+        Object.values(readState(cfg).branches).filter((b) => b.status === 'creating'),
+        [],
+        'nothing reserved yet',
+      );
     } finally {
       await release();
     }
@@ -404,8 +476,13 @@ describe('API admission: allowed images, create turns, metrics without a token',
     const st = readState(cfg);
     const order = [...names.map((n) => `${dbA}/${n}`), `${dbB}/main`];
     const created = order.map((k) => Date.parse(st.branches[k]!.createdAt));
-    assert.deepEqual([...created].sort((a, b) => a - b), created, `reserved in arrival order: ${order.join(', ')}`);
-    for (const r of replies.slice(0, 3)) assert.deepEqual(await query(S.PutBranchResponse.parse(r.json).branch, 'SELECT 1 AS ok'), [{ ok: 1 }]);
+    assert.deepEqual(
+      [...created].sort((a, b) => a - b),
+      created,
+      `reserved in arrival order: ${order.join(', ')}`,
+    );
+    for (const r of replies.slice(0, 3))
+      assert.deepEqual(await query(S.PutBranchResponse.parse(r.json).branch, 'SELECT 1 AS ok'), [{ ok: 1 }]);
 
     const after = await scrape(srv.url);
     assert.equal(metric(after, 'bpg_creates_running'), 0);
@@ -429,7 +506,12 @@ describe('API admission: allowed images, create turns, metrics without a token',
       const queued = http(srv.url, 'PUT', `/v1/databases/${dbA}/branches/q1`, { body: { fast: true } });
       await until('q1 waiting', async () => metric(await scrape(srv.url), 'bpg_creates_waiting') === 1);
       const full = await http(srv.url, 'PUT', `/v1/databases/${dbA}/branches/q2`, { body: { fast: true } });
-      assertError(full, 503, 'unavailable', /too many creates: 1 running and 1 waiting \(limits\.concurrentCreates 1, limits\.createQueueLength 1\); nothing was made/);
+      assertError(
+        full,
+        503,
+        'unavailable',
+        /too many creates: 1 running and 1 waiting \(limits\.concurrentCreates 1, limits\.createQueueLength 1\); nothing was made/,
+      );
       retryAfter(full);
       const fullDb = await http(srv.url, 'POST', '/v1/databases', { body: { name: dbOther } });
       assertError(fullDb, 503, 'unavailable', /limits\.createQueueLength/);
@@ -448,11 +530,15 @@ describe('API admission: allowed images, create turns, metrics without a token',
     const st = readState(cfg);
     const q0 = st.branches[`${dbA}/q0`]!;
     assert.ok(q0, 'q0 made');
-    for (const k of [`${dbA}/q1`, `${dbA}/q2`, `${dbOther}/main`]) assert.equal(st.branches[k], undefined, `${k} not made`);
+    for (const k of [`${dbA}/q1`, `${dbA}/q2`, `${dbOther}/main`])
+      assert.equal(st.branches[k], undefined, `${k} not made`);
     const now = footprint(cfg);
     const added = (k: 'datasets' | 'containers' | 'wal') => now[k].filter((x) => !before[k].includes(x));
     assert.deepEqual(added('containers'), [q0.container], 'only q0 has a container');
-    assert.ok(added('datasets').length > 0 && added('datasets').every((d) => d.endsWith('/q0') || d.includes(q0.id)), `only q0's datasets: ${added('datasets').join(', ')}`);
+    assert.ok(
+      added('datasets').length > 0 && added('datasets').every((d) => d.endsWith('/q0') || d.includes(q0.id)),
+      `only q0's datasets: ${added('datasets').join(', ')}`,
+    );
     assert.deepEqual(added('wal'), [q0.id], "only q0's WAL folder");
 
     // The wait is bounded in time.
@@ -466,12 +552,20 @@ describe('API admission: allowed images, create turns, metrics without a token',
       const t0 = performance.now();
       const late = await http(slow.url, 'PUT', `/v1/databases/${dbA}/branches/w1`, { body: { fast: true } });
       assert.ok(performance.now() - t0 >= 900, 'answered after its wait');
-      assertError(late, 503, 'unavailable', /waited 1s for a turn to create \(limits\.createQueueTimeout; 1 running, limits\.concurrentCreates 1\); nothing was made/);
+      assertError(
+        late,
+        503,
+        'unavailable',
+        /waited 1s for a turn to create \(limits\.createQueueTimeout; 1 running, limits\.concurrentCreates 1\); nothing was made/,
+      );
       retryAfter(late);
       // The client the Action and the receiver use comes back when the agent says (Retry-After) and gets its branch.
       const client = new BpgClient({ baseUrl: slow.url, token: TOKEN });
       patient = client.putBranch(dbA, 'w2', { fast: true });
-      await until('w2 turned away once', async () => (metric(await scrape(slow.url), 'bpg_creates_rejected_total', { reason: 'timeout' }) ?? 0) >= 2);
+      await until(
+        'w2 turned away once',
+        async () => (metric(await scrape(slow.url), 'bpg_creates_rejected_total', { reason: 'timeout' }) ?? 0) >= 2,
+      );
     } finally {
       await release();
     }
@@ -480,7 +574,10 @@ describe('API admission: allowed images, create turns, metrics without a token',
     assert.equal(readState(cfg).branches[`${dbA}/w1`], undefined);
     const m = await scrape(slow.url);
     assert.ok((metric(m, 'bpg_creates_rejected_total', { reason: 'timeout' }) ?? 0) >= 2);
-    assert.ok((metric(m, 'bpg_operations_total', { operation: 'putBranch', result: 'unavailable' }) ?? 0) >= 1, 'counted as an operation');
+    assert.ok(
+      (metric(m, 'bpg_operations_total', { operation: 'putBranch', result: 'unavailable' }) ?? 0) >= 1,
+      'counted as an operation',
+    );
     await slow.close();
   });
 
@@ -526,7 +623,11 @@ describe('API admission: allowed images, create turns, metrics without a token',
       assert.ok(gate.maxActive <= perCollection, 'never more than one collection at a time');
       const m = await scrape(url); // with the token: a fresh one of its own
       assert.equal(metric(m, 'bpg_metrics_scrapes_total', { served: 'collected' }), 1);
-      assert.equal((metric(m, 'bpg_metrics_scrapes_total', { served: 'shared' }) ?? 0) + (metric(m, 'bpg_metrics_scrapes_total', { served: 'cached' }) ?? 0), 49);
+      assert.equal(
+        (metric(m, 'bpg_metrics_scrapes_total', { served: 'shared' }) ?? 0) +
+          (metric(m, 'bpg_metrics_scrapes_total', { served: 'cached' }) ?? 0),
+        49,
+      );
       assert.equal(metric(m, 'bpg_metrics_scrapes_total', { served: 'fresh' }), 1);
       assert.equal(metric(m, 'bpg_metrics_collections_total'), 2);
       assert.equal(metric(m, 'bpg_unauthenticated_requests_total', { outcome: 'metrics' }), 50);
@@ -565,5 +666,4 @@ describe('API admission: allowed images, create turns, metrics without a token',
       rmSync(dir, { recursive: true, force: true });
     }
   });
-
 });

@@ -25,7 +25,6 @@ const WRONG = `tok-${randomBytes(16).toString('hex')}`;
 const db = uniqueDb('ap');
 const BAD_NAMES = ['../x', 'a;rm -rf', '$(id)'];
 
-
 const log = recorder();
 
 function withApi(cfg: Config, change: Partial<Config> = {}): Config {
@@ -43,7 +42,12 @@ interface Reply {
 }
 
 /** A raw request, for what the typed client would never send. */
-async function http(base: string, method: string, path: string, o: { token?: string | null; body?: unknown; raw?: string } = {}): Promise<Reply> {
+async function http(
+  base: string,
+  method: string,
+  path: string,
+  o: { token?: string | null; body?: unknown; raw?: string } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = {};
   const token = o.token === undefined ? TOKEN : o.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
@@ -67,7 +71,6 @@ function assertError(r: Reply, status: number, code: string, message?: RegExp): 
 
 const enc = encodeURIComponent;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 
 function readState(cfg: Config): State {
   return State.parse(JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')));
@@ -117,7 +120,13 @@ describe('HTTP API', () => {
   });
 
   it('refuses a missing or wrong token with 401 that says nothing about resources', async () => {
-    const paths = ['/v1/databases', `/v1/databases/${db}`, '/v1/databases/nosuchdb/branches/x', '/v1/no-such-route', '/v1/openapi.json'];
+    const paths = [
+      '/v1/databases',
+      `/v1/databases/${db}`,
+      '/v1/databases/nosuchdb/branches/x',
+      '/v1/no-such-route',
+      '/v1/openapi.json',
+    ];
     const bodies = new Set<string>();
     for (const token of [null, WRONG, TOKEN.slice(0, -1), `${TOKEN}x`, '']) {
       for (const p of paths) {
@@ -127,7 +136,11 @@ describe('HTTP API', () => {
         bodies.add(JSON.stringify(r.body));
       }
       // Writes are refused before their body is even read.
-      assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x`, { token, raw: '{bad' }), 401, 'unauthorized');
+      assertError(
+        await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x`, { token, raw: '{bad' }),
+        401,
+        'unauthorized',
+      );
       assertError(await http(srv.url, 'POST', '/v1/databases', { token, body: { name: db } }), 401, 'unauthorized');
     }
     assert.equal(bodies.size, 1, 'the same answer whatever was asked');
@@ -144,10 +157,16 @@ describe('HTTP API', () => {
     const view = S.DatabaseView.parse(r.body);
     assert.equal(view.name, db);
     assert.equal(r.headers.get('location'), `/v1/databases/${db}`);
-    assert.deepEqual(view.branches.map((b) => [b.name, b.status, b.parent]), [[`${db}/main`, 'running', null]]);
+    assert.deepEqual(
+      view.branches.map((b) => [b.name, b.status, b.parent]),
+      [[`${db}/main`, 'running', null]],
+    );
     seen(view.branches[0]!);
     assert.deepEqual(await query(view.branches[0]!, 'SELECT 1 AS ok'), [{ ok: 1 }]);
-    await assert.rejects(client.createDatabase({ name: db }), (e: BpgApiError) => e.status === 409 && e.code === 'conflict');
+    await assert.rejects(
+      client.createDatabase({ name: db }),
+      (e: BpgApiError) => e.status === 409 && e.code === 'conflict',
+    );
   });
 
   it('GET /v1/databases, /v1/databases/{db} and its branches', async () => {
@@ -156,12 +175,25 @@ describe('HTTP API', () => {
     const one = await client.getDatabase(db);
     assert.equal(one.branches.length, 1);
     const branches = await client.listBranches(db);
-    assert.deepEqual(branches.map((b) => b.name), [`${db}/main`]);
+    assert.deepEqual(
+      branches.map((b) => b.name),
+      [`${db}/main`],
+    );
     const main = await client.getBranch(db, 'main');
     assert.equal(main.port, one.branches[0]!.port);
-    assertError(await http(srv.url, 'GET', '/v1/databases/nosuchdb'), 404, 'not_found', /database 'nosuchdb' does not exist/);
+    assertError(
+      await http(srv.url, 'GET', '/v1/databases/nosuchdb'),
+      404,
+      'not_found',
+      /database 'nosuchdb' does not exist/,
+    );
     assertError(await http(srv.url, 'GET', '/v1/databases/nosuchdb/branches'), 404, 'not_found');
-    assertError(await http(srv.url, 'GET', `/v1/databases/${db}/branches/nosuch`), 404, 'not_found', new RegExp(`branch '${db}/nosuch' does not exist`));
+    assertError(
+      await http(srv.url, 'GET', `/v1/databases/${db}/branches/nosuch`),
+      404,
+      'not_found',
+      new RegExp(`branch '${db}/nosuch' does not exist`),
+    );
     assertError(await http(srv.url, 'GET', '/v1/nope'), 404, 'not_found', /no route GET \/v1\/nope/);
   });
 
@@ -187,7 +219,9 @@ describe('HTTP API', () => {
     assert.equal(again.branch.createdAt, created.branch.createdAt);
     assert.equal(again.branch.connection.password, created.branch.connection.password);
     assert.equal((await client.putBranch(db, 'b1')).created, false, 'no from means main');
-    t.diagnostic(`PUT create (application-consistent): ${Math.round(msCreate)} ms; PUT existing: ${Math.round(msExisting)} ms`);
+    t.diagnostic(
+      `PUT create (application-consistent): ${Math.round(msCreate)} ms; PUT existing: ${Math.round(msExisting)} ms`,
+    );
 
     t0 = performance.now();
     const fast = await client.putBranch(db, 'f1', { fast: true });
@@ -198,7 +232,9 @@ describe('HTTP API', () => {
   });
 
   it('the API answers the very object the CLI prints with --json', async () => {
-    const cliView = JSON.parse((await cli(['branch', 'get', `${db}/b1`, '--json'], { BPG_CONFIG: process.env.BPG_CONFIG })).stdout);
+    const cliView = JSON.parse(
+      (await cli(['branch', 'get', `${db}/b1`, '--json'], { BPG_CONFIG: process.env.BPG_CONFIG })).stdout,
+    );
     const apiView = await client.getBranch(db, 'b1');
     // usedBytes moves as PostgreSQL writes; everything else must be identical.
     assert.deepEqual({ ...apiView, usedBytes: 0 }, { ...cliView, usedBytes: 0 });
@@ -210,15 +246,36 @@ describe('HTTP API', () => {
     assert.equal(child.created, true);
     assert.equal(child.branch.parent, `${db}/b1`);
     seen(child.branch);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/c1`, { body: {} }), 409, 'conflict', /exists with parent '.*\/b1', not '.*\/main'/);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/b1`, { body: { from: 'f1' } }), 409, 'conflict');
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/c1`, { body: {} }),
+      409,
+      'conflict',
+      /exists with parent '.*\/b1', not '.*\/main'/,
+    );
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/b1`, { body: { from: 'f1' } }),
+      409,
+      'conflict',
+    );
     assert.equal((await client.putBranch(db, 'c1', { from: `${db}/b1` })).created, false);
     // main is the database itself: PUT finds it, and it has no parent to name.
     assert.equal((await client.putBranch(db, 'main')).created, false);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/main`, { body: { from: 'b1' } }), 409, 'conflict');
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x1`, { body: { from: 'nosuch' } }), 404, 'not_found');
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/main`, { body: { from: 'b1' } }),
+      409,
+      'conflict',
+    );
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x1`, { body: { from: 'nosuch' } }),
+      404,
+      'not_found',
+    );
     assertError(await http(srv.url, 'PUT', `/v1/databases/nosuchdb/branches/x1`, { body: {} }), 404, 'not_found');
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x1`, { body: { from: 'other/main' } }), 400, 'invalid');
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/x1`, { body: { from: 'other/main' } }),
+      400,
+      'invalid',
+    );
   });
 
   it('POST start, stop, restart, reset (port and password stay)', async () => {
@@ -247,7 +304,10 @@ describe('HTTP API', () => {
     assert.equal(snap.branch, `${db}/main`);
     assert.equal(snap.label, 'api');
     assert.ok((await client.listSnapshots()).some((x) => x.id === snap.id));
-    assert.deepEqual((await client.listSnapshots(db, 'main')).map((x) => x.id), [snap.id]);
+    assert.deepEqual(
+      (await client.listSnapshots(db, 'main')).map((x) => x.id),
+      [snap.id],
+    );
     await query(main, 'INSERT INTO api_hist VALUES (2)');
     await new Promise((r) => setTimeout(r, 1100));
     const target = new Date().toISOString();
@@ -262,9 +322,23 @@ describe('HTTP API', () => {
     assert.equal(fromSnap.branch.parent, `${db}/main`);
     assert.deepEqual(await query(fromSnap.branch, 'SELECT id FROM api_hist ORDER BY id'), [{ id: 1 }]);
     assertError(await http(srv.url, 'DELETE', `/v1/snapshots/${snap.id}`), 409, 'conflict', /in use/);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: 'yesterday' } }), 400, 'invalid', /invalid time/);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: '2000-01-01T00:00:00Z' } }), 400, 'invalid', /before the oldest snapshot/);
-    assertError(await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { fromSnapshot: 'snap-00000000' } }), 404, 'not_found');
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: 'yesterday' } }),
+      400,
+      'invalid',
+      /invalid time/,
+    );
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { pitr: '2000-01-01T00:00:00Z' } }),
+      400,
+      'invalid',
+      /before the oldest snapshot/,
+    );
+    assertError(
+      await http(srv.url, 'PUT', `/v1/databases/${db}/branches/bad1`, { body: { fromSnapshot: 'snap-00000000' } }),
+      404,
+      'not_found',
+    );
     assertError(await http(srv.url, 'DELETE', '/v1/snapshots/..%2Fx'), 400, 'invalid');
     const wal = await client.walInfo(db, 'main');
     assert.ok(wal.segments > 0);
@@ -279,11 +353,19 @@ describe('HTTP API', () => {
     const r = await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/b1?force=true`);
     assert.equal(r.status, 200);
     assert.deepEqual(S.DeleteBranchResponse.parse(r.body), { deleted: [`${db}/c1`, `${db}/b1`] });
-    assertError(await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/b1`), 404, 'not_found', new RegExp(`branch '${db}/b1' does not exist`));
+    assertError(
+      await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/b1`),
+      404,
+      'not_found',
+      new RegExp(`branch '${db}/b1' does not exist`),
+    );
     assert.deepEqual(await client.deleteBranch(db, 'f1'), { deleted: true, branches: [`${db}/f1`] });
     assert.deepEqual(await client.deleteBranch(db, 'f1'), { deleted: false, branches: [] });
     assertError(await http(srv.url, 'DELETE', `/v1/databases/${db}/branches/main`), 409, 'conflict');
-    assert.deepEqual((await client.listBranches(db)).map((b) => b.branch), ['main']);
+    assert.deepEqual(
+      (await client.listBranches(db)).map((b) => b.branch),
+      ['main'],
+    );
   });
 
   // ---------------------------------------------------------------- concurrency
@@ -312,17 +394,29 @@ describe('HTTP API', () => {
     const mineInState = Object.values(state.branches).filter((b) => b.database === db);
     assert.equal(mineInState.length, 11);
     assert.ok(mineInState.every((b) => b.status === 'running' && b.operation === null));
-    for (const x of results.filter((x) => x.r.created)) assert.deepEqual(await query(x.r.branch, 'SELECT 1 AS ok'), [{ ok: 1 }]);
-    const createdMs = results.filter((x) => x.r.created).map((x) => Math.round(x.ms)).sort((a, b) => a - b);
-    const waitedMs = results.filter((x) => !x.r.created).map((x) => Math.round(x.ms)).sort((a, b) => a - b);
-    t.diagnostic(`20 PUTs wall ${Math.round(wall)} ms; created: ${createdMs.join(' ')} ms; waited then found: ${waitedMs.join(' ')} ms`);
+    for (const x of results.filter((x) => x.r.created))
+      assert.deepEqual(await query(x.r.branch, 'SELECT 1 AS ok'), [{ ok: 1 }]);
+    const createdMs = results
+      .filter((x) => x.r.created)
+      .map((x) => Math.round(x.ms))
+      .sort((a, b) => a - b);
+    const waitedMs = results
+      .filter((x) => !x.r.created)
+      .map((x) => Math.round(x.ms))
+      .sort((a, b) => a - b);
+    t.diagnostic(
+      `20 PUTs wall ${Math.round(wall)} ms; created: ${createdMs.join(' ')} ms; waited then found: ${waitedMs.join(' ')} ms`,
+    );
 
     // And 10 DELETEs at once, each for its own branch.
     const t1 = performance.now();
     const deleted = await Promise.all(names.map((n) => client.deleteBranch(db, n)));
     t.diagnostic(`10 parallel DELETEs: ${Math.round(performance.now() - t1)} ms`);
     assert.ok(deleted.every((d) => d.deleted));
-    assert.deepEqual((await client.listBranches(db)).map((b) => b.branch), ['main']);
+    assert.deepEqual(
+      (await client.listBranches(db)).map((b) => b.branch),
+      ['main'],
+    );
     readState(cfg);
   });
 
@@ -339,7 +433,12 @@ describe('HTTP API', () => {
     assertError(await put({ body: { fast: 'yes' } }), 400, 'invalid', /fast/);
     assertError(await put({ body: { form: 'main' } }), 400, 'invalid', /form/);
     assertError(await http(srv.url, 'POST', '/v1/databases', { body: {} }), 400, 'invalid', /name/);
-    assertError(await http(srv.url, 'POST', '/v1/databases', { body: { name: 'okname', image: 'x y' } }), 400, 'invalid', /image/);
+    assertError(
+      await http(srv.url, 'POST', '/v1/databases', { body: { name: 'okname', image: 'x y' } }),
+      400,
+      'invalid',
+      /image/,
+    );
     assertError(await http(srv.url, 'DELETE', `/v1/databases/${db}?force=1`), 400, 'invalid');
     assertError(await http(srv.url, 'GET', '/v1/databases/%E0%A4%A'), 400, 'invalid');
     assert.equal((await client.listBranches(db)).length, 1, 'nothing was created');
@@ -353,7 +452,7 @@ describe('HTTP API', () => {
 
   it('names with shell or path characters are 400s, and nothing is made', async () => {
     const before = footprint(cfg);
-    assert.ok(before.includes(db), 'sees this file\'s database');
+    assert.ok(before.includes(db), "sees this file's database");
     for (const bad of BAD_NAMES) {
       const requests: Array<[string, string, unknown?]> = [
         ['POST', '/v1/databases', { name: bad }],
@@ -376,18 +475,34 @@ describe('HTTP API', () => {
   // ---------------------------------------------------------------- the rest of the stack down
 
   it('503 when Docker or the ZFS pool is not there; bad names are 400 even then (checked before any driver)', async () => {
-    const noDocker = new Engine({ ...cfg, stateDir: mkdtempSync(join(tmpdir(), 'bpgapi-nodocker-')) }, { log, docker: new DockerDriver('/nonexistent/docker.sock') });
-    const noPoolCfg = { ...cfg, stateDir: mkdtempSync(join(tmpdir(), 'bpgapi-nopool-')), zfs: { ...cfg.zfs, pool: `nopool${randomBytes(3).toString('hex')}` } };
+    const noDocker = new Engine(
+      { ...cfg, stateDir: mkdtempSync(join(tmpdir(), 'bpgapi-nodocker-')) },
+      { log, docker: new DockerDriver('/nonexistent/docker.sock') },
+    );
+    const noPoolCfg = {
+      ...cfg,
+      stateDir: mkdtempSync(join(tmpdir(), 'bpgapi-nopool-')),
+      zfs: { ...cfg.zfs, pool: `nopool${randomBytes(3).toString('hex')}` },
+    };
     const noPool = new Engine(noPoolCfg, { log });
     for (const engine of [noDocker, noPool]) {
       const down = await start(cfg, { engine });
       try {
         assert.equal((await http(down.url, 'GET', '/v1/health', { token: null })).status, 200);
-        assertError(await http(down.url, 'POST', '/v1/databases', { body: { name: 'fine' } }), 503, 'unavailable', /Docker|pool/);
+        assertError(
+          await http(down.url, 'POST', '/v1/databases', { body: { name: 'fine' } }),
+          503,
+          'unavailable',
+          /Docker|pool/,
+        );
         assertError(await http(down.url, 'PUT', '/v1/databases/fine/branches/x1', { body: {} }), 404, 'not_found');
         for (const bad of BAD_NAMES) {
           assertError(await http(down.url, 'POST', '/v1/databases', { body: { name: bad } }), 400, 'invalid');
-          assertError(await http(down.url, 'PUT', `/v1/databases/${enc(bad)}/branches/x1`, { body: {} }), 400, 'invalid');
+          assertError(
+            await http(down.url, 'PUT', `/v1/databases/${enc(bad)}/branches/x1`, { body: {} }),
+            400,
+            'invalid',
+          );
         }
       } finally {
         await down.close();
@@ -404,7 +519,13 @@ describe('HTTP API', () => {
       attempts++;
       return fetch(input, init);
     };
-    const c = new BpgClient({ baseUrl: `http://127.0.0.1:${port}/`, token: TOKEN, retries: 8, retryDelayMs: 100, fetch: counting });
+    const c = new BpgClient({
+      baseUrl: `http://127.0.0.1:${port}/`,
+      token: TOKEN,
+      retries: 8,
+      retryDelayMs: 100,
+      fetch: counting,
+    });
     const pending = c.listDatabases();
     await sleep(500);
     const late = await start(cfg, { listen: `127.0.0.1:${port}` });
@@ -416,18 +537,34 @@ describe('HTTP API', () => {
       await late.close();
     }
     attempts = 0;
-    await assert.rejects(c.createDatabase({ name: 'neverretried' }), (e: BpgApiError) => e.status === 0 && e.code === 'unreachable');
+    await assert.rejects(
+      c.createDatabase({ name: 'neverretried' }),
+      (e: BpgApiError) => e.status === 0 && e.code === 'unreachable',
+    );
     assert.equal(attempts, 1);
-    const c0 = new BpgClient({ baseUrl: `http://127.0.0.1:${port}`, token: TOKEN, retries: 1, retryDelayMs: 10, fetch: counting });
+    const c0 = new BpgClient({
+      baseUrl: `http://127.0.0.1:${port}`,
+      token: TOKEN,
+      retries: 1,
+      retryDelayMs: 10,
+      fetch: counting,
+    });
     attempts = 0;
-    await assert.rejects(c0.deleteBranch(db, 'x'), (e: BpgApiError) => e.code === 'unreachable' && /cannot reach the agent/.test(e.message));
+    await assert.rejects(
+      c0.deleteBranch(db, 'x'),
+      (e: BpgApiError) => e.code === 'unreachable' && /cannot reach the agent/.test(e.message),
+    );
     assert.equal(attempts, 2);
 
     // A server that accepts and never answers.
     const silent: Server = createServer(() => {});
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
     try {
-      const c1 = new BpgClient({ baseUrl: `http://127.0.0.1:${(silent.address() as { port: number }).port}`, token: TOKEN, timeoutMs: 300 });
+      const c1 = new BpgClient({
+        baseUrl: `http://127.0.0.1:${(silent.address() as { port: number }).port}`,
+        token: TOKEN,
+        timeoutMs: 300,
+      });
       await assert.rejects(c1.getDatabase(db), (e: BpgApiError) => e.code === 'timeout' && e.status === 0);
     } finally {
       silent.close();
@@ -442,7 +579,9 @@ describe('HTTP API', () => {
     const doc = await client.openapi();
     assert.equal(doc.openapi, '3.1.0');
     const paths = doc.paths as Record<string, Record<string, unknown>>;
-    const documented = Object.entries(paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`)).sort();
+    const documented = Object.entries(paths)
+      .flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p}`))
+      .sort();
     const served = srv.api.routes.map((r) => `${r.method} ${r.path}`);
     served.push('GET /v1/health');
     assert.deepEqual(documented, served.sort());
@@ -459,7 +598,8 @@ describe('HTTP API', () => {
     ];
     for (const e of expected) assert.ok(documented.includes(e), `${e} documented`);
     const schemas = (doc.components as { schemas: Record<string, unknown> }).schemas;
-    for (const name of ['Error', 'BranchView', 'DatabaseView', 'PutBranchBody', 'CreateDatabaseBody']) assert.ok(schemas[name], name);
+    for (const name of ['Error', 'BranchView', 'DatabaseView', 'PutBranchBody', 'CreateDatabaseBody'])
+      assert.ok(schemas[name], name);
   });
 
   // ---------------------------------------------------------------- shutdown
@@ -498,7 +638,9 @@ describe('HTTP API', () => {
     const text = JSON.stringify(log.lines);
     assert.ok(!text.includes(TOKEN) && !text.includes(WRONG), 'no token in the log');
     for (const p of passwords) assert.ok(!text.includes(p), 'no password in the log');
-    const ops = log.lines.filter((l) => ['branch created', 'branch deleted', 'database created', 'database deleted', 'branch stop'].includes(l.msg));
+    const ops = log.lines.filter((l) =>
+      ['branch created', 'branch deleted', 'database created', 'database deleted', 'branch stop'].includes(l.msg),
+    );
     assert.ok(ops.length >= 10);
     assert.ok(ops.every((l) => l.token === 'tests'));
     const requests = log.lines.filter((l) => l.msg === 'request');

@@ -32,7 +32,7 @@ describe('branching on the real stack', () => {
     assert.ok(list.some((d) => d.name === db));
   });
 
-  it('an application-consistent branch sees main\'s data, and changes stay on their side', async () => {
+  it("an application-consistent branch sees main's data, and changes stay on their side", async () => {
     const dev = await okJson(['branch', 'create', `${db}/dev`]);
     assert.equal(dev.parent, `${db}/main`);
     assert.equal(dev.consistency, 'application');
@@ -48,14 +48,20 @@ describe('branching on the real stack', () => {
     assert.deepEqual(await query(dev, 'SELECT id FROM items WHERE id >= 5000'), [{ id: 5000 }]);
     assert.deepEqual(await query(main, "SELECT to_regclass('dev_only') IS NULL AS gone"), [{ gone: true }]);
     // the parent's password does not open the branch
-    const stolen = { ...dev, connection: { ...dev.connection, uri: dev.connection.uri.replace(dev.connection.password, main.connection.password) } };
+    const stolen = {
+      ...dev,
+      connection: {
+        ...dev.connection,
+        uri: dev.connection.uri.replace(dev.connection.password, main.connection.password),
+      },
+    };
     await assert.rejects(query(stolen, 'SELECT 1'), /password authentication failed/);
     // the clone promoted onto a timeline of its own
     const { tli } = await queryOne<{ tli: number }>(dev, 'SELECT timeline_id AS tli FROM pg_control_checkpoint()');
     assert.ok(tli >= 2, `timeline ${tli}`);
   });
 
-  it('a branch of a branch carries the branch\'s changes', async () => {
+  it("a branch of a branch carries the branch's changes", async () => {
     const child = await okJson(['branch', 'create', `${db}/dev-child`, '--from', `${db}/dev`, '--fast']);
     assert.equal(child.parent, `${db}/dev`);
     assert.equal(child.consistency, 'crash');
@@ -106,7 +112,10 @@ describe('branching on the real stack', () => {
     const cfg = await config();
     const dev = await okJson(['branch', 'get', `${db}/dev`]);
     await query(dev, 'SELECT pg_switch_wal()');
-    const { archived } = await queryOne<{ archived: number }>(dev, 'SELECT archived_count::int AS archived FROM pg_stat_archiver');
+    const { archived } = await queryOne<{ archived: number }>(
+      dev,
+      'SELECT archived_count::int AS archived FROM pg_stat_archiver',
+    );
     const deadline = Date.now() + 15_000;
     let count = archived;
     while (count === 0 && Date.now() < deadline) {
@@ -115,7 +124,9 @@ describe('branching on the real stack', () => {
     }
     assert.ok(count > 0, 'nothing archived');
     const inspect = JSON.parse(sh('docker', ['inspect', dev.container]))[0];
-    const archiveMount = inspect.Mounts.find((m: { Destination: string }) => m.Destination === '/var/lib/postgresql/wal-archive');
+    const archiveMount = inspect.Mounts.find(
+      (m: { Destination: string }) => m.Destination === '/var/lib/postgresql/wal-archive',
+    );
     assert.ok(archiveMount.Source.startsWith(join(cfg.stateDir, 'wal')), archiveMount.Source);
     assert.ok(sh('ls', [archiveMount.Source]).trim().length > 0);
   });
@@ -135,12 +146,21 @@ describe('branching on the real stack', () => {
     const cfg = await config();
     const dev = await okJson(['branch', 'get', `${db}/dev`]);
     const child = await okJson(['branch', 'get', `${db}/dev-child`]);
-    const walDirs = [dev, child].map((b) => JSON.parse(sh('docker', ['inspect', b.container]))[0].Mounts.find((m: { Destination: string }) => m.Destination.endsWith('wal-archive')).Source as string);
+    const walDirs = [dev, child].map(
+      (b) =>
+        JSON.parse(sh('docker', ['inspect', b.container]))[0].Mounts.find((m: { Destination: string }) =>
+          m.Destination.endsWith('wal-archive'),
+        ).Source as string,
+    );
     const out = await okJson<{ deleted: string[] }>(['branch', 'delete', `${db}/dev`, '--force']);
     assert.deepEqual(out.deleted, [`${db}/dev-child`, `${db}/dev`]);
     const left = await leftovers(db);
     assert.deepEqual(left.containers, [main.container]);
-    assert.deepEqual(left.datasets, [`${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`, main.dataset], 'no clone or origin snapshot left');
+    assert.deepEqual(
+      left.datasets,
+      [`${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`, main.dataset],
+      'no clone or origin snapshot left',
+    );
     for (const w of walDirs) assert.equal(existsSync(w), false, `${w} still there`);
     const gone = await cli(['branch', 'get', `${db}/dev`]);
     assert.equal(gone.code, 1);

@@ -31,7 +31,10 @@ interface Run {
 function run(file: string, args: string[], opts: { eval?: boolean } = {}): Promise<Run> {
   return new Promise((resolve, reject) => {
     const argv = opts.eval ? ['--input-type=module', '-e', file, '--', ...args] : [file, ...args];
-    const child = spawn(process.execPath, argv, { env: { ...process.env, BPG_CONFIG: NO_CONFIG }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, argv, {
+      env: { ...process.env, BPG_CONFIG: NO_CONFIG },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -80,10 +83,31 @@ describe('the bpg program', () => {
     assert.deepEqual(
       [...commands.keys()].sort(),
       [
-        'branch create', 'branch delete', 'branch get', 'branch list', 'branch rename', 'branch reset', 'branch set',
-        'db create', 'db delete', 'db get', 'db list', 'db rename',
-        'doctor', 'housekeep', 'init', 'restart', 'serve',
-        'snapshot create', 'snapshot delete', 'snapshot list', 'start', 'status', 'stop', 'wal cleanup', 'wal info',
+        'branch create',
+        'branch delete',
+        'branch get',
+        'branch list',
+        'branch rename',
+        'branch reset',
+        'branch set',
+        'db create',
+        'db delete',
+        'db get',
+        'db list',
+        'db rename',
+        'doctor',
+        'housekeep',
+        'init',
+        'restart',
+        'serve',
+        'snapshot create',
+        'snapshot delete',
+        'snapshot list',
+        'start',
+        'status',
+        'stop',
+        'wal cleanup',
+        'wal info',
       ].sort(),
     );
   });
@@ -96,9 +120,23 @@ describe('the bpg program', () => {
       else assert.deepEqual([opt?.flags, opt?.description], [json.flags, json.description], name);
     }
     const flags = (name: string) => commands.get(name)!.options.map((o) => o.long);
-    for (const f of ['--from', '--fast', '--from-snapshot', '--pitr', '--memory', '--cpus', '--disk', '--ttl', '--protect']) assert.ok(flags('branch create').includes(f), f);
+    for (const f of [
+      '--from',
+      '--fast',
+      '--from-snapshot',
+      '--pitr',
+      '--memory',
+      '--cpus',
+      '--disk',
+      '--ttl',
+      '--protect',
+    ])
+      assert.ok(flags('branch create').includes(f), f);
     for (const f of ['--image', '--memory', '--cpus', '--disk']) assert.ok(flags('db create').includes(f), f);
-    assert.deepEqual(flags('branch set').filter((f) => f !== '--json'), ['--ttl', '--protect', '--no-protect']);
+    assert.deepEqual(
+      flags('branch set').filter((f) => f !== '--json'),
+      ['--ttl', '--protect', '--no-protect'],
+    );
     assert.ok(flags('doctor').includes('--fix'));
     assert.ok(flags('housekeep').includes('--dry-run') && flags('housekeep').includes('--now'));
     assert.ok(flags('wal cleanup').includes('--days'));
@@ -135,30 +173,50 @@ describe('the bpg program', () => {
   it('has one door into agent/engine and one writer: no other CLI module loads the engine or writes to stdout/stderr', () => {
     for (const f of readdirSync(CLI_BUILD).filter((f) => f.endsWith('.js'))) {
       const js = readFileSync(CLI_BUILD + f, 'utf8');
-      if (f !== 'engine.js') assert.doesNotMatch(js, /['"]\.\.\/engine\//, `${f} loads agent/engine (only engine.js may)`);
+      if (f !== 'engine.js')
+        assert.doesNotMatch(js, /['"]\.\.\/engine\//, `${f} loads agent/engine (only engine.js may)`);
     }
     for (const f of readdirSync(CLI_SOURCE).filter((f) => f.endsWith('.ts'))) {
       const ts = readFileSync(CLI_SOURCE + f, 'utf8');
-      if (f !== 'output.ts') assert.doesNotMatch(ts, /process\.(stdout|stderr)/, `${f} writes past the writer (output.ts)`);
+      if (f !== 'output.ts')
+        assert.doesNotMatch(ts, /process\.(stdout|stderr)/, `${f} writes past the writer (output.ts)`);
     }
   });
 });
 
 describe('bpg run as a command', () => {
   it('--version and -V print the version in package.json on stdout and exit 0', async () => {
-    const { version } = JSON.parse(readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8')) as { version: string };
+    const { version } = JSON.parse(
+      readFileSync(fileURLToPath(new URL('../../../package.json', import.meta.url)), 'utf8'),
+    ) as { version: string };
     assert.equal(packageVersion(), version);
     for (const flag of ['--version', '-V']) {
       assert.deepEqual(await bpg(flag), { code: 0, stdout: `${version}\n`, stderr: '' });
     }
   });
 
-  it('a misspelt command or option: one line with commander\'s suggestion, exit 1, nothing on stdout', async () => {
-    assert.deepEqual(await bpg('brnach'), { code: 1, stdout: '', stderr: "error: unknown command 'brnach' (Did you mean branch?)\n" });
-    assert.deepEqual(await bpg('branch', 'craete', 'a/b'), { code: 1, stdout: '', stderr: "error: unknown command 'craete' (Did you mean create?)\n" });
-    assert.deepEqual(await bpg('db', 'list', '--jsno'), { code: 1, stdout: '', stderr: "error: unknown option '--jsno' (Did you mean --json?)\n" });
+  it("a misspelt command or option: one line with commander's suggestion, exit 1, nothing on stdout", async () => {
+    assert.deepEqual(await bpg('brnach'), {
+      code: 1,
+      stdout: '',
+      stderr: "error: unknown command 'brnach' (Did you mean branch?)\n",
+    });
+    assert.deepEqual(await bpg('branch', 'craete', 'a/b'), {
+      code: 1,
+      stdout: '',
+      stderr: "error: unknown command 'craete' (Did you mean create?)\n",
+    });
+    assert.deepEqual(await bpg('db', 'list', '--jsno'), {
+      code: 1,
+      stdout: '',
+      stderr: "error: unknown option '--jsno' (Did you mean --json?)\n",
+    });
     assert.deepEqual(await bpg('xyzzy'), { code: 1, stdout: '', stderr: "error: unknown command 'xyzzy'\n" });
-    assert.deepEqual(await bpg('db', 'create'), { code: 1, stdout: '', stderr: "error: missing required argument 'db'\n" });
+    assert.deepEqual(await bpg('db', 'create'), {
+      code: 1,
+      stdout: '',
+      stderr: "error: missing required argument 'db'\n",
+    });
   });
 
   it('bad flags are refused before the config is read; a failure is one line, with its stack first under --debug', async () => {
@@ -191,17 +249,38 @@ describe('the writer', () => {
       capture(() => loud.result({ json: true }, { a: [1] }, () => 'text\n')),
       { stdout: '{\n  "a": [\n    1\n  ]\n}\n', stderr: '' },
     );
-    assert.deepEqual(capture(() => loud.result({}, { a: 1 }, (v) => `a=${v.a}\n`)), { stdout: 'a=1\n', stderr: '' });
-    assert.deepEqual(capture(() => loud.log().info('created x')), { stdout: '', stderr: 'created x\n' });
-    assert.deepEqual(capture(() => loud.warn('full')), { stdout: '', stderr: 'warning: full\n' });
-    assert.deepEqual(capture(() => loud.error(new Error('first\nsecond'))), { stdout: '', stderr: 'error: first\n' });
+    assert.deepEqual(
+      capture(() => loud.result({}, { a: 1 }, (v) => `a=${v.a}\n`)),
+      { stdout: 'a=1\n', stderr: '' },
+    );
+    assert.deepEqual(
+      capture(() => loud.log().info('created x')),
+      { stdout: '', stderr: 'created x\n' },
+    );
+    assert.deepEqual(
+      capture(() => loud.warn('full')),
+      { stdout: '', stderr: 'warning: full\n' },
+    );
+    assert.deepEqual(
+      capture(() => loud.error(new Error('first\nsecond'))),
+      { stdout: '', stderr: 'error: first\n' },
+    );
     const quiet = new Output(() => ({ quiet: true }));
-    assert.deepEqual(capture(() => quiet.log().info('created x')), { stdout: '', stderr: '' });
-    assert.deepEqual(capture(() => quiet.warn('full')), { stdout: '', stderr: 'warning: full\n' });
+    assert.deepEqual(
+      capture(() => quiet.log().info('created x')),
+      { stdout: '', stderr: '' },
+    );
+    assert.deepEqual(
+      capture(() => quiet.warn('full')),
+      { stdout: '', stderr: 'warning: full\n' },
+    );
   });
 
   it("joins commander's lines into one", () => {
-    assert.equal(oneLine("error: unknown command 'brnach'\n(Did you mean branch?)\n"), "error: unknown command 'brnach' (Did you mean branch?)");
+    assert.equal(
+      oneLine("error: unknown command 'brnach'\n(Did you mean branch?)\n"),
+      "error: unknown command 'brnach' (Did you mean branch?)",
+    );
     assert.equal(oneLine("error: missing required argument 'db'\n"), "error: missing required argument 'db'");
   });
 });
@@ -218,19 +297,45 @@ describe('text for people', () => {
   });
 
   it('says what a housekeeping pass did, or would do in a dry run', () => {
-    const empty: HousekeepingReport = { now: '', dryRun: true, deleted: [], stopped: [], active: [], snapshots: [], pruned: [], wal: [], skipped: [], errors: [], ms: 1 };
+    const empty: HousekeepingReport = {
+      now: '',
+      dryRun: true,
+      deleted: [],
+      stopped: [],
+      active: [],
+      snapshots: [],
+      pruned: [],
+      wal: [],
+      skipped: [],
+      errors: [],
+      ms: 1,
+    };
     assert.equal(housekeepingText(empty), 'nothing to do\n');
     assert.equal(
-      housekeepingText({ ...empty, deleted: [{ branch: 'a/b', expiresAt: '2026-10-07T12:00:00Z' }], stopped: [{ branch: 'a/c', idleSince: 'x' }] }),
+      housekeepingText({
+        ...empty,
+        deleted: [{ branch: 'a/b', expiresAt: '2026-10-07T12:00:00Z' }],
+        stopped: [{ branch: 'a/c', idleSince: 'x' }],
+      }),
       'would delete a/b (expired 2026-10-07T12:00:00Z)\nwould stop a/c (no client since x)\n',
     );
-    assert.equal(housekeepingText({ ...empty, dryRun: false, snapshots: [{ branch: 'a/main', id: 'snap-1a2b3c4d' }] }), 'snapshot a/main as snap-1a2b3c4d (scheduled)\n');
+    assert.equal(
+      housekeepingText({ ...empty, dryRun: false, snapshots: [{ branch: 'a/main', id: 'snap-1a2b3c4d' }] }),
+      'snapshot a/main as snap-1a2b3c4d (scheduled)\n',
+    );
   });
 
   it('lists snapshots and WAL cleanups', () => {
     assert.equal(snapshotTable([]), 'no snapshots\n');
     assert.equal(
-      walCleanupText({ branch: 'a/b', dryRun: true, removed: ['x', 'y'], removedBytes: 32 * 1024 * 1024, kept: [{ segments: 3, reason: 'a kept snapshot needs them' }], removedTemp: [] }),
+      walCleanupText({
+        branch: 'a/b',
+        dryRun: true,
+        removed: ['x', 'y'],
+        removedBytes: 32 * 1024 * 1024,
+        kept: [{ segments: 3, reason: 'a kept snapshot needs them' }],
+        removedTemp: [],
+      }),
       'would remove 2 segment(s), 32 MiB\nkept 3 segment(s): a kept snapshot needs them\n',
     );
   });

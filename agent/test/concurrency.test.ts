@@ -40,7 +40,12 @@ describe('concurrent processes', () => {
   });
 
   it('an operation on a busy branch is refused instead of interleaving', async () => {
-    const [stop, del] = await Promise.all([cli(['stop', `${db}/one`]), new Promise<Awaited<ReturnType<typeof cli>>>((r) => setTimeout(() => cli(['branch', 'delete', `${db}/one`]).then(r), 30))]);
+    const [stop, del] = await Promise.all([
+      cli(['stop', `${db}/one`]),
+      new Promise<Awaited<ReturnType<typeof cli>>>((r) =>
+        setTimeout(() => cli(['branch', 'delete', `${db}/one`]).then(r), 30),
+      ),
+    ]);
     // Either the delete came first (and the stop found nothing) or it found the stop in progress.
     if (stop.code === 0) {
       assert.ok(del.code === 0 || /busy: 'stop' in progress/.test(del.stderr), del.stderr);

@@ -39,7 +39,10 @@ function startWriter(b: BranchView, table: string) {
 }
 
 async function checkCopy(branch: BranchView, table: string, committedBefore: number, committedAfter: number) {
-  const { n, max, min } = await queryOne<{ n: number; max: number; min: number }>(branch, `SELECT count(*)::int AS n, coalesce(max(id),0)::int AS max, coalesce(min(id),0)::int AS min FROM ${table}`);
+  const { n, max, min } = await queryOne<{ n: number; max: number; min: number }>(
+    branch,
+    `SELECT count(*)::int AS n, coalesce(max(id),0)::int AS max, coalesce(min(id),0)::int AS min FROM ${table}`,
+  );
   assert.ok(n >= committedBefore, `branch has ${n} rows, ${committedBefore} were committed before the command started`);
   assert.ok(max <= committedAfter, `branch has id ${max}, only ${committedAfter} were committed when it returned`);
   assert.equal(n, max, 'no holes: the copy is a prefix of the commit sequence');

@@ -34,11 +34,21 @@ const MiB = 1024 ** 2;
 // docker-proxy (published on 127.0.0.1, a port is out of a container's reach anyway).
 const A = on(ownStateConfig('ctr-a', 20, (raw) => (raw.postgres.bindAddress = '0.0.0.0')));
 const B = on(ownStateConfig('ctr-b', 21));
-const E = on(ownStateConfig('ctr-e', 22, (raw) => Object.assign(raw.postgres, { egress: true, bindAddress: '0.0.0.0' })));
+const E = on(
+  ownStateConfig('ctr-e', 22, (raw) => Object.assign(raw.postgres, { egress: true, bindAddress: '0.0.0.0' })),
+);
 const F = on(ownStateConfig('ctr-f', 23, (raw) => (raw.postgres.network = `t${BASE}`.slice(0, 6))));
 const U = on(
   ownStateConfig('ctr-u', 24, (raw) =>
-    Object.assign(raw.postgres, { pidsLimit: null, dropCapabilities: false, noNewPrivileges: false, readOnlyRootfs: false, logMaxSize: null, network: null, egress: true }),
+    Object.assign(raw.postgres, {
+      pidsLimit: null,
+      dropCapabilities: false,
+      noNewPrivileges: false,
+      readOnlyRootfs: false,
+      logMaxSize: null,
+      network: null,
+      egress: true,
+    }),
   ),
 );
 const db = uniqueDb('ct'); // the same database name in every agent
@@ -64,16 +74,22 @@ after(async () => {
 /** psql on the host, through the published port (the password in the environment, not in argv). */
 function psql(b: BranchView, sql: string): string {
   const c = b.connection;
-  return execFileSync('/usr/lib/postgresql/15/bin/psql', ['-X', '-At', '-h', c.host, '-p', String(c.port), '-U', c.user, '-d', c.database, '-c', sql], {
-    encoding: 'utf8',
-    env: { ...process.env, PGPASSWORD: c.password, PGCONNECT_TIMEOUT: '10' },
-  });
+  return execFileSync(
+    '/usr/lib/postgresql/15/bin/psql',
+    ['-X', '-At', '-h', c.host, '-p', String(c.port), '-U', c.user, '-d', c.database, '-c', sql],
+    {
+      encoding: 'utf8',
+      env: { ...process.env, PGPASSWORD: c.password, PGCONNECT_TIMEOUT: '10' },
+    },
+  );
 }
 
 const inspect = (name: string) => JSON.parse(sh('docker', ['inspect', name]))[0];
 const pidOf = (name: string) => Number(sh('docker', ['inspect', '-f', '{{.State.Pid}}', name]).trim());
-const ipOf = (name: string) => sh('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', name]).trim();
-const gatewayOf = (network: string) => JSON.parse(sh('docker', ['network', 'inspect', network]))[0].IPAM.Config[0].Gateway as string;
+const ipOf = (name: string) =>
+  sh('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', name]).trim();
+const gatewayOf = (network: string) =>
+  JSON.parse(sh('docker', ['network', 'inspect', network]))[0].IPAM.Config[0].Gateway as string;
 const procStatus = (name: string) => readFileSync(`/proc/${pidOf(name)}/status`, 'utf8');
 
 /** A TCP connect from inside a container's network namespace: 'open', 'timeout' or an error code. */
@@ -83,7 +99,14 @@ async function probeFrom(container: string, host: string, port: number): Promise
     "s.setTimeout(8000, () => { console.log('timeout'); process.exit(0); });" +
     "s.on('connect', () => { console.log('open'); process.exit(0); });" +
     "s.on('error', (e) => { console.log(e.code || 'error'); process.exit(0); });";
-  const { stdout } = await execFileP('nsenter', [`--net=/proc/${pidOf(container)}/ns/net`, process.execPath, '-e', script, host, String(port)]);
+  const { stdout } = await execFileP('nsenter', [
+    `--net=/proc/${pidOf(container)}/ns/net`,
+    process.execPath,
+    '-e',
+    script,
+    host,
+    String(port),
+  ]);
   return stdout.trim();
 }
 
@@ -95,8 +118,15 @@ async function hostListener(): Promise<{ server: Server; port: number }> {
 }
 
 /** A query that cannot hang the test: connect and query time limits. */
-async function bounded<T extends pg.QueryResultRow = Record<string, unknown>>(b: BranchView, sql: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: b.connection.uri, connectionTimeoutMillis: 15_000, query_timeout: 30_000 });
+async function bounded<T extends pg.QueryResultRow = Record<string, unknown>>(
+  b: BranchView,
+  sql: string,
+): Promise<T[]> {
+  const c = new pg.Client({
+    connectionString: b.connection.uri,
+    connectionTimeoutMillis: 15_000,
+    query_timeout: 30_000,
+  });
   c.on('error', () => {});
   await c.connect();
   try {
@@ -115,7 +145,8 @@ const iptablesHas = (chain: string, rule: string[]) => {
   }
 };
 const deleteRules = (bridge: string) => {
-  for (const r of firewallRules(bridge)) while (iptablesHas(r.chain, r.rule)) sh('iptables', ['-w', '10', '-D', r.chain, ...r.rule]);
+  for (const r of firewallRules(bridge))
+    while (iptablesHas(r.chain, r.rule)) sh('iptables', ['-w', '10', '-D', r.chain, ...r.rule]);
 };
 
 /** The pids cgroup of a container's main process (cgroup v1 `pids` controller, or v2). */
@@ -164,7 +195,9 @@ class OutsideHost {
     const script =
       `require('net').createServer((s) => s.end()).listen(${this.port}, '0.0.0.0', () => console.log('listening'));` +
       `process.stdin.on('end', () => process.exit(0)).resume(); setTimeout(() => process.exit(0), 600000).unref();`;
-    const child = spawn('nsenter', this.inside([process.execPath, '-e', script]), { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn('nsenter', this.inside([process.execPath, '-e', script]), {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
     this.listener = child;
     await new Promise<void>((resolve, reject) => {
       child.stdout!.on('data', (d) => String(d).includes('listening') && resolve());
@@ -175,7 +208,10 @@ class OutsideHost {
   down(): void {
     this.listener?.kill('SIGKILL');
     this.listener = null;
-    for (const args of [['netns', 'del', this.ns], ['link', 'del', this.hostIf]]) {
+    for (const args of [
+      ['netns', 'del', this.ns],
+      ['link', 'del', this.hostIf],
+    ]) {
       try {
         sh('ip', args);
       } catch {
@@ -196,7 +232,9 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
   before(async () => {
     // Docker's events name every network a container joins, `none` included: watch A's db create.
     const docker = new Docker();
-    const events = (await docker.getEvents({ filters: { type: ['container', 'network'] } })) as NodeJS.ReadableStream & { destroy(): void };
+    const events = (await docker.getEvents({
+      filters: { type: ['container', 'network'] },
+    })) as NodeJS.ReadableStream & { destroy(): void };
     const seen: Array<{ Type: string; Action: string; Actor: { ID: string; Attributes: Record<string, string> } }> = [];
     let buf = '';
     events.on('data', (d: Buffer) => {
@@ -210,9 +248,14 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
     });
     mainA = await A.json(['db', 'create', db]);
     events.destroy();
-    const created = seen.filter((e) => e.Type === 'container' && e.Action === 'create' && e.Actor.Attributes['io.betterpg.root'] === A.root);
+    const created = seen.filter(
+      (e) => e.Type === 'container' && e.Action === 'create' && e.Actor.Attributes['io.betterpg.root'] === A.root,
+    );
     const idOf = (prefix: string) => created.find((e) => e.Actor.Attributes.name!.startsWith(prefix))?.Actor.ID;
-    const joined = (id: string | undefined) => seen.filter((e) => e.Type === 'network' && e.Action === 'connect' && e.Actor.Attributes.container === id).map((e) => e.Actor.Attributes.name!);
+    const joined = (id: string | undefined) =>
+      seen
+        .filter((e) => e.Type === 'network' && e.Action === 'connect' && e.Actor.Attributes.container === id)
+        .map((e) => e.Actor.Attributes.name!);
     initdbNetworks = joined(idOf('bpg-initdb-'));
     mainNetworks = joined(idOf(mainA.container));
     await query(mainA, 'CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g');
@@ -247,7 +290,10 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
     assert.match(st, /^CapEff:\s+0000000000000000$/m);
     assert.match(st, /^NoNewPrivs:\s+1$/m);
     // The root filesystem is read-only for PR SQL's shell; /tmp and the data directory are not.
-    await assert.rejects(query(b1, `COPY (SELECT 1) TO PROGRAM 'cat > /var/lib/postgresql/planted'`), /program .* failed/);
+    await assert.rejects(
+      query(b1, `COPY (SELECT 1) TO PROGRAM 'cat > /var/lib/postgresql/planted'`),
+      /program .* failed/,
+    );
     await query(b1, `COPY (SELECT 1) TO PROGRAM 'cat > /tmp/fine'`);
     await query(b1, `COPY (SELECT 'x') TO '/var/lib/postgresql/data/fine.txt'`);
   });
@@ -278,14 +324,17 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
       assert.deepEqual(await bounded(mainA, 'SELECT count(*)::int AS n FROM t'), [{ n: 100 }]);
       assert.deepEqual(await bounded(b2, 'SELECT count(*)::int AS n FROM t'), [{ n: 100 }]);
     };
-    let copy: Promise<unknown> = Promise.resolve();
+    let copy: Promise<unknown> | undefined;
     try {
       assert.equal(refused(), 0);
       // A shell function that forks itself twice, forever. Each copy exits 0 when it cannot fork
       // (the trap): PostgreSQL, the container's PID 1, reaps orphans and would take a non-zero exit
       // for a crashed backend and restart, ending the bomb early. This one holds the container at
       // the limit until the container goes; its COPY never returns (the query times out).
-      copy = bounded(bomb, `COPY (SELECT 1) TO PROGRAM 'f() { trap "exit 0" EXIT; while :; do f | f; done; }; f'`).catch(() => null);
+      copy = bounded(
+        bomb,
+        `COPY (SELECT 1) TO PROGRAM 'f() { trap "exit 0" EXIT; while :; do f | f; done; }; f'`,
+      ).catch(() => null);
       const deadline = Date.now() + 60_000;
       while (refused() === 0) {
         assert.ok(Date.now() < deadline, 'the fork bomb never reached the pids limit');
@@ -327,8 +376,16 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
     });
 
     it("another branch's container (same network, and another network) is unreachable", async () => {
-      const results = await Promise.all([probeFrom(b1.container, ipOf(b2.container), 5432), probeFrom(b1.container, ipOf(e.container), 5432), probeFrom(e.container, ipOf(b1.container), 5432)]);
-      assert.deepEqual(results.map((r) => r === 'open'), [false, false, false], results.join(', '));
+      const results = await Promise.all([
+        probeFrom(b1.container, ipOf(b2.container), 5432),
+        probeFrom(b1.container, ipOf(e.container), 5432),
+        probeFrom(e.container, ipOf(b1.container), 5432),
+      ]);
+      assert.deepEqual(
+        results.map((r) => r === 'open'),
+        [false, false, false],
+        results.join(', '),
+      );
     });
 
     it('egress off: the host (0.0.0.0 listener, docker-proxy) and a host outside are unreachable', async () => {
@@ -339,7 +396,11 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
         probeFrom(b1.container, gw, b1.port), // its own published port, the same way
         probeFrom(b1.container, outside.ip, outside.port),
       ]);
-      assert.deepEqual(results.map((r) => r === 'open'), [false, false, false, false], results.join(', '));
+      assert.deepEqual(
+        results.map((r) => r === 'open'),
+        [false, false, false, false],
+        results.join(', '),
+      );
     });
 
     it('egress on: the same listeners are reachable (so the checks above can fail)', async () => {
@@ -347,7 +408,11 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
       const net = JSON.parse(sh('docker', ['network', 'inspect', 'bpg-egress']))[0];
       assert.equal(net.Options['com.docker.network.bridge.enable_icc'], 'false');
       const gw = gatewayOf('bpg-egress');
-      const results = await Promise.all([probeFrom(e.container, gw, listener.port), probeFrom(e.container, gw, e.port), probeFrom(e.container, outside.ip, outside.port)]);
+      const results = await Promise.all([
+        probeFrom(e.container, gw, listener.port),
+        probeFrom(e.container, gw, e.port),
+        probeFrom(e.container, outside.ip, outside.port),
+      ]);
       assert.deepEqual(results, ['open', 'open', 'open']);
     });
 
@@ -372,7 +437,10 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
       const seen = await F.run(['doctor', '--json']);
       assert.equal(seen.code, 1, seen.stderr);
       const report = JSON.parse(seen.stdout) as DoctorReport;
-      assert.deepEqual(report.findings.map((x) => [x.kind, x.subject, x.status]), [['missing-firewall-rule', `network ${bridge}`, 'found']]);
+      assert.deepEqual(
+        report.findings.map((x) => [x.kind, x.subject, x.status]),
+        [['missing-firewall-rule', `network ${bridge}`, 'found']],
+      );
       assert.match(report.findings[0]!.detail, /DOCKER-USER, INPUT/);
       assert.deepEqual(present(), [false, false], 'looking changed nothing');
       const fixed = await F.run(['doctor', '--fix', '--json']);
@@ -432,15 +500,34 @@ describe('two agents on one host', { concurrency: 1 }, () => {
     assert.equal((await A.run(['doctor'])).code, 0);
   });
 
-  it('a container planted under our expected name with another root\'s label is neither reused nor removed', async () => {
+  it("a container planted under our expected name with another root's label is neither reused nor removed", async () => {
     const name = await containerName(db, 'planted', A.path);
-    const planted = sh('docker', ['create', '--name', name, '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${B.root}`, '--label', `io.betterpg.database=${db}`, 'betterpg/postgres:15-local']).trim();
+    const planted = sh('docker', [
+      'create',
+      '--name',
+      name,
+      '--label',
+      'io.betterpg.managed=true',
+      '--label',
+      `io.betterpg.root=${B.root}`,
+      '--label',
+      `io.betterpg.database=${db}`,
+      'betterpg/postgres:15-local',
+    ]).trim();
     try {
       const r = await A.run(['branch', 'create', `${db}/planted`, '--fast']);
       assert.equal(r.code, 1);
-      const errors = r.stderr.trim().split('\n').filter((l) => l.startsWith('error:'));
+      const errors = r.stderr
+        .trim()
+        .split('\n')
+        .filter((l) => l.startsWith('error:'));
       assert.equal(errors.length, 1, r.stderr);
-      assert.match(errors[0]!, new RegExp(`^error: container ${name.replace(/\./g, '\\.')} belongs to another agent \\(io\\.betterpg\\.root="${B.root}"\\)`));
+      assert.match(
+        errors[0]!,
+        new RegExp(
+          `^error: container ${name.replace(/\./g, '\\.')} belongs to another agent \\(io\\.betterpg\\.root="${B.root}"\\)`,
+        ),
+      );
       assert.equal(A.state().branches[`${db}/planted`], undefined, 'no state entry');
       assert.ok(!(await leftovers(db, A.path)).datasets.some((d) => d.endsWith('/planted')), 'no dataset');
       assert.equal((await A.run(['doctor', '--fix'])).code, 0);
@@ -455,7 +542,16 @@ describe('two agents on one host', { concurrency: 1 }, () => {
   it("a branch whose container was replaced by another root's: start, stop, restart and doctor --fix refuse it", async () => {
     const name = a.container;
     sh('docker', ['rm', '-f', name]);
-    const planted = sh('docker', ['create', '--name', name, '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${B.root}`, 'betterpg/postgres:15-local']).trim();
+    const planted = sh('docker', [
+      'create',
+      '--name',
+      name,
+      '--label',
+      'io.betterpg.managed=true',
+      '--label',
+      `io.betterpg.root=${B.root}`,
+      'betterpg/postgres:15-local',
+    ]).trim();
     try {
       // The agent sees no container of its own there (not someone else's, stopped).
       assert.equal((await A.json(['branch', 'get', `${db}/feat`])).status, 'missing');

@@ -9,7 +9,17 @@ import { leftovers, query, queryOne } from './helpers.js';
  * orphaned, the parent is not left in backup mode, every branch that existed before still has
  * its data, and the operation can be run again to success.
  */
-const CREATE = ['check image', 'connect to parent', 'zfs snapshot', 'backup mode', 'zfs clone', 'prepare data', 'start container', 'wait ready', 'set password'];
+const CREATE = [
+  'check image',
+  'connect to parent',
+  'zfs snapshot',
+  'backup mode',
+  'zfs clone',
+  'prepare data',
+  'start container',
+  'wait ready',
+  'set password',
+];
 const DELETE = ['remove container', 'destroy dataset', 'remove WAL folder', 'forget'];
 
 describe('crash tests: branch create and delete killed after every step', () => {
@@ -26,7 +36,10 @@ describe('crash tests: branch create and delete killed after every step', () => 
     it(`create killed after '${step}'`, async () => {
       await lab.kill(['branch', 'create', `${lab.db}/pr-1`], 'branch create', step);
       const report = await lab.reconcile();
-      assert.ok(report.findings.some((f) => f.kind === 'interrupted-operation' && f.subject === `${lab.db}/pr-1`), 'the interrupted create was found');
+      assert.ok(
+        report.findings.some((f) => f.kind === 'interrupted-operation' && f.subject === `${lab.db}/pr-1`),
+        'the interrupted create was found',
+      );
       assert.equal(lab.state().branches[`${lab.db}/pr-1`], undefined, 'a half-made branch is removed');
       await lab.assertConsistent();
       // retried to success: the new branch has main's data
@@ -68,7 +81,10 @@ describe('crash tests: branch create and delete killed after every step', () => 
       assert.equal(lab.state().branches[`${lab.db}/mv2`], undefined);
       await lab.assertConsistent();
       await lab.ok(['branch', 'rename', `${lab.db}/mv`, `${lab.db}/mv2`]);
-      assert.equal((await queryOne<{ answer: number }>(await lab.branch('mv2'), 'SELECT answer FROM moved')).answer, 42);
+      assert.equal(
+        (await queryOne<{ answer: number }>(await lab.branch('mv2'), 'SELECT answer FROM moved')).answer,
+        42,
+      );
       await lab.ok(['branch', 'delete', `${lab.db}/mv2`]);
     });
   }

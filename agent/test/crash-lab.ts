@@ -48,7 +48,7 @@ export class CrashLab {
     await this.ok(['db', 'create', this.db]);
     const main = await this.branch('main');
     await query(main, 'CREATE TABLE t (id int PRIMARY KEY, v text)');
-    await query(main, "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g");
+    await query(main, 'INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 2000) g');
     await this.ok(['branch', 'create', `${this.db}/keep`]);
     const keep = await this.branch('keep');
     await query(keep, 'CREATE TABLE k AS SELECT g AS id FROM generate_series(1, 500) g');
@@ -63,7 +63,10 @@ export class CrashLab {
 
   async checksum(branch: string | BranchView, table: string): Promise<string> {
     const view = typeof branch === 'string' ? await this.branch(branch) : branch;
-    const r = await queryOne<{ s: string }>(view, `SELECT count(*) || ':' || md5(string_agg(x::text, ',' ORDER BY x::text)) AS s FROM ${table} x`);
+    const r = await queryOne<{ s: string }>(
+      view,
+      `SELECT count(*) || ':' || md5(string_agg(x::text, ',' ORDER BY x::text)) AS s FROM ${table} x`,
+    );
     return r.s;
   }
   async remember(branch: string, table: string): Promise<void> {
@@ -73,7 +76,11 @@ export class CrashLab {
   /** Runs a command with the fault switch set: it must die by SIGKILL right after `step`. */
   async kill(args: string[], operation: string, step: string): Promise<void> {
     const r = await this.run(['-q', ...args], { BPG_FAULT_KILL_AFTER: `${operation}:${step}` });
-    assert.equal(r.code, 128, `expected '${args.join(' ')}' to be killed after '${step}', it exited ${r.code}: ${r.stderr.trim()}`);
+    assert.equal(
+      r.code,
+      128,
+      `expected '${args.join(' ')}' to be killed after '${step}', it exited ${r.code}: ${r.stderr.trim()}`,
+    );
     assert.equal(r.stdout, '', 'a killed command prints no result');
   }
 
@@ -111,11 +118,32 @@ export class CrashLab {
       .split('\n')
       .filter((n) => n && n !== `${this.root}/_wal`); // the WAL root stays once made
     assert.deepEqual([...zfs].sort(), [...expected].sort(), 'ZFS holds exactly what the state says');
-    const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${this.root}`, '--format', '{{.Names}} {{.State}}']).split('\n').filter(Boolean);
-    const want = Object.values(state.branches).map((b) => `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`);
-    assert.deepEqual(containers.map((c) => c.replace(/ created$/, ' exited')).sort(), want.sort(), 'Docker holds exactly the branches\' containers, running as recorded');
+    const containers = sh('docker', [
+      'ps',
+      '-a',
+      '--filter',
+      `label=io.betterpg.root=${this.root}`,
+      '--format',
+      '{{.Names}} {{.State}}',
+    ])
+      .split('\n')
+      .filter(Boolean);
+    const want = Object.values(state.branches).map(
+      (b) => `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`,
+    );
+    assert.deepEqual(
+      containers.map((c) => c.replace(/ created$/, ' exited')).sort(),
+      want.sort(),
+      "Docker holds exactly the branches' containers, running as recorded",
+    );
     const wal = readdirSync(join(this.raw.stateDir, 'wal'));
-    assert.deepEqual(wal.sort(), Object.values(state.branches).map((b) => b.id).sort(), 'one WAL folder per branch');
+    assert.deepEqual(
+      wal.sort(),
+      Object.values(state.branches)
+        .map((b) => b.id)
+        .sort(),
+      'one WAL folder per branch',
+    );
     let tmp: string[] = [];
     try {
       tmp = readdirSync(join(this.raw.stateDir, 'tmp'));
@@ -125,7 +153,10 @@ export class CrashLab {
     const views = new Map((await this.json<BranchView[]>(['branch', 'list', this.db])).map((v) => [v.branch, v]));
     for (const b of Object.values(state.branches).filter((x) => x.status === 'running')) {
       const view = views.get(b.branch)!;
-      const { n } = await queryOne<{ n: number }>(view, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'betterpg'");
+      const { n } = await queryOne<{ n: number }>(
+        view,
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'betterpg'",
+      );
       assert.equal(n, 0, `agent sessions left on ${view.name}`);
     }
     // The data of every branch that existed before is intact.

@@ -8,7 +8,17 @@ import { query, queryOne } from './helpers.js';
  * snapshot and the source's WAL archive it recovers from must survive every kill untouched, and
  * the same recovery run again must reach the same point.
  */
-const PITR = ['check image', 'zfs clone', 'prepare data', 'start recovery', 'recover to target', 'detach source archive', 'start container', 'wait ready', 'set password'];
+const PITR = [
+  'check image',
+  'zfs clone',
+  'prepare data',
+  'start recovery',
+  'recover to target',
+  'detach source archive',
+  'start container',
+  'wait ready',
+  'set password',
+];
 
 describe('crash tests: point-in-time recovery killed after every step', () => {
   const lab = new CrashLab('crash3', 3);
@@ -28,7 +38,8 @@ describe('crash tests: point-in-time recovery killed after every step', () => {
   after(() => lab.teardown());
 
   const recover = (name: string) => ['branch', 'create', `${lab.db}/${name}`, '--pitr', target];
-  const eventsIn = async (name: string) => (await query<{ n: number }>(await lab.branch(name), 'SELECT count(*)::int AS n FROM events'))[0]!.n;
+  const eventsIn = async (name: string) =>
+    (await query<{ n: number }>(await lab.branch(name), 'SELECT count(*)::int AS n FROM events'))[0]!.n;
 
   it('the crash tests cover every step a recovery runs', async () => {
     assert.deepEqual(await lab.stepsOf(recover('probe'), 'branch create'), PITR);

@@ -11,8 +11,22 @@ import { query, queryOne } from './helpers.js';
  * nothing behind and the reset can be run again to success.
  */
 const RESET = [
-  'check image', 'connect to parent', 'zfs snapshot', 'backup mode', 'zfs clone', 'prepare data', 'remove old container',
-  'swap datasets', 'clear WAL folder', 'start container', 'wait ready', 'set password', 'commit', 'drop old dataset', 'drop old WAL', 'drop old origin',
+  'check image',
+  'connect to parent',
+  'zfs snapshot',
+  'backup mode',
+  'zfs clone',
+  'prepare data',
+  'remove old container',
+  'swap datasets',
+  'clear WAL folder',
+  'start container',
+  'wait ready',
+  'set password',
+  'commit',
+  'drop old dataset',
+  'drop old WAL',
+  'drop old origin',
 ];
 
 describe('crash tests: branch reset killed after every step', () => {
@@ -31,7 +45,10 @@ describe('crash tests: branch reset killed after every step', () => {
     await query(dev, 'INSERT INTO mine VALUES ($1)', [v]);
   };
   const marks = async () => {
-    const [{ exists }] = (await query<{ exists: boolean }>(dev, "SELECT to_regclass('mine') IS NOT NULL AS exists")) as [{ exists: boolean }];
+    const [{ exists }] = (await query<{ exists: boolean }>(
+      dev,
+      "SELECT to_regclass('mine') IS NOT NULL AS exists",
+    )) as [{ exists: boolean }];
     return exists ? (await query<{ v: string }>(dev, 'SELECT v FROM mine ORDER BY v')).map((r) => r.v) : [];
   };
 
@@ -48,7 +65,11 @@ describe('crash tests: branch reset killed after every step', () => {
       await lab.assertConsistent();
       // (assertConsistent found it running; `dev` still connects: same port and password)
       const committed = RESET.indexOf(step) >= RESET.indexOf('commit');
-      assert.deepEqual(await marks(), committed ? [] : [step], committed ? 'a committed reset is finished' : 'an unfinished reset is undone');
+      assert.deepEqual(
+        await marks(),
+        committed ? [] : [step],
+        committed ? 'a committed reset is finished' : 'an unfinished reset is undone',
+      );
       // retried to success
       const again = await lab.json(['branch', 'reset', `${lab.db}/dev`]);
       assert.equal((await queryOne<{ n: number }>(again, 'SELECT count(*)::int AS n FROM t')).n, 2000);

@@ -26,7 +26,8 @@ describe('settings the agent depends on', () => {
   it('point-in-time recovery sets its one target, with no empty ones that would count as a second', () => {
     const p = pinnedSettings(15, '/d', { recovery_target_time: '2026-11-30 10:00:00+00' });
     assert.equal(p.recovery_target_time, '2026-11-30 10:00:00+00');
-    for (const k of ['recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_xid']) assert.ok(!(k in p), k);
+    for (const k of ['recovery_target', 'recovery_target_lsn', 'recovery_target_name', 'recovery_target_xid'])
+      assert.ok(!(k in p), k);
   });
 
   it('postgres.settings go to betterpg.conf, quoted, without the pinned ones', () => {
@@ -64,7 +65,10 @@ describe('UntrustedDir: names in a tree a branch controls', () => {
     mkdirSync(join(data, 'dir'));
     linkSync(join(data, 'betterpg.conf'), join(data, 'hard'));
     await UntrustedDir.with(data, async (d) => {
-      await assert.rejects(d.writeFile('link', 'x', me), /data\/link is a symbolic link, not a regular file: refusing to use it/);
+      await assert.rejects(
+        d.writeFile('link', 'x', me),
+        /data\/link is a symbolic link, not a regular file: refusing to use it/,
+      );
       await assert.rejects(d.readText('link'), /data\/link is a symbolic link, not a file/);
       await assert.rejects(d.readText('fifo'), /data\/fifo is a FIFO, not a regular file/);
       await assert.rejects(d.writeFile('fifo', 'x', me), /data\/fifo is a FIFO/);
@@ -95,7 +99,9 @@ describe('UntrustedDir: names in a tree a branch controls', () => {
 
   it('a linked directory on the way is refused too', async () => {
     symlinkSync(root, join(data, 'pg_wal'));
-    await UntrustedDir.with(data, (d) => assert.rejects(d.dir('pg_wal'), /data\/pg_wal is a symbolic link, not a directory/));
+    await UntrustedDir.with(data, (d) =>
+      assert.rejects(d.dir('pg_wal'), /data\/pg_wal is a symbolic link, not a directory/),
+    );
     await assert.rejects(UntrustedDir.open(join(data, 'pg_wal')), /is a symbolic link, not a directory/);
   });
 });

@@ -73,7 +73,8 @@ export function links(markdown: string): Array<{ n: number; target: string }> {
   const out: Array<{ n: number; target: string }> = [];
   for (const { n, text } of proseLines(markdown)) {
     const prose = text.replace(/(`+)[^`]*?\1/g, '');
-    for (const m of prose.matchAll(/!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g)) out.push({ n, target: m[1]! });
+    for (const m of prose.matchAll(/!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+"[^"]*")?\s*\)/g))
+      out.push({ n, target: m[1]! });
     const def = /^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+"[^"]*")?\s*$/.exec(prose);
     if (def) out.push({ n, target: def[1]! });
   }
@@ -131,7 +132,10 @@ function markdownFiles(root: string, dir: string): string[] {
 
 describe('documentation links', () => {
   it('makes anchors as GitHub does', () => {
-    assert.equal(slug('Threat model: pull-request code and SQL are untrusted'), 'threat-model-pull-request-code-and-sql-are-untrusted');
+    assert.equal(
+      slug('Threat model: pull-request code and SQL are untrusted'),
+      'threat-model-pull-request-code-and-sql-are-untrusted',
+    );
     assert.equal(slug('HTTP API (`bpg serve`)'), 'http-api-bpg-serve');
     assert.equal(slug("`migrate` is the pull request's code"), 'migrate-is-the-pull-requests-code');
     assert.equal(slug('50 branches at once (`scripts/bench-load.mjs`)'), '50-branches-at-once-scriptsbench-loadmjs');
@@ -142,7 +146,8 @@ describe('documentation links', () => {
 
   it('finds broken files and anchors, and ignores code and external links', () => {
     const files: Record<string, string> = {
-      '/r/docs/a.md': '# Title\n\n[ok](b.md#second-part) [self](#title) [web](https://example.com/x.md) `[code](nope.md)`\n[file](b.md#nope) [gone](c.md)\n```\n[in a fence](nowhere.md)\n```\n[up](../../etc/passwd)\n[ref]: ./b.md\n',
+      '/r/docs/a.md':
+        '# Title\n\n[ok](b.md#second-part) [self](#title) [web](https://example.com/x.md) `[code](nope.md)`\n[file](b.md#nope) [gone](c.md)\n```\n[in a fence](nowhere.md)\n```\n[up](../../etc/passwd)\n[ref]: ./b.md\n',
       '/r/docs/b.md': '# B\n\n## Second part\n',
     };
     const problems = brokenLinks('/r', 'docs/a.md', (p) => files[p] ?? null);

@@ -61,8 +61,26 @@ describe('bpg doctor', () => {
     zfsChange(['snapshot', '-o', 'betterpg:managed=true', `${main.dataset}@bpg-0000000000000000`]);
     zfsChange(['create', `${dbDs}/not-ours`]); // inherits betterpg:managed, but was not made by us
     // a WAL archive dataset of no branch, and a plain folder among the WAL archives' mount points
-    zfsChange(['create', '-o', 'betterpg:managed=true', '-o', 'betterpg:wal=dddddddddddddddd', `${lab.root}/_wal/dddddddddddddddd`]);
-    sh('docker', ['create', '--name', `bpg-${lab.db}.ghost`, '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${lab.root}`, '--label', 'io.betterpg.id=ffffffffffffffff', 'betterpg/postgres:15-local']);
+    zfsChange([
+      'create',
+      '-o',
+      'betterpg:managed=true',
+      '-o',
+      'betterpg:wal=dddddddddddddddd',
+      `${lab.root}/_wal/dddddddddddddddd`,
+    ]);
+    sh('docker', [
+      'create',
+      '--name',
+      `bpg-${lab.db}.ghost`,
+      '--label',
+      'io.betterpg.managed=true',
+      '--label',
+      `io.betterpg.root=${lab.root}`,
+      '--label',
+      'io.betterpg.id=ffffffffffffffff',
+      'betterpg/postgres:15-local',
+    ]);
     mkdirSync(join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee'), { recursive: true });
     mkdirSync(join(stateDir(), 'tmp'), { recursive: true });
     writeFileSync(join(stateDir(), 'tmp', 'pw-eeeeeeeeeeeeeeee'), 'secret\n', { mode: 0o600 });
@@ -95,19 +113,32 @@ describe('bpg doctor', () => {
     const fixed = await lab.run(['doctor', '--fix', '--json']);
     assert.equal(fixed.code, 0, fixed.stderr);
     const fr = JSON.parse(fixed.stdout) as DoctorReport;
-    for (const f of fr.findings) assert.equal(f.status, f.kind === 'foreign-dataset' ? 'left' : 'fixed', `${f.kind} ${f.subject}: ${f.error ?? ''}`);
+    for (const f of fr.findings)
+      assert.equal(
+        f.status,
+        f.kind === 'foreign-dataset' ? 'left' : 'fixed',
+        `${f.kind} ${f.subject}: ${f.error ?? ''}`,
+      );
 
     // the foreign dataset is never touched; everything else is back in line
     sh('zfs', ['list', `${dbDs}/not-ours`]);
     zfsDestroy(`${dbDs}/not-ours`);
     assert.ok(!existsSync(join(stateDir(), 'wal', 'eeeeeeeeeeeeeeee')), 'the stray folder is gone');
-    assert.throws(() => sh('zfs', ['list', `${lab.root}/_wal/dddddddddddddddd`]), /does not exist/, 'the orphan WAL dataset is gone');
+    assert.throws(
+      () => sh('zfs', ['list', `${lab.root}/_wal/dddddddddddddddd`]),
+      /does not exist/,
+      'the orphan WAL dataset is gone',
+    );
     assert.equal(lab.state().branches[`${lab.db}/gone`], undefined, 'a lost branch is forgotten');
     assert.equal(lab.state().branches[`${lab.db}/b`]!.status, 'running');
     for (const name of ['a', 'b', 'c']) {
       const v = await lab.branch(name);
       assert.equal(v.status, 'running', name);
-      assert.equal((await queryOne<{ n: number }>(v, 'SELECT count(*)::int AS n FROM t')).n, 2000, `${name} has its data`);
+      assert.equal(
+        (await queryOne<{ n: number }>(v, 'SELECT count(*)::int AS n FROM t')).n,
+        2000,
+        `${name} has its data`,
+      );
     }
     const clean = await lab.run(['doctor']);
     assert.equal(clean.code, 0, clean.stdout + clean.stderr);

@@ -25,14 +25,20 @@ function inventory(o: Partial<Inventory> & Pick<Inventory, 'zfs'>): Inventory {
   };
 }
 
-const running = (b: ReturnType<typeof branch>) => ({ name: b.container, labels: { 'io.betterpg.id': b.id, 'io.betterpg.database': b.database }, state: 'running', hostPort: b.port });
+const running = (b: ReturnType<typeof branch>) => ({
+  name: b.container,
+  labels: { 'io.betterpg.id': b.id, 'io.betterpg.database': b.database },
+  state: 'running',
+  hostPort: b.port,
+});
 const summary = (fs: PlannedFinding[]) => fs.map((f) => `${f.kind} ${f.subject} -> ${f.repair?.do ?? 'none'}`).sort();
 
 describe('doctor: inspection of an inventory against the state', () => {
   const main = branch('api', 'main');
   const dev = branch('api', 'dev');
   const s = state([main, dev]);
-  const healthy = () => inventory({ zfs: zfsFor([main, dev]), containers: [running(main), running(dev)], walFolders: [main.id, dev.id] });
+  const healthy = () =>
+    inventory({ zfs: zfsFor([main, dev]), containers: [running(main), running(dev)], walFolders: [main.id, dev.id] });
 
   it('a healthy host: nothing found', () => {
     assert.deepEqual(inspect(healthy(), s, { fix: false, walDataset }), []);
@@ -40,25 +46,37 @@ describe('doctor: inspection of an inventory against the state', () => {
 
   it('every kind of drift, with the repair --fix would run', () => {
     const inv = healthy();
-    inv.containers = [{ ...running(main), state: 'exited' }, { name: 'bpg-api.ghost', labels: { 'io.betterpg.id': 'ffffffffffffffff' }, state: 'exited', hostPort: null }];
+    inv.containers = [
+      { ...running(main), state: 'exited' },
+      { name: 'bpg-api.ghost', labels: { 'io.betterpg.id': 'ffffffffffffffff' }, state: 'exited', hostPort: null },
+    ];
     inv.zfs = inv.zfs.filter((z) => z.name !== dev.dataset && z.name !== walDataset(main.id));
-    inv.zfs.push(fs(`${ROOT}/api/dev-moved`, { id: dev.id }), fs(`${ROOT}/api/leftover`), fs(`${ROOT}/api/not-ours`, { managed: false }), snap(`${main.dataset}@bpg-0000000000000000`), fs(walDataset('dddddddddddddddd'), { wal: 'dddddddddddddddd' }));
+    inv.zfs.push(
+      fs(`${ROOT}/api/dev-moved`, { id: dev.id }),
+      fs(`${ROOT}/api/leftover`),
+      fs(`${ROOT}/api/not-ours`, { managed: false }),
+      snap(`${main.dataset}@bpg-0000000000000000`),
+      fs(walDataset('dddddddddddddddd'), { wal: 'dddddddddddddddd' }),
+    );
     inv.walFolders.push('eeeeeeeeeeeeeeee');
     inv.tmpFiles = ['pw-eeeeeeeeeeeeeeee'];
     inv.firewall = { network: 'bpg-isolated', missing: ['DOCKER-USER'] };
-    assert.deepEqual(summary(inspect(inv, s, { fix: true, walDataset })), [
-      `foreign-dataset ${ROOT}/api/not-ours -> none`,
-      'missing-firewall-rule network bpg-isolated -> restore-firewall',
-      'missing-wal-folder api/main -> create-wal',
-      'moved-dataset api/dev -> rename-dataset',
-      'not-running api/main -> start-branch',
-      `orphan-container bpg-api.ghost -> remove-container`,
-      `orphan-dataset ${ROOT}/api/leftover -> destroy-dataset`,
-      `orphan-snapshot ${main.dataset}@bpg-0000000000000000 -> destroy-snapshot`,
-      'orphan-temp-file /var/lib/betterpg/tmp/pw-eeeeeeeeeeeeeeee -> remove-path',
-      `orphan-wal-folder ${walDataset('dddddddddddddddd')} -> destroy-wal-dataset`,
-      'orphan-wal-folder /var/lib/betterpg/wal/eeeeeeeeeeeeeeee -> remove-path',
-    ].sort());
+    assert.deepEqual(
+      summary(inspect(inv, s, { fix: true, walDataset })),
+      [
+        `foreign-dataset ${ROOT}/api/not-ours -> none`,
+        'missing-firewall-rule network bpg-isolated -> restore-firewall',
+        'missing-wal-folder api/main -> create-wal',
+        'moved-dataset api/dev -> rename-dataset',
+        'not-running api/main -> start-branch',
+        `orphan-container bpg-api.ghost -> remove-container`,
+        `orphan-dataset ${ROOT}/api/leftover -> destroy-dataset`,
+        `orphan-snapshot ${main.dataset}@bpg-0000000000000000 -> destroy-snapshot`,
+        'orphan-temp-file /var/lib/betterpg/tmp/pw-eeeeeeeeeeeeeeee -> remove-path',
+        `orphan-wal-folder ${walDataset('dddddddddddddddd')} -> destroy-wal-dataset`,
+        'orphan-wal-folder /var/lib/betterpg/wal/eeeeeeeeeeeeeeee -> remove-path',
+      ].sort(),
+    );
   });
 
   it('never offers to forget main, nor a branch with children', () => {
@@ -77,13 +95,21 @@ describe('doctor: inspection of an inventory against the state', () => {
     inv.liveBranchOps = [busy.id];
     assert.deepEqual(inspect(inv, state([main, busy]), { fix: true, walDataset }), []);
     inv.liveBranchOps = [];
-    assert.deepEqual(summary(inspect(inv, state([main, busy]), { fix: false, walDataset })), ['interrupted-operation api/dev -> none']);
+    assert.deepEqual(summary(inspect(inv, state([main, busy]), { fix: false, walDataset })), [
+      'interrupted-operation api/dev -> none',
+    ]);
   });
 
   it('a clone is destroyed before the leftover it was cloned from; a leftover a branch was cloned from is kept', () => {
     const inv = healthy();
-    inv.zfs.push(fs(`${ROOT}/api/old`), snap(`${ROOT}/api/old@s`), fs(`${ROOT}/api/old-child`, { origin: `${ROOT}/api/old@s` }));
-    const order = inspect(inv, s, { fix: true, walDataset }).filter((f) => f.kind === 'orphan-dataset').map((f) => f.subject);
+    inv.zfs.push(
+      fs(`${ROOT}/api/old`),
+      snap(`${ROOT}/api/old@s`),
+      fs(`${ROOT}/api/old-child`, { origin: `${ROOT}/api/old@s` }),
+    );
+    const order = inspect(inv, s, { fix: true, walDataset })
+      .filter((f) => f.kind === 'orphan-dataset')
+      .map((f) => f.subject);
     assert.deepEqual(order, [`${ROOT}/api/old-child`, `${ROOT}/api/old`]);
     const keep = healthy();
     keep.zfs.push(fs(`${ROOT}/api/base`), snap(`${ROOT}/api/base@s`));
@@ -95,7 +121,10 @@ describe('doctor: inspection of an inventory against the state', () => {
 
   it('a state that knows no database while branch datasets exist: nothing is destroyed on its word', () => {
     const found = inspect(healthy(), state([]), { fix: true, walDataset });
-    assert.ok(found.some((f) => f.kind === 'orphan-dataset'), 'the datasets are reported');
+    assert.ok(
+      found.some((f) => f.kind === 'orphan-dataset'),
+      'the datasets are reported',
+    );
     for (const f of found) assert.equal(f.repair, null, `${f.kind} ${f.subject}`);
     assert.ok(found.every((f) => /was state.json lost or replaced\?/.test(f.detail)));
   });
@@ -104,7 +133,9 @@ describe('doctor: inspection of an inventory against the state', () => {
     const legacy = { ...s, walOnZfs: false };
     const inv = healthy();
     inv.zfs = inv.zfs.filter((z) => !z.name.startsWith(`${ROOT}/_wal`));
-    assert.deepEqual(summary(inspect(inv, legacy, { fix: false, walDataset })), ['legacy-wal /var/lib/betterpg/wal -> migrate-wal']);
+    assert.deepEqual(summary(inspect(inv, legacy, { fix: false, walDataset })), [
+      'legacy-wal /var/lib/betterpg/wal -> migrate-wal',
+    ]);
   });
 
   it('a port taken by another program is a warning with no fix; a container on the wrong port is made again', () => {
@@ -112,8 +143,12 @@ describe('doctor: inspection of an inventory against the state', () => {
     const inv = healthy();
     inv.containers = [running(main), { ...running(dev), state: 'exited' }];
     inv.takenPorts = [dev.port];
-    assert.deepEqual(summary(inspect(inv, state([main, stopped]), { fix: true, walDataset })), ['port-taken api/dev -> none']);
+    assert.deepEqual(summary(inspect(inv, state([main, stopped]), { fix: true, walDataset })), [
+      'port-taken api/dev -> none',
+    ]);
     inv.containers = [{ ...running(main), hostPort: 1 }, running(dev)];
-    assert.deepEqual(summary(inspect(inv, s, { fix: true, walDataset })), ['port-mismatch api/main -> recreate-container']);
+    assert.deepEqual(summary(inspect(inv, s, { fix: true, walDataset })), [
+      'port-mismatch api/main -> recreate-container',
+    ]);
   });
 });

@@ -21,7 +21,9 @@ async function stateText(): Promise<string> {
   const cfg = await config();
   const s = JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8'));
   const mine = Object.fromEntries(Object.entries(s.branches).filter(([k]) => k.startsWith(`${db}/`)));
-  const names = [...Object.keys(s.databases), ...Object.keys(s.branches)].filter((k) => !/^[a-z]{2,3}[0-9a-f]{6}(\/|$)/.test(k) || k.startsWith(db));
+  const names = [...Object.keys(s.databases), ...Object.keys(s.branches)].filter(
+    (k) => !/^[a-z]{2,3}[0-9a-f]{6}(\/|$)/.test(k) || k.startsWith(db),
+  );
   return JSON.stringify({ db: s.databases[db], mine, names });
 }
 
@@ -41,9 +43,13 @@ const db = uniqueDb('er');
 async function assertNotInBackup(b: BranchView): Promise<void> {
   const deadline = Date.now() + 5000;
   for (;;) {
-    const { n } = await queryOne<{ n: number }>(b, "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'betterpg'");
+    const { n } = await queryOne<{ n: number }>(
+      b,
+      "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'betterpg'",
+    );
     if (n === 0) return;
-    if (Date.now() > deadline) assert.fail(`${n} agent session(s) still open on ${b.name}: backup mode could still be held`);
+    if (Date.now() > deadline)
+      assert.fail(`${n} agent session(s) still open on ${b.name}: backup mode could still be held`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -79,7 +85,14 @@ describe('bad input gets one clear line and changes nothing', () => {
   }
 
   it('refuses unknown databases and branches', async () => {
-    for (const args of [['db', 'get', 'nosuchdb'], ['branch', 'get', `${db}/nope`], ['branch', 'create', 'nosuchdb/x'], ['branch', 'create', `${db}/x`, '--from', `${db}/nope`], ['stop', `${db}/nope`], ['branch', 'delete', `${db}/nope`]]) {
+    for (const args of [
+      ['db', 'get', 'nosuchdb'],
+      ['branch', 'get', `${db}/nope`],
+      ['branch', 'create', 'nosuchdb/x'],
+      ['branch', 'create', `${db}/x`, '--from', `${db}/nope`],
+      ['stop', `${db}/nope`],
+      ['branch', 'delete', `${db}/nope`],
+    ]) {
       const r = await cli(args);
       assert.equal(r.code, 1, args.join(' '));
       oneLine(r.stderr);
@@ -170,7 +183,10 @@ describe('bad input gets one clear line and changes nothing', () => {
       assert.match(r.stderr, new RegExp(`failed at step '${step}'.*every finished step was undone`));
       assert.deepEqual(await leftovers(db), snapsBefore, 'no dataset, snapshot or container left');
       const list = await okJson<BranchView[]>(['branch', 'list', db]);
-      assert.deepEqual(list.map((b) => b.name), [`${db}/main`]);
+      assert.deepEqual(
+        list.map((b) => b.name),
+        [`${db}/main`],
+      );
       // main still answers and is not left in backup mode
       await assertNotInBackup(main);
     });
@@ -186,7 +202,10 @@ describe('bad input gets one clear line and changes nothing', () => {
     await ok(['db', 'create', kdb], env);
     try {
       // killed while the parent is in backup mode (the snapshot is taken between start and stop)
-      const r = await cli(['branch', 'create', `${kdb}/killed`], { ...env, BPG_FAULT_KILL_AFTER: 'branch create:zfs snapshot' });
+      const r = await cli(['branch', 'create', `${kdb}/killed`], {
+        ...env,
+        BPG_FAULT_KILL_AFTER: 'branch create:zfs snapshot',
+      });
       assert.notEqual(r.code, 0);
       const half = await okJson<BranchView[]>(['branch', 'list', kdb], env);
       assert.equal(half.find((b) => b.name === `${kdb}/killed`)?.status, 'interrupted');

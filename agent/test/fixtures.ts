@@ -37,7 +37,14 @@ export function branch(database: string, name: string, o: Partial<BranchRecord> 
 
 export function state(branches: BranchRecord[], snapshots: SnapshotRecord[] = []): State {
   const databases: State['databases'] = {};
-  for (const b of branches) databases[b.database] ??= { name: b.database, image: 'postgres:17', createdAt: '2026-11-01T00:00:00.000Z', pgDatabase: b.database, operation: null };
+  for (const b of branches)
+    databases[b.database] ??= {
+      name: b.database,
+      image: 'postgres:17',
+      createdAt: '2026-11-01T00:00:00.000Z',
+      pgDatabase: b.database,
+      operation: null,
+    };
   return {
     version: 1,
     databases,

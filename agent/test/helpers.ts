@@ -23,7 +23,10 @@ export interface CliResult {
 
 export function cli(args: string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [BPG, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [BPG, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -48,7 +51,11 @@ export function uniqueDb(prefix: string): string {
   return `${prefix}${randomBytes(3).toString('hex')}`;
 }
 
-export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(b: BranchView, sql: string, params: unknown[] = []): Promise<T[]> {
+export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(
+  b: BranchView,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T[]> {
   const c = new pg.Client({ connectionString: b.connection.uri, connectionTimeoutMillis: 10_000 });
   await c.connect();
   try {
@@ -88,11 +95,23 @@ export async function containerName(db: string, branch: string, configPath?: str
 }
 
 /** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */
-export async function leftovers(db: string, configPath?: string): Promise<{ datasets: string[]; containers: string[] }> {
+export async function leftovers(
+  db: string,
+  configPath?: string,
+): Promise<{ datasets: string[]; containers: string[] }> {
   const cfg = configPath ? await loadConfig(configPath) : await config();
-  let datasets: string[] = [];
+  let datasets: string[];
   try {
-    datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem,snapshot', '-r', `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`])
+    datasets = sh('zfs', [
+      'list',
+      '-H',
+      '-o',
+      'name',
+      '-t',
+      'filesystem,snapshot',
+      '-r',
+      `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`,
+    ])
       .split('\n')
       .filter(Boolean);
   } catch (e) {
@@ -100,13 +119,24 @@ export async function leftovers(db: string, configPath?: string): Promise<{ data
     if (!/does not exist/.test(String((e as { stderr?: unknown }).stderr ?? ''))) throw e;
     datasets = [];
   }
-  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.database=${db}`, '--format', '{{.Names}}'])
+  const containers = sh('docker', [
+    'ps',
+    '-a',
+    '--filter',
+    `label=io.betterpg.database=${db}`,
+    '--format',
+    '{{.Names}}',
+  ])
     .split('\n')
     .filter(Boolean);
   return { datasets, containers };
 }
 
-export async function queryOne<T extends pg.QueryResultRow = Record<string, unknown>>(b: BranchView, sql: string, params: unknown[] = []): Promise<T> {
+export async function queryOne<T extends pg.QueryResultRow = Record<string, unknown>>(
+  b: BranchView,
+  sql: string,
+  params: unknown[] = [],
+): Promise<T> {
   const rows = await query<T>(b, sql, params);
   if (!rows[0]) throw new Error(`no row from: ${sql}`);
   return rows[0];
@@ -119,7 +149,11 @@ export async function queryOne<T extends pg.QueryResultRow = Record<string, unkn
  * the other test files. `slot` (0-49, one per state: see the list in docs/internals/testing.md or
  * `grep -rn ownStateConfig`) picks 20 ports after the shared state's 1000.
  */
-export function ownStateConfig(name: string, slot: number, change: (raw: Record<string, any>) => void = () => {}): string {
+export function ownStateConfig(
+  name: string,
+  slot: number,
+  change: (raw: Record<string, any>) => void = () => {},
+): string {
   const raw = YAML.parse(readFileSync(process.env.BPG_CONFIG!, 'utf8'));
   if (!Number.isInteger(slot) || slot < 0 || slot > 49) throw new Error(`slot ${slot}: 0-49`);
   const base = Number(process.env.BPG_TEST_PORT_BASE ?? 35432) + 1000 + slot * 20;

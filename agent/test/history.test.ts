@@ -43,7 +43,10 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     assert.equal(snap.label, 'nightly');
     assert.equal(snap.consistency, 'application');
     const list = await okJson<SnapshotView[]>(['snapshot', 'list', `${db}/main`]);
-    assert.deepEqual(list.map((s) => s.id), [snap.id]);
+    assert.deepEqual(
+      list.map((s) => s.id),
+      [snap.id],
+    );
     assert.ok(typeof list[0]!.usedBytes === 'number');
   });
 
@@ -75,7 +78,10 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     // the source's archive only grew with its own segments: no timeline-2 history or segments from the branches
     for (const f of mainFilesBefore) assert.ok(mainFilesAfter.includes(f), `${f} vanished from the source archive`);
     assert.ok(!mainFilesAfter.some((f) => /^00000002/.test(f)), `branch WAL in the source archive: ${mainFilesAfter}`);
-    assert.ok(readdirSync(await walDirOf(past2)).some((f) => f.endsWith('.history')), 'the PITR branch archives its own timeline');
+    assert.ok(
+      readdirSync(await walDirOf(past2)).some((f) => f.endsWith('.history')),
+      'the PITR branch archives its own timeline',
+    );
     assert.deepEqual(await query(main, 'SELECT id FROM events ORDER BY id'), [{ id: 1 }, { id: 2 }, { id: 3 }]);
   });
 
@@ -83,7 +89,11 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     const b = await okJson(['branch', 'create', `${db}/fromsnap`, '--from-snapshot', snap.id]);
     assert.deepEqual(await query(b, 'SELECT id FROM events ORDER BY id'), [{ id: 1 }]);
     const list = await okJson<SnapshotView[]>(['snapshot', 'list']);
-    assert.deepEqual(list.find((s) => s.id === snap.id)?.usedBy.sort(), [`${db}/fromsnap`, `${db}/past`, `${db}/past2`]);
+    assert.deepEqual(list.find((s) => s.id === snap.id)?.usedBy.sort(), [
+      `${db}/fromsnap`,
+      `${db}/past`,
+      `${db}/past2`,
+    ]);
   });
 
   it('refuses to delete a snapshot a branch was cloned from, naming the branches', async () => {
@@ -134,15 +144,28 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     const dir = await walDirOf(main);
     const old = new Date(Date.now() - 10 * 864e5);
     for (const f of readdirSync(dir)) utimesSync(join(dir, f), old, old);
-    const all = readdirSync(dir).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+    const all = readdirSync(dir)
+      .filter((f) => /^[0-9A-F]{24}$/.test(f))
+      .sort();
 
     const dry = await okJson<WalCleanup>(['wal', 'cleanup', `${db}/main`, '--days', '5', '--dry-run']);
     assert.equal(dry.dryRun, true);
-    assert.deepEqual(readdirSync(dir).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort(), all, 'dry run removes nothing');
-    assert.ok(dry.kept.some((k) => k.reason.includes(snap.id)), JSON.stringify(dry.kept));
+    assert.deepEqual(
+      readdirSync(dir)
+        .filter((f) => /^[0-9A-F]{24}$/.test(f))
+        .sort(),
+      all,
+      'dry run removes nothing',
+    );
+    assert.ok(
+      dry.kept.some((k) => k.reason.includes(snap.id)),
+      JSON.stringify(dry.kept),
+    );
     const real = await okJson<WalCleanup>(['wal', 'cleanup', `${db}/main`, '--days', '5']);
     assert.deepEqual(real.removed, dry.removed);
-    const left = readdirSync(dir).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+    const left = readdirSync(dir)
+      .filter((f) => /^[0-9A-F]{24}$/.test(f))
+      .sort();
     // everything from the snapshot's first segment on is still there
     const needed = all.filter((f) => !dry.removed.includes(f));
     assert.deepEqual(left, needed);
@@ -166,7 +189,11 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     assert.equal(reset.connection.uri, before.connection.uri);
     const ids = (await query<{ id: number }>(before, 'SELECT id FROM events ORDER BY id')).map((r) => r.id);
     assert.ok(ids.includes(50) && ids.includes(3) && !ids.includes(100), `ids ${ids}`);
-    assert.deepEqual(readdirSync(oldWal).filter((f) => /^[0-9A-F]{24}$/.test(f) && f.startsWith('00000002')), [], 'old WAL cleared');
+    assert.deepEqual(
+      readdirSync(oldWal).filter((f) => /^[0-9A-F]{24}$/.test(f) && f.startsWith('00000002')),
+      [],
+      'old WAL cleared',
+    );
   });
 
   it('reset of a branch with children is refused unless --force', async () => {

@@ -19,7 +19,16 @@
 import assert from 'node:assert/strict';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -59,10 +68,12 @@ const ALTER_SYSTEM = [
 /** A PR's migrations, as SQL text. */
 export const attacks = {
   /** (a) The agent's settings file replaced by a link to a file on the host. */
-  linkAtSettings: (target: string): string => `-- replace the agent's settings file by a link to a host file\n${shellSql(`ln -sfn ${plain(target)} ${PGDATA}/betterpg.conf`)}`,
+  linkAtSettings: (target: string): string =>
+    `-- replace the agent's settings file by a link to a host file\n${shellSql(`ln -sfn ${plain(target)} ${PGDATA}/betterpg.conf`)}`,
 
   /** (b) PG_VERSION, which the agent reads before a start, replaced by a FIFO (a blocking open would hang it). */
-  fifoAtPgVersion: (): string => `-- a FIFO where the agent reads\n${shellSql(`mv ${PGDATA}/PG_VERSION ${PGDATA}/PG_VERSION.real && mkfifo ${PGDATA}/PG_VERSION`)}`,
+  fifoAtPgVersion: (): string =>
+    `-- a FIFO where the agent reads\n${shellSql(`mv ${PGDATA}/PG_VERSION ${PGDATA}/PG_VERSION.real && mkfifo ${PGDATA}/PG_VERSION`)}`,
 
   /**
    * (c) A fork bomb, bounded for the sake of the shared test machine: every copy stops forking once
@@ -74,7 +85,9 @@ export const attacks = {
    */
   forkBomb: (): string =>
     `-- a fork bomb (it ends when ${BOMB_STOP} appears in the data directory: see hostile-kit.ts)\n` +
-    shellSql(`stop=${PGDATA}/${BOMB_STOP}; f() { trap "exit 0" EXIT; while [ ! -e $stop ]; do f | f; done; }; f & while [ ! -e $stop ]; do :; done; wait; exit 0`),
+    shellSql(
+      `stop=${PGDATA}/${BOMB_STOP}; f() { trap "exit 0" EXIT; while [ ! -e $stop ]; do f | f; done; }; f & while [ ! -e $stop ]; do :; done; wait; exit 0`,
+    ),
 
   /**
    * (d) Incompressible rows (the datasets are compressed) until the disk is full: ~20 MiB a round,
@@ -115,7 +128,10 @@ SELECT dblink_exec('host=/var/run/postgresql user=postgres dbname=' || current_d
    * every outcome in one line, `reach: name=outcome (ms) | ...`.
    */
   reach: (t: { neighbour: string; host: string; hostPort: number; connectTimeout: number }): string => {
-    const tcp = (host: string, port: number) => literal(`host=${plain(host)} port=${port} user=postgres dbname=postgres password=wrong connect_timeout=${t.connectTimeout}`);
+    const tcp = (host: string, port: number) =>
+      literal(
+        `host=${plain(host)} port=${port} user=postgres dbname=postgres password=wrong connect_timeout=${t.connectTimeout}`,
+      );
     return `CREATE EXTENSION IF NOT EXISTS dblink;
 DO $$
 DECLARE
@@ -171,10 +187,15 @@ export function parseReach(text: string): Record<string, { outcome: string; ms: 
 export function assertReachBlocked(text: string, listener: HostListener): void {
   const reach = parseReach(text);
   assert.equal(reach['self-socket']?.outcome, 'connected', 'the control: its own socket');
-  assert.match(reach['self-tcp']?.outcome ?? '', /password authentication failed/, 'the control: reached over TCP (its own address)');
+  assert.match(
+    reach['self-tcp']?.outcome ?? '',
+    /password authentication failed/,
+    'the control: reached over TCP (its own address)',
+  );
   assert.equal(reach.neighbour?.outcome, 'timeout expired', "another branch's container");
   assert.equal(reach.host?.outcome, 'timeout expired', 'a listener on the host');
-  for (const t of ['neighbour', 'host']) assert.ok(reach[t]!.ms < 30_000, `${t}: given up after ${reach[t]!.ms} ms, at connect_timeout`);
+  for (const t of ['neighbour', 'host'])
+    assert.ok(reach[t]!.ms < 30_000, `${t}: given up after ${reach[t]!.ms} ms, at connect_timeout`);
   assert.equal(listener.accepted, 0, 'the host listener saw no connection');
 }
 
@@ -215,7 +236,10 @@ export class HostileStack {
   async start(): Promise<void> {
     writeFileSync(this.canary, this.canaryText, { mode: 0o600 });
     chownSync(this.canary, 0, 0);
-    const child = spawn(process.execPath, [BPG, 'serve', '--listen', '127.0.0.1:0'], { env: { ...process.env, BPG_CONFIG: this.configPath }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [BPG, 'serve', '--listen', '127.0.0.1:0'], {
+      env: { ...process.env, BPG_CONFIG: this.configPath },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     this.serve = child;
     this.exited = new Promise((r) => child.on('exit', (code) => r(code)));
     // Should the test process end without stop() (a failed hook, a timeout), the daemon goes too.
@@ -237,7 +261,10 @@ export class HostileStack {
     });
     this.client = new BpgClient({ baseUrl: this.url, token: this.token });
     await this.client.createDatabase({ name: this.db });
-    await query(await this.branch('main'), 'CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g');
+    await query(
+      await this.branch('main'),
+      'CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g',
+    );
     await this.client.putBranch(this.db, 'other', { fast: true });
     await query(await this.branch('other'), 'CREATE TABLE mine AS SELECT g AS id FROM generate_series(1, 500) g');
   }
@@ -261,7 +288,11 @@ export class HostileStack {
 
   /** A call to the agent's API that cannot hang the test: one answer within `timeoutMs`. */
   async api(method: string, path: string, timeoutMs = 60_000): Promise<ApiAnswer> {
-    const res = await fetch(`${this.url}${path}`, { method, headers: { authorization: `Bearer ${this.token}` }, signal: AbortSignal.timeout(timeoutMs) });
+    const res = await fetch(`${this.url}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token}` },
+      signal: AbortSignal.timeout(timeoutMs),
+    });
     const text = await res.text();
     return { status: res.status, body: text ? JSON.parse(text) : undefined };
   }
@@ -301,7 +332,7 @@ export class HostileStack {
     const link = join(dirname(this.canary), 'betterpg.conf');
     symlinkSync(this.canary, link);
     try {
-      writeFileSync(link, "port = 5432\n");
+      writeFileSync(link, 'port = 5432\n');
       assert.throws(() => this.assertCanaryUntouched(), /the host file was not written/);
       writeFileSync(link, this.canaryText);
       chownSync(link, 999, 999);
@@ -316,7 +347,8 @@ export class HostileStack {
 
   /** main and `other` answer with their data (new connections: a fork in their own containers). */
   async assertOthersAnswer(): Promise<void> {
-    const count = async (b: BranchView, table: string) => (await queryOne<{ n: number }>(b, `SELECT count(*)::int AS n FROM ${table}`)).n;
+    const count = async (b: BranchView, table: string) =>
+      (await queryOne<{ n: number }>(b, `SELECT count(*)::int AS n FROM ${table}`)).n;
     const [main, other] = await Promise.all([this.branch('main'), this.branch('other')]);
     assert.equal(await count(main, 't'), 1000, 'main answers with its rows');
     assert.equal(await count(other, 't'), 1000, "other answers with main's rows");
@@ -345,7 +377,10 @@ export class HostileStack {
     assert.equal(r.body?.error?.code, 'failed');
     const msg = String(r.body.error.message);
     assert.ok(!msg.includes('\n'), `one line: ${msg}`);
-    assert.match(msg, new RegExp(`/data/${file.replace(/\./g, '\\.')} is ${kind}, not a regular file: refusing to use it`));
+    assert.match(
+      msg,
+      new RegExp(`/data/${file.replace(/\./g, '\\.')} is ${kind}, not a regular file: refusing to use it`),
+    );
     return msg;
   }
 
@@ -368,7 +403,11 @@ export class HostileStack {
         ['port', '5432', 'command line'],
       ],
     );
-    assert.match(readFileSync(join(this.dataDir(b), 'postgresql.auto.conf'), 'utf8'), /archive_command = 'cp %p \/tmp\/%f'/, 'the ALTER SYSTEM did land');
+    assert.match(
+      readFileSync(join(this.dataDir(b), 'postgresql.auto.conf'), 'utf8'),
+      /archive_command = 'cp %p \/tmp\/%f'/,
+      'the ALTER SYSTEM did land',
+    );
     await query(b, 'CREATE TABLE IF NOT EXISTS wal_probe AS SELECT g FROM generate_series(1, 1000) g');
     await query(b, 'SELECT txid_current()');
     const seg = (await queryOne<{ f: string }>(b, 'SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS f')).f;
@@ -384,7 +423,10 @@ export class HostileStack {
 
 /** A container's address on its network, and that network's gateway (the host, as a branch sees it). */
 export function addressesOf(container: string): { ip: string; gateway: string } {
-  const nets = JSON.parse(sh('docker', ['inspect', '-f', '{{json .NetworkSettings.Networks}}', container])) as Record<string, { IPAddress: string; Gateway: string }>;
+  const nets = JSON.parse(sh('docker', ['inspect', '-f', '{{json .NetworkSettings.Networks}}', container])) as Record<
+    string,
+    { IPAddress: string; Gateway: string }
+  >;
   const [net] = Object.values(nets);
   assert.ok(net?.IPAddress && net.Gateway, `${container} has an address: ${JSON.stringify(nets)}`);
   return { ip: net.IPAddress, gateway: net.Gateway };
@@ -486,7 +528,7 @@ export class BombWatch {
     for (const t of this.timers) clearTimeout(t);
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
-      let n = 0;
+      let n: number;
       try {
         n = this.current();
       } catch {

@@ -53,10 +53,17 @@ async function create(c: ReturnType<typeof on>, args: string[]): Promise<BranchV
 }
 
 /** Nothing of these branches is left: no dataset, origin snapshot, container, WAL folder or record. */
-async function assertGone(c: ReturnType<typeof on>, configPath: string, db: string, gone: Array<BranchView & { id: string }>) {
+async function assertGone(
+  c: ReturnType<typeof on>,
+  configPath: string,
+  db: string,
+  gone: Array<BranchView & { id: string }>,
+) {
   const left = await leftovers(db, configPath);
   for (const b of gone) {
-    const mine = left.datasets.filter((d) => d === b.dataset || d.startsWith(`${b.dataset}@`) || d.endsWith(`@bpg-${b.id}`));
+    const mine = left.datasets.filter(
+      (d) => d === b.dataset || d.startsWith(`${b.dataset}@`) || d.endsWith(`@bpg-${b.id}`),
+    );
     assert.deepEqual(mine, [], `ZFS left of ${b.name}`);
     assert.ok(!left.containers.includes(b.container), `container of ${b.name} left`);
     assert.ok(!existsSync(join(dirname(configPath), 'wal', b.id)), `WAL folder of ${b.name} left`);
@@ -99,12 +106,15 @@ describe('housekeeping', { concurrency: 4 }, () => {
       assert.match(list, new RegExp(`${db}/t1 .*in 1h (29|30)m`));
 
       const pr = await c.json(['branch', 'create', `${db}/pr-7`, '--fast']);
-      assert.ok(Math.abs(Date.parse(pr.expiresAt!) - (Date.now() + 7 * 24 * HOUR)) < 60_000, `pr default: ${pr.expiresAt}`);
+      assert.ok(
+        Math.abs(Date.parse(pr.expiresAt!) - (Date.now() + 7 * 24 * HOUR)) < 60_000,
+        `pr default: ${pr.expiresAt}`,
+      );
       const prot = await c.json(['branch', 'create', `${db}/pr-8`, '--fast', '--protect']);
       assert.equal(prot.protected, true);
       assert.equal(prot.expiresAt, null, 'a protected branch gets no default TTL');
       const none = await c.json(['branch', 'create', `${db}/pr-9`, '--fast', '--ttl', 'none']);
-      assert.equal(none.expiresAt, null, "--ttl none overrides the pr-<n> default");
+      assert.equal(none.expiresAt, null, '--ttl none overrides the pr-<n> default');
     });
 
     it('bpg branch set changes ttl and protection; main cannot expire; bad input is one line', async () => {
@@ -135,7 +145,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
 
     it('API: PUT ttl/protected, PUT again renews, PATCH sets and clears; main refuses a ttl', async () => {
       const cfg = await loadConfig(path);
-      srv = await serve({ ...cfg, api: { ...cfg.api, tokens: [{ name: 't', token: TOKEN }] } }, { listen: '127.0.0.1:0', log: silentLogger, handleSignals: false, env: {} });
+      srv = await serve(
+        { ...cfg, api: { ...cfg.api, tokens: [{ name: 't', token: TOKEN }] } },
+        { listen: '127.0.0.1:0', log: silentLogger, handleSignals: false, env: {} },
+      );
       api = new BpgClient({ baseUrl: srv.url, token: TOKEN });
       const a1 = await api.putBranch(db, 'a1', { fast: true, ttl: '2h' });
       assert.equal(a1.created, true);
@@ -155,10 +168,17 @@ describe('housekeeping', { concurrency: 4 }, () => {
       await api.putBranch(db, 'pr-10', { fast: true });
       await api.setBranch(db, 'pr-10', { ttl: '1h' });
       const renewed = await api.putBranch(db, 'pr-10', { fast: true });
-      assert.ok(Math.abs(Date.parse(renewed.branch.expiresAt!) - (Date.now() + 7 * 24 * HOUR)) < 60_000, `renewed: ${renewed.branch.expiresAt}`);
+      assert.ok(
+        Math.abs(Date.parse(renewed.branch.expiresAt!) - (Date.now() + 7 * 24 * HOUR)) < 60_000,
+        `renewed: ${renewed.branch.expiresAt}`,
+      );
       assert.equal(c.state().branches[`${db}/pr-10`]!.expiresAt, renewed.branch.expiresAt);
       await api.setBranch(db, 'pr-10', { ttl: null });
-      assert.equal((await api.putBranch(db, 'pr-10', {})).branch.expiresAt, null, 'a branch made permanent stays permanent');
+      assert.equal(
+        (await api.putBranch(db, 'pr-10', {})).branch.expiresAt,
+        null,
+        'a branch made permanent stays permanent',
+      );
 
       const bad = async (p: Promise<unknown>, status: number, re: RegExp) =>
         assert.rejects(p, (e: BpgApiError) => e.status === status && re.test(e.message));
@@ -185,7 +205,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
 
       const plan = await c.housekeep('--dry-run', '--now', later);
       assert.equal(plan.dryRun, true);
-      assert.deepEqual(plan.deleted.map((d) => d.branch), [`${db}/exp-child`, `${db}/exp`]);
+      assert.deepEqual(
+        plan.deleted.map((d) => d.branch),
+        [`${db}/exp-child`, `${db}/exp`],
+      );
       assert.ok(c.state().branches[`${db}/exp`], 'a dry run deletes nothing');
       const planText = (await c.ok(['housekeep', '--dry-run', '--now', later])).stdout;
       assert.match(planText, new RegExp(`would delete ${db}/exp-child`));
@@ -193,9 +216,17 @@ describe('housekeeping', { concurrency: 4 }, () => {
       const r = await c.housekeep('--now', later);
       t.diagnostic(`dry-run pass: ${plan.ms} ms; pass deleting 2 expired branches: ${r.ms} ms`);
       assert.deepEqual(r.errors, []);
-      assert.deepEqual(r.deleted.map((d) => d.branch), [`${db}/exp-child`, `${db}/exp`]);
-      const skipped = Object.fromEntries(r.skipped.filter((s) => s.action === 'expire').map((s) => [s.target, s.reason]));
-      assert.match(skipped[`${db}/par`] ?? '', new RegExp(`child branches that stay: ${db}/par-live \\(not expired\\)`));
+      assert.deepEqual(
+        r.deleted.map((d) => d.branch),
+        [`${db}/exp-child`, `${db}/exp`],
+      );
+      const skipped = Object.fromEntries(
+        r.skipped.filter((s) => s.action === 'expire').map((s) => [s.target, s.reason]),
+      );
+      assert.match(
+        skipped[`${db}/par`] ?? '',
+        new RegExp(`child branches that stay: ${db}/par-live \\(not expired\\)`),
+      );
       assert.equal(skipped[`${db}/prot`], 'expired but protected');
       const names = (await c.json<BranchView[]>(['branch', 'list', db])).map((b) => b.branch).sort();
       assert.deepEqual(names, ['a1', 'main', 'par', 'par-live', 'pr-10', 'pr-7', 'pr-8', 'pr-9', 'prot', 't1']);
@@ -204,7 +235,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
       // Once its child is gone too, the parent goes at the next pass.
       await c.ok(['branch', 'delete', `${db}/par-live`]);
       const r2 = await c.housekeep('--now', later);
-      assert.deepEqual(r2.deleted.map((d) => d.branch), [`${db}/par`]);
+      assert.deepEqual(
+        r2.deleted.map((d) => d.branch),
+        [`${db}/par`],
+      );
       await assertGone(c, path, db, [par]);
     });
 
@@ -250,14 +284,20 @@ describe('housekeeping', { concurrency: 4 }, () => {
     it('a branch with no client is stopped (stoppedBy idle), one with a client, main and protected ones are not', async (t) => {
       const later = iso(Date.now() + 2 * HOUR);
       const plan = await c.housekeep('--dry-run', '--now', later);
-      assert.deepEqual(plan.stopped.map((s) => s.branch), [`${db}/idle`]);
+      assert.deepEqual(
+        plan.stopped.map((s) => s.branch),
+        [`${db}/idle`],
+      );
       assert.equal((await c.json(['branch', 'get', `${db}/idle`])).status, 'running', 'a dry run stops nothing');
 
       const before = c.state().branches[`${db}/busy`]!.lastActiveAt!;
       const r = await c.housekeep('--now', later);
       t.diagnostic(`pass stopping 1 idle branch: ${r.ms} ms`);
       assert.deepEqual(r.errors, []);
-      assert.deepEqual(r.stopped.map((s) => s.branch), [`${db}/idle`]);
+      assert.deepEqual(
+        r.stopped.map((s) => s.branch),
+        [`${db}/idle`],
+      );
       assert.deepEqual(r.active, [`${db}/busy`]);
       assert.ok(c.state().branches[`${db}/busy`]!.lastActiveAt! > before, 'lastActiveAt updated when a client is seen');
 
@@ -297,10 +337,14 @@ describe('housekeeping', { concurrency: 4 }, () => {
     const snaps = () => c.json<SnapshotView[]>(['snapshot', 'list', `${db}/main`]);
     const createdAt = (id: string) => Date.parse(c.state().snapshots[id]!.createdAt);
     const walDir = () => join(dirname(path), 'wal', c.state().branches[`${db}/main`]!.id);
-    const segments = () => readdirSync(walDir()).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+    const segments = () =>
+      readdirSync(walDir())
+        .filter((f) => /^[0-9A-F]{24}$/.test(f))
+        .sort();
     /** Some WAL between snapshots, so retention has something to remove. */
     const churn = async (n: number) => {
-      for (let i = 0; i < 2; i++) await query(main, `INSERT INTO ev VALUES (${n * 10 + i}, 'churn'); SELECT pg_switch_wal()`);
+      for (let i = 0; i < 2; i++)
+        await query(main, `INSERT INTO ev VALUES (${n * 10 + i}, 'churn'); SELECT pg_switch_wal()`);
     };
 
     before(async () => {
@@ -317,7 +361,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
       assert.equal(r1.snapshots.length, 1);
       taken.push(r1.snapshots[0]!.id!);
       const list = await snaps();
-      assert.deepEqual(list.map((s) => [s.id, s.scheduled, s.label]), [[taken[0], true, 'scheduled']]);
+      assert.deepEqual(
+        list.map((s) => [s.id, s.scheduled, s.label]),
+        [[taken[0], true, 'scheduled']],
+      );
 
       const r2 = await c.housekeep('--now', iso(createdAt(taken[0]!) + 10 * 60_000));
       t.diagnostic(`pass taking a scheduled snapshot: ${r1.ms} ms; pass with none due: ${r2.ms} ms`);
@@ -338,7 +385,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
       const r3 = await c.housekeep('--now', iso(createdAt(taken[1]!) + HOUR));
       taken.push(r3.snapshots[0]!.id!);
       assert.deepEqual(r3.pruned, [], 'the oldest is in use');
-      assert.match(r3.skipped.find((s) => s.action === 'prune' && s.target === taken[0])?.reason ?? '', new RegExp(`${db}/from1`));
+      assert.match(
+        r3.skipped.find((s) => s.action === 'prune' && s.target === taken[0])?.reason ?? '',
+        new RegExp(`${db}/from1`),
+      );
 
       // A row after the third snapshot and a moment to recover to, before the fourth.
       await query(main, "INSERT INTO ev VALUES (100, 'after s3')");
@@ -352,7 +402,11 @@ describe('housekeeping', { concurrency: 4 }, () => {
       await churn(3);
       const r4 = await c.housekeep('--now', iso(createdAt(taken[2]!) + HOUR));
       taken.push(r4.snapshots[0]!.id!);
-      assert.deepEqual(r4.pruned.map((p) => p.id), [taken[1]], 'the oldest unused one beyond keep');
+      assert.deepEqual(
+        r4.pruned.map((p) => p.id),
+        [taken[1]],
+        'the oldest unused one beyond keep',
+      );
       const ids = (await snaps()).map((s) => s.id);
       assert.deepEqual(ids.sort(), [taken[0], taken[2], manual.id, taken[3]].sort());
     });
@@ -364,23 +418,35 @@ describe('housekeeping', { concurrency: 4 }, () => {
       const s = c.state();
       const firstOf = (id: string) => s.snapshots[id]!.backup!.firstSegment;
       const before = segments();
-      assert.ok(before.some((f) => f < firstOf(taken[2]!)), `there is WAL before the third snapshot: ${before.join(' ')}`);
+      assert.ok(
+        before.some((f) => f < firstOf(taken[2]!)),
+        `there is WAL before the third snapshot: ${before.join(' ')}`,
+      );
 
       const plan = await c.housekeep('--dry-run', '--now', iso(createdAt(taken[3]!) + 10 * 60_000));
-      assert.deepEqual(plan.pruned.map((p) => p.id), [taken[0]]);
+      assert.deepEqual(
+        plan.pruned.map((p) => p.id),
+        [taken[0]],
+      );
       assert.equal(plan.wal.length, 1, JSON.stringify(plan));
       assert.deepEqual(segments(), before, 'a dry run removes nothing');
 
       const r = await c.housekeep('--now', iso(createdAt(taken[3]!) + 10 * 60_000));
       assert.deepEqual(r.errors, []);
       assert.deepEqual(r.snapshots, []);
-      assert.deepEqual(r.pruned.map((p) => p.id), [taken[0]]);
+      assert.deepEqual(
+        r.pruned.map((p) => p.id),
+        [taken[0]],
+      );
       assert.equal(r.wal.length, 1);
       assert.equal(r.wal[0]!.keptFrom, firstOf(taken[2]!));
       const after = segments();
       assert.equal(r.wal[0]!.removed, before.length - after.length);
       assert.ok(after.length > 0);
-      assert.ok(after.every((f) => f >= firstOf(taken[2]!)), `only WAL from the oldest kept snapshot on: ${after.join(' ')}`);
+      assert.ok(
+        after.every((f) => f >= firstOf(taken[2]!)),
+        `only WAL from the oldest kept snapshot on: ${after.join(' ')}`,
+      );
       assert.equal(plan.wal[0]!.removed, r.wal[0]!.removed, 'the dry run said the same');
 
       const past = await c.json(['branch', 'create', `${db}/past`, '--pitr', tPitr]);
@@ -400,7 +466,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
     after(async () => {
       await c.run(['db', 'delete', db, '--force']);
     });
-    const segs = (id: string) => readdirSync(join(dirname(path), 'wal', id)).filter((f) => /^[0-9A-F]{24}$/.test(f)).sort();
+    const segs = (id: string) =>
+      readdirSync(join(dirname(path), 'wal', id))
+        .filter((f) => /^[0-9A-F]{24}$/.test(f))
+        .sort();
     /** Two archived segments of new WAL on a branch. */
     const churn = async (b: BranchView, id: string) => {
       const before = segs(id).length;
@@ -422,7 +491,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
       await churn(dev, dev.id);
       const first = c.state().snapshots[snap.id]!.backup!.firstSegment;
       const devBefore = segs(dev.id);
-      assert.ok(devBefore.some((f) => f < first), `WAL before the snapshot: ${devBefore.join(' ')}`);
+      assert.ok(
+        devBefore.some((f) => f < first),
+        `WAL before the snapshot: ${devBefore.join(' ')}`,
+      );
 
       const soon = await c.housekeep('--now', iso(Date.now() + HOUR));
       assert.deepEqual(soon.wal, [], 'nothing is a day old yet');
@@ -434,7 +506,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
       assert.deepEqual(segs(mainId), [], "main's WAL is all older than a day and no snapshot needs it");
       const devAfter = segs(dev.id);
       assert.equal(by.get(`${db}/dev`)?.removed, devBefore.length - devAfter.length);
-      assert.ok(devAfter.length > 0 && devAfter.every((f) => f >= first), `dev keeps what its snapshot needs: ${devAfter.join(' ')}`);
+      assert.ok(
+        devAfter.length > 0 && devAfter.every((f) => f >= first),
+        `dev keeps what its snapshot needs: ${devAfter.join(' ')}`,
+      );
     });
   });
 
@@ -465,7 +540,8 @@ describe('housekeeping', { concurrency: 4 }, () => {
         // Start-up is ~1 s on a quiet machine; allow for a loaded one.
         let exitedEarly = false;
         void exited.then(() => (exitedEarly = true));
-        for (const t = Date.now(); Date.now() - t < 90_000 && !exitedEarly && !log.includes('"listening"'); ) await sleep(100);
+        for (const t = Date.now(); Date.now() - t < 90_000 && !exitedEarly && !log.includes('"listening"');)
+          await sleep(100);
         assert.match(log, /"listening"/);
         const short = await create(c, [`${db}/short`, '--fast', '--ttl', '3s']);
         const t0 = Date.now();
@@ -480,7 +556,10 @@ describe('housekeeping', { concurrency: 4 }, () => {
         assert.ok(line, `a housekeeping line names the branch:\n${log}`);
         const entry = JSON.parse(line!);
         assert.deepEqual(entry.deleted, [`${db}/short`]);
-        assert.ok(entry.time >= short.expiresAt!, `deleted at ${entry.time}, not before it expired at ${short.expiresAt}`);
+        assert.ok(
+          entry.time >= short.expiresAt!,
+          `deleted at ${entry.time}, not before it expired at ${short.expiresAt}`,
+        );
         // A pass a second plus the delete itself: a few seconds, more on a loaded machine.
         assert.ok(Date.parse(entry.time) - Date.parse(short.expiresAt!) < 30_000, 'soon after it expired');
         assert.ok(!log.includes(short.connection.password) && !log.includes(TOKEN), 'no password or token in the log');

@@ -78,7 +78,11 @@ async function http(base: string, method: string, path: string, o: { token?: str
   const headers: Record<string, string> = {};
   const token = o.token === undefined ? TOKEN : o.token;
   if (token !== null) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(base + path, { method, headers, body: o.body === undefined ? undefined : JSON.stringify(o.body) });
+  const res = await fetch(base + path, {
+    method,
+    headers,
+    body: o.body === undefined ? undefined : JSON.stringify(o.body),
+  });
   const text = await res.text();
   const json = res.headers.get('content-type')?.startsWith('application/json') ? JSON.parse(text) : undefined;
   return { status: res.status, text, json, contentType: res.headers.get('content-type') ?? '' };
@@ -116,7 +120,9 @@ describe('limits, /metrics and status', () => {
     const b1 = await okJson(['branch', 'create', `${a}/b1`, '--fast', '--memory', '1g', '--cpus', '1.5'], env);
     assert.deepEqual([inspect(b1.container).Memory, inspect(b1.container).NanoCpus], [1024 * MiB, 1.5e9]);
 
-    const r = await http(srv.url, 'PUT', `/v1/databases/${a}/branches/b2`, { body: { fast: true, memory: '256m', cpus: 0.25 } });
+    const r = await http(srv.url, 'PUT', `/v1/databases/${a}/branches/b2`, {
+      body: { fast: true, memory: '256m', cpus: 0.25 },
+    });
     assert.equal(r.status, 201, r.text);
     const b2 = r.json.branch as BranchView;
     assert.deepEqual([b2.memoryBytes, b2.cpus], [256 * MiB, 0.25]);
@@ -126,7 +132,10 @@ describe('limits, /metrics and status', () => {
     const db = await http(srv.url, 'POST', '/v1/databases', { body: { name: b } });
     assert.equal(db.status, 201, db.text);
     const bMain = (db.json.branches as BranchView[])[0]!;
-    assert.deepEqual([inspect(bMain.container).Memory, inspect(bMain.container).NanoCpus], [cfg.postgres.memory, cfg.postgres.cpus * 1e9]);
+    assert.deepEqual(
+      [inspect(bMain.container).Memory, inspect(bMain.container).NanoCpus],
+      [cfg.postgres.memory, cfg.postgres.cpus * 1e9],
+    );
   });
 
   it("without limits.maxMemory, memory above the host's is still refused (a typo, not a limit)", async () => {
@@ -158,7 +167,10 @@ describe('limits, /metrics and status', () => {
       const bad = await http(srv.url, 'PUT', `/v1/databases/${a}/branches/big`, { body });
       assert.equal(bad.status, 400, `${JSON.stringify(body)}: ${bad.text}`);
     }
-    assert.match(oneLine((await cli(['branch', 'create', `${a}/big`, '--cpus', 'two'], env)).stderr), /--cpus must be a number/);
+    assert.match(
+      oneLine((await cli(['branch', 'create', `${a}/big`, '--cpus', 'two'], env)).stderr),
+      /--cpus must be a number/,
+    );
     await assertNoBranch(cfg, cfgPath, a, 'big');
   });
 
@@ -167,7 +179,10 @@ describe('limits, /metrics and status', () => {
     const walBefore = walFolders(cfg);
     const r = await cli(['branch', 'create', `${a}/b3`], env);
     assert.equal(r.code, 1);
-    assert.equal(oneLine(r.stderr), `error: limit limits.branchesPerDatabase (3) reached for database '${a}': it has 3 branches (main included)`);
+    assert.equal(
+      oneLine(r.stderr),
+      `error: limit limits.branchesPerDatabase (3) reached for database '${a}': it has 3 branches (main included)`,
+    );
     const put = await http(srv.url, 'PUT', `/v1/databases/${a}/branches/b3`, {});
     assert.equal(put.status, 409);
     assert.match(put.json.error.message, /^limit limits\.branchesPerDatabase \(3\) reached for database/);
@@ -195,10 +210,18 @@ describe('limits, /metrics and status', () => {
     const strict = join(cfg.stateDir, 'strict.yaml');
     writeFileSync(strict, YAML.stringify(raw), { mode: 0o600 });
     const before = JSON.stringify(stateOf(cfg));
-    for (const args of [['db', 'create', uniqueDb('lmd')], ['branch', 'create', `${b}/y`]]) {
+    for (const args of [
+      ['db', 'create', uniqueDb('lmd')],
+      ['branch', 'create', `${b}/y`],
+    ]) {
       const r = await cli(args, { BPG_CONFIG: strict });
       assert.equal(r.code, 1);
-      assert.match(oneLine(r.stderr), new RegExp(`pool ${cfg.zfs.pool} has [0-9.]+ GiB free for ${cfg.zfs.pool}/${cfg.zfs.datasetBase}, below limits\\.minFreeBytes \\(100 TiB\\)`));
+      assert.match(
+        oneLine(r.stderr),
+        new RegExp(
+          `pool ${cfg.zfs.pool} has [0-9.]+ GiB free for ${cfg.zfs.pool}/${cfg.zfs.datasetBase}, below limits\\.minFreeBytes \\(100 TiB\\)`,
+        ),
+      );
     }
     assert.equal(JSON.stringify(stateOf(cfg)), before);
     await assertNoBranch(cfg, cfgPath, b, 'y');
@@ -212,7 +235,10 @@ describe('limits, /metrics and status', () => {
     const walDir = join(cfg.stateDir, 'wal', (stateOf(cfg).branches[`${a}/main`] as { id: string }).id);
     const deadline = Date.now() + 30_000;
     // Archived means copied in full (a folder listing could catch a copy half-way).
-    while (!(await query(main, 'SELECT last_archived_wal FROM pg_stat_archiver'))[0]!.last_archived_wal && Date.now() < deadline) {
+    while (
+      !(await query(main, 'SELECT last_archived_wal FROM pg_stat_archiver'))[0]!.last_archived_wal &&
+      Date.now() < deadline
+    ) {
       await new Promise((r) => setTimeout(r, 200));
     }
     const walBytes = readdirSync(walDir).reduce((n, f) => n + statSync(join(walDir, f)).size, 0);
@@ -233,7 +259,10 @@ describe('limits, /metrics and status', () => {
     const walUsed = Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'used', walDataset]).trim());
     const reported = value(m, 'bpg_branch_wal_bytes', { database: a, branch: 'main' })!;
     // Compressed, and accounted by ZFS a few seconds late: the dataset read just after the scrape, within a segment.
-    assert.ok(reported > 0 && Math.abs(reported - walUsed) <= 16 * 1024 * 1024, `${reported} bytes: files ${walBytes}, dataset ${walUsed}`);
+    assert.ok(
+      reported > 0 && Math.abs(reported - walUsed) <= 16 * 1024 * 1024,
+      `${reported} bytes: files ${walBytes}, dataset ${walUsed}`,
+    );
     assert.equal(value(m, 'bpg_databases'), 2);
     assert.equal(value(m, 'bpg_branches', { database: a, status: 'running' }), 3);
     assert.equal(value(m, 'bpg_branches', { database: b, status: 'running' }), 1);
@@ -255,12 +284,18 @@ describe('limits, /metrics and status', () => {
     assert.ok(value(m, 'bpg_operations_total', { operation: 'createDatabase', result: 'ok' })! >= 1);
 
     const stopsBefore = value(m, 'bpg_operations_total', { operation: 'stopBranch', result: 'ok' }) ?? 0;
-    const conflictsBefore = value(m, 'bpg_operation_duration_seconds_count', { operation: 'putBranch', result: 'conflict' })!;
+    const conflictsBefore = value(m, 'bpg_operation_duration_seconds_count', {
+      operation: 'putBranch',
+      result: 'conflict',
+    })!;
     assert.equal((await http(srv.url, 'POST', `/v1/databases/${a}/branches/b2/stop`)).status, 200);
     assert.equal((await http(srv.url, 'PUT', `/v1/databases/${a}/branches/b9`)).status, 409);
     const m2 = parseMetrics((await http(srv.url, 'GET', '/metrics')).text);
     assert.equal(value(m2, 'bpg_operations_total', { operation: 'stopBranch', result: 'ok' }), stopsBefore + 1);
-    assert.equal(value(m2, 'bpg_operation_duration_seconds_count', { operation: 'putBranch', result: 'conflict' }), conflictsBefore + 1);
+    assert.equal(
+      value(m2, 'bpg_operation_duration_seconds_count', { operation: 'putBranch', result: 'conflict' }),
+      conflictsBefore + 1,
+    );
     assert.ok(value(m2, 'bpg_operation_duration_seconds_sum', { operation: 'stopBranch', result: 'ok' })! > 0);
     assert.equal(value(m2, 'bpg_branches', { database: a, status: 'running' }), 2);
     assert.equal(value(m2, 'bpg_branches', { database: a, status: 'stopped' }), 1);
@@ -268,7 +303,10 @@ describe('limits, /metrics and status', () => {
   });
 
   it('GET /metrics without a token when api.metricsWithoutToken is set; the rest still needs one', async () => {
-    const open = await serve({ ...cfg, api: { ...cfg.api, metricsWithoutToken: true } }, { listen: '127.0.0.1:0', log: quiet, handleSignals: false, env: { BPG_API_TOKEN: TOKEN } });
+    const open = await serve(
+      { ...cfg, api: { ...cfg.api, metricsWithoutToken: true } },
+      { listen: '127.0.0.1:0', log: quiet, handleSignals: false, env: { BPG_API_TOKEN: TOKEN } },
+    );
     try {
       const r = await http(open.url, 'GET', '/metrics', { token: null });
       assert.equal(r.status, 200);
@@ -289,8 +327,21 @@ describe('limits, /metrics and status', () => {
     assert.equal(s.datasetBase!.quotaBytes, null);
     assert.deepEqual(s.docker, { reachable: true });
     assert.deepEqual(s.counts, { databases: 2, branches: 4, byStatus: { running: 4 } });
-    assert.deepEqual(s.limits, { branchesPerDatabase: 3, branchesTotal: 4, maxMemory: 1024 ** 3, maxCpus: 1.5, maxDisk: null, minFreeBytes: 1024, concurrentCreates: 4, createQueueLength: 64, createQueueTimeout: 60_000 });
-    assert.deepEqual(s.branches.map((x) => x.name), [`${a}/b1`, `${a}/b2`, `${a}/main`, `${b}/main`].sort());
+    assert.deepEqual(s.limits, {
+      branchesPerDatabase: 3,
+      branchesTotal: 4,
+      maxMemory: 1024 ** 3,
+      maxCpus: 1.5,
+      maxDisk: null,
+      minFreeBytes: 1024,
+      concurrentCreates: 4,
+      createQueueLength: 64,
+      createQueueTimeout: 60_000,
+    });
+    assert.deepEqual(
+      s.branches.map((x) => x.name),
+      [`${a}/b1`, `${a}/b2`, `${a}/main`, `${b}/main`].sort(),
+    );
     for (const x of s.branches) {
       assert.ok(x.usedBytes! > 0, `${x.name} usedBytes`);
       assert.ok(x.walBytes >= 0);
@@ -304,10 +355,19 @@ describe('limits, /metrics and status', () => {
     const human = (await ok(['status'], env)).stdout;
     assert.match(human, new RegExp(`^pool ${cfg.zfs.pool}: .+ used \\([0-9.]+%\\), .+ free$`, 'm'));
     assert.match(human, /^databases: 2, branches: 4 \(4 running\)$/m);
-    assert.match(human, /^limits: branches 4\/4 in total, 3 per database; memory up to 1\.0 GiB, cpus up to 1\.5; creates need 1\.0 KiB free$/m);
+    assert.match(
+      human,
+      /^limits: branches 4\/4 in total, 3 per database; memory up to 1\.0 GiB, cpus up to 1\.5; creates need 1\.0 KiB free$/m,
+    );
     assert.match(human, /^NAME\s+STATUS\s+USED\s+WAL\s+EXPIRES\s+PORT$/m);
     // USED (main has no quota by default), WAL (its archive's quota after 'of')
-    assert.match(human, new RegExp(`^${a}/main\\s+running\\s+[0-9.]+ [KMG]iB\\s+[0-9.]+ [KMG]?i?B of [0-9.]+ GiB\\s+never \\(protected\\)\\s+\\d+$`, 'm'));
+    assert.match(
+      human,
+      new RegExp(
+        `^${a}/main\\s+running\\s+[0-9.]+ [KMG]iB\\s+[0-9.]+ [KMG]?i?B of [0-9.]+ GiB\\s+never \\(protected\\)\\s+\\d+$`,
+        'm',
+      ),
+    );
     assert.match(human, new RegExp(`^${a}/b1\\s+running\\s+[0-9.]+ [KMG]iB of 20 GiB\\s+`, 'm'));
   });
 });
@@ -349,7 +409,12 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
     const r = await cli(['-q', 'db', 'create', `${db}x`], env);
     assert.equal(r.code, 1);
     const line = oneLine(r.stderr);
-    assert.match(line, new RegExp(`^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(db create failed at step '[a-z ]+': .*(quota exceeded|No space left).*\\); every finished step was undone$`));
+    assert.match(
+      line,
+      new RegExp(
+        `^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(db create failed at step '[a-z ]+': .*(quota exceeded|No space left).*\\); every finished step was undone$`,
+      ),
+    );
     assert.deepEqual(await leftovers(`${db}x`, cfgPath), { datasets: [], containers: [] });
     assert.deepEqual(stateOf(cfg).databases, {});
     assert.deepEqual(walFolders(cfg), []);
@@ -378,9 +443,18 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
 
     const r = await cli(['-q', 'branch', 'create', `${db}/b`], env);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(oneLine(r.stderr), new RegExp(`^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(branch create failed at step '[a-z ]+': .*\\); every finished step was undone$`));
+    assert.match(
+      oneLine(r.stderr),
+      new RegExp(
+        `^error: out of space: pool ${cfg.zfs.pool} or a quota on ${root} is full \\(branch create failed at step '[a-z ]+': .*\\); every finished step was undone$`,
+      ),
+    );
     await assertNoBranch(cfg, cfgPath, db, 'b');
-    assert.equal(sh('zfs', ['list', '-H', '-o', 'name', '-t', 'snapshot', '-r', root]), snapsBefore, 'no origin snapshot left');
+    assert.equal(
+      sh('zfs', ['list', '-H', '-o', 'name', '-t', 'snapshot', '-r', root]),
+      snapsBefore,
+      'no origin snapshot left',
+    );
     assert.deepEqual(walFolders(cfg), walBefore, 'no WAL folder left');
 
     // The parent may have crashed on its own full disk meanwhile; with room again it has every row.
@@ -388,7 +462,9 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
     const deadline = Date.now() + 120_000;
     for (;;) {
       try {
-        assert.deepEqual(await query(main, 'SELECT count(*)::int AS n, sum(id)::bigint AS s FROM t'), [{ n: 5000, s: '12502500' }]);
+        assert.deepEqual(await query(main, 'SELECT count(*)::int AS n, sum(id)::bigint AS s FROM t'), [
+          { n: 5000, s: '12502500' },
+        ]);
         break;
       } catch (e) {
         if (Date.now() > deadline) throw e;

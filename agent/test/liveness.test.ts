@@ -50,7 +50,10 @@ describe('operation owners survive PID reuse and reboots', () => {
     assert.equal((await okJson(['branch', 'get', key], env)).status, 'interrupted');
     const doc = await run(['doctor', '--json']);
     const report = JSON.parse(doc.stdout) as DoctorReport;
-    assert.ok(report.findings.some((f) => f.kind === 'interrupted-operation' && f.subject === key), doc.stdout);
+    assert.ok(
+      report.findings.some((f) => f.kind === 'interrupted-operation' && f.subject === key),
+      doc.stdout,
+    );
     assert.equal((await run(['stop', key])).code, 0, 'the stale entry does not block');
     assert.equal(operation(), null);
     assert.equal((await okJson(['branch', 'get', key], env)).status, 'stopped');

@@ -66,8 +66,14 @@ describe('config', () => {
     assert.equal(cfg.postgres.diskQuota, 20 * 1024 ** 3);
     assert.equal(cfg.postgres.pidsLimit, 512);
     assert.equal(cfg.postgres.egress, false);
-    assert.throws(() => parseConfig({ postgres: { memory: 'lots' } }, 'x.yaml'), /invalid config x\.yaml: postgres\.memory: 'lots' is not a size/);
+    assert.throws(
+      () => parseConfig({ postgres: { memory: 'lots' } }, 'x.yaml'),
+      /invalid config x\.yaml: postgres\.memory: 'lots' is not a size/,
+    );
     assert.throws(() => parseConfig({ nope: 1 }, 'x.yaml'), /invalid config x\.yaml/);
-    assert.throws(() => parseConfig({ postgres: { diskQuota: '50g' }, limits: { maxDisk: '10g' } }, 'x'), /postgres\.diskQuota is above limits\.maxDisk/);
+    assert.throws(
+      () => parseConfig({ postgres: { diskQuota: '50g' }, limits: { maxDisk: '10g' } }, 'x'),
+      /postgres\.diskQuota is above limits\.maxDisk/,
+    );
   });
 });

@@ -116,7 +116,16 @@ describe('disk and WAL quotas', () => {
     assert.ok(info?.lastFailure, 'the archiver reports a failure');
     assert.equal(info!.quotaBytes, 96 * MiB);
     assert.match(info!.lastFailure!.reason ?? '', /the WAL archive is full/);
-    const walUsed = Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'used', `${big.dataset.split('/').slice(0, -2).join('/')}/_wal/${JSON.parse(sh('cat', [statePath()])).branches[`${db}/big`].id}`]).trim());
+    const walUsed = Number(
+      sh('zfs', [
+        'get',
+        '-Hp',
+        '-o',
+        'value',
+        'used',
+        `${big.dataset.split('/').slice(0, -2).join('/')}/_wal/${JSON.parse(sh('cat', [statePath()])).branches[`${db}/big`].id}`,
+      ]).trim(),
+    );
     // ZFS enforces a quota per transaction group: it may overshoot by the writes in flight (KiBs).
     assert.ok(walUsed <= 97 * MiB, `the archive holds ${walUsed} bytes, at its quota`);
     const human = await run(['wal', 'info', `${db}/big`]);
@@ -124,7 +133,8 @@ describe('disk and WAL quotas', () => {
     assert.equal((await get('big')).walFull, true);
     // main archives as before, into its own archive.
     const main = await get('main');
-    const before = (await queryOne<{ a: string | null }>(main, 'SELECT last_archived_wal AS a FROM pg_stat_archiver')).a;
+    const before = (await queryOne<{ a: string | null }>(main, 'SELECT last_archived_wal AS a FROM pg_stat_archiver'))
+      .a;
     await query(main, 'SELECT txid_current()');
     await query(main, 'SELECT pg_switch_wal()');
     const until = Date.now() + 60_000;

@@ -50,7 +50,6 @@ const HOSTILE = [
   'x'.repeat(5000),
 ];
 
-
 const daemonLog = recorder();
 /** Every CLI run's stderr, to look for passwords in. */
 const cliStderr: string[] = [];
@@ -99,7 +98,12 @@ interface Reply {
   headers: Headers;
 }
 
-async function http(base: string, method: string, path: string, o: { headers?: Record<string, string>; body?: string; token?: string | null } = {}): Promise<Reply> {
+async function http(
+  base: string,
+  method: string,
+  path: string,
+  o: { headers?: Record<string, string>; body?: string; token?: string | null } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = { ...o.headers };
   const token = o.token === undefined ? TOKEN : o.token;
   if (token !== null && headers.authorization === undefined) headers.authorization = `Bearer ${token}`;
@@ -123,19 +127,24 @@ function assertRefusedHttp(r: Reply, statuses: number[], what: string): void {
 function footprint(cfg: Config): { state: string; datasets: string[]; containers: string[] } {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
   const stateFile = join(cfg.stateDir, 'state.json');
-  let datasets: string[] = [];
+  let datasets: string[];
   try {
     datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]).split('\n').filter(Boolean).sort();
   } catch {
     datasets = [];
   }
-  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).split('\n').filter(Boolean).sort();
+  const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
+    .split('\n')
+    .filter(Boolean)
+    .sort();
   return { state: existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '', datasets, containers };
 }
 
 /** Every password the state holds. */
 function passwords(cfg: Config): string[] {
-  const state = JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')) as { branches: Record<string, { password: string }> };
+  const state = JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')) as {
+    branches: Record<string, { password: string }>;
+  };
   return Object.values(state.branches).map((b) => b.password);
 }
 
@@ -148,7 +157,10 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
   before(async () => {
     cfg = await loadConfig(CONFIG);
     await okRun(['--debug', 'db', 'create', db]);
-    srv = await serve({ ...cfg, api: { ...cfg.api, tokens: [{ name: 'security-tests', token: TOKEN }] } }, { listen: '127.0.0.1:0', log: daemonLog, handleSignals: false, env: {} });
+    srv = await serve(
+      { ...cfg, api: { ...cfg.api, tokens: [{ name: 'security-tests', token: TOKEN }] } },
+      { listen: '127.0.0.1:0', log: daemonLog, handleSignals: false, env: {} },
+    );
   });
 
   after(async () => {
@@ -285,8 +297,16 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
       ['POST', `/v1/databases/${db}/branches/main/snapshots`, JSON.stringify({ label: 'x'.repeat(201) }), [400]],
       ['POST', '/v1/databases', JSON.stringify({ name: 'okdb', image: '--privileged' }), [400]],
     );
-    const replies = await pool(requests, 8, ([method, path, body]) => http(srv.url, method, path, { body, headers: body === undefined ? {} : { 'content-type': 'application/json' } }));
-    replies.forEach((r, i) => assertRefusedHttp(r, requests[i]![3], `${requests[i]![0]} ${requests[i]![1].slice(0, 100)} ${String(requests[i]![2]).slice(0, 60)}`));
+    const replies = await pool(requests, 8, ([method, path, body]) =>
+      http(srv.url, method, path, { body, headers: body === undefined ? {} : { 'content-type': 'application/json' } }),
+    );
+    replies.forEach((r, i) =>
+      assertRefusedHttp(
+        r,
+        requests[i]![3],
+        `${requests[i]![0]} ${requests[i]![1].slice(0, 100)} ${String(requests[i]![2]).slice(0, 60)}`,
+      ),
+    );
 
     // A URL longer than Node's header limit never reaches the API: Node answers 431 itself.
     const huge = await http(srv.url, 'GET', `/v1/databases/${'x'.repeat(20_000)}`);
@@ -328,7 +348,13 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
       ['GET', `/v1/databases?token=${TOKEN}`, undefined],
     ];
     const cases = auths.flatMap((h) => targets.map((t) => ({ h, t })));
-    const replies = await pool(cases, 8, ({ h, t }) => http(srv.url, t[0], t[1], { token: null, headers: { ...h, ...(t[2] ? { 'content-type': 'application/json' } : {}) }, body: t[2] }));
+    const replies = await pool(cases, 8, ({ h, t }) =>
+      http(srv.url, t[0], t[1], {
+        token: null,
+        headers: { ...h, ...(t[2] ? { 'content-type': 'application/json' } : {}) },
+        body: t[2],
+      }),
+    );
     const bodies = new Set<string>();
     replies.forEach((r, i) => {
       const what = `${JSON.stringify(cases[i]!.h).slice(0, 80)} ${cases[i]!.t[0]} ${cases[i]!.t[1]}`;
@@ -399,8 +425,11 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
 
     // Every container on the host; some may go away meanwhile (other test files), so exit codes are ignored.
     const ids = sh('docker', ['ps', '-aq']).split('\n').filter(Boolean);
-    const inspect = spawnSync('docker', ['inspect', ...ids], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }).stdout || '[]';
-    const ours = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.database=${db}`, '--format', '{{.Names}}']).split('\n').filter(Boolean);
+    const inspect =
+      spawnSync('docker', ['inspect', ...ids], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 }).stdout || '[]';
+    const ours = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.database=${db}`, '--format', '{{.Names}}'])
+      .split('\n')
+      .filter(Boolean);
     assert.equal(ours.length, 3, 'three branch containers to look at');
     const logs = ours
       .map((c) => {
@@ -424,7 +453,11 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     }
     // Containers are given no environment of their own.
     for (const c of JSON.parse(inspect) as Array<{ Name: string; Config: { Env: string[] | null } }>) {
-      if (ours.includes(c.Name.replace(/^\//, ''))) assert.ok((c.Config.Env ?? []).every((e) => !/PASSWORD|PGPASS/i.test(e)), `${c.Name}: ${c.Config.Env}`);
+      if (ours.includes(c.Name.replace(/^\//, '')))
+        assert.ok(
+          (c.Config.Env ?? []).every((e) => !/PASSWORD|PGPASS/i.test(e)),
+          `${c.Name}: ${c.Config.Env}`,
+        );
     }
 
     // Files: state 0600 in a 0700 folder, WAL folders and segments readable by their owner only,
@@ -467,12 +500,18 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     const log = recorder();
     chmodSync(tls.key, 0o644); // a key others can read: started, with a warning
     const secure = await serve(
-      { ...cfg, api: { ...cfg.api, tls: { cert: tls.cert, key: tls.key }, tokens: [{ name: 'security-tests', token: TOKEN }] } },
+      {
+        ...cfg,
+        api: { ...cfg.api, tls: { cert: tls.cert, key: tls.key }, tokens: [{ name: 'security-tests', token: TOKEN }] },
+      },
       { listen: '127.0.0.1:0', log, handleSignals: false, env: {} },
     );
     try {
       assert.match(secure.url, /^https:\/\/127\.0\.0\.1:\d+$/);
-      assert.ok(log.lines.some((l) => l.level === 'warn' && /TLS key .* can be read by other users \(mode 644\)/.test(l.msg)), JSON.stringify(log.lines));
+      assert.ok(
+        log.lines.some((l) => l.level === 'warn' && /TLS key .* can be read by other users \(mode 644\)/.test(l.msg)),
+        JSON.stringify(log.lines),
+      );
 
       const trusted = new BpgClient({ baseUrl: secure.url, token: TOKEN, ca: tls.pem });
       assert.deepEqual((await trusted.getDatabase(db)).name, db);
@@ -486,11 +525,16 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
       assert.ok(performance.now() - t0 < 2000, 'a certificate error is not retried');
 
       // Trusted, the token still matters.
-      await assert.rejects(new BpgClient({ baseUrl: secure.url, token: 'x'.repeat(32), ca: tls.pem }).getDatabase(db), (e: BpgApiError) => e.status === 401);
+      await assert.rejects(
+        new BpgClient({ baseUrl: secure.url, token: 'x'.repeat(32), ca: tls.pem }).getDatabase(db),
+        (e: BpgApiError) => e.status === 401,
+      );
 
       // Plain HTTP to the HTTPS port: no answer that could carry data.
       const plainUrl = secure.url.replace('https:', 'http:');
-      const plain = await fetch(`${plainUrl}/v1/databases/${db}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then(
+      const plain = await fetch(`${plainUrl}/v1/databases/${db}`, {
+        headers: { authorization: `Bearer ${TOKEN}` },
+      }).then(
         async (r) => ({ status: r.status, text: await r.text() }),
         (e: Error) => ({ status: 0, text: String((e.cause as Error | undefined)?.message ?? e.message) }),
       );
@@ -502,7 +546,10 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
         c.getDatabase(process.argv[3]).then((d) => console.log('ok ' + d.name), (e) => { console.log('failed ' + e.message); process.exitCode = 1; });`;
       const child = (extra: Record<string, string>) =>
         new Promise<{ code: number | null; out: string }>((resolve) => {
-          const p = spawn(process.execPath, ['--input-type=module', '-e', script, secure.url, TOKEN, db], { env: { PATH: process.env.PATH, ...extra }, stdio: ['ignore', 'pipe', 'pipe'] });
+          const p = spawn(process.execPath, ['--input-type=module', '-e', script, secure.url, TOKEN, db], {
+            env: { PATH: process.env.PATH, ...extra },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          });
           let out = '';
           p.stdout.on('data', (d) => (out += d));
           p.stderr.on('data', (d) => (out += d));
@@ -526,17 +573,27 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     ];
     for (const [files, message] of bad) {
       await assert.rejects(
-        serve({ ...cfg, api: { ...cfg.api, tls: files, tokens: [{ name: 't', token: TOKEN }] } }, { listen: '127.0.0.1:0', log: recorder(), handleSignals: false, env: {} }),
+        serve(
+          { ...cfg, api: { ...cfg.api, tls: files, tokens: [{ name: 't', token: TOKEN }] } },
+          { listen: '127.0.0.1:0', log: recorder(), handleSignals: false, env: {} },
+        ),
         (e: Error) => message.test(e.message) && !e.message.includes('\n'),
       );
     }
   });
 
   it('plain HTTP only on loopback unless allowed explicitly', async () => {
-    const withToken = (api: Partial<Config['api']> = {}): Config => ({ ...cfg, api: { ...cfg.api, tokens: [{ name: 't', token: TOKEN }], ...api } });
+    const withToken = (api: Partial<Config['api']> = {}): Config => ({
+      ...cfg,
+      api: { ...cfg.api, tokens: [{ name: 't', token: TOKEN }], ...api },
+    });
     const opts = { log: recorder(), handleSignals: false, env: {} };
     for (const listen of ['0.0.0.0:0', '[::]:0', '10.1.2.3:0', 'example.com:0']) {
-      await assert.rejects(serve(withToken(), { ...opts, listen }), (e: Error) => /^refusing to serve the API in plain HTTP on /.test(e.message), listen);
+      await assert.rejects(
+        serve(withToken(), { ...opts, listen }),
+        (e: Error) => /^refusing to serve the API in plain HTTP on /.test(e.message),
+        listen,
+      );
     }
     for (const listen of ['127.0.0.1:0', 'localhost:0', '[::1]:0']) {
       const s = await serve(withToken(), { ...opts, listen }).catch((e: Error) => e);
@@ -561,7 +618,10 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     const w = await run(['serve', '--listen', '0.0.0.0:0'], { BPG_CONFIG: shared });
     assert.equal(w.code, 1);
     const [warning, error] = w.stderr.trim().split('\n');
-    assert.match(JSON.parse(warning!).msg, /config file with api\.tokens .* can be read by other users \(mode 644\): chmod 600 it/);
+    assert.match(
+      JSON.parse(warning!).msg,
+      /config file with api\.tokens .* can be read by other users \(mode 644\): chmod 600 it/,
+    );
     assert.match(error!, /^error: refusing to serve the API in plain HTTP/);
   });
 });

@@ -5,6 +5,12 @@ const [dir, prefix, n] = process.argv.slice(2) as [string, string, string];
 const store = new StateStore(dir);
 for (let i = 0; i < Number(n); i++) {
   await store.update((s) => {
-    s.databases[`${prefix}-${i}`] = { name: `${prefix}-${i}`, image: 'x', createdAt: new Date().toISOString(), pgDatabase: 'x', operation: { kind: 'test', pid: process.pid, startedAt: '' } };
+    s.databases[`${prefix}-${i}`] = {
+      name: `${prefix}-${i}`,
+      image: 'x',
+      createdAt: new Date().toISOString(),
+      pgDatabase: 'x',
+      operation: { kind: 'test', pid: process.pid, startedAt: '' },
+    };
   });
 }

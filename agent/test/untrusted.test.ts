@@ -1,7 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chownSync, existsSync, lstatSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -90,18 +101,24 @@ describe('a branch superuser cannot reach the host through the files the agent t
     assert.equal((await queryOne<{ n: number }>(main, 'SELECT count(*)::int AS n FROM t')).n, 1000);
     const other = await get('other');
     assert.equal((await queryOne<{ n: number }>(other, 'SELECT count(*)::int AS n FROM t')).n, 1000);
-    const res = await fetch(`${srv.url}/v1/databases/${db}/branches`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const res = await fetch(`${srv.url}/v1/databases/${db}/branches`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     assert.equal(res.status, 200);
   };
 
   before(async () => {
     writeFileSync(canary, canaryText, { mode: 0o600 });
     cfg = await loadConfig(path);
-    srv = await serve({ ...cfg, api: { ...cfg.api, listen: '127.0.0.1:0' } }, { listen: '127.0.0.1:0', log: recorder(), handleSignals: false, env: {} });
+    srv = await serve(
+      { ...cfg, api: { ...cfg.api, listen: '127.0.0.1:0' } },
+      { listen: '127.0.0.1:0', log: recorder(), handleSignals: false, env: {} },
+    );
     assert.equal((await run(['db', 'create', db])).code, 0);
     const main = await get('main');
     await query(main, 'CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 1000) g');
-    for (const b of ['victim', 'other']) assert.equal((await run(['branch', 'create', `${db}/${b}`, '--fast'])).code, 0);
+    for (const b of ['victim', 'other'])
+      assert.equal((await run(['branch', 'create', `${db}/${b}`, '--fast'])).code, 0);
   });
 
   after(async () => {
@@ -139,14 +156,30 @@ describe('a branch superuser cannot reach the host through the files the agent t
 
   it('links and FIFOs planted in a parent are refused when it is branched, and nothing is left of the try', async () => {
     const plants: Array<{ plant: string; undo: string; file: RegExp | null }> = [
-      { plant: `ln -sfn ${canary} ${PGDATA}/backup_label`, undo: `rm -f ${PGDATA}/backup_label`, file: /data\/backup_label is a symbolic link/ },
-      { plant: `mkfifo ${PGDATA}/backup_label`, undo: `rm -f ${PGDATA}/backup_label`, file: /data\/backup_label is a FIFO/ },
-      { plant: `mkfifo ${PGDATA}/recovery.signal`, undo: `rm -f ${PGDATA}/recovery.signal`, file: /data\/recovery\.signal is a FIFO/ },
+      {
+        plant: `ln -sfn ${canary} ${PGDATA}/backup_label`,
+        undo: `rm -f ${PGDATA}/backup_label`,
+        file: /data\/backup_label is a symbolic link/,
+      },
+      {
+        plant: `mkfifo ${PGDATA}/backup_label`,
+        undo: `rm -f ${PGDATA}/backup_label`,
+        file: /data\/backup_label is a FIFO/,
+      },
+      {
+        plant: `mkfifo ${PGDATA}/recovery.signal`,
+        undo: `rm -f ${PGDATA}/recovery.signal`,
+        file: /data\/recovery\.signal is a FIFO/,
+      },
       // a name the agent only removes: the link itself goes, what it points at is never touched
       { plant: `ln -sfn ${canary} ${PGDATA}/backup_label.old`, undo: `rm -f ${PGDATA}/backup_label.old`, file: null },
       { plant: `ln -sfn ${canary} ${PGDATA}/tablespace_map`, undo: `rm -f ${PGDATA}/tablespace_map`, file: null },
       // pg_wal moved and replaced by an absolute link: it resolves inside the container, and on the host to wherever it says
-      { plant: `mv ${PGDATA}/pg_wal ${PGDATA}/pg_wal.real && ln -s ${PGDATA}/pg_wal.real ${PGDATA}/pg_wal`, undo: `rm ${PGDATA}/pg_wal && mv ${PGDATA}/pg_wal.real ${PGDATA}/pg_wal`, file: /data\/pg_wal is a symbolic link, not a directory/ },
+      {
+        plant: `mv ${PGDATA}/pg_wal ${PGDATA}/pg_wal.real && ln -s ${PGDATA}/pg_wal.real ${PGDATA}/pg_wal`,
+        undo: `rm ${PGDATA}/pg_wal && mv ${PGDATA}/pg_wal.real ${PGDATA}/pg_wal`,
+        file: /data\/pg_wal is a symbolic link, not a directory/,
+      },
     ];
     const victim = await get('victim');
     for (const [i, p] of plants.entries()) {
@@ -158,7 +191,11 @@ describe('a branch superuser cannot reach the host through the files the agent t
       } else {
         assertRefused(r, p.file);
         const list = await okJson<BranchView[]>(['branch', 'list', db], env);
-        assert.deepEqual(list.map((b) => b.branch).sort(), ['main', 'other', 'victim'], 'the failed create left no branch');
+        assert.deepEqual(
+          list.map((b) => b.branch).sort(),
+          ['main', 'other', 'victim'],
+          'the failed create left no branch',
+        );
       }
       await attack(victim, p.undo);
       assertCanary();
@@ -197,12 +234,15 @@ describe('a branch superuser cannot reach the host through the files the agent t
     await query(victim, "ALTER SYSTEM SET archive_command = 'cp %p /tmp/%f'");
     await query(victim, "ALTER SYSTEM SET archive_library = ''");
     await query(victim, "ALTER SYSTEM SET basic_archive.archive_directory = '/tmp'");
-    await query(victim, "ALTER SYSTEM SET port = 5433");
+    await query(victim, 'ALTER SYSTEM SET port = 5433');
     await query(victim, "ALTER SYSTEM SET listen_addresses = 'localhost'");
     await query(victim, "ALTER SYSTEM SET recovery_target_time = '2000-01-01 00:00:00+00'");
     // hba_file cannot be set by ALTER SYSTEM, but a file can be written: a trust-everyone rule,
     // named by postgresql.conf, would open the branch to anyone who reaches its port.
-    await attack(victim, `printf 'host all all 0.0.0.0/0 trust\\n' > ${PGDATA}/evil_hba.conf && printf "hba_file = '${PGDATA}/evil_hba.conf'\\n" >> ${PGDATA}/postgresql.conf`);
+    await attack(
+      victim,
+      `printf 'host all all 0.0.0.0/0 trust\\n' > ${PGDATA}/evil_hba.conf && printf "hba_file = '${PGDATA}/evil_hba.conf'\\n" >> ${PGDATA}/postgresql.conf`,
+    );
     assert.equal((await run(['restart', `${db}/victim`])).code, 0);
     const after = await get('victim');
     const settings = await query<{ name: string; setting: string; source: string }>(
@@ -217,12 +257,20 @@ describe('a branch superuser cannot reach the host through the files the agent t
     assert.equal(by.hba_file?.setting, '/etc/betterpg/pg_hba.conf');
     assert.equal(by.recovery_target_time?.setting, '');
     // 'override' is how PostgreSQL records some command-line file locations: above every file too.
-    for (const s of settings) assert.ok(['command line', 'override'].includes(s.source), `${s.name} comes from ${s.source}`);
+    for (const s of settings)
+      assert.ok(['command line', 'override'].includes(s.source), `${s.name} comes from ${s.source}`);
     // basic_archive's directory is a custom setting, shown once the archiver loaded the module.
-    const dir = await queryOne<{ d: string }>(after, "SELECT current_setting('basic_archive.archive_directory', true) AS d");
+    const dir = await queryOne<{ d: string }>(
+      after,
+      "SELECT current_setting('basic_archive.archive_directory', true) AS d",
+    );
     assert.equal(dir.d, ARCHIVE);
     // Archiving still lands in the branch's own folder: a fresh segment shows up there.
-    const walDir = join(cfg.stateDir, 'wal', JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')).branches[`${db}/victim`].id);
+    const walDir = join(
+      cfg.stateDir,
+      'wal',
+      JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8')).branches[`${db}/victim`].id,
+    );
     await query(after, 'CREATE TABLE w AS SELECT g FROM generate_series(1, 1000) g');
     const seg = await segmentNow(after);
     await query(after, 'SELECT pg_switch_wal()');
@@ -231,7 +279,10 @@ describe('a branch superuser cannot reach the host through the files the agent t
     assert.ok(existsSync(join(walDir, seg)), `${seg} archived into the branch's own folder`);
     // The trust rule did not take: a wrong password is refused.
     const wrong = after.connection.uri.replace(encodeURIComponent(after.connection.password), 'wrong-password');
-    await assert.rejects(query({ ...after, connection: { ...after.connection, uri: wrong } }, 'SELECT 1'), /password authentication failed/);
+    await assert.rejects(
+      query({ ...after, connection: { ...after.connection, uri: wrong } }, 'SELECT 1'),
+      /password authentication failed/,
+    );
     assert.ok(existsSync(join(data, 'postgresql.auto.conf')));
   });
 
@@ -239,7 +290,10 @@ describe('a branch superuser cannot reach the host through the files the agent t
     const v = await get('victim');
     // A function that shadows the one the agent waits on, put first on the search path; every
     // statement timed out after 1 ms; every transaction read-only: for every new session.
-    await query(v, "CREATE SCHEMA evil; CREATE FUNCTION evil.pg_is_in_recovery() RETURNS boolean LANGUAGE sql AS 'SELECT true'");
+    await query(
+      v,
+      "CREATE SCHEMA evil; CREATE FUNCTION evil.pg_is_in_recovery() RETURNS boolean LANGUAGE sql AS 'SELECT true'",
+    );
     await query(v, `ALTER DATABASE ${v.connection.database} SET search_path = evil, pg_catalog`);
     await query(v, "ALTER ROLE postgres SET statement_timeout = '1ms'");
     await query(v, 'ALTER ROLE postgres SET default_transaction_read_only = on');
@@ -249,7 +303,9 @@ describe('a branch superuser cannot reach the host through the files the agent t
     const kid = await run(['branch', 'create', `${db}/kid`, '--from', `${db}/victim`]);
     assert.equal(kid.code, 0, kid.stderr);
     // Undone for the tests that follow, from a session that sets its own options as the agent's do.
-    const opts = encodeURIComponent('-c default_transaction_read_only=off -c statement_timeout=0 -c search_path=pg_catalog');
+    const opts = encodeURIComponent(
+      '-c default_transaction_read_only=off -c statement_timeout=0 -c search_path=pg_catalog',
+    );
     for (const name of ['victim', 'kid']) {
       const b = await get(name);
       const own = { ...b, connection: { ...b.connection, uri: `${b.connection.uri}?options=${opts}` } };
@@ -266,17 +322,22 @@ describe('a branch superuser cannot reach the host through the files the agent t
     const archived = async (seg: string) => {
       const deadline = Date.now() + 60_000;
       for (;;) {
-        const r = await queryOne<{ a: string | null; f: string | null }>(v, 'SELECT last_archived_wal AS a, last_failed_wal AS f FROM pg_stat_archiver');
+        const r = await queryOne<{ a: string | null; f: string | null }>(
+          v,
+          'SELECT last_archived_wal AS a, last_failed_wal AS f FROM pg_stat_archiver',
+        );
         if (r.a !== null && r.a >= seg) return;
         if (Date.now() > deadline) {
-          const logs = sh('docker', ['logs', '--tail', '30', v.container]) + (await run(['wal', 'info', `${db}/victim`])).stdout;
+          const logs =
+            sh('docker', ['logs', '--tail', '30', v.container]) + (await run(['wal', 'info', `${db}/victim`])).stdout;
           throw new Error(`${seg} not archived: ${JSON.stringify(r)}\n${logs}`);
         }
         await new Promise((res) => setTimeout(res, 200));
       }
     };
     const segNow = () => segmentNow(v);
-    const markReady = (seg: string) => attack(v, `mv ${PGDATA}/pg_wal/archive_status/${seg}.done ${PGDATA}/pg_wal/archive_status/${seg}.ready`);
+    const markReady = (seg: string) =>
+      attack(v, `mv ${PGDATA}/pg_wal/archive_status/${seg}.done ${PGDATA}/pg_wal/archive_status/${seg}.ready`);
 
     // A copy killed half-way leaves only a temporary file: the next segment is archived whole.
     const s1 = await segNow();

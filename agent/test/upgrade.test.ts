@@ -1,12 +1,22 @@
 import assert from 'node:assert/strict';
-import { chownSync, cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chownSync,
+  cpSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { serve } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
-import type { BranchView } from '../engine/view.js';
 import { cli, okJson, ownStateConfig, query, queryOne, recorder, sh, uniqueDb, zfsChange } from './helpers.js';
 
 /**
@@ -68,7 +78,12 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
     await query(main, 'INSERT INTO t SELECT g FROM generate_series(1, 1000) g');
     assert.equal((await run(['snapshot', 'create', `${db}/main`, '--label', 'before-upgrade'])).code, 0);
     await query(main, 'INSERT INTO t SELECT g FROM generate_series(1001, 1500) g');
-    rowsAt.time = (await queryOne<{ t: string }>(main, "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS t")).t;
+    rowsAt.time = (
+      await queryOne<{ t: string }>(
+        main,
+        'SELECT to_char(now() AT TIME ZONE \'UTC\', \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\') AS t',
+      )
+    ).t;
     rowsAt.rows = 1500;
     await new Promise((r) => setTimeout(r, 1100));
     await query(main, 'INSERT INTO t SELECT g FROM generate_series(1501, 2000) g');
@@ -102,12 +117,40 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
       chownSync(join(data, 'betterpg.conf'), 999, 999);
       chownSync(join(data, 'pg_hba.conf'), 999, 999);
       sh('docker', [
-        'create', '--name', b.container, '--user', '999:999', '--entrypoint', 'postgres', '--stop-signal', 'SIGINT', '--restart', 'unless-stopped',
-        '--label', 'io.betterpg.managed=true', '--label', `io.betterpg.root=${root}`, '--label', `io.betterpg.database=${b.database}`,
-        '--label', `io.betterpg.branch=${b.branch}`, '--label', `io.betterpg.id=${b.id}`,
-        '-v', `${data}:${PGDATA}`, '-v', `${join(cfg.stateDir, 'wal', b.id)}:${ARCHIVE}`,
-        '-p', `${cfg.postgres.bindAddress}:${b.port}:5432`, '--memory', '512m', '--shm-size', '128m',
-        cfg.postgres.image, '-D', PGDATA,
+        'create',
+        '--name',
+        b.container,
+        '--user',
+        '999:999',
+        '--entrypoint',
+        'postgres',
+        '--stop-signal',
+        'SIGINT',
+        '--restart',
+        'unless-stopped',
+        '--label',
+        'io.betterpg.managed=true',
+        '--label',
+        `io.betterpg.root=${root}`,
+        '--label',
+        `io.betterpg.database=${b.database}`,
+        '--label',
+        `io.betterpg.branch=${b.branch}`,
+        '--label',
+        `io.betterpg.id=${b.id}`,
+        '-v',
+        `${data}:${PGDATA}`,
+        '-v',
+        `${join(cfg.stateDir, 'wal', b.id)}:${ARCHIVE}`,
+        '-p',
+        `${cfg.postgres.bindAddress}:${b.port}:5432`,
+        '--memory',
+        '512m',
+        '--shm-size',
+        '128m',
+        cfg.postgres.image,
+        '-D',
+        PGDATA,
       ]);
       if (b.status === 'running') sh('docker', ['start', b.container]);
     }
@@ -119,17 +162,34 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
     const seg = (await queryOne<{ f: string }>(old, 'SELECT pg_walfile_name(pg_current_wal_insert_lsn()) AS f')).f;
     await query(old, 'SELECT pg_switch_wal()');
     const deadline = Date.now() + 60_000;
-    while (!existsSync(join(cfg.stateDir, 'wal', ids.run!, seg)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    while (!existsSync(join(cfg.stateDir, 'wal', ids.run!, seg)) && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 200));
     assert.ok(existsSync(join(cfg.stateDir, 'wal', ids.run!, seg)), 'the old layout archives into its host folder');
   });
   after(() => run(['db', 'delete', db, '--force']));
 
   it('bpg serve migrates on start: WAL on datasets, running branches running again on them, quotas set, history intact', async () => {
-    const before = Object.fromEntries(Object.entries(ids).map(([b, id]) => [b, readdirSync(join(cfg.stateDir, 'wal', id)).filter((f) => /^[0-9A-F]{24}/.test(f)).sort()]));
+    const before = Object.fromEntries(
+      Object.entries(ids).map(([b, id]) => [
+        b,
+        readdirSync(join(cfg.stateDir, 'wal', id))
+          .filter((f) => /^[0-9A-F]{24}/.test(f))
+          .sort(),
+      ]),
+    );
     const log = recorder();
-    const srv = await serve({ ...cfg, api: { ...cfg.api, listen: '127.0.0.1:0', tokens: [{ name: 't', token: 'upgrade-test-token-0123456789' }] } }, { listen: '127.0.0.1:0', log, handleSignals: false, env: {} });
+    const srv = await serve(
+      {
+        ...cfg,
+        api: { ...cfg.api, listen: '127.0.0.1:0', tokens: [{ name: 't', token: 'upgrade-test-token-0123456789' }] },
+      },
+      { listen: '127.0.0.1:0', log, handleSignals: false, env: {} },
+    );
     try {
-      assert.ok(log.lines.some((l) => /moving the WAL archives of 3 branch\(es\) onto ZFS datasets/.test(l.msg)), JSON.stringify(log.lines));
+      assert.ok(
+        log.lines.some((l) => /moving the WAL archives of 3 branch\(es\) onto ZFS datasets/.test(l.msg)),
+        JSON.stringify(log.lines),
+      );
       assert.equal(state().walOnZfs, true);
       assert.ok(!existsSync(join(cfg.stateDir, 'wal-legacy')), 'the old folders are gone');
       for (const [b, id] of Object.entries(ids)) {
@@ -137,7 +197,9 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
         assert.equal(sh('zfs', ['get', '-H', '-o', 'value', 'mounted', ds]).trim(), 'yes', ds);
         assert.equal(sh('zfs', ['get', '-H', '-o', 'value', 'mountpoint', ds]).trim(), join(cfg.stateDir, 'wal', id));
         assert.equal(Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'quota', ds]).trim()), cfg.postgres.walQuota);
-        const now = readdirSync(join(cfg.stateDir, 'wal', id)).filter((f) => /^[0-9A-F]{24}/.test(f)).sort();
+        const now = readdirSync(join(cfg.stateDir, 'wal', id))
+          .filter((f) => /^[0-9A-F]{24}/.test(f))
+          .sort();
         for (const f of before[b]!) assert.ok(now.includes(f), `${b}: ${f} moved`);
         assert.ok(lstatSync(join(cfg.stateDir, 'wal', id)).isDirectory());
       }
@@ -145,7 +207,10 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
       const s = state();
       for (const name of ['run', 'off']) {
         assert.equal(s.branches[`${db}/${name}`].disk, cfg.postgres.diskQuota);
-        assert.equal(Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'quota', s.branches[`${db}/${name}`].dataset]).trim()), cfg.postgres.diskQuota);
+        assert.equal(
+          Number(sh('zfs', ['get', '-Hp', '-o', 'value', 'quota', s.branches[`${db}/${name}`].dataset]).trim()),
+          cfg.postgres.diskQuota,
+        );
       }
       assert.equal(s.branches[`${db}/main`].disk, null);
       // What ran runs again, from the new spec (settings on the command line, the archive a dataset); what was stopped stays stopped.

@@ -8,7 +8,10 @@ export const GiB = 1024 ** 3;
 /** Runs a command (argument array, never a shell string); `quiet: false` echoes its stderr. */
 export function run(cmd, args, { env, input, quiet = true } = {}) {
   return new Promise((resolveP, reject) => {
-    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: [input == null ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, {
+      env: { ...process.env, ...env },
+      stdio: [input == null ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -28,7 +31,8 @@ export function run(cmd, args, { env, input, quiet = true } = {}) {
 /** `run`, failing with the command's last lines of stderr unless it exits 0. */
 export async function must(cmd, args, o) {
   const r = await run(cmd, args, o);
-  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+  if (r.code !== 0)
+    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code}: ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
   return r;
 }
 
@@ -48,10 +52,22 @@ export function stats(xs) {
 }
 
 export const fmtBytes = (b) =>
-  b == null ? 'n/a' : Math.abs(b) >= GiB ? `${(b / GiB).toFixed(2)} GiB` : Math.abs(b) >= MiB ? `${(b / MiB).toFixed(1)} MiB` : `${(b / 1024).toFixed(0)} KiB`;
+  b == null
+    ? 'n/a'
+    : Math.abs(b) >= GiB
+      ? `${(b / GiB).toFixed(2)} GiB`
+      : Math.abs(b) >= MiB
+        ? `${(b / MiB).toFixed(1)} MiB`
+        : `${(b / 1024).toFixed(0)} KiB`;
 
 /** pg connection settings from a branch's `connection` (the agent's JSON). */
-export const target = (conn, database = conn.database) => ({ host: conn.host, port: conn.port, user: conn.user, password: conn.password, database });
+export const target = (conn, database = conn.database) => ({
+  host: conn.host,
+  port: conn.port,
+  user: conn.user,
+  password: conn.password,
+  database,
+});
 
 export async function withPg(t, fn) {
   const c = new pg.Client({ ...t, connectionTimeoutMillis: 30_000 });

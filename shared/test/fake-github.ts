@@ -144,7 +144,13 @@ export class FakeGitHub {
   repo(fullName: string, opts: { private?: boolean } = {}): FakeRepo {
     let r = this.repos.get(fullName.toLowerCase());
     if (!r) {
-      r = { id: 1296269 + this.repos.size, private: opts.private ?? false, trees: new Map(), comments: new Map(), statuses: [] };
+      r = {
+        id: 1296269 + this.repos.size,
+        private: opts.private ?? false,
+        trees: new Map(),
+        comments: new Map(),
+        statuses: [],
+      };
       this.repos.set(fullName.toLowerCase(), r);
     }
     return r;
@@ -157,7 +163,8 @@ export class FakeGitHub {
 
   /** Adds a comment by someone (a login, or a user), e.g. to test pagination and the author check. */
   addComment(fullName: string, number: number, body: string, by: string | User = 'someone'): FakeComment {
-    const user: User = typeof by === 'string' ? { login: by, id: loginId(by), type: by.endsWith('[bot]') ? 'Bot' : 'User' } : by;
+    const user: User =
+      typeof by === 'string' ? { login: by, id: loginId(by), type: by.endsWith('[bot]') ? 'Bot' : 'User' } : by;
     const c = this.makeComment(fullName, number, body, user);
     this.commentsOf(fullName, number).push(c);
     return c;
@@ -216,7 +223,13 @@ export class FakeGitHub {
       url: `${this.url}/repos/${fullName}/issues/comments/${id}`,
       html_url: `https://github.com/${fullName}/pull/${issue}#issuecomment-${id}`,
       issue_url: `${this.url}/repos/${fullName}/issues/${issue}`,
-      user: { ...user, node_id: `U_${user.id}`, url: `${this.url}/users/${user.login}`, html_url: `https://github.com/${user.login}`, site_admin: false },
+      user: {
+        ...user,
+        node_id: `U_${user.id}`,
+        url: `${this.url}/users/${user.login}`,
+        html_url: `https://github.com/${user.login}`,
+        site_admin: false,
+      },
       created_at: at,
       updated_at: at,
       author_association: user.type === 'Bot' ? 'NONE' : 'MEMBER',
@@ -234,22 +247,35 @@ export class FakeGitHub {
       this.requests.push({ method, path, query: u.search, status });
       send(res, status, data, headers);
     };
-    const notFound = (doc = 'rest') => answer(404, { message: 'Not Found', documentation_url: `https://docs.github.com/rest/${doc}`, status: '404' });
+    const notFound = (doc = 'rest') =>
+      answer(404, { message: 'Not Found', documentation_url: `https://docs.github.com/rest/${doc}`, status: '404' });
     const notAccessible = (doc: string) =>
-      answer(403, { message: 'Resource not accessible by integration', documentation_url: `https://docs.github.com/rest/${doc}`, status: '403' });
-    const badCredentials = () => answer(401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
+      answer(403, {
+        message: 'Resource not accessible by integration',
+        documentation_url: `https://docs.github.com/rest/${doc}`,
+        status: '403',
+      });
+    const badCredentials = () =>
+      answer(401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
 
     const auth = req.headers.authorization ?? '';
     if (path.startsWith('/app') || (this.app && path.endsWith('/installation'))) {
       // App routes take the App's JWT (RS256, iss = app id), as GitHub checks it.
       const jwt = /^bearer (.+)$/i.exec(auth)?.[1];
       if (!this.app || !jwt || !this.jwtValid(jwt)) return badCredentials();
-      if (method === 'GET' && path === '/app') return answer(200, { id: this.app.id, slug: this.app.slug, name: 'BetterPG test' });
+      if (method === 'GET' && path === '/app')
+        return answer(200, { id: this.app.id, slug: this.app.slug, name: 'BetterPG test' });
       if (method === 'POST' && path === `/app/installations/${this.app.installationId}/access_tokens`) {
         this.issuedTokens.push(this.app.installationToken);
-        return answer(201, { token: this.app.installationToken, expires_at: new Date(Date.now() + 3600_000).toISOString(), permissions: {}, repository_selection: 'all' });
+        return answer(201, {
+          token: this.app.installationToken,
+          expires_at: new Date(Date.now() + 3600_000).toISOString(),
+          permissions: {},
+          repository_selection: 'all',
+        });
       }
-      if (method === 'GET' && /^\/repos\/[^/]+\/[^/]+\/installation$/.test(path)) return answer(200, { id: this.app.installationId });
+      if (method === 'GET' && /^\/repos\/[^/]+\/[^/]+\/installation$/.test(path))
+        return answer(200, { id: this.app.installationId });
       return notFound();
     }
     const accepted = [`token ${this.token}`, `bearer ${this.token}`, `Bearer ${this.token}`];
@@ -263,7 +289,10 @@ export class FakeGitHub {
         fault.hold.arrived();
         await fault.hold.released;
       } else {
-        return answer(fault.status!, { message: fault.status! >= 500 ? 'Server Error' : 'Fault', status: String(fault.status) });
+        return answer(fault.status!, {
+          message: fault.status! >= 500 ? 'Server Error' : 'Fault',
+          status: String(fault.status),
+        });
       }
     }
 
@@ -316,17 +345,23 @@ export class FakeGitHub {
         const perPage = Math.min(100, Math.max(1, Number(u.searchParams.get('per_page') ?? 30) || 30));
         const page = Math.max(1, Number(u.searchParams.get('page') ?? 1) || 1);
         const last = Math.max(1, Math.ceil(list.length / perPage));
-        const link = (p: number, rel: string) => `<${this.url}/repositories/${repo.id}/issues/${number}/comments?per_page=${perPage}&page=${p}>; rel="${rel}"`;
+        const link = (p: number, rel: string) =>
+          `<${this.url}/repositories/${repo.id}/issues/${number}/comments?per_page=${perPage}&page=${p}>; rel="${rel}"`;
         const links: string[] = [];
         if (page > 1) links.push(link(page - 1, 'prev'));
         if (page < last) links.push(link(page + 1, 'next'), link(last, 'last'));
         if (page > 1) links.push(link(1, 'first'));
-        return answer(200, list.slice((page - 1) * perPage, page * perPage), links.length ? { link: links.join(', ') } : {});
+        return answer(
+          200,
+          list.slice((page - 1) * perPage, page * perPage),
+          links.length ? { link: links.join(', ') } : {},
+        );
       }
       if (method === 'POST') {
         if (this.readOnly) return notAccessible('issues/comments#create-an-issue-comment');
         const text = parse(body).body;
-        if (typeof text !== 'string') return answer(422, { message: 'Invalid request.\n\n"body" wasn\'t supplied.', status: '422' });
+        if (typeof text !== 'string')
+          return answer(422, { message: 'Invalid request.\n\n"body" wasn\'t supplied.', status: '422' });
         const c = this.makeComment(full, number, text, this.as);
         list.push(c);
         return answer(201, c);
@@ -347,7 +382,8 @@ export class FakeGitHub {
     if ((n = /^\/statuses\/([0-9a-f]{40})$/.exec(rest)) && method === 'POST') {
       if (this.readOnly) return notAccessible('commits/statuses#create-a-commit-status');
       const b = parse(body) as { state?: unknown; description?: unknown; context?: unknown; target_url?: unknown };
-      if (typeof b.state !== 'string' || !['pending', 'success', 'failure', 'error'].includes(b.state)) return answer(422, { message: 'Validation Failed', status: '422' });
+      if (typeof b.state !== 'string' || !['pending', 'success', 'failure', 'error'].includes(b.state))
+        return answer(422, { message: 'Validation Failed', status: '422' });
       const s: FakeStatus = {
         sha: n[1]!,
         state: b.state,
@@ -374,8 +410,22 @@ export class FakeGitHub {
         }
         const big = Buffer.byteLength(file) > 1024 * 1024;
         // GitHub wraps base64 at 60 characters with newlines.
-        const content = big ? '' : (Buffer.from(file).toString('base64').match(/.{1,60}/g) ?? []).join('\n') + '\n';
-        return answer(200, { type: 'file', encoding: big ? 'none' : 'base64', size: Buffer.byteLength(file), name: p.split('/').pop(), path: p, content, sha });
+        const content = big
+          ? ''
+          : (
+              Buffer.from(file)
+                .toString('base64')
+                .match(/.{1,60}/g) ?? []
+            ).join('\n') + '\n';
+        return answer(200, {
+          type: 'file',
+          encoding: big ? 'none' : 'base64',
+          size: Buffer.byteLength(file),
+          name: p.split('/').pop(),
+          path: p,
+          content,
+          sha,
+        });
       }
       const prefix = p + '/';
       const children = new Map<string, 'file' | 'dir'>();
@@ -387,7 +437,13 @@ export class FakeGitHub {
       if (!children.size) return notFound('repos/contents#get-repository-content');
       return answer(
         200,
-        [...children].map(([name, type]) => ({ type, name, path: `${p}/${name}`, sha: '0'.repeat(40), size: type === 'file' ? Buffer.byteLength(tree.get(`${p}/${name}`)!) : 0 })),
+        [...children].map(([name, type]) => ({
+          type,
+          name,
+          path: `${p}/${name}`,
+          sha: '0'.repeat(40),
+          size: type === 'file' ? Buffer.byteLength(tree.get(`${p}/${name}`)!) : 0,
+        })),
       );
     }
     return notFound();

@@ -15,11 +15,26 @@ import { scrubber } from '../scrub.js';
 /** The comment both faces post: layout, digest, the password rule and its masking, without GitHub. */
 
 const PW = 'p@ss/w0rd-Secret';
-const conn: Connection = { host: 'db.example', port: 15433, user: 'postgres', password: PW, database: 'app', uri: `postgresql://postgres:${encodeURIComponent(PW)}@db.example:15433/app` };
+const conn: Connection = {
+  host: 'db.example',
+  port: 15433,
+  user: 'postgres',
+  password: PW,
+  database: 'app',
+  uri: `postgresql://postgres:${encodeURIComponent(PW)}@db.example:15433/app`,
+};
 const view = (o: Partial<CommentView> = {}): CommentView => ({
   database: 'app',
   branch: 'pr-7',
-  table: { parent: 'main', status: 'running', connection: conn, showPassword: false, passwordHidden: 'hidden', created: 'in 1.5 s', migration: { label: 'Migration', cell: '✅' } },
+  table: {
+    parent: 'main',
+    status: 'running',
+    connection: conn,
+    showPassword: false,
+    passwordHidden: 'hidden',
+    created: 'in 1.5 s',
+    migration: { label: 'Migration', cell: '✅' },
+  },
   footer: ['Commit abc', 'BetterPG'],
   ...o,
 });
@@ -32,7 +47,17 @@ describe('the comment', () => {
     assert.match(lines[1]!, /^<!-- betterpg:digest=[0-9a-f]{16} -->$/);
     assert.equal(lines[2], '### 🐘 Preview database `app/pr-7`: migration failed');
     const labels = lines.filter((l) => /^\| \w/.test(l)).map((l) => l.split('|')[1]!.trim());
-    assert.deepEqual(labels, ['Branch', 'Status', 'Host', 'Port', 'Database', 'User', 'Password', 'Created', 'Migration']);
+    assert.deepEqual(labels, [
+      'Branch',
+      'Status',
+      'Host',
+      'Port',
+      'Database',
+      'User',
+      'Password',
+      'Created',
+      'Migration',
+    ]);
     assert.ok(body.includes('```\npostgresql://postgres:********@db.example:15433/app\n```'));
     assert.ok(body.endsWith('after the table\n\n<sub>Commit abc · BetterPG</sub>\n'));
   });
@@ -55,21 +80,33 @@ describe('the comment', () => {
     assert.ok(a.includes('<sub>Updated · 2026-11-27 10:05 UTC · BetterPG</sub>'));
     assert.equal(digestOf(a), digestOf(at('2026-11-28 11:00 UTC')), 'a later run with the same content');
     assert.notEqual(digestOf(a), digestOf(at('2026-11-27 10:05 UTC', 'other')));
-    assert.notEqual(digestOf(a), digestOf(renderComment(view({ footer: ['Updated', { stamp: 'x' }, 'BetterPG'], table: { ...view().table!, status: 'stopped' } }))));
+    assert.notEqual(
+      digestOf(a),
+      digestOf(
+        renderComment(
+          view({ footer: ['Updated', { stamp: 'x' }, 'BetterPG'], table: { ...view().table!, status: 'stopped' } }),
+        ),
+      ),
+    );
     assert.equal(digestOf('no digest here'), null);
   });
 
   it('names and output from the pull request cannot break the table or the fence', () => {
     const body = renderComment(view({ branch: 'a|b', blocks: ['```\n# not a heading'] }));
     assert.ok(body.includes('| Branch | `a\\|b` from `main` |'));
-    const fenced = renderComment(view({ table: { ...view().table!, connection: { ...conn, uri: 'x```y' }, showPassword: true } }));
+    const fenced = renderComment(
+      view({ table: { ...view().table!, connection: { ...conn, uri: 'x```y' }, showPassword: true } }),
+    );
     assert.ok(fenced.includes('````\nx```y\n````'));
   });
 
   it('masks the password of a connection string, also one that is not a URL', () => {
     assert.equal(maskedUri(conn), 'postgresql://postgres:********@db.example:15433/app');
     assert.equal(maskedUri({ ...conn, uri: 'not a uri' }), 'postgresql://postgres:********@db.example:15433/app');
-    assert.equal(scrubber([PW])(`url ${conn.uri} and ${PW}`), 'url postgresql://postgres:***@db.example:15433/app and ***');
+    assert.equal(
+      scrubber([PW])(`url ${conn.uri} and ${PW}`),
+      'url postgresql://postgres:***@db.example:15433/app and ***',
+    );
   });
 });
 

@@ -92,7 +92,12 @@ export class BackendStopper {
   }
 
   private async connect(): Promise<pg.Client> {
-    const c = new pg.Client({ connectionString: this.uri, connectionTimeoutMillis: QUERY_TIMEOUT_MS, query_timeout: QUERY_TIMEOUT_MS, application_name: 'betterpg-webhook-stopper' });
+    const c = new pg.Client({
+      connectionString: this.uri,
+      connectionTimeoutMillis: QUERY_TIMEOUT_MS,
+      query_timeout: QUERY_TIMEOUT_MS,
+      application_name: 'betterpg-webhook-stopper',
+    });
     c.on('error', () => {}); // the branch restarting under it
     try {
       await c.connect();

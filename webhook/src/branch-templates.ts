@@ -26,7 +26,12 @@ type State = readonly [number, boolean];
 
 /** The state, plus the state after it when it sits inside a number that may end here. */
 function closure(its: Item[], [i, inNumber]: State): State[] {
-  return inNumber ? [[i, true], [i + 1, false]] : [[i, false]];
+  return inNumber
+    ? [
+        [i, true],
+        [i + 1, false],
+      ]
+    : [[i, false]];
 }
 
 function step(its: Item[], [i, inNumber]: State, c: string): State | null {
@@ -45,7 +50,10 @@ export function commonBranchName(a: string, b: string): string | null {
   const B = items(b);
   const alphabet = [...new Set([...a.replaceAll(NUMBER, ''), ...b.replaceAll(NUMBER, ''), ...DIGITS])];
   const key = (s: State, t: State) => `${s[0]},${s[1]}|${t[0]},${t[1]}`;
-  const start: [State, State] = [[0, false], [0, false]];
+  const start: [State, State] = [
+    [0, false],
+    [0, false],
+  ];
   const seen = new Set([key(...start)]);
   let frontier: { pair: [State, State]; name: string }[] = [{ pair: start, name: '' }];
   while (frontier.length) {

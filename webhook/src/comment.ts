@@ -4,7 +4,18 @@
  * host, port, database, user, connection string with the password masked unless shown, creation
  * time, migration result; "deleted" after close). Pure functions: no I/O, nothing logged.
  */
-import { code, details, fence, html, lastLines, renderComment as layOut, seconds, when, type CommentView, type Connection } from '../../shared/pr-comment.js';
+import {
+  code,
+  details,
+  fence,
+  html,
+  lastLines,
+  renderComment as layOut,
+  seconds,
+  when,
+  type CommentView,
+  type Connection,
+} from '../../shared/pr-comment.js';
 
 export interface MigrationSummary {
   /** Folder read, or null when none is configured. */
@@ -58,7 +69,9 @@ export function renderComment(i: CommentInput): string {
     return layOut({
       ...base,
       state: 'deleted',
-      blocks: [`The pull request was closed: the branch ${code(i.branch)} of ${code(i.database)} was deleted; its data and connection details are no longer valid. Reopening the pull request makes a fresh one.`],
+      blocks: [
+        `The pull request was closed: the branch ${code(i.branch)} of ${code(i.database)} was deleted; its data and connection details are no longer valid. Reopening the pull request makes a fresh one.`,
+      ],
     });
   }
   if (i.state === 'refused') {
@@ -72,7 +85,14 @@ export function renderComment(i: CommentInput): string {
     });
   }
   if (i.state === 'error') {
-    return layOut({ ...base, state: 'not ready', blocks: [fence(lastLines(i.error ?? 'unknown error')), 'Push a commit, or close and reopen the pull request, to try again.'] });
+    return layOut({
+      ...base,
+      state: 'not ready',
+      blocks: [
+        fence(lastLines(i.error ?? 'unknown error')),
+        'Push a commit, or close and reopen the pull request, to try again.',
+      ],
+    });
   }
 
   const m = i.migrations;
@@ -100,7 +120,9 @@ export function renderComment(i: CommentInput): string {
     );
   }
   if (m?.changed.length) {
-    view.blocks!.push(`Changed since they were applied (not run again; \`resetOnPush\` re-applies from scratch): ${m.changed.map(code).join(', ')}`);
+    view.blocks!.push(
+      `Changed since they were applied (not run again; \`resetOnPush\` re-applies from scratch): ${m.changed.map(code).join(', ')}`,
+    );
   }
   return layOut(view);
 }
@@ -110,7 +132,11 @@ function migrationLine(m: MigrationSummary): string {
   if (m.missing) return `no folder ${code(m.path)} at this commit`;
   const applied = m.applied.length ? `${m.applied.length} applied: ${m.applied.map(code).join(', ')}` : '';
   const before = m.alreadyApplied.length ? `${m.alreadyApplied.length} applied before` : '';
-  if (m.failed) return `❌ failed at ${code(m.failed.name)}` + (applied || before ? ` (${[applied, before].filter(Boolean).join('; ')})` : '');
+  if (m.failed)
+    return (
+      `❌ failed at ${code(m.failed.name)}` +
+      (applied || before ? ` (${[applied, before].filter(Boolean).join('; ')})` : '')
+    );
   if (!applied && !before) return `no \`.sql\` files in ${code(m.path)}`;
   return '✅ ' + [applied || 'no new files', before].filter(Boolean).join('; ');
 }

@@ -29,7 +29,10 @@ const Listen = z.string().regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/,
 const BranchTemplate = z
   .string()
   .refine((t) => t.includes('{number}'), 'must contain {number}, or two pull requests would share a branch')
-  .refine((t) => BranchPart.safeParse(t.replaceAll('{number}', '99999')).success, "must give a valid branch name (letters, digits, '_' and '-')");
+  .refine(
+    (t) => BranchPart.safeParse(t.replaceAll('{number}', '99999')).success,
+    "must give a valid branch name (letters, digits, '_' and '-')",
+  );
 
 /**
  * `auto` (only in private repositories), `always` or `never`: the Action's vocabulary too
@@ -74,7 +77,10 @@ const RepoSettings = z
         path: z
           .string()
           .transform((p) => p.replace(/^\/+|\/+$/g, ''))
-          .refine((p) => p !== '' && !p.split('/').some((s) => s === '..' || s === '.' || s === ''), 'must be a folder inside the repository, e.g. db/migrations')
+          .refine(
+            (p) => p !== '' && !p.split('/').some((s) => s === '..' || s === '.' || s === ''),
+            'must be a folder inside the repository, e.g. db/migrations',
+          )
           .optional(),
         /**
          * Per file, measured by the receiver (not a server setting the file could change): a file still
@@ -84,7 +90,9 @@ const RepoSettings = z
         /** `.sql` files in the folder; with more, none is applied. */
         maxFiles: z.number().int().min(1).max(1000).default(500),
         /** Size of one file; a bigger one, and none is applied. */
-        maxFileSize: Size.refine((n) => n <= MAX_SIZE, 'must be at most 100m (GitHub serves no bigger file)').default(1024 * 1024),
+        maxFileSize: Size.refine((n) => n <= MAX_SIZE, 'must be at most 100m (GitHub serves no bigger file)').default(
+          1024 * 1024,
+        ),
         /** All files together; more, and none is applied. */
         maxTotalSize: Size.default(16 * 1024 * 1024),
       })
@@ -102,14 +110,20 @@ export type RepoSettings = z.output<typeof RepoSettings>;
 export const WebhookConfigSchema = z
   .object({
     listen: Listen.default('127.0.0.1:7433'),
-    path: z.string().regex(/^\/[A-Za-z0-9/_.-]*$/, 'must be a URL path such as /webhook').default('/webhook'),
+    path: z
+      .string()
+      .regex(/^\/[A-Za-z0-9/_.-]*$/, 'must be a URL path such as /webhook')
+      .default('/webhook'),
     /** The GitHub App's (or repository webhook's) secret; or BPG_WEBHOOK_SECRET. */
     secret: z.string().optional(),
     github: z
       .object({
         /** A token with the App's permissions (PAT or fine-grained); or BPG_WEBHOOK_GITHUB_TOKEN. */
         token: z.string().optional(),
-        appId: z.union([z.number().int().positive(), z.string().regex(/^\d+$/)]).transform(Number).optional(),
+        appId: z
+          .union([z.number().int().positive(), z.string().regex(/^\d+$/)])
+          .transform(Number)
+          .optional(),
         /** PEM text; or `privateKeyPath`; or BPG_WEBHOOK_PRIVATE_KEY. */
         privateKey: z.string().optional(),
         privateKeyPath: z.string().optional(),
@@ -185,7 +199,12 @@ export function branchNameFor(settings: RepoSettings, number: number): string {
  * Validates a parsed YAML document and fills secrets from `env`. `readKey` reads `privateKeyPath`
  * and `agent.caFile` (a parameter so that this stays free of I/O for its tests).
  */
-export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJS.ProcessEnv = process.env, readKey: (p: string) => Promise<string> = (p) => readFile(p, 'utf8')): Promise<WebhookConfig> {
+export async function parseWebhookConfig(
+  raw: unknown,
+  where: string,
+  env: NodeJS.ProcessEnv = process.env,
+  readKey: (p: string) => Promise<string> = (p) => readFile(p, 'utf8'),
+): Promise<WebhookConfig> {
   const r = WebhookConfigSchema.safeParse(raw ?? {});
   if (!r.success) {
     const issue = r.error.issues[0]!;
@@ -199,7 +218,10 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
     throw new ConfigError(`invalid config ${where}: ${msg}`);
   };
 
-  const secret = env[ENV.secret] || c.secret || fail(`secret: missing (set it, or ${ENV.secret}); deliveries cannot be verified without it`);
+  const secret =
+    env[ENV.secret] ||
+    c.secret ||
+    fail(`secret: missing (set it, or ${ENV.secret}); deliveries cannot be verified without it`);
   if (secret.length < 16) fail('secret: must be at least 16 characters');
 
   const token = env[ENV.githubToken] || c.github.token;
@@ -216,7 +238,8 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
     }
     // A PEM in one environment line usually comes with literal \n for its line breaks.
     if (key && !key.includes('\n') && key.includes('\\n')) key = key.replaceAll('\\n', '\n');
-    if (!key || !key.includes('PRIVATE KEY')) fail(`github.privateKey: missing or not a PEM key (set privateKey, privateKeyPath or ${ENV.privateKey})`);
+    if (!key || !key.includes('PRIVATE KEY'))
+      fail(`github.privateKey: missing or not a PEM key (set privateKey, privateKeyPath or ${ENV.privateKey})`);
     auth = { kind: 'app', appId: c.github.appId, privateKey: key! };
   } else if (token) {
     auth = { kind: 'token', token };
@@ -224,7 +247,10 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
     return fail(`github: set token (or ${ENV.githubToken}), or appId + privateKey for a GitHub App`);
   }
 
-  const agentToken = env[ENV.agentToken] || c.agent.token || fail(`agent.token: missing (one of the agent's api.tokens, or ${ENV.agentToken})`);
+  const agentToken =
+    env[ENV.agentToken] ||
+    c.agent.token ||
+    fail(`agent.token: missing (one of the agent's api.tokens, or ${ENV.agentToken})`);
   let agentCa: string | undefined;
   if (c.agent.caFile) {
     try {
@@ -232,7 +258,8 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
     } catch (e) {
       fail(`agent.caFile: cannot read ${c.agent.caFile}: ${(e as Error).message}`);
     }
-    if (!agentCa?.includes('-----BEGIN CERTIFICATE-----')) fail(`agent.caFile: ${c.agent.caFile} is not a PEM certificate`);
+    if (!agentCa?.includes('-----BEGIN CERTIFICATE-----'))
+      fail(`agent.caFile: ${c.agent.caFile} is not a PEM certificate`);
   }
 
   const repos: Record<string, RepoSettings> = {};
@@ -245,8 +272,13 @@ export async function parseWebhookConfig(raw: unknown, where: string, env: NodeJ
       if (other.database !== settings.database) continue;
       const shared = commonBranchName(other.branchName, settings.branchName);
       if (shared !== null) {
-        const how = other.branchName === settings.branchName ? `the same branchName '${settings.branchName}'` : `branchName '${other.branchName}' and '${settings.branchName}'`;
-        fail(`repos: '${names[otherKey]}' and '${name}' both use database '${settings.database}' with ${how}: both would make branch '${shared}'; give one of them another branchName`);
+        const how =
+          other.branchName === settings.branchName
+            ? `the same branchName '${settings.branchName}'`
+            : `branchName '${other.branchName}' and '${settings.branchName}'`;
+        fail(
+          `repos: '${names[otherKey]}' and '${name}' both use database '${settings.database}' with ${how}: both would make branch '${shared}'; give one of them another branchName`,
+        );
       }
     }
     repos[k] = settings;
@@ -276,7 +308,11 @@ export async function loadWebhookConfig(path: string, env: NodeJS.ProcessEnv = p
     text = await readFile(path, 'utf8');
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigError(code === 'ENOENT' ? `no config file at ${path} (use --config or ${ENV.config})` : `cannot read ${path}: ${(e as Error).message}`);
+    throw new ConfigError(
+      code === 'ENOENT'
+        ? `no config file at ${path} (use --config or ${ENV.config})`
+        : `cannot read ${path}: ${(e as Error).message}`,
+    );
   }
   let raw: unknown;
   try {

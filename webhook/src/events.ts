@@ -9,7 +9,12 @@ import { repoSettings, type WebhookConfig } from './config.js';
 import type { Job, JobKind } from './store.js';
 
 /** The pull_request actions that do work; the others (labeled, edited, ...) are acknowledged. */
-export const ACTIONS: Record<string, JobKind> = { opened: 'open', reopened: 'open', synchronize: 'push', closed: 'close' };
+export const ACTIONS: Record<string, JobKind> = {
+  opened: 'open',
+  reopened: 'open',
+  synchronize: 'push',
+  closed: 'close',
+};
 
 const Repo = z.object({ full_name: z.string(), name: z.string(), owner: z.object({ login: z.string() }) });
 
@@ -18,7 +23,10 @@ const PullRequestDelivery = z.object({
   action: z.string(),
   number: z.number().int().positive(),
   pull_request: z.object({
-    head: z.object({ sha: z.string().regex(/^[0-9a-f]{40,64}$/), repo: z.object({ full_name: z.string() }).nullable() }),
+    head: z.object({
+      sha: z.string().regex(/^[0-9a-f]{40,64}$/),
+      repo: z.object({ full_name: z.string() }).nullable(),
+    }),
   }),
   repository: Repo,
   installation: z.object({ id: z.number().int() }).nullish(),
@@ -32,7 +40,13 @@ void typed;
 /** The work, without what the server adds: its place in the queue and the digest of the body. */
 export type Routed = { work: Omit<Job, 'seq' | 'digest'> } | { ignored: string };
 
-export function routeDelivery(cfg: WebhookConfig, id: string, event: string, payload: unknown, now = new Date()): Routed {
+export function routeDelivery(
+  cfg: WebhookConfig,
+  id: string,
+  event: string,
+  payload: unknown,
+  now = new Date(),
+): Routed {
   if (event !== 'pull_request') return { ignored: `event ${event}` };
   const p = PullRequestDelivery.safeParse(payload);
   if (!p.success) return { ignored: 'not a pull_request payload this receiver understands' };
@@ -43,7 +57,8 @@ export function routeDelivery(cfg: WebhookConfig, id: string, event: string, pay
   if (!kind) return { ignored: `action ${d.action}` };
   const fromFork = d.pull_request.head.repo?.full_name.toLowerCase() !== d.repository.full_name.toLowerCase();
   // Closing is always fine (it only deletes); creating runs the fork's SQL as superuser.
-  if (fromFork && !settings.forks && kind !== 'close') return { ignored: 'pull request from a fork (set forks: true to allow)' };
+  if (fromFork && !settings.forks && kind !== 'close')
+    return { ignored: 'pull request from a fork (set forks: true to allow)' };
   return {
     work: {
       id,

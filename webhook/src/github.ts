@@ -39,7 +39,12 @@ export interface RepoApi {
    * found by marker and our login through every page, left alone when its digest is the same).
    * `createIfMissing: false`: only an existing one is updated.
    */
-  upsertComment(number: number, database: string, body: string, o?: { createIfMissing?: boolean }): Promise<StickyResult>;
+  upsertComment(
+    number: number,
+    database: string,
+    body: string,
+    o?: { createIfMissing?: boolean },
+  ): Promise<StickyResult>;
   /** The folder's entries at `ref`, or null when there is no such folder. */
   listDir(path: string, ref: string): Promise<DirEntry[] | null>;
   readFile(path: string, ref: string): Promise<string>;
@@ -88,7 +93,8 @@ export class GitHub {
             sha,
             state,
             context: STATUS_CONTEXT,
-            description: description.length > MAX_DESCRIPTION ? description.slice(0, MAX_DESCRIPTION - 1) + '…' : description,
+            description:
+              description.length > MAX_DESCRIPTION ? description.slice(0, MAX_DESCRIPTION - 1) + '…' : description,
             ...(targetUrl ? { target_url: targetUrl } : {}),
           });
         }),
@@ -101,7 +107,12 @@ export class GitHub {
           try {
             const { data } = await o.rest.repos.getContent({ ...ref, path, ref: reqRef });
             if (!Array.isArray(data)) return null; // a file where a folder was expected
-            return data.map((e) => ({ name: e.name, path: e.path, type: e.type, ...(typeof e.size === 'number' ? { size: e.size } : {}) }));
+            return data.map((e) => ({
+              name: e.name,
+              path: e.path,
+              type: e.type,
+              ...(typeof e.size === 'number' ? { size: e.size } : {}),
+            }));
           } catch (e) {
             if ((e as { status?: number }).status === 404) return null;
             throw e;
@@ -111,9 +122,15 @@ export class GitHub {
         withKit(async (o) => {
           const { data } = await o.rest.repos.getContent({ ...ref, path, ref: reqRef });
           if (Array.isArray(data) || data.type !== 'file') throw new Error(`${path} is not a file`);
-          if (data.encoding === 'base64' && typeof data.content === 'string') return Buffer.from(data.content, 'base64').toString('utf8');
+          if (data.encoding === 'base64' && typeof data.content === 'string')
+            return Buffer.from(data.content, 'base64').toString('utf8');
           // Over 1 MB the contents API leaves `content` empty: ask for the raw bytes instead.
-          const raw = await o.request('GET /repos/{owner}/{repo}/contents/{path}', { ...ref, path, ref: reqRef, mediaType: { format: 'raw' } });
+          const raw = await o.request('GET /repos/{owner}/{repo}/contents/{path}', {
+            ...ref,
+            path,
+            ref: reqRef,
+            mediaType: { format: 'raw' },
+          });
           return String(raw.data);
         }),
     };
@@ -131,7 +148,9 @@ export class GitHub {
       id = (await app.rest.apps.getRepoInstallation({ ...ref })).data.id;
     }
     // Installation tokens last an hour; auth-app caches and renews them.
-    return this.cached(`installation-${id}`, () => this.make({ authStrategy: createAppAuth, auth: { appId, privateKey, installationId: id } }));
+    return this.cached(`installation-${id}`, () =>
+      this.make({ authStrategy: createAppAuth, auth: { appId, privateKey, installationId: id } }),
+    );
   }
 
   private cached(key: string, make: () => Octokit): Octokit {
@@ -149,9 +168,15 @@ export class GitHub {
       ...opts,
       baseUrl: this.apiUrl,
       userAgent: 'betterpg-webhook',
-      log: { debug: () => {}, info: () => {}, warn: (m: string) => log.warn(`github: ${m}`), error: (m: string) => log.warn(`github: ${m}`) },
+      log: {
+        debug: () => {},
+        info: () => {},
+        warn: (m: string) => log.warn(`github: ${m}`),
+        error: (m: string) => log.warn(`github: ${m}`),
+      },
       request: {
-        fetch: (url: string | URL, init?: RequestInit) => globalThis.fetch(url, { ...init, signal: init?.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
+        fetch: (url: string | URL, init?: RequestInit) =>
+          globalThis.fetch(url, { ...init, signal: init?.signal ?? AbortSignal.timeout(REQUEST_TIMEOUT_MS) }),
       },
     });
   }

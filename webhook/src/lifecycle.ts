@@ -72,7 +72,10 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   }
 
   const t0 = performance.now();
-  const put = await d.agent.putBranch(t.database, t.branch, { from: settings.parent, ...(settings.fast ? { fast: true } : {}) });
+  const put = await d.agent.putBranch(t.database, t.branch, {
+    from: settings.parent,
+    ...(settings.fast ? { fast: true } : {}),
+  });
   const createMs = performance.now() - t0;
   let view: BranchView = put.branch;
   if (job.kind === 'push' && settings.resetOnPush && !put.created) {
@@ -80,20 +83,39 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     d.log.info('branch reset to its parent', { delivery: job.id, branch: t.name });
   }
   if (view.status !== 'running') view = await d.agent.startBranch(t.database, t.branch);
-  d.log.info(put.created ? 'branch created' : 'branch reused', { delivery: job.id, branch: t.name, ms: Math.round(createMs) });
+  d.log.info(put.created ? 'branch created' : 'branch reused', {
+    delivery: job.id,
+    branch: t.name,
+    ms: Math.round(createMs),
+  });
 
   let migrations: MigrationSummary;
   if (path === undefined) {
     migrations = { path: null, applied: [], alreadyApplied: [], changed: [] };
   } else {
     const restartBranch = async () => {
-      d.log.warn('a migration outlived its time limit and its backend did not end: restarting the branch', { delivery: job.id, branch: t.name });
+      d.log.warn('a migration outlived its time limit and its backend did not end: restarting the branch', {
+        delivery: job.id,
+        branch: t.name,
+      });
       await d.agent.restartBranch(t.database, t.branch);
     };
-    migrations = files === null
-      ? { path, applied: [], alreadyApplied: [], changed: [], missing: true }
-      : await applyMigrations(view.connection.uri, path, files, { commit: job.headSha, timeoutSeconds: settings.migrations.timeoutSeconds, restartBranch });
-    d.log.info('migrations', { delivery: job.id, branch: t.name, applied: migrations.applied, alreadyApplied: migrations.alreadyApplied.length, failed: migrations.failed?.name ?? null, timedOut: migrations.failed?.timedOut ?? false });
+    migrations =
+      files === null
+        ? { path, applied: [], alreadyApplied: [], changed: [], missing: true }
+        : await applyMigrations(view.connection.uri, path, files, {
+            commit: job.headSha,
+            timeoutSeconds: settings.migrations.timeoutSeconds,
+            restartBranch,
+          });
+    d.log.info('migrations', {
+      delivery: job.id,
+      branch: t.name,
+      applied: migrations.applied,
+      alreadyApplied: migrations.alreadyApplied.length,
+      failed: migrations.failed?.name ?? null,
+      timedOut: migrations.failed?.timedOut ?? false,
+    });
   }
 
   const pw = await passwordRule(settings, gh);
@@ -116,26 +138,55 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   const commentUrl = sticky.action === 'skipped' ? undefined : sticky.comment.htmlUrl;
 
   if (migrations.failed) {
-    await gh.setStatus(job.headSha, 'failure', `Migration ${migrations.failed.name} failed: ${firstLine(migrations.failed.output)}`, commentUrl);
+    await gh.setStatus(
+      job.headSha,
+      'failure',
+      `Migration ${migrations.failed.name} failed: ${firstLine(migrations.failed.output)}`,
+      commentUrl,
+    );
   } else {
     const n = migrations.applied.length;
-    await gh.setStatus(job.headSha, 'success', `${t.name} is ready${migrations.path === null ? '' : `; ${n} migration${n === 1 ? '' : 's'} applied`}`, commentUrl);
+    await gh.setStatus(
+      job.headSha,
+      'success',
+      `${t.name} is ready${migrations.path === null ? '' : `; ${n} migration${n === 1 ? '' : 's'} applied`}`,
+      commentUrl,
+    );
   }
 }
 
 /** The folder is over a migration limit: said on the PR, and nothing is created or applied. */
 async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: string): Promise<void> {
   d.log.warn('migrations refused', { delivery: job.id, branch: t.name, reason });
-  const body = renderComment({ state: 'refused', database: t.database, branch: t.branch, parent: t.settings.parent, showPassword: false, error: reason, commit: job.headSha });
+  const body = renderComment({
+    state: 'refused',
+    database: t.database,
+    branch: t.branch,
+    parent: t.settings.parent,
+    showPassword: false,
+    error: reason,
+    commit: job.headSha,
+  });
   const sticky = await t.gh.upsertComment(job.number, t.database, body);
-  await t.gh.setStatus(job.headSha, 'failure', `Migrations refused: ${reason}`, sticky.action === 'skipped' ? undefined : sticky.comment.htmlUrl);
+  await t.gh.setStatus(
+    job.headSha,
+    'failure',
+    `Migrations refused: ${reason}`,
+    sticky.action === 'skipped' ? undefined : sticky.comment.htmlUrl,
+  );
 }
 
 async function closePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   // Not forced: a child branch someone made from the PR's branch is theirs; the 409 is reported.
   const r = await d.agent.deleteBranch(t.database, t.branch);
   d.log.info(r.deleted ? 'branch deleted' : 'branch was already gone', { delivery: job.id, branch: t.name });
-  const body = renderComment({ state: 'deleted', database: t.database, branch: t.branch, parent: t.settings.parent, showPassword: false });
+  const body = renderComment({
+    state: 'deleted',
+    database: t.database,
+    branch: t.branch,
+    parent: t.settings.parent,
+    showPassword: false,
+  });
   await t.gh.upsertComment(job.number, t.database, body, { createIfMissing: false });
 }
 
@@ -170,7 +221,8 @@ export async function reportFailure(d: LifecycleDeps, job: Job, err: unknown): P
 export function userMessage(err: unknown): string {
   if (err instanceof BpgApiError) return `agent: ${err.message}${err.status ? ` (HTTP ${err.status})` : ''}`;
   const status = (err as { status?: unknown })?.status;
-  if ((err as { name?: unknown })?.name === 'HttpError' && typeof status === 'number') return `GitHub API: HTTP ${status}: ${describe(err)}`;
+  if ((err as { name?: unknown })?.name === 'HttpError' && typeof status === 'number')
+    return `GitHub API: HTTP ${status}: ${describe(err)}`;
   return describe(err);
 }
 

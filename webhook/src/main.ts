@@ -21,7 +21,9 @@ repositories a database branch, its SQL migrations, a comment and a commit statu
 async function main(): Promise<void> {
   let args;
   try {
-    args = parseArgs({ options: { config: { type: 'string' }, listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
+    args = parseArgs({
+      options: { config: { type: 'string' }, listen: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    }).values;
   } catch (e) {
     process.stderr.write(`error: ${describe(e)}\n${USAGE}`);
     process.exit(2);

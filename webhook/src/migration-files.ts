@@ -37,17 +37,31 @@ export function formatSize(n: number): string {
 }
 
 /** The folder's `*.sql` files at `ref`, sorted by name (code-point order: `001_` < `002_` < `010_`). */
-export async function fetchMigrations(gh: RepoApi, path: string, ref: string, limits: MigrationLimits): Promise<FetchedMigrations> {
+export async function fetchMigrations(
+  gh: RepoApi,
+  path: string,
+  ref: string,
+  limits: MigrationLimits,
+): Promise<FetchedMigrations> {
   const entries = await gh.listDir(path, ref);
   if (entries === null) return null;
   if (entries.length >= GITHUB_LISTING_CAP) {
-    return { refused: `${path} has ${GITHUB_LISTING_CAP} entries or more; GitHub lists no more than that, so some files could not be seen` };
+    return {
+      refused: `${path} has ${GITHUB_LISTING_CAP} entries or more; GitHub lists no more than that, so some files could not be seen`,
+    };
   }
-  const sql = entries.filter((e) => e.type === 'file' && e.name.toLowerCase().endsWith('.sql')).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  if (sql.length > limits.maxFiles) return { refused: `${sql.length} .sql files in ${path}; at most ${limits.maxFiles} (migrations.maxFiles)` };
+  const sql = entries
+    .filter((e) => e.type === 'file' && e.name.toLowerCase().endsWith('.sql'))
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  if (sql.length > limits.maxFiles)
+    return { refused: `${sql.length} .sql files in ${path}; at most ${limits.maxFiles} (migrations.maxFiles)` };
 
-  const tooBig = (name: string, size: number) => ({ refused: `${name} is ${formatSize(size)}; at most ${formatSize(limits.maxFileSize)} per file (migrations.maxFileSize)` });
-  const tooMuch = (size: number, exact: boolean) => ({ refused: `the .sql files in ${path} come to ${exact ? '' : 'at least '}${formatSize(size)}; at most ${formatSize(limits.maxTotalSize)} in all (migrations.maxTotalSize)` });
+  const tooBig = (name: string, size: number) => ({
+    refused: `${name} is ${formatSize(size)}; at most ${formatSize(limits.maxFileSize)} per file (migrations.maxFileSize)`,
+  });
+  const tooMuch = (size: number, exact: boolean) => ({
+    refused: `the .sql files in ${path} come to ${exact ? '' : 'at least '}${formatSize(size)}; at most ${formatSize(limits.maxTotalSize)} in all (migrations.maxTotalSize)`,
+  });
   // First from the listing's sizes, before anything is downloaded...
   let listed = 0;
   for (const e of sql) {
@@ -55,7 +69,11 @@ export async function fetchMigrations(gh: RepoApi, path: string, ref: string, li
     if (e.size > limits.maxFileSize) return tooBig(e.name, e.size);
     listed += e.size;
   }
-  if (listed > limits.maxTotalSize) return tooMuch(listed, sql.every((e) => e.size !== undefined));
+  if (listed > limits.maxTotalSize)
+    return tooMuch(
+      listed,
+      sql.every((e) => e.size !== undefined),
+    );
 
   // ... then on the bytes that arrive (a listing could be wrong, or silent on a size).
   const files: MigrationFile[] = [];

@@ -40,7 +40,14 @@ function isConnectionProblem(e: unknown): boolean {
 
 /** A PostgreSQL error as the lines a developer wants to see, with the line of the file it points at. */
 export function describeSqlError(e: unknown, sql: string): string {
-  const err = e as { message?: string; code?: string; detail?: string; hint?: string; position?: string; where?: string };
+  const err = e as {
+    message?: string;
+    code?: string;
+    detail?: string;
+    hint?: string;
+    position?: string;
+    where?: string;
+  };
   const out = [`ERROR: ${err.message ?? String(e)}${err.code ? ` (SQLSTATE ${err.code})` : ''}`];
   const pos = Number(err.position);
   if (Number.isInteger(pos) && pos > 0) {
@@ -85,10 +92,19 @@ export interface ApplyOptions {
  * in the summary (`failed`); connection problems throw `MigrationConnectionError` so that the job
  * is retried.
  */
-export async function applyMigrations(uri: string, path: string, files: MigrationFile[], opts: ApplyOptions): Promise<MigrationSummary> {
+export async function applyMigrations(
+  uri: string,
+  path: string,
+  files: MigrationFile[],
+  opts: ApplyOptions,
+): Promise<MigrationSummary> {
   const summary: MigrationSummary = { path, applied: [], alreadyApplied: [], changed: [] };
   const limitMs = Math.round(opts.timeoutSeconds * 1000);
-  const client = new pg.Client({ connectionString: uri, connectionTimeoutMillis: 15_000, application_name: 'betterpg-webhook' });
+  const client = new pg.Client({
+    connectionString: uri,
+    connectionTimeoutMillis: 15_000,
+    application_name: 'betterpg-webhook',
+  });
   // An error event without a listener would crash the process (the server ending the session).
   client.on('error', () => {});
   const stopper = new BackendStopper(uri, opts.restartBranch);
@@ -98,26 +114,37 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
    * One query that must end by `deadline` (epoch ms): past it, the backend is ended and OverTime
    * thrown. Its rows are dropped unless `keepRows`.
    */
-  const limited = <R extends pg.QueryResultRow = pg.QueryResultRow>(deadline: number, text: string, values?: unknown[], keepRows = false): Promise<R[]> =>
+  const limited = <R extends pg.QueryResultRow = pg.QueryResultRow>(
+    deadline: number,
+    text: string,
+    values?: unknown[],
+    keepRows = false,
+  ): Promise<R[]> =>
     new Promise<R[]>((resolve, reject) => {
       let over = false;
-      const timer = setTimeout(() => {
-        over = true;
-        const at = performance.now();
-        // The stopper ends the backend; the query then fails with the connection, and we say why.
-        void stopper.stop(backend!).then(
-          (how) => reject(new OverTime(how, at)),
-          (e) => reject(new OverTime(e as Error, at)),
-        );
-      }, Math.max(0, deadline - Date.now()));
+      const timer = setTimeout(
+        () => {
+          over = true;
+          const at = performance.now();
+          // The stopper ends the backend; the query then fails with the connection, and we say why.
+          void stopper.stop(backend!).then(
+            (how) => reject(new OverTime(how, at)),
+            (e) => reject(new OverTime(e as Error, at)),
+          );
+        },
+        Math.max(0, deadline - Date.now()),
+      );
       const Query = keepRows ? pg.Query : RowlessQuery;
       client.query(
-        new Query<R>({ text, ...(values ? { values } : {}) }, (err: Error | undefined, res: { rows: R[] } | undefined) => {
-          if (over) return; // the stopper's outcome decides
-          clearTimeout(timer);
-          if (err) reject(err);
-          else resolve(res?.rows ?? []);
-        }),
+        new Query<R>(
+          { text, ...(values ? { values } : {}) },
+          (err: Error | undefined, res: { rows: R[] } | undefined) => {
+            if (over) return; // the stopper's outcome decides
+            clearTimeout(timer);
+            if (err) reject(err);
+            else resolve(res?.rows ?? []);
+          },
+        ),
       );
     });
 
@@ -131,14 +158,26 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
     await limited(setup, 'SET client_connection_check_interval = 2000').catch((e: unknown) => {
       if (e instanceof OverTime) throw e;
     });
-    await limited(setup, `CREATE SCHEMA IF NOT EXISTS betterpg;
+    await limited(
+      setup,
+      `CREATE SCHEMA IF NOT EXISTS betterpg;
       CREATE TABLE IF NOT EXISTS ${MIGRATIONS_TABLE} (
         name text PRIMARY KEY,
         sha256 text NOT NULL,
         commit text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
-      )`);
-    const done = new Map((await limited<{ name: string; sha256: string }>(setup, `SELECT name, sha256 FROM ${MIGRATIONS_TABLE}`, undefined, true)).map((r) => [r.name, r.sha256]));
+      )`,
+    );
+    const done = new Map(
+      (
+        await limited<{ name: string; sha256: string }>(
+          setup,
+          `SELECT name, sha256 FROM ${MIGRATIONS_TABLE}`,
+          undefined,
+          true,
+        )
+      ).map((r) => [r.name, r.sha256]),
+    );
     for (const f of files) {
       const hash = sha256(f.sql);
       const before = done.get(f.name);
@@ -155,16 +194,26 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
         // The simple query protocol: a file may hold many statements. A BEGIN/COMMIT inside it ends our
         // transaction early (README): keep files free of them.
         await limited(deadline, f.sql);
-        await limited(deadline, `INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)`, [f.name, hash, opts.commit]);
+        await limited(deadline, `INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)`, [
+          f.name,
+          hash,
+          opts.commit,
+        ]);
         await limited(deadline, 'COMMIT');
       } catch (e) {
         if (e instanceof OverTime) {
           const secs = Math.round((e.at - t0) / 1000);
           const how =
-            e.how === 'terminated' ? 'its backend was terminated, and the file was rolled back'
-            : e.how === 'restarted' ? 'its backend did not end when told to, so the branch was restarted, and the file was rolled back'
-            : `ending its backend failed (restarting the branch: ${describe(e.how)}); restart the branch by hand`;
-          summary.failed = { name: f.name, output: `stopped after ${secs} s: over the limit of ${opts.timeoutSeconds} s per file (migrations.timeoutSeconds); ${how}`, timedOut: true };
+            e.how === 'terminated'
+              ? 'its backend was terminated, and the file was rolled back'
+              : e.how === 'restarted'
+                ? 'its backend did not end when told to, so the branch was restarted, and the file was rolled back'
+                : `ending its backend failed (restarting the branch: ${describe(e.how)}); restart the branch by hand`;
+          summary.failed = {
+            name: f.name,
+            output: `stopped after ${secs} s: over the limit of ${opts.timeoutSeconds} s per file (migrations.timeoutSeconds); ${how}`,
+            timedOut: true,
+          };
           return summary;
         }
         if (isConnectionProblem(e)) throw e;
@@ -176,8 +225,12 @@ export async function applyMigrations(uri: string, path: string, files: Migratio
     }
     return summary;
   } catch (e) {
-    if (e instanceof OverTime) throw new MigrationConnectionError(`the branch's PostgreSQL did not answer within ${opts.timeoutSeconds} s while preparing ${MIGRATIONS_TABLE}`);
-    if (isConnectionProblem(e)) throw new MigrationConnectionError(`cannot reach the branch's PostgreSQL: ${(e as Error).message}`, { cause: e });
+    if (e instanceof OverTime)
+      throw new MigrationConnectionError(
+        `the branch's PostgreSQL did not answer within ${opts.timeoutSeconds} s while preparing ${MIGRATIONS_TABLE}`,
+      );
+    if (isConnectionProblem(e))
+      throw new MigrationConnectionError(`cannot reach the branch's PostgreSQL: ${(e as Error).message}`, { cause: e });
     throw e;
   } finally {
     await stopper.close();

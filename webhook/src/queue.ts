@@ -55,7 +55,12 @@ export class JobQueue {
     for (let j of jobs) {
       if (j.startedAt !== null) {
         // Started and never heard of again: the receiver died during it. That try stays counted.
-        this.o.log.warn('a delivery was cut short by a crash or a kill; counted as a try', { delivery: j.id, pr: j.key, attempt: j.attempts, of: this.o.attempts });
+        this.o.log.warn('a delivery was cut short by a crash or a kill; counted as a try', {
+          delivery: j.id,
+          pr: j.key,
+          attempt: j.attempts,
+          of: this.o.attempts,
+        });
         j = { ...j, startedAt: null, lastError: new InterruptedError(j.attempts).message };
         this.interrupted.add(j.id);
       }
@@ -99,10 +104,17 @@ export class JobQueue {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     const all = Promise.allSettled([...this.running]).then(() => true);
-    const finished = await Promise.race([all, new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref())]);
+    const finished = await Promise.race([
+      all,
+      new Promise<boolean>((r) => setTimeout(() => r(false), graceMs).unref()),
+    ]);
     if (!finished) {
       for (const job of this.inFlight.values()) {
-        await this.o.store.save({ ...job, attempts: job.attempts - 1, startedAt: null }).catch((e) => this.o.log.warn('could not give back an interrupted try', { delivery: job.id, error: describe(e) }));
+        await this.o.store
+          .save({ ...job, attempts: job.attempts - 1, startedAt: null })
+          .catch((e) =>
+            this.o.log.warn('could not give back an interrupted try', { delivery: job.id, error: describe(e) }),
+          );
       }
     }
     return finished;
@@ -150,8 +162,15 @@ export class JobQueue {
     if (queued.attempts >= this.o.attempts) {
       // Every try was used: the last one never came back (the receiver died during it), or
       // `attempts` was lowered since.
-      const err = this.interrupted.has(queued.id) ? new InterruptedError(queued.attempts) : new Error(queued.lastError ?? `tried ${queued.attempts} times`);
-      return this.abandon(queued, err, { delivery: queued.id, pr: queued.key, action: queued.action, attempts: queued.attempts });
+      const err = this.interrupted.has(queued.id)
+        ? new InterruptedError(queued.attempts)
+        : new Error(queued.lastError ?? `tried ${queued.attempts} times`);
+      return this.abandon(queued, err, {
+        delivery: queued.id,
+        pr: queued.key,
+        action: queued.action,
+        attempts: queued.attempts,
+      });
     }
     this.interrupted.delete(queued.id);
     const job: Job = { ...queued, attempts: queued.attempts + 1, startedAt: Date.now() };
@@ -177,10 +196,18 @@ export class JobQueue {
       if (this.stopped) return; // shutting down: the job stays on disk and runs after the restart
       const permanent = this.o.isPermanent(err);
       if (permanent || job.attempts >= this.o.attempts) return this.abandon(job, err, { ...fields, permanent });
-      const delay = Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (job.attempts - 1)) * (0.8 + Math.random() * 0.4);
-      const next: Job = { ...job, startedAt: null, notBefore: Date.now() + Math.round(delay), lastError: describe(err) };
+      const delay =
+        Math.min(this.o.maxBackoffMs, this.o.backoffMs * 2 ** (job.attempts - 1)) * (0.8 + Math.random() * 0.4);
+      const next: Job = {
+        ...job,
+        startedAt: null,
+        notBefore: Date.now() + Math.round(delay),
+        lastError: describe(err),
+      };
       this.o.log.warn('delivery failed, will retry', { ...fields, inMs: Math.round(delay), error: describe(err) });
-      await this.o.store.save(next).catch((e) => this.o.log.warn('could not record the retry', { ...fields, error: describe(e) }));
+      await this.o.store
+        .save(next)
+        .catch((e) => this.o.log.warn('could not record the retry', { ...fields, error: describe(e) }));
       this.jobs.set(job.id, next);
     } finally {
       this.inFlight.delete(job.id);

@@ -26,7 +26,8 @@ export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; lis
   const { log } = opts;
   const store = new JobStore(cfg.stateDir);
   const { jobs, skipped } = await store.open();
-  if (skipped) log.warn('skipped torn records in the queue journal (a kill mid-write; they were never acknowledged)', { skipped });
+  if (skipped)
+    log.warn('skipped torn records in the queue journal (a kill mid-write; they were never acknowledged)', { skipped });
 
   const deps: LifecycleDeps = {
     cfg,
@@ -49,7 +50,15 @@ export async function startReceiver(cfg: WebhookConfig, opts: { log: Logger; lis
   server.requestTimeout = 15_000;
   server.headersTimeout = 10_000;
   const { url } = await listenOn(server, opts.listen ?? cfg.listen);
-  log.info('listening', { url, path: cfg.path, repos: Object.keys(cfg.repos), agent: cfg.agent.url, github: cfg.github.apiUrl, auth: cfg.github.auth.kind, queued: jobs.length });
+  log.info('listening', {
+    url,
+    path: cfg.path,
+    repos: Object.keys(cfg.repos),
+    agent: cfg.agent.url,
+    github: cfg.github.apiUrl,
+    auth: cfg.github.auth.kind,
+    queued: jobs.length,
+  });
   queue.resume(jobs);
 
   let closing: Promise<void> | null = null;

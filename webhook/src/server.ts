@@ -77,17 +77,22 @@ export function createWebhookApp(d: ServerDeps): express.Express {
   const handle = async (req: Request): Promise<Outcome> => {
     const signature = req.get('x-hub-signature-256');
     if (!signature || !SIGNATURE.test(signature)) {
-      return { status: 401, body: { error: 'missing or malformed X-Hub-Signature-256' }, log: { reason: 'no signature' } };
+      return {
+        status: 401,
+        body: { error: 'missing or malformed X-Hub-Signature-256' },
+        log: { reason: 'no signature' },
+      };
     }
     let raw: Buffer;
     try {
       raw = await readBody(req, MAX_BODY_BYTES);
     } catch (e) {
-      if (e instanceof TooLarge) return { status: 413, body: { error: `body over ${MAX_BODY_BYTES} bytes` }, log: { reason: 'too large' } };
+      if (e instanceof TooLarge)
+        return { status: 413, body: { error: `body over ${MAX_BODY_BYTES} bytes` }, log: { reason: 'too large' } };
       throw e;
     }
     const text = raw.toString('utf8');
-    let valid = false;
+    let valid: boolean;
     try {
       valid = await webhooks.verify(text, signature);
     } catch {
@@ -99,11 +104,20 @@ export function createWebhookApp(d: ServerDeps): express.Express {
     const event = req.get('x-github-event') ?? '';
     const id = req.get('x-github-delivery') ?? '';
     if (!/^[a-z_]{1,64}$/.test(event) || !DELIVERY_ID.test(id)) {
-      return { status: 400, body: { error: 'missing X-GitHub-Event or X-GitHub-Delivery' }, log: { reason: 'bad headers' } };
+      return {
+        status: 400,
+        body: { error: 'missing X-GitHub-Event or X-GitHub-Delivery' },
+        log: { reason: 'bad headers' },
+      };
     }
     const fields = { delivery: id, event };
     if (event === 'ping') return { status: 200, body: { status: 'pong' }, log: fields };
-    if (event !== 'pull_request') return { status: 200, body: { status: 'ignored', reason: `event ${event}` }, log: { ...fields, ignored: 'event' } };
+    if (event !== 'pull_request')
+      return {
+        status: 200,
+        body: { status: 'ignored', reason: `event ${event}` },
+        log: { ...fields, ignored: 'event' },
+      };
 
     let payload: unknown;
     try {
@@ -112,7 +126,12 @@ export function createWebhookApp(d: ServerDeps): express.Express {
       return { status: 400, body: { error: 'payload is not JSON' }, log: { ...fields, reason: 'bad payload' } };
     }
     const routed = routeDelivery(d.cfg, id, event, payload);
-    if ('ignored' in routed) return { status: 200, body: { status: 'ignored', reason: routed.ignored }, log: { ...fields, ignored: routed.ignored } };
+    if ('ignored' in routed)
+      return {
+        status: 200,
+        body: { status: 'ignored', reason: routed.ignored },
+        log: { ...fields, ignored: routed.ignored },
+      };
     const w = routed.work;
     // The signature covers the body, not the delivery id: the body is what was delivered.
     const digest = createHash('sha256').update(raw).digest('hex');
@@ -120,8 +139,16 @@ export function createWebhookApp(d: ServerDeps): express.Express {
     const more = { ...fields, action: w.action, pr: w.key };
     const added = await d.queue.add(job);
     if (!added.accepted) {
-      const body = { status: 'duplicate', delivery: id, ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}) };
-      return { status: 200, body, log: { ...more, duplicate: added.duplicate, ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}) } };
+      const body = {
+        status: 'duplicate',
+        delivery: id,
+        ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}),
+      };
+      return {
+        status: 200,
+        body,
+        log: { ...more, duplicate: added.duplicate, ...(added.duplicate === 'body' ? { sameBodyAs: added.of } : {}) },
+      };
     }
     return { status: 202, body: { status: 'queued', delivery: id }, log: { ...more, queued: true } };
   };
@@ -131,7 +158,11 @@ export function createWebhookApp(d: ServerDeps): express.Express {
     handle(req)
       .catch((e): Outcome => {
         d.log.warn(`delivery not accepted: ${describe(e)}`, { delivery: req.get('x-github-delivery') ?? null });
-        return { status: 500, body: { error: 'could not queue the delivery; redeliver it' }, log: { reason: 'internal' } };
+        return {
+          status: 500,
+          body: { error: 'could not queue the delivery; redeliver it' },
+          log: { reason: 'internal' },
+        };
       })
       .then((o) => {
         const line = { status: o.status, ms: Math.round(performance.now() - t0), ...o.log };

@@ -64,7 +64,10 @@ export const Job = z.object({
 });
 export type Job = z.infer<typeof Job>;
 
-const JournalLine = z.union([z.object({ job: Job }), z.object({ done: z.string(), at: z.string(), digest: z.string().nullish() })]);
+const JournalLine = z.union([
+  z.object({ job: Job }),
+  z.object({ done: z.string(), at: z.string(), digest: z.string().nullish() }),
+]);
 
 /** Delivery ids are GUIDs; anything else is refused before it reaches the journal. */
 export const DELIVERY_ID = /^[A-Za-z0-9-]{1,128}$/;
@@ -145,7 +148,8 @@ export class JobStore {
     }
     const cutoff = now.getTime() - SEEN_KEEP_DAYS * 86_400_000;
     for (const [id, at] of this.done) if (Date.parse(at) < cutoff) this.done.delete(id);
-    for (const [digest, { id, at }] of this.digests) if (Date.parse(at) < cutoff && !this.queued.has(id)) this.digests.delete(digest);
+    for (const [digest, { id, at }] of this.digests)
+      if (Date.parse(at) < cutoff && !this.queued.has(id)) this.digests.delete(digest);
     await this.compact();
     return { jobs: [...this.queued.values()].sort((a, b) => a.seq - b.seq), skipped };
   }
@@ -248,7 +252,10 @@ export class JobStore {
       const digest = digestOf.get(done);
       return JSON.stringify(digest === undefined ? { done, at } : { done, at, digest });
     };
-    const lines = [...[...this.queued.values()].map((job) => JSON.stringify({ job })), ...[...this.done].map(([done, at]) => doneLine(done, at))];
+    const lines = [
+      ...[...this.queued.values()].map((job) => JSON.stringify({ job })),
+      ...[...this.done].map(([done, at]) => doneLine(done, at)),
+    ];
     const data = lines.map((l) => l + '\n').join('');
     await writeAtomic(this.file, data);
     await this.fd?.close();

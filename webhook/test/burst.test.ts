@@ -4,7 +4,21 @@ import { BpgApiError } from '../../agent/api/client.js';
 import { query, uniqueDb } from '../../agent/test/helpers.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
 import { FakeGitHub } from '../../shared/test/fake-github.js';
-import { deliver, MIGRATION_001, MIGRATION_002, MIGRATION_003, prPayload, queuedIds, receiverConfig, recorder, sha, startAgent, uniqueName, waitFor, type TestAgent } from './helpers.js';
+import {
+  deliver,
+  MIGRATION_001,
+  MIGRATION_002,
+  MIGRATION_003,
+  prPayload,
+  queuedIds,
+  receiverConfig,
+  recorder,
+  sha,
+  startAgent,
+  uniqueName,
+  waitFor,
+  type TestAgent,
+} from './helpers.js';
 
 /**
  * A burst: 20 deliveries for 5 pull requests sent back to back (opened, two pushes, and a replay of
@@ -58,7 +72,11 @@ it('20 deliveries over 5 pull requests: each answered at once, nothing lost, not
     shas.set(n, s);
     gh.commit(REPO, s[0], { 'migrations/001_accounts.sql': MIGRATION_001 });
     gh.commit(REPO, s[1], { 'migrations/001_accounts.sql': MIGRATION_001, 'migrations/002_orders.sql': MIGRATION_002 });
-    gh.commit(REPO, s[2], { 'migrations/001_accounts.sql': MIGRATION_001, 'migrations/002_orders.sql': MIGRATION_002, 'migrations/003_invoices.sql': MIGRATION_003 });
+    gh.commit(REPO, s[2], {
+      'migrations/001_accounts.sql': MIGRATION_001,
+      'migrations/002_orders.sql': MIGRATION_002,
+      'migrations/003_invoices.sql': MIGRATION_003,
+    });
   }
 
   // Round-robin over the PRs, one delivery after the other as GitHub sends them.
@@ -73,9 +91,16 @@ it('20 deliveries over 5 pull requests: each answered at once, nothing lost, not
         r = await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('opened', REPO, n, s1));
         openedIds.set(n, r.id);
       } else if (round === 'replay') {
-        r = await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('opened', REPO, n, s1), { id: openedIds.get(n)! });
+        r = await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('opened', REPO, n, s1), {
+          id: openedIds.get(n)!,
+        });
       } else {
-        r = await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('synchronize', REPO, n, round === 'synchronize-1' ? s2 : s3));
+        r = await deliver(
+          `${receiver.url}/webhook`,
+          secret,
+          'pull_request',
+          prPayload('synchronize', REPO, n, round === 'synchronize-1' ? s2 : s3),
+        );
       }
       replies.push(r);
     }
@@ -86,27 +111,47 @@ it('20 deliveries over 5 pull requests: each answered at once, nothing lost, not
   const slowest = Math.max(...replies.map((r) => r.ms));
   assert.ok(slowest < 1000, `slowest answer ${slowest} ms`);
 
-  await waitFor('every PR done', () => PRS.every((n) => gh.statusesOf(REPO, shas.get(n)![2]).some((s) => s.state !== 'pending')), 120_000);
+  await waitFor(
+    'every PR done',
+    () => PRS.every((n) => gh.statusesOf(REPO, shas.get(n)![2]).some((s) => s.state !== 'pending')),
+    120_000,
+  );
   await receiver.queue.idle();
   const doneMs = performance.now() - t0;
 
   for (const n of PRS) {
     const [s1, s2, s3] = shas.get(n)!;
-    for (const s of [s1, s2, s3]) assert.deepEqual(gh.statusesOf(REPO, s).map((x) => x.state), ['pending', 'success'], `PR ${n} ${s}`);
+    for (const s of [s1, s2, s3])
+      assert.deepEqual(
+        gh.statusesOf(REPO, s).map((x) => x.state),
+        ['pending', 'success'],
+        `PR ${n} ${s}`,
+      );
     // In order: the pushes' statuses come after the opened one's.
     const ats = [s1, s2, s3].map((s) => gh.statusesOf(REPO, s)[1]!.at);
-    assert.deepEqual([...ats].sort((a, b) => a - b), ats, `PR ${n} in order`);
+    assert.deepEqual(
+      [...ats].sort((a, b) => a - b),
+      ats,
+      `PR ${n} in order`,
+    );
     assert.equal(gh.botComments(REPO, n).length, 1, `PR ${n}: one comment`);
     assert.match(gh.botComments(REPO, n)[0]!.body, /1 applied: `003_invoices.sql`; 2 applied before/);
 
     const b = await agent.client.getBranch(db, `pr-${n}`);
-    const rows = await query<{ name: string; commit: string }>(b, 'SELECT name, commit FROM betterpg.migrations ORDER BY applied_at');
+    const rows = await query<{ name: string; commit: string }>(
+      b,
+      'SELECT name, commit FROM betterpg.migrations ORDER BY applied_at',
+    );
     assert.deepEqual(rows, [
       { name: '001_accounts.sql', commit: s1 },
       { name: '002_orders.sql', commit: s2 },
       { name: '003_invoices.sql', commit: s3 },
     ]);
-    assert.equal(agent.log.lines.filter((l) => l.msg === 'branch created' && l.branch === `${db}/pr-${n}`).length, 1, `pr-${n} created once`);
+    assert.equal(
+      agent.log.lines.filter((l) => l.msg === 'branch created' && l.branch === `${db}/pr-${n}`).length,
+      1,
+      `pr-${n} created once`,
+    );
   }
   assert.equal(log.lines.filter((l) => l.msg === 'delivery done').length, 15);
   assert.deepEqual(queuedIds(stateDir), []);
@@ -114,12 +159,23 @@ it('20 deliveries over 5 pull requests: each answered at once, nothing lost, not
   // Different PRs ran side by side: some PR started before another one's first job had finished.
   const firstPending = PRS.map((n) => gh.statusesOf(REPO, shas.get(n)![0])[0]!.at);
   const firstDone = PRS.map((n) => gh.statusesOf(REPO, shas.get(n)![0])[1]!.at);
-  assert.ok(firstPending.some((p, i) => firstDone.some((d, j) => i !== j && p < d && p > firstPending[j]!)), 'PRs overlapped');
+  assert.ok(
+    firstPending.some((p, i) => firstDone.some((d, j) => i !== j && p < d && p > firstPending[j]!)),
+    'PRs overlapped',
+  );
   const inside = Math.max(...log.lines.filter((l) => l.msg === 'delivery').map((l) => Number(l.ms)));
-  process.stderr.write(`# burst: 20 deliveries sent in ${Math.round(sendMs)} ms (slowest answer ${Math.round(slowest)} ms, ${inside} ms of it in the receiver), all work done after ${Math.round(doneMs)} ms\n`);
+  process.stderr.write(
+    `# burst: 20 deliveries sent in ${Math.round(sendMs)} ms (slowest answer ${Math.round(slowest)} ms, ${inside} ms of it in the receiver), all work done after ${Math.round(doneMs)} ms\n`,
+  );
 
   // Close them all: the branches go.
-  for (const n of PRS) await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('closed', REPO, n, shas.get(n)![2]));
-  await waitFor('every comment to say deleted', () => PRS.every((n) => gh.botComments(REPO, n)[0]!.body.includes('was deleted')), 60_000);
-  for (const n of PRS) await assert.rejects(agent.client.getBranch(db, `pr-${n}`), (e) => e instanceof BpgApiError && e.status === 404);
+  for (const n of PRS)
+    await deliver(`${receiver.url}/webhook`, secret, 'pull_request', prPayload('closed', REPO, n, shas.get(n)![2]));
+  await waitFor(
+    'every comment to say deleted',
+    () => PRS.every((n) => gh.botComments(REPO, n)[0]!.body.includes('was deleted')),
+    60_000,
+  );
+  for (const n of PRS)
+    await assert.rejects(agent.client.getBranch(db, `pr-${n}`), (e) => e instanceof BpgApiError && e.status === 404);
 });

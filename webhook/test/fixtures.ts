@@ -34,7 +34,9 @@ export const sha = (): string => randomBytes(20).toString('hex');
 type Json = any; // the examples are plain JSON; rewritten field by field below
 
 const require = createRequire(import.meta.url);
-const examples: { name: string; examples: Json[] }[] = JSON.parse(readFileSync(require.resolve('@octokit/webhooks-examples'), 'utf8'));
+const examples: { name: string; examples: Json[] }[] = JSON.parse(
+  readFileSync(require.resolve('@octokit/webhooks-examples'), 'utf8'),
+);
 
 /** A real example delivery of `event`/`action` from GitHub's docs (deep copy). */
 export function example(event: string, action?: string): Json {
@@ -45,7 +47,13 @@ export function example(event: string, action?: string): Json {
 }
 
 /** A real pull_request payload rewritten to `owner/name`, PR `number`, head commit `headSha`. */
-export function prPayload(action: 'opened' | 'reopened' | 'synchronize' | 'closed', repo: string, number: number, headSha: string, o: { private?: boolean; fork?: string } = {}): Json {
+export function prPayload(
+  action: 'opened' | 'reopened' | 'synchronize' | 'closed',
+  repo: string,
+  number: number,
+  headSha: string,
+  o: { private?: boolean; fork?: string } = {},
+): Json {
   const p = example('pull_request', action);
   const [owner, name] = repo.split('/') as [string, string];
   const rewriteRepo = (r: Json, full = repo) => {
@@ -80,7 +88,13 @@ export interface Reply {
 }
 
 /** POSTs a delivery as GitHub does (its headers, its signature over the exact bytes). */
-export async function deliver(url: string, secret: string, event: string, payload: unknown, o: { id?: string; signature?: string | null; raw?: string } = {}): Promise<Reply & { id: string }> {
+export async function deliver(
+  url: string,
+  secret: string,
+  event: string,
+  payload: unknown,
+  o: { id?: string; signature?: string | null; raw?: string } = {},
+): Promise<Reply & { id: string }> {
   const body = o.raw ?? JSON.stringify(payload);
   const id = o.id ?? randomUUID();
   const headers: Record<string, string> = {
@@ -108,7 +122,15 @@ export interface ReceiverSetup {
 }
 
 /** The receiver's config as YAML would give it (`raw`), and parsed. */
-export async function receiverConfig(o: { githubUrl: string; githubToken: string; agentUrl: string; agentToken: string; repos: Record<string, unknown>; queue?: Record<string, unknown>; stateDir?: string }): Promise<{ raw: Record<string, unknown>; cfg: WebhookConfig; secret: string; stateDir: string }> {
+export async function receiverConfig(o: {
+  githubUrl: string;
+  githubToken: string;
+  agentUrl: string;
+  agentToken: string;
+  repos: Record<string, unknown>;
+  queue?: Record<string, unknown>;
+  stateDir?: string;
+}): Promise<{ raw: Record<string, unknown>; cfg: WebhookConfig; secret: string; stateDir: string }> {
   const secret = randomBytes(20).toString('hex');
   const stateDir = o.stateDir ?? tempDir();
   const raw = {
@@ -124,7 +146,11 @@ export async function receiverConfig(o: { githubUrl: string; githubToken: string
 }
 
 /** Polls until `check` returns a value other than undefined/false, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 60_000,
+): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
@@ -152,7 +178,7 @@ export const MIGRATION_003 = `CREATE TABLE invoices (id bigserial PRIMARY KEY, o
 
 /** Ids the receiver's journal still holds as queued (read-only replay of <stateDir>/queue.jsonl). */
 export function queuedIds(stateDir: string): string[] {
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(join(stateDir, 'queue.jsonl'), 'utf8');
   } catch {

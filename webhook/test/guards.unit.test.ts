@@ -23,14 +23,47 @@ const SECRET = 's'.repeat(32);
 const base = { secret: SECRET, github: { token: 'ghp_x' }, agent: { token: 't'.repeat(20) } };
 
 function job(id: string, key = 'k', seq = 1, digest: string | null = null): Job {
-  return { id, seq, key, kind: 'open', action: 'opened', owner: 'o', repo: 'r', number: 1, headSha: 'a'.repeat(40), installationId: null, receivedAt: new Date().toISOString(), attempts: 0, notBefore: 0, lastError: null, startedAt: null, digest };
+  return {
+    id,
+    seq,
+    key,
+    kind: 'open',
+    action: 'opened',
+    owner: 'o',
+    repo: 'r',
+    number: 1,
+    headSha: 'a'.repeat(40),
+    installationId: null,
+    receivedAt: new Date().toISOString(),
+    attempts: 0,
+    notBefore: 0,
+    lastError: null,
+    startedAt: null,
+    digest,
+  };
 }
 
 describe('config: migration limits and branch names', () => {
   it('has sane defaults for the migration limits and reads sizes with units', async () => {
-    const c = await parseWebhookConfig({ ...base, repos: { 'o/r': { database: 'x' }, 'o/s': { database: 'y', migrations: { path: 'm', maxFiles: 20, maxFileSize: '64k', maxTotalSize: 1_000_000, timeoutSeconds: 5 } } } }, 't', {});
+    const c = await parseWebhookConfig(
+      {
+        ...base,
+        repos: {
+          'o/r': { database: 'x' },
+          'o/s': {
+            database: 'y',
+            migrations: { path: 'm', maxFiles: 20, maxFileSize: '64k', maxTotalSize: 1_000_000, timeoutSeconds: 5 },
+          },
+        },
+      },
+      't',
+      {},
+    );
     const d = repoSettings(c, 'o/r')!.migrations;
-    assert.deepEqual([d.timeoutSeconds, d.maxFiles, d.maxFileSize, d.maxTotalSize], [600, 500, 1024 * 1024, 16 * 1024 * 1024]);
+    assert.deepEqual(
+      [d.timeoutSeconds, d.maxFiles, d.maxFileSize, d.maxTotalSize],
+      [600, 500, 1024 * 1024, 16 * 1024 * 1024],
+    );
     const s = repoSettings(c, 'o/s')!.migrations;
     assert.deepEqual([s.timeoutSeconds, s.maxFiles, s.maxFileSize, s.maxTotalSize], [5, 20, 64 * 1024, 1_000_000]);
   });
@@ -45,7 +78,11 @@ describe('config: migration limits and branch names', () => {
       [{ timeoutSeconds: 0 }, /migrations\.timeoutSeconds/],
     ];
     for (const [migrations, re] of bad) {
-      await assert.rejects(parseWebhookConfig({ ...base, repos: { 'o/r': { database: 'x', migrations } } }, 'f.yaml', {}), (e: Error) => re.test(e.message) && !e.message.includes('\n'), `${JSON.stringify(migrations)} -> ${re}`);
+      await assert.rejects(
+        parseWebhookConfig({ ...base, repos: { 'o/r': { database: 'x', migrations } } }, 'f.yaml', {}),
+        (e: Error) => re.test(e.message) && !e.message.includes('\n'),
+        `${JSON.stringify(migrations)} -> ${re}`,
+      );
     }
   });
 
@@ -59,12 +96,28 @@ describe('config: migration limits and branch names', () => {
       }
     };
     const same = await clash({ database: 'shop' }, { database: 'shop' });
-    assert.equal(same, "invalid config f.yaml: repos: 'acme/shop' and 'acme/admin' both use database 'shop' with the same branchName 'pr-{number}': both would make branch 'pr-1'; give one of them another branchName");
-    const overlap = await clash({ database: 'shop', branchName: 'pr-{number}' }, { database: 'shop', branchName: 'pr-1{number}' });
-    assert.match(overlap ?? '', /'acme\/shop' and 'acme\/admin' both use database 'shop' with branchName 'pr-\{number\}' and 'pr-1\{number\}': both would make branch 'pr-11'/);
-    assert.equal(await clash({ database: 'shop' }, { database: 'shop', branchName: 'admin-{number}' }), null, 'different templates');
+    assert.equal(
+      same,
+      "invalid config f.yaml: repos: 'acme/shop' and 'acme/admin' both use database 'shop' with the same branchName 'pr-{number}': both would make branch 'pr-1'; give one of them another branchName",
+    );
+    const overlap = await clash(
+      { database: 'shop', branchName: 'pr-{number}' },
+      { database: 'shop', branchName: 'pr-1{number}' },
+    );
+    assert.match(
+      overlap ?? '',
+      /'acme\/shop' and 'acme\/admin' both use database 'shop' with branchName 'pr-\{number\}' and 'pr-1\{number\}': both would make branch 'pr-11'/,
+    );
+    assert.equal(
+      await clash({ database: 'shop' }, { database: 'shop', branchName: 'admin-{number}' }),
+      null,
+      'different templates',
+    );
     assert.equal(await clash({ database: 'shop' }, { database: 'admin' }), null, 'different databases');
-    assert.equal(await clash({ database: 'shop', branchName: '{number}' }, { database: 'shop', branchName: 'pr-{number}' }), null);
+    assert.equal(
+      await clash({ database: 'shop', branchName: '{number}' }, { database: 'shop', branchName: 'pr-{number}' }),
+      null,
+    );
   });
 
   it('finds the shortest name two templates share, and none when there is none', () => {
@@ -83,13 +136,23 @@ describe('config: migration limits and branch names', () => {
 describe('migration files within limits', () => {
   const limits: MigrationLimits = { maxFiles: 3, maxFileSize: 100, maxTotalSize: 250 };
 
-  async function withRepo<T>(files: Record<string, string>, f: (gh: ReturnType<GitHub['forRepo']>, s: string, fake: FakeGitHub) => Promise<T>): Promise<T> {
+  async function withRepo<T>(
+    files: Record<string, string>,
+    f: (gh: ReturnType<GitHub['forRepo']>, s: string, fake: FakeGitHub) => Promise<T>,
+  ): Promise<T> {
     const fake = new FakeGitHub('ghp_limits');
     await fake.start();
     try {
       const s = sha();
       fake.commit('o/r', s, files);
-      return await f(new GitHub({ kind: 'token', token: 'ghp_limits' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null), s, fake);
+      return await f(
+        new GitHub({ kind: 'token', token: 'ghp_limits' }, fake.url, silentLogger).forRepo(
+          { owner: 'o', repo: 'r' },
+          null,
+        ),
+        s,
+        fake,
+      );
     } finally {
       await fake.close();
     }
@@ -98,17 +161,34 @@ describe('migration files within limits', () => {
   const contentsReads = (fake: FakeGitHub) => fake.count('GET', /\/contents\/m\/.+\.sql$/);
 
   it('reads a folder within every limit, in name order, skipping other files', async () => {
-    await withRepo({ 'm/002_b.sql': 'SELECT 2;', 'm/001_a.sql': 'SELECT 1;', 'm/notes.md': 'x'.repeat(1000) }, async (gh, s) => {
-      assert.deepEqual(await fetchMigrations(gh, 'm', s, limits), { files: [{ name: '001_a.sql', sql: 'SELECT 1;' }, { name: '002_b.sql', sql: 'SELECT 2;' }] });
-      assert.equal(await fetchMigrations(gh, 'nope', s, limits), null);
-    });
+    await withRepo(
+      { 'm/002_b.sql': 'SELECT 2;', 'm/001_a.sql': 'SELECT 1;', 'm/notes.md': 'x'.repeat(1000) },
+      async (gh, s) => {
+        assert.deepEqual(await fetchMigrations(gh, 'm', s, limits), {
+          files: [
+            { name: '001_a.sql', sql: 'SELECT 1;' },
+            { name: '002_b.sql', sql: 'SELECT 2;' },
+          ],
+        });
+        assert.equal(await fetchMigrations(gh, 'nope', s, limits), null);
+      },
+    );
   });
 
   it('refuses too many files, one too large, or too much in all, before downloading any', async () => {
     const cases: [Record<string, string>, string][] = [
-      [{ 'm/1.sql': 'a', 'm/2.sql': 'a', 'm/3.sql': 'a', 'm/4.sql': 'a' }, '4 .sql files in m; at most 3 (migrations.maxFiles)'],
-      [{ 'm/1.sql': 'a', 'm/2.sql': 'x'.repeat(101) }, '2.sql is 101 bytes; at most 100 bytes per file (migrations.maxFileSize)'],
-      [{ 'm/1.sql': 'x'.repeat(90), 'm/2.sql': 'x'.repeat(90), 'm/3.sql': 'x'.repeat(90) }, 'the .sql files in m come to 270 bytes; at most 250 bytes in all (migrations.maxTotalSize)'],
+      [
+        { 'm/1.sql': 'a', 'm/2.sql': 'a', 'm/3.sql': 'a', 'm/4.sql': 'a' },
+        '4 .sql files in m; at most 3 (migrations.maxFiles)',
+      ],
+      [
+        { 'm/1.sql': 'a', 'm/2.sql': 'x'.repeat(101) },
+        '2.sql is 101 bytes; at most 100 bytes per file (migrations.maxFileSize)',
+      ],
+      [
+        { 'm/1.sql': 'x'.repeat(90), 'm/2.sql': 'x'.repeat(90), 'm/3.sql': 'x'.repeat(90) },
+        'the .sql files in m come to 270 bytes; at most 250 bytes in all (migrations.maxTotalSize)',
+      ],
     ];
     for (const [files, reason] of cases) {
       await withRepo(files, async (gh, s, fake) => {
@@ -120,14 +200,23 @@ describe('migration files within limits', () => {
 
   it('checks what arrives too, when the listing says no size', async () => {
     await withRepo({ 'm/1.sql': 'x'.repeat(90), 'm/2.sql': 'x'.repeat(101) }, async (gh, s) => {
-      const silent = { ...gh, listDir: async (p: string, r: string) => (await gh.listDir(p, r))!.map(({ size: _size, ...e }) => e) };
-      assert.deepEqual(await fetchMigrations(silent, 'm', s, limits), { refused: '2.sql is 101 bytes; at most 100 bytes per file (migrations.maxFileSize)' });
-      assert.deepEqual(await fetchMigrations(silent, 'm', s, { ...limits, maxFileSize: 200, maxTotalSize: 150 }), { refused: 'the .sql files in m come to at least 191 bytes; at most 150 bytes in all (migrations.maxTotalSize)' });
+      const silent = {
+        ...gh,
+        listDir: async (p: string, r: string) => (await gh.listDir(p, r))!.map(({ size: _size, ...e }) => e),
+      };
+      assert.deepEqual(await fetchMigrations(silent, 'm', s, limits), {
+        refused: '2.sql is 101 bytes; at most 100 bytes per file (migrations.maxFileSize)',
+      });
+      assert.deepEqual(await fetchMigrations(silent, 'm', s, { ...limits, maxFileSize: 200, maxTotalSize: 150 }), {
+        refused: 'the .sql files in m come to at least 191 bytes; at most 150 bytes in all (migrations.maxTotalSize)',
+      });
     });
   });
 
   it('refuses a folder GitHub lists only in part', async () => {
-    const many = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`m/${String(i).padStart(4, '0')}.txt`, '']));
+    const many = Object.fromEntries(
+      Array.from({ length: 1000 }, (_, i) => [`m/${String(i).padStart(4, '0')}.txt`, '']),
+    );
     await withRepo(many, async (gh, s) => {
       const r = await fetchMigrations(gh, 'm', s, { ...limits, maxFiles: 1000 });
       assert.ok(r !== null && 'refused' in r && /1000 entries or more/.test(r.refused));
@@ -135,7 +224,14 @@ describe('migration files within limits', () => {
   });
 
   it('the refusal is a comment of its own that says nothing was applied', () => {
-    const body = renderComment({ state: 'refused', database: 'shop', branch: 'pr-1', parent: 'main', showPassword: false, error: '4 .sql files in m; at most 3 (migrations.maxFiles)' });
+    const body = renderComment({
+      state: 'refused',
+      database: 'shop',
+      branch: 'pr-1',
+      parent: 'main',
+      showPassword: false,
+      error: '4 .sql files in m; at most 3 (migrations.maxFiles)',
+    });
     assert.match(body, /`shop\/pr-1`: migrations refused/);
     assert.match(body, /4 \.sql files in m; at most 3 \(migrations\.maxFiles\)/);
     assert.match(body, /Nothing was applied/);
@@ -161,31 +257,69 @@ describe('deliveries known by their body', () => {
       // Reopened twice: the first open compacts the journal, the second reads the compacted one.
       const again = new JobStore(dir);
       const { jobs } = await again.open();
-      assert.deepEqual(jobs.map((j) => j.id), ['id-3']);
-      assert.deepEqual(await again.accept(job(`new-${i}`, 'k', 9, d1)), { accepted: false, duplicate: 'body', of: 'id-1' }, 'done, still known');
-      assert.deepEqual(await again.accept(job(`new-${i}`, 'k', 9, d2)), { accepted: false, duplicate: 'body', of: 'id-3' }, 'queued, known');
+      assert.deepEqual(
+        jobs.map((j) => j.id),
+        ['id-3'],
+      );
+      assert.deepEqual(
+        await again.accept(job(`new-${i}`, 'k', 9, d1)),
+        { accepted: false, duplicate: 'body', of: 'id-1' },
+        'done, still known',
+      );
+      assert.deepEqual(
+        await again.accept(job(`new-${i}`, 'k', 9, d2)),
+        { accepted: false, duplicate: 'body', of: 'id-3' },
+        'queued, known',
+      );
       await again.close();
     }
-    const lines = readFileSync(join(dir, 'queue.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    assert.deepEqual(lines.find((l) => l.done === 'id-1'), { done: 'id-1', at: lines.find((l) => l.done === 'id-1').at, digest: d1 });
+    const lines = readFileSync(join(dir, 'queue.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(
+      lines.find((l) => l.done === 'id-1'),
+      { done: 'id-1', at: lines.find((l) => l.done === 'id-1').at, digest: d1 },
+    );
   });
 
   it('journals written before digests were kept still load', async () => {
     const dir = tempDir();
     const { digest: _d, startedAt: _s, ...old } = job('old-1');
-    writeFileSync(join(dir, 'queue.jsonl'), `${JSON.stringify({ job: old })}\n${JSON.stringify({ done: 'old-0', at: new Date().toISOString() })}\n`);
+    writeFileSync(
+      join(dir, 'queue.jsonl'),
+      `${JSON.stringify({ job: old })}\n${JSON.stringify({ done: 'old-0', at: new Date().toISOString() })}\n`,
+    );
     const store = new JobStore(dir);
     const { jobs, skipped } = await store.open();
     assert.equal(skipped, 0);
-    assert.deepEqual(jobs.map((j) => [j.id, j.digest, j.startedAt]), [['old-1', null, null]]);
+    assert.deepEqual(
+      jobs.map((j) => [j.id, j.digest, j.startedAt]),
+      [['old-1', null, null]],
+    );
     assert.ok(store.hasSeen('old-0'));
     await store.close();
   });
 });
 
 describe('tries counted before they run', () => {
-  function queue(store: JobStore, run: (j: Job) => Promise<void>, given: { job: Job; err: unknown }[], attempts = 3): JobQueue {
-    return new JobQueue({ store, log: silentLogger, concurrency: 2, attempts, backoffMs: 10, maxBackoffMs: 20, isPermanent: () => false, giveUp: async (j, err) => void given.push({ job: j, err }), run });
+  function queue(
+    store: JobStore,
+    run: (j: Job) => Promise<void>,
+    given: { job: Job; err: unknown }[],
+    attempts = 3,
+  ): JobQueue {
+    return new JobQueue({
+      store,
+      log: silentLogger,
+      concurrency: 2,
+      attempts,
+      backoffMs: 10,
+      maxBackoffMs: 20,
+      isPermanent: () => false,
+      giveUp: async (j, err) => void given.push({ job: j, err }),
+      run,
+    });
   }
 
   it('the count is on disk before the work starts', async () => {
@@ -193,10 +327,19 @@ describe('tries counted before they run', () => {
     const store = new JobStore(dir);
     await store.open();
     let onDisk: unknown;
-    const q = queue(store, async (j) => {
-      // What a restart at this instant would read.
-      onDisk = readFileSync(join(dir, 'queue.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((l) => l.job?.id === j.id).at(-1).job;
-    }, []);
+    const q = queue(
+      store,
+      async (j) => {
+        // What a restart at this instant would read.
+        onDisk = readFileSync(join(dir, 'queue.jsonl'), 'utf8')
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l))
+          .filter((l) => l.job?.id === j.id)
+          .at(-1).job;
+      },
+      [],
+    );
     q.resume([]);
     await q.add(job('j-1', 'k', q.nextSeq()));
     await q.idle();
@@ -240,7 +383,10 @@ describe('tries counted before they run', () => {
     assert.equal(given.length, 1);
     assert.equal(given[0]!.job.attempts, 3);
     assert.ok(given[0]!.err instanceof InterruptedError);
-    assert.match((given[0]!.err as Error).message, /the receiver stopped during attempt 3 of this job \(a crash or a kill\): not trying again/);
+    assert.match(
+      (given[0]!.err as Error).message,
+      /the receiver stopped during attempt 3 of this job \(a crash or a kill\): not trying again/,
+    );
     await store.close();
     const last = new JobStore(dir);
     assert.deepEqual((await last.open()).jobs, []);
@@ -271,7 +417,10 @@ describe('tries counted before they run', () => {
     await store.close();
     const again = new JobStore(dir);
     const { jobs } = await again.open();
-    assert.deepEqual(jobs.map((j) => [j.id, j.attempts, j.startedAt]), [['slow', 0, null]]);
+    assert.deepEqual(
+      jobs.map((j) => [j.id, j.attempts, j.startedAt]),
+      [['slow', 0, null]],
+    );
     await again.close();
   });
 });

@@ -47,9 +47,14 @@ export interface ReceiverProcess {
 
 /** Runs `bin/bpg-webhook.js --config <file>` as a process of its own; resolves once it listens. */
 export async function spawnReceiver(configFile: string, env: Record<string, string> = {}): Promise<ReceiverProcess> {
-  const child = spawn(process.execPath, [BPG_WEBHOOK, '--config', configFile], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [BPG_WEBHOOK, '--config', configFile], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   const lines: Line[] = [];
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('exit', (code, signal) => r({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
   let buf = '';
   const url = new Promise<string>((resolve, reject) => {
     child.stderr!.on('data', (d: Buffer) => {
@@ -68,8 +73,11 @@ export async function spawnReceiver(configFile: string, env: Record<string, stri
         }
       }
     });
-    void exited.then(({ code, signal }) => reject(new Error(`bpg-webhook exited (${code ?? signal}) before listening: ${lines.map((l) => l.msg).join(' | ')}`)));
+    void exited.then(({ code, signal }) =>
+      reject(
+        new Error(`bpg-webhook exited (${code ?? signal}) before listening: ${lines.map((l) => l.msg).join(' | ')}`),
+      ),
+    );
   });
   return { url: await url, child, lines, exited };
 }
-

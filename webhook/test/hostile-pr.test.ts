@@ -3,7 +3,14 @@ import { lstatSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BranchView } from '../../agent/api/schemas.js';
-import { addressesOf, assertReachBlocked, attacks, BombWatch, HostileStack, HostListener } from '../../agent/test/hostile-kit.js';
+import {
+  addressesOf,
+  assertReachBlocked,
+  attacks,
+  BombWatch,
+  HostileStack,
+  HostListener,
+} from '../../agent/test/hostile-kit.js';
 import { query, queryOne } from '../../agent/test/helpers.js';
 import { startReceiver, type Receiver } from '../src/receiver.js';
 import { FakeGitHub } from '../../shared/test/fake-github.js';
@@ -55,7 +62,8 @@ async function reported(n: number): Promise<{ state: string; description: string
   return { state: st.state, description: st.description, comment: comments[0]!.body };
 }
 
-const applied = async (b: BranchView) => (await query<{ name: string }>(b, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name);
+const applied = async (b: BranchView) =>
+  (await query<{ name: string }>(b, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name);
 
 before(async () => {
   await stack.start();
@@ -68,7 +76,9 @@ before(async () => {
     githubToken: GH_TOKEN,
     agentUrl: stack.url,
     agentToken: stack.token,
-    repos: { [REPO]: { database: stack.db, fast: true, resetOnPush: true, migrations: { path: DIR, timeoutSeconds: LIMIT_S } } },
+    repos: {
+      [REPO]: { database: stack.db, fast: true, resetOnPush: true, migrations: { path: DIR, timeoutSeconds: LIMIT_S } },
+    },
     queue: { concurrency: 4 },
   });
   secret = r.secret;
@@ -79,12 +89,20 @@ before(async () => {
   // the other branch's address and that network's gateway (the host) are known before the PR is.
   const other = addressesOf((await stack.branch('other')).container);
   await Promise.all([
-    push(PR.link, 'opened', { '001_accounts.sql': MIGRATION_001, '002_link.sql': attacks.linkAtSettings(stack.canary) }),
+    push(PR.link, 'opened', {
+      '001_accounts.sql': MIGRATION_001,
+      '002_link.sql': attacks.linkAtSettings(stack.canary),
+    }),
     push(PR.fifo, 'opened', { '001_fifo.sql': attacks.fifoAtPgVersion() }),
     push(PR.settings, 'opened', {
       '001_accounts.sql': MIGRATION_001,
       '002_alter_system.sql': attacks.alterSystem('dblink'),
-      '003_reach.sql': attacks.reach({ neighbour: other.ip, host: other.gateway, hostPort: listener.port, connectTimeout: 2 }),
+      '003_reach.sql': attacks.reach({
+        neighbour: other.ip,
+        host: other.gateway,
+        hostPort: listener.port,
+        connectTimeout: 2,
+      }),
     }),
     push(PR.fill, 'opened', { '001_accounts.sql': MIGRATION_001, '002_fill.sql': attacks.fillDisk() }),
   ]);
@@ -116,13 +134,20 @@ describe('a hostile pull request through the receiver (its own migration files)'
     await stack.assertContained(['main', 'other', prBranch(PR.link)]);
 
     // The author pushes again: the receiver resets the branch (a new clone of main) and applies the files from scratch.
-    await push(PR.link, 'synchronize', { '001_accounts.sql': MIGRATION_001, '003_orders.sql': 'CREATE TABLE orders (id bigserial PRIMARY KEY);\n' });
+    await push(PR.link, 'synchronize', {
+      '001_accounts.sql': MIGRATION_001,
+      '003_orders.sql': 'CREATE TABLE orders (id bigserial PRIMARY KEY);\n',
+    });
     const again = await reported(PR.link);
     assert.equal(again.state, 'success', again.description);
     const fresh = await stack.branch(prBranch(PR.link));
     assert.equal(fresh.status, 'running');
     assert.ok(lstatSync(join(stack.dataDir(fresh), 'betterpg.conf')).isFile(), 'a regular settings file again');
-    assert.deepEqual(await applied(fresh), ['001_accounts.sql', '003_orders.sql'], 'applied on a fresh clone (the link file is not recorded)');
+    assert.deepEqual(
+      await applied(fresh),
+      ['001_accounts.sql', '003_orders.sql'],
+      'applied on a fresh clone (the link file is not recorded)',
+    );
     assert.equal((await queryOne<{ n: number }>(fresh, 'SELECT count(*)::int AS n FROM t')).n, 1000, "main's data");
     assert.equal((await stack.restart(prBranch(PR.link))).status, 200, 'and it restarts');
     await stack.assertContained();
@@ -134,7 +159,11 @@ describe('a hostile pull request through the receiver (its own migration files)'
     const b = await stack.branch(prBranch(PR.fifo));
     assert.ok(lstatSync(join(stack.dataDir(b), 'PG_VERSION')).isFIFO(), 'the migration planted the FIFO');
     // A blocking open of the FIFO would hang the restart (60 s timeout) and whatever waits behind it.
-    const [restart, list, health] = await Promise.all([stack.restart(prBranch(PR.fifo)), stack.api('GET', `/v1/databases/${stack.db}/branches`, 30_000), stack.api('GET', '/v1/health', 30_000)]);
+    const [restart, list, health] = await Promise.all([
+      stack.restart(prBranch(PR.fifo)),
+      stack.api('GET', `/v1/databases/${stack.db}/branches`, 30_000),
+      stack.api('GET', '/v1/health', 30_000),
+    ]);
     stack.assertRefused(restart, 'PG_VERSION', 'a FIFO');
     assert.equal(list.status, 200);
     assert.equal(health.status, 200);
@@ -148,7 +177,11 @@ describe('a hostile pull request through the receiver (its own migration files)'
     assertReachBlocked(r.comment, listener);
 
     const b = await stack.branch(prBranch(PR.settings));
-    assert.deepEqual(await applied(b), ['001_accounts.sql', '002_alter_system.sql'], 'ALTER SYSTEM went through; the reach file was rolled back');
+    assert.deepEqual(
+      await applied(b),
+      ['001_accounts.sql', '002_alter_system.sql'],
+      'ALTER SYSTEM went through; the reach file was rolled back',
+    );
     const restarted = await stack.restart(prBranch(PR.settings));
     assert.equal(restarted.status, 200, JSON.stringify(restarted.body));
     assert.equal(restarted.body.port, b.port, 'the same published port');
@@ -159,7 +192,10 @@ describe('a hostile pull request through the receiver (its own migration files)'
   it('(d) filling the disk: the file fails with "Disk quota exceeded" on the PR, rolled back; main and the others are fine', async () => {
     const r = await reported(PR.fill);
     assert.equal(r.state, 'failure');
-    assert.match(r.description, /^Migration 002_fill\.sql failed: ERROR: could not (extend file|write block \d+ in file) "[^"]+": Disk quota exceeded/);
+    assert.match(
+      r.description,
+      /^Migration 002_fill\.sql failed: ERROR: could not (extend file|write block \d+ in file) "[^"]+": Disk quota exceeded/,
+    );
     assert.match(r.comment, /❌ failed at `002_fill\.sql` \(1 applied: `001_accounts\.sql`\)/);
     const b = await stack.branch(prBranch(PR.fill));
     assert.equal(b.diskQuotaBytes, 64 * 1024 * 1024);
@@ -167,15 +203,23 @@ describe('a hostile pull request through the receiver (its own migration files)'
     assert.deepEqual(await applied(b), ['001_accounts.sql'], 'the branch answers; the fill was rolled back');
     await stack.assertContained();
     // Both still write (the pool is not full).
-    for (const name of ['main', 'other']) await query(await stack.branch(name), 'CREATE TABLE after_fill AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE after_fill');
+    for (const name of ['main', 'other'])
+      await query(
+        await stack.branch(name),
+        'CREATE TABLE after_fill AS SELECT g FROM generate_series(1, 10000) g; DROP TABLE after_fill',
+      );
   });
 
   it('(c) a fork bomb stops at the pids limit; main, the other branches and the agent answer meanwhile', async () => {
     await push(PR.bomb, 'opened', { '001_accounts.sql': MIGRATION_001, '002_bomb.sql': attacks.forkBomb() });
-    const b = await waitFor('the bomb branch running', async () => {
-      const v = await stack.branch(prBranch(PR.bomb)).catch(() => undefined);
-      return v?.status === 'running' ? v : undefined;
-    }, 120_000);
+    const b = await waitFor(
+      'the bomb branch running',
+      async () => {
+        const v = await stack.branch(prBranch(PR.bomb)).catch(() => undefined);
+        return v?.status === 'running' ? v : undefined;
+      },
+      120_000,
+    );
     const bomb = new BombWatch(stack, b);
     try {
       assert.equal(bomb.limit(), 512);

@@ -59,7 +59,12 @@ const log = recorder();
 const finalStatus = (repo: string, s: string) => () => gh.statusesOf(repo, s).find((x) => x.state !== 'pending');
 const branchOf = (name: string): Promise<BranchView> => agent.client.getBranch(db, name);
 const sleepers = async (b: BranchView) =>
-  (await query<{ n: number }>(b, `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (query ILIKE '%pg_sleep%' OR query ILIKE '%TO PROGRAM%')`))[0]!.n;
+  (
+    await query<{ n: number }>(
+      b,
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND (query ILIKE '%pg_sleep%' OR query ILIKE '%TO PROGRAM%')`,
+    )
+  )[0]!.n;
 
 before(async () => {
   agent = await startAgent();
@@ -75,7 +80,19 @@ before(async () => {
     githubToken: GH_TOKEN,
     agentUrl: agent.server.url,
     agentToken: agent.token,
-    repos: { [REPO]: { database: db, fast: true, migrations: { path: 'db/migrations', timeoutSeconds: LIMIT_S, maxFiles: 3, maxFileSize: '2k', maxTotalSize: '3k' } } },
+    repos: {
+      [REPO]: {
+        database: db,
+        fast: true,
+        migrations: {
+          path: 'db/migrations',
+          timeoutSeconds: LIMIT_S,
+          maxFiles: 3,
+          maxFileSize: '2k',
+          maxTotalSize: '3k',
+        },
+      },
+    },
     queue: { concurrency: 4 },
   });
   receiver = await startReceiver(cfg.cfg, { log });
@@ -92,7 +109,10 @@ after(async () => {
 describe('a migration past its time limit', () => {
   it('SET statement_timeout = 0 and pg_sleep, or a loop that swallows cancels: stopped at the limit, backend gone, reported; other pull requests go on', async () => {
     const [s41, s42, s43] = [sha(), sha(), sha()];
-    gh.commit(REPO, s41, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_sleep.sql': 'SET statement_timeout = 0;\nSELECT pg_sleep(1e6);\n' });
+    gh.commit(REPO, s41, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_sleep.sql': 'SET statement_timeout = 0;\nSELECT pg_sleep(1e6);\n',
+    });
     gh.commit(REPO, s42, {
       'db/migrations/001_loop.sql': `SET statement_timeout = 0;
 DO $$ BEGIN
@@ -102,7 +122,10 @@ DO $$ BEGIN
 END $$;
 `,
     });
-    gh.commit(REPO, s43, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002 });
+    gh.commit(REPO, s43, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_orders.sql': MIGRATION_002,
+    });
     assert.equal((await deliver(hook, cfg.secret, 'pull_request', prPayload('opened', REPO, 41, s41))).status, 202);
     assert.equal((await deliver(hook, cfg.secret, 'pull_request', prPayload('opened', REPO, 42, s42))).status, 202);
     // The sleeper really runs on its branch...
@@ -115,10 +138,18 @@ END $$;
     const st43 = await waitFor('PR 43 done', finalStatus(REPO, s43), 120_000);
     assert.equal(st43.state, 'success', st43.description);
 
-    for (const [n, s, file] of [[41, s41, '002_sleep.sql'], [42, s42, '001_loop.sql']] as const) {
+    for (const [n, s, file] of [
+      [41, s41, '002_sleep.sql'],
+      [42, s42, '001_loop.sql'],
+    ] as const) {
       const st = await waitFor(`PR ${n} reported`, finalStatus(REPO, s), 120_000);
       assert.equal(st.state, 'failure');
-      assert.match(st.description, new RegExp(`^Migration ${file.replace('.', '\\.')} failed: stopped after \\d+ s: over the limit of ${LIMIT_S} s per file`));
+      assert.match(
+        st.description,
+        new RegExp(
+          `^Migration ${file.replace('.', '\\.')} failed: stopped after \\d+ s: over the limit of ${LIMIT_S} s per file`,
+        ),
+      );
       const body = gh.botComments(REPO, n)[0]!.body;
       assert.match(body, new RegExp(`❌ failed at \`${file.replace('.', '\\.')}\``));
       assert.match(body, /its backend was terminated, and the file was rolled back/);
@@ -130,10 +161,17 @@ END $$;
       assert.equal(b.status, 'running');
     }
     // What came before the sleeper stays applied; the sleeper itself was rolled back.
-    assert.deepEqual((await query<{ name: string }>(b41, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name), ['001_accounts.sql']);
+    assert.deepEqual(
+      (await query<{ name: string }>(b41, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name),
+      ['001_accounts.sql'],
+    );
     const b43 = await branchOf('pr-43');
-    assert.deepEqual((await query<{ name: string }>(b43, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name), ['001_accounts.sql', '002_orders.sql']);
-    for (const b of [await branchOf('main'), b41, b43]) assert.deepEqual(await query(b, 'SELECT v FROM marker'), [{ v: 'main data' }], `${b.name} answers with its data`);
+    assert.deepEqual(
+      (await query<{ name: string }>(b43, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name),
+      ['001_accounts.sql', '002_orders.sql'],
+    );
+    for (const b of [await branchOf('main'), b41, b43])
+      assert.deepEqual(await query(b, 'SELECT v FROM marker'), [{ v: 'main data' }], `${b.name} answers with its data`);
     assert.equal((await fetch(`${receiver.url}/healthz`)).status, 200);
   });
 
@@ -141,20 +179,33 @@ END $$;
     const s = sha();
     // Only /bin/sh in the image: the program keeps its own stdin open for writing, so it never sees
     // end of input, and ignores SIGTERM, so the backend waits for it in pclose().
-    gh.commit(REPO, s, { 'db/migrations/001_stuck.sql': `SET statement_timeout = 0;\nCOPY (SELECT 1) TO PROGRAM 'trap "" TERM; exec 3>/proc/self/fd/0; exec cat >/dev/null';\n` });
+    gh.commit(REPO, s, {
+      'db/migrations/001_stuck.sql': `SET statement_timeout = 0;\nCOPY (SELECT 1) TO PROGRAM 'trap "" TERM; exec 3>/proc/self/fd/0; exec cat >/dev/null';\n`,
+    });
     assert.equal((await deliver(hook, cfg.secret, 'pull_request', prPayload('opened', REPO, 44, s))).status, 202);
     const st = await waitFor('PR 44 reported', finalStatus(REPO, s), 240_000);
     assert.equal(st.state, 'failure');
     const body = gh.botComments(REPO, 44)[0]!.body;
-    assert.match(body, /stopped after \d+ s: over the limit of 4 s per file \(migrations.timeoutSeconds\); its backend did not end when told to, so the branch was restarted, and the file was rolled back/);
-    assert.ok(log.lines.some((l) => l.msg.startsWith('a migration outlived its time limit') && l.branch === `${db}/pr-44`));
+    assert.match(
+      body,
+      /stopped after \d+ s: over the limit of 4 s per file \(migrations.timeoutSeconds\); its backend did not end when told to, so the branch was restarted, and the file was rolled back/,
+    );
+    assert.ok(
+      log.lines.some((l) => l.msg.startsWith('a migration outlived its time limit') && l.branch === `${db}/pr-44`),
+    );
     const b = await branchOf('pr-44');
     assert.equal(b.status, 'running');
     assert.equal(await sleepers(b), 0);
-    const procs = sh('docker', ['top', b.container, '-eo', 'pid,comm']).split('\n').map((l) => l.trim().split(/\s+/)[1] ?? '');
+    const procs = sh('docker', ['top', b.container, '-eo', 'pid,comm'])
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/)[1] ?? '');
     assert.ok(!procs.includes('cat'), `the program is gone with the restart: ${procs.join(' ')}`);
     assert.deepEqual(await query(b, 'SELECT v FROM marker'), [{ v: 'main data' }]);
-    assert.equal((await query<{ n: number }>(b, 'SELECT count(*)::int AS n FROM betterpg.migrations'))[0]!.n, 0, 'rolled back');
+    assert.equal(
+      (await query<{ n: number }>(b, 'SELECT count(*)::int AS n FROM betterpg.migrations'))[0]!.n,
+      0,
+      'rolled back',
+    );
   });
 });
 
@@ -165,7 +216,12 @@ describe('what a migration selects', () => {
     await c.connect();
     try {
       const res = await new Promise<{ rows: unknown[]; rowCount: number | null }>((resolve, reject) => {
-        c.query(new RowlessQuery({ text: `SELECT 1; SELECT repeat('x', 1000) FROM generate_series(1, 100000)` }, (err: Error | undefined, r: any) => (err ? reject(err) : resolve(Array.isArray(r) ? r.at(-1) : r))));
+        c.query(
+          new RowlessQuery(
+            { text: `SELECT 1; SELECT repeat('x', 1000) FROM generate_series(1, 100000)` },
+            (err: Error | undefined, r: any) => (err ? reject(err) : resolve(Array.isArray(r) ? r.at(-1) : r)),
+          ),
+        );
       });
       assert.equal(res.rowCount, 100_000, 'every row came');
       assert.deepEqual(res.rows, [], 'none was kept');
@@ -179,9 +235,26 @@ describe('migration limits', () => {
   it('too many files, one too large, or too much in all: refused before anything is created or applied, and said on the PR', async () => {
     const small = 'SELECT 1;\n';
     const cases: [number, Record<string, string>, RegExp][] = [
-      [45, { 'db/migrations/1.sql': small, 'db/migrations/2.sql': small, 'db/migrations/3.sql': small, 'db/migrations/4.sql': small }, /^Migrations refused: 4 \.sql files in db\/migrations; at most 3 \(migrations\.maxFiles\)/],
-      [46, { 'db/migrations/1.sql': small, 'db/migrations/2.sql': `-- ${'x'.repeat(3000)}\nSELECT 1;\n` }, /^Migrations refused: 2\.sql is 2\.9 KiB; at most 2 KiB per file \(migrations\.maxFileSize\)/],
-      [47, { 'db/migrations/1.sql': `-- ${'x'.repeat(1800)}\n`, 'db/migrations/2.sql': `-- ${'x'.repeat(1800)}\n` }, /^Migrations refused: the \.sql files in db\/migrations come to 3\.5 KiB; at most 3 KiB in all \(migrations\.maxTotalSize\)/],
+      [
+        45,
+        {
+          'db/migrations/1.sql': small,
+          'db/migrations/2.sql': small,
+          'db/migrations/3.sql': small,
+          'db/migrations/4.sql': small,
+        },
+        /^Migrations refused: 4 \.sql files in db\/migrations; at most 3 \(migrations\.maxFiles\)/,
+      ],
+      [
+        46,
+        { 'db/migrations/1.sql': small, 'db/migrations/2.sql': `-- ${'x'.repeat(3000)}\nSELECT 1;\n` },
+        /^Migrations refused: 2\.sql is 2\.9 KiB; at most 2 KiB per file \(migrations\.maxFileSize\)/,
+      ],
+      [
+        47,
+        { 'db/migrations/1.sql': `-- ${'x'.repeat(1800)}\n`, 'db/migrations/2.sql': `-- ${'x'.repeat(1800)}\n` },
+        /^Migrations refused: the \.sql files in db\/migrations come to 3\.5 KiB; at most 3 KiB in all \(migrations\.maxTotalSize\)/,
+      ],
     ];
     const shas = new Map<number, string>();
     for (const [n, files] of cases) {
@@ -198,19 +271,36 @@ describe('migration limits', () => {
       const body = gh.botComments(REPO, n)[0]!.body;
       assert.match(body, /: migrations refused/);
       assert.match(body, /Nothing was applied/);
-      await assert.rejects(branchOf(`pr-${n}`), (e) => e instanceof BpgApiError && e.status === 404, `PR ${n}: no branch`);
-      assert.equal(gh.requests.filter((r) => r.query.includes(s) && /\/contents\/db\/migrations\/.+/.test(r.path)).length, 0, `PR ${n}: no file downloaded`);
+      await assert.rejects(
+        branchOf(`pr-${n}`),
+        (e) => e instanceof BpgApiError && e.status === 404,
+        `PR ${n}: no branch`,
+      );
+      assert.equal(
+        gh.requests.filter((r) => r.query.includes(s) && /\/contents\/db\/migrations\/.+/.test(r.path)).length,
+        0,
+        `PR ${n}: no file downloaded`,
+      );
     }
 
     // A push over a limit on a PR that has a branch: the branch is left as it was.
     const before = await branchOf('pr-43');
     const s = sha();
-    gh.commit(REPO, s, { ...Object.fromEntries(['1', '2', '3'].map((i) => [`db/migrations/00${i}_x.sql`, small])), 'db/migrations/004_drop.sql': 'DROP TABLE marker;\n' });
+    gh.commit(REPO, s, {
+      ...Object.fromEntries(['1', '2', '3'].map((i) => [`db/migrations/00${i}_x.sql`, small])),
+      'db/migrations/004_drop.sql': 'DROP TABLE marker;\n',
+    });
     await deliver(hook, cfg.secret, 'pull_request', prPayload('synchronize', REPO, 43, s));
-    assert.match((await waitFor('PR 43 refused', finalStatus(REPO, s))).description, /^Migrations refused: 4 \.sql files/);
+    assert.match(
+      (await waitFor('PR 43 refused', finalStatus(REPO, s))).description,
+      /^Migrations refused: 4 \.sql files/,
+    );
     const after = await branchOf('pr-43');
     assert.equal(after.createdAt, before.createdAt);
-    assert.deepEqual((await query<{ name: string }>(after, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name), ['001_accounts.sql', '002_orders.sql']);
+    assert.deepEqual(
+      (await query<{ name: string }>(after, 'SELECT name FROM betterpg.migrations ORDER BY name')).map((r) => r.name),
+      ['001_accounts.sql', '002_orders.sql'],
+    );
     assert.deepEqual(await query(after, 'SELECT v FROM marker'), [{ v: 'main data' }]);
   });
 });
@@ -240,12 +330,19 @@ describe('a body delivered again', () => {
 
     // The same pull request with another body (a push) is new work.
     const s2 = sha();
-    gh.commit(REPO, s2, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002 });
+    gh.commit(REPO, s2, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_orders.sql': MIGRATION_002,
+    });
     assert.equal((await deliver(hook, cfg.secret, 'pull_request', prPayload('synchronize', REPO, n, s2))).status, 202);
     assert.equal((await waitFor('PR 48 push done', finalStatus(REPO, s2), 120_000)).state, 'success');
     await receiver.queue.idle();
 
-    assert.deepEqual(gh.statusesOf(REPO, s).map((x) => x.state), ['pending', 'success'], 'the first body was worked on once');
+    assert.deepEqual(
+      gh.statusesOf(REPO, s).map((x) => x.state),
+      ['pending', 'success'],
+      'the first body was worked on once',
+    );
     assert.equal(log.lines.filter((l) => l.msg === 'delivery done' && l.pr === `${REPO}#${n}`.toLowerCase()).length, 2);
     assert.equal(log.lines.filter((l) => l.msg === 'delivery' && l.duplicate === 'body').length, 2);
     assert.deepEqual(queuedIds(cfg.stateDir), []);
@@ -264,7 +361,9 @@ describe('a delivery that takes the receiver down', () => {
       githubToken: GH_TOKEN,
       agentUrl: agent.server.url,
       agentToken: agent.token,
-      repos: { [CRASH_REPO]: { database: db, branchName: 'crash-{number}', fast: true, migrations: { path: 'db/migrations' } } },
+      repos: {
+        [CRASH_REPO]: { database: db, branchName: 'crash-{number}', fast: true, migrations: { path: 'db/migrations' } },
+      },
       queue: { attempts: 2 },
     });
     const file = join(r.stateDir, 'webhook.yaml');
@@ -272,16 +371,26 @@ describe('a delivery that takes the receiver down', () => {
     const [s51, s52] = [sha(), sha()];
     gh.commit(CRASH_REPO, s51, { 'db/migrations/001_accounts.sql': MIGRATION_001 });
     gh.commit(CRASH_REPO, s52, { 'db/migrations/001_accounts.sql': MIGRATION_001 });
-    const listings = () => gh.requests.filter((q) => q.path === `/repos/${CRASH_REPO}/contents/db/migrations` && q.query.includes(s51)).length;
+    const listings = () =>
+      gh.requests.filter((q) => q.path === `/repos/${CRASH_REPO}/contents/db/migrations` && q.query.includes(s51))
+        .length;
 
     // Each start: the job gets as far as reading its migration, and the receiver dies (SIGKILL: no
     // chance to write anything more), as it would on a job that crashes it.
     for (let start = 1; start <= 2; start++) {
       const held = gh.hold('GET', /\/contents\/db\/migrations\/001_accounts\.sql$/);
       proc = await spawnReceiver(file);
-      if (start === 1) assert.equal((await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 51, s51))).status, 202);
+      if (start === 1)
+        assert.equal(
+          (await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 51, s51)))
+            .status,
+          202,
+        );
       await held.arrived;
-      if (start === 2) await waitFor('the cut-short try noticed', () => proc!.lines.some((l) => l.msg.startsWith('a delivery was cut short') && l.attempt === 1));
+      if (start === 2)
+        await waitFor('the cut-short try noticed', () =>
+          proc!.lines.some((l) => l.msg.startsWith('a delivery was cut short') && l.attempt === 1),
+        );
       proc.child.kill('SIGKILL');
       assert.equal((await proc.exited).signal, 'SIGKILL');
       held.release();
@@ -293,15 +402,24 @@ describe('a delivery that takes the receiver down', () => {
     proc = await spawnReceiver(file);
     const st = await waitFor('PR 51 given up', finalStatus(CRASH_REPO, s51), 60_000);
     assert.equal(st.state, 'error');
-    assert.match(st.description, /^Preparing .*crash-51 failed: the receiver stopped during attempt 2 of this job \(a crash or a kill\)/);
+    assert.match(
+      st.description,
+      /^Preparing .*crash-51 failed: the receiver stopped during attempt 2 of this job \(a crash or a kill\)/,
+    );
     const body = (await waitFor('the comment', () => gh.botComments(CRASH_REPO, 51)[0])).body;
     assert.match(body, /: not ready/);
-    assert.match(body, /failed \(after 2 attempts\):\nthe receiver stopped during attempt 2 of this job \(a crash or a kill\): not trying again/);
+    assert.match(
+      body,
+      /failed \(after 2 attempts\):\nthe receiver stopped during attempt 2 of this job \(a crash or a kill\): not trying again/,
+    );
     assert.equal(listings(), 2, 'not tried a third time');
     await assert.rejects(agent.client.getBranch(db, 'crash-51'), (e) => e instanceof BpgApiError && e.status === 404);
 
     // The receiver that gave up goes on working.
-    assert.equal((await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 52, s52))).status, 202);
+    assert.equal(
+      (await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 52, s52))).status,
+      202,
+    );
     assert.equal((await waitFor('PR 52 done', finalStatus(CRASH_REPO, s52), 120_000)).state, 'success');
     await waitFor('the queue empty', () => queuedIds(r.stateDir).length === 0);
     proc.child.kill('SIGTERM');
@@ -322,7 +440,14 @@ describe('a file running when the receiver dies', () => {
       githubToken: GH_TOKEN,
       agentUrl: agent.server.url,
       agentToken: agent.token,
-      repos: { [CRASH_REPO]: { database: db, branchName: 'orphan-{number}', fast: true, migrations: { path: 'db/migrations' } } },
+      repos: {
+        [CRASH_REPO]: {
+          database: db,
+          branchName: 'orphan-{number}',
+          fast: true,
+          migrations: { path: 'db/migrations' },
+        },
+      },
     });
     const file = join(r.stateDir, 'webhook.yaml');
     writeFileSync(file, YAML.stringify(r.raw), { mode: 0o600 });
@@ -330,11 +455,18 @@ describe('a file running when the receiver dies', () => {
     // An honest slow migration (it leaves the server's settings alone), well inside its 600 s.
     gh.commit(CRASH_REPO, s, { 'db/migrations/001_slow.sql': 'SELECT pg_sleep(1e6);\n' });
     proc = await spawnReceiver(file);
-    assert.equal((await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 53, s))).status, 202);
-    const b = await waitFor('the file running', async () => {
-      const b = await agent.client.getBranch(db, 'orphan-53').catch(() => undefined);
-      return b && (await sleepers(b).catch(() => 0)) > 0 ? b : undefined;
-    }, 120_000);
+    assert.equal(
+      (await deliver(`${proc.url}/webhook`, r.secret, 'pull_request', prPayload('opened', CRASH_REPO, 53, s))).status,
+      202,
+    );
+    const b = await waitFor(
+      'the file running',
+      async () => {
+        const b = await agent.client.getBranch(db, 'orphan-53').catch(() => undefined);
+        return b && (await sleepers(b).catch(() => 0)) > 0 ? b : undefined;
+      },
+      120_000,
+    );
     proc.child.kill('SIGKILL');
     await proc.exited;
     proc = null;
@@ -348,13 +480,22 @@ describe('configuration', () => {
   it('two repositories that would share branches of one database stop the receiver at start with one line naming both', async () => {
     const dir = tempDir();
     const file = join(dir, 'webhook.yaml');
-    const raw = { secret: 's'.repeat(32), github: { token: 'ghp_x' }, agent: { token: 't'.repeat(20) }, stateDir: dir, repos: { 'acme/shop': { database: 'shop' }, 'acme/admin': { database: 'shop' } } };
+    const raw = {
+      secret: 's'.repeat(32),
+      github: { token: 'ghp_x' },
+      agent: { token: 't'.repeat(20) },
+      stateDir: dir,
+      repos: { 'acme/shop': { database: 'shop' }, 'acme/admin': { database: 'shop' } },
+    };
     writeFileSync(file, YAML.stringify(raw));
     const r = await promisify(execFile)(process.execPath, [BPG_WEBHOOK, '--config', file]).then(
       () => ({ code: 0, stderr: '' }),
       (e: { code: number; stderr: string }) => ({ code: e.code, stderr: e.stderr }),
     );
     assert.equal(r.code, 1);
-    assert.equal(r.stderr, `error: invalid config ${file}: repos: 'acme/shop' and 'acme/admin' both use database 'shop' with the same branchName 'pr-{number}': both would make branch 'pr-1'; give one of them another branchName\n`);
+    assert.equal(
+      r.stderr,
+      `error: invalid config ${file}: repos: 'acme/shop' and 'acme/admin' both use database 'shop' with the same branchName 'pr-{number}': both would make branch 'pr-1'; give one of them another branchName\n`,
+    );
   });
 });

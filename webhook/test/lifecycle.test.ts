@@ -62,7 +62,13 @@ before(async () => {
     agentToken: agent.token,
     repos: {
       [PUBLIC]: { database: db, migrations: { path: 'db/migrations' } },
-      [PRIVATE]: { database: db, branchName: 'internal-{number}', migrations: { path: 'db/migrations' }, resetOnPush: true, fast: true },
+      [PRIVATE]: {
+        database: db,
+        branchName: 'internal-{number}',
+        migrations: { path: 'db/migrations' },
+        resetOnPush: true,
+        fast: true,
+      },
       [NO_DB]: { database: `${db}x` },
     },
   });
@@ -89,7 +95,9 @@ describe('verification first', () => {
     const missing = await deliver(hook, secret, 'pull_request', payload, { signature: null });
     const garbage = await deliver(hook, secret, 'pull_request', payload, { signature: 'sha256=xyz' });
     // A valid signature for other bytes: the body was tampered with.
-    const tampered = await deliver(hook, secret, 'pull_request', payload, { signature: sign(secret, JSON.stringify({ ...payload, number: 999 })) });
+    const tampered = await deliver(hook, secret, 'pull_request', payload, {
+      signature: sign(secret, JSON.stringify({ ...payload, number: 999 })),
+    });
     for (const r of [wrongSecret, missing, garbage, tampered]) {
       assert.equal(r.status, 401, JSON.stringify(r.body));
       assert.ok(r.ms < 1000);
@@ -121,7 +129,12 @@ describe('verification first', () => {
     const other = await deliver(hook, secret, 'pull_request', prPayload('opened', `${owner}/unlisted`, 3, sha()));
     assert.equal(other.status, 200);
     assert.match(other.body.reason, /not configured/);
-    const fork = await deliver(hook, secret, 'pull_request', prPayload('opened', PUBLIC, 4, sha(), { fork: 'stranger/shop' }));
+    const fork = await deliver(
+      hook,
+      secret,
+      'pull_request',
+      prPayload('opened', PUBLIC, 4, sha(), { fork: 'stranger/shop' }),
+    );
     assert.match(fork.body.reason, /fork/);
     await receiver.queue.idle();
     assert.equal(gh.requests.length, before);
@@ -137,10 +150,22 @@ describe('a pull request from opened to closed', () => {
 
   before(() => {
     // A long PR: 150 comments by people, one of them quoting our marker. Ours must still be found.
-    for (let i = 0; i < 150; i++) gh.addComment(PUBLIC, n, i === 120 ? `quoting: ${commentMarker(db)}` : `comment ${i}`, 'alice');
-    gh.commit(PUBLIC, sha1, { 'README.md': '# shop\n', 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/notes.txt': 'not sql' });
-    gh.commit(PUBLIC, sha2, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002 });
-    gh.commit(PUBLIC, sha3, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002, 'db/migrations/003_invoices.sql': MIGRATION_003_BAD });
+    for (let i = 0; i < 150; i++)
+      gh.addComment(PUBLIC, n, i === 120 ? `quoting: ${commentMarker(db)}` : `comment ${i}`, 'alice');
+    gh.commit(PUBLIC, sha1, {
+      'README.md': '# shop\n',
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/notes.txt': 'not sql',
+    });
+    gh.commit(PUBLIC, sha2, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_orders.sql': MIGRATION_002,
+    });
+    gh.commit(PUBLIC, sha3, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_orders.sql': MIGRATION_002,
+      'db/migrations/003_invoices.sql': MIGRATION_003_BAD,
+    });
   });
 
   it('opened: the branch, its migration, a pending then successful status and one comment', async () => {
@@ -150,7 +175,10 @@ describe('a pull request from opened to closed', () => {
     await waitFor('the final status', finalStatus(PUBLIC, sha1));
 
     const statuses = gh.statusesOf(PUBLIC, sha1);
-    assert.deepEqual(statuses.map((s) => s.state), ['pending', 'success']);
+    assert.deepEqual(
+      statuses.map((s) => s.state),
+      ['pending', 'success'],
+    );
     assert.ok(statuses.every((s) => s.context === 'betterpg/database'));
     assert.match(statuses[1]!.description, new RegExp(`${db}/pr-${n} is ready; 1 migration applied`));
 
@@ -169,10 +197,16 @@ describe('a pull request from opened to closed', () => {
     assert.match(body, /\| Password \| hidden \(this repository is public\)/);
     assert.ok(body.includes(':********@'), 'masked connection string');
     assert.ok(!body.includes(password), 'public repository: no password in the comment');
-    assert.equal(gh.commentsOf(PUBLIC, n).find((c) => c.user.login === 'alice' && c.body.includes('quoting'))!.body, `quoting: ${commentMarker(db)}`);
+    assert.equal(
+      gh.commentsOf(PUBLIC, n).find((c) => c.user.login === 'alice' && c.body.includes('quoting'))!.body,
+      `quoting: ${commentMarker(db)}`,
+    );
 
     assert.equal((await query(b, 'SELECT count(*)::int AS n FROM accounts'))[0]!.n, 2);
-    const rec = await query<{ name: string; commit: string }>(b, 'SELECT name, commit FROM betterpg.migrations ORDER BY name');
+    const rec = await query<{ name: string; commit: string }>(
+      b,
+      'SELECT name, commit FROM betterpg.migrations ORDER BY name',
+    );
     assert.deepEqual(rec, [{ name: '001_accounts.sql', commit: sha1 }]);
     const main = await branchOf('main');
     assert.equal((await query(main, "SELECT to_regclass('public.accounts') AS t"))[0]!.t, null, 'main is untouched');
@@ -182,18 +216,29 @@ describe('a pull request from opened to closed', () => {
 
   it('synchronize: only the new migration, the same comment updated', async () => {
     const b = await branchOf(`pr-${n}`);
-    const before = (await query<{ at: Date }>(b, "SELECT applied_at AS at FROM betterpg.migrations WHERE name = '001_accounts.sql'"))[0]!.at;
+    const before = (
+      await query<{ at: Date }>(b, "SELECT applied_at AS at FROM betterpg.migrations WHERE name = '001_accounts.sql'")
+    )[0]!.at;
     const r = await deliver(hook, secret, 'pull_request', prPayload('synchronize', PUBLIC, n, sha2));
     assert.equal(r.status, 202);
     await waitFor('the final status', finalStatus(PUBLIC, sha2));
-    assert.deepEqual(gh.statusesOf(PUBLIC, sha2).map((s) => s.state), ['pending', 'success']);
+    assert.deepEqual(
+      gh.statusesOf(PUBLIC, sha2).map((s) => s.state),
+      ['pending', 'success'],
+    );
     const mine = gh.botComments(PUBLIC, n);
     assert.equal(mine.length, 1);
     assert.equal(mine[0]!.id, commentId);
     assert.match(mine[0]!.body, /1 applied: `002_orders.sql`; 1 applied before/);
     assert.match(mine[0]!.body, /Created \| .*\(reused\)/);
-    const rows = await query<{ name: string; at: Date }>(b, 'SELECT name, applied_at AS at FROM betterpg.migrations ORDER BY name');
-    assert.deepEqual(rows.map((x) => x.name), ['001_accounts.sql', '002_orders.sql']);
+    const rows = await query<{ name: string; at: Date }>(
+      b,
+      'SELECT name, applied_at AS at FROM betterpg.migrations ORDER BY name',
+    );
+    assert.deepEqual(
+      rows.map((x) => x.name),
+      ['001_accounts.sql', '002_orders.sql'],
+    );
     assert.equal(rows[0]!.at.getTime(), before.getTime(), '001 was not applied again');
     assert.equal((await query(b, "SELECT to_regclass('public.orders')::text AS t"))[0]!.t, 'orders');
     assert.equal((await branchOf(`pr-${n}`)).port, b.port);
@@ -229,7 +274,9 @@ describe('a pull request from opened to closed', () => {
     assert.deepEqual(queued(), []);
     // Nothing secret in the receiver's log.
     const text = JSON.stringify(log.lines);
-    assert.ok(!text.includes(password) && !text.includes(secret) && !text.includes(GH_TOKEN) && !text.includes(agent.token));
+    assert.ok(
+      !text.includes(password) && !text.includes(secret) && !text.includes(GH_TOKEN) && !text.includes(agent.token),
+    );
   });
 });
 
@@ -240,7 +287,10 @@ describe('delivery guarantees', () => {
     gh.commit(PUBLIC, s, { 'db/migrations/001_accounts.sql': MIGRATION_001 });
     const payload = prPayload('opened', PUBLIC, n, s);
     // Two copies at once (a redelivery racing the original), then one more after the work is done.
-    const [a, b] = await Promise.all([deliver(hook, secret, 'pull_request', payload, { id: 'a7c1e2d4-0000-4000-8000-000000000008' }), deliver(hook, secret, 'pull_request', payload, { id: 'a7c1e2d4-0000-4000-8000-000000000008' })]);
+    const [a, b] = await Promise.all([
+      deliver(hook, secret, 'pull_request', payload, { id: 'a7c1e2d4-0000-4000-8000-000000000008' }),
+      deliver(hook, secret, 'pull_request', payload, { id: 'a7c1e2d4-0000-4000-8000-000000000008' }),
+    ]);
     assert.deepEqual([a.status, b.status].sort(), [200, 202]);
     await waitFor('the final status', finalStatus(PUBLIC, s));
     await receiver.queue.idle();
@@ -248,9 +298,15 @@ describe('delivery guarantees', () => {
     assert.equal(c.status, 200);
     assert.equal(c.body.status, 'duplicate');
     await receiver.queue.idle();
-    assert.deepEqual(gh.statusesOf(PUBLIC, s).map((x) => x.state), ['pending', 'success']);
+    assert.deepEqual(
+      gh.statusesOf(PUBLIC, s).map((x) => x.state),
+      ['pending', 'success'],
+    );
     assert.equal(gh.botComments(PUBLIC, n).length, 1);
-    assert.equal(log.lines.filter((l) => l.msg === 'delivery done' && l.pr === `${PUBLIC}#${n}`.toLowerCase()).length, 1);
+    assert.equal(
+      log.lines.filter((l) => l.msg === 'delivery done' && l.pr === `${PUBLIC}#${n}`.toLowerCase()).length,
+      1,
+    );
     await agent.client.deleteBranch(db, `pr-${n}`);
   });
 
@@ -263,8 +319,16 @@ describe('delivery guarantees', () => {
     await deliver(hook, secret, 'pull_request', prPayload('opened', PUBLIC, n, s));
     await waitFor('the final status', finalStatus(PUBLIC, s));
     // Each attempt starts with "pending" again: the failed ones may not have set it.
-    assert.match(gh.statusesOf(PUBLIC, s).map((x) => x.state).join(' '), /^(pending )+success$/);
-    const retries = log.lines.filter((l) => l.msg === 'delivery failed, will retry' && l.pr === `${PUBLIC}#${n}`.toLowerCase());
+    assert.match(
+      gh
+        .statusesOf(PUBLIC, s)
+        .map((x) => x.state)
+        .join(' '),
+      /^(pending )+success$/,
+    );
+    const retries = log.lines.filter(
+      (l) => l.msg === 'delivery failed, will retry' && l.pr === `${PUBLIC}#${n}`.toLowerCase(),
+    );
     assert.equal(retries.length, 3);
     assert.match(String(retries[0]!.error), /Server Error|502/);
     assert.equal(gh.botComments(PUBLIC, n).length, 1);
@@ -280,11 +344,21 @@ describe('delivery guarantees', () => {
     assert.match(st.description, /^Preparing .* failed: agent: .*does not exist|not found/i);
     const body = (await waitFor('the comment', () => gh.botComments(NO_DB, n)[0])).body;
     assert.match(body, /: not ready/);
-    assert.ok(!log.lines.some((l) => l.msg === 'delivery failed, will retry' && l.pr === `${NO_DB}#${n}`.toLowerCase()), 'not retried');
+    assert.ok(
+      !log.lines.some((l) => l.msg === 'delivery failed, will retry' && l.pr === `${NO_DB}#${n}`.toLowerCase()),
+      'not retried',
+    );
   });
 
   it('an unreachable agent is retried with backoff, then reported', async () => {
-    const other = await receiverConfig({ githubUrl: gh.url, githubToken: GH_TOKEN, agentUrl: 'http://127.0.0.1:9', agentToken: 'x'.repeat(20), repos: { [PUBLIC]: { database: db } }, queue: { attempts: 3, backoffSeconds: 0.1 } });
+    const other = await receiverConfig({
+      githubUrl: gh.url,
+      githubToken: GH_TOKEN,
+      agentUrl: 'http://127.0.0.1:9',
+      agentToken: 'x'.repeat(20),
+      repos: { [PUBLIC]: { database: db } },
+      queue: { attempts: 3, backoffSeconds: 0.1 },
+    });
     const olog = recorder();
     const r2 = await startReceiver(other.cfg, { log: olog });
     try {
@@ -310,7 +384,10 @@ describe('private repository with resetOnPush', () => {
     const n = 12;
     const [s1, s2] = [sha(), sha()];
     gh.commit(PRIVATE, s1, { 'db/migrations/001_accounts.sql': MIGRATION_001 });
-    gh.commit(PRIVATE, s2, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002 });
+    gh.commit(PRIVATE, s2, {
+      'db/migrations/001_accounts.sql': MIGRATION_001,
+      'db/migrations/002_orders.sql': MIGRATION_002,
+    });
     await deliver(hook, secret, 'pull_request', prPayload('opened', PRIVATE, n, s1, { private: true }));
     await waitFor('the final status', finalStatus(PRIVATE, s1));
     const b = await branchOf(`internal-${n}`);
@@ -324,9 +401,16 @@ describe('private repository with resetOnPush', () => {
     const after = await branchOf(`internal-${n}`);
     assert.equal(after.port, b.port);
     assert.equal(after.connection.password, b.connection.password, 'reset keeps the password');
-    assert.equal((await query(after, 'SELECT count(*)::int AS n FROM accounts'))[0]!.n, 2, 'the scratch row went with the reset');
+    assert.equal(
+      (await query(after, 'SELECT count(*)::int AS n FROM accounts'))[0]!.n,
+      2,
+      'the scratch row went with the reset',
+    );
     const rows = await query<{ name: string }>(after, 'SELECT name FROM betterpg.migrations ORDER BY name');
-    assert.deepEqual(rows.map((r) => r.name), ['001_accounts.sql', '002_orders.sql']);
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      ['001_accounts.sql', '002_orders.sql'],
+    );
     assert.match(gh.botComments(PRIVATE, n)[0]!.body, /2 applied/);
     assert.ok(log.lines.some((l) => l.msg === 'branch reset to its parent'));
     await agent.client.deleteBranch(db, `internal-${n}`);

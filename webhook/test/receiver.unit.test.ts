@@ -40,14 +40,23 @@ describe('config', () => {
   });
 
   it('takes secrets from the environment', async () => {
-    const c = await parseWebhookConfig({ repos: {} }, 't', { BPG_WEBHOOK_SECRET: SECRET, BPG_WEBHOOK_GITHUB_TOKEN: 'ghp_env', BPG_WEBHOOK_AGENT_TOKEN: 'a'.repeat(20) });
+    const c = await parseWebhookConfig({ repos: {} }, 't', {
+      BPG_WEBHOOK_SECRET: SECRET,
+      BPG_WEBHOOK_GITHUB_TOKEN: 'ghp_env',
+      BPG_WEBHOOK_AGENT_TOKEN: 'a'.repeat(20),
+    });
     assert.deepEqual(c.github.auth, { kind: 'token', token: 'ghp_env' });
     assert.equal(c.secret, SECRET);
   });
 
   it('a GitHub App: appId and a PEM key, from a file', async () => {
     const pem = '-----BEGIN RSA PRIVATE KEY-----\nabc\n-----END RSA PRIVATE KEY-----\n';
-    const c = await parseWebhookConfig({ ...base, github: { appId: '123', privateKeyPath: '/k.pem', apiUrl: 'https://ghe.example/api/v3/' } }, 't', {}, async () => pem);
+    const c = await parseWebhookConfig(
+      { ...base, github: { appId: '123', privateKeyPath: '/k.pem', apiUrl: 'https://ghe.example/api/v3/' } },
+      't',
+      {},
+      async () => pem,
+    );
     assert.deepEqual(c.github.auth, { kind: 'app', appId: 123, privateKey: pem });
     assert.equal(c.github.apiUrl, 'https://ghe.example/api/v3');
   });
@@ -69,20 +78,40 @@ describe('config', () => {
       [{ ...base, repos: { 'o/r': { database: 'x' }, 'O/R': { database: 'y' } } }, /listed twice/],
       [{ ...base, stateDir: 'relative' }, /stateDir: must be an absolute path/],
     ];
-    for (const [raw, re] of bad) await assert.rejects(parseWebhookConfig(raw, 'f.yaml', {}), (e: Error) => re.test(e.message) && /^invalid config f\.yaml: /.test(e.message), `${JSON.stringify(raw)} -> ${re}`);
+    for (const [raw, re] of bad)
+      await assert.rejects(
+        parseWebhookConfig(raw, 'f.yaml', {}),
+        (e: Error) => re.test(e.message) && /^invalid config f\.yaml: /.test(e.message),
+        `${JSON.stringify(raw)} -> ${re}`,
+      );
   });
 
   it('the example config in examples/webhook/ is valid', async () => {
     const raw = YAML.parse(readFileSync(new URL('../../../examples/webhook/webhook.yaml', import.meta.url), 'utf8'));
     const pem = '-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----';
-    const c = await parseWebhookConfig(raw, 'example', { BPG_WEBHOOK_SECRET: SECRET, BPG_WEBHOOK_AGENT_TOKEN: 'a'.repeat(20), BPG_WEBHOOK_PRIVATE_KEY: pem });
+    const c = await parseWebhookConfig(raw, 'example', {
+      BPG_WEBHOOK_SECRET: SECRET,
+      BPG_WEBHOOK_AGENT_TOKEN: 'a'.repeat(20),
+      BPG_WEBHOOK_PRIVATE_KEY: pem,
+    });
     assert.equal(c.github.auth.kind, 'app');
-    assert.ok(c.github.auth.kind === 'app' && c.github.auth.privateKey.includes('\nabc\n'), 'literal \\n in an environment line become line breaks');
+    assert.ok(
+      c.github.auth.kind === 'app' && c.github.auth.privateKey.includes('\nabc\n'),
+      'literal \\n in an environment line become line breaks',
+    );
     assert.deepEqual(Object.keys(c.repos), ['acme/shop', 'acme/billing']);
   });
 
   it('showPassword accepts auto/always/never, and the older true/false (YAML booleans or strings)', async () => {
-    for (const [v, want] of [[true, 'always'], ['false', 'never'], ['auto', 'auto'], ['always', 'always'], ['never', 'never'], [false, 'never'], ['true', 'always']] as const) {
+    for (const [v, want] of [
+      [true, 'always'],
+      ['false', 'never'],
+      ['auto', 'auto'],
+      ['always', 'always'],
+      ['never', 'never'],
+      [false, 'never'],
+      ['true', 'always'],
+    ] as const) {
       const c = await parseWebhookConfig({ ...base, repos: { 'o/r': { database: 'x', showPassword: v } } }, 't', {});
       assert.equal(repoSettings(c, 'o/r')!.showPassword, want);
     }
@@ -90,7 +119,14 @@ describe('config', () => {
 });
 
 describe('comment', () => {
-  const conn = { host: 'db.example', port: 15433, user: 'postgres', password: 'Sup3rSecretPassw0rd', database: 'postgres', uri: 'postgresql://postgres:Sup3rSecretPassw0rd@db.example:15433/postgres' };
+  const conn = {
+    host: 'db.example',
+    port: 15433,
+    user: 'postgres',
+    password: 'Sup3rSecretPassw0rd',
+    database: 'postgres',
+    uri: 'postgresql://postgres:Sup3rSecretPassw0rd@db.example:15433/postgres',
+  };
   const input: CommentInput = {
     state: 'ready',
     database: 'api',
@@ -124,7 +160,17 @@ describe('comment', () => {
   });
 
   it('names a failed file with the last lines of its error; a pipe in a name does not break the table', () => {
-    const body = renderComment({ ...input, state: 'migration-failed', migrations: { path: 'm', applied: [], alreadyApplied: ['001|x.sql'], changed: ['001|x.sql'], failed: { name: '002.sql', output: Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n') } } });
+    const body = renderComment({
+      ...input,
+      state: 'migration-failed',
+      migrations: {
+        path: 'm',
+        applied: [],
+        alreadyApplied: ['001|x.sql'],
+        changed: ['001|x.sql'],
+        failed: { name: '002.sql', output: Array.from({ length: 30 }, (_, i) => `line ${i}`).join('\n') },
+      },
+    });
     assert.match(body, /❌ failed at `002.sql`/);
     assert.match(body, /line 29/);
     assert.doesNotMatch(body, /line 5\n/);
@@ -149,17 +195,26 @@ describe('routing', () => {
     assert.equal(opened.work.kind, 'open');
     assert.equal(opened.work.key, 'o/r#5');
     assert.equal(opened.work.headSha, s);
-    for (const [a, k] of [['reopened', 'open'], ['synchronize', 'push'], ['closed', 'close']] as const) {
+    for (const [a, k] of [
+      ['reopened', 'open'],
+      ['synchronize', 'push'],
+      ['closed', 'close'],
+    ] as const) {
       const r = routeDelivery(cfg, 'd', 'pull_request', prPayload(a, 'o/r', 5, s));
       assert.ok('work' in r && r.work.kind === k, a);
     }
-    assert.ok('ignored' in routeDelivery(cfg, 'd', 'pull_request', { ...prPayload('opened', 'o/r', 5, s), action: 'edited' }));
+    assert.ok(
+      'ignored' in routeDelivery(cfg, 'd', 'pull_request', { ...prPayload('opened', 'o/r', 5, s), action: 'edited' }),
+    );
     assert.ok('ignored' in routeDelivery(cfg, 'd', 'pull_request', prPayload('opened', 'o/other', 5, s)));
     assert.ok('ignored' in routeDelivery(cfg, 'd', 'pull_request', { nonsense: true }));
     assert.ok('ignored' in routeDelivery(cfg, 'd', 'push', {}));
     const fork = routeDelivery(cfg, 'd', 'pull_request', prPayload('opened', 'o/r', 5, s, { fork: 'x/r' }));
     assert.ok('ignored' in fork && /fork/.test(fork.ignored));
-    assert.ok('work' in routeDelivery(cfg, 'd', 'pull_request', prPayload('closed', 'o/r', 5, s, { fork: 'x/r' })), 'closing a fork PR only deletes');
+    assert.ok(
+      'work' in routeDelivery(cfg, 'd', 'pull_request', prPayload('closed', 'o/r', 5, s, { fork: 'x/r' })),
+      'closing a fork PR only deletes',
+    );
   });
 
   it('retries what waiting can fix, not what it cannot', () => {
@@ -169,7 +224,8 @@ describe('routing', () => {
     assert.equal(isPermanent(new BpgApiError(409, 'conflict', 'exists with parent')), true);
     assert.equal(isPermanent(new BpgApiError(404, 'not_found', 'x')), true);
     assert.equal(isPermanent(new BpgApiError(500, 'internal', 'x')), false);
-    const gh = (status: number, headers: Record<string, string> = {}) => Object.assign(new Error('x'), { name: 'HttpError', status, response: { headers } });
+    const gh = (status: number, headers: Record<string, string> = {}) =>
+      Object.assign(new Error('x'), { name: 'HttpError', status, response: { headers } });
     assert.equal(isPermanent(gh(502)), false);
     assert.equal(isPermanent(gh(429)), false);
     assert.equal(isPermanent(gh(403, { 'x-ratelimit-remaining': '0' })), false);
@@ -179,13 +235,33 @@ describe('routing', () => {
 
   it('points at the line of a SQL error', () => {
     const sql = 'CREATE TABLE a (id int);\n\nSELEC 1;\n';
-    const out = describeSqlError({ message: 'syntax error at or near "SELEC"', code: '42601', position: String(sql.indexOf('SELEC') + 1) }, sql);
+    const out = describeSqlError(
+      { message: 'syntax error at or near "SELEC"', code: '42601', position: String(sql.indexOf('SELEC') + 1) },
+      sql,
+    );
     assert.equal(out, 'ERROR: syntax error at or near "SELEC" (SQLSTATE 42601)\nLINE 3: SELEC 1;');
   });
 });
 
 function job(id: string, key: string, seq: number): Job {
-  return { id, seq, key, kind: 'open', action: 'opened', owner: 'o', repo: 'r', number: 1, headSha: 'a'.repeat(40), installationId: null, receivedAt: new Date().toISOString(), attempts: 0, notBefore: 0, lastError: null, startedAt: null, digest: null };
+  return {
+    id,
+    seq,
+    key,
+    kind: 'open',
+    action: 'opened',
+    owner: 'o',
+    repo: 'r',
+    number: 1,
+    headSha: 'a'.repeat(40),
+    installationId: null,
+    receivedAt: new Date().toISOString(),
+    attempts: 0,
+    notBefore: 0,
+    lastError: null,
+    startedAt: null,
+    digest: null,
+  };
 }
 
 describe('store and queue', () => {
@@ -196,7 +272,9 @@ describe('store and queue', () => {
     assert.deepEqual(await store.accept(job('d-1', 'k', 1)), { accepted: true });
     assert.deepEqual(await store.accept(job('d-1', 'k', 2)), { accepted: false, duplicate: 'id', of: 'd-1' });
     // A burst accepted at once: group-committed, every one on disk when its promise resolves.
-    const many = await Promise.all(Array.from({ length: 40 }, (_, i) => store.accept(job(`m-${i}`, `k${i % 5}`, 10 + i))));
+    const many = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => store.accept(job(`m-${i}`, `k${i % 5}`, 10 + i))),
+    );
     assert.ok(many.every((r) => r.accepted));
     await store.save({ ...job('m-0', 'k0', 10), attempts: 2, lastError: 'x' });
     await store.close();
@@ -207,7 +285,14 @@ describe('store and queue', () => {
     const { jobs, skipped } = await again.open();
     assert.equal(skipped, 1);
     assert.equal(jobs.length, 41);
-    assert.deepEqual(jobs.slice(0, 2).map((j) => [j.id, j.attempts]), [['d-1', 0], ['m-0', 2]], 'in arrival order, the last record wins');
+    assert.deepEqual(
+      jobs.slice(0, 2).map((j) => [j.id, j.attempts]),
+      [
+        ['d-1', 0],
+        ['m-0', 2],
+      ],
+      'in arrival order, the last record wins',
+    );
     assert.ok(again.hasSeen('d-1'));
     assert.ok(!again.hasSeen('d-2'), 'a torn record was never accepted');
     assert.deepEqual(readdirSync(dir), ['queue.jsonl']);
@@ -253,9 +338,18 @@ describe('store and queue', () => {
       },
     });
     q.resume([]);
-    for (const [id, key] of [['a1', 'A'], ['b1', 'B'], ['a2', 'A'], ['c1', 'C'], ['a3', 'A'], ['b2', 'B']]) await q.add(job(id!, key!, q.nextSeq()));
+    for (const [id, key] of [
+      ['a1', 'A'],
+      ['b1', 'B'],
+      ['a2', 'A'],
+      ['c1', 'C'],
+      ['a3', 'A'],
+      ['b2', 'B'],
+    ])
+      await q.add(job(id!, key!, q.nextSeq()));
     await q.idle();
-    const order = (key: string) => events.filter((e) => e.startsWith('end ' + key.toLowerCase())).map((e) => e.slice(4));
+    const order = (key: string) =>
+      events.filter((e) => e.startsWith('end ' + key.toLowerCase())).map((e) => e.slice(4));
     assert.deepEqual(order('A'), ['a1', 'a2', 'a3'], 'a3 waited for a2 to be retried');
     assert.deepEqual(order('B'), ['b1', 'b2']);
     assert.equal(events.filter((e) => e === 'start a2').length, 2);
@@ -270,13 +364,27 @@ describe('store and queue', () => {
 });
 
 describe('GitHub App authentication', () => {
-  it('signs a JWT with the App key, gets an installation token for the delivery\'s installation, and knows its bot login', async () => {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs1', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+  it("signs a JWT with the App key, gets an installation token for the delivery's installation, and knows its bot login", async () => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs1', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    });
     const fake = new FakeGitHub('unused-token-for-app-test');
-    fake.app = { id: 4242, slug: 'betterpg-test', publicKey, installationId: 77, installationToken: 'ghs_installation_token_77' };
+    fake.app = {
+      id: 4242,
+      slug: 'betterpg-test',
+      publicKey,
+      installationId: 77,
+      installationToken: 'ghs_installation_token_77',
+    };
     await fake.start();
     try {
-      const cfg = await parseWebhookConfig({ ...base, github: { appId: 4242, privateKey, apiUrl: fake.url }, repos: { 'o/r': { database: 'x' } } }, 't', {});
+      const cfg = await parseWebhookConfig(
+        { ...base, github: { appId: 4242, privateKey, apiUrl: fake.url }, repos: { 'o/r': { database: 'x' } } },
+        't',
+        {},
+      );
       fake.repo('o/r');
       const s = sha();
       const payload = { ...prPayload('opened', 'o/r', 3, s), installation: { id: 77 } };
@@ -287,11 +395,20 @@ describe('GitHub App authentication', () => {
       assert.equal(await gh.selfLogin(), BOT_LOGIN);
       await gh.setStatus(s, 'pending', 'x'.repeat(200));
       assert.equal(fake.statusesOf('o/r', s)[0]!.description.length, 140, 'cut to what GitHub accepts');
-      const body = renderComment({ state: 'deleted', database: 'x', branch: 'pr-3', parent: 'main', showPassword: false });
+      const body = renderComment({
+        state: 'deleted',
+        database: 'x',
+        branch: 'pr-3',
+        parent: 'main',
+        showPassword: false,
+      });
       assert.equal((await gh.upsertComment(3, 'x', body)).action, 'created');
       assert.equal(fake.issuedTokens.length, 1, 'the installation token is cached');
       // Without an installation in the delivery it is looked up for the repository (and finds the comment, written as the App's bot).
-      const looked = new GitHub(cfg.github.auth, cfg.github.apiUrl, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
+      const looked = new GitHub(cfg.github.auth, cfg.github.apiUrl, silentLogger).forRepo(
+        { owner: 'o', repo: 'r' },
+        null,
+      );
       assert.equal((await looked.upsertComment(3, 'x', body)).action, 'unchanged');
       assert.equal(fake.botComments('o/r', 3).length, 1);
       assert.ok(fake.requests.some((r) => r.path === '/repos/o/r/installation'));
@@ -307,20 +424,40 @@ describe('sticky comment', () => {
     await fake.start();
     try {
       fake.repo('o/r');
-      for (let i = 0; i < 230; i++) fake.addComment('o/r', 1, i === 7 ? `${commentMarker('api')} a person quoting it` : `c${i}`, 'alice');
-      const gh = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
-      const body = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false });
+      for (let i = 0; i < 230; i++)
+        fake.addComment('o/r', 1, i === 7 ? `${commentMarker('api')} a person quoting it` : `c${i}`, 'alice');
+      const gh = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo(
+        { owner: 'o', repo: 'r' },
+        null,
+      );
+      const body = renderComment({
+        state: 'deleted',
+        database: 'api',
+        branch: 'pr-1',
+        parent: 'main',
+        showPassword: false,
+      });
       assert.equal((await gh.upsertComment(1, 'api', body)).action, 'created');
       assert.equal((await gh.upsertComment(1, 'api', body)).action, 'unchanged');
       assert.equal(fake.count('PATCH', /comments/), 0);
-      const other = renderComment({ state: 'deleted', database: 'api', branch: 'pr-1', parent: 'main', showPassword: false, commit: 'c'.repeat(40) });
+      const other = renderComment({
+        state: 'deleted',
+        database: 'api',
+        branch: 'pr-1',
+        parent: 'main',
+        showPassword: false,
+        commit: 'c'.repeat(40),
+      });
       assert.equal((await gh.upsertComment(1, 'api', other)).action, 'updated');
       assert.equal(fake.botComments('o/r', 1).length, 1);
       assert.equal((await gh.upsertComment(1, 'other-db', other)).action, 'created', 'one comment per database');
       assert.equal((await gh.upsertComment(2, 'api', body, { createIfMissing: false })).action, 'skipped');
       // A token that cannot say who it is (GET /user 403): any bot's comment with the marker is ours.
       fake.userForbidden = true;
-      const anon = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo({ owner: 'o', repo: 'r' }, null);
+      const anon = new GitHub({ kind: 'token', token: 'ghp_sticky_test_token' }, fake.url, silentLogger).forRepo(
+        { owner: 'o', repo: 'r' },
+        null,
+      );
       assert.equal(await anon.selfLogin(), null);
       assert.equal((await anon.upsertComment(1, 'api', body)).action, 'updated');
       assert.equal(fake.botComments('o/r', 1).length, 2);

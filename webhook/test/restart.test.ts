@@ -67,8 +67,15 @@ it('a receiver killed mid-work finishes the work after a restart', async () => {
   const env = { BPG_WEBHOOK_SECRET: r.secret };
 
   const [s1, s2, s3] = [sha(), sha(), sha()];
-  gh.commit(REPO, s1, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002 });
-  gh.commit(REPO, s2, { 'db/migrations/001_accounts.sql': MIGRATION_001, 'db/migrations/002_orders.sql': MIGRATION_002, 'db/migrations/003_invoices.sql': MIGRATION_003 });
+  gh.commit(REPO, s1, {
+    'db/migrations/001_accounts.sql': MIGRATION_001,
+    'db/migrations/002_orders.sql': MIGRATION_002,
+  });
+  gh.commit(REPO, s2, {
+    'db/migrations/001_accounts.sql': MIGRATION_001,
+    'db/migrations/002_orders.sql': MIGRATION_002,
+    'db/migrations/003_invoices.sql': MIGRATION_003,
+  });
   gh.commit(REPO, s3, { 'db/migrations/001_accounts.sql': MIGRATION_001 });
 
   proc = await spawnReceiver(file, env);
@@ -102,16 +109,26 @@ it('a receiver killed mid-work finishes the work after a restart', async () => {
   // Order held across the restart: opened's success before the push's.
   assert.ok(gh.statusesOf(REPO, s1).at(-1)!.at <= gh.statusesOf(REPO, s2).at(-1)!.at);
   const b31 = await agent.client.getBranch(db, 'pr-31');
-  const rows = await query<{ name: string; commit: string }>(b31, 'SELECT name, commit FROM betterpg.migrations ORDER BY applied_at');
+  const rows = await query<{ name: string; commit: string }>(
+    b31,
+    'SELECT name, commit FROM betterpg.migrations ORDER BY applied_at',
+  );
   assert.deepEqual(rows, [
     { name: '001_accounts.sql', commit: s1 },
     { name: '002_orders.sql', commit: s1 },
     { name: '003_invoices.sql', commit: s2 },
   ]);
   assert.equal((await query(b31, 'SELECT count(*)::int AS n FROM accounts'))[0]!.n, 2, 'applied once');
-  for (const [n, name] of [[31, 'pr-31'], [32, 'pr-32']] as const) {
+  for (const [n, name] of [
+    [31, 'pr-31'],
+    [32, 'pr-32'],
+  ] as const) {
     assert.equal(gh.botComments(REPO, n).length, 1, `PR ${n}: one comment`);
-    assert.equal(agent.log.lines.filter((l) => l.msg === 'branch created' && l.branch === `${db}/${name}`).length, 1, `${name} created once`);
+    assert.equal(
+      agent.log.lines.filter((l) => l.msg === 'branch created' && l.branch === `${db}/${name}`).length,
+      1,
+      `${name} created once`,
+    );
   }
   assert.ok(proc.lines.some((l) => l.msg === 'resuming queued deliveries' && l.count === 3));
 

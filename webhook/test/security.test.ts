@@ -8,7 +8,18 @@ import { after, before, describe, it } from 'node:test';
 import { startReceiver, type Receiver } from '../src/receiver.js';
 import { MAX_BODY_BYTES } from '../src/server.js';
 import { FakeGitHub } from '../../shared/test/fake-github.js';
-import { deliver, prPayload, queuedIds, receiverConfig, recorder, sha, sign, uniqueName, waitFor, type Reply } from './helpers.js';
+import {
+  deliver,
+  prPayload,
+  queuedIds,
+  receiverConfig,
+  recorder,
+  sha,
+  sign,
+  uniqueName,
+  waitFor,
+  type Reply,
+} from './helpers.js';
 
 /**
  * The receiver's one entry point, attacked: wrong, missing and prefixed signatures and oversize
@@ -48,7 +59,9 @@ function startRecorder(): Promise<string> {
       res.end(JSON.stringify({ error: { code: 'unavailable', message: 'recorder: no agent here' } }));
     });
   });
-  return new Promise((r) => agent.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(agent.address() as AddressInfo).port}`)));
+  return new Promise((r) =>
+    agent.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(agent.address() as AddressInfo).port}`)),
+  );
 }
 
 /** A refusal or an acknowledgement: a JSON object with `error` (4xx) or `status` (200). */
@@ -74,7 +87,11 @@ function assertNothingDone(what: string): void {
 
 /** POSTs `raw` with a correct signature but own headers. */
 async function post(headers: Record<string, string>, raw: string): Promise<Reply> {
-  const res = await fetch(hook, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: raw });
+  const res = await fetch(hook, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: raw,
+  });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : undefined, ms: 0 };
 }
@@ -133,7 +150,11 @@ describe('webhook receiver: hostile deliveries', () => {
     // A body over the cap: 413 when signed (read up to the cap, never parsed), 401 when not.
     const huge = JSON.stringify({ ...payload, pad: 'x'.repeat(MAX_BODY_BYTES) });
     assertClean(await deliver(hook, secret, 'pull_request', null, { raw: huge }), 413, 'oversize, signed');
-    assertClean(await deliver(hook, secret, 'pull_request', null, { raw: huge, signature: null }), 401, 'oversize, unsigned');
+    assertClean(
+      await deliver(hook, secret, 'pull_request', null, { raw: huge, signature: null }),
+      401,
+      'oversize, unsigned',
+    );
     assertNothingDone('bad signatures');
     // Nothing of a payload is logged.
     assert.ok(!JSON.stringify(log.lines).includes(payload.pull_request.title), 'no payload in the log');
@@ -141,8 +162,22 @@ describe('webhook receiver: hostile deliveries', () => {
 
   it('signed deliveries with hostile repository, action, number, sha or headers are refused or ignored: nothing queued or called', async () => {
     const variants: Array<[string, (p: any) => void, RegExp]> = [];
-    for (const name of [`${REPO};id`, `${REPO}/../../etc/passwd`, '../../etc/passwd', 'constructor', '__proto__', 'toString', `${OWNER}/shоp` /* Cyrillic о */, `${REPO}\u0000`, `${OWNER}/$(id)`]) {
-      variants.push([`repository ${JSON.stringify(name)}`, (p) => (p.repository.full_name = name), /repository not configured/]);
+    for (const name of [
+      `${REPO};id`,
+      `${REPO}/../../etc/passwd`,
+      '../../etc/passwd',
+      'constructor',
+      '__proto__',
+      'toString',
+      `${OWNER}/shоp` /* Cyrillic о */,
+      `${REPO}\u0000`,
+      `${OWNER}/$(id)`,
+    ]) {
+      variants.push([
+        `repository ${JSON.stringify(name)}`,
+        (p) => (p.repository.full_name = name),
+        /repository not configured/,
+      ]);
     }
     for (const action of ['constructor', '__proto__', 'toString', 'opened; id', 'opened\nclosed']) {
       variants.push([`action ${JSON.stringify(action)}`, (p) => (p.action = action), /^action /]);
@@ -151,7 +186,11 @@ describe('webhook receiver: hostile deliveries', () => {
       variants.push([`number ${JSON.stringify(number)}`, (p) => (p.number = number), /not a pull_request payload/]);
     }
     for (const head of ['$(id)', '../../../../etc/passwd', 'A'.repeat(40), `${sha()};id`, '']) {
-      variants.push([`head sha ${JSON.stringify(head)}`, (p) => (p.pull_request.head.sha = head), /not a pull_request payload/]);
+      variants.push([
+        `head sha ${JSON.stringify(head)}`,
+        (p) => (p.pull_request.head.sha = head),
+        /not a pull_request payload/,
+      ]);
     }
     variants.push(
       ['no pull_request', (p) => delete p.pull_request, /not a pull_request payload/],
@@ -169,15 +208,32 @@ describe('webhook receiver: hostile deliveries', () => {
     // Signed, but headers or body the receiver cannot take.
     const p = prPayload('opened', REPO, 99, sha());
     const raw = JSON.stringify(p);
-    const signed = (extra: Record<string, string>, body = raw) => post({ 'x-hub-signature-256': sign(secret, body), 'x-github-event': 'pull_request', 'x-github-delivery': randomUUID(), ...extra }, body);
+    const signed = (extra: Record<string, string>, body = raw) =>
+      post(
+        {
+          'x-hub-signature-256': sign(secret, body),
+          'x-github-event': 'pull_request',
+          'x-github-delivery': randomUUID(),
+          ...extra,
+        },
+        body,
+      );
     assertClean(await signed({ 'x-github-event': 'pull_request;id' }), 400, 'event header with shell');
     assertClean(await signed({ 'x-github-event': '../pull_request' }), 400, 'event header with a path');
     assertClean(await signed({ 'x-github-delivery': '../../queue.jsonl' }), 400, 'delivery id with a path');
     assertClean(await signed({ 'x-github-delivery': 'a'.repeat(200) }), 400, 'delivery id too long');
     assertClean(await signed({ 'x-github-delivery': '' }), 400, 'no delivery id');
     assertClean(await signed({}, '{"action":'), 400, 'not JSON');
-    assertClean(await signed({ 'content-type': 'application/x-www-form-urlencoded' }, 'payload=%7Bnope'), 400, 'form body, not JSON');
-    assertClean(await signed({ 'content-type': 'application/x-www-form-urlencoded' }, 'nothing=1'), 400, 'form body without payload');
+    assertClean(
+      await signed({ 'content-type': 'application/x-www-form-urlencoded' }, 'payload=%7Bnope'),
+      400,
+      'form body, not JSON',
+    );
+    assertClean(
+      await signed({ 'content-type': 'application/x-www-form-urlencoded' }, 'nothing=1'),
+      400,
+      'form body without payload',
+    );
     const deep = `{"action":"opened","number":1,"pull_request":${'['.repeat(200_000)}${']'.repeat(200_000)}}`;
     assertClean(await signed({}, deep), 200, 'deeply nested JSON');
     const other = await signed({ 'x-github-event': 'push' });
@@ -189,7 +245,7 @@ describe('webhook receiver: hostile deliveries', () => {
 
   it('hostile text in fields the receiver does not route on reaches neither the agent nor GitHub', async () => {
     const p = prPayload('opened', REPO, 4242, sha());
-    const nasty = ["$(id); rm -rf / #", '../../main', "'; DROP TABLE accounts; --", '`id`', 'ＭＡＩＮ'];
+    const nasty = ['$(id); rm -rf / #', '../../main', "'; DROP TABLE accounts; --", '`id`', 'ＭＡＩＮ'];
     p.pull_request.head.ref = nasty[0];
     p.pull_request.base.ref = nasty[1];
     p.pull_request.title = nasty[2];
@@ -202,11 +258,19 @@ describe('webhook receiver: hostile deliveries', () => {
     // One attempt (the recorder answers 503), then the failure is reported on the pull request.
     await waitFor('the failure report', () => gh.statusesOf(REPO).find((s) => s.state === 'error'));
     await receiver.queue.idle();
-    assert.deepEqual(agentCalls, [{ method: 'PUT', path: '/v1/databases/shop/branches/pr-4242', body: '{"from":"main"}' }]);
+    assert.deepEqual(agentCalls, [
+      { method: 'PUT', path: '/v1/databases/shop/branches/pr-4242', body: '{"from":"main"}' },
+    ]);
     assert.ok(gh.requests.length > 0);
-    for (const q of gh.requests) assert.ok(q.path.startsWith(`/repos/${REPO}/`) || q.path === '/user', `GitHub path ${q.path}`);
+    for (const q of gh.requests)
+      assert.ok(q.path.startsWith(`/repos/${REPO}/`) || q.path === '/user', `GitHub path ${q.path}`);
     const journal = readFileSync(join(stateDir, 'queue.jsonl'), 'utf8');
-    const everything = [journal, JSON.stringify(agentCalls), JSON.stringify(gh.requests), JSON.stringify(log.lines)].join('\n');
+    const everything = [
+      journal,
+      JSON.stringify(agentCalls),
+      JSON.stringify(gh.requests),
+      JSON.stringify(log.lines),
+    ].join('\n');
     for (const s of nasty) assert.ok(!everything.includes(s), `${JSON.stringify(s)} went somewhere`);
   });
 });

@@ -32,7 +32,13 @@ async function loaded(args: string[]): Promise<string[]> {
 }
 
 /** What a face that talks to the agent over HTTP must not load. */
-const HEAVY = [/\/node_modules\/dockerode\//, /\/agent\/engine\//, /\/agent\/drivers\//, /\/agent\/state\//, /\/agent\/api\/serve\.js$/];
+const HEAVY = [
+  /\/node_modules\/dockerode\//,
+  /\/agent\/engine\//,
+  /\/agent\/drivers\//,
+  /\/agent\/state\//,
+  /\/agent\/api\/serve\.js$/,
+];
 const heavy = (urls: string[]) => urls.filter((u) => HEAVY.some((re) => re.test(u)));
 
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,8 +47,18 @@ describe('receiver start-up imports', () => {
   it('bpg-webhook loads its own modules and the typed client, not dockerode, the engine, the drivers or the state', async () => {
     const urls = await loaded([WEBHOOK_BIN, '--help']);
     // The recording works: the receiver, its listen helper and its own pg are there.
-    for (const want of [/\/webhook\/src\/main\.js$/, /\/webhook\/src\/receiver\.js$/, /\/webhook\/src\/lifecycle\.js$/, /\/agent\/api\/listen\.js$/, /\/agent\/api\/client\.js$/, /\/node_modules\/pg\//]) {
-      assert.ok(urls.some((u) => want.test(u)), `recorded ${want}`);
+    for (const want of [
+      /\/webhook\/src\/main\.js$/,
+      /\/webhook\/src\/receiver\.js$/,
+      /\/webhook\/src\/lifecycle\.js$/,
+      /\/agent\/api\/listen\.js$/,
+      /\/agent\/api\/client\.js$/,
+      /\/node_modules\/pg\//,
+    ]) {
+      assert.ok(
+        urls.some((u) => want.test(u)),
+        `recorded ${want}`,
+      );
     }
     assert.deepEqual(heavy(urls), []);
   });
@@ -53,9 +69,15 @@ describe('receiver start-up imports', () => {
     assert.deepEqual(heavy(urls), []);
   });
 
-  it('the check can fail: the agent\'s serve module loads dockerode and the engine', async () => {
+  it("the check can fail: the agent's serve module loads dockerode and the engine", async () => {
     const urls = await loaded(['--input-type=module', '-e', `await import(${JSON.stringify(SERVE)});`]);
-    assert.ok(urls.some((u) => /\/node_modules\/dockerode\//.test(u)), 'dockerode recorded');
-    assert.ok(urls.some((u) => /\/agent\/engine\//.test(u)), 'the engine recorded');
+    assert.ok(
+      urls.some((u) => /\/node_modules\/dockerode\//.test(u)),
+      'dockerode recorded',
+    );
+    assert.ok(
+      urls.some((u) => /\/agent\/engine\//.test(u)),
+      'the engine recorded',
+    );
   });
 });
