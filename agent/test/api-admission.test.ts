@@ -17,7 +17,7 @@ import { Engine } from '../engine/engine.js';
 import { canonicalImage } from '../engine/images.js';
 import { Layout } from '../engine/layout.js';
 import { StateStore } from '../state/store.js';
-import { cli, ok, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import { datasetsUnder, cli, ok, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 
 /**
  * What the daemon admits: images limited to postgres.allowedImages (API and CLI, checked before
@@ -147,12 +147,7 @@ async function holdStateLock(cfg: Config): Promise<() => Promise<void>> {
  */
 function footprint(cfg: Config): { records: string[]; datasets: string[]; containers: string[]; wal: string[] } {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
-  let datasets: string[];
-  try {
-    datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]).split('\n').filter(Boolean).sort();
-  } catch {
-    datasets = [];
-  }
+  const datasets = datasetsUnder(root, 'all');
   const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
     .split('\n')
     .filter(Boolean)

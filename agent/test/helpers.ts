@@ -94,31 +94,26 @@ export async function containerName(db: string, branch: string, configPath?: str
   return new Layout(configPath ? await loadConfig(configPath) : await config()).container(db, branch);
 }
 
+/**
+ * Every dataset and snapshot under `root`, sorted; none when `root` does not exist. Any other zfs
+ * error fails the test: "nothing left over" must never pass because ZFS was broken.
+ */
+export function datasetsUnder(root: string, types = 'filesystem,snapshot'): string[] {
+  try {
+    return sh('zfs', ['list', '-H', '-o', 'name', '-t', types, '-r', root]).split('\n').filter(Boolean).sort();
+  } catch (e) {
+    if (/does not exist/.test(String((e as { stderr?: unknown }).stderr ?? ''))) return [];
+    throw e;
+  }
+}
+
 /** Everything the agent has in ZFS and Docker for one database, to prove deletes leave nothing. */
 export async function leftovers(
   db: string,
   configPath?: string,
 ): Promise<{ datasets: string[]; containers: string[] }> {
   const cfg = configPath ? await loadConfig(configPath) : await config();
-  let datasets: string[];
-  try {
-    datasets = sh('zfs', [
-      'list',
-      '-H',
-      '-o',
-      'name',
-      '-t',
-      'filesystem,snapshot',
-      '-r',
-      `${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`,
-    ])
-      .split('\n')
-      .filter(Boolean);
-  } catch (e) {
-    // Only "no such dataset" means nothing is left; any other zfs error must fail the test.
-    if (!/does not exist/.test(String((e as { stderr?: unknown }).stderr ?? ''))) throw e;
-    datasets = [];
-  }
+  const datasets = datasetsUnder(`${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`);
   const containers = sh('docker', [
     'ps',
     '-a',

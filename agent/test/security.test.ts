@@ -9,7 +9,7 @@ import { BpgApiError, BpgClient } from '../api/client.js';
 import * as S from '../api/schemas.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
-import { cli, leftovers, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import { datasetsUnder, cli, leftovers, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
 
 /**
@@ -127,12 +127,7 @@ function assertRefusedHttp(r: Reply, statuses: number[], what: string): void {
 function footprint(cfg: Config): { state: string; datasets: string[]; containers: string[] } {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
   const stateFile = join(cfg.stateDir, 'state.json');
-  let datasets: string[];
-  try {
-    datasets = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'all', '-r', root]).split('\n').filter(Boolean).sort();
-  } catch {
-    datasets = [];
-  }
+  const datasets = datasetsUnder(root, 'all');
   const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
     .split('\n')
     .filter(Boolean)
