@@ -193,6 +193,57 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * The router (agent/proxy): one PostgreSQL endpoint for every branch, run by `bpg serve`. A
+     * client names its branch in the database name (`<db>@<branch>`) or the TLS SNI host name
+     * (`<branch>.<db>.<domain>`); the router starts idle-stopped branches on connect.
+     */
+    proxy: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** host:port, or [v6]:port. */
+        listen: z
+          .string()
+          .regex(/^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must look like 127.0.0.1:6432')
+          .default('127.0.0.1:6432'),
+        /** SNI routing: `<branch>.<db>.<domain>` (wildcard DNS and a wildcard certificate); null: by database name only. */
+        domain: z
+          .string()
+          .regex(/^[A-Za-z0-9]([A-Za-z0-9.-]{0,200}[A-Za-z0-9])?$/, 'must be a DNS name such as db.example.com')
+          .nullable()
+          .default(null),
+        /** Host in connection strings; null: postgres.publicHost. */
+        publicHost: z
+          .string()
+          .refine(
+            (v) => isIP(v) !== 0 || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(v),
+            'must be a host name or an IP address',
+          )
+          .nullable()
+          .default(null),
+        /** Port in connection strings (a load balancer in front); null: the port of proxy.listen. */
+        publicPort: Port.nullable().default(null),
+        /** PEM files; checked at start, read again on SIGHUP. */
+        tls: z
+          .object({ cert: z.string().startsWith('/'), key: z.string().startsWith('/') })
+          .strict()
+          .nullable()
+          .default(null),
+        /** A plaintext startup gets an error asking for sslmode=require; null: true unless proxy.listen is loopback. */
+        requireTls: z.boolean().nullable().default(null),
+        /** Largest startup packet accepted (PostgreSQL's own limit is 10000 bytes). */
+        maxStartupPacket: z.number().int().min(64).max(1_000_000).default(10_000),
+        /** A client that has not finished its TLS handshake and startup packet in this time is dropped. */
+        startupTimeout: Duration.default(parseDuration('10s')),
+        /** Open client connections through the router, all branches together; more get 53300. */
+        maxConnections: z.number().int().min(1).max(1_000_000).default(2000),
+        /** Open client connections to one branch; more get 53300. */
+        maxConnectionsPerBranch: z.number().int().min(1).max(100_000).default(100),
+        /** Start a branch the idle stop stopped when a client connects to it. */
+        wakeOnConnect: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
     /** Branch expiry and idle stop, run by the daemon's housekeeping loop. */
     expiry: z
       .object({
@@ -249,6 +300,13 @@ export const ConfigSchema = z
 export type Config = z.infer<typeof ConfigSchema>;
 export type ConfigInput = z.input<typeof ConfigSchema>;
 
+/** proxy.requireTls as it applies: the setting, or true unless the router listens on the loopback interface only. */
+export function effectiveRequireTls(px: Config['proxy']): boolean {
+  if (px.requireTls !== null) return px.requireTls;
+  const host = px.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
+  return !(host === 'localhost' || host === '::1' || /^127\./.test(host));
+}
+
 export function configPath(): string {
   return process.env.BPG_CONFIG || DEFAULT_CONFIG_PATH;
 }
@@ -273,6 +331,11 @@ export function parseConfig(raw: unknown, where: string): Config {
     throw invalid(`invalid config ${where}: postgres.memory is above limits.maxMemory`);
   if (maxCpus !== null && r.data.postgres.cpus > maxCpus)
     throw invalid(`invalid config ${where}: postgres.cpus is above limits.maxCpus`);
+  const px = r.data.proxy;
+  if (px.enabled && px.tls === null && effectiveRequireTls(px))
+    throw invalid(
+      `invalid config ${where}: proxy.tls: the router listens on ${px.listen}, beyond the loopback interface, and needs a certificate (or set proxy.requireTls: false)`,
+    );
   const { maxDisk } = r.data.limits;
   const quota = r.data.postgres.diskQuota;
   if (maxDisk !== null && (quota === null || quota > maxDisk))

@@ -12,7 +12,7 @@ import type { BranchView } from '../agent/api/schemas.js';
 import { scrubber } from './scrub.js';
 
 /** A branch's connection, as the agent returns it (a type only: nothing is loaded at run time). */
-export type Connection = BranchView['connection'];
+export type Connection = Pick<BranchView['connection'], 'host' | 'port' | 'user' | 'password' | 'database' | 'uri'>;
 
 // ---- When the password is shown ---------------------------------------------------------------
 

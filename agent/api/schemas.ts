@@ -31,13 +31,20 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 
 // ---------------------------------------------------------------- views (same objects as the CLI's --json)
 
-export const Connection = z.object({
+const Endpoint = z.object({
   host: z.string(),
   port: z.number().int(),
   user: z.string(),
   password: z.string(),
   database: z.string(),
   uri: z.string(),
+});
+
+/** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
+export const Connection = Endpoint.extend({
+  via: z.enum(['router', 'direct']),
+  sslmode: z.enum(['require']).nullable(),
+  direct: Endpoint,
 });
 
 export const BranchView = z.object({

@@ -9,7 +9,17 @@ export interface BranchView {
   parent: string | null;
   status: string;
   port: number;
-  connection: { host: string; port: number; user: string; password: string; database: string; uri: string };
+  /**
+   * How clients reach it: through the router when proxy.enabled (database `<db>@<branch>`,
+   * sslmode=require with proxy.tls), else the branch's own port. `direct` is always the
+   * branch's own port (for use on the box).
+   */
+  connection: Connection & {
+    via: 'router' | 'direct';
+    /** What `sslmode` the uri asks for (null: the client's default). */
+    sslmode: 'require' | null;
+    direct: Connection;
+  };
   dataset: string;
   container: string;
   image: string;
@@ -31,6 +41,15 @@ export interface BranchView {
   walBytes: number | null;
   walQuotaBytes: number | null;
   walFull: boolean;
+}
+
+export interface Connection {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+  uri: string;
 }
 
 /** Space of one dataset (`zfs get used,available,quota`). */
@@ -57,9 +76,24 @@ export function branchView(
   b: BranchRecord,
   live: { status: string; disk: Space | null; wal: Space | null },
 ): BranchView {
-  const host = cfg.postgres.publicHost;
   const user = cfg.postgres.superuser;
-  const hostInUri = host.includes(':') ? `[${host}]` : host;
+  const direct = connectionOf(cfg.postgres.publicHost, b.port, user, b.password, db.pgDatabase, null);
+  const px = cfg.proxy;
+  const connection = px.enabled
+    ? {
+        ...connectionOf(
+          px.publicHost ?? cfg.postgres.publicHost,
+          px.publicPort ?? listenPort(px.listen),
+          user,
+          b.password,
+          routedDatabaseName(b.database, b.branch),
+          px.tls ? 'require' : null,
+        ),
+        via: 'router' as const,
+        sslmode: px.tls ? ('require' as const) : null,
+        direct,
+      }
+    : { ...direct, via: 'direct' as const, sslmode: null, direct };
   return {
     name: `${b.database}/${b.branch}`,
     database: b.database,
@@ -67,14 +101,7 @@ export function branchView(
     parent: b.parent,
     status: live.status,
     port: b.port,
-    connection: {
-      host,
-      port: b.port,
-      user,
-      password: b.password,
-      database: db.pgDatabase,
-      uri: `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(b.password)}@${hostInUri}:${b.port}/${encodeURIComponent(db.pgDatabase)}`,
-    },
+    connection,
     dataset: b.dataset,
     container: b.container,
     image: b.image,
@@ -92,5 +119,34 @@ export function branchView(
     walBytes: live.wal?.used ?? null,
     walQuotaBytes: live.wal ? live.wal.quota : cfg.postgres.walQuota,
     walFull: isFull(live.wal),
+  };
+}
+
+/** The database name a client gives the router for a branch: `<db>@<branch>`. */
+export function routedDatabaseName(database: string, branch: string): string {
+  return `${database}@${branch}`;
+}
+
+function listenPort(listen: string): number {
+  return Number(/:(\d+)$/.exec(listen)![1]);
+}
+
+function connectionOf(
+  host: string,
+  port: number,
+  user: string,
+  password: string,
+  database: string,
+  sslmode: 'require' | null,
+): Connection {
+  const hostInUri = host.includes(':') ? `[${host}]` : host;
+  const query = sslmode ? `?sslmode=${sslmode}` : '';
+  return {
+    host,
+    port,
+    user,
+    password,
+    database,
+    uri: `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostInUri}:${port}/${encodeURIComponent(database)}${query}`,
   };
 }
