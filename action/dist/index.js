@@ -47175,13 +47175,19 @@ const ErrorBody = object({
     error: object({ code: schemas_string(), message: schemas_string() }),
 });
 // ---------------------------------------------------------------- views (same objects as the CLI's --json)
-const Connection = object({
+const Endpoint = object({
     host: schemas_string(),
     port: schemas_number().int(),
     user: schemas_string(),
     password: schemas_string(),
     database: schemas_string(),
     uri: schemas_string(),
+});
+/** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
+const Connection = Endpoint.extend({
+    via: schemas_enum(['router', 'direct']),
+    sslmode: schemas_enum(['require']).nullable(),
+    direct: Endpoint,
 });
 const BranchView = object({
     /** `<db>/<branch>` */
@@ -47335,6 +47341,34 @@ const SnapshotList = array(SnapshotView);
 const DeleteSnapshotResponse = object({ deleted: schemas_string() });
 const Seg = object({ segment: schemas_string(), time: schemas_string() });
 /** Same as `bpg wal info --json` items. */
+/** POST …/watches: start watching a migration on the branch. */
+const StartWatchBody = object({
+    /** Flag locks that block writes held longer than this (default: the agent's review.maxLockSeconds). */
+    maxLockSeconds: schemas_number().positive().max(86_400).optional(),
+})
+    .strict();
+const WatchView = object({
+    id: schemas_string(),
+    branch: schemas_string(),
+    startedAt: schemas_string(),
+});
+const SafetyReport = object({
+    durationMs: schemas_number(),
+    locks: array(object({
+        table: schemas_string(),
+        mode: schemas_string(),
+        seconds: schemas_number(),
+        blocks: schemas_enum(['reads and writes', 'writes']).nullable(),
+    })),
+    rewritten: array(schemas_string()),
+    dropped: array(schemas_string()),
+    rows: array(object({ table: schemas_string(), rows: schemas_number().nullable(), estimated: schemas_boolean() })),
+    flagged: array(schemas_string()),
+    maxLockSeconds: schemas_number(),
+    samples: schemas_number().int(),
+    intervalMs: schemas_number(),
+    incomplete: schemas_string().nullable(),
+});
 const WalInfo = object({
     branch: schemas_string(),
     folder: schemas_string(),
@@ -47851,6 +47885,14 @@ class BpgClient {
     /** Back to its parent's current state (port and password stay); Not retried (POST). */
     resetBranch(db, branch, o) {
         return this.action(db, branch, 'reset', o);
+    }
+    /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
+    startWatch(db, branch, body = {}, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/watches`, WatchView, o, body);
+    }
+    /** Stops a watch and answers the migration's safety report. */
+    stopWatch(db, branch, id, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/watches/${seg(id)}/stop`, SafetyReport, o);
     }
     listSnapshots(db, branch, o) {
         const path = db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
