@@ -47487,7 +47487,8 @@ function maskedUri(c) {
         return u.toString();
     }
     catch {
-        return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
+        const query = c.sslmode ? `?sslmode=${c.sslmode}` : '';
+        return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}${query}`;
     }
 }
 /** Inline code that survives backticks and pipes in the value (names and output come from the PR). */
@@ -47541,7 +47542,11 @@ function renderComment(v) {
             rows.push(`| Status | ${t.status} |`);
         const c = t.connection;
         if (c) {
-            rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+            rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`);
+            // Through the router: TLS is required, and a client given the fields one by one must ask for it.
+            if (c.sslmode)
+                rows.push(`| SSL | ${code(`sslmode=${c.sslmode}`)} |`);
+            rows.push(`| User | ${code(c.user)} |`);
             rows.push(`| Password | ${t.showPassword ? code(c.password) : t.passwordHidden} |`);
         }
         if (t.created !== undefined)
@@ -48100,10 +48105,23 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 
 /** How many lines of output the comment and the error message keep. */
 const TAIL_LINES = 30;
+/** libpq's sslmodes that verify the server's certificate: stricter than `require`. */
+const VERIFYING = ['verify-ca', 'verify-full'];
+/**
+ * PGSSLMODE for a connection through the router (`sslmode: require`): `require`, unless the job's
+ * own environment asks for more (verify-ca, verify-full, with its PGSSLROOTCERT), which is kept.
+ * Nothing for a direct connection: the job's setting, if any, stays as it is.
+ */
+function sslEnv(target, env) {
+    if (!target.sslmode)
+        return {};
+    const own = env.PGSSLMODE;
+    return { PGSSLMODE: own !== undefined && VERIFYING.includes(own) ? own : target.sslmode };
+}
 /**
  * Runs the user's migration command the way a workflow's `run:` step with `shell: bash` does
  * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
- * at the branch. The command is the user's own script, handed to bash as one argument.
+ * at the branch (through the router when the agent runs one: PGDATABASE `<db>@<branch>`, PGSSLMODE). The command is the user's own script, handed to bash as one argument.
  *
  * The command is the pull request's code: it runs in `env` (the runner's environment without the
  * action's secrets, see secrets.ts), and its output is streamed to `print` line by line as it
@@ -48147,6 +48165,7 @@ async function runMigration(command, cwd, target, print, o) {
             PGUSER: target.user,
             PGPASSWORD: target.password,
             PGDATABASE: target.database,
+            ...sslEnv(target, o.env),
         },
     });
     // Both streams in arrival order, a line at a time (a password split across chunks is still caught).
@@ -48358,10 +48377,17 @@ async function run(s, gh, secrets) {
     else
         await readyBranch(s, gh, client, secrets);
 }
-/** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
+/**
+ * Registers the branch's password as a secret: from here on the runner masks it everywhere. The
+ * router's connection and the direct one (`connection.direct`, in its uri too) carry the same
+ * password; both are registered should an agent ever tell them apart.
+ */
 function protect(b) {
-    for (const form of secretForms([b.connection.password]))
+    for (const form of secretForms(passwordsOf(b)))
         core_setSecret(form);
+}
+function passwordsOf(b) {
+    return [...new Set([b.connection.password, b.connection.direct.password])];
 }
 async function readyBranch(s, gh, client, secrets) {
     const ref = `${s.database}/${s.branch}`;
@@ -48393,8 +48419,9 @@ async function readyBranch(s, gh, client, secrets) {
         info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
     else
         info(`Reusing ${ref}, created ${branch.createdAt}`);
-    info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
-    const scrub = scrubber([c.password, ...secrets]);
+    const via = c.via === 'router' ? `, through the router${c.sslmode ? `, sslmode ${c.sslmode}` : ''}` : '';
+    info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user}${via} (status ${branch.status})`);
+    const scrub = scrubber([...passwordsOf(branch), ...secrets]);
     let migration = null;
     if (s.migrate !== null) {
         const command = s.migrate;
@@ -48473,6 +48500,7 @@ function setOutputs(b, branch, created) {
         user: c.user,
         password: c.password,
         database_name: c.database,
+        sslmode: c.sslmode ?? '',
         branch,
         created: String(created),
     };
