@@ -41917,9 +41917,9 @@ function handleCodecTxResult(left, value, nextSchema, ctx) {
     }
     return nextSchema._zod.run({ value, issues: left.issues }, ctx);
 }
-const $ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodPreprocess", (inst, def) => {
+const $ZodPreprocess = /*@__PURE__*/ $constructor("$ZodPreprocess", (inst, def) => {
     $ZodPipe.init(inst, def);
-})));
+});
 const $ZodReadonly = /*@__PURE__*/ $constructor("$ZodReadonly", (inst, def) => {
     $ZodType.init(inst, def);
     defineLazyInternal(inst, "propValues", (zod) => zod.def.innerType._zod.propValues);
@@ -46872,10 +46872,10 @@ function invertCodec(codec) {
         reverseTransform: def.transform,
     });
 }
-const ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodPreprocess", (inst, def) => {
+const ZodPreprocess = /*@__PURE__*/ $constructor("ZodPreprocess", (inst, def) => {
     ZodPipe.init(inst, def);
-    core.$ZodPreprocess.init(inst, def);
-})));
+    $ZodPreprocess.init(inst, def);
+});
 const ZodReadonly = /*@__PURE__*/ $constructor("ZodReadonly", (inst, def) => {
     $ZodReadonly.init(inst, def);
     ZodType.init(inst, def);
@@ -47184,11 +47184,19 @@ const Endpoint = object({
     uri: schemas_string(),
 });
 /** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
-const Connection = Endpoint.extend({
+const Connection = preprocess(olderAgent, Endpoint.extend({
     via: schemas_enum(['router', 'direct']),
     sslmode: schemas_enum(['require']).nullable(),
     direct: Endpoint,
-});
+}));
+/** Agents from before the router answer no via/sslmode/direct: a newer client (the Action) fills them in. */
+function olderAgent(v) {
+    if (v === null || typeof v !== 'object' || 'via' in v)
+        return v;
+    const c = v;
+    const direct = { host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, uri: c.uri };
+    return { ...c, via: 'direct', sslmode: null, direct };
+}
 const BranchView = object({
     /** `<db>/<branch>` */
     name: schemas_string(),

@@ -41,11 +41,22 @@ const Endpoint = z.object({
 });
 
 /** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
-export const Connection = Endpoint.extend({
-  via: z.enum(['router', 'direct']),
-  sslmode: z.enum(['require']).nullable(),
-  direct: Endpoint,
-});
+export const Connection = z.preprocess(
+  olderAgent,
+  Endpoint.extend({
+    via: z.enum(['router', 'direct']),
+    sslmode: z.enum(['require']).nullable(),
+    direct: Endpoint,
+  }),
+);
+
+/** Agents from before the router answer no via/sslmode/direct: a newer client (the Action) fills them in. */
+function olderAgent(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || 'via' in v) return v;
+  const c = v as Record<string, unknown>;
+  const direct = { host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, uri: c.uri };
+  return { ...c, via: 'direct', sslmode: null, direct };
+}
 
 export const BranchView = z.object({
   /** `<db>/<branch>` */
