@@ -2,11 +2,12 @@
  * Every input of action.yml, read and validated here and nowhere else. `getInputs` is pure (it
  * gets the input reader and the event), so its rules are testable without a runner.
  */
-import { BranchPart, DatabaseName, firstIssue } from '../../agent/api/schemas.js';
+import { BranchPart, DatabaseName, firstIssue, Ttl } from '../../agent/api/schemas.js';
+import { parseTtl } from '../../agent/duration.js';
 import { parseShowPassword, SHOW_PASSWORD_CHOICES, type ShowPassword } from '../../shared/pr-comment.js';
 import { ActionError } from './errors.js';
 
-export type Command = 'create' | 'delete' | 'reset';
+export type Command = 'create' | 'delete' | 'reset' | 'get';
 
 /** What the action needs to know about the event that started the workflow. */
 export interface EventInfo {
@@ -35,8 +36,12 @@ export interface Settings {
   branch: string;
   /** Branch to create from (and reset to); default `main`. */
   parent: string;
-  /** What to do; default `delete` for a closed pull request, otherwise `create`. */
+  /** What to do; default `delete` for a closed pull request, otherwise `create`. `get`: connection details only. */
   command: Command;
+  /** Expire this long after each run (`3d`), or never (`none`: ms null); null: the agent's default. */
+  ttl: { text: string; ms: number | null } | null;
+  /** A non-superuser login role made on the branch, owning the database's objects; null for none. */
+  role: string | null;
   /** Crash-consistent snapshot of the parent: faster creation. */
   fast: boolean;
   /** Shell command run with DATABASE_URL and PG* set to the branch; null for none. */
@@ -60,7 +65,7 @@ export interface Settings {
 /** Reads one input ('' when not set), like core.getInput. */
 export type InputReader = (name: string) => string;
 
-const COMMANDS: readonly Command[] = ['create', 'delete', 'reset'];
+const COMMANDS: readonly Command[] = ['create', 'delete', 'reset', 'get'];
 const PR_EVENTS = new Set(['pull_request', 'pull_request_target']);
 
 /**
@@ -100,6 +105,33 @@ function name(input: string, value: string, schema: typeof DatabaseName): string
   const r = schema.safeParse(value);
   if (!r.success) throw new ActionError(`input ${input}: ${firstIssue(r.error)} (got '${value}')`);
   return r.data;
+}
+
+/** `3d`, `12h`, ... as the agent's API takes them, or `none` (never expires); '' for the agent's default. */
+function ttl(value: string): Settings['ttl'] {
+  if (value === '') return null;
+  if (value === 'none') return { text: value, ms: null };
+  const r = Ttl.safeParse(value);
+  if (!r.success) throw new ActionError(`input ttl: ${firstIssue(r.error)} (use e.g. 3d, 12h, or none)`);
+  return { text: value, ms: parseTtl(value) };
+}
+
+/** Names PostgreSQL keeps for itself, or that mean something else where a role name goes. */
+const RESERVED_ROLES = new Set(['public', 'none', 'current_user', 'current_role', 'session_user', 'all']);
+
+/**
+ * A role name that needs no quoting anywhere (a URI's user, psql, an ORM's config): lower-case
+ * letters, digits and `_`, up to 63 characters; not `pg_*` (PostgreSQL's own).
+ */
+function role(value: string): string | null {
+  if (value === '') return null;
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(value))
+    throw new ActionError(
+      `input role must be a PostgreSQL role name of lower-case letters, digits and '_' (at most 63, not starting with a digit), not '${value}'`,
+    );
+  if (value.startsWith('pg_') || RESERVED_ROLES.has(value))
+    throw new ActionError(`input role: '${value}' is reserved by PostgreSQL`);
+  return value;
 }
 
 function required(read: InputReader, input: string, event: EventInfo): string {
@@ -148,7 +180,8 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
 
   const migrate = read('migrate').trim();
   const allowPullRequestTarget = bool('allow_pull_request_target', read('allow_pull_request_target').trim(), false);
-  if (migrate !== '' && command !== 'delete' && event.name === 'pull_request_target' && !allowPullRequestTarget)
+  const runsMigrate = migrate !== '' && command !== 'delete' && command !== 'get';
+  if (runsMigrate && event.name === 'pull_request_target' && !allowPullRequestTarget)
     throw new ActionError(REFUSE_TARGET);
   const githubToken = read('github_token').trim();
   const comment = bool('comment', read('comment').trim(), true);
@@ -163,6 +196,8 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
     branch,
     parent,
     command,
+    ttl: ttl(read('ttl').trim()),
+    role: role(read('role').trim()),
     fast: bool('fast', read('fast').trim(), false),
     migrate: migrate === '' ? null : migrate,
     allowPullRequestTarget,

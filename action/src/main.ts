@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const secrets = heldSecrets([settings.agentToken, settings.githubToken], process.env);
   for (const form of secretForms(secrets)) core.setSecret(form);
   const commenting = settings.comment && settings.pullRequest !== null;
-  const { serverUrl, runId } = github.context;
+  const { serverUrl, runId, eventName } = github.context;
   await run(
     settings,
     {
@@ -23,6 +23,7 @@ async function main(): Promise<void> {
       runUrl: Number.isFinite(runId)
         ? `${serverUrl}/${settings.owner}/${settings.repo}/actions/runs/${runId}`
         : undefined,
+      eventName,
     },
     secrets,
   );

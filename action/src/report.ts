@@ -4,7 +4,18 @@
  * appears when the caller says it may.
  */
 import type { BranchView } from '../../agent/api/schemas.js';
-import { code, details, renderComment, seconds, when, type CommentView } from '../../shared/pr-comment.js';
+import {
+  code,
+  details,
+  expiryCell,
+  renderComment,
+  safetySection,
+  seconds,
+  when,
+  type CommentView,
+  type Expiry,
+} from '../../shared/pr-comment.js';
+import type { SafetyOutcome } from '../../shared/safety-watch.js';
 import type { Command } from './inputs.js';
 import type { MigrationResult } from './migrate.js';
 
@@ -21,6 +32,12 @@ export type Report =
       /** How long the create (or reset, or lookup) call took. */
       ms: number;
       migration: MigrationResult | null;
+      /** When the branch goes (renewed on every push when the run was a pull request's). */
+      expiry: Expiry;
+      /** The `role` input's name (its password is never in a comment or summary), or null. */
+      role: string | null;
+      /** What the migration held and rewrote (null: no migration, or an agent without watches). */
+      safety: SafetyOutcome | null;
     }
   | {
       kind: 'deleted';
@@ -37,6 +54,8 @@ export interface RenderOptions {
   runUrl?: string;
   /** For tests; default now. */
   now?: Date;
+  /** Never in the text (tokens, the role's password): scrubbed from what the migration printed or named. */
+  secrets?: string[];
 }
 
 export function render(r: Report, o: RenderOptions): string {
@@ -64,10 +83,11 @@ export function render(r: Report, o: RenderOptions): string {
   const m = r.migration;
   const failed = m !== null && !m.ok;
   let created: string;
-  if (r.reset) created = `reset to ${code(parent)} in ${seconds(r.ms)} by this run`;
+  if (r.command === 'get') created = when(b.createdAt);
+  else if (r.reset) created = `reset to ${code(parent)} in ${seconds(r.ms)} by this run`;
   else if (r.created) created = `in ${seconds(r.ms)} by this run`;
   else created = `${when(b.createdAt)} (reused by this run)`;
-  let migration = 'none configured';
+  let migration = r.command === 'get' ? 'not run (command `get`)' : 'none configured';
   if (m)
     migration = m.ok
       ? `✅ succeeded in ${seconds(m.ms)}`
@@ -84,15 +104,29 @@ export function render(r: Report, o: RenderOptions): string {
       showPassword: o.showPassword,
       passwordHidden: "hidden (in the step's `password` output)",
       created,
+      expires: expiryCell(r.expiry),
+      ...(r.role
+        ? {
+            rows: [
+              {
+                label: 'Role',
+                cell: `${code(r.role)}, owner of the database's objects (password in the step's \`role_password\` output)`,
+              },
+            ],
+          }
+        : {}),
       migration: { label: 'Migration', cell: migration },
     },
     blocks: [],
     footer,
+    secrets: o.secrets ?? [],
   };
+  const safety = r.safety ? safetySection([{ outcome: r.safety }]) : null;
+  if (safety) view.blocks!.push({ md: safety, omitted: 'The migration safety report' });
   if (m && m.tail.length) {
     const summary =
       m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
-    view.blocks!.push(details(summary, m.tail, failed));
+    view.blocks!.push({ md: details(summary, m.tail, failed), omitted: 'The migration output' });
   }
   return renderComment(view);
 }

@@ -353,7 +353,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
         /^::error::cannot reach the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\): check agent_url/,
       ],
       [badToken, /^::error::the BetterPG agent at http:\/\/127\.0\.0\.1:\d+ refused agent_token \(401\)/],
-      [badInput, /^::error::input command must be one of create, delete, reset, not 'explode'$/],
+      [badInput, /^::error::input command must be one of create, delete, reset, get, not 'explode'$/],
     ] as const) {
       assert.equal(r.code, 1, r.stdout);
       const errors = errorLines(r);

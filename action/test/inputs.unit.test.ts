@@ -50,6 +50,8 @@ describe('inputs', () => {
         branch: 'pr-42',
         parent: 'main',
         command: 'create',
+        ttl: null,
+        role: null,
         fast: false,
         migrate: null,
         allowPullRequestTarget: false,
@@ -105,7 +107,7 @@ describe('inputs', () => {
     fails({ branch: '../x' }, pr('opened'), /^input branch: branch name may only use/);
     fails({ branch: 'main' }, pr('opened'), /must not be 'main'/);
     fails({ branch: 'dev', parent: 'dev' }, pr('opened'), /branch and parent are both 'dev'/);
-    fails({ command: 'drop' }, pr('opened'), /^input command must be one of create, delete, reset, not 'drop'$/);
+    fails({ command: 'drop' }, pr('opened'), /^input command must be one of create, delete, reset, get, not 'drop'$/);
     fails(
       { show_password: 'maybe' },
       pr('opened'),
@@ -113,6 +115,36 @@ describe('inputs', () => {
     );
     fails({}, dispatch, /^input branch is required when the event \(workflow_dispatch\) has no pull request$/);
     fails({ github_token: '' }, pr('opened'), /github_token is empty/);
+  });
+
+  it('ttl: a duration as the agent takes it, or none', () => {
+    assert.deepEqual(getInputs(reader({ ...base, ttl: '3d' }), pr('opened')).ttl, { text: '3d', ms: 3 * 864e5 });
+    assert.deepEqual(getInputs(reader({ ...base, ttl: '12h' }), pr('opened')).ttl, { text: '12h', ms: 12 * 36e5 });
+    assert.deepEqual(getInputs(reader({ ...base, ttl: 'none' }), pr('opened')).ttl, { text: 'none', ms: null });
+    fails({ ttl: 'soon' }, pr('opened'), /^input ttl: 'soon' is not a duration .* \(use e\.g\. 3d, 12h, or none\)$/);
+    fails({ ttl: '400d' }, pr('opened'), /^input ttl: '400d' is longer than 365d/);
+    fails({ ttl: '0s' }, pr('opened'), /^input ttl: /);
+  });
+
+  it('role: a plain PostgreSQL name that is not reserved', () => {
+    assert.equal(getInputs(reader({ ...base, role: 'app_user2' }), pr('opened')).role, 'app_user2');
+    for (const bad of ['App', '1app', 'app-user', 'a"b', 'app user', 'x'.repeat(64), "app'; DROP ROLE x; --"])
+      fails({ role: bad }, pr('opened'), /^input role must be a PostgreSQL role name of lower-case letters/);
+    for (const reserved of ['pg_monitor', 'public', 'none', 'current_user', 'session_user'])
+      fails({ role: reserved }, pr('opened'), new RegExp(`^input role: '${reserved}' is reserved by PostgreSQL$`));
+  });
+
+  it('command get: migrate is not run, so pull_request_target does not refuse it', () => {
+    const s = getInputs(reader({ ...base, command: 'get', migrate: 'npm run migrate' }), {
+      ...pr('synchronize'),
+      name: 'pull_request_target',
+    });
+    assert.equal(s.command, 'get');
+    fails(
+      { migrate: 'npm run migrate' },
+      { ...pr('synchronize'), name: 'pull_request_target' },
+      /^refusing to run migrate/,
+    );
   });
 
   it("a fork's pull request without the secret is explained", () => {
@@ -219,6 +251,11 @@ describe('action.yml', () => {
       'sslmode',
       'branch',
       'created',
+      'expires_at',
+      'comment_url',
+      'role_user',
+      'role_password',
+      'role_connection_string',
     ]);
   });
 });

@@ -61,6 +61,9 @@ const ready = (o: Partial<Extract<Report, { kind: 'ready' }>> = {}): Report => (
   reset: false,
   ms: 1534,
   migration: { ok: true, exitCode: 0, ms: 420, tail: ['CREATE TABLE'], lines: 1 },
+  expiry: { expiresAt: branch.expiresAt, protected: false, renewedMs: 7 * 864e5 },
+  role: null,
+  safety: null,
   ...o,
 });
 
@@ -116,6 +119,86 @@ describe('report', () => {
       { showPassword: false, now },
     );
     assert.match(text, /\n`````\n```\n# not a heading\n````\n`````\n/);
+  });
+
+  it('the expiry, the role (never its password), and the safety report with the flagged lock first', () => {
+    const text = render(
+      ready({
+        role: 'app_user',
+        safety: {
+          report: {
+            durationMs: 6731,
+            locks: [{ table: 'orders', mode: 'AccessExclusiveLock', seconds: 6.5, blocks: 'reads and writes' }],
+            rewritten: ['orders'],
+            dropped: [],
+            rows: [{ table: 'orders', rows: 1_500_000, estimated: false }],
+            flagged: ['ACCESS EXCLUSIVE on orders for 6.5 s (table rewrite): blocks reads and writes on production'],
+            maxLockSeconds: 1,
+            samples: 134,
+            intervalMs: 50,
+            incomplete: null,
+          },
+        },
+        migration: { ok: true, exitCode: 0, ms: 6800, tail: ['ALTER TABLE'], lines: 1 },
+      }),
+      { showPassword: false, now },
+    );
+    const rows = text.split('\n').filter((l) => /^\| (Created|Expires|Role|Migration) \|/.test(l));
+    assert.deepEqual(rows, [
+      '| Created | in 1.5 s by this run |',
+      '| Expires | deleted 7 days after the last push (2026-12-04 10:00 UTC without one) |',
+      "| Role | `app_user`, owner of the database's objects (password in the step's `role_password` output) |",
+      '| Migration | ✅ succeeded in 6.8 s |',
+    ]);
+    const safety = text.indexOf('#### ⚠️ Migration safety: 1 flagged');
+    assert.ok(safety > text.indexOf('postgresql://'), 'after the connection string');
+    assert.ok(safety < text.indexOf('Migration output'), 'before the output');
+    assert.ok(text.includes('> - **ACCESS EXCLUSIVE** on `orders` for 6.5 s (table rewrite)'));
+    assert.ok(text.includes('| `orders` | ⚠️ ACCESS EXCLUSIVE (blocks reads and writes) | 6.5 s | yes | 1,500,000 |'));
+  });
+
+  it('tokens and the role password are scrubbed from what the pull request named or printed, even when the password is shown', () => {
+    const token = 'ghs_0123456789abcdef';
+    const rolePw = 'Rr0le-pass-0123456789abcdefghijk';
+    const text = render(
+      ready({
+        safety: {
+          report: {
+            durationMs: 1,
+            locks: [{ table: `"${token}"`, mode: 'RowExclusiveLock', seconds: 0.1, blocks: null }],
+            rewritten: [],
+            dropped: [],
+            rows: [],
+            flagged: [],
+            maxLockSeconds: 1,
+            samples: 1,
+            intervalMs: 50,
+            incomplete: null,
+          },
+        },
+        migration: { ok: true, exitCode: 0, ms: 1, tail: [`echo ${rolePw}`], lines: 1 },
+      }),
+      { showPassword: true, now, secrets: [token, rolePw] },
+    );
+    assert.ok(!text.includes(token) && !text.includes(rolePw));
+    assert.ok(text.includes('| `"***"` | ROW EXCLUSIVE |'));
+    assert.ok(text.includes(`\`${PW}\``), 'the branch password where show_password allows it');
+  });
+
+  it('command get: found, not migrated; the expiry as a date', () => {
+    const text = render(
+      ready({
+        command: 'get',
+        created: false,
+        migration: null,
+        expiry: { expiresAt: branch.expiresAt, protected: false, renewedMs: null },
+      }),
+      { showPassword: false, now },
+    );
+    assert.ok(text.includes('| Created | 2026-11-27 10:00 UTC |'));
+    assert.ok(text.includes('| Expires | deleted 2026-12-04 10:00 UTC |'));
+    assert.ok(text.includes('| Migration | not run (command `get`) |'));
+    assert.ok(!text.includes('Migration safety'));
   });
 
   it('deleted', () => {
