@@ -6,13 +6,15 @@
 // certificate made with openssl, the daemon's log), and a `bpg serve` with a random token, its API on
 // 127.0.0.1:47432, the router on 127.0.0.1:46432 (proxy.tls set, proxy.requireTls false, so one
 // router takes both TLS and plaintext clients), branch ports 48000-48999. Then, in one run:
-//   1. pgbench select-only (`-S -n -c 8 -j 2`, --rounds x --seconds, the three ways alternating
-//      in each round) on ONE branch (pgbench -i -s --scale, through its own port): through the
-//      router with TLS (sslmode=require), through the router in plaintext (sslmode=disable), and on
-//      the branch's own port. TPS medians, router/direct ratios, the daemon's CPU and the host's CPU
-//      during each run;
+//   1. pgbench select-only (`-S -n -c 8 -j 2`, --rounds x --seconds after a 5 s warm-up, the ways
+//      alternating which goes first) on ONE branch (pgbench -i -s --scale, through its own port):
+//      through the router with TLS (sslmode=require), through the router in plaintext
+//      (sslmode=disable), on the branch's own port (which Docker's userland docker-proxy relays), and,
+//      for reference, on the container's address on its Docker network (PostgreSQL with nothing in
+//      between). TPS medians, router/direct ratios, and during each run the CPU per transaction of
+//      the daemon (the router) and of that docker-proxy, and how busy the host was;
 //   2. connection set-up: --connects sequential connect + `SELECT 1` + close with node-postgres, the
-//      three ways interleaved: p50/p95;
+//      four ways interleaved: p50/p95;
 //   3. wake on connect: --wakes times, the branch `wake` is stopped as the idle stop does it (the
 //      engine's stop with by 'idle', called in this process on the daemon's config and state while
 //      the daemon runs), then a client's connect + `SELECT 1` through the router with TLS is timed;
@@ -20,7 +22,8 @@
 //   4. --branches N (default 200) branches of the same database, --running (20) of them running and
 //      the rest idle-stopped as in 3 (each stopped right after its create, so no more than ~20 run at
 //      once while they are made): host memory (MemTotal - MemAvailable, and where it went), the
-//      running containers' working set (cgroup usage minus inactive file, as `docker stats`), the
+//      running branches' own memory (container working set as `docker stats` shows it, plus the PSS
+//      of the containerd-shim and docker-proxy Docker runs on the host for each), the
 //      daemon's RSS, and the answer time through the router of --running running ones (warm) and
 //      --cold idle-stopped ones (each woken by its connect).
 // Everything it made is removed at the end, also after an error or Ctrl-C (a second Ctrl-C quits at
@@ -176,20 +179,62 @@ async function hostCpu() {
   const total = f.reduce((a, b) => a + b, 0);
   return { busy: total - idle, total };
 }
-/** Memory of the host and of the daemons every branch leans on. */
+/** PSS of a process (its shared pages split among their users), from /proc/<pid>/smaps_rollup. */
+const pssOf = async (pid) =>
+  Number(/^Pss:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/smaps_rollup`, 'utf8').catch(() => ''))?.[1] ?? 0) * 1024;
+/**
+ * Memory of the host (MemTotal - MemAvailable and some of its parts) and the PSS of the daemons every
+ * branch leans on. All of these are the whole machine's: on a shared host others' work moves them.
+ */
 async function hostMemory() {
   const m = await meminfo();
   const out = { usedBytes: m.MemTotal - m.MemAvailable };
   for (const k of ['AnonPages', 'Shmem', 'Cached', 'Slab', 'PageTables']) out[k] = m[k] ?? null;
-  const daemons = { 'zfs-fuse': 0, dockerd: 0, containerd: 0, 'containerd-shim': 0, 'docker-proxy': 0 };
+  const daemons = { 'zfs-fuse': 0, dockerd: 0, containerd: 0 };
   for (const d of await readdir('/proc')) {
     if (!/^\d+$/.test(d)) continue;
     const comm = (await readFile(`/proc/${d}/comm`, 'utf8').catch(() => '')).trim();
-    const key = comm.startsWith('containerd-shim') ? 'containerd-shim' : comm;
-    if (key in daemons) daemons[key] += await rssOf(d);
+    if (comm in daemons) daemons[comm] += await pssOf(d);
   }
-  for (const [k, v] of Object.entries(daemons)) out[`${k} RSS`] = v;
+  for (const [k, v] of Object.entries(daemons)) out[`${k} PSS`] = v;
   return out;
+}
+
+/**
+ * What the running branches hold, their own and nobody else's: each container's working set, and
+ * the PSS of the containerd-shim (found by `-id <container id>`) and docker-proxy (by `-host-port`)
+ * that Docker runs on the host for it.
+ */
+async function branchMemory(containers) {
+  const shimById = new Map();
+  const proxyByPort = new Map();
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const args = (await readFile(`/proc/${d}/cmdline`, 'utf8').catch(() => '')).split('\0');
+    const bin = args[0] ?? '';
+    const arg = (k) => args[args.indexOf(k) + 1];
+    if (bin.endsWith('containerd-shim-runc-v2') && args.includes('-id')) shimById.set(arg('-id'), Number(d));
+    if (bin.endsWith('docker-proxy') && args.includes('-host-port'))
+      proxyByPort.set(Number(arg('-host-port')), [...(proxyByPort.get(Number(arg('-host-port'))) ?? []), Number(d)]);
+  }
+  const per = await mapLimit(containers, 4, async (c) => {
+    const ws = await workingSet(c.Id);
+    const shim = shimById.has(c.Id) ? await pssOf(shimById.get(c.Id)) : 0;
+    let proxy = 0;
+    for (const p of new Set((c.Ports ?? []).flatMap((x) => proxyByPort.get(x.PublicPort) ?? [])))
+      proxy += await pssOf(p);
+    return { ws, shim, proxy, total: ws + shim + proxy };
+  });
+  const sum = (k) => per.reduce((a, x) => a + x[k], 0);
+  return {
+    containers: per.length,
+    workingSetBytes: sum('ws'),
+    shimPssBytes: sum('shim'),
+    dockerProxyPssBytes: sum('proxy'),
+    totalBytes: sum('total'),
+    perContainerWorkingSetBytes: stats(per.map((x) => x.ws)),
+    perContainerTotalBytes: stats(per.map((x) => x.total)),
+  };
 }
 const deltaOf = (a, b) =>
   Object.fromEntries(Object.keys(b).map((k) => [k, b[k] == null || a[k] == null ? null : b[k] - a[k]]));
@@ -682,7 +727,7 @@ async function benchMany() {
   const runningViews = mine.filter((v) => v.status === 'running');
   const idleViews = mine.filter((v) => v.status === 'stopped' && v.stoppedBy === 'idle');
   const containers = await runningOfOurs();
-  const ws = await mapLimit(containers, 4, (c) => workingSet(c.Id));
+  const own = await branchMemory(containers);
   const after = {
     host: await hostMemory(),
     daemonRssBytes: await rssOf(daemon.child.pid),
@@ -696,8 +741,7 @@ async function benchMany() {
     runningBranches: runningViews.length,
     idleStoppedBranches: idleViews.length,
     containersRunning: containers.length,
-    containersWorkingSetBytes: ws.reduce((a, b) => a + b, 0),
-    containerWorkingSetBytes: stats(ws),
+    own,
     before,
     after,
     hostDelta: deltaOf(before.host, after.host),
@@ -706,7 +750,7 @@ async function benchMany() {
   if (idleViews.length !== N - RUNNING) fail(`${idleViews.length} are idle-stopped, expected ${N - RUNNING}`);
   const M = result.many;
   log(
-    `  ${M.runningBranches} running, ${M.idleStoppedBranches} idle-stopped; ${M.containersRunning} containers of ours run (main too), working set ${fmtBytes(M.containersWorkingSetBytes)} in all (per container ${fmtBytes(M.containerWorkingSetBytes?.p50)} p50)`,
+    `  ${M.runningBranches} running, ${M.idleStoppedBranches} idle-stopped; ${M.own.containers} containers of ours run (main too): working set ${fmtBytes(M.own.workingSetBytes)}, with their shims and docker-proxies ${fmtBytes(M.own.totalBytes)} (per container ${fmtBytes(M.own.perContainerTotalBytes?.p50)} p50)`,
   );
   log(
     `  host used ${fmtBytes(after.host.usedBytes)} (${signed(M.hostDelta.usedBytes)} for the ${N} branches); daemon RSS ${fmtBytes(after.daemonRssBytes)} (${signed(after.daemonRssBytes - before.daemonRssBytes)})`,
@@ -874,7 +918,7 @@ function report() {
       row(
         `pgbench -S -c ${PGBENCH_CLIENTS} -j ${PGBENCH_THREADS}, scale ${SCALE}: TPS median (each of ${ROUNDS} x ${SECONDS} s)`,
         cell,
-        `TLS ${pct(P.ratio.tls)}, plaintext ${pct(P.ratio.plain)} (median of per-round ratios ${pct(P.ratioPerRoundMedian.tls)}, ${pct(P.ratioPerRoundMedian.plain)})`,
+        `TLS ${pct(P.ratio.tls)}, plaintext ${pct(P.ratio.plain)} (median of per-round ratios ${pct(P.ratioPerRoundMedian.tls)}, ${pct(P.ratioPerRoundMedian.plain)}); container address ${pct(P.ratio.container)}`,
       ),
       row('pgbench latency average, median', (w) => `${P.latencyMedianMs[w]} ms`),
       row('daemon (router) CPU during pgbench: % of one core, per transaction', (w) =>
@@ -904,9 +948,9 @@ function report() {
       '',
       '| | value |',
       '| --- | --- |',
-      `| host memory used (MemTotal - MemAvailable) | ${fmtBytes(M.after.host.usedBytes)}, ${signed(M.hostDelta.usedBytes)} against main alone |`,
-      `| of which (delta) | anon ${signed(M.hostDelta.AnonPages)}, shmem ${signed(M.hostDelta.Shmem)}, page cache ${signed(M.hostDelta.Cached)}, slab ${signed(M.hostDelta.Slab)}, page tables ${signed(M.hostDelta.PageTables)}; RSS zfs-fuse ${signed(M.hostDelta['zfs-fuse RSS'])}, dockerd ${signed(M.hostDelta['dockerd RSS'])}, containerd ${signed(M.hostDelta['containerd RSS'])}, shims ${signed(M.hostDelta['containerd-shim RSS'])}, docker-proxy ${signed(M.hostDelta['docker-proxy RSS'])} |`,
-      `| running containers' working set (docker stats) | ${fmtBytes(M.containersWorkingSetBytes)} for ${M.containersRunning} (p50 ${fmtBytes(M.containerWorkingSetBytes?.p50)}, max ${fmtBytes(M.containerWorkingSetBytes?.max)}) |`,
+      `| host memory used (MemTotal - MemAvailable) | ${fmtBytes(M.after.host.usedBytes)}, ${signed(M.hostDelta.usedBytes)} against main alone (the whole machine's: others' work on a shared host moves it) |`,
+      `| host memory used, change by kind | anon ${signed(M.hostDelta.AnonPages)}, shmem ${signed(M.hostDelta.Shmem)}, page cache ${signed(M.hostDelta.Cached)}, slab ${signed(M.hostDelta.Slab)}, page tables ${signed(M.hostDelta.PageTables)}; PSS of zfs-fuse ${signed(M.hostDelta['zfs-fuse PSS'])}, dockerd ${signed(M.hostDelta['dockerd PSS'])}, containerd ${signed(M.hostDelta['containerd PSS'])} |`,
+      `| the running branches' own memory: container working set (docker stats) + containerd-shim and docker-proxy PSS | ${fmtBytes(M.own.totalBytes)} for ${M.own.containers} containers (${fmtBytes(M.own.workingSetBytes)} + ${fmtBytes(M.own.shimPssBytes)} + ${fmtBytes(M.own.dockerProxyPssBytes)}); per container p50 ${fmtBytes(M.own.perContainerTotalBytes?.p50)}, max ${fmtBytes(M.own.perContainerTotalBytes?.max)} |`,
       `| daemon (bpg serve, router included) RSS | ${fmtBytes(M.after.daemonRssBytes)} (${fmtBytes(result.daemonRssStartBytes)} at start, ${fmtBytes(M.before.daemonRssBytes)} before the branches, ${fmtBytes(M.daemonRssEndBytes)} at the end) |`,
       `| connect + SELECT 1 through the router (TLS), running branch | ${msLine(M.warmAnswerMs)} |`,
       `| the same, idle-stopped branch (woken by the connect) | ${msLine(M.coldAnswerMs)} |`,
