@@ -60,6 +60,8 @@ export interface CommentInput {
   commit?: string;
   /** For `error`: what failed, one or a few lines; for `refused`: which migration limit was passed. */
   error?: string;
+  /** For `refused`: not a limit but a layout its tool refuses (two migrations of one version, ...). */
+  refusedLayout?: boolean;
 }
 
 /**
@@ -84,7 +86,9 @@ export function renderComment(i: CommentInput): string {
       state: 'migrations refused',
       blocks: [
         fence(lastLines(i.error ?? 'over a limit')),
-        "Nothing was applied: the branch was not created, or was left as it was. Keep the folder within the limits, or raise them in the receiver's config (`migrations.maxFiles`, `maxFileSize`, `maxTotalSize`).",
+        i.refusedLayout
+          ? 'Nothing was applied: the branch was not created, or was left as it was. The migration tool itself would refuse this folder: fix it, then push.'
+          : "Nothing was applied: the branch was not created, or was left as it was. Keep the folder within the limits, or raise them in the receiver's config (`migrations.maxFiles`, `maxFileSize`, `maxTotalSize`).",
       ],
     });
   }

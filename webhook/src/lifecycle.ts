@@ -68,7 +68,7 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   let found: Migrations | null = null;
   if (path !== undefined) {
     const fetched = await fetchMigrations(gh, path, job.headSha, settings.migrations, settings.migrations.format);
-    if (fetched !== null && 'refused' in fetched) return refuseMigrations(d, job, t, fetched.refused);
+    if (fetched !== null && 'refused' in fetched) return refuseMigrations(d, job, t, fetched);
     found = fetched;
   }
 
@@ -169,8 +169,16 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   }
 }
 
-/** The folder is over a migration limit: said on the PR, and nothing is created or applied. */
-async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: string): Promise<void> {
+/**
+ * The folder is over a migration limit, or laid out in a way its tool refuses: said on the PR, and
+ * nothing is created or applied.
+ */
+async function refuseMigrations(
+  d: LifecycleDeps,
+  job: Job,
+  t: Target,
+  { refused: reason, layout }: { refused: string; layout?: true },
+): Promise<void> {
   d.log.warn('migrations refused', { delivery: job.id, branch: t.name, reason });
   const body = renderComment({
     state: 'refused',
@@ -179,6 +187,7 @@ async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: s
     parent: t.settings.parent,
     showPassword: false,
     error: reason,
+    ...(layout ? { refusedLayout: true } : {}),
     commit: job.headSha,
   });
   const sticky = await t.gh.upsertComment(job.number, t.database, body);

@@ -54,8 +54,11 @@ export interface Migrations {
 
 export type FetchedMigrations =
   | Migrations
-  /** Over a limit, or a layout the tool itself refuses: one line saying why, and nothing to apply. */
-  | { refused: string }
+  /**
+   * Over a limit, or (`layout`) a layout its tool itself refuses: one line saying why, and nothing
+   * to apply.
+   */
+  | Refusal
   /** No such folder at this commit. */
   | null;
 
@@ -77,7 +80,10 @@ interface ToRead {
   repeatable?: boolean;
 }
 
-type Refusal = { refused: string };
+type Refusal = { refused: string; layout?: true };
+
+/** The folder is laid out in a way its tool would refuse (two migrations of one version, ...). */
+const badLayout = (reason: string): Refusal => ({ refused: reason, layout: true });
 
 function overCap(path: string, entries: DirEntry[]): Refusal | null {
   return entries.length >= GITHUB_LISTING_CAP
@@ -116,7 +122,7 @@ export async function fetchMigrations(
       layout,
       entries.filter((e) => e.type === 'file').map((e) => e.name),
     );
-    if ('invalid' in plan) return { refused: `${path}: ${plan.invalid}` };
+    if ('invalid' in plan) return badLayout(`${path}: ${plan.invalid}`);
     const sizes = new Map(entries.map((e) => [e.name, e.size]));
     toRead = plan.migrations.map((m) => ({
       name: m.name,
@@ -180,7 +186,7 @@ export async function fetchMigrations(
       'dbmate',
       toRead.map((e) => e.name),
     );
-    if ('invalid' in plan) return { refused: `${path}: ${plan.invalid}` };
+    if ('invalid' in plan) return badLayout(`${path}: ${plan.invalid}`);
     const keep = new Set(plan.migrations.map((m) => m.name));
     const order = plan.migrations.map((m) => m.name);
     toRead = toRead.filter((e) => keep.has(e.name)).sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
@@ -219,14 +225,14 @@ async function listPrisma(
   const out: ToRead[] = [];
   for (const folder of folders) {
     const inner = await gh.listDir(`${path}/${folder}`, ref);
-    if (inner === null) return { refused: `${path}/${folder} could not be listed at this commit` };
+    if (inner === null) return badLayout(`${path}/${folder} could not be listed at this commit`);
     const capped = overCap(`${path}/${folder}`, inner);
     if (capped) return capped;
     const sql = inner.find((e) => e.name === PRISMA_FILE && e.type === 'file');
     if (!sql)
-      return {
-        refused: `${path}/${folder} has no ${PRISMA_FILE}; Prisma stops there too (P3015): restore the file or delete the folder`,
-      };
+      return badLayout(
+        `${path}/${folder} has no ${PRISMA_FILE}; Prisma stops there too (P3015): restore the file or delete the folder`,
+      );
     out.push({ name: `${folder}/${PRISMA_FILE}`, path: `${path}/${folder}/${PRISMA_FILE}`, size: sql.size });
   }
   return out;

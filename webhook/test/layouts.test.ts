@@ -246,6 +246,31 @@ CREATE INDEX orders_user_id_idx ON orders (user_id);
     assert.match(comment(REPO.golang, n), /layout `golang-migrate` \(detected from `\*\.up\.sql \/ \*\.down\.sql`\)/);
     assert.doesNotMatch(comment(REPO.golang, n), /\d+_\w+\.down\.sql/, 'no down file among the applied');
   });
+
+  it('synchronize: two up files of one version are refused as migrate refuses them, nothing applied', async () => {
+    const s = sha();
+    gh.commit(REPO.golang, s, {
+      ...tree,
+      [`${dir}/0011_add_orders_note.up.sql`]: 'ALTER TABLE orders ADD COLUMN note text;\n',
+      [`${dir}/11_add_orders_status.up.sql`]: "ALTER TABLE orders ADD COLUMN status text NOT NULL DEFAULT 'new';\n",
+    });
+    const st = await run(REPO.golang, 'synchronize', n, s);
+    assert.equal(st.state, 'failure');
+    assert.match(
+      st.description,
+      /^Migrations refused: db\/migrations: 0011_add_orders_note\.up\.sql and 11_add_orders_status\.up\.sql have the same version 11/,
+    );
+    assert.match(comment(REPO.golang, n), /The migration tool itself would refuse this folder/);
+    const b = await branchOf(`api-${n}`);
+    assert.equal((await appliedOrder(b)).length, 3);
+    assert.equal(
+      await one<number>(
+        b,
+        "SELECT count(*)::int FROM information_schema.columns WHERE table_name = 'orders' AND column_name IN ('note', 'status')",
+      ),
+      0,
+    );
+  });
 });
 
 describe('dbmate: the -- migrate:up sections only', () => {

@@ -379,6 +379,7 @@ describe('layouts read through the contents API, within the limits', () => {
         assert.deepEqual(await fetchMigrations(gh, 'prisma/migrations', s, limits), {
           refused:
             'prisma/migrations/20220124135419_add_profile has no migration.sql; Prisma stops there too (P3015): restore the file or delete the folder',
+          layout: true,
         });
         assert.equal(fake.count('GET', /\/nested/), 0);
       },
@@ -469,6 +470,7 @@ describe('layouts read through the contents API, within the limits', () => {
         assert.deepEqual(await fetchMigrations(gh, 'db/migrations', s, limits), {
           refused:
             'db/migrations: 001_init_again.up.sql and 1_init.up.sql have the same version 1; golang-migrate applies one migration per version',
+          layout: true,
         });
         assert.equal(fake.count('GET', /\.up\.sql$/), 0);
       },
@@ -540,5 +542,21 @@ describe('the comment names the layout', () => {
       render({ path: 'supabase/migrations', applied: [], alreadyApplied: [], changed: [], format: 'supabase' }),
       /no migrations in `supabase\/migrations` · layout `supabase`/,
     );
+  });
+
+  it('a layout its tool refuses is said to be one, not a limit', () => {
+    const refused = (refusedLayout: boolean) =>
+      renderComment({
+        state: 'refused',
+        database: 'shop',
+        branch: 'pr-1',
+        parent: 'main',
+        showPassword: false,
+        error: 'sql: V1.0__b.sql and V1__a.sql have the same version 1; Flyway refuses that',
+        refusedLayout,
+      });
+    assert.match(refused(true), /The migration tool itself would refuse this folder/);
+    assert.doesNotMatch(refused(true), /maxFiles/);
+    assert.match(refused(false), /raise them in the receiver's config/);
   });
 });
