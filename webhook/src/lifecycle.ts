@@ -111,7 +111,7 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
       const seeding = found.seed !== undefined && (put.created || reset || job.kind === 'open');
       const files = seeding ? [...found.files, found.seed!] : found.files;
       migrations = {
-        ...(await applyMigrations(view.connection.uri, path, files, {
+        ...(await applyMigrations(view.connection, path, files, {
           commit: job.headSha,
           timeoutSeconds: settings.migrations.timeoutSeconds,
           restartBranch,
