@@ -1,8 +1,9 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
 import pg from 'pg';
 import { sleep } from './exec.js';
-import type { BackupLabel, PgTarget, Postgres } from './interfaces.js';
-export type { BackupLabel, PgTarget } from './interfaces.js';
+import type { BackupLabel, ConnectOptions, PgTarget, Postgres } from './interfaces.js';
+export type { BackupLabel, ConnectOptions, PgTarget } from './interfaces.js';
 
 /** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
 export function newPassword(): string {
@@ -41,20 +42,42 @@ export const AGENT_SESSION_OPTIONS = [
   .map((o) => `-c ${o}`)
   .join(' ');
 
-export async function connect(t: PgTarget, timeoutMs = 5000): Promise<pg.Client> {
+/**
+ * A socket that closes itself once the server has sent more than `max` bytes: a branch's server is
+ * the pull request's, and a query's answer (even from a catalog function it has replaced) must not
+ * fill the agent's memory. The query in flight then fails with this error.
+ */
+function readLimitedSocket(max: number): Socket {
+  const s = new Socket();
+  let received = 0;
+  s.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > max && !s.destroyed)
+      s.destroy(
+        new Error(
+          `the server sent more than ${max % 1048576 === 0 ? `${max / 1048576} MiB` : `${max} bytes`} on one session`,
+        ),
+      );
+  });
+  return s;
+}
+
+export async function connect(t: PgTarget, timeoutMs = 5000, o: ConnectOptions = {}): Promise<pg.Client> {
+  const { maxReadBytes } = o;
   const c = new pg.Client({
     ...t,
     connectionTimeoutMillis: timeoutMs,
     application_name: 'betterpg',
     options: AGENT_SESSION_OPTIONS,
+    ...(maxReadBytes !== undefined ? { stream: () => readLimitedSocket(maxReadBytes) } : {}),
   });
   c.on('error', () => {}); // a server going away must not crash the agent; the next query fails instead
   await c.connect();
   return c;
 }
 
-export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await connect(t);
+export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>, o: ConnectOptions = {}): Promise<T> {
+  const c = await connect(t, undefined, o);
   try {
     return await fn(c);
   } finally {
