@@ -170,7 +170,10 @@ const functions = (max: number) =>
            || ')'
          FROM pg_catalog.pg_aggregate a WHERE a.aggfnoid = p.oid)
        ELSE pg_catalog.pg_get_functiondef(p.oid) END AS d) x
-     WHERE ${userSchema('n')} AND ${notInExtension('pg_proc', 'p.oid')}`,
+     WHERE ${userSchema('n')} AND ${notInExtension('pg_proc', 'p.oid')}
+       -- a range type's constructors come with the type
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend i
+                       WHERE i.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND i.objid = p.oid AND i.deptype = 'i')`,
     ['nsp', 'name', 'args'],
   );
 
