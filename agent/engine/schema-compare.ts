@@ -71,11 +71,21 @@ export interface CompareLimits {
   maxChanges: number;
   /** Characters of `sql`. */
   maxSqlChars: number;
+  /** Characters of one object's part of `sql` (a longer one is cut, so that the objects after it are shown too). */
+  maxObjectChars: number;
+  /** Characters of one line of `sql`. */
+  maxLineChars: number;
   /** Unchanged lines shown around a change inside an altered object. */
   context: number;
 }
 
-export const DEFAULT_COMPARE_LIMITS: CompareLimits = { maxChanges: 1000, maxSqlChars: 256 * 1024, context: 3 };
+export const DEFAULT_COMPARE_LIMITS: CompareLimits = {
+  maxChanges: 1000,
+  maxSqlChars: 256 * 1024,
+  maxObjectChars: 16 * 1024,
+  maxLineChars: 1000,
+  context: 3,
+};
 
 const keyId = (k: readonly string[]) => JSON.stringify(k);
 const MAX_DETAIL_VALUE = 200;
@@ -288,6 +298,30 @@ function alteredLines(a: string, b: string, context: number): string[] {
   return out;
 }
 
+/** Cut at `max` characters, not inside a surrogate pair. */
+function cutAt(s: string, max: number): string {
+  const end = /[\udc00-\udfff]/.test(s[max] ?? '') ? max - 1 : max;
+  return s.slice(0, end);
+}
+
+/** One object's lines within the per-line and per-object limits. */
+function fitted(lines: string[], limits: CompareLimits): string[] {
+  const out: string[] = [];
+  let size = 0;
+  for (let i = 0; i < lines.length; i++) {
+    let l = lines[i]!;
+    if (l.length > limits.maxLineChars)
+      l = `${cutAt(l, limits.maxLineChars)}… (${l.length - limits.maxLineChars} more characters)`;
+    if (i > 0 && size + l.length + 1 > limits.maxObjectChars) {
+      out.push(` -- (${lines.length - i} more line${lines.length - i === 1 ? '' : 's'} not shown)`);
+      break;
+    }
+    out.push(l);
+    size += l.length + 1;
+  }
+  return out;
+}
+
 function sqlDiff(
   ordered: Pair[],
   names: { branch: string; against: string },
@@ -304,7 +338,7 @@ function sqlDiff(
     if (p.change === 'added') lines.push(...p.after!.sql.split('\n').map((l) => `+${l}`));
     else if (p.change === 'dropped') lines.push(...p.before!.sql.split('\n').map((l) => `-${l}`));
     else lines.push(...alteredLines(p.before!.sql, p.after!.sql, limits.context));
-    const block = printable(lines.join('\n'));
+    const block = printable(fitted(lines, limits).join('\n'));
     if (size + block.length + 1 > limits.maxSqlChars) {
       out.push(`@@ truncated: ${ordered.length - i} more object${ordered.length - i === 1 ? '' : 's'} not shown @@`);
       return { text: out.join('\n') + '\n', cut: true };

@@ -375,6 +375,36 @@ describe('schema diff', () => {
     );
   });
 
+  it("a branch that replaced the catalog functions the bounds use is still cut off by the session's read bound", async () => {
+    // A superuser may replace pg_catalog functions: here the ones that cut definitions and count bytes.
+    await exec(
+      pr,
+      `CREATE OR REPLACE FUNCTION pg_catalog.left(text, integer) RETURNS text LANGUAGE sql AS 'SELECT $1';
+       CREATE OR REPLACE FUNCTION pg_catalog.octet_length(text) RETURNS integer LANGUAGE sql AS 'SELECT 1';
+       CREATE VIEW app.huge AS SELECT '${'x'.repeat(3 << 20)}'::text AS x;`,
+    );
+    await assert.rejects(
+      withClient(direct(pr), (c) => readCatalog(c), { maxReadBytes: 1 << 20 }),
+      /the server sent more than 1 MiB on one session/,
+    );
+    // the API and the CLI stay answerable: the whole read is within the agent's own bound (64 MiB)
+    const d = await client.schemaDiff(db, 'pr-1');
+    assert.ok(d.changes.some((c) => c.kind === 'view' && c.name === 'app.huge'));
+  });
+
+  it('GET /v1/openapi.json documents the route and its response', async () => {
+    const doc = (await client.openapi()) as any;
+    const op = doc.paths['/v1/databases/{db}/branches/{branch}/schema-diff'].get;
+    assert.equal(op.operationId, 'schemaDiff');
+    assert.deepEqual(op.responses['200'].content['application/json'].schema, {
+      $ref: '#/components/schemas/SchemaDiff',
+    });
+    assert.ok(doc.components.schemas.SchemaDiff.properties.counts);
+    assert.ok(
+      srv.api.routes.some((r) => r.method === 'GET' && r.path === '/v1/databases/{db}/branches/{branch}/schema-diff'),
+    );
+  });
+
   it('logs no password or token', () => {
     const text = JSON.stringify(log.lines);
     assert.ok(!text.includes(TOKEN));

@@ -322,7 +322,7 @@ describe('schema diff', () => {
 
   it('a long list of changes is cut but every change is counted; a long SQL diff ends with a truncated line', () => {
     const tables = Array.from({ length: 50 }, (_, i) => table(`t${String(i).padStart(2, '0')}`, [col('id', 'int')]));
-    const d = diff({}, { tables }, { maxChanges: 10, maxSqlChars: 1000, context: 3 });
+    const d = diff({}, { tables }, { ...DEFAULT_COMPARE_LIMITS, maxChanges: 10, maxSqlChars: 1000 });
     assert.equal(d.changes.length, 10);
     assert.equal(d.changesOmitted, 40);
     assert.deepEqual(d.counts.table, { added: 50, dropped: 0, altered: 0 });
@@ -330,6 +330,29 @@ describe('schema diff', () => {
     assert.ok(d.sql.length <= 1000 + 80, `${d.sql.length}`);
     assert.match(d.sql, /\n@@ truncated: \d+ more objects not shown @@\n$/);
     assert.match(schemaDiffText(d), /\.\.\. and 40 more \(counted above, and in the SQL diff\)/);
+  });
+
+  it('one huge object is cut in the SQL diff, so the objects after it are shown too', () => {
+    const v = (name: string, text: string) => ({
+      schema: 'public',
+      name,
+      q: `public.${name}`,
+      materialized: false,
+      options: null,
+      def: def(text),
+    });
+    const huge = v(
+      'a_huge',
+      ` SELECT '${'x'.repeat(50_000)}'::text AS x\n${Array.from({ length: 5000 }, (_, i) => `-- ${i}`).join('\n')}`,
+    );
+    const d = diff({}, { views: [huge, v('b_small', ' SELECT 1')] });
+    assert.equal(d.truncated, false);
+    assert.ok(d.sql.length < DEFAULT_COMPARE_LIMITS.maxObjectChars + 2000, `${d.sql.length}`);
+    assert.match(d.sql, /\+ SELECT 'x{900,}… \(\d+ more characters\)\n/);
+    assert.match(
+      d.sql,
+      /\n -- \(\d+ more lines not shown\)\n@@ added view public\.b_small @@\n\+CREATE VIEW public\.b_small AS\n\+ SELECT 1;\n$/,
+    );
   });
 
   it("the branch's names and SQL cannot put control characters on a terminal or forge a header line", () => {
