@@ -142,7 +142,7 @@ async function exec(b: BranchView, sql: string): Promise<void> {
 /** How the agent itself reaches a branch: its own port on this host. */
 const direct = (b: BranchView) => b.connection.direct;
 
-describe('schema diff', () => {
+describe('bpg branch diff and GET .../schema-diff on the stack', () => {
   let cfg: Config;
   let srv: RunningServer;
   let client: BpgClient;
