@@ -40,6 +40,19 @@ export function shown(value: string): string {
   return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
 }
 
+/**
+ * Text someone else wrote (a branch's SQL: names, definitions, function bodies), made safe to print
+ * on a terminal or in a comment without cutting it: control characters other than newline and tab,
+ * line and paragraph separators, and the bidirectional controls of "Trojan source" are escaped as
+ * `\uXXXX`, so nothing can move the cursor, clear a line, or reorder what the reader sees.
+ */
+export function printable(value: string): string {
+  return value.replace(
+    /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
 function check(schema: z.ZodString, value: string, whole: string): string {
   const r = schema.safeParse(value);
   if (!r.success) throw invalid(`invalid name '${shown(whole)}': ${r.error.issues[0]?.message ?? 'not allowed'}`);

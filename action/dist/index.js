@@ -47917,13 +47917,13 @@ function handleTupleResults(itemResults, final, items, input, optoutStart) {
     }
     return final;
 }
-const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodRecord", (inst, def) => {
+const $ZodRecord = /*@__PURE__*/ $constructor("$ZodRecord", (inst, def) => {
     $ZodType.init(inst, def);
-    const memo = core.globalConfig.memoizer;
+    const memo = globalConfig.memoizer;
     memo?.attach(inst);
     inst._zod.parse = (payload, ctx) => {
         const input = payload.value;
-        if (!util.isPlainObject(input)) {
+        if (!util_isPlainObject(input)) {
             payload.issues.push({
                 expected: "record",
                 code: "invalid_type",
@@ -47952,7 +47952,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                         payload.issues.push({
                             code: "invalid_key",
                             origin: "record",
-                            issues: keyResult.issues.map((iss) => util.finalizeIssue(iss, ctx, core.config())),
+                            issues: keyResult.issues.map((iss) => finalizeIssue(iss, ctx, config())),
                             input: key,
                             path: [key],
                             inst,
@@ -47966,14 +47966,14 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                     if (result instanceof Promise) {
                         proms.push(result.then((result) => {
                             if (result.issues.length) {
-                                payload.issues.push(...util.prefixIssues(key, result.issues));
+                                payload.issues.push(...prefixIssues(key, result.issues));
                             }
                             payload.value[outKey] = result.value;
                         }));
                     }
                     else {
                         if (result.issues.length) {
-                            payload.issues.push(...util.prefixIssues(key, result.issues));
+                            payload.issues.push(...prefixIssues(key, result.issues));
                         }
                         payload.value[outKey] = result.value;
                     }
@@ -48019,7 +48019,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                     throw new Error("Async schemas not supported in object keys currently");
                 }
                 // Numeric string fallback: if key is a numeric string and failed, retry with Number(key). This handles z.number(), z.literal([1, 2, 3]), and unions containing numeric literals
-                const checkNumericKey = typeof key === "string" && regexes.number.test(key) && keyResult.issues.length;
+                const checkNumericKey = typeof key === "string" && number.test(key) && keyResult.issues.length;
                 if (checkNumericKey) {
                     const retryResult = def.keyType._zod.run({ value: Number(key), issues: [] }, ctx);
                     if (retryResult instanceof Promise) {
@@ -48043,7 +48043,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                         payload.issues.push({
                             code: "invalid_key",
                             origin: "record",
-                            issues: keyResult.issues.map((iss) => util.finalizeIssue(iss, ctx, core.config())),
+                            issues: keyResult.issues.map((iss) => finalizeIssue(iss, ctx, config())),
                             input: key,
                             path: [key],
                             inst,
@@ -48059,14 +48059,14 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
                 if (result instanceof Promise) {
                     proms.push(result.then((result) => {
                         if (result.issues.length) {
-                            payload.issues.push(...util.prefixIssues(key, result.issues));
+                            payload.issues.push(...prefixIssues(key, result.issues));
                         }
                         payload.value[outKey] = result.value;
                     }));
                 }
                 else {
                     if (result.issues.length) {
-                        payload.issues.push(...util.prefixIssues(key, result.issues));
+                        payload.issues.push(...prefixIssues(key, result.issues));
                     }
                     payload.value[outKey] = result.value;
                 }
@@ -48086,7 +48086,7 @@ const $ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && 
         }
         return payload;
     };
-})));
+});
 const $ZodMap = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodMap", (inst, def) => {
     $ZodType.init(inst, def);
     const memo = core.globalConfig.memoizer;
@@ -53157,14 +53157,14 @@ function tuple(items, _paramsOrRest, _params) {
         ...util.normalizeParams(params),
     });
 }
-const ZodRecord = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodRecord", (inst, def) => {
+const ZodRecord = /*@__PURE__*/ $constructor("ZodRecord", (inst, def) => {
     _ensureDefaultMemoizer();
-    core.$ZodRecord.init(inst, def);
+    $ZodRecord.init(inst, def);
     ZodType.init(inst, def);
-    inst._zod.processJSONSchema = (ctx, json, params) => processors.recordProcessor(inst, ctx, json, params);
+    inst._zod.processJSONSchema = (ctx, json, params) => recordProcessor(inst, ctx, json, params);
     inst.keyType = def.keyType;
     inst.valueType = def.valueType;
-})));
+});
 function record(keyType, valueType, params) {
     // v3-compat: z.record(valueType, params?) — defaults keyType to z.string()
     if (!valueType || !valueType._zod) {
@@ -53172,14 +53172,14 @@ function record(keyType, valueType, params) {
             type: "record",
             keyType: schemas_string(),
             valueType: keyType,
-            ...util.normalizeParams(valueType),
+            ...normalizeParams(valueType),
         });
     }
     return new ZodRecord({
         type: "record",
         keyType,
         valueType: valueType,
-        ...util.normalizeParams(params),
+        ...normalizeParams(params),
     });
 }
 // type alksjf = core.output<core.$ZodRecordKey>;
@@ -53727,6 +53727,15 @@ function shown(value) {
     const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
     return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
 }
+/**
+ * Text someone else wrote (a branch's SQL: names, definitions, function bodies), made safe to print
+ * on a terminal or in a comment without cutting it: control characters other than newline and tab,
+ * line and paragraph separators, and the bidirectional controls of "Trojan source" are escaped as
+ * `\uXXXX`, so nothing can move the cursor, clear a line, or reorder what the reader sees.
+ */
+function printable(value) {
+    return value.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 function names_check(schema, value, whole) {
     const r = schema.safeParse(value);
     if (!r.success)
@@ -54055,6 +54064,108 @@ const WalInfo = object({
 });
 const DatabaseList = array(DatabaseView);
 const BranchList = array(BranchView);
+// ---------------------------------------------------------------- schema diff
+/** Every kind of object a schema diff knows, in the order it lists them. */
+const SCHEMA_KINDS = [
+    'schema',
+    'extension',
+    'type',
+    'enum',
+    'sequence',
+    'table',
+    'column',
+    'constraint',
+    'index',
+    'view',
+    'function',
+    'trigger',
+];
+const SchemaKind = schemas_enum(SCHEMA_KINDS);
+/** How people name each kind: singular, plural. */
+const SCHEMA_KIND_NAMES = {
+    schema: ['schema', 'schemas'],
+    extension: ['extension', 'extensions'],
+    type: ['type', 'types'],
+    enum: ['enum', 'enums'],
+    sequence: ['sequence', 'sequences'],
+    table: ['table', 'tables'],
+    column: ['column', 'columns'],
+    constraint: ['constraint', 'constraints'],
+    index: ['index', 'indexes'],
+    view: ['view', 'views'],
+    function: ['function', 'functions'],
+    trigger: ['trigger', 'triggers'],
+};
+const ChangeCounts = object({ added: schemas_number().int(), dropped: schemas_number().int(), altered: schemas_number().int() });
+/** A column as a schema diff shows it. */
+const ColumnDef = object({
+    type: schemas_string(),
+    /** null: none */
+    default: schemas_string().nullable(),
+    nullable: schemas_boolean(),
+    identity: schemas_enum(['always', 'by default']).nullable(),
+    /** A generated column's expression. */
+    generated: schemas_string().nullable(),
+    /** Only when not the type's default collation. */
+    collation: schemas_string().nullable(),
+});
+const SchemaChange = object({
+    kind: SchemaKind,
+    change: schemas_enum(['added', 'dropped', 'altered']),
+    /** Quoted as PostgreSQL quotes it; qualified with its schema, except a column's, constraint's or trigger's own name. */
+    name: schemas_string(),
+    /** The table of a column, index, constraint or trigger. */
+    table: schemas_string().nullable(),
+    /** What changed in an altered object, one short note each ("type: integer → bigint"); an added or dropped column's definition. */
+    details: array(schemas_string()),
+    /** Columns only: before and after (null where it did not exist). */
+    column: object({ before: ColumnDef.nullable(), after: ColumnDef.nullable() }).nullable(),
+});
+/**
+ * GET /v1/databases/{db}/branches/{branch}/schema-diff and `bpg branch diff --json`. Names and SQL
+ * come from the branch (a pull request's SQL): escape them for where they are shown.
+ */
+const SchemaDiff = object({
+    /** `<db>/<branch>` described */
+    branch: schemas_string(),
+    /** `<db>/<branch>` it is compared with (default: its parent) */
+    against: schemas_string(),
+    identical: schemas_boolean(),
+    /** Every kind, every change counted (also those past the list's limit). */
+    counts: record(SchemaKind, ChangeCounts),
+    /** Kind by kind, then by name; a table's column changes follow it. At most 1000. */
+    changes: array(SchemaChange),
+    changesOmitted: schemas_number().int(),
+    /**
+     * Normalised SQL diff: `--- <against>`, `+++ <branch>`, then per object `@@ <change> <kind> <name> @@`
+     * and its SQL with `+`, `-` or ` ` before each line. Control characters escaped; '' when identical.
+     */
+    sql: schemas_string(),
+    /** Something left out: see truncatedKinds, changesOmitted, or a last `@@ truncated ... @@` line in sql. */
+    truncated: schemas_boolean(),
+    /** Kinds of which a branch has more objects than the agent reads: compared in name order up to where it stopped. */
+    truncatedKinds: array(SchemaKind),
+});
+function schemaDiffSummary(d) {
+    return {
+        branch: d.branch,
+        against: d.against,
+        identical: d.identical,
+        counts: d.counts,
+        truncated: d.truncated,
+        sql: d.sql,
+    };
+}
+/** One line per kind with changes, in kind order: `tables: 1 added, 2 altered`. Empty when identical. */
+function schemaCountLines(counts) {
+    return SCHEMA_KINDS.flatMap((k) => {
+        const c = counts[k];
+        const parts = ['added', 'dropped', 'altered'].filter((x) => c[x] > 0).map((x) => `${c[x]} ${x}`);
+        return parts.length === 0 ? [] : [`${SCHEMA_KIND_NAMES[k][1]}: ${parts.join(', ')}`];
+    });
+}
+/** `?against=<branch>` or `<db>/<branch>` of the same database. */
+const SchemaDiffQuery = object({ against: BranchRefText.optional() }).strict();
 const BRANCH_ACTIONS = (/* unused pure expression or super */ null && (['reset', 'start', 'stop', 'restart']));
 /** The first problem zod found, as one line: `from: must be a branch name ...`. */
 function firstIssue(err) {
@@ -54748,6 +54859,14 @@ class BpgClient {
             return { deleted: false };
         this.parse(DeleteSnapshotResponse, r.body, r.requestId);
         return { deleted: true };
+    }
+    /**
+     * What a branch changed in the schema compared with its parent, or `against` (`<branch>` or
+     * `<db>/<branch>` of the same database). Both must be running (409 otherwise).
+     */
+    schemaDiff(db, branch, opts = {}, o) {
+        const q = opts.against === undefined ? '' : `?against=${seg(opts.against)}`;
+        return this.json('GET', `${this.branchPath(db, branch)}/schema-diff${q}`, SchemaDiff, o);
     }
     walInfo(db, branch, o) {
         return this.json('GET', `${this.branchPath(db, branch)}/wal`, WalInfo, o);

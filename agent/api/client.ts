@@ -220,6 +220,15 @@ export class BpgClient {
     return { deleted: true };
   }
 
+  /**
+   * What a branch changed in the schema compared with its parent, or `against` (`<branch>` or
+   * `<db>/<branch>` of the same database). Both must be running (409 otherwise).
+   */
+  schemaDiff(db: string, branch: string, opts: { against?: string } = {}, o?: CallOptions): Promise<S.SchemaDiff> {
+    const q = opts.against === undefined ? '' : `?against=${seg(opts.against)}`;
+    return this.json('GET', `${this.branchPath(db, branch)}/schema-diff${q}`, S.SchemaDiff, o);
+  }
+
   walInfo(db: string, branch: string, o?: CallOptions): Promise<S.WalInfo> {
     return this.json('GET', `${this.branchPath(db, branch)}/wal`, S.WalInfo, o);
   }

@@ -97,6 +97,7 @@ export function openapi(): Record<string, unknown> {
         CreateSnapshotBody: component(S.CreateSnapshotBody, 'input'),
         DeleteSnapshotResponse: component(S.DeleteSnapshotResponse, 'output'),
         WalInfo: component(S.WalInfo, 'output'),
+        SchemaDiff: component(S.SchemaDiff, 'output'),
         StartWatchBody: component(S.StartWatchBody, 'input'),
         WatchView: component(S.WatchView, 'output'),
         SafetyReport: component(S.SafetyReport, 'output'),
@@ -283,6 +284,39 @@ export function openapi(): Record<string, unknown> {
             ...MISSING,
             ...CONFLICT,
             ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/schema-diff': {
+        get: {
+          operationId: 'schemaDiff',
+          summary:
+            'What a branch changed in the schema compared with its parent (or `against`): objects and a SQL diff',
+          description:
+            "Reads both branches' catalogs (user schemas only; objects of extensions are counted with their extension) and lists " +
+            'schemas, extensions, types, enums, sequences, tables, columns (type, default, nullability), constraints, indexes, views, ' +
+            'functions and triggers that were added, dropped or altered, with a normalised SQL diff (sorted by name; no OIDs, owners, ' +
+            'grants or comments). Both branches must be running (409 otherwise). main has no parent: give `against` (400 without). ' +
+            'A schema larger than the agent reads is compared in name order up to where it stopped (`truncated`, `truncatedKinds`). ' +
+            "Names and SQL are the branch's own: escape them where you show them.",
+          parameters: [
+            DB,
+            BRANCH,
+            {
+              name: 'against',
+              in: 'query',
+              required: false,
+              description:
+                'The branch to compare with: `<branch>` or `<db>/<branch>` of the same database (default: the parent)',
+              schema: { type: 'string' },
+            },
+          ],
+          responses: {
+            '200': ok('The diff', ref('SchemaDiff')),
+            ...BAD,
+            ...MISSING,
+            '409': err('A branch is not running, or busy with another operation'),
             ...COMMON,
           },
         },

@@ -299,6 +299,125 @@ export type WalInfo = z.infer<typeof WalInfo>;
 export const DatabaseList = z.array(DatabaseView);
 export const BranchList = z.array(BranchView);
 
+// ---------------------------------------------------------------- schema diff
+
+/** Every kind of object a schema diff knows, in the order it lists them. */
+export const SCHEMA_KINDS = [
+  'schema',
+  'extension',
+  'type',
+  'enum',
+  'sequence',
+  'table',
+  'column',
+  'constraint',
+  'index',
+  'view',
+  'function',
+  'trigger',
+] as const;
+export const SchemaKind = z.enum(SCHEMA_KINDS);
+export type SchemaKind = z.infer<typeof SchemaKind>;
+
+/** How people name each kind: singular, plural. */
+export const SCHEMA_KIND_NAMES: Readonly<Record<SchemaKind, readonly [string, string]>> = {
+  schema: ['schema', 'schemas'],
+  extension: ['extension', 'extensions'],
+  type: ['type', 'types'],
+  enum: ['enum', 'enums'],
+  sequence: ['sequence', 'sequences'],
+  table: ['table', 'tables'],
+  column: ['column', 'columns'],
+  constraint: ['constraint', 'constraints'],
+  index: ['index', 'indexes'],
+  view: ['view', 'views'],
+  function: ['function', 'functions'],
+  trigger: ['trigger', 'triggers'],
+};
+
+export const ChangeCounts = z.object({ added: z.number().int(), dropped: z.number().int(), altered: z.number().int() });
+export type ChangeCounts = z.infer<typeof ChangeCounts>;
+
+/** A column as a schema diff shows it. */
+export const ColumnDef = z.object({
+  type: z.string(),
+  /** null: none */
+  default: z.string().nullable(),
+  nullable: z.boolean(),
+  identity: z.enum(['always', 'by default']).nullable(),
+  /** A generated column's expression. */
+  generated: z.string().nullable(),
+  /** Only when not the type's default collation. */
+  collation: z.string().nullable(),
+});
+
+export const SchemaChange = z.object({
+  kind: SchemaKind,
+  change: z.enum(['added', 'dropped', 'altered']),
+  /** Quoted as PostgreSQL quotes it; qualified with its schema, except a column's, constraint's or trigger's own name. */
+  name: z.string(),
+  /** The table of a column, index, constraint or trigger. */
+  table: z.string().nullable(),
+  /** What changed in an altered object, one short note each ("type: integer → bigint"); an added or dropped column's definition. */
+  details: z.array(z.string()),
+  /** Columns only: before and after (null where it did not exist). */
+  column: z.object({ before: ColumnDef.nullable(), after: ColumnDef.nullable() }).nullable(),
+});
+export type SchemaChange = z.infer<typeof SchemaChange>;
+
+/**
+ * GET /v1/databases/{db}/branches/{branch}/schema-diff and `bpg branch diff --json`. Names and SQL
+ * come from the branch (a pull request's SQL): escape them for where they are shown.
+ */
+export const SchemaDiff = z.object({
+  /** `<db>/<branch>` described */
+  branch: z.string(),
+  /** `<db>/<branch>` it is compared with (default: its parent) */
+  against: z.string(),
+  identical: z.boolean(),
+  /** Every kind, every change counted (also those past the list's limit). */
+  counts: z.record(SchemaKind, ChangeCounts),
+  /** Kind by kind, then by name; a table's column changes follow it. At most 1000. */
+  changes: z.array(SchemaChange),
+  changesOmitted: z.number().int(),
+  /**
+   * Normalised SQL diff: `--- <against>`, `+++ <branch>`, then per object `@@ <change> <kind> <name> @@`
+   * and its SQL with `+`, `-` or ` ` before each line. Control characters escaped; '' when identical.
+   */
+  sql: z.string(),
+  /** Something left out: see truncatedKinds, changesOmitted, or a last `@@ truncated ... @@` line in sql. */
+  truncated: z.boolean(),
+  /** Kinds of which a branch has more objects than the agent reads: compared in name order up to where it stopped. */
+  truncatedKinds: z.array(SchemaKind),
+});
+export type SchemaDiff = z.infer<typeof SchemaDiff>;
+
+/** What a pull request comment shows of a schema diff: the counts and the SQL (fold it). */
+export type SchemaDiffSummary = Pick<SchemaDiff, 'branch' | 'against' | 'identical' | 'counts' | 'truncated' | 'sql'>;
+
+export function schemaDiffSummary(d: SchemaDiff): SchemaDiffSummary {
+  return {
+    branch: d.branch,
+    against: d.against,
+    identical: d.identical,
+    counts: d.counts,
+    truncated: d.truncated,
+    sql: d.sql,
+  };
+}
+
+/** One line per kind with changes, in kind order: `tables: 1 added, 2 altered`. Empty when identical. */
+export function schemaCountLines(counts: Record<SchemaKind, ChangeCounts>): string[] {
+  return SCHEMA_KINDS.flatMap((k) => {
+    const c = counts[k];
+    const parts = (['added', 'dropped', 'altered'] as const).filter((x) => c[x] > 0).map((x) => `${c[x]} ${x}`);
+    return parts.length === 0 ? [] : [`${SCHEMA_KIND_NAMES[k][1]}: ${parts.join(', ')}`];
+  });
+}
+
+/** `?against=<branch>` or `<db>/<branch>` of the same database. */
+export const SchemaDiffQuery = z.object({ against: BranchRefText.optional() }).strict();
+
 export const BRANCH_ACTIONS = ['reset', 'start', 'stop', 'restart'] as const;
 export type BranchAction = (typeof BRANCH_ACTIONS)[number];
 

@@ -7,6 +7,7 @@ import { recordOperation } from '../engine/metrics.js';
 import { checkImage } from '../engine/images.js';
 import { parseSize } from '../config.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
+import type { SchemaDiff as EngineSchemaDiff } from '../engine/schema-diff.js';
 import { BpgError, describe, invalid, type ErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
@@ -25,17 +26,21 @@ import {
   StartWatchBody,
   PatchBranchBody,
   PutBranchBody,
+  SchemaDiffQuery,
   SnapshotId,
   firstIssue,
   type ApiErrorCode,
   type BranchView,
   type DatabaseView,
   type ErrorBody,
+  type SchemaDiff,
 } from './schemas.js';
 
 // The API must answer the very objects the CLI prints: fail the build if the two drift apart.
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-const viewsMatch: Same<EngineBranchView, BranchView> & Same<EngineDatabaseView, DatabaseView> = true;
+const viewsMatch: Same<EngineBranchView, BranchView> &
+  Same<EngineDatabaseView, DatabaseView> &
+  Same<EngineSchemaDiff, SchemaDiff> = true;
 void viewsMatch;
 
 export interface ApiOptions {
@@ -412,6 +417,16 @@ export function createApi(opts: ApiOptions): Api {
     await locks.with(lockSet([`snapshot:${id}`, 'exclusive']), () => track(engine.deleteSnapshot(id)));
     opLog(res, 'snapshot deleted', { snapshot: id });
     send(res, 200, { deleted: id });
+  });
+
+  route('GET', '/v1/databases/:db/branches/:branch/schema-diff', async (req, res) => {
+    const ref = refOf(req);
+    const q = parse(SchemaDiffQuery, req.query, 'query');
+    const against = q.against === undefined ? undefined : parseBranchRef(q.against, ref.database);
+    // Both branches held shared: neither is deleted, reset or stopped while its catalog is read.
+    const otherKey = against ? refName(against) : ((await engine.getBranch(ref)).parent ?? refName(ref));
+    const wanted = lockSet([ref.database, 'shared'], [refName(ref), 'shared'], [otherKey, 'shared']);
+    send(res, 200, await locks.with(wanted, () => track(engine.schemaDiff(ref, { against }))));
   });
 
   route('GET', '/v1/databases/:db/branches/:branch/wal', async (req, res) => {

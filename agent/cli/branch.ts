@@ -5,10 +5,11 @@ import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
 import { jsonOption } from './output.js';
 import { branchDetail, branchTable, where } from './render.js';
+import { schemaDiffText } from './render-schema-diff.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
 /**
- * `bpg branch create|list|get|delete|reset|rename` and `bpg start|stop|restart`. Returns the `branch`
+ * `bpg branch create|list|get|diff|delete|reset|rename` and `bpg start|stop|restart`. Returns the `branch`
  * command for the subcommands other modules add (`branch set`).
  */
 export function registerBranchCommands(program: Command, { out, engine }: CliContext): Command {
@@ -70,6 +71,17 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getBranch(parseBranchRef(name)), branchDetail);
+    });
+
+  branch
+    .command('diff <branch>')
+    .description('what a branch changed in the schema compared with its parent: objects, then a SQL diff')
+    .option('--against <branch>', 'compare with this branch of the same database instead of the parent')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      const ref = parseBranchRef(name);
+      const against = o.against !== undefined ? parseBranchRef(o.against, ref.database) : undefined;
+      out.result(o, await (await engine()).schemaDiff(ref, { against }), schemaDiffText);
     });
 
   branch

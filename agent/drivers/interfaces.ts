@@ -73,6 +73,12 @@ export interface PgTarget {
   database: string;
 }
 
+/** How a session with a branch's server is opened. */
+export interface ConnectOptions {
+  /** Close the session (failing the query in flight) once the server has sent more than this many bytes. */
+  maxReadBytes?: number;
+}
+
 export interface BackupLabel {
   labelfile: string;
   spcmapfile: string;
@@ -139,6 +145,8 @@ export interface ContainerRuntime {
   remove(name: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   state(name: string): Promise<ContainerState | null>;
+  /** A running container's address on its Docker network (the host reaches it there without docker-proxy); null if none. */
+  address(name: string): Promise<{ ip: string; startedAt: string | null } | null>;
   binding(name: string): Promise<{
     hostPort: number | null;
     hostIp: string | null;
@@ -157,8 +165,8 @@ export interface ContainerRuntime {
 }
 
 export interface Postgres {
-  connect(t: PgTarget, timeoutMs?: number): Promise<pg.Client>;
-  withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>): Promise<T>;
+  connect(t: PgTarget, timeoutMs?: number, o?: ConnectOptions): Promise<pg.Client>;
+  withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>, o?: ConnectOptions): Promise<T>;
   waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<void>;
   withBackupMode(
     c: pg.Client,

@@ -1,8 +1,9 @@
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { Socket } from 'node:net';
 import pg from 'pg';
 import { sleep } from './exec.js';
-import type { BackupLabel, PgTarget, Postgres } from './interfaces.js';
-export type { BackupLabel, PgTarget } from './interfaces.js';
+import type { BackupLabel, ConnectOptions, PgTarget, Postgres } from './interfaces.js';
+export type { BackupLabel, ConnectOptions, PgTarget } from './interfaces.js';
 
 /** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
 export function newPassword(): string {
@@ -41,22 +42,51 @@ export const AGENT_SESSION_OPTIONS = [
   .map((o) => `-c ${o}`)
   .join(' ');
 
-export async function connect(t: PgTarget, timeoutMs = 5000): Promise<pg.Client> {
+/** The error a session's read bound ended it with, by client (withClient answers it rather than what followed). */
+const readLimitErrors = new WeakMap<pg.Client, { error: Error | null }>();
+
+/**
+ * A socket that closes itself once the server has sent more than `max` bytes: a branch's server is
+ * the pull request's, and a query's answer (even from a catalog function it has replaced) must not
+ * fill the agent's memory. The query in flight, or the next one, then fails.
+ */
+function readLimitedSocket(max: number, seen: { error: Error | null }): Socket {
+  const s = new Socket();
+  let received = 0;
+  s.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > max && !s.destroyed) {
+      const size = max % 1048576 === 0 ? `${max / 1048576} MiB` : `${max} bytes`;
+      seen.error = new Error(`the server sent more than ${size} on one session`);
+      s.destroy(seen.error);
+    }
+  });
+  return s;
+}
+
+export async function connect(t: PgTarget, timeoutMs = 5000, o: ConnectOptions = {}): Promise<pg.Client> {
+  const { maxReadBytes } = o;
+  const seen = { error: null as Error | null };
   const c = new pg.Client({
     ...t,
     connectionTimeoutMillis: timeoutMs,
     application_name: 'betterpg',
     options: AGENT_SESSION_OPTIONS,
+    ...(maxReadBytes !== undefined ? { stream: () => readLimitedSocket(maxReadBytes, seen) } : {}),
   });
+  if (maxReadBytes !== undefined) readLimitErrors.set(c, seen);
   c.on('error', () => {}); // a server going away must not crash the agent; the next query fails instead
   await c.connect();
   return c;
 }
 
-export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = await connect(t);
+export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>, o: ConnectOptions = {}): Promise<T> {
+  const c = await connect(t, undefined, o);
   try {
     return await fn(c);
+  } catch (e) {
+    // "Client has encountered a connection error" says less than why the session was closed.
+    throw readLimitErrors.get(c)?.error ?? e;
   } finally {
     await c.end().catch(() => {});
   }

@@ -19,6 +19,7 @@ import { getBranch, getDatabase, listBranches, listDatabases } from './reads.js'
 import { recoverInterrupted } from './recovery.js';
 import { renameBranch, renameDatabase } from './rename.js';
 import { resetBranch } from './reset.js';
+import { schemaDiff, type SchemaDiff } from './schema-diff.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, type SnapshotView } from './snapshots.js';
 import { systemStatus, type SystemStatus } from './status.js';
 import type { BranchView, DatabaseView } from './view.js';
@@ -28,6 +29,7 @@ import { startWatch, type Watch, type WatchOptions } from './migration-watch.js'
 export type { CreateBranchOptions } from './create-branch.js';
 export type { CreateResult } from './create-database.js';
 export type { EngineDeps } from './context.js';
+export type { SchemaDiff } from './schema-diff.js';
 
 /** A PUT of a branch: get it (renewing its expiry) or create it. */
 export interface PutBranchOptions extends CreateBranchOptions, BranchSettings {}
@@ -45,7 +47,7 @@ export interface PutBranchResult {
  * The engine's one door: every face (the CLI, the HTTP API, the daemon's loops) calls these methods
  * and nothing else. Each is a thin call into the module of its operation (create-branch.ts,
  * delete.ts, lifecycle.ts, reset.ts, rename.ts, snapshots.ts, wal.ts, pitr.ts, doctor.ts,
- * housekeeping.ts, ...), which takes the explicit context (context.ts).
+ * housekeeping.ts, schema-diff.ts, ...), which takes the explicit context (context.ts).
  */
 export class Engine {
   readonly ctx: EngineContext;
@@ -109,6 +111,10 @@ export class Engine {
   }
   getBranch(ref: BranchRef): Promise<BranchView> {
     return getBranch(this.ctx, ref);
+  }
+  /** What `ref` changed in the schema compared with its parent, or `against` (a branch of the same database). */
+  schemaDiff(ref: BranchRef, o: { against?: BranchRef } = {}): Promise<SchemaDiff> {
+    return schemaDiff(this.ctx, ref, o);
   }
 
   // -------------------------------------------------------------- databases and branches

@@ -87,6 +87,7 @@ describe('the bpg program', () => {
       [
         'branch create',
         'branch delete',
+        'branch diff',
         'branch get',
         'branch list',
         'branch rename',
@@ -139,6 +140,7 @@ describe('the bpg program', () => {
       flags('branch set').filter((f) => f !== '--json'),
       ['--ttl', '--protect', '--no-protect'],
     );
+    assert.deepEqual(flags('branch diff'), ['--against', '--json']);
     assert.ok(flags('doctor').includes('--fix'));
     assert.ok(flags('housekeep').includes('--dry-run') && flags('housekeep').includes('--now'));
     assert.ok(flags('wal cleanup').includes('--days'));

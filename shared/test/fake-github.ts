@@ -9,7 +9,7 @@
  *   POST /repos/{o}/{r}/issues/{n}/comments   written as the token's user
  *   PATCH /repos/{o}/{r}/issues/comments/{id} only the author may edit
  *   POST /repos/{o}/{r}/statuses/{sha}
- *   GET  /repos/{o}/{r}/contents/{path}?ref=  folders and base64 files at a commit (raw on request)
+ *   GET  /repos/{o}/{r}/contents/{path}?ref=  folders (the root too) and base64 files at a commit (raw on request)
  *   GitHub App routes (/app, installation tokens, /repos/{o}/{r}/installation) with a real JWT check
  *
  * Every answered request is recorded; faults (a status, or a held request) can be injected per route;
@@ -395,11 +395,11 @@ export class FakeGitHub {
       repo.statuses.push(s);
       return answer(201, { id: repo.statuses.length, ...s });
     }
-    if ((n = /^\/contents\/(.*)$/.exec(rest)) && method === 'GET') {
+    if ((n = /^\/contents(?:\/(.*))?$/.exec(rest)) && method === 'GET') {
       const ref = u.searchParams.get('ref') ?? '';
       const tree = repo.trees.get(ref);
       if (!tree) return answer(404, { message: `No commit found for the ref ${ref}`, status: '404' });
-      const p = n[1]!.replace(/\/+$/, '');
+      const p = (n[1] ?? '').replace(/\/+$/, '');
       const file = tree.get(p);
       if (file !== undefined) {
         const sha = Buffer.from(p).toString('hex').slice(0, 40).padEnd(40, '0');
@@ -427,7 +427,7 @@ export class FakeGitHub {
           sha,
         });
       }
-      const prefix = p + '/';
+      const prefix = p === '' ? '' : p + '/'; // '' is the repository's root
       const children = new Map<string, 'file' | 'dir'>();
       for (const k of tree.keys()) {
         if (!k.startsWith(prefix)) continue;
@@ -440,9 +440,9 @@ export class FakeGitHub {
         [...children].map(([name, type]) => ({
           type,
           name,
-          path: `${p}/${name}`,
+          path: `${prefix}${name}`,
           sha: '0'.repeat(40),
-          size: type === 'file' ? Buffer.byteLength(tree.get(`${p}/${name}`)!) : 0,
+          size: type === 'file' ? Buffer.byteLength(tree.get(`${prefix}${name}`)!) : 0,
         })),
       );
     }

@@ -16,10 +16,14 @@ import {
   type CommentView,
   type Connection,
 } from '../../shared/pr-comment.js';
+import type { MigrationFormat } from './migration-layouts.js';
 
 export interface MigrationSummary {
   /** Folder read, or null when none is configured. */
   path: string | null;
+  /** The layout the files were read in (migration-layouts.ts), and what it was detected from if it was. */
+  format?: MigrationFormat;
+  detectedFrom?: string;
   /** Files applied by this run, in order. */
   applied: string[];
   /** Files found already applied on the branch (not run again). */
@@ -56,6 +60,8 @@ export interface CommentInput {
   commit?: string;
   /** For `error`: what failed, one or a few lines; for `refused`: which migration limit was passed. */
   error?: string;
+  /** For `refused`: not a limit but a layout its tool refuses (two migrations of one version, ...). */
+  refusedLayout?: boolean;
 }
 
 /**
@@ -80,7 +86,9 @@ export function renderComment(i: CommentInput): string {
       state: 'migrations refused',
       blocks: [
         fence(lastLines(i.error ?? 'over a limit')),
-        "Nothing was applied: the branch was not created, or was left as it was. Keep the folder within the limits, or raise them in the receiver's config (`migrations.maxFiles`, `maxFileSize`, `maxTotalSize`).",
+        i.refusedLayout
+          ? 'Nothing was applied: the branch was not created, or was left as it was. The migration tool itself would refuse this folder: fix it, then push.'
+          : "Nothing was applied: the branch was not created, or was left as it was. Keep the folder within the limits, or raise them in the receiver's config (`migrations.maxFiles`, `maxFileSize`, `maxTotalSize`).",
       ],
     });
   }
@@ -135,8 +143,22 @@ function migrationLine(m: MigrationSummary): string {
   if (m.failed)
     return (
       `❌ failed at ${code(m.failed.name)}` +
-      (applied || before ? ` (${[applied, before].filter(Boolean).join('; ')})` : '')
+      (applied || before ? ` (${[applied, before].filter(Boolean).join('; ')})` : '') +
+      layoutNote(m)
     );
-  if (!applied && !before) return `no \`.sql\` files in ${code(m.path)}`;
-  return '✅ ' + [applied || 'no new files', before].filter(Boolean).join('; ');
+  if (!applied && !before)
+    return `no ${!m.format || m.format === 'plain' ? '`.sql` files' : 'migrations'} in ${code(m.path)}${layoutNote(m)}`;
+  return '✅ ' + [applied || 'no new files', before].filter(Boolean).join('; ') + layoutNote(m);
+}
+
+/** ` · layout `prisma` (detected from `migration_lock.toml`)`; plain has nothing to be detected from. */
+function layoutNote(m: MigrationSummary): string {
+  if (!m.format) return '';
+  const how =
+    m.detectedFrom === undefined
+      ? ''
+      : m.format === 'plain'
+        ? ' (detected)'
+        : ` (detected from ${code(m.detectedFrom)})`;
+  return ` · layout ${code(m.format)}${how}`;
 }

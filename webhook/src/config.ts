@@ -11,6 +11,7 @@ import { parseSize } from '../../agent/config.js';
 import { BranchPart, DatabaseName } from '../../agent/names.js';
 import { parseShowPassword, SHOW_PASSWORD_CHOICES } from '../../shared/pr-comment.js';
 import { commonBranchName } from './branch-templates.js';
+import { DEFAULT_FOLDERS, MIGRATION_FORMATS } from './migration-layouts.js';
 
 export const DEFAULT_WEBHOOK_CONFIG = '/etc/betterpg/webhook.yaml';
 
@@ -73,7 +74,15 @@ const RepoSettings = z
     fast: z.boolean().default(false),
     migrations: z
       .object({
-        /** Folder in the repository whose `*.sql` files are applied in name order; none if absent. */
+        /**
+         * The layout (migration-layouts.ts): which files of the folder run, in which order, and what of
+         * each. Unset: detected from the folder at the pull request's head commit.
+         */
+        format: z.enum(MIGRATION_FORMATS, { error: `must be one of ${MIGRATION_FORMATS.join(', ')}` }).optional(),
+        /**
+         * Folder in the repository that holds the migrations. Unset: the format's own folder
+         * (prisma/migrations, ...), and with no format either, no migrations.
+         */
         path: z
           .string()
           .transform((p) => p.replace(/^\/+|\/+$/g, ''))
@@ -97,6 +106,17 @@ const RepoSettings = z
         maxTotalSize: Size.default(16 * 1024 * 1024),
       })
       .strict()
+      .transform((m, ctx) => {
+        if (m.path !== undefined || m.format === undefined) return m;
+        const path = DEFAULT_FOLDERS[m.format];
+        if (path !== undefined) return { ...m, path };
+        ctx.addIssue({
+          code: 'custom',
+          path: ['path'],
+          message: `required with format ${m.format} (it has no standard folder), e.g. db/migrations`,
+        });
+        return z.NEVER;
+      })
       .prefault({}),
     /** On a push: reset the branch to its parent and apply every migration again (default: only new files). */
     resetOnPush: z.boolean().default(false),

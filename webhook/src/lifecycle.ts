@@ -4,8 +4,9 @@
  * was cut short by a kill or a failure can simply run again from the top.
  *
  *   open (opened, reopened) and push (synchronize):
- *     status pending -> migration files at the head commit (over a limit: refused, reported, nothing
- *     created) -> ensure branch [reset on push] -> apply them -> comment -> status
+ *     status pending -> migration files at the head commit, in the repository's layout (over a limit,
+ *     or a layout the tool refuses: refused, reported, nothing created) -> ensure branch [reset on
+ *     push] -> apply them [+ Supabase's seed on a new branch] -> comment -> status
  *   close (closed): delete branch -> comment says deleted (only if there is one)
  */
 import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
@@ -16,7 +17,7 @@ import { decidePassword } from '../../shared/pr-comment.js';
 import { renderComment, type CommentInput, type MigrationSummary } from './comment.js';
 import { branchNameFor, repoSettings, type RepoSettings, type WebhookConfig } from './config.js';
 import { isTransientGitHubError, type GitHub, type RepoApi } from './github.js';
-import { fetchMigrations, type MigrationFile } from './migration-files.js';
+import { fetchMigrations, type Migrations } from './migration-files.js';
 import { applyMigrations, MigrationConnectionError } from './migrations.js';
 import type { Job } from './store.js';
 
@@ -64,11 +65,11 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
 
   // Read (and held to the limits) before the branch is touched: a refused folder changes nothing.
   const path = settings.migrations.path;
-  let files: MigrationFile[] | null = null;
+  let found: Migrations | null = null;
   if (path !== undefined) {
-    const fetched = await fetchMigrations(gh, path, job.headSha, settings.migrations);
-    if (fetched !== null && 'refused' in fetched) return refuseMigrations(d, job, t, fetched.refused);
-    files = fetched?.files ?? null;
+    const fetched = await fetchMigrations(gh, path, job.headSha, settings.migrations, settings.migrations.format);
+    if (fetched !== null && 'refused' in fetched) return refuseMigrations(d, job, t, fetched);
+    found = fetched;
   }
 
   const t0 = performance.now();
@@ -78,8 +79,10 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   });
   const createMs = performance.now() - t0;
   let view: BranchView = put.branch;
+  let reset = false;
   if (job.kind === 'push' && settings.resetOnPush && !put.created) {
     view = await d.agent.resetBranch(t.database, t.branch);
+    reset = true;
     d.log.info('branch reset to its parent', { delivery: job.id, branch: t.name });
   }
   if (view.status !== 'running') view = await d.agent.startBranch(t.database, t.branch);
@@ -100,17 +103,28 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
       });
       await d.agent.restartBranch(t.database, t.branch);
     };
-    migrations =
-      files === null
-        ? { path, applied: [], alreadyApplied: [], changed: [], missing: true }
-        : await applyMigrations(view.connection, path, files, {
-            commit: job.headSha,
-            timeoutSeconds: settings.migrations.timeoutSeconds,
-            restartBranch,
-          });
+    if (found === null) {
+      migrations = { path, applied: [], alreadyApplied: [], changed: [], missing: true };
+    } else {
+      // Supabase's seed fills a new branch once: when this job made the branch (or reset it), or on
+      // the PR's opening (a retry of the job that made it); recorded like a migration, it never runs twice.
+      const seeding = found.seed !== undefined && (put.created || reset || job.kind === 'open');
+      const files = seeding ? [...found.files, found.seed!] : found.files;
+      migrations = {
+        ...(await applyMigrations(view.connection, path, files, {
+          commit: job.headSha,
+          timeoutSeconds: settings.migrations.timeoutSeconds,
+          restartBranch,
+        })),
+        format: found.format,
+        ...(found.detectedFrom !== undefined ? { detectedFrom: found.detectedFrom } : {}),
+      };
+    }
     d.log.info('migrations', {
       delivery: job.id,
       branch: t.name,
+      format: migrations.format ?? null,
+      detectedFrom: migrations.detectedFrom ?? null,
       applied: migrations.applied,
       alreadyApplied: migrations.alreadyApplied.length,
       failed: migrations.failed?.name ?? null,
@@ -155,8 +169,16 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   }
 }
 
-/** The folder is over a migration limit: said on the PR, and nothing is created or applied. */
-async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: string): Promise<void> {
+/**
+ * The folder is over a migration limit, or laid out in a way its tool refuses: said on the PR, and
+ * nothing is created or applied.
+ */
+async function refuseMigrations(
+  d: LifecycleDeps,
+  job: Job,
+  t: Target,
+  { refused: reason, layout }: { refused: string; layout?: true },
+): Promise<void> {
   d.log.warn('migrations refused', { delivery: job.id, branch: t.name, reason });
   const body = renderComment({
     state: 'refused',
@@ -165,6 +187,7 @@ async function refuseMigrations(d: LifecycleDeps, job: Job, t: Target, reason: s
     parent: t.settings.parent,
     showPassword: false,
     error: reason,
+    ...(layout ? { refusedLayout: true } : {}),
     commit: job.headSha,
   });
   const sticky = await t.gh.upsertComment(job.number, t.database, body);

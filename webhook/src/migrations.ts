@@ -1,8 +1,9 @@
 /**
  * SQL migrations without running the PR's code on the database box: the files fetched by
- * migration-files.ts are applied in name order, each in its own transaction together with its row in
- * `betterpg.migrations`, so a later push applies only files not recorded yet. The first failing file
- * is rolled back and stops the run.
+ * migration-files.ts are applied in the order of their layout, each in its own transaction together
+ * with its row in `betterpg.migrations` (the same table whatever the layout: name, sha256, commit),
+ * so a later push applies only files not recorded yet. The first failing file is rolled back and
+ * stops the run.
  *
  * Each file has a time limit kept by the receiver, not by a server setting the file could change:
  * past it, the file's backend is ended from outside (backend-stopper.ts) and the file counts as
@@ -181,12 +182,17 @@ export async function applyMigrations(
       ).map((r) => [r.name, r.sha256]),
     );
     for (const f of files) {
-      const hash = sha256(f.sql);
+      const hash = sha256(f.source ?? f.sql);
       const before = done.get(f.name);
-      if (before !== undefined) {
+      // A repeatable migration (Flyway's R__) runs again when its content changed; others run once.
+      if (before !== undefined && !(f.repeatable && before !== hash)) {
         summary.alreadyApplied.push(f.name);
         if (before !== hash) summary.changed.push(f.name);
         continue;
+      }
+      if (f.invalid !== undefined) {
+        summary.failed = { name: f.name, output: f.invalid };
+        return summary;
       }
       const t0 = performance.now();
       // One limit for the file and its record together.
@@ -196,11 +202,12 @@ export async function applyMigrations(
         // The simple query protocol: a file may hold many statements. A BEGIN/COMMIT inside it ends our
         // transaction early (README): keep files free of them.
         await limited(deadline, f.sql);
-        await limited(deadline, `INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)`, [
-          f.name,
-          hash,
-          opts.commit,
-        ]);
+        await limited(
+          deadline,
+          `INSERT INTO ${MIGRATIONS_TABLE} (name, sha256, commit) VALUES ($1, $2, $3)
+          ON CONFLICT (name) DO UPDATE SET sha256 = excluded.sha256, commit = excluded.commit, applied_at = clock_timestamp()`,
+          [f.name, hash, opts.commit],
+        );
         await limited(deadline, 'COMMIT');
       } catch (e) {
         if (e instanceof OverTime) {

@@ -165,6 +165,8 @@ describe('migration files within limits', () => {
       { 'm/002_b.sql': 'SELECT 2;', 'm/001_a.sql': 'SELECT 1;', 'm/notes.md': 'x'.repeat(1000) },
       async (gh, s) => {
         assert.deepEqual(await fetchMigrations(gh, 'm', s, limits), {
+          format: 'plain',
+          detectedFrom: "no other tool's layout",
           files: [
             { name: '001_a.sql', sql: 'SELECT 1;' },
             { name: '002_b.sql', sql: 'SELECT 2;' },
