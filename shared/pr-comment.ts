@@ -8,7 +8,7 @@
  * Pure and light (node:crypto only): no I/O, nothing logged, nothing of the agent's engine.
  */
 import { createHash } from 'node:crypto';
-import type { BranchView } from '../agent/api/schemas.js';
+import { schemaCountLines, type BranchView, type SchemaDiffSummary } from '../agent/api/schemas.js';
 import type { SafetyOutcome } from './safety-watch.js';
 import { scrubber } from './scrub.js';
 
@@ -99,12 +99,12 @@ export function html(v: string): string {
   return v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-/** A fenced block longer than any run of backticks inside. */
-export function fence(lines: string[]): string {
+/** A fenced block longer than any run of backticks inside; `lang` colours it (`diff`). */
+export function fence(lines: string[], lang = ''): string {
   const body = lines.join('\n');
   const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
   const f = '`'.repeat(Math.max(3, longest + 1));
-  return `${f}\n${body}\n${f}`;
+  return `${f}${lang}\n${body}\n${f}`;
 }
 
 /** Characters of one line of output a comment shows (a one-line SQL file or a minified dump can be megabytes). */
@@ -338,6 +338,62 @@ export function safetySection(entries: SafetyEntry[]): string | null {
       `<sub>Locks on tables that existed before, sampled every ${interval} ms from a separate session; ` +
         `flagged: a lock that blocks writes held over ${threshold} s. Rows: after the migration (~ estimated).</sub>`,
     );
+  return out.join('\n\n');
+}
+
+// ---- The schema diff -----------------------------------------------------------------------------
+
+/** Characters of the SQL diff a comment shows (the agent sends up to 256 KiB); the rest is counted. */
+export const SCHEMA_SQL_MAX_CHARS = 30_000;
+
+/**
+ * What the pull request changed in the schema: one line per kind (`tables: 1 added, 2 altered`)
+ * and the normalised SQL diff folded in `<details>`, cut at whole lines past SCHEMA_SQL_MAX_CHARS.
+ * The SQL is the branch's own (the pull request's): it only goes in a fence, with lines clipped.
+ */
+export function schemaDiffSection(
+  outcome: { diff: SchemaDiffSummary } | { unavailable: string },
+  /** Where the whole diff is when the comment shows part of it (Markdown); default `bpg branch diff`. */
+  o: { fullDiff?: string } = {},
+): string {
+  if ('unavailable' in outcome)
+    return `#### Schema changes
+
+- no schema diff (${plain(outcome.unavailable)})`;
+  const d = outcome.diff;
+  const against = code(d.against);
+  if (d.identical) return `#### Schema changes: none against ${against}`;
+  const out = [
+    `#### Schema changes against ${against}`,
+    schemaCountLines(d.counts)
+      .map((l) => `- ${plain(l)}`)
+      .join('\n'),
+  ];
+  const lines = d.sql.replace(/\n+$/, '').split('\n');
+  const shown: string[] = [];
+  let size = 0;
+  for (const line of lines) {
+    size += Math.min(line.length, LINE_MAX_CHARS) + 1;
+    if (size > SCHEMA_SQL_MAX_CHARS) break;
+    shown.push(clip(line));
+  }
+  const left = lines.length - shown.length;
+  const more = left ? `… ${count(left)} more line${left === 1 ? '' : 's'}` : '';
+  if (left) shown.push(more);
+  out.push(
+    [
+      `<details><summary>SQL diff${left ? ` (first ${count(shown.length - 1)} of ${count(lines.length)} lines)` : ''}</summary>`,
+      '',
+      fence(shown, 'diff'),
+      '',
+      '</details>',
+    ].join('\n'),
+  );
+  const notes: string[] = [];
+  if (d.truncated) notes.push('the agent left part of the schema out of the diff (its limits)');
+  if (left || d.truncated)
+    notes.push(o.fullDiff ?? `the whole diff: ${code(`bpg branch diff ${d.branch}`)} on the agent`);
+  if (notes.length) out.push(`<sub>${notes.join('; ')}.</sub>`);
   return out.join('\n\n');
 }
 

@@ -54218,6 +54218,7 @@ function scrubber(secrets) {
  */
 
 
+
 // ---- When the password is shown ---------------------------------------------------------------
 /**
  * `auto` shows the password only in a private repository (asked from GitHub each time: one that
@@ -54285,12 +54286,12 @@ function code(v) {
 function html(v) {
     return v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
-/** A fenced block longer than any run of backticks inside. */
-function fence(lines) {
+/** A fenced block longer than any run of backticks inside; `lang` colours it (`diff`). */
+function fence(lines, lang = '') {
     const body = lines.join('\n');
     const longest = Math.max(0, ...[...body.matchAll(/`+/g)].map((m) => m[0].length));
     const f = '`'.repeat(Math.max(3, longest + 1));
-    return `${f}\n${body}\n${f}`;
+    return `${f}${lang}\n${body}\n${f}`;
 }
 /** Characters of one line of output a comment shows (a one-line SQL file or a minified dump can be megabytes). */
 const LINE_MAX_CHARS = 1000;
@@ -54493,6 +54494,60 @@ function safetySection(entries) {
     if (reports)
         out.push(`<sub>Locks on tables that existed before, sampled every ${interval} ms from a separate session; ` +
             `flagged: a lock that blocks writes held over ${threshold} s. Rows: after the migration (~ estimated).</sub>`);
+    return out.join('\n\n');
+}
+// ---- The schema diff -----------------------------------------------------------------------------
+/** Characters of the SQL diff a comment shows (the agent sends up to 256 KiB); the rest is counted. */
+const SCHEMA_SQL_MAX_CHARS = 30_000;
+/**
+ * What the pull request changed in the schema: one line per kind (`tables: 1 added, 2 altered`)
+ * and the normalised SQL diff folded in `<details>`, cut at whole lines past SCHEMA_SQL_MAX_CHARS.
+ * The SQL is the branch's own (the pull request's): it only goes in a fence, with lines clipped.
+ */
+function schemaDiffSection(outcome, 
+/** Where the whole diff is when the comment shows part of it (Markdown); default `bpg branch diff`. */
+o = {}) {
+    if ('unavailable' in outcome)
+        return `#### Schema changes
+
+- no schema diff (${plain(outcome.unavailable)})`;
+    const d = outcome.diff;
+    const against = code(d.against);
+    if (d.identical)
+        return `#### Schema changes: none against ${against}`;
+    const out = [
+        `#### Schema changes against ${against}`,
+        schemaCountLines(d.counts)
+            .map((l) => `- ${plain(l)}`)
+            .join('\n'),
+    ];
+    const lines = d.sql.replace(/\n+$/, '').split('\n');
+    const shown = [];
+    let size = 0;
+    for (const line of lines) {
+        size += Math.min(line.length, LINE_MAX_CHARS) + 1;
+        if (size > SCHEMA_SQL_MAX_CHARS)
+            break;
+        shown.push(clip(line));
+    }
+    const left = lines.length - shown.length;
+    const more = left ? `… ${count(left)} more line${left === 1 ? '' : 's'}` : '';
+    if (left)
+        shown.push(more);
+    out.push([
+        `<details><summary>SQL diff${left ? ` (first ${count(shown.length - 1)} of ${count(lines.length)} lines)` : ''}</summary>`,
+        '',
+        fence(shown, 'diff'),
+        '',
+        '</details>',
+    ].join('\n'));
+    const notes = [];
+    if (d.truncated)
+        notes.push('the agent left part of the schema out of the diff (its limits)');
+    if (left || d.truncated)
+        notes.push(o.fullDiff ?? `the whole diff: ${code(`bpg branch diff ${d.branch}`)} on the agent`);
+    if (notes.length)
+        out.push(`<sub>${notes.join('; ')}.</sub>`);
     return out.join('\n\n');
 }
 /** GitHub refuses a comment longer than this many characters. */
@@ -55004,6 +55059,31 @@ async function startSafetyWatch(client, db, branch, onProblem = () => { }) {
     };
 }
 
+;// CONCATENATED MODULE: ./shared/schema-diff.ts
+/**
+ * The faces' side of the schema diff (the agent's `GET …/schema-diff`): what a pull request's
+ * branch changed in the schema compared with its parent, for the comment. Advice for the
+ * reviewer, never a reason to fail: an agent without the route (older) gives nothing, any other
+ * failure (the parent stopped, ...) a short reason in its place.
+ */
+
+/** Null when the agent has no schema diff (an older agent). Never throws. */
+async function getSchemaDiff(client, db, branch, onProblem = () => { }) {
+    try {
+        return { diff: await client.schemaDiff(db, branch) };
+    }
+    catch (e) {
+        // 404 for a branch that was just made or found: the route is missing, not the branch.
+        if (e instanceof BpgApiError && e.status === 404)
+            return null;
+        const why = e instanceof BpgApiError && e.status
+            ? `the agent answered ${e.status} ${e.code}: ${e.message}`
+            : (e?.message ?? String(e));
+        onProblem(why);
+        return { unavailable: why };
+    }
+}
+
 ;// CONCATENATED MODULE: ./shared/sticky-comment.ts
 
 /** The HTTP status of an Octokit RequestError, or undefined. */
@@ -55332,6 +55412,11 @@ function render(r, o) {
     const safety = r.safety ? safetySection([{ outcome: r.safety }]) : null;
     if (safety)
         view.blocks.push({ md: safety, omitted: 'The migration safety report' });
+    if (r.schemaDiff)
+        view.blocks.push({
+            md: schemaDiffSection(r.schemaDiff, { fullDiff: "the whole diff: the step's `schema_diff` output" }),
+            omitted: 'The schema diff',
+        });
     if (m && m.tail.length) {
         const summary = m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';
         view.blocks.push({ md: details(summary, m.tail, failed), omitted: 'The migration output' });
@@ -55363,6 +55448,8 @@ const esm_defaults = pg_lib.defaults
 // Re-export the default
 /* harmony default export */ const esm = (pg_lib);
 
+// EXTERNAL MODULE: external "node:net"
+var external_node_net_ = __nccwpck_require__(7030);
 ;// CONCATENATED MODULE: ./agent/drivers/exec.ts
 
 class CommandError extends Error {
@@ -55403,6 +55490,7 @@ const exec_sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 
 
+
 /** A fresh random password: 32 URL-safe characters, so it needs no escaping in a URI. */
 function newPassword() {
     return randomBytes(24).toString('base64url');
@@ -55436,21 +55524,50 @@ const AGENT_SESSION_OPTIONS = [
 ]
     .map((o) => `-c ${o}`)
     .join(' ');
-async function connect(t, timeoutMs = 5000) {
+/** The error a session's read bound ended it with, by client (withClient answers it rather than what followed). */
+const readLimitErrors = new WeakMap();
+/**
+ * A socket that closes itself once the server has sent more than `max` bytes: a branch's server is
+ * the pull request's, and a query's answer (even from a catalog function it has replaced) must not
+ * fill the agent's memory. The query in flight, or the next one, then fails.
+ */
+function readLimitedSocket(max, seen) {
+    const s = new external_node_net_.Socket();
+    let received = 0;
+    s.on('data', (chunk) => {
+        received += chunk.length;
+        if (received > max && !s.destroyed) {
+            const size = max % 1048576 === 0 ? `${max / 1048576} MiB` : `${max} bytes`;
+            seen.error = new Error(`the server sent more than ${size} on one session`);
+            s.destroy(seen.error);
+        }
+    });
+    return s;
+}
+async function connect(t, timeoutMs = 5000, o = {}) {
+    const { maxReadBytes } = o;
+    const seen = { error: null };
     const c = new esm.Client({
         ...t,
         connectionTimeoutMillis: timeoutMs,
         application_name: 'betterpg',
         options: AGENT_SESSION_OPTIONS,
+        ...(maxReadBytes !== undefined ? { stream: () => readLimitedSocket(maxReadBytes, seen) } : {}),
     });
+    if (maxReadBytes !== undefined)
+        readLimitErrors.set(c, seen);
     c.on('error', () => { }); // a server going away must not crash the agent; the next query fails instead
     await c.connect();
     return c;
 }
-async function withClient(t, fn) {
-    const c = await connect(t);
+async function withClient(t, fn, o = {}) {
+    const c = await connect(t, undefined, o);
     try {
         return await fn(c);
+    }
+    catch (e) {
+        // "Client has encountered a connection error" says less than why the session was closed.
+        throw readLimitErrors.get(c)?.error ?? e;
     }
     finally {
         await c.end().catch(() => { });
@@ -55860,6 +55977,8 @@ function scrubFile(path, scrub) {
 
 
 
+
+
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
 /** The workflow runs on every push of these (synchronize): each run renews the branch's expiry. */
@@ -55986,9 +56105,19 @@ async function readyBranch(s, gh, client, secrets) {
     let roleError = null;
     if (role && s.migrate !== null)
         await ensureRole(c, role.user).catch((e) => (roleError = e));
+    // What the branch now has that its parent has not (after the migration, even a failed one).
+    const schemaDiff = await getSchemaDiff(client, s.database, s.branch, (m) => warning(`no schema diff: ${scrub(m)}`));
+    if (schemaDiff === null)
+        info('No schema diff: the agent has none (older than the schema diff)');
+    else if ('diff' in schemaDiff)
+        info(schemaDiff.diff.identical
+            ? `Schema: no changes against ${schemaDiff.diff.against}`
+            : `Schema changes against ${schemaDiff.diff.against}: ${schemaCountLines(schemaDiff.diff.counts).join('; ')}`);
     // After the migration: the runner keeps the last value written for an output, so ours win over
     // anything the migration may have appended to GITHUB_OUTPUT behind our back.
     setOutputs(branch, s.branch, created, role);
+    if (process.env.GITHUB_OUTPUT)
+        setOutput('schema_diff', schemaDiffJson(schemaDiff, scrub));
     const renewed = run_PR_EVENTS.has(gh.eventName ?? '');
     const report = {
         kind: 'ready',
@@ -56006,6 +56135,7 @@ async function readyBranch(s, gh, client, secrets) {
         },
         role: role?.user ?? null,
         safety,
+        schemaDiff,
     };
     let publishError = null;
     await publish(s, gh, report, [...secrets, ...(role ? [role.password] : [])]).catch((e) => (publishError = e));
@@ -56029,6 +56159,18 @@ async function readyBranch(s, gh, client, secrets) {
     }
     if (publishError)
         throw new ActionError(publishMessage(publishError));
+}
+/** A step output holds at most 1 MB. */
+const OUTPUT_MAX_CHARS = 1_000_000;
+/**
+ * The schema_diff output: the agent's whole answer as JSON (the comment's summary of it when that
+ * is too big for an output), secrets scrubbed (the pull request names the objects); empty without one.
+ */
+function schemaDiffJson(d, scrub) {
+    if (d === null || !('diff' in d))
+        return '';
+    const whole = scrub(JSON.stringify(d.diff));
+    return whole.length <= OUTPUT_MAX_CHARS ? whole : scrub(JSON.stringify(schemaDiffSummary(d.diff)));
 }
 /** The flagged locks as warnings (they are the reviewer's business), the rest as one line. */
 function logSafety(safety, scrub) {
@@ -56086,6 +56228,7 @@ async function getBranch(s, client, gh, secrets) {
         expiry: { expiresAt: branch.expiresAt, protected: branch.protected, renewedMs: null },
         role: role?.user ?? null,
         safety: null,
+        schemaDiff: null,
     };
     if (process.env.GITHUB_STEP_SUMMARY)
         await summary

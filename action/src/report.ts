@@ -10,12 +10,14 @@ import {
   expiryCell,
   renderComment,
   safetySection,
+  schemaDiffSection,
   seconds,
   when,
   type CommentView,
   type Expiry,
 } from '../../shared/pr-comment.js';
 import type { SafetyOutcome } from '../../shared/safety-watch.js';
+import type { SchemaDiffOutcome } from '../../shared/schema-diff.js';
 import type { Command } from './inputs.js';
 import type { MigrationResult } from './migrate.js';
 
@@ -38,6 +40,8 @@ export type Report =
       role: string | null;
       /** What the migration held and rewrote (null: no migration, or an agent without watches). */
       safety: SafetyOutcome | null;
+      /** What the branch changed in the schema against its parent (null: not asked, or an older agent). */
+      schemaDiff: SchemaDiffOutcome | null;
     }
   | {
       kind: 'deleted';
@@ -123,6 +127,11 @@ export function render(r: Report, o: RenderOptions): string {
   };
   const safety = r.safety ? safetySection([{ outcome: r.safety }]) : null;
   if (safety) view.blocks!.push({ md: safety, omitted: 'The migration safety report' });
+  if (r.schemaDiff)
+    view.blocks!.push({
+      md: schemaDiffSection(r.schemaDiff, { fullDiff: "the whole diff: the step's `schema_diff` output" }),
+      omitted: 'The schema diff',
+    });
   if (m && m.tail.length) {
     const summary =
       m.lines > m.tail.length ? `Migration output (last ${m.tail.length} of ${m.lines} lines)` : 'Migration output';

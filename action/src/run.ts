@@ -5,9 +5,10 @@
 import { randomBytes } from 'node:crypto';
 import * as core from '@actions/core';
 import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
-import type { BranchView } from '../../agent/api/schemas.js';
+import { schemaCountLines, schemaDiffSummary, type BranchView } from '../../agent/api/schemas.js';
 import { decidePassword, renewedSpan, seconds } from '../../shared/pr-comment.js';
 import { startSafetyWatch, type SafetyOutcome } from '../../shared/safety-watch.js';
+import { getSchemaDiff, type SchemaDiffOutcome } from '../../shared/schema-diff.js';
 import { scrubber, secretForms } from '../../shared/scrub.js';
 import { statusOf } from '../../shared/sticky-comment.js';
 import { agentClient, explain } from './agent.js';
@@ -159,9 +160,22 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   let roleError: unknown = null;
   if (role && s.migrate !== null) await ensureRole(c, role.user).catch((e: unknown) => (roleError = e));
 
+  // What the branch now has that its parent has not (after the migration, even a failed one).
+  const schemaDiff = await getSchemaDiff(client, s.database, s.branch, (m) =>
+    core.warning(`no schema diff: ${scrub(m)}`),
+  );
+  if (schemaDiff === null) core.info('No schema diff: the agent has none (older than the schema diff)');
+  else if ('diff' in schemaDiff)
+    core.info(
+      schemaDiff.diff.identical
+        ? `Schema: no changes against ${schemaDiff.diff.against}`
+        : `Schema changes against ${schemaDiff.diff.against}: ${schemaCountLines(schemaDiff.diff.counts).join('; ')}`,
+    );
+
   // After the migration: the runner keeps the last value written for an output, so ours win over
   // anything the migration may have appended to GITHUB_OUTPUT behind our back.
   setOutputs(branch, s.branch, created, role);
+  if (process.env.GITHUB_OUTPUT) core.setOutput('schema_diff', schemaDiffJson(schemaDiff, scrub));
 
   const renewed = PR_EVENTS.has(gh.eventName ?? '');
   const report: Report = {
@@ -180,6 +194,7 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
     },
     role: role?.user ?? null,
     safety,
+    schemaDiff,
   };
   let publishError: unknown = null;
   await publish(s, gh, report, [...secrets, ...(role ? [role.password] : [])]).catch((e) => (publishError = e));
@@ -204,6 +219,19 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
     throw roleError;
   }
   if (publishError) throw new ActionError(publishMessage(publishError));
+}
+
+/** A step output holds at most 1 MB. */
+const OUTPUT_MAX_CHARS = 1_000_000;
+
+/**
+ * The schema_diff output: the agent's whole answer as JSON (the comment's summary of it when that
+ * is too big for an output), secrets scrubbed (the pull request names the objects); empty without one.
+ */
+function schemaDiffJson(d: SchemaDiffOutcome | null, scrub: (s: string) => string): string {
+  if (d === null || !('diff' in d)) return '';
+  const whole = scrub(JSON.stringify(d.diff));
+  return whole.length <= OUTPUT_MAX_CHARS ? whole : scrub(JSON.stringify(schemaDiffSummary(d.diff)));
 }
 
 /** The flagged locks as warnings (they are the reviewer's business), the rest as one line. */
@@ -264,6 +292,7 @@ async function getBranch(s: Settings, client: BpgClient, gh: GitHubSide, secrets
     expiry: { expiresAt: branch.expiresAt, protected: branch.protected, renewedMs: null },
     role: role?.user ?? null,
     safety: null,
+    schemaDiff: null,
   };
   if (process.env.GITHUB_STEP_SUMMARY)
     await core.summary

@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -13,6 +11,7 @@ import { silentLogger } from '../../agent/log.js';
 import { config, query, uniqueDb } from '../../agent/test/helpers.js';
 import { commentMarker, span } from '../../shared/pr-comment.js';
 import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
+import { olderAgent } from '../../shared/test/older-agent.js';
 import { errorLines, node24, payload as examplePayload, runBundle, type Payload, type Run } from './bundle.js';
 
 /**
@@ -147,32 +146,6 @@ async function assertRoleWorks(uri: string, tables: string[]): Promise<void> {
   });
 }
 
-/** An agent from before the safety report: the same agent behind a proxy that has no watch route. */
-async function olderAgent(target: string): Promise<{ url: string; server: Server; seen: string[] }> {
-  const upstream = new URL(target);
-  const seen: string[] = [];
-  const server = createServer((req, res) => {
-    seen.push(`${req.method} ${req.url}`);
-    if (/\/watches(\/|$)/.test(req.url ?? '')) {
-      // As the agent answers any route it does not have (agent/api/server.ts).
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 'not_found', message: `no route ${req.method} ${req.url}` } }));
-      return;
-    }
-    const fwd = request(
-      { host: upstream.hostname, port: upstream.port, path: req.url, method: req.method, headers: req.headers },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
-      },
-    );
-    fwd.on('error', () => res.destroy());
-    req.pipe(fwd);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server, seen };
-}
-
 describe('the review comment and the inputs for apps (ttl, role, command get)', { timeout: 900_000 }, () => {
   before(async () => {
     const cfg = await config();
@@ -243,6 +216,22 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
     assert.match(r.stdout, /^::warning::migration safety: ACCESS EXCLUSIVE on orders for .* \(table rewrite\)/m);
     assert.match(r.summary, /Migration safety: 1 flagged/);
 
+    // The schema diff against main: a short summary, the SQL folded; the whole of it as an output.
+    const section = body.slice(body.indexOf('#### Schema changes'));
+    assert.ok(section.startsWith(`#### Schema changes against \`${db}/main\`\n\n- `), section);
+    assert.match(section, /\n- columns: 1 added\n/);
+    assert.match(section, /<details><summary>SQL diff<\/summary>\n\n```diff\n--- [^\n]+\n\+\+\+ [^\n]+\n/);
+    assert.match(section, /\n\+\s+r double precision DEFAULT random\(\)/);
+    assert.ok(body.indexOf('Migration safety') < body.indexOf('#### Schema changes'), 'the safety report first');
+    const diff = JSON.parse(r.outputs.schema_diff!) as {
+      branch: string;
+      against: string;
+      counts: { column: { added: number } };
+    };
+    assert.equal(diff.branch, `${db}/${BRANCH}`);
+    assert.equal(diff.against, `${db}/main`);
+    assert.equal(diff.counts.column.added, 1);
+
     // role: its outputs, masked, never in the comment, the summary or the log; it works as an app's role.
     assert.equal(r.outputs.role_user, ROLE);
     const pw = r.outputs.role_password!;
@@ -274,6 +263,8 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
     assert.match(body, /\n#### ✅ Migration safety: nothing flagged\n/);
     assert.match(body, /\n\| `orders` \| SHARE UPDATE EXCLUSIVE \| \d+\.\d s \| {2}\| 1,000,001 \|\n/);
     assert.ok(!body.includes('[!WARNING]') && !body.includes('⚠️'), 'nothing flagged');
+    assert.match(body, /\n- indexes: 1 added\n/);
+    assert.match(body, /\n\+CREATE INDEX orders_v ON public\.orders USING btree \(v\);?\n/);
     assert.doesNotMatch(r.stdout, /::warning::migration safety/);
     // Renewed by this push.
     assert.ok(Date.parse(r.outputs.expires_at!) >= before, 'the expiry moved on');
@@ -348,7 +339,9 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
       assert.match(r.stdout, /No migration safety report: the agent has no migration watches/);
       assert.doesNotMatch(r.stdout, /::warning::/);
       const body = ourComment(pr).body;
-      assert.doesNotMatch(body, /Migration safety/);
+      assert.doesNotMatch(body, /Migration safety|Schema changes/);
+      assert.equal(r.outputs.schema_diff, '');
+      assert.match(r.stdout, /No schema diff: the agent has none/);
       assert.match(body, /\| Migration \| ✅ succeeded/);
       assert.ok(
         body.includes(`| Expires | deleted ${span(prBranchTtl!)} after the last push (`),
@@ -356,7 +349,7 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
       );
       await client.deleteBranch(db, `pr-${pr}`);
     } finally {
-      await new Promise((r) => old.server.close(r));
+      await old.close();
     }
   });
 });

@@ -252,6 +252,7 @@ describe('action.yml', () => {
       'branch',
       'created',
       'expires_at',
+      'schema_diff',
       'comment_url',
       'role_user',
       'role_password',

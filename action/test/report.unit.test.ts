@@ -64,6 +64,7 @@ const ready = (o: Partial<Extract<Report, { kind: 'ready' }>> = {}): Report => (
   expiry: { expiresAt: branch.expiresAt, protected: false, renewedMs: 7 * 864e5 },
   role: null,
   safety: null,
+  schemaDiff: null,
   ...o,
 });
 
