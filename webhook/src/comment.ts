@@ -7,15 +7,21 @@
 import {
   code,
   details,
+  expiryCell,
   fence,
   html,
   lastLines,
   renderComment as layOut,
+  safetySection,
+  schemaDiffSection,
   seconds,
   when,
   type CommentView,
   type Connection,
+  type Expiry,
 } from '../../shared/pr-comment.js';
+import type { SafetyOutcome } from '../../shared/safety-watch.js';
+import type { SchemaDiffOutcome } from '../../shared/schema-diff.js';
 import type { MigrationFormat } from './migration-layouts.js';
 
 export interface MigrationSummary {
@@ -34,6 +40,8 @@ export interface MigrationSummary {
   failed?: { name: string; output: string; timedOut?: boolean };
   /** The folder does not exist at this commit. */
   missing?: boolean;
+  /** Each file this run ran (applied or failed), in order: how long it took, what it did to the tables (the agent's watch; null: none). */
+  runs?: Array<{ name: string; ms: number; safety: SafetyOutcome | null }>;
 }
 
 export type CommentState = 'ready' | 'migration-failed' | 'refused' | 'deleted' | 'error';
@@ -55,7 +63,11 @@ export interface CommentInput {
   created?: boolean;
   createMs?: number;
   createdAt?: string;
+  /** When the branch goes. */
+  expiry?: Expiry;
   migrations?: MigrationSummary;
+  /** What the branch changed in the schema against its parent (null or absent: none to show). */
+  schemaDiff?: SchemaDiffOutcome | null;
   /** Head commit the comment describes. */
   commit?: string;
   /** For `error`: what failed, one or a few lines; for `refused`: which migration limit was passed. */
@@ -117,6 +129,8 @@ export function renderComment(i: CommentInput): string {
       showPassword: i.showPassword,
       passwordHidden: `hidden${i.passwordHiddenReason ? ` (${i.passwordHiddenReason})` : ''}: \`bpg branch get ${i.database}/${i.branch}\` on the agent`,
       ...(created !== undefined ? { created } : {}),
+      ...(i.expiry ? { expires: expiryCell(i.expiry) } : {}),
+      ...(m?.runs?.length ? { rows: [{ label: 'Migration time', cell: runTimes(m.runs) }] } : {}),
       ...(m ? { migration: { label: 'Migrations', cell: migrationLine(m) } } : {}),
     },
     blocks: [],
@@ -127,18 +141,39 @@ export function renderComment(i: CommentInput): string {
       details(`Error from <code>${html(m.failed.name)}</code>`, lastLines(m.failed.output), true),
     );
   }
+  const watched = (m?.runs ?? []).flatMap((r) => (r.safety ? [{ file: r.name, outcome: r.safety }] : []));
+  const safety = safetySection(watched);
+  if (safety) view.blocks!.push({ md: safety, omitted: 'The migration safety report' });
+  if (i.schemaDiff) view.blocks!.push({ md: schemaDiffSection(i.schemaDiff), omitted: 'The schema diff' });
   if (m?.changed.length) {
     view.blocks!.push(
-      `Changed since they were applied (not run again; \`resetOnPush\` re-applies from scratch): ${m.changed.map(code).join(', ')}`,
+      `Changed since they were applied (not run again; \`resetOnPush\` re-applies from scratch): ${names(m.changed)}`,
     );
   }
   return layOut(view);
 }
 
+/** Files named in a cell; the rest counted (a folder may hold 1,000). */
+const CELL_FILES = 20;
+
+function names(files: string[]): string {
+  const shown = files.slice(0, CELL_FILES).map(code).join(', ');
+  return files.length > CELL_FILES ? `${shown} and ${files.length - CELL_FILES} more` : shown;
+}
+
+/** `3.1 s: `001.sql` 2.9 s, `002.sql` 0.2 s` */
+function runTimes(runs: NonNullable<MigrationSummary['runs']>): string {
+  const total = runs.reduce((n, r) => n + r.ms, 0);
+  if (runs.length === 1) return seconds(total);
+  const each = runs.slice(0, CELL_FILES).map((r) => `${code(r.name)} ${seconds(r.ms)}`);
+  const more = runs.length > CELL_FILES ? ` and ${runs.length - CELL_FILES} more` : '';
+  return `${seconds(total)}: ${each.join(', ')}${more}`;
+}
+
 function migrationLine(m: MigrationSummary): string {
   if (m.path === null) return 'none configured';
   if (m.missing) return `no folder ${code(m.path)} at this commit`;
-  const applied = m.applied.length ? `${m.applied.length} applied: ${m.applied.map(code).join(', ')}` : '';
+  const applied = m.applied.length ? `${m.applied.length} applied: ${names(m.applied)}` : '';
   const before = m.alreadyApplied.length ? `${m.alreadyApplied.length} applied before` : '';
   if (m.failed)
     return (

@@ -13,12 +13,14 @@ import { BpgApiError, type BpgClient } from '../../agent/api/client.js';
 import type { BranchView } from '../../agent/api/schemas.js';
 import { describe } from '../../agent/errors.js';
 import type { Logger } from '../../agent/log.js';
-import { decidePassword } from '../../shared/pr-comment.js';
+import { decidePassword, renewedSpan } from '../../shared/pr-comment.js';
+import { startSafetyWatch } from '../../shared/safety-watch.js';
+import { getSchemaDiff } from '../../shared/schema-diff.js';
 import { renderComment, type CommentInput, type MigrationSummary } from './comment.js';
 import { branchNameFor, repoSettings, type RepoSettings, type WebhookConfig } from './config.js';
 import { isTransientGitHubError, type GitHub, type RepoApi } from './github.js';
 import { fetchMigrations, type Migrations } from './migration-files.js';
-import { applyMigrations, MigrationConnectionError } from './migrations.js';
+import { applyMigrations, MigrationConnectionError, withoutOwnSchema } from './migrations.js';
 import type { Job } from './store.js';
 
 export interface LifecycleDeps {
@@ -73,10 +75,12 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
   }
 
   const t0 = performance.now();
+  const request = { startedAt: Date.now(), answeredAt: 0 };
   const put = await d.agent.putBranch(t.database, t.branch, {
     from: settings.parent,
     ...(settings.fast ? { fast: true } : {}),
   });
+  request.answeredAt = Date.now();
   const createMs = performance.now() - t0;
   let view: BranchView = put.branch;
   let reset = false;
@@ -103,6 +107,11 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
       });
       await d.agent.restartBranch(t.database, t.branch);
     };
+    // Each file is watched by the agent (the migration safety report); never a reason to fail.
+    const watch = (file: string) =>
+      startSafetyWatch(d.agent, t.database, t.branch, (reason) =>
+        d.log.warn('no migration safety report', { delivery: job.id, branch: t.name, file, reason }),
+      );
     if (found === null) {
       migrations = { path, applied: [], alreadyApplied: [], changed: [], missing: true };
     } else {
@@ -115,6 +124,7 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
           commit: job.headSha,
           timeoutSeconds: settings.migrations.timeoutSeconds,
           restartBranch,
+          watch,
         })),
         format: found.format,
         ...(found.detectedFrom !== undefined ? { detectedFrom: found.detectedFrom } : {}),
@@ -129,8 +139,18 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
       alreadyApplied: migrations.alreadyApplied.length,
       failed: migrations.failed?.name ?? null,
       timedOut: migrations.failed?.timedOut ?? false,
+      flagged: (migrations.runs ?? []).reduce(
+        (n, r) => n + (r.safety && 'report' in r.safety ? r.safety.report.flagged.length : 0),
+        0,
+      ),
     });
   }
+  // What the branch now has that its parent has not (also after a failed file: what got in).
+  const schemaDiff = withoutOwnSchema(
+    await getSchemaDiff(d.agent, t.database, t.branch, (reason) =>
+      d.log.warn('no schema diff', { delivery: job.id, branch: t.name, reason }),
+    ),
+  );
 
   const pw = await passwordRule(settings, gh);
   const input: CommentInput = {
@@ -145,7 +165,14 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     created: put.created,
     createMs: put.created ? createMs : undefined,
     createdAt: view.createdAt,
+    // Every push PUTs the branch, which renews a pr-<n> branch's expiry (the agent's rule).
+    expiry: {
+      expiresAt: view.expiresAt,
+      protected: view.protected,
+      renewedMs: renewedSpan(view.branch, view.expiresAt, request),
+    },
     migrations,
+    schemaDiff,
     commit: job.headSha,
   };
   const sticky = await gh.upsertComment(job.number, t.database, renderComment(input));

@@ -14,6 +14,8 @@ import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describe } from '../../agent/errors.js';
 import { pgClientConfig, type PgTarget } from '../../shared/pg-config.js';
+import type { SafetyOutcome, SafetyWatch } from '../../shared/safety-watch.js';
+import type { SchemaDiffOutcome } from '../../shared/schema-diff.js';
 import { backendOf, BackendStopper, type Backend, type StopOutcome } from './backend-stopper.js';
 import type { MigrationSummary } from './comment.js';
 import type { MigrationFile } from './migration-files.js';
@@ -22,6 +24,47 @@ export type { MigrationFile } from './migration-files.js';
 
 /** The record of what was applied on a branch; its own schema keeps it out of the app's `public`. */
 export const MIGRATIONS_TABLE = 'betterpg.migrations';
+
+/** The schema of MIGRATIONS_TABLE. */
+const OWN_SCHEMA = 'betterpg';
+
+/** A name of ours in a schema diff: the schema, or something in it (`betterpg.migrations`, a constraint on it). */
+const ownName = (name: string | null) => name !== null && (name === OWN_SCHEMA || name.startsWith(`${OWN_SCHEMA}.`));
+
+/**
+ * The schema diff without the receiver's own bookkeeping (`betterpg` and its migrations table, made
+ * on the branch by the first file): the reviewer asked what the pull request changed. Counted
+ * changes of ours are taken off the counts; their hunks off the SQL.
+ */
+export function withoutOwnSchema(o: SchemaDiffOutcome | null): SchemaDiffOutcome | null {
+  if (o === null || !('diff' in o)) return o;
+  const d = o.diff;
+  const ours = d.changes.filter((c) =>
+    c.kind === 'schema' ? c.name === OWN_SCHEMA : ownName(c.name) || ownName(c.table),
+  );
+  if (ours.length === 0) return o;
+  const counts = structuredClone(d.counts);
+  for (const c of ours) counts[c.kind][c.change] = Math.max(0, counts[c.kind][c.change] - 1);
+  // Hunks run from their `@@ <change> <kind> <name>[ on <table>] @@` line to the next `@@` line.
+  const header = /^@@ (added|dropped|altered) (\S+) (.+?)(?: on (.+))? @@$/;
+  const kept: string[] = [];
+  let skipping = false;
+  for (const line of d.sql.split('\n')) {
+    const h = header.exec(line);
+    if (h) skipping = h[2] === 'schema' ? h[3] === OWN_SCHEMA : ownName(h[3]!) || ownName(h[4] ?? null);
+    if (!skipping) kept.push(line);
+  }
+  const identical = Object.values(counts).every((c) => c.added + c.dropped + c.altered === 0);
+  return {
+    diff: {
+      ...d,
+      counts,
+      changes: d.changes.filter((c) => !ours.includes(c)),
+      identical,
+      sql: identical ? '' : kept.join('\n'),
+    },
+  };
+}
 
 /** The branch could not be reached or went away mid-way: retry the job, do not blame the SQL. */
 export class MigrationConnectionError extends Error {
@@ -87,6 +130,26 @@ export interface ApplyOptions {
   timeoutSeconds: number;
   /** The last resort for a backend that outlives its time limit: the agent restarts the branch. */
   restartBranch: () => Promise<void>;
+  /** Starts the agent's watch of one file (the migration safety report); none: not watched. */
+  watch?: (file: string) => Promise<SafetyWatch>;
+}
+
+/**
+ * The report without the receiver's own bookkeeping: each file's row in `betterpg.migrations` is
+ * written in the file's transaction, so the watch sees that table locked (ROW EXCLUSIVE) every time.
+ */
+export function withoutOwnTable(o: SafetyOutcome | null): SafetyOutcome | null {
+  if (o === null || !('report' in o)) return o;
+  const own = (t: string) => t === MIGRATIONS_TABLE;
+  const r = o.report;
+  return {
+    report: {
+      ...r,
+      locks: r.locks.filter((l) => !own(l.table)),
+      rewritten: r.rewritten.filter((t) => !own(t)),
+      rows: r.rows.filter((x) => !own(x.table)),
+    },
+  };
 }
 
 /**
@@ -194,6 +257,9 @@ export async function applyMigrations(
         summary.failed = { name: f.name, output: f.invalid };
         return summary;
       }
+      // Watched from before its BEGIN to after its COMMIT (or its end): a rewrite is only visible
+      // to the agent's session once committed.
+      const watch = await opts.watch?.(f.name);
       const t0 = performance.now();
       // One limit for the file and its record together.
       const deadline = Date.now() + limitMs;
@@ -229,6 +295,9 @@ export async function applyMigrations(
         await client.query('ROLLBACK').catch(() => {});
         summary.failed = { name: f.name, output: describeSqlError(e, f.sql) };
         return summary;
+      } finally {
+        const ms = Math.round(performance.now() - t0);
+        (summary.runs ??= []).push({ name: f.name, ms, safety: withoutOwnTable((await watch?.stop()) ?? null) });
       }
       summary.applied.push(f.name);
     }

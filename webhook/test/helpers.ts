@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { BpgClient } from '../../agent/api/client.js';
 import { serve, type RunningServer } from '../../agent/api/serve.js';
-import { loadConfig } from '../../agent/config.js';
+import { loadConfig, type Config } from '../../agent/config.js';
 
 export * from './fixtures.js';
 
@@ -27,10 +27,11 @@ export interface TestAgent {
 
 /**
  * A real agent (the HTTP API over the engine, ZFS, Docker) in this process, on a free port; on the
- * shared test state, or on the config at `configPath` (e.g. one with the router on).
+ * shared test state, or on the config at `configPath` (e.g. one with the router on); `change`
+ * adjusts the loaded config (e.g. review.maxLockSeconds).
  */
-export async function startAgent(configPath?: string): Promise<TestAgent> {
-  const cfg = await loadConfig(configPath);
+export async function startAgent(configPath?: string, change: (cfg: Config) => Config = (c) => c): Promise<TestAgent> {
+  const cfg = change(await loadConfig(configPath));
   const token = `tok-${randomBytes(16).toString('hex')}`;
   const log = recorder();
   const server = await serve(
