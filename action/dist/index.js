@@ -56085,7 +56085,7 @@ async function readyBranch(s, gh, client, secrets) {
                 try {
                     return await runMigration(command, s.workingDirectory, c, (line) => info(line), {
                         env: env.env,
-                        secrets,
+                        secrets: [...secrets, ...(role ? [role.password] : [])],
                     });
                 }
                 finally {

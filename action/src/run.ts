@@ -143,7 +143,7 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
         try {
           return await runMigration(command, s.workingDirectory, c, (line) => core.info(line), {
             env: env.env,
-            secrets,
+            secrets: [...secrets, ...(role ? [role.password] : [])],
           });
         } finally {
           core.info(`::${resume}::`);

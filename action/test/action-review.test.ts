@@ -124,6 +124,11 @@ async function assertRoleWorks(uri: string, tables: string[]): Promise<void> {
       )
     ).rows[0]!;
     assert.deepEqual(me, { u: ROLE, su: false, cr: false, cdb: false });
+    const memberOf = await c.query(
+      'SELECT roleid::regrole::text AS r FROM pg_auth_members WHERE member = current_user::regrole',
+    );
+    assert.deepEqual(memberOf.rows, [], 'member of no role');
+    assert.equal((await c.query('SHOW statement_timeout')).rows[0].statement_timeout, '0', 'no settings of its own');
     const owners = await c.query<{ what: string; owner: string }>(
       `SELECT 'database' AS what, pg_get_userbyid(datdba) AS owner FROM pg_database WHERE datname = current_database()
        UNION ALL SELECT 'schema public', pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'public'
@@ -164,7 +169,13 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
     await query(
       await client.getBranch(db, 'main'),
       `CREATE TABLE orders (id bigserial PRIMARY KEY, v int NOT NULL);
-       INSERT INTO orders (v) SELECT g FROM generate_series(1, ${ROWS}) g; ANALYZE orders`,
+       INSERT INTO orders (v) SELECT g FROM generate_series(1, ${ROWS}) g; ANALYZE orders;
+       -- A role of that name the branch inherits, made into everything it must not be: the action
+       -- must bring it back in line (no superuser, no way to become one, no settings of its own).
+       CREATE ROLE ${ROLE} LOGIN SUPERUSER CREATEROLE CREATEDB PASSWORD 'known-to-everyone';
+       GRANT postgres TO ${ROLE};
+       GRANT pg_execute_server_program, pg_read_server_files TO ${ROLE};
+       ALTER ROLE ${ROLE} SET statement_timeout = '1ms'`,
     );
     gh = new FakeGitHub(GH_TOKEN, { as: ACTIONS_BOT, userForbidden: true });
     await gh.start();

@@ -11,6 +11,8 @@ import { loadConfig } from '../../agent/config.js';
 import { silentLogger } from '../../agent/log.js';
 import { query, uniqueDb } from '../../agent/test/helpers.js';
 import { metricValue, routerConfig } from '../../agent/test/router-agent.js';
+import pg from 'pg';
+import { pgClientConfig } from '../../shared/pg-config.js';
 import { commentMarker } from '../../shared/pr-comment.js';
 import { ACTIONS_BOT, FakeGitHub } from '../../shared/test/fake-github.js';
 import { node24, payload as examplePayload, runBundle, type Payload, type Run } from './bundle.js';
@@ -150,7 +152,10 @@ describe('GitHub Action with the router on (the committed bundle, Node 20 and 24
 
   it("opened (Node 20): outputs, migrate's environment, comment and summary give the router; the migration went through it", async () => {
     const before = await routed();
-    const r = await runAction('opened through the router (node 20)', event('opened'), { migrate: MIGRATE });
+    const r = await runAction('opened through the router (node 20)', event('opened'), {
+      migrate: MIGRATE,
+      role: 'app_user',
+    });
     assert.equal(r.code, 0, r.stdout + r.stderr);
     // Read before anything of the test's own connects through the router.
     const through = (await routed()) - before;
@@ -158,7 +163,9 @@ describe('GitHub Action with the router on (the committed bundle, Node 20 and 24
     const b = await client.getBranch(db, BRANCH);
     const pw = b.connection.password;
     assertRouted(b);
-    assert.deepEqual(r.outputs, {
+    const rolePw = r.outputs.role_password!;
+    const { schema_diff: schemaDiff, comment_url: commentUrl, ...outputs } = r.outputs;
+    assert.deepEqual(outputs, {
       connection_string: b.connection.uri,
       host: '127.0.0.1',
       port: String(routerPort),
@@ -168,7 +175,29 @@ describe('GitHub Action with the router on (the committed bundle, Node 20 and 24
       sslmode: 'require',
       branch: BRANCH,
       created: 'true',
+      expires_at: b.expiresAt ?? '',
+      role_user: 'app_user',
+      role_password: rolePw,
+      role_connection_string: `postgresql://app_user:${rolePw}@127.0.0.1:${routerPort}/${db}%40${BRANCH}?sslmode=require`,
     });
+    assert.equal((JSON.parse(schemaDiff!) as { branch: string }).branch, `${db}/${BRANCH}`);
+    assert.ok(commentUrl?.startsWith('https://github.com/'));
+    // The role was made through the router, and logs in through it (TLS, libpq's sslmode=require).
+    const asRole = new pg.Client({
+      ...pgClientConfig({ ...b.connection, user: 'app_user', password: rolePw }),
+      connectionTimeoutMillis: 10_000,
+    });
+    await asRole.connect();
+    try {
+      const me = await asRole.query<{ u: string; su: boolean; db: string }>(
+        'SELECT current_user AS u, rolsuper AS su, current_database() AS db FROM pg_roles WHERE rolname = current_user',
+      );
+      assert.deepEqual(me.rows, [{ u: 'app_user', su: false, db }]);
+      await assert.rejects(asRole.query('CREATE ROLE intruder'), (e: { code?: string }) => e.code === '42501');
+    } finally {
+      await asRole.end();
+    }
+    assertNotLogged(r, rolePw);
     // Both psql sessions of the migration went through the router, with TLS (it refuses plaintext).
     assert.ok(through >= 2, `the router connected the branch ${through} times during the run`);
     assert.match(

@@ -157,7 +157,8 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
     assert.ok(containerRunning(b.container), `container ${b.container} is running`);
 
     // Outputs: every one of them, for this branch.
-    assert.deepEqual(r.outputs, {
+    const { schema_diff: schemaDiff, comment_url: commentUrl, ...outputs } = r.outputs;
+    assert.deepEqual(outputs, {
       connection_string: b.connection.uri,
       host: b.connection.host,
       port: String(b.port),
@@ -167,7 +168,13 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
       sslmode: '',
       branch: BRANCH,
       created: 'true',
+      expires_at: b.expiresAt ?? '',
+      role_user: '',
+      role_password: '',
+      role_connection_string: '',
     });
+    assert.equal((JSON.parse(schemaDiff!) as { branch: string }).branch, `${db}/${BRANCH}`);
+    assert.equal(commentUrl, ourComments()[0]!.html_url);
 
     // The migration ran on the branch, and only there.
     assert.deepEqual(await query(b, 'SELECT count(*)::int AS n FROM preview_runs'), [{ n: 1 }]);
