@@ -44,6 +44,9 @@ const REWRITE = `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'ALTER TABLE orders 
 const CONCURRENT = [
   `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'CREATE INDEX CONCURRENTLY orders_v ON orders (v)'`,
   `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'CREATE TABLE audit (id int)'`,
+  // Names the pull request chose: one holds the branch's password, one Markdown, HTML and a mention.
+  `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c "CREATE TABLE \\"leak_$PGPASSWORD\\" (x int)"`,
+  `psql "$DATABASE_URL" -v ON_ERROR_STOP=1 -c 'CREATE TABLE "x\`|<b>y</b> @octocat" (id int)'`,
 ].join('\n');
 
 let srv: RunningServer;
@@ -277,6 +280,13 @@ describe('the review comment and the inputs for apps (ttl, role, command get)', 
     assert.match(body, /\n- indexes: 1 added\n/);
     assert.match(body, /\n\+CREATE INDEX orders_v ON public\.orders USING btree \(v\);?\n/);
     assert.doesNotMatch(r.stdout, /::warning::migration safety/);
+    // What the pull request named: never the password (public repository), HTML only inside the fenced diff.
+    const pw = (await client.getBranch(db, BRANCH)).connection.password;
+    assert.ok(!body.includes(pw) && body.includes('leak_***'), 'the password scrubbed from the schema diff');
+    assert.ok(!r.outputs.schema_diff!.includes(pw) && r.outputs.schema_diff!.includes('leak_***'));
+    const fenced = body.slice(body.indexOf('```diff\n'), body.indexOf('\n```\n', body.indexOf('```diff\n')));
+    assert.ok(fenced.includes('<b>y</b> @octocat'), fenced);
+    assert.equal(body.split('<b>y</b>').length, fenced.split('<b>y</b>').length, 'the name only in the fenced SQL');
     // Renewed by this push.
     assert.ok(Date.parse(r.outputs.expires_at!) >= before, 'the expiry moved on');
     assert.equal(r.outputs.role_password, firstRole!.password, 'the same password on every run');
