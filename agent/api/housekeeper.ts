@@ -17,7 +17,12 @@ export interface Housekeeper {
 
 export function startHousekeeper(
   engine: Engine,
-  o: { interval: number; log: Logger; around?: HousekeepingOptions['around'] },
+  o: {
+    interval: number;
+    log: Logger;
+    around?: HousekeepingOptions['around'];
+    activity?: HousekeepingOptions['activity'];
+  },
 ): Housekeeper {
   let stopping = false;
   let timer: NodeJS.Timeout | null = null;
@@ -29,7 +34,7 @@ export function startHousekeeper(
     const t0 = Date.now();
     try {
       const r = await timeOperation('housekeeping', () =>
-        engine.housekeep({ around: o.around, shouldStop: () => stopping }),
+        engine.housekeep({ around: o.around, activity: o.activity, shouldStop: () => stopping }),
       );
       recordHousekeeping(r);
       logReport(o.log, r);

@@ -7,6 +7,7 @@ import { listenOn, parseListen } from './listen.js';
 import { startHousekeeper } from './housekeeper.js';
 import { lockSet } from './locks.js';
 import { createApi, type Api } from './server.js';
+import { startRouter, type Router } from '../proxy/router.js';
 import { checkPlaintext, createApiServer, loadTls } from './transport.js';
 
 export interface ServeOptions {
@@ -29,6 +30,8 @@ export interface RunningServer {
   url: string;
   port: number;
   api: Api;
+  /** The router (proxy.enabled), or null. */
+  router: Router | null;
   /** Stops accepting, lets running operations finish, closes connections. Branches keep running. */
   close(): Promise<void>;
   /** Resolves when the server has shut down, however that was asked for. */
@@ -75,18 +78,36 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   const { url, port } = await listenOn(server, listen);
   log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
 
+  const branchLock = (ref: { database: string; branch: string }) =>
+    lockSet([ref.database, 'shared'], [`${ref.database}/${ref.branch}`, 'exclusive']);
+
+  // The router: one endpoint for every branch; it starts idle-stopped branches under the same locks.
+  let router: Router | null = null;
+  if (cfg.proxy.enabled) {
+    try {
+      router = await startRouter({
+        cfg,
+        store: engine.store,
+        log,
+        start: (ref) => engine.start(ref),
+        withBranchLock: (ref, fn) => api.locks.with(branchLock(ref), fn),
+      });
+    } catch (e) {
+      await new Promise<void>((r) => server.close(() => r()));
+      throw e;
+    }
+    // proxy.listen with port 0 (tests): connection strings name the port it got.
+    if (cfg.proxy.publicPort === null && /:0$/.test(cfg.proxy.listen)) engine.cfg.proxy.publicPort = router.port;
+  }
+
   // Expiry, idle stop, scheduled snapshots: under the same per-branch locks as API requests, so
   // the two queue behind each other instead of answering 'busy'.
   const housekeeper = startHousekeeper(engine, {
     interval: cfg.housekeeping.interval,
     log,
+    activity: router ? (ref) => router!.activity(ref) : undefined,
     around: (t, fn) =>
-      api.locks.with(
-        'snapshot' in t
-          ? lockSet([`snapshot:${t.snapshot}`, 'exclusive'])
-          : lockSet([t.database, 'shared'], [`${t.database}/${t.branch}`, 'exclusive']),
-        fn,
-      ),
+      api.locks.with('snapshot' in t ? lockSet([`snapshot:${t.snapshot}`, 'exclusive']) : branchLock(t), fn),
   });
 
   let resolveClosed!: () => void;
@@ -98,12 +119,13 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
       log.info('shutting down: no new requests; running operations finish, branches keep running');
       api.beginShutdown();
       const housekeeping = housekeeper.stop();
+      const routerClosed = router?.close();
       const serverClosed = new Promise<void>((r) => server.close(() => r()));
       // Keep-alive connections with no request in flight would hold close() open.
       const sweeper = setInterval(() => server.closeIdleConnections(), 200);
       server.closeIdleConnections();
       try {
-        await Promise.all([serverClosed, api.drained(), housekeeping]);
+        await Promise.all([serverClosed, api.drained(), housekeeping, routerClosed]);
       } finally {
         clearInterval(sweeper);
       }
@@ -114,9 +136,16 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   };
 
   if (opts.handleSignals !== false) {
+    // SIGHUP: read proxy.tls again (a renewed certificate); a broken pair keeps the old one.
+    const onHup = () => {
+      if (!router) return log.info('SIGHUP: nothing to reload (the router is off)');
+      router.reloadTls().catch((e: unknown) => log.warn(`SIGHUP: kept the old certificate: ${describe(e)}`));
+    };
+    process.on('SIGHUP', onHup);
     const onSignal = (signal: NodeJS.Signals) => {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      process.off('SIGHUP', onHup);
       log.info(
         `${signal}: stopping (send it again to stop at once; interrupted operations are recovered at the next start)`,
       );
@@ -126,5 +155,5 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     process.on('SIGINT', onSignal);
   }
 
-  return { url, port, api, close, closed };
+  return { url, port, api, router, close, closed };
 }

@@ -40,7 +40,7 @@ async function readPem(path: string, what: string): Promise<Buffer> {
   } catch (e) {
     throw new BpgError(
       'unavailable',
-      `cannot read api.tls.${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      `cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
     );
   }
 }
@@ -58,14 +58,18 @@ export interface TlsFiles {
   key: Buffer;
 }
 
-/** Reads and checks the PEM files of api.tls (before anything listens); null without TLS. */
-export async function loadTls(tls: { cert: string; key: string } | null, log: Logger): Promise<TlsFiles | null> {
+/** Reads and checks the PEM files of api.tls, or of another key (`proxy.tls`), before anything listens; null without TLS. */
+export async function loadTls(
+  tls: { cert: string; key: string } | null,
+  log: Logger,
+  key_ = 'api.tls',
+): Promise<TlsFiles | null> {
   if (!tls) return null;
-  const [cert, key] = await Promise.all([readPem(tls.cert, 'cert'), readPem(tls.key, 'key')]);
+  const [cert, key] = await Promise.all([readPem(tls.cert, `${key_}.cert`), readPem(tls.key, `${key_}.key`)]);
   try {
     createSecureContext({ cert, key }); // a mismatched or broken pair fails here, in one line
   } catch (e) {
-    throw invalid(`api.tls: ${tls.cert} and ${tls.key} are not a usable certificate and key: ${(e as Error).message}`);
+    throw invalid(`${key_}: ${tls.cert} and ${tls.key} are not a usable certificate and key: ${(e as Error).message}`);
   }
   await warnIfShared(tls.key, 'TLS key', log);
   return { cert, key };

@@ -44,6 +44,12 @@ export interface HousekeepingOptions {
   around?: <T>(target: HousekeepingTarget, fn: () => Promise<T>) => Promise<T>;
   /** Checked between items: stop early (the daemon is shutting down). */
   shouldStop?: () => boolean;
+  /**
+   * Client connections the daemon's router relays (open now, last opened or closed): a branch
+   * with one open is active, and one closed a moment ago counts as activity even if
+   * pg_stat_activity never saw it.
+   */
+  activity?: (ref: BranchRef) => { open: number; lastSeenAt: number | null };
 }
 
 export interface HousekeepingReport {
@@ -89,7 +95,15 @@ export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): 
     errors: [],
     ms: 0,
   };
-  const ctx: Ctx = { e, now, dryRun, report, around: o.around ?? direct, stop: o.shouldStop ?? (() => false) };
+  const ctx: Ctx = {
+    e,
+    now,
+    dryRun,
+    report,
+    around: o.around ?? direct,
+    stop: o.shouldStop ?? (() => false),
+    activity: o.activity ?? (() => ({ open: 0, lastSeenAt: null })),
+  };
   try {
     await preflight(e);
     await expire(ctx);
@@ -111,6 +125,7 @@ interface Ctx {
   report: HousekeepingReport;
   around: <T>(target: HousekeepingTarget, fn: () => Promise<T>) => Promise<T>;
   stop: () => boolean;
+  activity: NonNullable<HousekeepingOptions['activity']>;
 }
 
 /** Runs one item; a busy branch is skipped (it is retried next pass), anything else is an error. */
@@ -216,6 +231,11 @@ async function idleStop(c: Ctx): Promise<void> {
   const seen: string[] = [];
   const idle: Array<{ b: BranchRecord; since: number }> = [];
   await mapLimit(candidates, 4, async (b) => {
+    const routed = c.activity(refOf(b));
+    if (routed.open > 0) {
+      seen.push(refName(b));
+      return;
+    }
     let clients: number;
     try {
       clients = await countClients(c.e, s, b);
@@ -234,6 +254,7 @@ async function idleStop(c: Ctx): Promise<void> {
     const started = (await c.e.docker.state(b.container).catch(() => null))?.startedAt ?? null;
     const since = Math.max(
       ...[b.lastActiveAt, started, b.createdAt].filter((x): x is string => x !== null).map((x) => Date.parse(x)),
+      routed.lastSeenAt ?? 0,
     );
     if (c.now.getTime() - since >= after) idle.push({ b, since });
   });
@@ -254,8 +275,19 @@ async function idleStop(c: Ctx): Promise<void> {
       continue;
     }
     await item(c, 'idle-stop', refName(b), async () => {
-      await c.around(refOf(b), () => stop(c.e, refOf(b), 'idle'));
-      c.report.stopped.push({ branch: refName(b), idleSince });
+      const stopped = await c.around(refOf(b), async () => {
+        // A client may have connected through the router since the pass looked.
+        if (c.activity(refOf(b)).open > 0) return false;
+        await stop(c.e, refOf(b), 'idle');
+        return true;
+      });
+      if (stopped) c.report.stopped.push({ branch: refName(b), idleSince });
+      else
+        c.report.skipped.push({
+          action: 'idle-stop',
+          target: refName(b),
+          reason: 'a client connected through the router',
+        });
     });
   }
 }

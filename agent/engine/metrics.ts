@@ -11,7 +11,8 @@ import type { SystemStatus } from './status.js';
  * Everything else is read from the engine at scrape time (see status.ts for its cost).
  */
 
-const processRegistry = new Registry();
+/** Process-wide metrics (operations, housekeeping, the router): one registry for the whole daemon. */
+export const processRegistry = new Registry();
 collectDefaultMetrics({ register: processRegistry });
 
 const LABELS = ['operation', 'result'] as const;
