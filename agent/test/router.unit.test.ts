@@ -189,7 +189,7 @@ describe('router config and connection strings', () => {
     } as unknown as Parameters<typeof branchView>[2];
     const v = branchView(cfg, db, b, { status: 'running', disk: null, wal: null });
     assert.equal(v.connection.via, 'router');
-    assert.equal(v.connection.uri, 'postgresql://postgres:p%40ss@pg.example.com:6432/api%40pr-1?sslmode=require');
+    assert.equal(v.connection.uri, 'postgresql://postgres:p%40ss@pg.example.com:6432/api@pr-1?sslmode=require');
     assert.equal(v.connection.database, 'api@pr-1');
     assert.equal(v.connection.direct.uri, 'postgresql://postgres:p%40ss@box.internal:15433/api');
     const off = branchView(parseConfig({}, 't'), db, b, { status: 'running', disk: null, wal: null });
