@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { copyFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { BpgClient } from '../api/client.js';
+import { lockSet } from '../api/locks.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
@@ -129,7 +130,8 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
       host: '127.0.0.1',
       port: ROUTER_PORT,
       user,
-      password: o.password ?? views.main!.connection.password,
+      // each branch has a password of its own: by default the one of the branch asked for by name
+      password: o.password ?? pw(database.includes('@') ? database.slice(database.indexOf('@') + 1) : 'main'),
       database,
       application_name: o.applicationName ?? 'router-test',
       ssl: { ca: ca.pem, servername: o.servername ?? 'localhost' },
@@ -165,7 +167,8 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     }
   }
 
-  const pw = (branch: string) => views[branch]!.connection.password;
+  /** A branch's own password (an unknown branch: main's, which gets as far as the refusal). */
+  const pw = (branch: string) => (views[branch] ?? views.main!).connection.password;
   const branchView = (branch: string) => okJson(['branch', 'get', `${db}/${branch}`], env);
 
   /** Which branch answered: each branch's `whoami` row names it. */
@@ -187,9 +190,22 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     throw new Error(`connecting to ${database} succeeded`);
   }
 
-  /** A housekeeping pass by the daemon's engine, `aheadMs` in the future. */
+  /**
+   * A housekeeping pass `aheadMs` in the future, with what the daemon's own passes get (serve.ts):
+   * the router's connection counts and the per-branch locks its API requests and wakes take.
+   */
   const housekeep = (aheadMs: number): Promise<HousekeepingReport> =>
-    engine.housekeep({ now: new Date(Date.now() + aheadMs) });
+    engine.housekeep({
+      now: new Date(Date.now() + aheadMs),
+      activity: (ref) => srv.router!.activity(ref),
+      around: (t, fn) =>
+        srv.api.locks.with(
+          'snapshot' in t
+            ? lockSet([`snapshot:${t.snapshot}`, 'exclusive'])
+            : lockSet([t.database, 'shared'], [`${t.database}/${t.branch}`, 'exclusive']),
+          fn,
+        ),
+    });
 
   /** The sum of a metric's series whose labels include `labels`. */
   async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
@@ -203,6 +219,19 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
       if (Object.entries(labels).every(([k, v]) => (m[2] ?? '').includes(`${k}="${v}"`))) sum += Number(m[3]);
     }
     return sum;
+  }
+
+  /** Waits until the router counts `n` open connections to a branch (in its count and in the metric). */
+  async function waitOpen(branch: string, n: number): Promise<void> {
+    const ref = { database: db, branch };
+    let open = -1;
+    let gauge = -1;
+    for (const t0 = Date.now(); Date.now() - t0 < 30_000; await sleep(100)) {
+      open = srv.router!.activity(ref).open;
+      gauge = await metric('bpg_proxy_connections_open', { branch: `${db}/${branch}` });
+      if (open === n && gauge === n) return;
+    }
+    assert.fail(`the router counts ${open} open connection(s) to ${db}/${branch} (metric: ${gauge}), expected ${n}`);
   }
 
   before(async () => {
@@ -221,8 +250,8 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     for (const [b, extra] of [
       ['dev', ['--protect']],
       ['sleepy', []],
-      ['manual', []],
-      ['doomed', []],
+      ['manual', ['--protect']],
+      ['doomed', ['--protect']],
     ] as const) {
       views[b] = await okJson(['branch', 'create', `${db}/${b}`, '--fast', ...extra], env);
       await direct(views[b], `UPDATE whoami SET b = '${b}'`);
@@ -240,6 +269,7 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
   it('the router is up on its port with TLS', () => {
     assert.ok(srv.router, 'serve() returns the router when proxy.enabled');
     assert.equal(srv.router.port, ROUTER_PORT);
+    assert.equal(srv.router.address, '127.0.0.1');
   });
 
   it('psql with sslmode=require reaches <db>@<branch>, and plain <db> (no SNI) reaches main', async () => {
@@ -414,11 +444,14 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
       { onSpawn: (p) => (pid = p) },
     );
     await waitActive(views.dev!, 'SELECT pg_sleep(60)');
-    // A CancelRequest with keys nobody has: the router closes it and nothing is cancelled.
+    // A CancelRequest with keys nobody has: the router closes it and forwards it nowhere.
+    const unknownBefore = await metric('bpg_proxy_cancel_requests_total', { result: 'unknown' });
+    const forwardedBefore = await metric('bpg_proxy_cancel_requests_total', { result: 'forwarded' });
     const bogus = await Wire.connect(ROUTER_PORT);
     await bogus.write(cancelRequest(12345, 67890));
     assert.ok(await bogus.closesWithin(20_000), 'a cancel connection is closed');
-    await sleep(300);
+    assert.equal(await metric('bpg_proxy_cancel_requests_total', { result: 'unknown' }), unknownBefore + 1);
+    assert.equal(await metric('bpg_proxy_cancel_requests_total', { result: 'forwarded' }), forwardedBefore);
     await waitActive(views.dev!, 'SELECT pg_sleep(60)');
 
     const t0 = Date.now();
@@ -430,6 +463,7 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     assert.match(r.stderr, /canceling statement due to user request/);
     // A loose bound: the statement would have run a minute.
     assert.ok(ms < 30_000, `cancelled after ${ms} ms`);
+    assert.equal(await metric('bpg_proxy_cancel_requests_total', { result: 'forwarded' }), forwardedBefore + 1);
   });
 
   it('a CancelRequest sent over TLS with the key node-postgres got cancels its pg_sleep(60)', async () => {
@@ -469,7 +503,7 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     assert.equal(stopped.status, 'stopped');
     assert.equal(stopped.stoppedBy, 'idle');
 
-    const wakesBefore = await metric('bpg_proxy_wakes_total');
+    const wakesBefore = await metric('bpg_proxy_wakes_total', { result: 'ok' });
     const t0 = Date.now();
     const answers = await Promise.all(
       Array.from({ length: 10 }, async () => {
@@ -485,7 +519,9 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
       answers.map((a) => a.b),
       Array(10).fill('sleepy'),
     );
-    assert.equal((await metric('bpg_proxy_wakes_total')) - wakesBefore, 1, 'started once');
+    assert.equal((await metric('bpg_proxy_wakes_total', { result: 'ok' })) - wakesBefore, 1, 'started once');
+    const starts = log.lines.filter((l) => l.msg === 'router: branch started' && l.branch === `${db}/sleepy`);
+    assert.equal(starts.length, 1, 'one start in the log');
     const woken = await branchView('sleepy');
     assert.equal(woken.status, 'running');
     assert.equal(woken.stoppedBy, null);
@@ -495,8 +531,8 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     await ok(['stop', `${db}/manual`], env);
     const e = await connectError(`${db}@manual`, { password: pw('manual') });
     assert.equal(e.code, '55000', e.message);
-    assert.match(e.message, /stopped/);
-    assert.match(e.message, /bpg start/);
+    assert.match(e.message, /stopped by a person/);
+    assert.match((e as { hint?: string }).hint ?? '', /bpg start/, 'the hint says how to start it');
     const v = await branchView('manual');
     assert.equal(v.status, 'stopped');
     assert.equal(v.stoppedBy, 'user');
@@ -560,18 +596,25 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
   });
 
   it(`more than proxy.maxConnectionsPerBranch (${PER_BRANCH}) connections to one branch: 53300; a closed one frees its place`, async () => {
-    const open = Array.from({ length: PER_BRANCH }, () => routed(`${db}@dev`, { password: pw('dev') }));
-    await Promise.all(open.map((c) => c.connect()));
-    const e = await connectError(`${db}@dev`, { password: pw('dev') });
-    assert.equal(e.code, '53300', e.message);
-    // Another branch is not limited by dev's connections.
-    assert.equal(await whoami(db), 'main');
-    await open.pop()!.end();
-    let answer: string | null = null;
-    for (const t0 = Date.now(); answer === null && Date.now() - t0 < 30_000; await sleep(200))
-      answer = await whoami(`${db}@dev`, { password: pw('dev') }).catch(() => null);
-    assert.equal(answer, 'dev');
-    await Promise.all(open.map((c) => c.end()));
+    await waitOpen('dev', 0); // the last test's sessions are closed on the router's side too
+    const open = Array.from({ length: PER_BRANCH }, () => routed(`${db}@dev`));
+    try {
+      await Promise.all(open.map((c) => c.connect()));
+      assert.equal(srv.router!.activity({ database: db, branch: 'dev' }).open, PER_BRANCH);
+      const e = await connectError(`${db}@dev`);
+      assert.equal(e.code, '53300', e.message);
+      // Another branch is not limited by dev's connections.
+      assert.equal(await whoami(db), 'main');
+      await open.pop()!.end();
+      let answer: string | null = null;
+      for (const t0 = Date.now(); answer === null && Date.now() - t0 < 30_000; await sleep(200))
+        answer = await whoami(`${db}@dev`).catch(() => null);
+      assert.equal(answer, 'dev');
+    } finally {
+      await Promise.all(open.map((c) => c.end().catch(() => {})));
+    }
+    // Every place is given back once the clients are gone (the count never leaks).
+    await waitOpen('dev', 0);
   });
 
   // ---------------------------------------------------------------------------- startup packets
@@ -643,7 +686,7 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     }
   }
 
-  it('a TLS reload makes new connections see the new certificate; open sessions go on', async () => {
+  it('a TLS reload makes new connections see the new certificate; open sessions go on; a broken pair keeps the old one', async () => {
     const a = new X509Certificate(certA.pem);
     const b = new X509Certificate(certB.pem);
     assert.equal((await presentedCert()).fingerprint256, a.fingerprint256);
@@ -657,6 +700,14 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     assert.equal(await whoami(`${db}@dev`, { password: pw('dev') }), 'dev', 'new sessions work with it');
     assert.deepEqual((await open.query('SELECT b FROM whoami')).rows, [{ b: 'dev' }], 'the open session goes on');
     await open.end();
+
+    // A broken pair (a certificate half written, a key that does not match) is refused; the router keeps B.
+    writeFileSync(live.cert, certA.pem.slice(0, 200));
+    await assert.rejects(srv.router!.reloadTls());
+    copyFileSync(certA.cert, live.cert); // B's key with A's certificate
+    await assert.rejects(srv.router!.reloadTls(), /proxy\.tls/);
+    assert.equal((await presentedCert()).fingerprint256, b.fingerprint256);
+    assert.equal(await whoami(`${db}@dev`), 'dev');
   });
 
   // --------------------------------------------------------------------------- connection strings
@@ -684,6 +735,11 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     }
     // The direct one works too (on the box).
     assert.deepEqual(await direct(fromCli, 'SELECT b FROM whoami'), [{ b: 'dev' }]);
+  });
+
+  it('once every client is gone, the router counts no open connection on any branch', async () => {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+    for (const b of ['main', 'dev', 'sleepy', 'manual', 'doomed']) await waitOpen(b, 0);
   });
 
   it('no password reaches the daemon’s log', () => {
