@@ -244,6 +244,14 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** The migration safety report (watches of a branch while a PR's migrations run). */
+    review: z
+      .object({
+        /** A lock that blocks writes held longer than this by a migration is flagged. */
+        maxLockSeconds: z.number().positive().max(86_400).default(1),
+      })
+      .strict()
+      .prefault({}),
     /** Branch expiry and idle stop, run by the daemon's housekeeping loop. */
     expiry: z
       .object({

@@ -11,8 +11,13 @@ import { createHash } from 'node:crypto';
 import type { BranchView } from '../agent/api/schemas.js';
 import { scrubber } from './scrub.js';
 
-/** A branch's connection, as the agent returns it (a type only: nothing is loaded at run time). */
-export type Connection = Pick<BranchView['connection'], 'host' | 'port' | 'user' | 'password' | 'database' | 'uri'>;
+/**
+ * A branch's connection, as the agent returns it (a type only: nothing is loaded at run time):
+ * through the router when the agent runs one (database `<db>@<branch>`, `sslmode` require), else
+ * the branch's own port. The comment never shows `direct`: that port is for use on the agent's box.
+ */
+export type Connection = Pick<BranchView['connection'], 'host' | 'port' | 'user' | 'password' | 'database' | 'uri'> &
+  Partial<Pick<BranchView['connection'], 'sslmode'>>;
 
 // ---- When the password is shown ---------------------------------------------------------------
 
@@ -73,7 +78,8 @@ export function maskedUri(c: Connection): string {
     if (u.password) u.password = MASK;
     return u.toString();
   } catch {
-    return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
+    const query = c.sslmode ? `?sslmode=${c.sslmode}` : '';
+    return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}${query}`;
   }
 }
 
@@ -125,7 +131,7 @@ export function when(at: string | Date): string {
 
 // ---- The comment ---------------------------------------------------------------------------------
 
-/** The branch's table: Branch, Status, Host, Port, Database, User, Password, Created, Migration(s). */
+/** The branch's table: Branch, Status, Host, Port, Database, SSL (through the router), User, Password, Created, Migration(s). */
 export interface BranchTable {
   parent: string;
   status?: string;
@@ -166,12 +172,10 @@ export function renderComment(v: CommentView): string {
     if (t.status) rows.push(`| Status | ${t.status} |`);
     const c = t.connection;
     if (c) {
-      rows.push(
-        `| Host | ${code(c.host)} |`,
-        `| Port | ${code(c.port)} |`,
-        `| Database | ${code(c.database)} |`,
-        `| User | ${code(c.user)} |`,
-      );
+      rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`);
+      // Through the router: TLS is required, and a client given the fields one by one must ask for it.
+      if (c.sslmode) rows.push(`| SSL | ${code(`sslmode=${c.sslmode}`)} |`);
+      rows.push(`| User | ${code(c.user)} |`);
       rows.push(`| Password | ${t.showPassword ? code(c.password) : t.passwordHidden} |`);
     }
     if (t.created !== undefined) rows.push(`| Created | ${t.created} |`);

@@ -41917,9 +41917,9 @@ function handleCodecTxResult(left, value, nextSchema, ctx) {
     }
     return nextSchema._zod.run({ value, issues: left.issues }, ctx);
 }
-const $ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("$ZodPreprocess", (inst, def) => {
+const $ZodPreprocess = /*@__PURE__*/ $constructor("$ZodPreprocess", (inst, def) => {
     $ZodPipe.init(inst, def);
-})));
+});
 const $ZodReadonly = /*@__PURE__*/ $constructor("$ZodReadonly", (inst, def) => {
     $ZodType.init(inst, def);
     defineLazyInternal(inst, "propValues", (zod) => zod.def.innerType._zod.propValues);
@@ -46872,10 +46872,10 @@ function invertCodec(codec) {
         reverseTransform: def.transform,
     });
 }
-const ZodPreprocess = /*@__PURE__*/ (/* unused pure expression or super */ null && (core.$constructor("ZodPreprocess", (inst, def) => {
+const ZodPreprocess = /*@__PURE__*/ $constructor("ZodPreprocess", (inst, def) => {
     ZodPipe.init(inst, def);
-    core.$ZodPreprocess.init(inst, def);
-})));
+    $ZodPreprocess.init(inst, def);
+});
 const ZodReadonly = /*@__PURE__*/ $constructor("ZodReadonly", (inst, def) => {
     $ZodReadonly.init(inst, def);
     ZodType.init(inst, def);
@@ -47175,7 +47175,7 @@ const ErrorBody = object({
     error: object({ code: schemas_string(), message: schemas_string() }),
 });
 // ---------------------------------------------------------------- views (same objects as the CLI's --json)
-const Connection = object({
+const Endpoint = object({
     host: schemas_string(),
     port: schemas_number().int(),
     user: schemas_string(),
@@ -47183,6 +47183,20 @@ const Connection = object({
     database: schemas_string(),
     uri: schemas_string(),
 });
+/** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
+const Connection = preprocess(olderAgent, Endpoint.extend({
+    via: schemas_enum(['router', 'direct']),
+    sslmode: schemas_enum(['require']).nullable(),
+    direct: Endpoint,
+}));
+/** Agents from before the router answer no via/sslmode/direct: a newer client (the Action) fills them in. */
+function olderAgent(v) {
+    if (v === null || typeof v !== 'object' || 'via' in v)
+        return v;
+    const c = v;
+    const direct = { host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, uri: c.uri };
+    return { ...c, via: 'direct', sslmode: null, direct };
+}
 const BranchView = object({
     /** `<db>/<branch>` */
     name: schemas_string(),
@@ -47335,6 +47349,34 @@ const SnapshotList = array(SnapshotView);
 const DeleteSnapshotResponse = object({ deleted: schemas_string() });
 const Seg = object({ segment: schemas_string(), time: schemas_string() });
 /** Same as `bpg wal info --json` items. */
+/** POST …/watches: start watching a migration on the branch. */
+const StartWatchBody = object({
+    /** Flag locks that block writes held longer than this (default: the agent's review.maxLockSeconds). */
+    maxLockSeconds: schemas_number().positive().max(86_400).optional(),
+})
+    .strict();
+const WatchView = object({
+    id: schemas_string(),
+    branch: schemas_string(),
+    startedAt: schemas_string(),
+});
+const SafetyReport = object({
+    durationMs: schemas_number(),
+    locks: array(object({
+        table: schemas_string(),
+        mode: schemas_string(),
+        seconds: schemas_number(),
+        blocks: schemas_enum(['reads and writes', 'writes']).nullable(),
+    })),
+    rewritten: array(schemas_string()),
+    dropped: array(schemas_string()),
+    rows: array(object({ table: schemas_string(), rows: schemas_number().nullable(), estimated: schemas_boolean() })),
+    flagged: array(schemas_string()),
+    maxLockSeconds: schemas_number(),
+    samples: schemas_number().int(),
+    intervalMs: schemas_number(),
+    incomplete: schemas_string().nullable(),
+});
 const WalInfo = object({
     branch: schemas_string(),
     folder: schemas_string(),
@@ -47453,7 +47495,8 @@ function maskedUri(c) {
         return u.toString();
     }
     catch {
-        return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}`;
+        const query = c.sslmode ? `?sslmode=${c.sslmode}` : '';
+        return `postgresql://${encodeURIComponent(c.user)}:${MASK}@${c.host}:${c.port}/${encodeURIComponent(c.database)}${query}`;
     }
 }
 /** Inline code that survives backticks and pipes in the value (names and output come from the PR). */
@@ -47507,7 +47550,11 @@ function renderComment(v) {
             rows.push(`| Status | ${t.status} |`);
         const c = t.connection;
         if (c) {
-            rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`, `| User | ${code(c.user)} |`);
+            rows.push(`| Host | ${code(c.host)} |`, `| Port | ${code(c.port)} |`, `| Database | ${code(c.database)} |`);
+            // Through the router: TLS is required, and a client given the fields one by one must ask for it.
+            if (c.sslmode)
+                rows.push(`| SSL | ${code(`sslmode=${c.sslmode}`)} |`);
+            rows.push(`| User | ${code(c.user)} |`);
             rows.push(`| Password | ${t.showPassword ? code(c.password) : t.passwordHidden} |`);
         }
         if (t.created !== undefined)
@@ -47852,6 +47899,14 @@ class BpgClient {
     resetBranch(db, branch, o) {
         return this.action(db, branch, 'reset', o);
     }
+    /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
+    startWatch(db, branch, body = {}, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/watches`, WatchView, o, body);
+    }
+    /** Stops a watch and answers the migration's safety report. */
+    stopWatch(db, branch, id, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/watches/${seg(id)}/stop`, SafetyReport, o);
+    }
     listSnapshots(db, branch, o) {
         const path = db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
         return this.json('GET', path, SnapshotList, o);
@@ -48058,10 +48113,23 @@ const external_node_readline_namespaceObject = __WEBPACK_EXTERNAL_createRequire(
 
 /** How many lines of output the comment and the error message keep. */
 const TAIL_LINES = 30;
+/** libpq's sslmodes that verify the server's certificate: stricter than `require`. */
+const VERIFYING = ['verify-ca', 'verify-full'];
+/**
+ * PGSSLMODE for a connection through the router (`sslmode: require`): `require`, unless the job's
+ * own environment asks for more (verify-ca, verify-full, with its PGSSLROOTCERT), which is kept.
+ * Nothing for a direct connection: the job's setting, if any, stays as it is.
+ */
+function sslEnv(target, env) {
+    if (!target.sslmode)
+        return {};
+    const own = env.PGSSLMODE;
+    return { PGSSLMODE: own !== undefined && VERIFYING.includes(own) ? own : target.sslmode };
+}
 /**
  * Runs the user's migration command the way a workflow's `run:` step with `shell: bash` does
  * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
- * at the branch. The command is the user's own script, handed to bash as one argument.
+ * at the branch (through the router when the agent runs one: PGDATABASE `<db>@<branch>`, PGSSLMODE). The command is the user's own script, handed to bash as one argument.
  *
  * The command is the pull request's code: it runs in `env` (the runner's environment without the
  * action's secrets, see secrets.ts), and its output is streamed to `print` line by line as it
@@ -48105,6 +48173,7 @@ async function runMigration(command, cwd, target, print, o) {
             PGUSER: target.user,
             PGPASSWORD: target.password,
             PGDATABASE: target.database,
+            ...sslEnv(target, o.env),
         },
     });
     // Both streams in arrival order, a line at a time (a password split across chunks is still caught).
@@ -48316,10 +48385,17 @@ async function run(s, gh, secrets) {
     else
         await readyBranch(s, gh, client, secrets);
 }
-/** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
+/**
+ * Registers the branch's password as a secret: from here on the runner masks it everywhere. The
+ * router's connection and the direct one (`connection.direct`, in its uri too) carry the same
+ * password; both are registered should an agent ever tell them apart.
+ */
 function protect(b) {
-    for (const form of secretForms([b.connection.password]))
+    for (const form of secretForms(passwordsOf(b)))
         core_setSecret(form);
+}
+function passwordsOf(b) {
+    return [...new Set([b.connection.password, b.connection.direct.password])];
 }
 async function readyBranch(s, gh, client, secrets) {
     const ref = `${s.database}/${s.branch}`;
@@ -48351,8 +48427,9 @@ async function readyBranch(s, gh, client, secrets) {
         info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
     else
         info(`Reusing ${ref}, created ${branch.createdAt}`);
-    info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`);
-    const scrub = scrubber([c.password, ...secrets]);
+    const via = c.via === 'router' ? `, through the router${c.sslmode ? `, sslmode ${c.sslmode}` : ''}` : '';
+    info(`Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user}${via} (status ${branch.status})`);
+    const scrub = scrubber([...passwordsOf(branch), ...secrets]);
     let migration = null;
     if (s.migrate !== null) {
         const command = s.migrate;
@@ -48431,6 +48508,7 @@ function setOutputs(b, branch, created) {
         user: c.user,
         password: c.password,
         database_name: c.database,
+        sslmode: c.sslmode ?? '',
         branch,
         created: String(created),
     };

@@ -23,10 +23,24 @@ export interface MigrationResult {
 /** How many lines of output the comment and the error message keep. */
 export const TAIL_LINES = 30;
 
+/** libpq's sslmodes that verify the server's certificate: stricter than `require`. */
+const VERIFYING = ['verify-ca', 'verify-full'];
+
+/**
+ * PGSSLMODE for a connection through the router (`sslmode: require`): `require`, unless the job's
+ * own environment asks for more (verify-ca, verify-full, with its PGSSLROOTCERT), which is kept.
+ * Nothing for a direct connection: the job's setting, if any, stays as it is.
+ */
+export function sslEnv(target: Pick<MigrationTarget, 'sslmode'>, env: Record<string, string>): Record<string, string> {
+  if (!target.sslmode) return {};
+  const own = env.PGSSLMODE;
+  return { PGSSLMODE: own !== undefined && VERIFYING.includes(own) ? own : target.sslmode };
+}
+
 /**
  * Runs the user's migration command the way a workflow's `run:` step with `shell: bash` does
  * (`bash --noprofile --norc -eo pipefail`), with DATABASE_URL and the libpq PG* variables pointing
- * at the branch. The command is the user's own script, handed to bash as one argument.
+ * at the branch (through the router when the agent runs one: PGDATABASE `<db>@<branch>`, PGSSLMODE). The command is the user's own script, handed to bash as one argument.
  *
  * The command is the pull request's code: it runs in `env` (the runner's environment without the
  * action's secrets, see secrets.ts), and its output is streamed to `print` line by line as it
@@ -76,6 +90,7 @@ export async function runMigration(
       PGUSER: target.user,
       PGPASSWORD: target.password,
       PGDATABASE: target.database,
+      ...sslEnv(target, o.env),
     },
   });
   // Both streams in arrival order, a line at a time (a password split across chunks is still caught).

@@ -33,9 +33,17 @@ export async function run(s: Settings, gh: GitHubSide, secrets: string[]): Promi
   else await readyBranch(s, gh, client, secrets);
 }
 
-/** Registers the branch's password as a secret: from here on the runner masks it everywhere. */
+/**
+ * Registers the branch's password as a secret: from here on the runner masks it everywhere. The
+ * router's connection and the direct one (`connection.direct`, in its uri too) carry the same
+ * password; both are registered should an agent ever tell them apart.
+ */
 function protect(b: BranchView): void {
-  for (const form of secretForms([b.connection.password])) core.setSecret(form);
+  for (const form of secretForms(passwordsOf(b))) core.setSecret(form);
+}
+
+function passwordsOf(b: BranchView): string[] {
+  return [...new Set([b.connection.password, b.connection.direct.password])];
 }
 
 async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secrets: string[]): Promise<void> {
@@ -70,11 +78,12 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
   if (reset) core.info(`Reset ${ref} to ${s.parent} in ${seconds(ms)}`);
   else if (created) core.info(`Created ${ref} from ${s.parent} in ${seconds(ms)}`);
   else core.info(`Reusing ${ref}, created ${branch.createdAt}`);
+  const via = c.via === 'router' ? `, through the router${c.sslmode ? `, sslmode ${c.sslmode}` : ''}` : '';
   core.info(
-    `Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user} (status ${branch.status})`,
+    `Connection: host ${c.host}, port ${c.port}, database ${c.database}, user ${c.user}${via} (status ${branch.status})`,
   );
 
-  const scrub = scrubber([c.password, ...secrets]);
+  const scrub = scrubber([...passwordsOf(branch), ...secrets]);
   let migration: MigrationResult | null = null;
   if (s.migrate !== null) {
     const command = s.migrate;
@@ -159,6 +168,7 @@ function setOutputs(b: BranchView, branch: string, created: boolean): void {
     user: c.user,
     password: c.password,
     database_name: c.database,
+    sslmode: c.sslmode ?? '',
     branch,
     created: String(created),
   };

@@ -164,6 +164,7 @@ describe('GitHub Action (the committed bundle, against a real agent and a fake G
       user: b.connection.user,
       password: pw,
       database_name: b.connection.database,
+      sslmode: '',
       branch: BRANCH,
       created: 'true',
     });

@@ -216,6 +216,7 @@ describe('action.yml', () => {
       'user',
       'password',
       'database_name',
+      'sslmode',
       'branch',
       'created',
     ]);

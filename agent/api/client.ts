@@ -186,6 +186,16 @@ export class BpgClient {
     return this.action(db, branch, 'reset', o);
   }
 
+  /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
+  startWatch(db: string, branch: string, body: S.StartWatchBody = {}, o?: CallOptions): Promise<S.WatchView> {
+    return this.json('POST', `${this.branchPath(db, branch)}/watches`, S.WatchView, o, body);
+  }
+
+  /** Stops a watch and answers the migration's safety report. */
+  stopWatch(db: string, branch: string, id: string, o?: CallOptions): Promise<S.SafetyReport> {
+    return this.json('POST', `${this.branchPath(db, branch)}/watches/${seg(id)}/stop`, S.SafetyReport, o);
+  }
+
   listSnapshots(db?: string, branch?: string, o?: CallOptions): Promise<S.SnapshotView[]> {
     const path =
       db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';

@@ -97,6 +97,9 @@ export function openapi(): Record<string, unknown> {
         CreateSnapshotBody: component(S.CreateSnapshotBody, 'input'),
         DeleteSnapshotResponse: component(S.DeleteSnapshotResponse, 'output'),
         WalInfo: component(S.WalInfo, 'output'),
+        StartWatchBody: component(S.StartWatchBody, 'input'),
+        WatchView: component(S.WatchView, 'output'),
+        SafetyReport: component(S.SafetyReport, 'output'),
       },
     },
     security: [{ bearer: [] }],
@@ -290,6 +293,31 @@ export function openapi(): Record<string, unknown> {
           summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure",
           parameters: [DB, BRANCH],
           responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/watches': {
+        post: {
+          operationId: 'startWatch',
+          summary:
+            "Start watching a migration on a running branch: its table locks (pg_locks, sampled every 50 ms from the agent's own session), then rewrites and row counts at the stop",
+          parameters: [DB, BRANCH],
+          requestBody: { required: false, content: json(ref('StartWatchBody')) },
+          responses: {
+            '201': ok('The watch', ref('WatchView')),
+            ...BAD,
+            ...MISSING,
+            '409': err('The branch is not running'),
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/watches/{id}/stop': {
+        post: {
+          operationId: 'stopWatch',
+          summary:
+            'Stop a watch and get the safety report: duration, locks held on tables that existed before, rewrites, row counts, flagged locks',
+          parameters: [DB, BRANCH, { name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+          responses: { '200': ok('The safety report', ref('SafetyReport')), ...BAD, ...MISSING, ...COMMON },
         },
       },
       '/metrics': {

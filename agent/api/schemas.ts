@@ -41,11 +41,22 @@ const Endpoint = z.object({
 });
 
 /** Through the router when the agent runs one (database `<db>@<branch>`), else the branch's own port; `direct` is always its own port. */
-export const Connection = Endpoint.extend({
-  via: z.enum(['router', 'direct']),
-  sslmode: z.enum(['require']).nullable(),
-  direct: Endpoint,
-});
+export const Connection = z.preprocess(
+  olderAgent,
+  Endpoint.extend({
+    via: z.enum(['router', 'direct']),
+    sslmode: z.enum(['require']).nullable(),
+    direct: Endpoint,
+  }),
+);
+
+/** Agents from before the router answer no via/sslmode/direct: a newer client (the Action) fills them in. */
+function olderAgent(v: unknown): unknown {
+  if (v === null || typeof v !== 'object' || 'via' in v) return v;
+  const c = v as Record<string, unknown>;
+  const direct = { host: c.host, port: c.port, user: c.user, password: c.password, database: c.database, uri: c.uri };
+  return { ...c, via: 'direct', sslmode: null, direct };
+}
 
 export const BranchView = z.object({
   /** `<db>/<branch>` */
@@ -232,6 +243,43 @@ export const DeleteSnapshotResponse = z.object({ deleted: z.string() });
 
 const Seg = z.object({ segment: z.string(), time: z.string() });
 /** Same as `bpg wal info --json` items. */
+/** POST …/watches: start watching a migration on the branch. */
+export const StartWatchBody = z
+  .object({
+    /** Flag locks that block writes held longer than this (default: the agent's review.maxLockSeconds). */
+    maxLockSeconds: z.number().positive().max(86_400).optional(),
+  })
+  .strict();
+export type StartWatchBody = z.infer<typeof StartWatchBody>;
+
+export const WatchView = z.object({
+  id: z.string(),
+  branch: z.string(),
+  startedAt: z.string(),
+});
+export type WatchView = z.infer<typeof WatchView>;
+
+export const SafetyReport = z.object({
+  durationMs: z.number(),
+  locks: z.array(
+    z.object({
+      table: z.string(),
+      mode: z.string(),
+      seconds: z.number(),
+      blocks: z.enum(['reads and writes', 'writes']).nullable(),
+    }),
+  ),
+  rewritten: z.array(z.string()),
+  dropped: z.array(z.string()),
+  rows: z.array(z.object({ table: z.string(), rows: z.number().nullable(), estimated: z.boolean() })),
+  flagged: z.array(z.string()),
+  maxLockSeconds: z.number(),
+  samples: z.number().int(),
+  intervalMs: z.number(),
+  incomplete: z.string().nullable(),
+});
+export type SafetyReport = z.infer<typeof SafetyReport>;
+
 export const WalInfo = z.object({
   branch: z.string(),
   folder: z.string(),

@@ -90,6 +90,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
         store: engine.store,
         log,
         start: (ref) => engine.start(ref),
+        containerAddress: (container) => engine.docker.address(container),
         withBranchLock: (ref, fn) => api.locks.with(branchLock(ref), fn),
       });
     } catch (e) {

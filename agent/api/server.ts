@@ -17,10 +17,12 @@ import { openapi } from './openapi.js';
 import { MetricsEndpoint } from './scrape.js';
 import { parseTime } from '../engine/pitr.js';
 import { parseTtl } from '../duration.js';
+import type { Watch } from '../engine/migration-watch.js';
 import {
   CreateDatabaseBody,
   CreateSnapshotBody,
   ForceQuery,
+  StartWatchBody,
   PatchBranchBody,
   PutBranchBody,
   SnapshotId,
@@ -102,6 +104,10 @@ const param = (req: Request, name: string): string => {
 const dbOf = (req: Request) => parseDatabaseName(param(req, 'db'));
 const refOf = (req: Request): BranchRef => ({ database: dbOf(req), branch: parseBranchPart(param(req, 'branch')) });
 const forceOf = (req: Request) => parse(ForceQuery, req.query, 'query').force === 'true';
+
+/** Migration watches running at once, and the longest one lives unstopped. */
+const MAX_WATCHES = 64;
+const WATCH_MAX_AGE_MS = 60 * 60 * 1000;
 
 export function createApi(opts: ApiOptions): Api {
   const { engine, log } = opts;
@@ -424,6 +430,43 @@ export function createApi(opts: ApiOptions): Api {
     });
   }
 
+  // Migration watches (the safety report of a PR's migrations): a sampling session each, so they
+  // are bounded in number and in age (a watch nobody stops ends by itself).
+  const watches = new Map<string, { w: Watch; timer: NodeJS.Timeout }>();
+  route('POST', '/v1/databases/:db/branches/:branch/watches', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(StartWatchBody, req.body ?? {}, 'body');
+    if (watches.size >= MAX_WATCHES)
+      throw new BpgError('unavailable', `${MAX_WATCHES} migration watches are running already; stop one first`);
+    const w = await engine.watchMigration(ref, { maxLockSeconds: body.maxLockSeconds });
+    const timer = setTimeout(() => {
+      watches.delete(w.id);
+      w.stop().catch(() => {});
+    }, WATCH_MAX_AGE_MS);
+    timer.unref();
+    watches.set(w.id, { w, timer });
+    opLog(res, 'watch started', { branch: w.branch, watch: w.id });
+    send(res, 201, { id: w.id, branch: w.branch, startedAt: w.startedAt });
+  });
+
+  route('POST', '/v1/databases/:db/branches/:branch/watches/:id/stop', async (req, res) => {
+    const ref = refOf(req);
+    const id = param(req, 'id');
+    const entry = watches.get(id);
+    if (!entry || entry.w.branch !== refName(ref))
+      throw new HttpError(404, 'not_found', `no running watch with that id on branch '${refName(ref)}'`);
+    clearTimeout(entry.timer);
+    watches.delete(id);
+    const report = await track(entry.w.stop());
+    opLog(res, 'watch stopped', {
+      branch: entry.w.branch,
+      watch: id,
+      ms: report.durationMs,
+      flagged: report.flagged.length,
+    });
+    send(res, 200, report);
+  });
+
   // ---------------------------------------------------------------- fallbacks
 
   app.use((req, _res, next) => next(new HttpError(404, 'not_found', `no route ${req.method} ${req.path}`)));
@@ -448,6 +491,11 @@ export function createApi(opts: ApiOptions): Api {
     beginShutdown() {
       closing = true;
       admission.close();
+      for (const [id, { w, timer }] of watches) {
+        clearTimeout(timer);
+        watches.delete(id);
+        w.stop().catch(() => {});
+      }
     },
     async drained() {
       while (running.size) await Promise.allSettled([...running]);

@@ -4,7 +4,7 @@ import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
 import { jsonOption } from './output.js';
-import { branchDetail, branchTable } from './render.js';
+import { branchDetail, branchTable, where } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
 /**
@@ -98,12 +98,17 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
 
   branch
     .command('rename <branch> <new>')
-    .description('rename a branch (data, port and password stay)')
+    .description("rename a branch (data, port and password stay; the router's <db>@<branch> name changes)")
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const ref = parseBranchRef(from);
       const b = await (await engine()).renameBranch(ref, parseBranchRef(to, ref.database));
-      out.result(o, b, () => `renamed ${from} to ${b.name}\n`);
+      out.result(
+        o,
+        b,
+        () =>
+          `renamed ${from} to ${b.name}${b.connection.via === 'router' ? ` (router database ${b.connection.database})` : ''}\n`,
+      );
     });
 
   for (const verb of ['start', 'stop', 'restart'] as const) {
@@ -112,11 +117,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       .description(`${verb} a branch's PostgreSQL (port and password stay)`)
       .addOption(jsonOption())
       .action(async (name: string, o) => {
-        out.result(
-          o,
-          await (await engine())[verb](parseBranchRef(name)),
-          (b) => `${b.name} ${b.status} on port ${b.port}\n`,
-        );
+        out.result(o, await (await engine())[verb](parseBranchRef(name)), (b) => `${b.name} ${b.status} ${where(b)}\n`);
       });
   }
   return branch;

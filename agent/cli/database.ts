@@ -53,7 +53,9 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     });
 
   db.command('rename <db> <new>')
-    .description('rename a database with all its branches (connection strings stay valid)')
+    .description(
+      "rename a database with all its branches (direct connection strings stay valid; the router's <db>@<branch> names change)",
+    )
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));

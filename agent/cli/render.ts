@@ -70,17 +70,48 @@ export function branchTable(branches: BranchView[]): string {
   ]);
 }
 
+/**
+ * How to connect: the router's host, port, `<db>@<branch>` and sslmode when the agent runs one,
+ * plus the branch's own port for use on the box; else the branch's own port.
+ */
+function connectionRows(b: BranchView): string[][] {
+  const c = b.connection;
+  if (c.via !== 'router')
+    return [
+      ['host', c.host],
+      ['port', String(b.port)],
+      ['user', c.user],
+      ['database', c.database],
+      ['uri', c.uri],
+    ];
+  const d = c.direct;
+  return [
+    ['via', 'router'],
+    ['host', c.host],
+    ['port', String(c.port)],
+    ['user', c.user],
+    ['database', c.database],
+    ['sslmode', c.sslmode ?? '-'],
+    ['uri', c.uri],
+    ['direct', `${d.host}:${d.port}, database ${d.database} (the branch's own port, for use on this box)`],
+  ];
+}
+
+/** `on port 15433`, or with the router `on port 15433 (router: db.example.com:6432, database app@pr-1)`. */
+export function where(b: BranchView): string {
+  const c = b.connection;
+  return c.via === 'router'
+    ? `on port ${b.port} (router: ${c.host}:${c.port}, database ${c.database})`
+    : `on port ${b.port}`;
+}
+
 export function branchDetail(b: BranchView): string {
   return table([
     ['name', b.name],
     ['status', branchStatus(b)],
     ['parent', b.parent ?? '-'],
     ['consistency', b.consistency ?? '-'],
-    ['host', b.connection.host],
-    ['port', String(b.port)],
-    ['user', b.connection.user],
-    ['database', b.connection.database],
-    ['uri', b.connection.uri],
+    ...connectionRows(b),
     ['dataset', b.dataset],
     ['container', b.container],
     ['image', b.image],

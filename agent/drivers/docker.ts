@@ -211,6 +211,16 @@ export class DockerDriver implements ContainerRuntime {
     };
   }
 
+  /** A running container's IP address on its (first) Docker network, and when it started. */
+  async address(name: string): Promise<{ ip: string; startedAt: string | null } | null> {
+    const i = await this.owned(name, 'inspect');
+    if (!i || !i.State.Running) return null;
+    const ip = Object.values(i.NetworkSettings?.Networks ?? {})
+      .map((n) => n.IPAddress)
+      .find((x) => !!x);
+    return ip ? { ip, startedAt: startedAt(i.State.StartedAt) } : null;
+  }
+
   /** The host port a container publishes 5432 on (from its configuration, running or not), and its labels. */
   async binding(name: string): Promise<{
     hostPort: number | null;

@@ -139,6 +139,8 @@ export interface ContainerRuntime {
   remove(name: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   state(name: string): Promise<ContainerState | null>;
+  /** A running container's address on its Docker network (the host reaches it there without docker-proxy); null if none. */
+  address(name: string): Promise<{ ip: string; startedAt: string | null } | null>;
   binding(name: string): Promise<{
     hostPort: number | null;
     hostIp: string | null;

@@ -24,6 +24,7 @@ import { systemStatus, type SystemStatus } from './status.js';
 import type { BranchView, DatabaseView } from './view.js';
 import { walCleanup, walInfo, type WalCleanup, type WalInfo } from './wal.js';
 
+import { startWatch, type Watch, type WatchOptions } from './migration-watch.js';
 export type { CreateBranchOptions } from './create-branch.js';
 export type { CreateResult } from './create-database.js';
 export type { EngineDeps } from './context.js';
@@ -179,6 +180,11 @@ export class Engine {
   }
 
   // -------------------------------------------------------------- lifecycle
+
+  /** Starts watching a migration on a running branch (the PR review's safety report). */
+  watchMigration(ref: BranchRef, o: WatchOptions = {}): Promise<Watch> {
+    return startWatch(this.ctx, ref, o);
+  }
 
   start(ref: BranchRef): Promise<BranchView> {
     return start(this.ctx, ref);

@@ -38,7 +38,17 @@ export interface RouterOptions extends WakeDeps {
   cfg: Config;
   store: StateStore;
   log: Logger;
+  /** A running container's address on its Docker network (the daemon passes the Docker driver's); without it, published ports. */
+  containerAddress?: (container: string) => Promise<{ ip: string } | null>;
 }
+
+interface Target {
+  host: string;
+  port: number;
+}
+
+/** How long a container's address is trusted without asking Docker again. */
+const ADDRESS_TTL_MS = 5000;
 
 export interface Activity {
   /** Client connections open through the router now. */
@@ -91,8 +101,9 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
   const sockets = new Set<Socket>();
   const sessions = new Set<Session>();
   const perBranch = new Map<string, Activity>();
-  const cancelKeys = new Map<string, { port: number }>();
+  const cancelKeys = new Map<string, Target>();
   let cached: { mtimeKey: string; state: State } | null = null;
+  const addresses = new Map<string, { target: Target | null; stateKey: string; at: number }>();
 
   const activityOf = (key: string): Activity => {
     let a = perBranch.get(key);
@@ -191,14 +202,26 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
       throw new Refusal('53300', `sorry, too many clients already for branch "${key}"`, 'too_many');
     params.set('database', db.pgDatabase);
 
-    const backend = connect({ host: backendHost, port: b.port });
-    backend.setNoDelay(true);
-    const session: Session = { key, client, backend, cancelKey: null };
     // Counted from here: the idle stop must not stop a branch a client is logging in to.
     act.open++;
     act.lastSeenAt = Date.now();
     M.open.inc({ branch: key });
+    let backend: Socket;
+    let target: Target;
+    try {
+      ({ socket: backend, target } = await connectBackend(b));
+    } catch (e) {
+      act.open--;
+      act.lastSeenAt = Date.now();
+      M.open.dec({ branch: key });
+      throw new Refusal(
+        '57P03',
+        `branch "${key}" is not answering (${(e as NodeJS.ErrnoException).code ?? 'error'}); try again in a moment`,
+        'unreachable',
+      );
+    }
     M.total.inc({ branch: key });
+    const session: Session = { key, client, backend, cancelKey: null };
     sessions.add(session);
     let closed = false;
     const done = () => {
@@ -215,19 +238,7 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
     client.on('close', done);
     backend.on('close', done);
     client.on('error', () => done());
-    try {
-      await new Promise<void>((resolve, reject) => {
-        backend.once('connect', resolve);
-        backend.once('error', reject);
-      });
-    } catch (e) {
-      done();
-      throw new Refusal(
-        '57P03',
-        `branch "${key}" is not answering (${(e as NodeJS.ErrnoException).code ?? 'error'}); try again in a moment`,
-        'unreachable',
-      );
-    }
+    if (client.destroyed) return done();
     backend.on('error', () => done());
     backend.write(startupPacket(first.version, params));
 
@@ -242,7 +253,7 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
         for (const m of framer.push(chunk)) {
           if (m.type === 'K' && m.body.length >= 8) {
             session.cancelKey = m.body.toString('hex');
-            cancelKeys.set(session.cancelKey, { port: b.port });
+            cancelKeys.set(session.cancelKey, target);
           } else if (m.type === 'Z') startupOver = true;
           else if (m.type === 'E') {
             const f = errorFields(m.body);
@@ -262,6 +273,36 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
       }
     };
     backend.on('data', onData);
+  }
+
+  /**
+   * The branch's PostgreSQL: at the container's address on its Docker network when the runtime
+   * gives one (no docker-proxy in the path: a relay less per message), else its published port.
+   * Addresses are cached a few seconds and dropped when the state changes (a start, stop, reset) or
+   * a connection to one fails; a container that does not answer there is reached on its port.
+   */
+  async function connectBackend(b: BranchRecord): Promise<{ socket: Socket; target: Target }> {
+    const published = { host: backendHost, port: b.port };
+    const viaNetwork = await containerTarget(b);
+    if (viaNetwork) {
+      try {
+        return { socket: await dial(viaNetwork, 2000), target: viaNetwork };
+      } catch {
+        addresses.delete(b.container);
+      }
+    }
+    return { socket: await dial(published, 10_000), target: published };
+  }
+
+  async function containerTarget(b: BranchRecord): Promise<Target | null> {
+    if (!o.containerAddress) return null;
+    const hit = addresses.get(b.container);
+    const stateKey = cached?.mtimeKey ?? '';
+    if (hit && hit.stateKey === stateKey && Date.now() - hit.at < ADDRESS_TTL_MS) return hit.target;
+    const a = await o.containerAddress(b.container).catch(() => null);
+    const target = a ? { host: a.ip, port: 5432 } : null;
+    addresses.set(b.container, { target, stateKey, at: Date.now() });
+    return target;
   }
 
   /** Copies src to dst with backpressure, counting bytes (into the metric when the stream ends: a counter per chunk costs throughput). */
@@ -331,7 +372,7 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
     const target = cancelKeys.get(key);
     M.cancels.inc({ result: target ? 'forwarded' : 'unknown' });
     if (!target) return; // as PostgreSQL does: no answer either way
-    const s = connect({ host: backendHost, port: target.port });
+    const s = connect(target);
     s.on('error', () => s.destroy());
     s.on('connect', () => s.end(packet));
     s.setTimeout(10_000, () => s.destroy());
@@ -389,6 +430,28 @@ function upgrade(sock: Socket, secureContext: SecureContext): Promise<TLSSocket>
       t.off('error', fail);
       t.on('error', () => t.destroy());
       resolve(t);
+    });
+  });
+}
+
+/** A TCP connection with a time limit on the connect itself. */
+function dial(t: Target, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect(t);
+    s.setNoDelay(true);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }));
+    }, timeoutMs);
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', () => s.destroy()); // until the session's own handlers are attached
+      resolve(s);
     });
   });
 }

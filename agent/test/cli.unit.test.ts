@@ -9,7 +9,9 @@ import { buildProgram } from '../cli/program.js';
 import { jsonOption, oneLine, Output } from '../cli/output.js';
 import { housekeepingText } from '../cli/expiry.js';
 import { snapshotTable, walCleanupText } from '../cli/history.js';
-import { expiry, span } from '../cli/render.js';
+import { branchDetail, expiry, span, where } from '../cli/render.js';
+import { parseConfig } from '../config.js';
+import { branchView } from '../engine/view.js';
 import { packageVersion } from '../cli/version.js';
 
 /**
@@ -338,5 +340,66 @@ describe('text for people', () => {
       }),
       'would remove 2 segment(s), 32 MiB\nkept 3 segment(s): a kept snapshot needs them\n',
     );
+  });
+
+  it("shows a branch's connection: the router's with the direct port beside it when the agent runs one", () => {
+    const db = { name: 'app', image: 'img', createdAt: 'x', pgDatabase: 'app', operation: null };
+    const rec = {
+      id: '0123456789abcdef',
+      database: 'app',
+      branch: 'pr-7',
+      parent: 'app/main',
+      status: 'running' as const,
+      port: 15433,
+      password: 'pw-secret-1',
+      image: 'img',
+      dataset: 'tank/app/pr-7',
+      container: 'bpg-app.pr-7',
+      origin: null,
+      createdAt: '2026-10-07T12:00:00Z',
+      operation: null,
+      expiresAt: null,
+      protected: false,
+      lastActiveAt: null,
+      stoppedBy: null,
+      memory: null,
+      cpus: null,
+      disk: null,
+    };
+    const live = { status: 'running', disk: null, wal: null };
+    const rowsOf = (text: string) =>
+      new Map(text.split('\n').map((l) => [l.split(/\s+/)[0]!, l.replace(/^\S+\s+/, '')]));
+
+    const plain = branchView(parseConfig({ postgres: { publicHost: 'db.example.com' } }, 'test'), db, rec, live);
+    const p = rowsOf(branchDetail(plain));
+    assert.equal(p.get('host'), 'db.example.com');
+    assert.equal(p.get('port'), '15433');
+    assert.equal(p.get('database'), 'app');
+    assert.equal(p.get('uri'), 'postgresql://postgres:pw-secret-1@db.example.com:15433/app');
+    assert.ok(!p.has('via') && !p.has('sslmode') && !p.has('direct'));
+    assert.equal(where(plain), 'on port 15433');
+
+    const cfg = parseConfig(
+      {
+        postgres: { publicHost: 'db.example.com' },
+        proxy: {
+          enabled: true,
+          listen: '0.0.0.0:6432',
+          publicHost: 'pg.example.com',
+          tls: { cert: '/c.pem', key: '/k.pem' },
+        },
+      },
+      'test',
+    );
+    const routed = branchView(cfg, db, rec, live);
+    const r = rowsOf(branchDetail(routed));
+    assert.equal(r.get('via'), 'router');
+    assert.equal(r.get('host'), 'pg.example.com');
+    assert.equal(r.get('port'), '6432');
+    assert.equal(r.get('database'), 'app@pr-7');
+    assert.equal(r.get('sslmode'), 'require');
+    assert.equal(r.get('uri'), 'postgresql://postgres:pw-secret-1@pg.example.com:6432/app%40pr-7?sslmode=require');
+    assert.equal(r.get('direct'), "db.example.com:15433, database app (the branch's own port, for use on this box)");
+    assert.equal(where(routed), 'on port 15433 (router: pg.example.com:6432, database app@pr-7)');
   });
 });

@@ -11,6 +11,7 @@ import type { BranchView } from '../engine/view.js';
 import type { Logger } from '../log.js';
 import { loadConfig, type Config } from '../config.js';
 import { Layout } from '../engine/layout.js';
+import { pgClientConfig } from '../../shared/pg-config.js';
 
 /** Tests run the real CLI against the real stack configured by scripts/test.sh (BPG_CONFIG). */
 export const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
@@ -51,12 +52,14 @@ export function uniqueDb(prefix: string): string {
   return `${prefix}${randomBytes(3).toString('hex')}`;
 }
 
+/** A query on the branch as clients reach it (through the router when the agent runs one). */
 export async function query<T extends pg.QueryResultRow = Record<string, unknown>>(
   b: BranchView,
   sql: string,
   params: unknown[] = [],
 ): Promise<T[]> {
-  const c = new pg.Client({ connectionString: b.connection.uri, connectionTimeoutMillis: 10_000 });
+  // From the fields, with libpq's sslmode=require (the router's certificate is a test one): shared/pg-config.ts.
+  const c = new pg.Client({ ...pgClientConfig(b.connection), connectionTimeoutMillis: 10_000 });
   await c.connect();
   try {
     return (await c.query<T>(sql, params)).rows;

@@ -3,6 +3,7 @@ import { PassThrough } from 'node:stream';
 import { describe, it } from 'node:test';
 import { effectiveRequireTls, parseConfig } from '../config.js';
 import { branchView } from '../engine/view.js';
+import * as S from '../api/schemas.js';
 import {
   CANCEL_REQUEST,
   GSSENC_REQUEST,
@@ -195,5 +196,13 @@ describe('router config and connection strings', () => {
     const off = branchView(parseConfig({}, 't'), db, b, { status: 'running', disk: null, wal: null });
     assert.equal(off.connection.via, 'direct');
     assert.equal(off.connection.uri, off.connection.direct.uri);
+  });
+
+  it('a newer client (the Action) reads an older agent, whose connection has no via/sslmode/direct', () => {
+    const old = { host: 'h', port: 15433, user: 'postgres', password: 'p', database: 'api', uri: 'postgresql://x' };
+    const c = S.Connection.parse(old);
+    assert.equal(c.via, 'direct');
+    assert.equal(c.sslmode, null);
+    assert.deepEqual(c.direct, old);
   });
 });

@@ -100,6 +100,42 @@ describe('the comment', () => {
     assert.ok(fenced.includes('````\nx```y\n````'));
   });
 
+  it("through the router: its host, port and `<db>@<branch>`, an SSL row, and the uri's sslmode kept when masked", () => {
+    const routed: Connection = {
+      host: 'pg.example.com',
+      port: 6432,
+      user: 'postgres',
+      password: PW,
+      database: 'app@pr-7',
+      uri: `postgresql://postgres:${encodeURIComponent(PW)}@pg.example.com:6432/app%40pr-7?sslmode=require`,
+      sslmode: 'require',
+    };
+    const body = renderComment(view({ table: { ...view().table!, connection: routed } }));
+    const labels = body
+      .split('\n')
+      .filter((l) => /^\| \w/.test(l))
+      .map((l) => l.split('|')[1]!.trim());
+    assert.deepEqual(labels.slice(2, 7), ['Host', 'Port', 'Database', 'SSL', 'User']);
+    for (const row of [
+      '| Host | `pg.example.com` |',
+      '| Port | `6432` |',
+      '| Database | `app@pr-7` |',
+      '| SSL | `sslmode=require` |',
+    ])
+      assert.ok(body.includes(row), row);
+    assert.ok(body.includes('```\npostgresql://postgres:********@pg.example.com:6432/app%40pr-7?sslmode=require\n```'));
+    assert.ok(!body.includes(PW) && !body.includes(encodeURIComponent(PW)));
+    assert.equal(
+      maskedUri({ ...routed, uri: 'not a uri' }),
+      'postgresql://postgres:********@pg.example.com:6432/app%40pr-7?sslmode=require',
+    );
+    // Without the router (sslmode null) there is no SSL row.
+    assert.ok(!renderComment(view()).includes('| SSL |'));
+    assert.ok(
+      !renderComment(view({ table: { ...view().table!, connection: { ...conn, sslmode: null } } })).includes('| SSL |'),
+    );
+  });
+
   it('masks the password of a connection string, also one that is not a URL', () => {
     assert.equal(maskedUri(conn), 'postgresql://postgres:********@db.example:15433/app');
     assert.equal(maskedUri({ ...conn, uri: 'not a uri' }), 'postgresql://postgres:********@db.example:15433/app');

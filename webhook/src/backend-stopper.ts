@@ -10,6 +10,7 @@
  * branch through the agent: its container stops, killed if need be, and with it every process in it.
  */
 import pg from 'pg';
+import { pgClientConfig, type PgTarget } from '../../shared/pg-config.js';
 
 /** How long a terminated backend gets to go before the branch is restarted. */
 export const TERMINATE_WAIT_MS = 10_000;
@@ -45,7 +46,8 @@ export class BackendStopper {
    * terminated backend gets to go.
    */
   constructor(
-    private readonly uri: string,
+    /** The branch, as the migration's own session reaches it (through the router, when it runs one). */
+    private readonly target: PgTarget,
     private readonly restartBranch: () => Promise<void>,
     private readonly waitMs = TERMINATE_WAIT_MS,
   ) {}
@@ -93,7 +95,7 @@ export class BackendStopper {
 
   private async connect(): Promise<pg.Client> {
     const c = new pg.Client({
-      connectionString: this.uri,
+      ...pgClientConfig(this.target),
       connectionTimeoutMillis: QUERY_TIMEOUT_MS,
       query_timeout: QUERY_TIMEOUT_MS,
       application_name: 'betterpg-webhook-stopper',

@@ -103,7 +103,7 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     migrations =
       files === null
         ? { path, applied: [], alreadyApplied: [], changed: [], missing: true }
-        : await applyMigrations(view.connection.uri, path, files, {
+        : await applyMigrations(view.connection, path, files, {
             commit: job.headSha,
             timeoutSeconds: settings.migrations.timeoutSeconds,
             restartBranch,

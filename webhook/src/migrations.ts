@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { describe } from '../../agent/errors.js';
+import { pgClientConfig, type PgTarget } from '../../shared/pg-config.js';
 import { backendOf, BackendStopper, type Backend, type StopOutcome } from './backend-stopper.js';
 import type { MigrationSummary } from './comment.js';
 import type { MigrationFile } from './migration-files.js';
@@ -88,12 +89,13 @@ export interface ApplyOptions {
 }
 
 /**
- * Applies the files not recorded on the branch yet. SQL errors and files over the time limit end up
- * in the summary (`failed`); connection problems throw `MigrationConnectionError` so that the job
- * is retried.
+ * Applies the files not recorded on the branch yet, on `target` (the branch's connection as the
+ * agent gives it: through the router when it runs one, with libpq's sslmode=require, see
+ * shared/pg-config.ts). SQL errors and files over the time limit end up in the summary (`failed`);
+ * connection problems throw `MigrationConnectionError` so that the job is retried.
  */
 export async function applyMigrations(
-  uri: string,
+  target: PgTarget,
   path: string,
   files: MigrationFile[],
   opts: ApplyOptions,
@@ -101,13 +103,13 @@ export async function applyMigrations(
   const summary: MigrationSummary = { path, applied: [], alreadyApplied: [], changed: [] };
   const limitMs = Math.round(opts.timeoutSeconds * 1000);
   const client = new pg.Client({
-    connectionString: uri,
+    ...pgClientConfig(target),
     connectionTimeoutMillis: 15_000,
     application_name: 'betterpg-webhook',
   });
   // An error event without a listener would crash the process (the server ending the session).
   client.on('error', () => {});
-  const stopper = new BackendStopper(uri, opts.restartBranch);
+  const stopper = new BackendStopper(target, opts.restartBranch);
   let backend: Backend | undefined;
 
   /**

@@ -25,9 +25,12 @@ export interface TestAgent {
   close(): Promise<void>;
 }
 
-/** A real agent (the HTTP API over the engine, ZFS, Docker) in this process, on a free port. */
-export async function startAgent(): Promise<TestAgent> {
-  const cfg = await loadConfig();
+/**
+ * A real agent (the HTTP API over the engine, ZFS, Docker) in this process, on a free port; on the
+ * shared test state, or on the config at `configPath` (e.g. one with the router on).
+ */
+export async function startAgent(configPath?: string): Promise<TestAgent> {
+  const cfg = await loadConfig(configPath);
   const token = `tok-${randomBytes(16).toString('hex')}`;
   const log = recorder();
   const server = await serve(
