@@ -90,6 +90,12 @@ describe('router protocol', () => {
     assert.equal(f.get('C'), '3D000');
     assert.equal(f.get('M'), 'branch "a/b" does not exist');
     assert.equal(f.get('H'), 'h');
+    // A message too long for a startup is refused from its length, before it is buffered.
+    const huge = Buffer.alloc(5);
+    huge.write('N', 0, 'latin1');
+    huge.writeInt32BE(0x7fffffff, 1);
+    assert.throws(() => new MessageFramer().push(huge), ProtocolError);
+    assert.throws(() => new MessageFramer(100).push(Buffer.concat([e.subarray(0, 1), word(101)])), ProtocolError);
   });
 
   it('reads one packet off a stream, pushes back what follows, and stops an oversized one at its length', async () => {
