@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes, X509Certificate } from 'node:crypto';
-import { copyFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
@@ -262,6 +262,7 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
     await srv?.close();
     await cli(['db', 'delete', db, '--force'], env);
+    rmSync(ca.dir, { recursive: true, force: true });
   });
 
   // ----------------------------------------------------------------------------- routing, TLS
