@@ -251,7 +251,8 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
       let startupOver = false;
       try {
         for (const m of framer.push(chunk)) {
-          if (m.type === 'K' && m.body.length >= 8) {
+          // One key per session (PostgreSQL sends one): more from a hostile branch must not grow the map.
+          if (m.type === 'K' && m.body.length >= 8 && session.cancelKey === null) {
             session.cancelKey = m.body.toString('hex');
             cancelKeys.set(session.cancelKey, target);
           } else if (m.type === 'Z') startupOver = true;
