@@ -325,8 +325,9 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
     });
     dst.on('drain', () => src.resume());
     src.on('end', () => dst.end());
-    if (!flowing) src.pause();
-    src.resume();
+    // Paused while the other side's buffer is full: its 'drain' resumes it.
+    if (flowing) src.resume();
+    else src.pause();
   }
 
   /** The branch record once it can take a connection: woken if the idle stop stopped it. */
