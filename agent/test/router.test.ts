@@ -8,6 +8,8 @@ import pg from 'pg';
 import { BpgClient } from '../api/client.js';
 import { lockSet } from '../api/locks.js';
 import { serve, type RunningServer } from '../api/serve.js';
+import { startRouter } from '../proxy/router.js';
+import { newOperation } from '../state/operation.js';
 import { loadConfig, type Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
@@ -616,6 +618,97 @@ describe('the router on the real stack', { concurrency: 1 }, () => {
     }
     // Every place is given back once the clients are gone (the count never leaks).
     await waitOpen('dev', 0);
+  });
+
+  it('a branch being created, reset, renamed or deleted is 57P03 (retry), and answers again once that is over', async () => {
+    await waitOpen('dev', 0);
+    const key = `${db}/dev`;
+    // The state exactly as it is while another bpg process runs those operations on dev: an
+    // operation journalled by a live process (this one), or the status a create or delete keeps.
+    const set = (change: (b: { status: string; operation: unknown }) => void) =>
+      engine.store.update((st) => change(st.branches[key] as { status: string; operation: unknown }));
+    for (const [kind, words] of [
+      ['reset', /being reset/],
+      ['rename', /being renamed/],
+      ['delete', /being deleted/],
+    ] as const) {
+      await set((b) => (b.operation = newOperation(kind)));
+      const e = await connectError(`${db}@dev`);
+      assert.equal(e.code, '57P03', `${kind}: ${e.message}`);
+      assert.match(e.message, words);
+    }
+    await set((b) => (b.operation = null));
+    for (const [status, words] of [
+      ['creating', /being created/],
+      ['deleting', /being deleted/],
+    ] as const) {
+      await set((b) => (b.status = status));
+      const e = await connectError(`${db}@dev`);
+      assert.equal(e.code, '57P03', `${status}: ${e.message}`);
+      assert.match(e.message, words);
+    }
+    await set((b) => (b.status = 'running'));
+    assert.equal(await whoami(`${db}@dev`), 'dev');
+    assert.ok((await metric('bpg_proxy_refused_total', { reason: 'busy' })) >= 5);
+  });
+
+  it('more than proxy.maxConnections in total: 53300 on any branch', async () => {
+    // A second router on the same daemon state, with room for 3 clients (plaintext: loopback, no TLS).
+    const small = await startRouter({
+      cfg: {
+        ...cfg,
+        proxy: {
+          ...cfg.proxy,
+          listen: `127.0.0.1:${ROUTER_PORT + 1}`,
+          tls: null,
+          requireTls: false,
+          maxConnections: 3,
+        },
+      },
+      store: engine.store,
+      log,
+      start: (ref) => engine.start(ref),
+      withBranchLock: (ref, fn) =>
+        srv.api.locks.with(lockSet([ref.database, 'shared'], [`${ref.database}/${ref.branch}`, 'exclusive']), fn),
+      containerAddress: (c) => engine.docker.address(c),
+    });
+    const through = (branch: string) =>
+      new pg.Client({
+        host: '127.0.0.1',
+        port: ROUTER_PORT + 1,
+        user,
+        password: pw(branch),
+        database: `${db}@${branch}`,
+        connectionTimeoutMillis: 30_000,
+      });
+    const open = [through('dev'), through('main'), through('dev')];
+    try {
+      await Promise.all(open.map((c) => c.connect()));
+      for (const branch of ['dev', 'main']) {
+        const c = through(branch);
+        const e = await c.connect().then(
+          () => null,
+          (err: Error & { code?: string }) => err,
+        );
+        await c.end().catch(() => {});
+        assert.equal(e?.code, '53300', `${branch}: ${e?.message}`);
+        assert.match(e!.message, /proxy\.maxConnections/);
+      }
+      await open.pop()!.end();
+      let again: pg.Client | null = null;
+      for (const t0 = Date.now(); again === null && Date.now() - t0 < 30_000; await sleep(200)) {
+        const c = through('main');
+        again = await c.connect().then(
+          () => c,
+          () => null,
+        );
+      }
+      assert.ok(again, 'a closed connection frees its place');
+      open.push(again);
+    } finally {
+      await Promise.all(open.map((c) => c.end().catch(() => {})));
+      await small.close();
+    }
   });
 
   // ---------------------------------------------------------------------------- startup packets
