@@ -104,7 +104,7 @@ function assertRouted(b: BranchView): void {
   assert.equal(c.sslmode, 'require');
   assert.equal(
     c.uri,
-    `postgresql://postgres:${encodeURIComponent(c.password)}@127.0.0.1:${routerPort}/${db}%40${BRANCH}?sslmode=require`,
+    `postgresql://postgres:${encodeURIComponent(c.password)}@127.0.0.1:${routerPort}/${db}@${BRANCH}?sslmode=require`,
   );
 }
 
@@ -116,7 +116,7 @@ function assertCommentRouted(body: string, b: BranchView, showPassword: boolean)
     `| SSL | \`sslmode=require\` |`,
   ])
     assert.ok(body.includes(row), `comment has ${row}`);
-  const masked = `postgresql://postgres:********@127.0.0.1:${routerPort}/${db}%40${BRANCH}?sslmode=require`;
+  const masked = `postgresql://postgres:********@127.0.0.1:${routerPort}/${db}@${BRANCH}?sslmode=require`;
   assert.ok(body.includes(showPassword ? b.connection.uri : masked), 'the router connection string');
   assert.ok(!body.includes(`\`${b.port}\``) && !body.includes(`:${b.port}/`), 'not the direct port');
   assert.equal(body.includes(b.connection.password), showPassword);
@@ -205,7 +205,7 @@ describe('GitHub Action with the router on (the committed bundle, Node 20 and 24
       new RegExp(`^target 127\\.0\\.0\\.1:${routerPort} database ${ROUTED} sslmode require$`, 'm'),
     );
     assert.ok(
-      r.stdout.includes(`url postgresql://postgres:***@127.0.0.1:${routerPort}/${db}%40${BRANCH}?sslmode=require\n`),
+      r.stdout.includes(`url postgresql://postgres:***@127.0.0.1:${routerPort}/${db}@${BRANCH}?sslmode=require\n`),
       'DATABASE_URL is the router one (its password scrubbed)',
     );
     assert.ok(r.stdout.includes(`cluster database ${b.connection.direct.database}\n`), 'the router rewrote the name');

@@ -141,12 +141,16 @@ function connectionOf(
 ): Connection {
   const hostInUri = host.includes(':') ? `[${host}]` : host;
   const query = sslmode ? `?sslmode=${sslmode}` : '';
+  // '@' stays literal in the path (RFC 3986 allows it there; libpq and WHATWG URLs read it so):
+  // node-postgres decodes the path with decodeURI, which leaves '%40' as it is, and would ask the
+  // router for database "api%40pr-1".
+  const path = encodeURIComponent(database).replace(/%40/g, '@');
   return {
     host,
     port,
     user,
     password,
     database,
-    uri: `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostInUri}:${port}/${encodeURIComponent(database)}${query}`,
+    uri: `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@${hostInUri}:${port}/${path}${query}`,
   };
 }

@@ -105,9 +105,15 @@ export interface BackendMessage {
   body: Buffer;
 }
 
-/** Splits a backend byte stream into whole messages (1-byte type, 4-byte length). */
+/**
+ * Splits a backend byte stream into whole messages (1-byte type, 4-byte length). A message longer
+ * than `maxMessage` is refused before it is buffered: the branch is the PR's, and the messages of a
+ * startup (authentication, parameters, the key, notices) are small.
+ */
 export class MessageFramer {
   private buf: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly maxMessage = 1024 * 1024) {}
 
   push(chunk: Buffer): BackendMessage[] {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
@@ -115,6 +121,7 @@ export class MessageFramer {
     while (this.buf.length >= 5) {
       const len = this.buf.readInt32BE(1);
       if (len < 4) throw new ProtocolError('invalid message length from the server');
+      if (len > this.maxMessage) throw new ProtocolError(`message of ${len} bytes from the server during startup`);
       if (this.buf.length < 1 + len) break;
       out.push({ type: String.fromCharCode(this.buf[0]!), body: this.buf.subarray(5, 1 + len) });
       this.buf = this.buf.subarray(1 + len);

@@ -99,6 +99,8 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
   const waker = new Waker(o, o.log);
 
   const sockets = new Set<Socket>();
+  /** Client connections that count against proxy.maxConnections: accepted and not refused or closed. */
+  const counted = new Set<Socket>();
   const sessions = new Set<Session>();
   const perBranch = new Map<string, Activity>();
   const cancelKeys = new Map<string, Target>();
@@ -121,11 +123,15 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
     return state;
   };
 
-  const refuse = (client: Duplex, r: Refusal) => {
+  const refuse = (sock: Socket, client: Duplex, r: Refusal) => {
     M.refused.inc({ reason: r.reason });
     o.log.debug('router: refused', { reason: r.reason, sqlstate: r.sqlstate, message: r.message });
-    if (!client.destroyed && client.writable) client.end(errorResponse(r.sqlstate, r.message, { hint: r.hint }));
-    else client.destroy();
+    // A refused client no longer takes a place, even while it is slow to close its side.
+    counted.delete(sock);
+    if (!client.destroyed && client.writable) {
+      client.end(errorResponse(r.sqlstate, r.message, { hint: r.hint }));
+      setTimeout(() => sock.destroy(), 5000).unref();
+    } else client.destroy();
   };
 
   async function handle(sock: Socket): Promise<void> {
@@ -178,15 +184,15 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
       } finally {
         clearTimeout(timer);
       }
-      if (sockets.size > px.maxConnections)
+      if (counted.size > px.maxConnections)
         throw new Refusal('53300', 'sorry, too many clients already (proxy.maxConnections)', 'too_many');
       await route(client, first, servername);
     } catch (e) {
-      if (e instanceof Refusal) return refuse(client, e);
-      if (e instanceof ProtocolError) return refuse(client, new Refusal('08P01', e.message, 'protocol'));
+      if (e instanceof Refusal) return refuse(sock, client, e);
+      if (e instanceof ProtocolError) return refuse(sock, client, new Refusal('08P01', e.message, 'protocol'));
       if (isGone(e)) return void client.destroy();
       o.log.warn(`router: connection failed: ${describe(e)}`);
-      refuse(client, new Refusal('XX000', 'the router could not serve this connection', 'unreachable'));
+      refuse(sock, client, new Refusal('XX000', 'the router could not serve this connection', 'unreachable'));
     }
   }
 
@@ -251,7 +257,8 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
       let startupOver = false;
       try {
         for (const m of framer.push(chunk)) {
-          if (m.type === 'K' && m.body.length >= 8) {
+          // One key per session (PostgreSQL sends one): more from a hostile branch must not grow the map.
+          if (m.type === 'K' && m.body.length >= 8 && session.cancelKey === null) {
             session.cancelKey = m.body.toString('hex');
             cancelKeys.set(session.cancelKey, target);
           } else if (m.type === 'Z') startupOver = true;
@@ -324,8 +331,9 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
     });
     dst.on('drain', () => src.resume());
     src.on('end', () => dst.end());
-    if (!flowing) src.pause();
-    src.resume();
+    // Paused while the other side's buffer is full: its 'drain' resumes it.
+    if (flowing) src.resume();
+    else src.pause();
   }
 
   /** The branch record once it can take a connection: woken if the idle stop stopped it. */
@@ -380,7 +388,11 @@ export async function startRouter(o: RouterOptions): Promise<Router> {
 
   const server: Server = createServer((sock) => {
     sockets.add(sock);
-    sock.on('close', () => sockets.delete(sock));
+    counted.add(sock);
+    sock.on('close', () => {
+      sockets.delete(sock);
+      counted.delete(sock);
+    });
     sock.on('error', () => sock.destroy());
     void handle(sock).catch((e: unknown) => {
       o.log.warn(`router: ${describe(e)}`);

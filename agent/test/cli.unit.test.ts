@@ -400,7 +400,7 @@ describe('text for people', () => {
     assert.equal(r.get('port'), '6432');
     assert.equal(r.get('database'), 'app@pr-7');
     assert.equal(r.get('sslmode'), 'require');
-    assert.equal(r.get('uri'), 'postgresql://postgres:pw-secret-1@pg.example.com:6432/app%40pr-7?sslmode=require');
+    assert.equal(r.get('uri'), 'postgresql://postgres:pw-secret-1@pg.example.com:6432/app@pr-7?sslmode=require');
     assert.equal(r.get('direct'), "db.example.com:15433, database app (the branch's own port, for use on this box)");
     assert.equal(where(routed), 'on port 15433 (router: pg.example.com:6432, database app@pr-7)');
   });

@@ -58,8 +58,13 @@ export async function query<T extends pg.QueryResultRow = Record<string, unknown
   sql: string,
   params: unknown[] = [],
 ): Promise<T[]> {
-  // From the fields, with libpq's sslmode=require (the router's certificate is a test one): shared/pg-config.ts.
-  const c = new pg.Client({ ...pgClientConfig(b.connection), connectionTimeoutMillis: 10_000 });
+  // Through the router with TLS: from the fields, with libpq's sslmode=require (the router's
+  // certificate is a test one), shared/pg-config.ts. Otherwise the uri itself, as clients use it
+  // (tests change it: another password, startup options).
+  const c = new pg.Client({
+    ...(b.connection.sslmode === 'require' ? pgClientConfig(b.connection) : { connectionString: b.connection.uri }),
+    connectionTimeoutMillis: 10_000,
+  });
   await c.connect();
   try {
     return (await c.query<T>(sql, params)).rows;

@@ -90,6 +90,12 @@ describe('router protocol', () => {
     assert.equal(f.get('C'), '3D000');
     assert.equal(f.get('M'), 'branch "a/b" does not exist');
     assert.equal(f.get('H'), 'h');
+    // A message too long for a startup is refused from its length, before it is buffered.
+    const huge = Buffer.alloc(5);
+    huge.write('N', 0, 'latin1');
+    huge.writeInt32BE(0x7fffffff, 1);
+    assert.throws(() => new MessageFramer().push(huge), ProtocolError);
+    assert.throws(() => new MessageFramer(100).push(Buffer.concat([e.subarray(0, 1), word(101)])), ProtocolError);
   });
 
   it('reads one packet off a stream, pushes back what follows, and stops an oversized one at its length', async () => {
@@ -190,7 +196,7 @@ describe('router config and connection strings', () => {
     } as unknown as Parameters<typeof branchView>[2];
     const v = branchView(cfg, db, b, { status: 'running', disk: null, wal: null });
     assert.equal(v.connection.via, 'router');
-    assert.equal(v.connection.uri, 'postgresql://postgres:p%40ss@pg.example.com:6432/api%40pr-1?sslmode=require');
+    assert.equal(v.connection.uri, 'postgresql://postgres:p%40ss@pg.example.com:6432/api@pr-1?sslmode=require');
     assert.equal(v.connection.database, 'api@pr-1');
     assert.equal(v.connection.direct.uri, 'postgresql://postgres:p%40ss@box.internal:15433/api');
     const off = branchView(parseConfig({}, 't'), db, b, { status: 'running', disk: null, wal: null });

@@ -93,7 +93,7 @@ function assertCommentRouted(body: string, b: BranchView, showPassword: boolean)
     `| SSL | \`sslmode=require\` |`,
   ])
     assert.ok(body.includes(row), `comment has ${row}`);
-  const masked = `postgresql://postgres:********@127.0.0.1:${routerPort}/${db}%40${b.branch}?sslmode=require`;
+  const masked = `postgresql://postgres:********@127.0.0.1:${routerPort}/${db}@${b.branch}?sslmode=require`;
   assert.ok(body.includes(showPassword ? b.connection.uri : masked), 'the router connection string');
   assert.ok(!body.includes(`\`${b.port}\``) && !body.includes(`:${b.port}/`), 'not the direct port');
   assert.equal(body.includes(b.connection.password), showPassword);
