@@ -178,7 +178,7 @@ describe('GitHub Action with the router on (the committed bundle, Node 20 and 24
       expires_at: b.expiresAt ?? '',
       role_user: 'app_user',
       role_password: rolePw,
-      role_connection_string: `postgresql://app_user:${rolePw}@127.0.0.1:${routerPort}/${db}%40${BRANCH}?sslmode=require`,
+      role_connection_string: `postgresql://app_user:${rolePw}@127.0.0.1:${routerPort}/${db}@${BRANCH}?sslmode=require`,
     });
     assert.equal((JSON.parse(schemaDiff!) as { branch: string }).branch, `${db}/${BRANCH}`);
     assert.ok(commentUrl?.startsWith('https://github.com/'));
