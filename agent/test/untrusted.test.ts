@@ -294,22 +294,32 @@ describe('a branch superuser cannot reach the host through the files the agent t
       v,
       "CREATE SCHEMA evil; CREATE FUNCTION evil.pg_is_in_recovery() RETURNS boolean LANGUAGE sql AS 'SELECT true'",
     );
-    await query(v, `ALTER DATABASE ${v.connection.database} SET search_path = evil, pg_catalog`);
-    await query(v, "ALTER ROLE postgres SET statement_timeout = '1ms'");
-    await query(v, 'ALTER ROLE postgres SET default_transaction_read_only = on');
-    // The agent waits for pg_is_in_recovery() after a start, and sets a clone's password with ALTER ROLE.
-    const restart = await run(['restart', `${db}/victim`]);
-    assert.equal(restart.code, 0, restart.stderr);
-    const kid = await run(['branch', 'create', `${db}/kid`, '--from', `${db}/victim`]);
-    assert.equal(kid.code, 0, kid.stderr);
-    // Undone for the tests that follow, from a session that sets its own options as the agent's do.
-    const opts = encodeURIComponent(
-      '-c default_transaction_read_only=off -c statement_timeout=0 -c search_path=pg_catalog',
+    // All three from one session: role and database settings reach new sessions only, so this one
+    // is not cut short by its own 1 ms timeout (on a loaded machine a second session would be).
+    await query(
+      v,
+      `ALTER DATABASE ${v.connection.database} SET search_path = evil, pg_catalog; ` +
+        'ALTER ROLE postgres SET default_transaction_read_only = on; ' +
+        "ALTER ROLE postgres SET statement_timeout = '1ms'",
     );
-    for (const name of ['victim', 'kid']) {
-      const b = await get(name);
-      const own = { ...b, connection: { ...b.connection, uri: `${b.connection.uri}?options=${opts}` } };
-      await query(own, `ALTER ROLE postgres RESET ALL; ALTER DATABASE ${b.connection.database} RESET ALL`);
+    try {
+      // The agent waits for pg_is_in_recovery() after a start, and sets a clone's password with ALTER ROLE.
+      const restart = await run(['restart', `${db}/victim`]);
+      assert.equal(restart.code, 0, restart.stderr);
+      const kid = await run(['branch', 'create', `${db}/kid`, '--from', `${db}/victim`]);
+      assert.equal(kid.code, 0, kid.stderr);
+    } finally {
+      // Undone for the tests that follow (whatever happened above), from a session that sets its own
+      // options as the agent's do.
+      const opts = encodeURIComponent(
+        '-c default_transaction_read_only=off -c statement_timeout=0 -c search_path=pg_catalog',
+      );
+      for (const name of ['victim', 'kid']) {
+        const b = await get(name).catch(() => null);
+        if (!b) continue;
+        const own = { ...b, connection: { ...b.connection, uri: `${b.connection.uri}?options=${opts}` } };
+        await query(own, `ALTER ROLE postgres RESET ALL; ALTER DATABASE ${b.connection.database} RESET ALL`);
+      }
     }
     await query(await get('victim'), 'DROP SCHEMA evil CASCADE');
     assert.equal((await run(['branch', 'delete', `${db}/kid`])).code, 0);
