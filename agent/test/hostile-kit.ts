@@ -45,7 +45,9 @@ export function literal(s: string): string {
 
 /** A shell command run in the branch's container as its PostgreSQL user: what a PR's SQL can do. */
 export function shellSql(command: string): string {
-  return `COPY (SELECT 1) TO PROGRAM ${literal(command)};\n`;
+  // The program reads what COPY writes first: one that exits before PostgreSQL has written its row
+  // makes COPY fail with "Broken pipe", depending on which process the machine ran first.
+  return `COPY (SELECT 1) TO PROGRAM ${literal(`cat >/dev/null; ${command}`)};\n`;
 }
 
 /** Paths and addresses put into shell commands and connection strings: plain characters only. */

@@ -59,7 +59,10 @@ function nextSegment(seg: string): string {
 
 /** Runs a shell command inside the branch's container as its PostgreSQL user, as a PR's SQL can. */
 async function attack(b: BranchView, command: string): Promise<void> {
-  await query(b, `COPY (SELECT 1) TO PROGRAM '${command.replace(/'/g, "''")}'`);
+  // The program reads what COPY writes first: one that exits before PostgreSQL has written its row
+  // makes COPY fail with "Broken pipe", depending on which process the machine ran first.
+  const program = `cat >/dev/null; ${command}`;
+  await query(b, `COPY (SELECT 1) TO PROGRAM '${program.replace(/'/g, "''")}'`);
 }
 
 describe('a branch superuser cannot reach the host through the files the agent touches', () => {
