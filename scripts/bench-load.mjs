@@ -51,7 +51,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
-import { fmtBytes, must, qi, run, stats, target, withPg } from './lib/bench.mjs';
+import { deltaOf, fmtBytes, mapLimit, must, qi, run, signed, stats, target, withPg } from './lib/bench.mjs';
 import YAML from 'yaml';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -124,27 +124,12 @@ const clock = () => new Date().toISOString().slice(11, 19);
 const log = (msg) => process.stderr.write(`[load ${clock()}] ${msg}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const sec = (ms) => (ms / 1000).toFixed(2);
-const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
 const load1 = () => Number(loadavg()[0].toFixed(2));
 
 const msLine = (st) =>
   st ? `p50 ${sec(st.p50)} s, p95 ${sec(st.p95)} s (min ${sec(st.min)}, max ${sec(st.max)}, n=${st.n})` : 'n/a';
 const bytesLine = (st) =>
   st ? `mean ${fmtBytes(st.mean)}, p50 ${fmtBytes(st.p50)}, max ${fmtBytes(st.max)} (n=${st.n})` : 'n/a';
-
-/** Runs fn over items, at most `limit` at once, in order of the items; stops starting new ones when `stop()` says so. */
-async function mapLimit(items, limit, fn, stop = () => false) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length && !stop()) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 const countRows = async (c) => (await c.query(`SELECT count(*)::int AS n FROM ${TABLE}`)).rows[0].n;
 /** What "answers" means, for a branch and for a copy alike: count, write one row, count again. */
@@ -215,10 +200,6 @@ async function hostBreakdown() {
   for (const [name, pids] of Object.entries(daemons)) out[`${name}Rss`] = (await pssOf(pids)).rss;
   return out;
 }
-const deltaOf = (before, after) =>
-  Object.fromEntries(
-    Object.keys(after).map((k) => [k, after[k] == null || before[k] == null ? null : after[k] - before[k]]),
-  );
 async function dirBytes(dir) {
   let total = 0;
   let entries;

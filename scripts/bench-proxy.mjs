@@ -46,7 +46,7 @@ import { parseArgs } from 'node:util';
 import Docker from 'dockerode';
 import pg from 'pg';
 import YAML from 'yaml';
-import { fmtBytes, must, run, stats } from './lib/bench.mjs';
+import { deltaOf, fmtBytes, mapLimit, must, run, signed, stats } from './lib/bench.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BPG_JS = join(ROOT, 'bin', 'bpg.js');
@@ -139,20 +139,6 @@ const median = (xs) => {
 };
 const msLine = (st) => (st ? `p50 ${st.p50} ms, p95 ${st.p95} ms (min ${st.min}, max ${st.max}, n=${st.n})` : 'n/a');
 
-/** Runs fn over items, at most `limit` at once; stops starting new ones when `stop()` says so. */
-async function mapLimit(items, limit, fn, stop = () => false) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length && !stop()) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
 /** /proc/meminfo in bytes. */
 async function meminfo() {
   return Object.fromEntries(
@@ -236,9 +222,6 @@ async function branchMemory(containers) {
     perContainerTotalBytes: stats(per.map((x) => x.total)),
   };
 }
-const deltaOf = (a, b) =>
-  Object.fromEntries(Object.keys(b).map((k) => [k, b[k] == null || a[k] == null ? null : b[k] - a[k]]));
-const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
 
 const docker = new Docker();
 const managedContainers = (all = true) =>

@@ -19,6 +19,7 @@ import { MetricsEndpoint } from './scrape.js';
 import { parseTime } from '../engine/pitr.js';
 import { parseTtl } from '../duration.js';
 import type { Watch } from '../engine/migration-watch.js';
+import type { SafetyReport as EngineSafetyReport } from '../engine/lock-report.js';
 import {
   CreateDatabaseBody,
   CreateSnapshotBody,
@@ -33,6 +34,7 @@ import {
   type BranchView,
   type DatabaseView,
   type ErrorBody,
+  type SafetyReport,
   type SchemaDiff,
 } from './schemas.js';
 
@@ -40,7 +42,8 @@ import {
 type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const viewsMatch: Same<EngineBranchView, BranchView> &
   Same<EngineDatabaseView, DatabaseView> &
-  Same<EngineSchemaDiff, SchemaDiff> = true;
+  Same<EngineSchemaDiff, SchemaDiff> &
+  Same<EngineSafetyReport, SafetyReport> = true;
 void viewsMatch;
 
 export interface ApiOptions {

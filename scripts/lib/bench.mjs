@@ -80,3 +80,26 @@ export async function withPg(t, fn) {
 }
 
 export const qi = (s) => `"${s.replace(/"/g, '""')}"`;
+
+/** `+1.2 MiB` / `-300 KiB` */
+export const signed = (b) => (b == null ? 'n/a' : `${b >= 0 ? '+' : '-'}${fmtBytes(Math.abs(b))}`);
+
+/** after - before for every key of after (null where either is missing). */
+export const deltaOf = (before, after) =>
+  Object.fromEntries(
+    Object.keys(after).map((k) => [k, after[k] == null || before[k] == null ? null : after[k] - before[k]]),
+  );
+
+/** Runs fn over items, at most `limit` at once; stops starting new ones when `stop()` says so. */
+export async function mapLimit(items, limit, fn, stop = () => false) {
+  const out = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length && !stop()) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
