@@ -101,6 +101,15 @@ export function inspect(
 ): PlannedFinding[] {
   const out: PlannedFinding[] = [];
   const add = (f: PlannedFinding) => out.push(f);
+  /** A dataset under our base that we did not make: reported, never touched. */
+  const addForeign = (subject: string) =>
+    add({
+      kind: 'foreign-dataset',
+      subject,
+      detail: 'not made by BetterPG (no betterpg:managed property); left alone',
+      action: null,
+      repair: null,
+    });
   const root = inv.root;
   const walPrefix = `${inv.walRoot}/`;
   const walById = new Map(
@@ -310,13 +319,7 @@ export function inspect(
     if (owner && isBusy(owner)) continue;
     if (owner && !fsByName.has(owner.dataset)) continue; // it is that branch's data, under another name (see moved-dataset)
     if (!z.managed) {
-      add({
-        kind: 'foreign-dataset',
-        subject: z.name,
-        detail: 'not made by BetterPG (no betterpg:managed property); left alone',
-        action: null,
-        repair: null,
-      });
+      addForeign(z.name);
       continue;
     }
     orphans.push(z);
@@ -424,13 +427,7 @@ export function inspect(
     const owner = byId.get(id);
     if (owner && (isBusy(owner) || name === id)) continue;
     if (!z.managed) {
-      add({
-        kind: 'foreign-dataset',
-        subject: z.name,
-        detail: 'not made by BetterPG (no betterpg:managed property); left alone',
-        action: null,
-        repair: null,
-      });
+      addForeign(z.name);
       continue;
     }
     const detail = owner ? `an old WAL archive of branch ${refName(owner)}` : 'a WAL archive of no branch in the state';
