@@ -1,13 +1,14 @@
 import type { Command } from 'commander';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
+import type { Paint } from './colour.js';
 import type { CliContext } from './context.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
-const databaseDetail = (d: DatabaseView) =>
-  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+const databaseDetail = (d: DatabaseView, paint: Paint) =>
+  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches, paint);
 
 /** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
 export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {
@@ -19,6 +20,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(memoryOption())
     .addOption(cpusOption())
     .addOption(diskOption('default: none for main'))
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
@@ -31,6 +33,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
 
   db.command('list')
     .description('list databases')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (o) => {
       out.result(o, await (await engine()).listDatabases(), databaseTable);
@@ -38,6 +41,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
 
   db.command('get <db>')
     .description('show one database and its branches')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
@@ -46,6 +50,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
   db.command('delete <db>')
     .description('delete a database with its main branch')
     .option('--force', 'also delete every other branch of it')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
@@ -56,6 +61,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .description(
       "rename a database with all its branches (direct connection strings stay valid; the router's <db>@<branch> names change)",
     )
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
