@@ -12,6 +12,7 @@ import { connectionOf, psqlCommandLine, shellQuote, uriWithoutPassword } from '.
 import { formatOf, Output } from '../cli/output.js';
 import { buildProgram } from '../cli/program.js';
 import { psqlEnvironment } from '../cli/psql.js';
+import { onTty } from './tty.js';
 import { branchTable, table } from '../cli/render.js';
 import type { BranchView } from '../engine/view.js';
 
@@ -43,30 +44,6 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
-
-/**
- * Runs `argv` on a pseudo-terminal (python3's pty module: Node has none) and returns what it wrote
- * there, stdout and stderr together, as a terminal shows it.
- */
-export const ON_A_TTY = `
-import os, pty, sys
-pid, fd = pty.fork()
-if pid == 0:
-    os.execvp(sys.argv[1], sys.argv[1:])
-out = b''
-while True:
-    try:
-        d = os.read(fd, 65536)
-    except OSError:
-        break
-    if not d:
-        break
-    out += d
-_, status = os.waitpid(pid, 0)
-sys.stdout.buffer.write(out)
-sys.exit(os.waitstatus_to_exitcode(status))
-`;
-export const onTty = (argv: string[], env: NodeJS.ProcessEnv = {}) => run('python3', ['-c', ON_A_TTY, ...argv], env);
 
 /** process.stdout.write captured during `fn`. */
 function stdoutOf(fn: () => void): string {
