@@ -95,7 +95,7 @@ export async function removeImportLeftovers(ctx: EngineContext, id: string): Pro
   await rm(importWorkDir(ctx, id), { recursive: true, force: true });
 }
 
-interface Probe {
+export interface Probe {
   version: number;
   clientVersion: number;
   size: number | null;
