@@ -291,7 +291,8 @@ class ImportRun {
       '  pg_database_size(current_database()),',
       '  (SELECT rolname FROM pg_roles WHERE oid = 10),',
       "  (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'),",
-      '  :VERSION_NUM;',
+      '  :VERSION_NUM,',
+      "  (SELECT sum(pg_database_size(oid)) FROM pg_database WHERE has_database_privilege(oid, 'CONNECT'));",
       '',
     ].join('\n');
     await this.writeRunFile('probe.sql', sql);
@@ -313,13 +314,14 @@ class ImportRun {
       .map((l) => l.trim())
       .filter((l) => /^\d+\|/.test(l))
       .pop();
-    const [version, size, bootstrap, tables, client] = (row ?? '').split('|');
+    const [version, size, bootstrap, tables, client, cluster] = (row ?? '').split('|');
     if (!row || !bootstrap || !Number(version) || !Number(client))
       throw new Error(`the source answered something unexpected: ${out.trim().split('\n').pop() ?? ''}`);
     const probe: Probe = {
       version: Number(version),
       clientVersion: Number(client),
-      size: Number(size) || null,
+      // a base backup copies every database of the cluster
+      size: (this.o.source.method === 'basebackup' ? Number(cluster) : Number(size)) || null,
       tables: Number(tables),
       bootstrapSuperuser: bootstrap,
     };
