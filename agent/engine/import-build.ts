@@ -647,7 +647,12 @@ const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MB`;
 
 export function progressLine(p: ImportProgress): string {
   const of = (n: number, t: number | null, f: (x: number) => string) => (t ? `${f(n)} of ~${f(t)}` : f(n));
-  const parts = [`${p.phase}: ${of(p.bytes, p.totalBytes, mb)}`];
+  // A dump is compressed: its bytes are not comparable with the database's size.
+  const bytes =
+    p.phase === 'dump'
+      ? `${mb(p.bytes)} written${p.totalBytes ? ` (database ~${mb(p.totalBytes)})` : ''}`
+      : of(p.bytes, p.totalBytes, mb);
+  const parts = [`${p.phase}: ${bytes}`];
   if (p.phase === 'dump') parts.push(`${of(p.tables, p.totalTables, String)} tables`);
   else if (p.totalTables !== null && p.phase !== 'done') parts.push(`${p.totalTables} tables`);
   parts.push(`${mb(p.bytesPerSecond)}/s`, `${(p.elapsedMs / 1000).toFixed(0)} s`);

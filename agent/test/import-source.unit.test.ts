@@ -108,7 +108,7 @@ describe('import source', () => {
       bytesPerSecond: 60 * 1024 ** 2,
       elapsedMs: 5000,
     });
-    assert.equal(line, 'dump: 300.0 MB of ~1024.0 MB, 3 of ~4 tables, 60.0 MB/s, 5 s');
+    assert.equal(line, 'dump: 300.0 MB written (database ~1024.0 MB), 3 of ~4 tables, 60.0 MB/s, 5 s');
   });
 });
 
