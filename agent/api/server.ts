@@ -169,6 +169,17 @@ function allowDb(res: Response, db: string): void {
   );
 }
 
+/**
+ * Imports (and refreshes from a URL) need role admin whatever the route's own role: they make the
+ * agent connect to a URL of the caller's choosing and read a password from its own environment or
+ * files (`passwordEnv`, `passwordFile`).
+ */
+function requireAdmin(res: Response, what: string): void {
+  const who = locals(res).who!;
+  if (who.role !== 'admin')
+    throw new HttpError(403, 'forbidden', `token '${who.name}' has role ${who.role}: ${what} needs role admin`);
+}
+
 /** Migration watches running at once, and the longest one lives unstopped. */
 const MAX_WATCHES = 64;
 const WATCH_MAX_AGE_MS = 60 * 60 * 1000;
@@ -381,6 +392,7 @@ export function createApi(opts: ApiOptions): Api {
     // A refused image is answered now, not after a wait in the create queue (the engine checks again).
     if (body.image !== undefined) checkImage(engine.cfg, body.image);
     if (body.from) {
+      requireAdmin(res, 'an import (from)');
       // An import is long: checked now (400/409 before anything runs), answered 202, polled.
       const from = body.from;
       await checkImportInput(engine.cfg, from);

@@ -307,6 +307,17 @@ describe('API for the remote CLI (HTTPS, test CA)', () => {
     await assert.rejects(writer.doctor(), (e: BpgApiError) => e.status === 403 && e.code === 'forbidden');
     await assert.rejects(writer.doctorFix(), (e: BpgApiError) => e.status === 403 && e.code === 'forbidden');
     assert.ok(log.lines.some((l) => l.msg === 'branch created' && l.token === 'writer'));
+    // An import makes the agent connect to a URL of the caller's choosing: admin only, and refused
+    // before the source is looked at (the URL below answers nothing) and before anything is made.
+    const imported = uniqueDb('wi');
+    await assert.rejects(
+      writer.startCreateDatabase({ name: imported, from: { url: 'postgres://app@192.0.2.1:5432/app' } }),
+      (e: BpgApiError) => e.status === 403 && e.code === 'forbidden' && /needs role admin/.test(e.message),
+    );
+    assert.equal(
+      (await admin.listDatabases()).some((d) => d.name === imported),
+      false,
+    );
   });
 
   it('a token limited to some databases: every route on another one is 403 and changes nothing', async () => {
