@@ -347,6 +347,8 @@ export function createApi(opts: ApiOptions): Api {
             pitr,
             ttlMs,
             protect: body.protected,
+            schemaOnly: body.schemaOnly,
+            seed: body.seed,
             ...resources(body),
           },
           { parentKey, admit: (create) => admission.run(create) },

@@ -153,7 +153,7 @@ export async function createDatabase(
 }
 
 /** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
-async function initdb(
+export async function initdb(
   ctx: EngineContext,
   b: BranchRecord,
   image: string,

@@ -2,6 +2,7 @@ import { refName } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { snapshotInUse } from './rules.js';
+import { builderName } from './schema-only.js';
 import { Steps } from './steps.js';
 
 /**
@@ -10,7 +11,10 @@ import { Steps } from './steps.js';
  */
 export async function destroyBranch(ctx: EngineContext, b: BranchRecord): Promise<void> {
   const steps = new Steps('branch delete', ctx.log);
-  await steps.step('remove container', () => ctx.docker.remove(b.container));
+  await steps.step('remove container', async () => {
+    await ctx.docker.remove(b.container);
+    if (b.schemaOnly) await ctx.docker.remove(builderName(b.id)); // a build interrupted half-way
+  });
   await steps.step('destroy dataset', () => ctx.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots
   await steps.step('remove WAL folder', () => ctx.wal.destroy(b.id));
   const snap = b.origin?.snapshot;
