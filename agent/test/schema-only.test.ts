@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
@@ -9,6 +10,8 @@ import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
 import { Layout } from '../engine/layout.js';
 import type { BranchView } from '../engine/view.js';
+import { payload, runBundle } from '../../action/test/bundle.js';
+import { FakeGitHub } from '../../shared/test/fake-github.js';
 import {
   cli,
   datasetsUnder,
@@ -277,5 +280,46 @@ describe('schema-only branches on the stack', () => {
       doctor.findings.filter((f) => f.subject.includes('_template')),
       [],
     );
+  });
+
+  it('the Action (the committed bundle): schema_only and seed_file from the workspace, a link out of it refused', async () => {
+    const GH_TOKEN = `ghs_${randomBytes(18).toString('hex')}`;
+    const gh = new FakeGitHub(GH_TOKEN);
+    await gh.start();
+    const work = await mkdtemp(join(tmpdir(), 'bpg-so-action-'));
+    try {
+      await mkdir(join(work, 'db'));
+      await writeFile(
+        join(work, 'db', 'seed.sql'),
+        "INSERT INTO app.customers (email) VALUES ('action-seed@example.com');\n",
+      );
+      await writeFile(join(cfg.stateDir, 'runner-secret'), `SELECT '${TOKEN}';\n`);
+      await symlink(join(cfg.stateDir, 'runner-secret'), join(work, 'db', 'evil.sql'));
+      const step = (pr: number, inputs: Record<string, string>) =>
+        runBundle({
+          label: `schema-only-${pr}`,
+          work,
+          eventName: 'pull_request',
+          event: payload({ owner: 'octo', repo: 'public-app', pr }, 'pull_request', 'opened'),
+          inputs: { agent_url: srv.url, agent_token: TOKEN, database: db, github_token: GH_TOKEN, ...inputs },
+          env: { GITHUB_REPOSITORY: 'octo/public-app', GITHUB_API_URL: gh.url },
+        });
+      const r = await step(31, { schema_only: 'true', seed_file: 'db/seed.sql' });
+      assert.equal(r.code, 0, r.stderr || r.stdout);
+      const b = await client.getBranch(db, 'pr-31');
+      assert.equal(b.schemaOnly, true);
+      assert.deepEqual(await query(b, 'SELECT email FROM app.customers'), [{ email: 'action-seed@example.com' }]);
+      const evil = await step(32, { schema_only: 'true', seed_file: 'db/evil.sql' });
+      assert.notEqual(evil.code, 0);
+      assert.match(evil.stdout + evil.stderr, /input seed_file: db\/evil.sql is outside the workspace/);
+      await assert.rejects(
+        () => client.getBranch(db, 'pr-32'),
+        (e: unknown) => e instanceof BpgApiError && e.status === 404,
+      );
+      await client.deleteBranch(db, 'pr-31');
+    } finally {
+      await gh.close();
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });
