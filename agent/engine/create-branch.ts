@@ -59,7 +59,7 @@ export async function createBranch(
   if (opts.fromSnapshot && opts.from) throw invalid('--from-snapshot already names the source branch; drop --from');
   if ((opts.fromSnapshot || opts.pitr) && opts.fast) throw invalid('--fast applies to fresh snapshots only');
   if (opts.seed !== undefined && !opts.schemaOnly)
-    throw invalid('--seed applies to schema-only branches (--schema-only)');
+    throw invalid('a seed applies to schema-only branches only (--schema-only; schemaOnly: true over HTTP)');
   if (opts.schemaOnly && (opts.fromSnapshot || opts.pitr || opts.fast))
     throw invalid("--schema-only takes the parent's current structure: drop --from-snapshot, --pitr and --fast");
   const seed = opts.seed === undefined ? null : seedInfo(opts.seed);

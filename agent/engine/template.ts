@@ -3,9 +3,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { newPassword } from '../drivers/postgres.js';
-import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
-import { initdb } from './create-database.js';
+import { initdb } from './initdb.js';
 import { configureNewCluster, mkdirOwned } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
 import { ownerOf } from './containers.js';
@@ -48,9 +47,7 @@ export async function ensureTemplate(ctx: EngineContext, image: string, pgdata: 
     const mp = await ctx.zfs.mountpoint(build);
     const dataDir = Layout.dataDir(mp);
     await mkdirOwned(dataDir, ownerOf(ctx));
-    // Only id, password and the labels' names are read from this record.
-    const who = { id, password, database: '_template', branch: 'empty' } as BranchRecord;
-    await initdb(ctx, who, image, dataDir, pgdata);
+    await initdb(ctx, { id, password, database: '_template', branch: 'empty' }, image, dataDir, pgdata);
     await configureNewCluster(dataDir, ctx.cfg);
     await writeFile(join(mp, SECRET_FILE), JSON.stringify({ image, password }), { mode: 0o600 });
     await ctx.zfs.snapshot(`${build}@${TEMPLATE_SNAPSHOT}`, { [ZFS_PROP.managed]: 'true' });

@@ -246,7 +246,7 @@ describe('schema-only branches on the stack', () => {
     // options that do not go together are refused before anything is made
     const noSchema = await cli(['branch', 'create', `${db}/x`, '--seed', bad], env);
     assert.equal(noSchema.code, 1);
-    assert.match(noSchema.stderr, /--seed applies to schema-only branches/);
+    assert.match(noSchema.stderr, /a seed applies to schema-only branches only/);
     const fast = await cli(['branch', 'create', `${db}/x`, '--schema-only', '--fast'], env);
     assert.match(fast.stderr, /--schema-only takes the parent's current structure/);
   });
@@ -268,7 +268,8 @@ describe('schema-only branches on the stack', () => {
     );
     await assert.rejects(
       () => client.putBranch(db, 'pr-8', { seed: 'SELECT 1' }),
-      (e: unknown) => e instanceof BpgApiError && e.status === 400 && /seed needs schemaOnly/.test(e.message),
+      (e: unknown) =>
+        e instanceof BpgApiError && e.status === 400 && /a seed applies to schema-only branches only/.test(e.message),
     );
     await client.deleteBranch(db, 'pr-7');
     const left = datasetsUnder(`${cfg.zfs.pool}/${cfg.zfs.datasetBase}/${db}`);
