@@ -287,6 +287,7 @@ describe('schema-only branches on the stack', () => {
     const GH_TOKEN = `ghs_${randomBytes(18).toString('hex')}`;
     const gh = new FakeGitHub(GH_TOKEN);
     await gh.start();
+    gh.repo('octo/public-app', { private: false });
     const work = await mkdtemp(join(tmpdir(), 'bpg-so-action-'));
     try {
       await mkdir(join(work, 'db'));
@@ -310,6 +311,10 @@ describe('schema-only branches on the stack', () => {
       const b = await client.getBranch(db, 'pr-31');
       assert.equal(b.schemaOnly, true);
       assert.deepEqual(await query(b, 'SELECT email FROM app.customers'), [{ email: 'action-seed@example.com' }]);
+      // one comment on the public repository's PR, without the branch's password
+      const comments = gh.botComments('octo/public-app', 31);
+      assert.equal(comments.length, 1);
+      assert.ok(!comments[0]!.body.includes(b.connection.password), 'the comment hides the password');
       const evil = await step(32, { schema_only: 'true', seed_file: 'db/evil.sql' });
       assert.notEqual(evil.code, 0);
       assert.match(evil.stdout + evil.stderr, /input seed_file: db\/evil.sql is outside the workspace/);

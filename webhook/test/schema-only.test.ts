@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { ownStateConfig, query, uniqueDb } from '../../agent/test/helpers.js';
 import { FakeGitHub } from '../../shared/test/fake-github.js';
@@ -79,15 +80,20 @@ async function run(n: number, headSha: string): Promise<{ state: string; descrip
 describe('receiver: data: schema-only with a seed', () => {
   it("main's structure, none of its rows, the PR's seed, then its migrations", async () => {
     const s = sha();
+    const seed = "INSERT INTO users (email) VALUES ('fixture@example.com');\n";
     gh.commit(REPO, s, {
-      'db/seed.sql': "INSERT INTO users (email) VALUES ('fixture@example.com');\n",
+      'db/seed.sql': seed,
       'db/migrations/001_add_name.sql': 'ALTER TABLE users ADD COLUMN name text;\n',
     });
     const st = await run(1, s);
     assert.equal(st.state, 'success', st.description);
     const b = await agent.client.getBranch(db, 'pr-1');
     assert.equal(b.schemaOnly, true);
-    assert.equal(b.seed?.bytes, 59);
+    // the seed as read at the PR's head, byte for byte
+    assert.deepEqual(b.seed, {
+      bytes: Buffer.byteLength(seed),
+      sha256: createHash('sha256').update(seed).digest('hex'),
+    });
     assert.deepEqual(await query(b, 'SELECT email, name FROM users'), [{ email: 'fixture@example.com', name: null }]);
   });
 
