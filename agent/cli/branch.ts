@@ -1,11 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { describe, invalid } from '../errors.js';
+import { describe, invalid, isNotFound } from '../errors.js';
 import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
 import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, where } from './render.js';
 import { schemaDiffText } from './render-schema-diff.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
@@ -34,6 +34,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .option('--protect', 'never delete it by expiry nor stop it when idle')
     .option('--schema-only', "the parent's structure without its rows (a fresh cluster: no copy of its data)")
     .option('--seed <file.sql>', 'SQL run after the structure (schema-only; again on reset)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
@@ -63,6 +64,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('list [db]')
     .description('list branches (of one database, or all)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
       out.result(
@@ -75,6 +77,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('get <branch>')
     .description('show one branch with its connection string')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getBranch(parseBranchRef(name)), branchDetail);
@@ -84,6 +87,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .command('diff <branch>')
     .description('what a branch changed in the schema compared with its parent: objects, then a SQL diff')
     .option('--against <branch>', 'compare with this branch of the same database instead of the parent')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
@@ -95,9 +99,19 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .command('delete <branch>')
     .description('delete a branch and everything it owns')
     .option('--force', 'also delete its child branches')
+    .option('--if-exists', 'a branch (or database) that does not exist is no error: a note on stderr, exit 0')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
-      const deleted = await (await engine()).deleteBranch(parseBranchRef(name), { force: o.force });
+      const ref = parseBranchRef(name);
+      let deleted: string[];
+      try {
+        deleted = await (await engine()).deleteBranch(ref, { force: o.force });
+      } catch (e) {
+        if (!o.ifExists || !isNotFound(e)) throw e;
+        out.log().info(`${ref.database}/${ref.branch} does not exist: nothing to delete (${describe(e)})`);
+        deleted = [];
+      }
       out.result(o, { deleted }, () => deleted.map((d) => `deleted branch ${d}\n`).join(''));
     });
 
@@ -106,6 +120,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .description("bring a branch back to its parent's current state (port and password stay)")
     .option('--force', 'also delete its child branches and kept snapshots')
     .option('--fast', 'crash-consistent snapshot of the parent')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(
@@ -118,6 +133,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('rename <branch> <new>')
     .description("rename a branch (data, port and password stay; the router's <db>@<branch> name changes)")
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const ref = parseBranchRef(from);
@@ -134,9 +150,14 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     program
       .command(`${verb} <branch>`)
       .description(`${verb} a branch's PostgreSQL (port and password stay)`)
+      .addOption(outputOption())
       .addOption(jsonOption())
       .action(async (name: string, o) => {
-        out.result(o, await (await engine())[verb](parseBranchRef(name)), (b) => `${b.name} ${b.status} ${where(b)}\n`);
+        out.result(
+          o,
+          await (await engine())[verb](parseBranchRef(name)),
+          (b, paint) => `${b.name} ${paint.status(b.status)} ${where(b)}\n`,
+        );
       });
   }
   return branch;
