@@ -108,6 +108,7 @@ function document(): Record<string, unknown> {
         PutBranchResponse: component(S.PutBranchResponse, 'output'),
         PatchBranchBody: component(S.PatchBranchBody, 'input'),
         CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
+        OperationResponse: component(S.OperationResponse, 'output'),
         DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
         DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
         SnapshotView: component(S.SnapshotView, 'output'),
@@ -152,9 +153,42 @@ function document(): Record<string, unknown> {
         },
         post: {
           operationId: 'createDatabase',
-          summary: 'Create a database and its main branch (not idempotent: an existing name is a 409)',
+          summary:
+            'Create a database and its main branch (not idempotent: an existing name is a 409); with `from`, import its data from a live PostgreSQL: 202 and an operation to poll',
           requestBody: { required: true, content: json(ref('CreateDatabaseBody')) },
-          responses: { '201': ok('Created', ref('DatabaseView')), ...BAD, ...LIMITED, ...TOO_LARGE, ...COMMON },
+          responses: {
+            '201': ok('Created', ref('DatabaseView')),
+            '202': ok(
+              'An import started (`from`): poll GET /v1/operations/{id} (also in Location)',
+              ref('OperationResponse'),
+            ),
+            ...BAD,
+            ...LIMITED,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/operations/{id}': {
+        get: {
+          operationId: 'getOperation',
+          summary:
+            'A long operation (an import): running, succeeded (with the database) or failed (with the error); kept an hour after it ends, not across restarts',
+          parameters: [
+            {
+              name: 'id',
+              in: 'path',
+              required: true,
+              description: 'Operation id (op-<16 hex>)',
+              schema: { type: 'string', pattern: '^op-[a-f0-9]{16}$' },
+            },
+          ],
+          responses: {
+            '200': ok('The operation', ref('OperationResponse')),
+            ...BAD,
+            '404': err('No such operation'),
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}': {

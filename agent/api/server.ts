@@ -9,7 +9,10 @@ import { checkImage } from '../engine/images.js';
 import { parseSize } from '../config.js';
 import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView } from '../engine/view.js';
 import type { SchemaDiff as EngineSchemaDiff } from '../engine/schema-diff.js';
-import { BpgError, describe, invalid, type ErrorCode } from '../errors.js';
+import { BpgError, conflict, describe, invalid, notFound, type ErrorCode } from '../errors.js';
+import { checkImportInput } from '../engine/import-source.js';
+import type { ImportProgress as EngineImportProgress } from '../engine/import-build.js';
+import { Operations } from './operations.js';
 import type { Logger } from '../log.js';
 import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
 import { CreateAdmission, Overloaded } from './admission.js';
@@ -30,6 +33,7 @@ import {
   CreateBranchBody,
   CreateDatabaseBody,
   CreateSnapshotBody,
+  OperationId,
   ForceQuery,
   RenameBranchBody,
   RenameDatabaseBody,
@@ -46,6 +50,7 @@ import {
   type DatabaseView,
   type DoctorReport,
   type ErrorBody,
+  type ImportProgress,
   type PutBranchBody as PutBranchBodyType,
   type SafetyReport,
   type SchemaDiff,
@@ -60,6 +65,7 @@ const viewsMatch: Same<EngineBranchView, BranchView> &
   Same<EngineDatabaseView, DatabaseView> &
   Same<EngineSchemaDiff, SchemaDiff> &
   Same<EngineSafetyReport, SafetyReport> &
+  Same<EngineImportProgress, ImportProgress> &
   Same<EngineSystemStatus, SystemStatus> &
   Same<EngineDoctorReport, DoctorReport> &
   Same<EngineWalInfo, WalInfo> &
@@ -72,6 +78,8 @@ export interface ApiOptions {
   log: Logger;
   /** Bytes; larger bodies get 413. */
   bodyLimit: number;
+  /** Long operations (imports, refreshes) answered 202; one is made when not given. */
+  operations?: Operations;
   /** GET /metrics without a token; default api.metricsWithoutToken of the engine's config. */
   metricsWithoutToken?: boolean;
   /**
@@ -93,6 +101,8 @@ export interface Api {
   routes: Route[];
   /** The per-database/branch locks requests take; the daemon's housekeeping takes them too. */
   locks: KeyedLocks;
+  /** Long operations answered 202 (GET /v1/operations/{id}). */
+  operations: Operations;
   /** From now on: new requests get 503, connections close after their response. */
   beginShutdown(): void;
   /** Resolves once no operation is running (including ones whose client went away). */
@@ -170,6 +180,7 @@ export function createApi(opts: ApiOptions): Api {
   const who = (req: Request): Principal | null =>
     opts.isLocal?.(req) ? LOCAL_PRINCIPAL : auth.check(req.get('authorization'));
   const locks = new KeyedLocks();
+  const operations = opts.operations ?? new Operations();
   const running = new Set<Promise<unknown>>();
   const routes: Route[] = [];
   let closing = false;
@@ -369,6 +380,26 @@ export function createApi(opts: ApiOptions): Api {
     allowDb(res, body.name);
     // A refused image is answered now, not after a wait in the create queue (the engine checks again).
     if (body.image !== undefined) checkImage(engine.cfg, body.image);
+    if (body.from) {
+      // An import is long: checked now (400/409 before anything runs), answered 202, polled.
+      const from = body.from;
+      await checkImportInput(engine.cfg, from);
+      if ((await engine.listDatabases()).some((d) => d.name === body.name) || operations.runningOn(body.name).length)
+        throw conflict(`database '${body.name}' already exists`);
+      const { view, done } = operations.start('create-database', body.name, ({ progress }) =>
+        locks.with(lockSet([body.name, 'exclusive']), async () => {
+          const r = await admission.run(() =>
+            engine.createDatabase(body.name, { image: body.image, ...resources(body), from, progress }),
+          );
+          opLog(res, 'database imported', { database: body.name, method: from.method ?? 'dump', ms: r.totalMs });
+          return engine.getDatabase(body.name);
+        }),
+      );
+      void track(done);
+      res.setHeader('Location', `/v1/operations/${view.id}`);
+      send(res, 202, { operation: view });
+      return;
+    }
     const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
       track(
         (async () => {
@@ -382,6 +413,14 @@ export function createApi(opts: ApiOptions): Api {
     );
     res.setHeader('Location', `/v1/databases/${encodeURIComponent(view.name)}`);
     send(res, 201, view);
+  });
+
+  route('GET', '/v1/operations/:id', async (req, res) => {
+    const id = parse(OperationId, param(req, 'id'), 'operation id');
+    const op = operations.get(id);
+    if (!op)
+      throw notFound(`no operation ${id} (operations are kept for an hour after they end, and not across restarts)`);
+    send(res, 200, { operation: op });
   });
 
   route('GET', '/v1/databases/:db', async (req, res) => send(res, 200, await engine.getDatabase(dbOf(req))));
@@ -708,6 +747,7 @@ export function createApi(opts: ApiOptions): Api {
     app,
     routes,
     locks,
+    operations,
     beginShutdown() {
       closing = true;
       admission.close();

@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
-import { checkSourceInput } from '../engine/import-source.js';
+import { checkSourceInput } from './engine.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
 import type { Paint } from './colour.js';
@@ -51,7 +51,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordEnv: o.passwordEnv,
               passwordFile: o.passwordFile,
             };
-      if (from) checkSourceInput(from); // one clear line before anything is looked at
+      if (from) await checkSourceInput(from); // one clear line before anything is looked at
       const res = await (await engine()).createDatabase(name, { image: o.image, ...limits, from });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);

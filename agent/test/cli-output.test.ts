@@ -1,11 +1,15 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import YAML from 'yaml';
 import { serve, type RunningServer } from '../api/serve.js';
+import { zshCompletion } from '../cli/completion.js';
+import { buildProgram } from '../cli/program.js';
 import { loadConfig } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import type { BranchView, DatabaseView } from '../engine/view.js';
@@ -271,5 +275,31 @@ describe('bpg connection-string and psql through the router', { concurrency: 1 }
     assert.equal(d.code, 0, d.stderr);
     assert.equal(d.stdout, '3\n');
     assert.ok(d.environ.includes(`PGPORT=${dev.port}`));
+  });
+});
+
+describe('bpg completion zsh (zsh is installed by scripts/test.sh)', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'bpg-completion-'));
+  const zshFile = join(dir, '_bpg');
+  writeFileSync(zshFile, zshCompletion(buildProgram(), '0.0.0'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('zsh parses it, registers _bpg with compinit, and offers the same words', () => {
+    execFileSync('zsh', ['-n', zshFile]);
+    const script = `
+      autoload -U compinit && compinit -u -d "$1.dump"
+      source "$1"; shift
+      print -r -- "comps=\${_comps[bpg]}"
+      compadd() { [[ $1 == -- ]] && shift; print -r -- "$@"; }
+      _files() { print -r -- files; }
+      words=("$@"); CURRENT=$#; PREFIX=\${words[CURRENT]}
+      _bpg`;
+    const zsh = (line: string) =>
+      execFileSync('zsh', ['-f', '-c', script, 'zsh', zshFile, ...line.split(' ')], { encoding: 'utf8' })
+        .trim()
+        .split('\n');
+    assert.deepEqual(zsh('bpg branch cr'), ['comps=_bpg', 'create list get diff delete reset rename set help']);
+    assert.deepEqual(zsh('bpg db get x -o j'), ['comps=_bpg', 'table json yaml']);
+    assert.deepEqual(zsh('bpg init --state-dir /v'), ['comps=_bpg', 'files']);
   });
 });
