@@ -53692,6 +53692,16 @@ const errors_invalid = (msg) => new BpgError('invalid', msg);
 const notFound = (msg) => new BpgError('not_found', msg);
 const conflict = (msg) => new BpgError('conflict', msg);
 const unavailable = (msg) => new BpgError('unavailable', msg);
+/**
+ * A "does not exist" from the engine (BpgError 'not_found') or from an agent over HTTP (its
+ * BpgApiError carries the same code, and status 404): read by shape, so this module loads no client.
+ */
+function isNotFound(err) {
+    if (typeof err !== 'object' || err === null)
+        return false;
+    const e = err;
+    return e.code === 'not_found' || e.status === 404;
+}
 /** One line describing any thrown value, for logs and for the CLI. */
 function errors_describe(err) {
     if (err instanceof Error)
