@@ -23,7 +23,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSy
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { must, run, stats } from './lib/bench.mjs';
+import { must, run, stats, zfsDestroy } from './lib/bench.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BPG = join(ROOT, 'bin/bpg.js');
@@ -249,8 +249,10 @@ async function main() {
   } finally {
     if (!opt.keep) {
       say('cleaning up');
-      await run(process.execPath, [BPG, '-q', 'db', 'delete', db, '--force'], { env });
-      await run('zfs', ['destroy', '-r', `${opt.pool}/${base}`]);
+      const del = await run(process.execPath, [BPG, '-q', 'db', 'delete', db, '--force'], { env });
+      if (del.code !== 0) say(`bpg db delete ${db} failed: ${del.stderr.trim().split('\n').pop()}`);
+      // the dataset base holds the template cluster too (bpg db delete leaves it for other databases)
+      if (!(await zfsDestroy(`${opt.pool}/${base}`))) say(`could not destroy ${opt.pool}/${base}: remove it by hand`);
       rmSync(work, { recursive: true, force: true });
     }
   }
