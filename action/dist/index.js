@@ -53692,6 +53692,16 @@ const errors_invalid = (msg) => new BpgError('invalid', msg);
 const notFound = (msg) => new BpgError('not_found', msg);
 const conflict = (msg) => new BpgError('conflict', msg);
 const unavailable = (msg) => new BpgError('unavailable', msg);
+/**
+ * A "does not exist" from the engine (BpgError 'not_found') or from an agent over HTTP (its
+ * BpgApiError carries the same code, and status 404): read by shape, so this module loads no client.
+ */
+function isNotFound(err) {
+    if (typeof err !== 'object' || err === null)
+        return false;
+    const e = err;
+    return e.code === 'not_found' || e.status === 404;
+}
 /** One line describing any thrown value, for logs and for the CLI. */
 function errors_describe(err) {
     if (err instanceof Error)
@@ -53884,6 +53894,9 @@ const BranchView = object({
     container: schemas_string(),
     image: schemas_string(),
     consistency: schemas_enum(['application', 'crash']).nullable(),
+    /** The parent's structure without its rows (no copy of its data), and the seed run after it (its size and sha256). */
+    schemaOnly: schemas_boolean().default(false),
+    seed: object({ bytes: schemas_number().int(), sha256: schemas_string() }).nullable().default(null),
     createdAt: schemas_string(),
     usedBytes: schemas_number().nullable(),
     /** When housekeeping deletes the branch; null: never. */
@@ -53964,6 +53977,15 @@ const PutBranchBody = object({
     cpus: Cpus.optional(),
     /** ZFS quota of the branch's dataset (default postgres.diskQuota). Only used when the branch is created. */
     disk: DiskSize.optional(),
+    /**
+     * The parent's structure without any of its rows (a fresh cluster, no copy of its data): for
+     * pull requests nobody vouched for. An existing branch must be of the same kind.
+     */
+    schemaOnly: schemas_boolean().optional(),
+    /** SQL run in a schema-only branch after the structure (and again on reset); at most 1 MiB (and api.bodyLimit). */
+    seed: schemas_string()
+        .max(1024 * 1024)
+        .optional(),
 })
     .strict();
 /** PATCH /v1/databases/{db}/branches/{branch}: change expiry or protection (at least one field). */
@@ -54895,6 +54917,12 @@ function getInputs(read, event) {
     const runsMigrate = migrate !== '' && command !== 'delete' && command !== 'get';
     if (runsMigrate && event.name === 'pull_request_target' && !allowPullRequestTarget)
         throw new ActionError(REFUSE_TARGET);
+    const schemaOnly = bool('schema_only', read('schema_only').trim(), false);
+    const seedFile = read('seed_file').trim();
+    if (seedFile !== '' && !schemaOnly)
+        throw new ActionError('input seed_file needs schema_only: true');
+    if (schemaOnly && bool('fast', read('fast').trim(), false))
+        throw new ActionError('inputs schema_only and fast do not go together (a schema-only branch copies no data)');
     const githubToken = read('github_token').trim();
     const comment = bool('comment', read('comment').trim(), true);
     if (comment && githubToken === '' && event.pullRequest !== null)
@@ -54910,6 +54938,8 @@ function getInputs(read, event) {
         ttl: ttl(read('ttl').trim()),
         role: role(read('role').trim()),
         fast: bool('fast', read('fast').trim(), false),
+        schemaOnly,
+        seedFile: seedFile === '' ? null : seedFile,
         migrate: migrate === '' ? null : migrate,
         allowPullRequestTarget,
         workingDirectory: read('working_directory').trim() || '.',
@@ -56191,11 +56221,46 @@ function scrubFile(path, scrub) {
     }
 }
 
+;// CONCATENATED MODULE: external "node:fs/promises"
+const promises_namespaceObject = __WEBPACK_EXTERNAL_createRequire(import.meta.url)("node:fs/promises");
+;// CONCATENATED MODULE: ./action/src/seed.ts
+/**
+ * seed_file: the SQL a schema-only branch runs after its structure, read from the workspace. The
+ * file is the pull request's (its checkout), so it must stay inside the workspace: a link to a file
+ * of the runner (its environment, a token) would otherwise be sent to the branch, where the pull
+ * request's author can read it.
+ */
+
+
+
+/** As the agent accepts it (agent/engine/schema-only.ts MAX_SEED_BYTES). */
+const MAX_SEED_BYTES = 1024 * 1024;
+async function readSeedFile(path, workspace = process.env.GITHUB_WORKSPACE ?? process.cwd()) {
+    const root = await (0,promises_namespaceObject.realpath)(workspace);
+    let real;
+    try {
+        real = await (0,promises_namespaceObject.realpath)((0,external_node_path_namespaceObject.resolve)(root, path));
+    }
+    catch (e) {
+        throw new ActionError(`input seed_file: ${path} cannot be read (${e.code ?? 'error'})`);
+    }
+    const rel = (0,external_node_path_namespaceObject.relative)(root, real);
+    if (rel === '' || rel.startsWith('..') || (0,external_node_path_namespaceObject.isAbsolute)(rel))
+        throw new ActionError(`input seed_file: ${path} is outside the workspace`);
+    const st = await (0,promises_namespaceObject.lstat)(real);
+    if (!st.isFile())
+        throw new ActionError(`input seed_file: ${path} is not a regular file`);
+    if (st.size > MAX_SEED_BYTES)
+        throw new ActionError(`input seed_file: ${path} is ${st.size} bytes; at most ${MAX_SEED_BYTES} are accepted`);
+    return (0,promises_namespaceObject.readFile)(real, 'utf8');
+}
+
 ;// CONCATENATED MODULE: ./action/src/run.ts
 /**
  * What the action does, once the inputs are settled: get (or create, or reset) the branch, set
  * the outputs, run the migration, then tell the pull request and the job summary. Or delete.
  */
+
 
 
 
@@ -56266,12 +56331,14 @@ async function readyBranch(s, gh, client, secrets) {
         throw explain(e, s.agentUrl, what);
     };
     info(`${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`);
+    const seed = s.seedFile === null ? undefined : await readSeedFile(s.seedFile);
     const t0 = performance.now();
     const request = { startedAt: Date.now(), answeredAt: 0 };
     const put = await client
         .putBranch(s.database, s.branch, {
         from: s.parent,
         fast: s.fast,
+        ...(s.schemaOnly ? { schemaOnly: true, seed } : {}),
         ...(s.ttl ? { ttl: s.ttl.ms === null ? null : s.ttl.text } : {}),
     })
         .catch(fail(`create branch ${ref}`));

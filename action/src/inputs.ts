@@ -44,6 +44,10 @@ export interface Settings {
   role: string | null;
   /** Crash-consistent snapshot of the parent: faster creation. */
   fast: boolean;
+  /** The parent's structure without its rows (no copy of its data): for public repositories. */
+  schemaOnly: boolean;
+  /** SQL file in the workspace run after the structure (schema-only only); null for none. */
+  seedFile: string | null;
   /** Shell command run with DATABASE_URL and PG* set to the branch; null for none. */
   migrate: string | null;
   /** The workflow's author accepts running `migrate` on pull_request_target (see refuseTarget). */
@@ -183,6 +187,11 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
   const runsMigrate = migrate !== '' && command !== 'delete' && command !== 'get';
   if (runsMigrate && event.name === 'pull_request_target' && !allowPullRequestTarget)
     throw new ActionError(REFUSE_TARGET);
+  const schemaOnly = bool('schema_only', read('schema_only').trim(), false);
+  const seedFile = read('seed_file').trim();
+  if (seedFile !== '' && !schemaOnly) throw new ActionError('input seed_file needs schema_only: true');
+  if (schemaOnly && bool('fast', read('fast').trim(), false))
+    throw new ActionError('inputs schema_only and fast do not go together (a schema-only branch copies no data)');
   const githubToken = read('github_token').trim();
   const comment = bool('comment', read('comment').trim(), true);
   if (comment && githubToken === '' && event.pullRequest !== null)
@@ -199,6 +208,8 @@ export function getInputs(read: InputReader, event: EventInfo): Settings {
     ttl: ttl(read('ttl').trim()),
     role: role(read('role').trim()),
     fast: bool('fast', read('fast').trim(), false),
+    schemaOnly,
+    seedFile: seedFile === '' ? null : seedFile,
     migrate: migrate === '' ? null : migrate,
     allowPullRequestTarget,
     workingDirectory: read('working_directory').trim() || '.',

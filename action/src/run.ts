@@ -19,6 +19,7 @@ import { runMigration, type MigrationResult } from './migrate.js';
 import { render, type Report } from './report.js';
 import { checkRole, ensureRole, roleCredentials, type RoleCredentials } from './role.js';
 import { describeRemoved, migrationEnv, scrubFile } from './secrets.js';
+import { readSeedFile } from './seed.js';
 
 /** Lines of migration output in the step's error (the comment keeps more, the log has all). */
 const ERROR_LINES = 15;
@@ -90,12 +91,14 @@ async function readyBranch(s: Settings, gh: GitHubSide, client: BpgClient, secre
     `${s.command === 'reset' ? 'Resetting' : 'Getting or creating'} branch ${ref} from ${s.parent} on ${s.agentUrl}`,
   );
 
+  const seed = s.seedFile === null ? undefined : await readSeedFile(s.seedFile);
   const t0 = performance.now();
   const request = { startedAt: Date.now(), answeredAt: 0 };
   const put = await client
     .putBranch(s.database, s.branch, {
       from: s.parent,
       fast: s.fast,
+      ...(s.schemaOnly ? { schemaOnly: true, seed } : {}),
       ...(s.ttl ? { ttl: s.ttl.ms === null ? null : s.ttl.text } : {}),
     })
     .catch(fail(`create branch ${ref}`));

@@ -53,6 +53,8 @@ describe('inputs', () => {
         ttl: null,
         role: null,
         fast: false,
+        schemaOnly: false,
+        seedFile: null,
         migrate: null,
         allowPullRequestTarget: false,
         workingDirectory: '.',
@@ -79,6 +81,15 @@ describe('inputs', () => {
     assert.equal(s.comment, false);
     assert.equal(s.showPassword, 'always', 'the older show_password: true still works');
     fails({ fast: 'yes' }, pr('opened'), /^input fast must be true or false, not 'yes'$/);
+  });
+
+  it('schema_only and seed_file: a seed needs schema_only, and fast does not go with it', () => {
+    const s = getInputs(reader({ ...base, schema_only: 'true', seed_file: 'db/seed.sql' }), pr('opened'));
+    assert.equal(s.schemaOnly, true);
+    assert.equal(s.seedFile, 'db/seed.sql');
+    fails({ seed_file: 'db/seed.sql' }, pr('opened'), /^input seed_file needs schema_only: true$/);
+    fails({ schema_only: 'true', fast: 'true' }, pr('opened'), /^inputs schema_only and fast do not go together/);
+    fails({ schema_only: 'maybe' }, pr('opened'), /^input schema_only must be true or false, not 'maybe'$/);
   });
 
   it('show_password: auto, always, never; the older true and false still work', () => {

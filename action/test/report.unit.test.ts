@@ -37,6 +37,8 @@ const branch: BranchView = {
   container: 'bpg-app-pr-7',
   image: 'postgres:17',
   consistency: 'application',
+  schemaOnly: false,
+  seed: null,
   createdAt: '2026-11-27T10:00:00.000Z',
   usedBytes: 1024,
   expiresAt: '2026-12-04T10:00:00.000Z',

@@ -74,6 +74,9 @@ export const BranchView = z.object({
   container: z.string(),
   image: z.string(),
   consistency: z.enum(['application', 'crash']).nullable(),
+  /** The parent's structure without its rows (no copy of its data), and the seed run after it (its size and sha256). */
+  schemaOnly: z.boolean().default(false),
+  seed: z.object({ bytes: z.number().int(), sha256: z.string() }).nullable().default(null),
   createdAt: z.string(),
   usedBytes: z.number().nullable(),
   /** When housekeeping deletes the branch; null: never. */
@@ -163,6 +166,16 @@ export const PutBranchBody = z
     cpus: Cpus.optional(),
     /** ZFS quota of the branch's dataset (default postgres.diskQuota). Only used when the branch is created. */
     disk: DiskSize.optional(),
+    /**
+     * The parent's structure without any of its rows (a fresh cluster, no copy of its data): for
+     * pull requests nobody vouched for. An existing branch must be of the same kind.
+     */
+    schemaOnly: z.boolean().optional(),
+    /** SQL run in a schema-only branch after the structure (and again on reset); at most 1 MiB (and api.bodyLimit). */
+    seed: z
+      .string()
+      .max(1024 * 1024)
+      .optional(),
   })
   .strict();
 export type PutBranchBody = z.infer<typeof PutBranchBody>;

@@ -477,6 +477,8 @@ export function createApi(opts: ApiOptions): Api {
       pitr,
       ttlMs,
       protect: body.protected,
+      schemaOnly: body.schemaOnly,
+      seed: body.seed,
       ...resources(body),
     };
     return { opts, parentKey };

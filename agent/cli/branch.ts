@@ -1,5 +1,6 @@
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { describe, isNotFound } from '../errors.js';
+import { describe, invalid, isNotFound } from '../errors.js';
 import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
 import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
@@ -31,10 +32,13 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)",
     )
     .option('--protect', 'never delete it by expiry nor stop it when idle')
+    .option('--schema-only', "the parent's structure without its rows (a fresh cluster: no copy of its data)")
+    .option('--seed <file.sql>', 'SQL run after the structure (schema-only; again on reset)')
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
+      const seed = o.seed === undefined ? undefined : await readSeedFile(o.seed);
       const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
       const pitr = o.pitr === undefined ? undefined : await parseTime(o.pitr);
       if (o.fromSnapshot !== undefined) parseSnapshotId(o.fromSnapshot);
@@ -49,6 +53,8 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
         pitr,
         ttlMs,
         protect: o.protect,
+        schemaOnly: o.schemaOnly,
+        seed,
         ...limits,
       });
       out.log().info(`created ${res.branch.name} from ${res.branch.parent} in ${res.totalMs} ms`);
@@ -155,4 +161,13 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       });
   }
   return branch;
+}
+
+/** The seed file's SQL text (the engine checks its size). */
+async function readSeedFile(path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    throw invalid(`--seed ${path}: ${describe(e)}`);
+  }
 }

@@ -133,6 +133,14 @@ export function branchDetail(b: BranchView, paint: Paint = plain): string {
       ['status', branchStatus(b)],
       ['parent', b.parent ?? '-'],
       ['consistency', b.consistency ?? '-'],
+      ...(b.schemaOnly
+        ? [
+            [
+              'data',
+              `schema only${b.seed ? `, seed ${b.seed.bytes} bytes (sha256 ${b.seed.sha256.slice(0, 12)})` : ''}`,
+            ] as [string, string],
+          ]
+        : []),
       ...connectionRows(b),
       ['dataset', b.dataset],
       ['container', b.container],

@@ -112,7 +112,8 @@ export class DockerDriver implements ContainerRuntime {
   }
 
   async create(spec: ContainerSpec): Promise<string> {
-    if (spec.network && spec.network !== 'none') await this.networks.ensure(spec.network);
+    if (spec.network && spec.network !== 'none' && !('container' in spec.network))
+      await this.networks.ensure(spec.network);
     const c = await this.docker.createContainer({
       name: spec.name,
       Image: spec.image,
@@ -146,7 +147,12 @@ export class DockerDriver implements ContainerRuntime {
               Config: { 'max-size': String(spec.log.maxSizeBytes), 'max-file': String(spec.log.maxFiles) },
             }
           : undefined,
-        NetworkMode: spec.network === 'none' ? 'none' : spec.network?.name,
+        NetworkMode:
+          spec.network === 'none'
+            ? 'none'
+            : spec.network && 'container' in spec.network
+              ? `container:${spec.network.container}`
+              : spec.network?.name,
       },
     });
     return c.id;

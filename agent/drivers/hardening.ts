@@ -1,12 +1,14 @@
 import type { Config } from '../config.js';
-import type { ContainerSpec } from './interfaces.js';
+import type { ContainerSpec, NetworkPlan } from './interfaces.js';
 import { networkName } from './network.js';
 
 /** The container spec fields that confine a branch's PostgreSQL (and the initdb one-shot). */
 export type Hardening = Pick<
   ContainerSpec,
-  'pidsLimit' | 'capDrop' | 'securityOpt' | 'readOnlyRootfs' | 'tmpfs' | 'log' | 'network'
->;
+  'pidsLimit' | 'capDrop' | 'securityOpt' | 'readOnlyRootfs' | 'tmpfs' | 'log'
+> & {
+  network?: NetworkPlan | 'none';
+};
 
 /**
  * What the `postgres.*` hardening keys say, as container spec fields. PR SQL runs shell commands

@@ -33,8 +33,12 @@ export interface ContainerSpec {
   tmpfs?: Record<string, string>;
   /** json-file log, rotated. */
   log?: { maxSizeBytes: number; maxFiles: number };
-  /** A branch network (created on demand, firewalled without egress), no network at all, or (omitted) Docker's default bridge. */
-  network?: NetworkPlan | 'none';
+  /**
+   * A branch network (created on demand, firewalled without egress), no network at all, another
+   * container's network namespace (a one-shot that talks to that container's server on 127.0.0.1,
+   * with its reach and no more), or (omitted) Docker's default bridge.
+   */
+  network?: NetworkPlan | 'none' | { container: string };
 }
 
 export interface ContainerState {

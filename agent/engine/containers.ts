@@ -56,7 +56,7 @@ export function branchProps(b: BranchRecord): Record<string, string> {
 }
 
 /** The pg_hba.conf every container mounts read-only; written when missing or different. */
-async function ensureHbaFile(ctx: EngineContext): Promise<void> {
+export async function ensureHbaFile(ctx: EngineContext): Promise<void> {
   const path = ctx.layout.hbaFile();
   const current = await readFile(path, 'utf8').catch(() => null);
   if (current === PG_HBA && (await lstat(path)).isFile()) return;

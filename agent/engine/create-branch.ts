@@ -12,6 +12,7 @@ import { undoAndFail } from './failure.js';
 import { Layout } from './layout.js';
 import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
 import { planPitr } from './pitr.js';
+import { buildSchemaOnly, seedInfo } from './schema-only.js';
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
@@ -34,6 +35,10 @@ export interface CreateBranchOptions {
   cpus?: number;
   /** ZFS quota of the branch's dataset (bytes); default postgres.diskQuota. */
   disk?: number;
+  /** The parent's structure without its rows (a fresh cluster: schema-only.ts). */
+  schemaOnly?: boolean;
+  /** SQL run after the structure (schema-only branches only). */
+  seed?: string;
 }
 
 /**
@@ -53,6 +58,11 @@ export async function createBranch(
   if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
   if (opts.fromSnapshot && opts.from) throw invalid('--from-snapshot already names the source branch; drop --from');
   if ((opts.fromSnapshot || opts.pitr) && opts.fast) throw invalid('--fast applies to fresh snapshots only');
+  if (opts.seed !== undefined && !opts.schemaOnly)
+    throw invalid('a seed applies to schema-only branches only (--schema-only; schemaOnly: true over HTTP)');
+  if (opts.schemaOnly && (opts.fromSnapshot || opts.pitr || opts.fast))
+    throw invalid("--schema-only takes the parent's current structure: drop --from-snapshot, --pitr and --fast");
+  const seed = opts.seed === undefined ? null : seedInfo(opts.seed);
   checkResources(ctx.cfg, opts);
   await checkFreeSpace(ctx.zfs, ctx.cfg);
   const startedAt = Date.now();
@@ -100,9 +110,11 @@ export async function createBranch(
       image: parent.image,
       dataset: ctx.layout.branchDataset(ref.database, ref.branch),
       container: ctx.layout.container(ref.database, ref.branch),
-      origin: kept
-        ? { snapshot: `${parent.dataset}@${kept.name}`, consistency: kept.consistency }
-        : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
+      origin: opts.schemaOnly
+        ? null // a clone of the empty template, never of the parent: nothing to keep
+        : kept
+          ? { snapshot: `${parent.dataset}@${kept.name}`, consistency: kept.consistency }
+          : { snapshot: `${parent.dataset}@bpg-${id}`, consistency: opts.fast ? 'crash' : 'application' },
       createdAt: now(),
       operation: newOperation('create'),
       // A protected branch gets no pr-<n> default TTL (it would never be enforced); an explicit one is kept.
@@ -113,12 +125,57 @@ export async function createBranch(
         cpus: opts.cpus,
         disk: opts.disk ?? ctx.cfg.postgres.diskQuota,
       }),
+      schemaOnly: !!opts.schemaOnly,
+      seed,
     };
     s.branches[key] = record;
     return { record, parent: { ...parent }, db: { ...db }, kept };
   });
 
   const steps = new Steps('branch create', log);
+  if (opts.schemaOnly) {
+    try {
+      const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
+      const initial = await buildSchemaOnly(ctx, steps, {
+        record,
+        parent,
+        db,
+        into: record.dataset,
+        pgdata,
+        seed: opts.seed ?? null,
+      });
+      await steps.step(
+        'prepare data',
+        () => ctx.wal.create(record.id),
+        () => ctx.wal.destroy(record.id),
+        { partial: true },
+      );
+      const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
+      await steps.step(
+        'start container',
+        () => startContainer(ctx, record, pgdata, dataDir),
+        () => ctx.docker.remove(record.container),
+        { partial: true },
+      );
+      await steps.step('wait ready', () => waitBranchReady(ctx, { ...record, password: initial }, db));
+      await steps.step('set password', () => setPassword(ctx, record, db, initial, record.password));
+    } catch (e) {
+      await undoAndFail(
+        ctx,
+        steps,
+        e,
+        (s) => {
+          delete s.branches[key];
+        },
+        { containers: [record.container], sinceMs: startedAt },
+      );
+    }
+    await ctx.store.update((s) => {
+      s.branches[key]!.status = 'running';
+      s.branches[key]!.operation = null;
+    });
+    return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+  }
   try {
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));

@@ -3,6 +3,7 @@ import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { removeImportLeftovers } from './import-build.js';
 import { snapshotInUse } from './rules.js';
+import { builderName } from './schema-only.js';
 import { Steps } from './steps.js';
 
 /**
@@ -11,7 +12,10 @@ import { Steps } from './steps.js';
  */
 export async function destroyBranch(ctx: EngineContext, b: BranchRecord): Promise<void> {
   const steps = new Steps('branch delete', ctx.log);
-  await steps.step('remove container', () => ctx.docker.remove(b.container));
+  await steps.step('remove container', async () => {
+    await ctx.docker.remove(b.container);
+    if (b.schemaOnly) await ctx.docker.remove(builderName(b.id)); // a schema-only build interrupted half-way
+  });
   // An import killed half-way leaves its temporary containers on main's dataset, and a work folder.
   if (b.parent === null) await steps.step('remove import leftovers', () => removeImportLeftovers(ctx, b.id));
   await steps.step('destroy dataset', () => ctx.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots

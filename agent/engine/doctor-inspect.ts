@@ -3,6 +3,7 @@ import { LABEL_DATABASE, LABEL_ID } from '../drivers/docker.js';
 import type { ZfsEntry } from '../drivers/zfs.js';
 import { refName } from '../names.js';
 import type { BranchRecord, State } from '../state/schema.js';
+import { TEMPLATE_ROOT_NAME } from './layout.js';
 import { snapshotInUse } from './rules.js';
 
 /**
@@ -311,6 +312,8 @@ export function inspect(
   for (const z of inv.zfs) {
     if (z.type !== 'filesystem' || z.name === root) continue;
     if (z.name === inv.walRoot || z.name.startsWith(walPrefix)) continue; // WAL archives: see 4.
+    // Template clusters of schema-only branches (engine/template.ts): kept for good, never a branch.
+    if (z.name === `${root}/${TEMPLATE_ROOT_NAME}` || z.name.startsWith(`${root}/${TEMPLATE_ROOT_NAME}/`)) continue;
     if (orphans.some((x) => z.name.startsWith(`${x.name}/`))) continue; // goes with its parent
     const rel = z.name.slice(root.length + 1);
     if (busyDbs.has(rel.split('/')[0]!)) continue;

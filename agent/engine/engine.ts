@@ -173,6 +173,10 @@ export class Engine {
       } else if (existing.parent !== o.parentKey) {
         throw conflict(`branch '${key}' exists with parent '${existing.parent}', not '${o.parentKey}'`);
       }
+      if (opts.schemaOnly !== undefined && existing.schemaOnly !== opts.schemaOnly)
+        throw conflict(
+          `branch '${key}' exists as a ${existing.schemaOnly ? 'schema-only' : 'full'} branch, not a ${opts.schemaOnly ? 'schema-only' : 'full'} one (delete it first)`,
+        );
       if (existing.status === 'creating' || existing.status === 'deleting') {
         throw conflict(`branch '${key}' is busy: ${existing.status} by another process`);
       }

@@ -41,6 +41,20 @@ export class Layout {
   walDataset(id: string): string {
     return `${this.walRoot}/${id}`;
   }
+  /**
+   * Empty clusters, one per image (and superuser), that schema-only branches are cloned from:
+   * `<root>/_template/<tag>` (`_` never starts a database name), each with the snapshot `@empty`.
+   */
+  get templateRoot(): string {
+    return `${this.root}/${TEMPLATE_ROOT_NAME}`;
+  }
+  templateDataset(image: string): string {
+    const tag = createHash('sha256')
+      .update(`${image}\n${this.cfg.postgres.superuser}\n${this.cfg.postgres.uid}:${this.cfg.postgres.gid}`)
+      .digest('hex')
+      .slice(0, 12);
+    return `${this.templateRoot}/${tag}`;
+  }
   /** Where the WAL root is mounted; each branch's archive is the folder of its id in it. */
   walMount(): string {
     return join(this.cfg.stateDir, 'wal');
@@ -68,6 +82,9 @@ export class Layout {
   /** Where the agent's pg_hba.conf appears inside a container (read-only). */
   static readonly containerHba = '/etc/betterpg/pg_hba.conf';
 }
+
+/** The dataset under the root that holds the empty template clusters (schema-only branches). */
+export const TEMPLATE_ROOT_NAME = '_template';
 
 /** The dataset under the root that holds every branch's WAL archive dataset. */
 export const WAL_ROOT_NAME = '_wal';

@@ -5,6 +5,7 @@ import { startBranchContainer } from './containers.js';
 import type { EngineContext } from './context.js';
 import { mkdirOwned } from './datadir.js';
 import { snapshotInUse } from './rules.js';
+import { builderName } from './schema-only.js';
 import { Steps } from './steps.js';
 
 /** What a reset makes and how it ends: the plan journalled for recovery, the clean-up after the commit, the undo. */
@@ -13,7 +14,8 @@ import { Steps } from './steps.js';
 export function resetPlan(ctx: EngineContext, b: BranchRecord, parent: BranchRecord, tag: string) {
   return {
     tag,
-    snap: `${parent.dataset}@bpg-${b.id}-${tag}`,
+    // A schema-only branch is rebuilt from the template, not cloned from its parent: no snapshot.
+    snap: b.schemaOnly ? '' : `${parent.dataset}@bpg-${b.id}-${tag}`,
     fresh: `${b.dataset}.reset-${tag}`, // '.' never occurs in branch names: no collision
     old: `${b.dataset}.old-${tag}`,
     oldWal: `${ctx.layout.walDataset(b.id)}.old-${tag}`, // '.' never occurs in an id: no collision
@@ -59,6 +61,7 @@ export async function recoverReset(ctx: EngineContext, b: BranchRecord, data: Re
   }
   const walDir = ctx.layout.walDir(b.id);
   await ctx.docker.remove(b.container);
+  if (b.schemaOnly) await ctx.docker.remove(builderName(b.id)); // it holds the fresh dataset
   if (await ctx.zfs.exists(plan.old)) {
     // The swap began: whatever sits at the branch's name now is the new clone.
     if (await ctx.zfs.exists(b.dataset)) await ctx.zfs.destroy(b.dataset, { recursive: true });
@@ -77,7 +80,7 @@ export async function recoverReset(ctx: EngineContext, b: BranchRecord, data: Re
     await ctx.wal.rename(plan.oldWal, ctx.layout.walDataset(b.id));
   }
   const st = await ctx.store.read();
-  if (!snapshotInUse(st, plan.snap)) await ctx.zfs.destroy(plan.snap);
+  if (plan.snap && !snapshotInUse(st, plan.snap)) await ctx.zfs.destroy(plan.snap);
   await ctx.store.update((s) => {
     const cur = s.branches[key];
     if (cur) cur.operation = null;

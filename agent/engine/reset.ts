@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { conflict } from '../errors.js';
+import { conflict, invalid } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord } from '../state/schema.js';
@@ -14,6 +14,7 @@ import { Layout } from './layout.js';
 import { getBranch } from './reads.js';
 import { finishReset, resetPlan } from './reset-steps.js';
 import { assertBranchIdle, requireBranch } from './rules.js';
+import { buildSchemaOnly, readSeed } from './schema-only.js';
 import { Steps } from './steps.js';
 import type { BranchView } from './view.js';
 
@@ -34,6 +35,8 @@ export async function resetBranch(
     const b = requireBranch(s, ref);
     assertBranchIdle(b);
     if (b.status !== 'running' && b.status !== 'stopped') throw conflict(`branch '${key}' is ${b.status}`);
+    if (b.schemaOnly && o.fast)
+      throw invalid(`branch '${key}' is schema-only (rebuilt from its parent's schema): --fast does not apply`);
     const parent = s.branches[b.parent!]!;
     const children = Object.values(s.branches).filter((x) => x.parent === key);
     if (children.length && !o.force) {
@@ -69,32 +72,42 @@ export async function resetBranch(
     s.branches[key]!.operation = newOperation('reset', { ...plan, phase: 'swap' });
   });
   const { snap, fresh, old, oldWal } = plan;
-  const next: BranchRecord = { ...b, origin: { snapshot: snap, consistency: o.fast ? 'crash' : 'application' } };
+  const next: BranchRecord = b.schemaOnly
+    ? b
+    : { ...b, origin: { snapshot: snap, consistency: o.fast ? 'crash' : 'application' } };
   const steps = new Steps('branch reset', ctx.log);
+  // The superuser's password in the new clone until the branch's own is set: the parent's, or the template's.
+  let initialPassword = parent.password;
   try {
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(b.image));
-    const label = await snapshotParent(ctx, steps, parent, db, snap, {
-      fast: !!o.fast,
-      label: `betterpg reset ${key}`,
-      by: ref,
-    });
-    await steps.step(
-      'zfs clone',
-      () => cloneFresh(ctx, snap, b, fresh),
-      () => ctx.zfs.destroy(fresh),
-      { partial: true },
-    );
-    await ctx.zfs.mount(fresh);
-    await steps.step('prepare data', async () => {
-      const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(fresh));
-      const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
-      if (label)
-        await prepareBackupClone(dataDir, ctx.cfg, label, [
-          { dir: ctx.layout.walDir(parent.id) },
-          { dir: parentData, sub: 'pg_wal' },
-        ]);
-      else await prepareCrashClone(dataDir, ctx.cfg);
-    });
+    if (b.schemaOnly) {
+      // The parent's current structure and the branch's seed, in a fresh cluster beside the old one.
+      const seed = await readSeed(ctx, b.dataset);
+      initialPassword = await buildSchemaOnly(ctx, steps, { record: b, parent, db, into: fresh, pgdata, seed });
+    } else {
+      const label = await snapshotParent(ctx, steps, parent, db, snap, {
+        fast: !!o.fast,
+        label: `betterpg reset ${key}`,
+        by: ref,
+      });
+      await steps.step(
+        'zfs clone',
+        () => cloneFresh(ctx, snap, b, fresh),
+        () => ctx.zfs.destroy(fresh),
+        { partial: true },
+      );
+      await ctx.zfs.mount(fresh);
+      await steps.step('prepare data', async () => {
+        const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(fresh));
+        const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
+        if (label)
+          await prepareBackupClone(dataDir, ctx.cfg, label, [
+            { dir: ctx.layout.walDir(parent.id) },
+            { dir: parentData, sub: 'pg_wal' },
+          ]);
+        else await prepareCrashClone(dataDir, ctx.cfg);
+      });
+    }
     // The swap: from here on, undo puts the old branch back.
     await steps.step(
       'remove old container',
@@ -135,8 +148,8 @@ export async function resetBranch(
       () => ctx.docker.remove(b.container),
       { partial: true },
     );
-    await steps.step('wait ready', () => waitBranchReady(ctx, { ...next, password: parent.password }, db));
-    await steps.step('set password', () => setPassword(ctx, next, db, parent.password, b.password));
+    await steps.step('wait ready', () => waitBranchReady(ctx, { ...next, password: initialPassword }, db));
+    await steps.step('set password', () => setPassword(ctx, next, db, initialPassword, b.password));
     // Committed: the branch is the new clone. What follows only drops what the old one owned.
     await steps.step('commit', () =>
       ctx.store.update(async (s) => {

@@ -25,6 +25,8 @@ export function freshBranchFields(
     memory: o.memory ?? null,
     cpus: o.cpus ?? null,
     disk: o.disk ?? null,
+    schemaOnly: false,
+    seed: null,
   } as const;
 }
 

@@ -24,6 +24,9 @@ export interface BranchView {
   container: string;
   image: string;
   consistency: 'application' | 'crash' | null;
+  /** The parent's structure without its rows (a fresh cluster), and the seed run after it. */
+  schemaOnly: boolean;
+  seed: { bytes: number; sha256: string } | null;
   createdAt: string;
   usedBytes: number | null;
   /** When housekeeping deletes it (null: never). */
@@ -106,6 +109,8 @@ export function branchView(
     container: b.container,
     image: b.image,
     consistency: b.origin?.consistency ?? null,
+    schemaOnly: b.schemaOnly,
+    seed: b.seed,
     createdAt: b.createdAt,
     usedBytes: live.disk?.used ?? null,
     expiresAt: b.expiresAt,

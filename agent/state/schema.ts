@@ -48,6 +48,10 @@ export const BranchRecord = z.object({
   cpus: z.number().positive().nullable().default(null),
   /** ZFS quota of the branch's dataset in bytes (null: none). */
   disk: z.number().int().positive().nullable().default(null),
+  /** The parent's structure without its rows (a fresh cluster, see engine/schema-only.ts), not a clone. */
+  schemaOnly: z.boolean().default(false),
+  /** The seed SQL run after the structure (kept beside the data directory for reset), if any. */
+  seed: z.object({ bytes: z.number().int(), sha256: z.string() }).nullable().default(null),
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 

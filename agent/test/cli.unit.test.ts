@@ -398,6 +398,8 @@ describe('text for people', () => {
       memory: null,
       cpus: null,
       disk: null,
+      schemaOnly: false,
+      seed: null,
     };
     const live = { status: 'running', disk: null, wal: null };
     const rowsOf = (text: string) =>

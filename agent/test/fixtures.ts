@@ -31,6 +31,8 @@ export function branch(database: string, name: string, o: Partial<BranchRecord> 
     memory: null,
     cpus: null,
     disk: null,
+    schemaOnly: false,
+    seed: null,
     ...o,
   };
 }

@@ -36,6 +36,21 @@ export async function must(cmd, args, o) {
   return r;
 }
 
+/**
+ * `zfs destroy -r ds` with zfs-fuse's busy retries (it answers "dataset is busy" at random): every
+ * filesystem under ds unmounted first, deepest first. True once ds is gone.
+ */
+export async function zfsDestroy(ds, tries = 6) {
+  for (let i = 0; i < tries; i++) {
+    const l = await run('zfs', ['list', '-H', '-r', '-t', 'filesystem', '-o', 'name', ds]);
+    if (l.code !== 0) return true;
+    for (const fs of l.stdout.trim().split('\n').filter(Boolean).reverse()) await run('zfs', ['umount', fs]);
+    if ((await run('zfs', ['destroy', '-r', ds])).code === 0) return true;
+    await new Promise((r) => setTimeout(r, 500 * 2 ** i));
+  }
+  return false;
+}
+
 /** n, mean, p50 (median), p95 (nearest rank), min, max; rounded. */
 export function stats(xs) {
   if (!xs.length) return null;

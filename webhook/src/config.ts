@@ -72,6 +72,20 @@ const RepoSettings = z
     branchName: BranchTemplate.default('pr-{number}'),
     /** Crash-consistent branches (`PUT {fast: true}`): faster, see the agent's README. */
     fast: z.boolean().default(false),
+    /**
+     * `schema-only`: each PR branch gets the parent's structure and none of its rows (a fresh
+     * cluster, no copy of the parent's data): for public repositories. `full`: a clone of the parent.
+     */
+    data: z.enum(['full', 'schema-only'], { error: "must be 'full' or 'schema-only'" }).default('full'),
+    /** SQL file in the repository (at the PR's head) the agent runs after the structure, on create and reset; schema-only only. */
+    seed: z
+      .string()
+      .transform((p) => p.replace(/^\/+/, ''))
+      .refine(
+        (p) => p !== '' && !p.endsWith('/') && !p.split('/').some((s) => s === '..' || s === '.' || s === ''),
+        'must be a file inside the repository, e.g. db/seed.sql',
+      )
+      .optional(),
     migrations: z
       .object({
         /**
@@ -124,7 +138,17 @@ const RepoSettings = z
     /** Pull requests from forks run SQL from outside the repository as the branch's superuser: off unless set. */
     forks: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.seed !== undefined && r.data !== 'schema-only')
+      ctx.addIssue({ code: 'custom', path: ['seed'], message: 'needs data: schema-only' });
+    if (r.data === 'schema-only' && r.fast)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['fast'],
+        message: 'does not go with data: schema-only (no data is copied)',
+      });
+  });
 export type RepoSettings = z.output<typeof RepoSettings>;
 
 export const WebhookConfigSchema = z

@@ -74,11 +74,15 @@ async function preparePr(d: LifecycleDeps, job: Job, t: Target): Promise<void> {
     found = fetched;
   }
 
+  // The seed of a schema-only branch: the PR's file at its head (it runs only inside the branch).
+  const seed = settings.seed === undefined ? undefined : await fetchSeed(gh, settings.seed, job.headSha);
+
   const t0 = performance.now();
   const request = { startedAt: Date.now(), answeredAt: 0 };
   const put = await d.agent.putBranch(t.database, t.branch, {
     from: settings.parent,
     ...(settings.fast ? { fast: true } : {}),
+    ...(settings.data === 'schema-only' ? { schemaOnly: true, ...(seed !== undefined ? { seed } : {}) } : {}),
   });
   request.answeredAt = Date.now();
   const createMs = performance.now() - t0;
@@ -290,4 +294,25 @@ export function isPermanent(err: unknown): boolean {
 
 function firstLine(s: string): string {
   return s.split('\n')[0] ?? s;
+}
+
+/** The agent's limit for a seed (agent/engine/schema-only.ts). */
+const MAX_SEED_BYTES = 1024 * 1024;
+
+/** The seed file at the PR's head, held to the agent's size limit; a missing one is a clear error. */
+async function fetchSeed(gh: Target['gh'], path: string, headSha: string): Promise<string> {
+  let text: string;
+  try {
+    text = await gh.readFile(path, headSha);
+  } catch (e) {
+    const status = (e as { status?: number }).status;
+    throw new Error(
+      status === 404 ? `seed file ${path} is not in the pull request` : `seed file ${path}: ${(e as Error).message}`,
+      { cause: e },
+    );
+  }
+  const bytes = Buffer.byteLength(text);
+  if (bytes > MAX_SEED_BYTES)
+    throw new Error(`seed file ${path} is ${bytes} bytes; at most ${MAX_SEED_BYTES} are accepted`);
+  return text;
 }

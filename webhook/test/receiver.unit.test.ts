@@ -35,6 +35,8 @@ describe('config', () => {
     assert.equal(r.resetOnPush, false);
     assert.equal(r.showPassword, 'auto');
     assert.equal(r.forks, false);
+    assert.equal(r.data, 'full');
+    assert.equal(r.seed, undefined);
     assert.equal(r.migrations.path, undefined);
     assert.equal(repoSettings(c, 'OCTO/SHOP'), r, 'owner/name is case-insensitive');
   });
@@ -74,6 +76,10 @@ describe('config', () => {
       [{ ...base, repos: { 'o/r': { database: 'x', branchName: 'pr/{number}' } } }, /valid branch name/],
       [{ ...base, repos: { 'o/r': { database: 'x', migrations: { path: '../etc' } } } }, /migrations\.path/],
       [{ ...base, repos: { 'o/r': { database: 'x', showPassword: 'maybe' } } }, /showPassword/],
+      [{ ...base, repos: { 'o/r': { database: 'x', data: 'some' } } }, /data: must be 'full' or 'schema-only'/],
+      [{ ...base, repos: { 'o/r': { database: 'x', seed: 'db/seed.sql' } } }, /seed: needs data: schema-only/],
+      [{ ...base, repos: { 'o/r': { database: 'x', data: 'schema-only', seed: '../s.sql' } } }, /seed: must be a file/],
+      [{ ...base, repos: { 'o/r': { database: 'x', data: 'schema-only', fast: true } } }, /fast: does not go/],
       [{ ...base, repos: { 'o/r': { database: 'x', extra: 1 } } }, /repos\.o\/r/],
       [{ ...base, repos: { 'o/r': { database: 'x' }, 'O/R': { database: 'y' } } }, /listed twice/],
       [{ ...base, stateDir: 'relative' }, /stateDir: must be an absolute path/],
