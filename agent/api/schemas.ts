@@ -91,6 +91,10 @@ export const BranchView = z.object({
   walBytes: z.number().nullable(),
   walQuotaBytes: z.number().nullable(),
   walFull: z.boolean(),
+  /** The refresh of main the branch's data comes from; current: false for a branch made before main's latest refresh. */
+  refresh: z
+    .object({ generation: z.number().int(), current: z.boolean(), refreshedAt: z.string().nullable() })
+    .optional(),
 });
 export type BranchView = z.infer<typeof BranchView>;
 

@@ -1,10 +1,17 @@
 import type { Command } from 'commander';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
+import { invalid } from '../errors.js';
 import type { CliContext } from './context.js';
 import { jsonOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
+
+function parsePositive(v: string, flag: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw invalid(`${flag} must be a whole number from 1 to 64`);
+  return n;
+}
 
 const databaseDetail = (d: DatabaseView) =>
   `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
@@ -27,6 +34,32 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
       const res = await (await engine()).createDatabase(name, { image: o.image, ...limits });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);
+    });
+
+  db.command('refresh <db>')
+    .description(
+      'build a new main from the source beside the old one, mask it, swap it in (same port and password; branches keep their data)',
+    )
+    .option('--from-url <url>', 'the source (default: the one recorded at import, or databases.<db>.refresh.from)')
+    .option('--method <method>', 'dump or basebackup (default: as recorded)')
+    .option('--jobs <n>', 'parallel jobs of pg_dump/pg_restore', (v) => parsePositive(v, '--jobs'))
+    .option('--masking-sql <file>', 'masking SQL run on the new copy before it becomes main (default: as configured or recorded)')
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      if (o.method !== undefined && o.method !== 'dump' && o.method !== 'basebackup')
+        throw invalid('--method must be dump or basebackup');
+      const res = await (await engine()).refreshDatabase(parseDatabaseName(name), {
+        fromUrl: o.fromUrl,
+        method: o.method,
+        jobs: o.jobs,
+        maskingSql: o.maskingSql,
+      });
+      out
+        .log()
+        .info(
+          `refreshed ${name} (generation ${res.generation}${res.masked ? ', masked' : ''}) in ${res.totalMs} ms; main did not answer for ${res.interruptionMs} ms`,
+        );
+      out.result(o, res, (r) => branchDetail(r.branch));
     });
 
   db.command('list')

@@ -17,7 +17,7 @@ import { checkBranchCount, checkFreeSpace, checkResources, isOutOfSpace } from '
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
-import { freshBranchFields, newId, now } from './rules.js';
+import { freshBranchFields, freshDatabaseFields, newId, now } from './rules.js';
 import { Steps } from './steps.js';
 import type { BranchView } from './view.js';
 
@@ -56,7 +56,14 @@ export async function createDatabase(
     if (s.databases[name]) throw conflict(`database '${name}' already exists`);
     checkBranchCount(ctx.cfg, s, name);
     const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress);
-    s.databases[name] = { name, image, createdAt: now(), pgDatabase: name, operation: newOperation('create-database') };
+    s.databases[name] = {
+      name,
+      image,
+      createdAt: now(),
+      pgDatabase: name,
+      operation: newOperation('create-database'),
+      ...freshDatabaseFields(),
+    };
     const b: BranchRecord = {
       id: newId(),
       database: name,
@@ -153,7 +160,7 @@ export async function createDatabase(
 }
 
 /** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
-async function initdb(
+export async function initdb(
   ctx: EngineContext,
   b: BranchRecord,
   image: string,

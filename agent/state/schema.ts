@@ -48,6 +48,8 @@ export const BranchRecord = z.object({
   cpus: z.number().positive().nullable().default(null),
   /** ZFS quota of the branch's dataset in bytes (null: none). */
   disk: z.number().int().positive().nullable().default(null),
+  /** The refresh of main this branch's data comes from (main: its own; 0: as created or imported). */
+  generation: z.number().int().nonnegative().default(0),
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 
@@ -76,6 +78,19 @@ export const SnapshotRecord = z.object({
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
 
+export const RetiredMain = z.object({
+  dataset: z.string(),
+  generation: z.number().int().nonnegative(),
+  retiredAt: z.string(),
+});
+export type RetiredMain = z.infer<typeof RetiredMain>;
+
+export const MaskingRecord = z.object({
+  /** Absolute path of the masking SQL file (read again at every refresh). */
+  sql: z.string().nullable(),
+  command: z.array(z.string()).nullable(),
+});
+
 export const DatabaseRecord = z.object({
   name: z.string(),
   image: z.string(),
@@ -83,6 +98,16 @@ export const DatabaseRecord = z.object({
   /** The PostgreSQL database inside the cluster that connection strings name. */
   pgDatabase: z.string(),
   operation: Operation.nullable(),
+  /** Refreshes of main so far (`bpg db refresh`); 0: main as created or imported. */
+  generation: z.number().int().nonnegative().default(0),
+  refreshedAt: z.string().nullable().default(null),
+  /**
+   * Datasets of mains replaced by a refresh, kept while branches cloned from them exist (they keep
+   * their data); housekeeping and doctor destroy one once nothing is cloned from it.
+   */
+  retired: z.array(RetiredMain).default([]),
+  /** The masking recorded at import (or by a refresh that named one): every later refresh runs it. */
+  masking: MaskingRecord.nullable().default(null),
 });
 export type DatabaseRecord = z.infer<typeof DatabaseRecord>;
 

@@ -345,7 +345,17 @@ describe('text for people', () => {
   });
 
   it("shows a branch's connection: the router's with the direct port beside it when the agent runs one", () => {
-    const db = { name: 'app', image: 'img', createdAt: 'x', pgDatabase: 'app', operation: null };
+    const db = {
+      name: 'app',
+      image: 'img',
+      createdAt: 'x',
+      pgDatabase: 'app',
+      operation: null,
+      generation: 0,
+      refreshedAt: null,
+      retired: [],
+      masking: null,
+    };
     const rec = {
       id: '0123456789abcdef',
       database: 'app',
@@ -367,6 +377,7 @@ describe('text for people', () => {
       memory: null,
       cpus: null,
       disk: null,
+      generation: 0,
     };
     const live = { status: 'running', disk: null, wal: null };
     const rowsOf = (text: string) =>

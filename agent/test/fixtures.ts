@@ -31,6 +31,7 @@ export function branch(database: string, name: string, o: Partial<BranchRecord> 
     memory: null,
     cpus: null,
     disk: null,
+    generation: 0,
     ...o,
   };
 }
@@ -44,6 +45,10 @@ export function state(branches: BranchRecord[], snapshots: SnapshotRecord[] = []
       createdAt: '2026-11-01T00:00:00.000Z',
       pgDatabase: b.database,
       operation: null,
+      generation: 0,
+      refreshedAt: null,
+      retired: [],
+      masking: null,
     };
   return {
     version: 1,
