@@ -308,6 +308,8 @@ describe('text for people', () => {
       stopped: [],
       active: [],
       snapshots: [],
+      refreshed: [],
+      retired: [],
       pruned: [],
       wal: [],
       skipped: [],
