@@ -82,7 +82,8 @@ export async function maskCluster(ctx: EngineContext, t: MaskTarget, m: MaskingS
       ctx.log.info(`masking: running ${m.sql}`);
       await ctx.pg
         .withClient(server.target(t.pgDatabase), async (c) => {
-          await c.query('SET statement_timeout = 0');
+          // The agent's sessions start with search_path=pg_catalog; the masking SQL is the admin's, run as on any server.
+          await c.query(`SET statement_timeout = 0; SET search_path = "$user", public`);
           // One simple-protocol query: its statements run in one implicit transaction (unless the file has its own BEGIN/COMMIT).
           await c.query(sqlText);
         })

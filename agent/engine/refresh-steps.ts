@@ -6,35 +6,35 @@ import { tempServerName } from './temp-server.js';
 
 /** What a refresh makes and how it ends: the plan journalled for recovery, the finish after the commit, the undo. */
 
-/** Names of everything one refresh makes; kept in the database's journal entry for recovery. */
+/**
+ * Names of everything one refresh makes; kept in the database's journal entry for recovery. The new
+ * main gets a dataset name of its own and the old one keeps its name: zfs-fuse refuses to rename a
+ * dataset that clones were made from ("dataset is busy"), and no rename keeps the swap short.
+ */
 export function refreshPlan(ctx: EngineContext, main: BranchRecord, generation: number, tag: string) {
   return {
     tag,
-    /** The new main, built beside the old one ('.' never occurs in branch names: no collision). */
-    fresh: `${main.dataset}.refresh-${tag}`,
-    /** Where the old main goes at the swap (kept while branches cloned from it exist). */
-    retired: `${main.dataset}.gen${generation}-${tag}`,
+    /** The new main ('.' never occurs in branch names: no collision). */
+    fresh: `${ctx.layout.branchDataset(main.database, 'main')}.g${generation + 1}-${tag}`,
+    /** The old main's dataset, kept while branches cloned from it exist. */
+    retired: main.dataset,
     oldWal: `${ctx.layout.walDataset(main.id)}.old-${tag}`,
     generation: String(generation),
   };
 }
 export type RefreshPlan = ReturnType<typeof refreshPlan>;
 
-/** The commit, as one change of the state: generation, retired dataset, branch origins, main's kept snapshots. */
+/** The commit, as one change of the state: main's dataset and generation, the retired dataset, main's kept snapshots. */
 export function commitRefresh(s: State, name: string, plan: RefreshPlan, at: string): void {
   const db = s.databases[name]!;
   const main = s.branches[`${name}/main`]!;
-  const prefix = `${main.dataset}@`;
-  // Branches cloned from the old main keep their data: their origin moved with it.
-  for (const b of Object.values(s.branches))
-    if (b.origin?.snapshot.startsWith(prefix))
-      b.origin = { ...b.origin, snapshot: `${plan.retired}@${b.origin.snapshot.slice(prefix.length)}` };
   // main's kept snapshots went with the old dataset (a new main's history starts at the refresh).
   for (const k of Object.keys(s.snapshots)) if (s.snapshots[k]!.branchId === main.id) delete s.snapshots[k];
   db.retired = [...db.retired, { dataset: plan.retired, generation: db.generation, retiredAt: at }];
   db.generation += 1;
   db.refreshedAt = at;
   main.generation = db.generation;
+  main.dataset = plan.fresh;
   main.status = 'running';
   main.stoppedBy = null;
   main.lastActiveAt = at;
@@ -100,12 +100,8 @@ export async function recoverRefresh(ctx: EngineContext, name: string, data: Rec
   }
   for (const c of [tempServerName(main, plan.tag), `bpg-once-${main.id}-${plan.tag}`]) await ctx.docker.remove(c);
   if (plan.phase === 'swap') {
+    // Before the commit the state still names the old dataset: its container comes back on it.
     await ctx.docker.remove(main.container);
-    if (await ctx.zfs.exists(plan.retired)) {
-      // The swap began: whatever sits at main's name now is the new copy.
-      if (await ctx.zfs.exists(main.dataset)) await ctx.zfs.destroy(main.dataset, { recursive: true });
-      await ctx.zfs.rename(plan.retired, main.dataset);
-    }
     if (await ctx.zfs.exists(plan.oldWal)) {
       await ctx.wal.destroy(main.id);
       await ctx.wal.rename(plan.oldWal, ctx.layout.walDataset(main.id));

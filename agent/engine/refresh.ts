@@ -23,16 +23,16 @@ import type { BranchView } from './view.js';
  *
  * 1. Reserve under the lock: the database's journal entry (`refresh`, phase `build`) with the names
  *    of everything the refresh makes. Branches can still be made from the old main meanwhile.
- * 2. Build: a new dataset `<db>/main.refresh-<tag>`, the import (buildFromSource), the masking and
+ * 2. Build: a new dataset `<db>/main.g<N>-<tag>`, the import (buildFromSource), the masking and
  *    its clean-up (masking.ts). A failure here leaves the old main untouched.
  * 3. Swap (phase `swap`, main's own marker set once nothing is being made from it): main's
- *    container stops (a fast shutdown: clients are disconnected), the old dataset is renamed to
- *    `<db>/main.gen<N>-<tag>` (branches cloned from it keep working: a ZFS clone follows its origin's
- *    rename), the new one to main's name, main's WAL archive is set aside for a fresh one, and the
- *    container starts on the new data with the same port and password.
- * 4. Commit (one state change): generation + 1, branch origins renamed, main's kept snapshots
- *    dropped (they stay with the old dataset), the old dataset recorded as retired. After it, the
- *    old WAL archive is dropped, and the old main too if nothing was cloned from it.
+ *    container stops (a fast shutdown: clients are disconnected), main's WAL archive is set aside
+ *    for a fresh one, and main's container starts on the new dataset (`<db>/main.g<N>-<tag>`) with
+ *    the same port and password. The old dataset keeps its name: branches cloned from it keep
+ *    working, untouched (zfs-fuse would refuse to rename it while clones of it exist).
+ * 4. Commit (one state change): main's dataset and generation, main's kept snapshots dropped
+ *    (they stay with the old dataset), the old dataset recorded as retired. After it, the old WAL
+ *    archive is dropped, and the old main too if nothing was cloned from it.
  *
  * A process killed anywhere is finished (after the commit) or undone (before) by recovery
  * (refresh-steps.ts). Clients of main are cut off from step 3's stop to its `wait ready`: that
@@ -172,17 +172,6 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
       },
     );
     await steps.step(
-      'swap datasets',
-      async () => {
-        await ctx.zfs.rename(main.dataset, plan.retired);
-        await ctx.zfs.rename(plan.fresh, main.dataset);
-      },
-      async () => {
-        await ctx.zfs.rename(main.dataset, plan.fresh);
-        await ctx.zfs.rename(plan.retired, main.dataset);
-      },
-    );
-    await steps.step(
       'clear WAL folder',
       async () => {
         await ctx.wal.rename(ctx.layout.walDataset(main.id), plan.oldWal);
@@ -193,11 +182,10 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
         await ctx.wal.rename(plan.oldWal, ctx.layout.walDataset(main.id));
       },
     );
-    const mainDataDir = Layout.dataDir(await ctx.zfs.mountpoint(main.dataset));
-    const next: BranchRecord = { ...main, generation: db.generation + 1 };
+    const next: BranchRecord = { ...main, dataset: plan.fresh, generation: db.generation + 1 };
     await steps.step(
       'start container',
-      () => startContainer(ctx, next, pgdata, mainDataDir),
+      () => startContainer(ctx, next, pgdata, dataDir),
       () => ctx.docker.remove(main.container),
       { partial: true },
     );

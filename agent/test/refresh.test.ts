@@ -90,7 +90,7 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
 
   it('masking that fails: the refresh aborts, old main as it was, nothing left over', async () => {
     const bad = join(raw.stateDir, 'bad-mask.sql');
-    writeFileSync(bad, "UPDATE customers SET email = 'x';\nUPDATE no_such_table SET a = 1;\n");
+    writeFileSync(bad, "UPDATE customers SET full_name = 'x';\nUPDATE no_such_table SET a = 1;\n");
     const before = await view('main');
     const r = await cli(['db', 'refresh', db, '--from-url', src.urlWithPassword('src'), '--masking-sql', bad], env);
     assert.notEqual(r.code, 0);
@@ -100,11 +100,12 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     const main = await view('main');
     assert.equal(main.refresh!.generation, 1);
     assert.equal(main.port, before.port);
-    assert.equal((await queryOne<{ n: number }>(main, "SELECT count(*)::int AS n FROM customers WHERE email = 'x'")).n, 0);
+    assert.equal(main.dataset, before.dataset);
+    assert.equal((await queryOne<{ n: number }>(main, "SELECT count(*)::int AS n FROM customers WHERE full_name = 'x'")).n, 0);
     assert.deepEqual(
       sh('zfs', ['list', '-H', '-o', 'name', '-r', `${root}/${db}`]).split('\n').filter(Boolean).sort(),
-      [`${root}/${db}`, `${root}/${db}/main`],
-      'no new dataset left',
+      [`${root}/${db}`, main.dataset].sort(),
+      'no new dataset left (and the empty main of before the first refresh is gone: nothing was cloned from it)',
     );
     assert.equal(sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).trim(), main.container);
     const st = JSON.parse(readFileSync(join(raw.stateDir, 'state.json'), 'utf8'));
@@ -207,8 +208,10 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     await ok(['housekeep'], env);
     assert.deepEqual(
       sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem', '-r', `${root}/${db}`]).split('\n').filter(Boolean).sort(),
-      [`${root}/${db}`, `${root}/${db}/main`, `${root}/${db}/new`, `${root}/${db}/old`],
+      [`${root}/${db}`, main.dataset, `${root}/${db}/new`, `${root}/${db}/old`].sort(),
+      'the old main (generation 1) is gone with the last branch cloned from it',
     );
+    assert.notEqual(oldNow.dataset, main.dataset);
     const again = await cli(['doctor', '--json'], env);
     assert.deepEqual(JSON.parse(again.stdout).findings, []);
   });
