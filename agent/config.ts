@@ -77,7 +77,10 @@ const RefreshSchedule = z
     method: z.enum(['dump', 'basebackup']).optional(),
     jobs: z.number().int().min(1).max(64).optional(),
     /** Where the source's password is: an environment variable of `bpg serve`, or a file. */
-    passwordEnv: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+    passwordEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+      .optional(),
     passwordFile: z.string().startsWith('/', 'must be an absolute path').optional(),
   })
   .strict();

@@ -69,7 +69,13 @@ export function startHousekeeper(
 function logReport(log: Logger, r: HousekeepingReport): void {
   for (const x of r.errors) log.warn(`housekeeping: ${x.action} ${x.target} failed: ${x.error}`);
   const did =
-    r.deleted.length + r.stopped.length + r.snapshots.length + r.pruned.length + r.wal.length + r.refreshed.length + r.retired.length;
+    r.deleted.length +
+    r.stopped.length +
+    r.snapshots.length +
+    r.pruned.length +
+    r.wal.length +
+    r.refreshed.length +
+    r.retired.length;
   const fields = {
     deleted: r.deleted.map((d) => d.branch),
     stopped: r.stopped.map((d) => d.branch),

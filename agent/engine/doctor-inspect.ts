@@ -188,7 +188,11 @@ export function inspect(
     if (!ds) {
       const moved = inv.zfs.find(
         (z) =>
-          z.type === 'filesystem' && z.id === b.id && z.name !== b.dataset && !byDataset.has(z.name) && !retired.has(z.name),
+          z.type === 'filesystem' &&
+          z.id === b.id &&
+          z.name !== b.dataset &&
+          !byDataset.has(z.name) &&
+          !retired.has(z.name),
       );
       if (moved) {
         add({
@@ -463,7 +467,7 @@ export function inspect(
     });
   }
   for (const name of inv.tmpFiles) {
-    const id = /^pw-([a-f0-9]{16})$/.exec(name)?.[1];
+    const id = /^(?:pw|import)-([a-f0-9]{16})$/.exec(name)?.[1];
     const owner = id ? byId.get(id) : undefined;
     if (owner && isBusy(owner)) continue;
     const path = join(inv.tmpDir, name);

@@ -36,7 +36,8 @@ import { walCleanup } from './wal.js';
  * wait. One item failing never stops the others: the report says what was done, skipped and why.
  */
 
-export type HousekeepingAction = 'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'refresh' | 'generations' | 'pass';
+export type HousekeepingAction =
+  'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'refresh' | 'generations' | 'pass';
 
 /** What a change touches, so the daemon can hold its per-branch locks around it. */
 export type HousekeepingTarget = { database: string; branch: string } | { snapshot: string };
@@ -334,7 +335,11 @@ async function scheduledRefresh(c: Ctx): Promise<void> {
     const due = refreshDueAt(c.e.cfg, db);
     if (due === null) continue;
     if (c.now.getTime() < due) {
-      c.report.skipped.push({ action: 'refresh', target: db.name, reason: `not due until ${new Date(due).toISOString()}` });
+      c.report.skipped.push({
+        action: 'refresh',
+        target: db.name,
+        reason: `not due until ${new Date(due).toISOString()}`,
+      });
     } else if (c.dryRun) {
       c.report.refreshed.push({ database: db.name, generation: null });
     } else {

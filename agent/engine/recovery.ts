@@ -3,6 +3,7 @@ import { branchKindOf, databaseKindOf, newOperation, operationDead, type Operati
 import type { BranchRecord, Operation } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { destroyBranch } from './destroy.js';
+import { removeSecret } from './import-source.js';
 import { recoverBranchRename, recoverDatabaseRename } from './rename-steps.js';
 import { recoverRefresh } from './refresh-steps.js';
 import { recoverReset } from './reset-steps.js';
@@ -116,7 +117,9 @@ export async function recoverInterrupted(ctx: EngineContext): Promise<string[]> 
     const st = await ctx.store.read();
     const remaining = Object.values(st.branches).filter((b) => b.database === name);
     if (kind === 'refresh' && data.phase) {
-      ctx.log.warn(`${data.phase === 'committed' ? 'finishing' : 'undoing'} the interrupted refresh of database ${name}`);
+      ctx.log.warn(
+        `${data.phase === 'committed' ? 'finishing' : 'undoing'} the interrupted refresh of database ${name}`,
+      );
       await recoverRefresh(ctx, name, data);
     } else if (kind === 'rename' && data.to) {
       ctx.log.warn(`undoing the interrupted rename of database ${name}`);
@@ -124,6 +127,7 @@ export async function recoverInterrupted(ctx: EngineContext): Promise<string[]> 
     } else if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {
       for (const b of deletionOrder(remaining)) await destroyBranch(ctx, b);
       await ctx.zfs.destroy(ctx.layout.databaseDataset(name), { recursive: true });
+      await removeSecret(ctx.cfg, st.databases[name]?.source?.password);
       await ctx.store.update((s) => {
         delete s.databases[name];
       });

@@ -8,7 +8,8 @@ import { branchProps, ownerOf, startContainer, waitBranchReady } from './contain
 import type { EngineContext } from './context.js';
 import { mkdirOwned } from './datadir.js';
 import { undoAndFail } from './failure.js';
-import { buildFromSource, type ImportSource } from './import-build.js';
+import { buildFromSource, type ImportProgress } from './import-build.js';
+import { checkSourceInput, resolvePassword, sourceOf, type ImportSource } from './import-source.js';
 import { Layout } from './layout.js';
 import { checkFreeSpace } from './limits.js';
 import { checkMasking, hasMasking, maskCluster, type MaskingSpec } from './masking.js';
@@ -46,7 +47,7 @@ export interface RefreshOptions {
   jobs?: number;
   /** A masking SQL file; default: the config's `databases.<db>.masking`, else the masking recorded at import. */
   maskingSql?: string;
-  progress?: (line: string) => void;
+  progress?: (p: ImportProgress) => void;
 }
 
 export interface RefreshResult {
@@ -76,22 +77,28 @@ export async function maskingFor(
   return null;
 }
 
-/** The source a refresh imports from (INTERIM until import16's source handling: the URL, its password in memory only). */
-function sourceFor(ctx: EngineContext, db: DatabaseRecord, o: RefreshOptions): ImportSource {
+/**
+ * The source a refresh imports from: `--from-url` (its password, if any, in memory for this run
+ * only), else `databases.<db>.refresh.from` with its password reference, else the source recorded
+ * at import (import-source.ts); `--method`/`--jobs` override what is recorded.
+ */
+async function sourceFor(ctx: EngineContext, db: DatabaseRecord, o: RefreshOptions): Promise<ImportSource> {
   const sched = ctx.cfg.databases[db.name]?.refresh;
-  const raw = o.fromUrl ?? sched?.from;
-  if (!raw) throw invalid(`database '${db.name}' has no recorded source: name one with --from-url`);
-  let u: URL;
-  try {
-    u = new URL(raw);
-  } catch {
-    throw invalid('--from-url is not a URL (postgres://user@host:port/db)');
+  const given = o.fromUrl ?? sched?.from;
+  if (given !== undefined) {
+    const c = checkSourceInput({
+      url: given,
+      method: o.method ?? sched?.method,
+      jobs: o.jobs ?? sched?.jobs,
+      passwordEnv: o.fromUrl === undefined ? sched?.passwordEnv : undefined,
+      passwordFile: o.fromUrl === undefined ? sched?.passwordFile : undefined,
+    });
+    const password = c.ref.kind === 'url' ? (c.parsed.password ?? undefined) : await resolvePassword(ctx.cfg, c.ref);
+    return { url: c.parsed.url, password, method: c.method, jobs: c.jobs, roles: c.roles };
   }
-  if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:')
-    throw invalid('--from-url must be a postgres:// URL');
-  const password = u.password ? decodeURIComponent(u.password) : sched?.passwordEnv ? process.env[sched.passwordEnv] : undefined;
-  u.password = '';
-  return { url: u.toString(), password, method: o.method ?? sched?.method ?? 'dump', jobs: o.jobs ?? 1, roles: false };
+  if (!db.source) throw invalid(`database '${db.name}' has no recorded source: name one with --from-url`);
+  const src = await sourceOf(ctx.cfg, db.source);
+  return { ...src, method: o.method ?? src.method, jobs: o.jobs ?? src.jobs };
 }
 
 /** Nothing is being made from main (a branch create or reset in flight snapshots it) and main itself is idle. */
@@ -100,12 +107,17 @@ function mainBusy(s: State, name: string): string | null {
   if (main.operation && operationAlive(main.operation)) return `main: '${main.operation.kind}'`;
   const key = `${name}/main`;
   const b = Object.values(s.branches).find(
-    (x) => x.parent === key && x.operation && operationAlive(x.operation) && ['create', 'reset'].includes(x.operation.kind),
+    (x) =>
+      x.parent === key && x.operation && operationAlive(x.operation) && ['create', 'reset'].includes(x.operation.kind),
   );
   return b ? `${b.database}/${b.branch}: '${b.operation!.kind}'` : null;
 }
 
-export async function refreshDatabase(ctx: EngineContext, name: string, o: RefreshOptions = {}): Promise<RefreshResult> {
+export async function refreshDatabase(
+  ctx: EngineContext,
+  name: string,
+  o: RefreshOptions = {},
+): Promise<RefreshResult> {
   const t0 = performance.now();
   await begin(ctx);
   await checkFreeSpace(ctx.zfs, ctx.cfg);
@@ -113,7 +125,7 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
   const before = await ctx.store.read();
   const db0 = requireDatabase(before, name);
   const masking = await maskingFor(ctx, db0, o.maskingSql);
-  const source = sourceFor(ctx, db0, o);
+  const source = await sourceFor(ctx, db0, o);
   const { main, db, plan } = await ctx.store.update((s) => {
     const db = requireDatabase(s, name);
     assertIdle(`database '${name}'`, db.operation);
@@ -126,7 +138,6 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
     return { main: { ...main }, db: { ...db }, plan };
   });
   const log = ctx.log;
-  const progress = o.progress ?? ((line: string) => log.info(line));
   const steps = new Steps('db refresh', log);
   let interruptionMs = 0;
   try {
@@ -149,7 +160,7 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
         image: main.image,
         pgDatabase: db.pgDatabase,
         source,
-        progress,
+        progress: o.progress,
       }),
     );
     if (masking)
@@ -207,7 +218,9 @@ export async function refreshDatabase(ctx: EngineContext, name: string, o: Refre
   }
   await finishRefresh(ctx, name, plan, steps);
   const st = await ctx.store.read();
-  log.info(`refreshed ${name}: main is generation ${st.databases[name]!.generation}; clients waited ${interruptionMs} ms`);
+  log.info(
+    `refreshed ${name}: main is generation ${st.databases[name]!.generation}; clients waited ${interruptionMs} ms`,
+  );
   return {
     branch: await freshView(ctx, { database: name, branch: 'main' }),
     generation: st.databases[name]!.generation,

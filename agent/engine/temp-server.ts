@@ -49,7 +49,7 @@ export async function withTempServer<T>(
       '-c',
       `data_directory=${o.pgdata}`,
       '-c',
-      "listen_addresses=",
+      'listen_addresses=',
       '-c',
       `unix_socket_directories=${CONTAINER_SOCK}`,
       '-c',
@@ -69,7 +69,11 @@ export async function withTempServer<T>(
       '-c',
       'autovacuum=off',
     ],
-    binds: [`${o.dataDir}:${o.pgdata}`, `${sockDir}:${CONTAINER_SOCK}`, `${ctx.layout.hbaFile()}:${Layout.containerHba}:ro`],
+    binds: [
+      `${o.dataDir}:${o.pgdata}`,
+      `${sockDir}:${CONTAINER_SOCK}`,
+      `${ctx.layout.hbaFile()}:${Layout.containerHba}:ro`,
+    ],
     labels: labels(ctx, o.record),
     memoryBytes: p.memory,
     shmSizeBytes: p.shmSize,
@@ -122,6 +126,8 @@ export async function runOnData(
     ...hardening(ctx.cfg, { oneShot: true }),
   });
   if (res.exitCode !== 0)
-    throw new Error(`${entrypoint} exited with ${res.exitCode}: ${res.output.trim().split('\n').slice(-2).join(' / ')}`);
+    throw new Error(
+      `${entrypoint} exited with ${res.exitCode}: ${res.output.trim().split('\n').slice(-2).join(' / ')}`,
+    );
   return res.output;
 }

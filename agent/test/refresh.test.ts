@@ -7,7 +7,7 @@ import pg from 'pg';
 import YAML from 'yaml';
 import type { BranchView } from '../engine/view.js';
 import { cli, ok, okJson, ownStateConfig, query, queryOne, sh, uniqueDb } from './helpers.js';
-import { SourcePg } from './source-pg.js';
+import { SourcePg } from './refresh-source.js';
 
 /**
  * Issue 16, refresh and masking on the real stack, against a source PostgreSQL the test starts
@@ -101,13 +101,22 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     assert.equal(main.refresh!.generation, 1);
     assert.equal(main.port, before.port);
     assert.equal(main.dataset, before.dataset);
-    assert.equal((await queryOne<{ n: number }>(main, "SELECT count(*)::int AS n FROM customers WHERE full_name = 'x'")).n, 0);
+    assert.equal(
+      (await queryOne<{ n: number }>(main, "SELECT count(*)::int AS n FROM customers WHERE full_name = 'x'")).n,
+      0,
+    );
     assert.deepEqual(
-      sh('zfs', ['list', '-H', '-o', 'name', '-r', `${root}/${db}`]).split('\n').filter(Boolean).sort(),
+      sh('zfs', ['list', '-H', '-o', 'name', '-r', `${root}/${db}`])
+        .split('\n')
+        .filter(Boolean)
+        .sort(),
       [`${root}/${db}`, main.dataset].sort(),
       'no new dataset left (and the empty main of before the first refresh is gone: nothing was cloned from it)',
     );
-    assert.equal(sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).trim(), main.container);
+    assert.equal(
+      sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}']).trim(),
+      main.container,
+    );
     const st = JSON.parse(readFileSync(join(raw.stateDir, 'state.json'), 'utf8'));
     assert.equal(st.databases[db].operation, null);
     assert.equal(st.branches[`${db}/main`].operation, null);
@@ -117,7 +126,10 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     await ok(['branch', 'create', `${db}/old`], env);
     const old = await view('old');
     // The source moves on: the refresh brings the new row.
-    await src.query('src', `INSERT INTO customers VALUES (${ROWS + 1}, 'late.${TOKEN}@corp.test', 'Late${TOKEN}', NULL, NULL, NULL)`);
+    await src.query(
+      'src',
+      `INSERT INTO customers VALUES (${ROWS + 1}, 'late.${TOKEN}@corp.test', 'Late${TOKEN}', NULL, NULL, NULL)`,
+    );
 
     // A client of main that queries all the time: its longest gap is main's interruption.
     const main0 = await view('main');
@@ -147,11 +159,19 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
       }
       await c?.end().catch(() => {});
     })();
-    const r = await cli(['db', 'refresh', db, '--from-url', src.urlWithPassword('src'), '--masking-sql', MASK_SQL, '--json'], env);
+    const r = await cli(
+      ['db', 'refresh', db, '--from-url', src.urlWithPassword('src'), '--masking-sql', MASK_SQL, '--json'],
+      env,
+    );
     stop = true;
     await client;
     assert.equal(r.code, 0, r.stderr);
-    const res = JSON.parse(r.stdout) as { generation: number; interruptionMs: number; masked: boolean; totalMs: number };
+    const res = JSON.parse(r.stdout) as {
+      generation: number;
+      interruptionMs: number;
+      masked: boolean;
+      totalMs: number;
+    };
     console.log(
       `refresh: ${res.totalMs} ms in all; main did not answer for ${res.interruptionMs} ms (agent's measure), the client's longest gap ${Math.round(longest)} ms, ${reconnects} failed attempts`,
     );
@@ -165,7 +185,12 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     assert.equal(main.connection.password, main0.connection.password);
     assert.equal((await queryOne<{ n: number }>(main, 'SELECT count(*)::int AS n FROM customers')).n, ROWS + 1);
     assert.equal(
-      (await queryOne<{ n: number }>(main, "SELECT count(*)::int AS n FROM customers WHERE email LIKE '%@example.invalid'")).n,
+      (
+        await queryOne<{ n: number }>(
+          main,
+          "SELECT count(*)::int AS n FROM customers WHERE email LIKE '%@example.invalid'",
+        )
+      ).n,
       ROWS + 1,
     );
     // the old branch keeps its data and says it comes from an older refresh
@@ -186,10 +211,21 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     // Some writes on main, archived: the WAL archive only ever sees post-masking WAL.
     await query(main, 'CREATE TABLE after_refresh AS SELECT g FROM generate_series(1, 1000) g');
     await query(main, 'SELECT pg_switch_wal()');
-    const walDir = join(raw.stateDir, 'wal', (JSON.parse(readFileSync(join(raw.stateDir, 'state.json'), 'utf8')) as { branches: Record<string, { id: string }> }).branches[`${db}/main`]!.id);
+    const walDir = join(
+      raw.stateDir,
+      'wal',
+      (
+        JSON.parse(readFileSync(join(raw.stateDir, 'state.json'), 'utf8')) as {
+          branches: Record<string, { id: string }>;
+        }
+      ).branches[`${db}/main`]!.id,
+    );
     for (let i = 0; i < 200 && readdirSync(walDir).filter((f) => /^[0-9A-F]{24}$/.test(f)).length === 0; i++)
       await new Promise((r) => setTimeout(r, 100));
-    assert.ok(readdirSync(walDir).some((f) => /^[0-9A-F]{24}$/.test(f)), "main's WAL archive has segments");
+    assert.ok(
+      readdirSync(walDir).some((f) => /^[0-9A-F]{24}$/.test(f)),
+      "main's WAL archive has segments",
+    );
 
     // The grep works: the old branch (a clone of the unmasked generation) has the token in its files.
     assert.ok(filesWith(mountpoint(oldNow.dataset), TOKEN).length > 0, 'the grep finds originals where they are');
@@ -207,7 +243,10 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     // nothing is cloned from generation 1 any more: housekeeping drops it
     await ok(['housekeep'], env);
     assert.deepEqual(
-      sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem', '-r', `${root}/${db}`]).split('\n').filter(Boolean).sort(),
+      sh('zfs', ['list', '-H', '-o', 'name', '-t', 'filesystem', '-r', `${root}/${db}`])
+        .split('\n')
+        .filter(Boolean)
+        .sort(),
       [`${root}/${db}`, main.dataset, `${root}/${db}/new`, `${root}/${db}/old`].sort(),
       'the old main (generation 1) is gone with the last branch cloned from it',
     );
