@@ -36,6 +36,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .option('--roles', "also copy the source's roles, without their passwords (dump method)")
     .option('--password-env <name>', "the source's password is in this environment variable of the agent")
     .option('--password-file <path>', "the source's password is the first line of this file")
+    .option('--masking-sql <file>', 'masking SQL run on the imported copy before main starts (recorded for refreshes)')
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
@@ -56,7 +57,14 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordFile: o.passwordFile,
             };
       if (from) checkSourceInput(from); // one clear line before anything is looked at
-      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits, from });
+      const res = await (
+        await engine()
+      ).createDatabase(name, {
+        image: o.image,
+        ...limits,
+        from,
+        maskingSql: o.maskingSql,
+      });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);
     });
