@@ -230,7 +230,7 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     // The grep works: the old branch (a clone of the unmasked generation) has the token in its files.
     assert.ok(filesWith(mountpoint(oldNow.dataset), TOKEN).length > 0, 'the grep finds originals where they are');
     // No original value in any byte of main's dataset, the new branch's, or main's WAL archive.
-    await ok(['branch', 'stop', `${db}/new`], env); // its files at rest (shutdown checkpoint written)
+    await ok(['stop', `${db}/new`], env); // its files at rest (shutdown checkpoint written)
     assert.deepEqual(filesWith(mountpoint(main.dataset), TOKEN), [], "main's dataset");
     assert.deepEqual(filesWith(mountpoint(fresh.dataset), TOKEN), [], "the new branch's dataset");
     assert.deepEqual(filesWith(walDir, TOKEN), [], "main's WAL archive");
