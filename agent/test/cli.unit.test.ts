@@ -94,6 +94,7 @@ describe('the bpg program', () => {
         'branch reset',
         'branch set',
         'db create',
+        'db refresh',
         'db delete',
         'db get',
         'db list',

@@ -29,7 +29,16 @@ describe('branch rules', () => {
     assert.equal(expiryFor(cfg, 'feature', 3600_000, from), '2026-11-30T01:00:00.000Z');
     assert.deepEqual(
       { ...freshBranchFields({ protect: true, disk: 5 }), lastActiveAt: null },
-      { expiresAt: null, protected: true, lastActiveAt: null, stoppedBy: null, memory: null, cpus: null, disk: 5 },
+      {
+        expiresAt: null,
+        protected: true,
+        lastActiveAt: null,
+        stoppedBy: null,
+        memory: null,
+        cpus: null,
+        disk: 5,
+        generation: 0,
+      },
     );
   });
 
