@@ -29,6 +29,12 @@ pool_before=0
 if command -v zpool >/dev/null 2>&1 && zpool list -H -o name "$BPG_POOL" >/dev/null 2>&1; then pool_before=1; fi
 
 bash scripts/setup-host.sh
+# What only the tests use: zsh, to run the completion script `bpg completion zsh` prints.
+if ! command -v zsh >/dev/null 2>&1; then
+  log "installing zsh (the completion test runs it)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y zsh >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y zsh >&2; }
+fi
 
 log "installing and building (npm ci)"
 npm ci --no-audit --no-fund --loglevel=error >&2

@@ -53983,9 +53983,27 @@ const CreateSnapshotBody = object({
         .optional(),
 })
     .strict();
+/**
+ * POST /v1/databases `from`: import main's data from a live PostgreSQL (then the answer is 202 with
+ * an operation to poll). A password inside `url` is kept in a secrets file of the agent's and never
+ * echoed back; `passwordEnv` / `passwordFile` name where the agent finds it instead.
+ */
+const ImportFrom = object({
+    url: schemas_string().min(1).max(2048),
+    method: schemas_enum(['dump', 'basebackup']).optional(),
+    jobs: schemas_number().int().min(1).max(64).optional(),
+    roles: schemas_boolean().optional(),
+    passwordEnv: schemas_string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'passwordEnv must be an environment variable name')
+        .optional(),
+    passwordFile: schemas_string().startsWith('/', 'passwordFile must be an absolute path').max(4096).optional(),
+})
+    .strict();
 /** POST /v1/databases */
 const CreateDatabaseBody = object({
     name: DatabaseName,
+    /** Import main's data from a live PostgreSQL: answered 202 with an operation (GET /v1/operations/{id}). */
+    from: ImportFrom.optional(),
     /** PostgreSQL image; default postgres.image from the agent's config. */
     image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
@@ -53995,6 +54013,33 @@ const CreateDatabaseBody = object({
     cpus: Cpus.optional(),
 })
     .strict();
+/** What an import has done so far (agent/engine/import-build.ts). */
+const ImportProgress = object({
+    phase: schemas_enum(['check', 'dump', 'restore', 'analyze', 'basebackup', 'recover', 'done']),
+    bytes: schemas_number(),
+    totalBytes: schemas_number().nullable(),
+    tables: schemas_number(),
+    totalTables: schemas_number().nullable(),
+    bytesPerSecond: schemas_number(),
+    elapsedMs: schemas_number(),
+});
+const OperationId = schemas_string().regex(/^op-[a-f0-9]{16}$/, 'operation ids look like op-0123456789abcdef');
+/** GET /v1/operations/{id}: a long operation (an import) the agent runs after answering 202. */
+const OperationView = object({
+    id: OperationId,
+    /** create-database (an import); refresh adds its own kind. */
+    kind: schemas_string(),
+    database: schemas_string(),
+    status: schemas_enum(['running', 'succeeded', 'failed']),
+    startedAt: schemas_string(),
+    finishedAt: schemas_string().nullable(),
+    progress: ImportProgress.nullable(),
+    /** The database once the operation succeeded. */
+    result: DatabaseView.nullable(),
+    error: object({ code: schemas_string(), message: schemas_string() }).nullable(),
+});
+/** 202 answers and GET /v1/operations/{id}. */
+const OperationResponse = object({ operation: OperationView });
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
 const ForceQuery = object({ force: schemas_enum(['true', 'false']).optional() }).strict();
 /** `?force=true&fast=true` on POST …/reset: also delete children and kept snapshots; crash-consistent snapshot of the parent. */
@@ -54964,9 +55009,40 @@ class BpgClient {
     getDatabase(db, o) {
         return this.json('GET', `/v1/databases/${seg(db)}`, DatabaseView, o);
     }
-    /** Not retried (POST): an existing name is a 409. */
-    createDatabase(body, o) {
-        return this.json('POST', '/v1/databases', DatabaseView, o, body);
+    /**
+     * Not retried (POST): an existing name is a 409. With `from` (an import), the agent answers 202
+     * and this waits for the operation (waitOperation) and returns the database, or throws its error.
+     */
+    async createDatabase(body, o) {
+        if (!body.from)
+            return this.json('POST', '/v1/databases', DatabaseView, o, body);
+        const op = await this.startCreateDatabase(body, o);
+        const done = await this.waitOperation(op.id, o);
+        return done.result;
+    }
+    /** An import (`from` set): the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
+    async startCreateDatabase(body, o) {
+        return (await this.json('POST', '/v1/databases', OperationResponse, o, body)).operation;
+    }
+    getOperation(id, o) {
+        return this.json('GET', `/v1/operations/${seg(id)}`, OperationResponse, o).then((r) => r.operation);
+    }
+    /**
+     * Polls an operation until it ends (`pollMs`, default 1 s; `timeoutMs` bounds each call, `signal`
+     * the whole wait). A failed operation throws its error as a BpgApiError (status 0, its code).
+     */
+    async waitOperation(id, o = {}) {
+        for (;;) {
+            const op = await this.getOperation(id, o);
+            if (op.status === 'succeeded' && op.result)
+                return op;
+            if (op.status === 'failed')
+                throw new BpgApiError(0, op.error?.code ?? 'failed', op.error?.message ?? 'failed');
+            o.onProgress?.(op);
+            if (o.signal?.aborted)
+                throw new BpgApiError(0, 'aborted', `waiting for ${id}: aborted`);
+            await sleep(o.pollMs ?? 1000);
+        }
     }
     /** Deletes a database (with every branch if `force`); `{ deleted: false }` if it was already gone. */
     async deleteDatabase(db, opts = {}, o) {

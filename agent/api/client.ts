@@ -114,9 +114,45 @@ export class BpgClient {
     return this.json('GET', `/v1/databases/${seg(db)}`, S.DatabaseView, o);
   }
 
-  /** Not retried (POST): an existing name is a 409. */
-  createDatabase(body: S.CreateDatabaseBody, o?: CallOptions): Promise<S.DatabaseView> {
-    return this.json('POST', '/v1/databases', S.DatabaseView, o, body);
+  /**
+   * Not retried (POST): an existing name is a 409. With `from` (an import), the agent answers 202
+   * and this waits for the operation (waitOperation) and returns the database, or throws its error.
+   */
+  async createDatabase(
+    body: S.CreateDatabaseBody,
+    o?: CallOptions & { pollMs?: number; onProgress?: (op: S.OperationView) => void },
+  ): Promise<S.DatabaseView> {
+    if (!body.from) return this.json('POST', '/v1/databases', S.DatabaseView, o, body);
+    const op = await this.startCreateDatabase(body, o);
+    const done = await this.waitOperation(op.id, o);
+    return done.result!;
+  }
+
+  /** An import (`from` set): the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
+  async startCreateDatabase(body: S.CreateDatabaseBody, o?: CallOptions): Promise<S.OperationView> {
+    return (await this.json('POST', '/v1/databases', S.OperationResponse, o, body)).operation;
+  }
+
+  getOperation(id: string, o?: CallOptions): Promise<S.OperationView> {
+    return this.json('GET', `/v1/operations/${seg(id)}`, S.OperationResponse, o).then((r) => r.operation);
+  }
+
+  /**
+   * Polls an operation until it ends (`pollMs`, default 1 s; `timeoutMs` bounds each call, `signal`
+   * the whole wait). A failed operation throws its error as a BpgApiError (status 0, its code).
+   */
+  async waitOperation(
+    id: string,
+    o: CallOptions & { pollMs?: number; onProgress?: (op: S.OperationView) => void } = {},
+  ): Promise<S.OperationView> {
+    for (;;) {
+      const op = await this.getOperation(id, o);
+      if (op.status === 'succeeded' && op.result) return op;
+      if (op.status === 'failed') throw new BpgApiError(0, op.error?.code ?? 'failed', op.error?.message ?? 'failed');
+      o.onProgress?.(op);
+      if (o.signal?.aborted) throw new BpgApiError(0, 'aborted', `waiting for ${id}: aborted`);
+      await sleep(o.pollMs ?? 1000);
+    }
   }
 
   /** Deletes a database (with every branch if `force`); `{ deleted: false }` if it was already gone. */

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import * as S from './schemas.js';
+import { roleLine, routeRole } from './roles.js';
 
 const json = (schema: object) => ({ 'application/json': { schema } });
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -12,6 +13,7 @@ const ok = (description: string, schema: object) => ({ description, content: jso
 const err = (description: string) => ({ description, content: json(ref('Error')) });
 const COMMON = {
   '401': err('Missing or wrong bearer token'),
+  '403': err("The token's role or databases do not allow it (nothing was changed)"),
   '500': err('The operation failed; its finished steps were undone'),
   '503': err(
     'ZFS pool or Docker engine not available, the agent is shutting down, or (creates) too many creates at once: see Retry-After',
@@ -71,6 +73,18 @@ const component = (schema: z.ZodType, io: 'input' | 'output') => {
 };
 
 export function openapi(): Record<string, unknown> {
+  const doc = document();
+  // Each operation states the role it needs (roles.ts, which the server enforces): a field, and a line.
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, Record<string, unknown>>>))
+    for (const [method, op] of Object.entries(ops)) {
+      const role = routeRole(method, path);
+      op['x-betterpg-role'] = role;
+      op.description = typeof op.description === 'string' ? `${op.description} ${roleLine(role)}` : roleLine(role);
+    }
+  return doc;
+}
+
+function document(): Record<string, unknown> {
   return {
     openapi: '3.1.0',
     info: {
@@ -78,7 +92,10 @@ export function openapi(): Record<string, unknown> {
       version: '1',
       description:
         'Instant PostgreSQL branches on ZFS. Every route but /v1/health needs `Authorization: Bearer <token>`. ' +
-        'Objects are the same as `bpg ... --json` prints. Errors are `{ "error": { "code", "message" } }`.',
+        'Objects are the same as `bpg ... --json` prints. Errors are `{ "error": { "code", "message" } }`. ' +
+        'Each operation names the role it needs in `x-betterpg-role` (read < write < admin; none: no token): a token ' +
+        'without it gets 403 `forbidden`, and a token limited to some databases gets 403 for any other database ' +
+        '(lists show only its databases). A 403 changes nothing.',
     },
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
@@ -91,6 +108,7 @@ export function openapi(): Record<string, unknown> {
         PutBranchResponse: component(S.PutBranchResponse, 'output'),
         PatchBranchBody: component(S.PatchBranchBody, 'input'),
         CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
+        OperationResponse: component(S.OperationResponse, 'output'),
         DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
         DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
         SnapshotView: component(S.SnapshotView, 'output'),
@@ -135,9 +153,42 @@ export function openapi(): Record<string, unknown> {
         },
         post: {
           operationId: 'createDatabase',
-          summary: 'Create a database and its main branch (not idempotent: an existing name is a 409)',
+          summary:
+            'Create a database and its main branch (not idempotent: an existing name is a 409); with `from`, import its data from a live PostgreSQL: 202 and an operation to poll',
           requestBody: { required: true, content: json(ref('CreateDatabaseBody')) },
-          responses: { '201': ok('Created', ref('DatabaseView')), ...BAD, ...LIMITED, ...TOO_LARGE, ...COMMON },
+          responses: {
+            '201': ok('Created', ref('DatabaseView')),
+            '202': ok(
+              'An import started (`from`): poll GET /v1/operations/{id} (also in Location)',
+              ref('OperationResponse'),
+            ),
+            ...BAD,
+            ...LIMITED,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/operations/{id}': {
+        get: {
+          operationId: 'getOperation',
+          summary:
+            'A long operation (an import): running, succeeded (with the database) or failed (with the error); kept an hour after it ends, not across restarts',
+          parameters: [
+            {
+              name: 'id',
+              in: 'path',
+              required: true,
+              description: 'Operation id (op-<16 hex>)',
+              schema: { type: 'string', pattern: '^op-[a-f0-9]{16}$' },
+            },
+          ],
+          responses: {
+            '200': ok('The operation', ref('OperationResponse')),
+            ...BAD,
+            '404': err('No such operation'),
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}': {

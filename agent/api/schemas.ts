@@ -195,10 +195,32 @@ export const CreateSnapshotBody = z
   .strict();
 export type CreateSnapshotBody = z.infer<typeof CreateSnapshotBody>;
 
+/**
+ * POST /v1/databases `from`: import main's data from a live PostgreSQL (then the answer is 202 with
+ * an operation to poll). A password inside `url` is kept in a secrets file of the agent's and never
+ * echoed back; `passwordEnv` / `passwordFile` name where the agent finds it instead.
+ */
+export const ImportFrom = z
+  .object({
+    url: z.string().min(1).max(2048),
+    method: z.enum(['dump', 'basebackup']).optional(),
+    jobs: z.number().int().min(1).max(64).optional(),
+    roles: z.boolean().optional(),
+    passwordEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'passwordEnv must be an environment variable name')
+      .optional(),
+    passwordFile: z.string().startsWith('/', 'passwordFile must be an absolute path').max(4096).optional(),
+  })
+  .strict();
+export type ImportFrom = z.infer<typeof ImportFrom>;
+
 /** POST /v1/databases */
 export const CreateDatabaseBody = z
   .object({
     name: DatabaseName,
+    /** Import main's data from a live PostgreSQL: answered 202 with an operation (GET /v1/operations/{id}). */
+    from: ImportFrom.optional(),
     /** PostgreSQL image; default postgres.image from the agent's config. */
     image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
@@ -209,6 +231,40 @@ export const CreateDatabaseBody = z
   })
   .strict();
 export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;
+
+/** What an import has done so far (agent/engine/import-build.ts). */
+export const ImportProgress = z.object({
+  phase: z.enum(['check', 'dump', 'restore', 'analyze', 'basebackup', 'recover', 'done']),
+  bytes: z.number(),
+  totalBytes: z.number().nullable(),
+  tables: z.number(),
+  totalTables: z.number().nullable(),
+  bytesPerSecond: z.number(),
+  elapsedMs: z.number(),
+});
+export type ImportProgress = z.infer<typeof ImportProgress>;
+
+export const OperationId = z.string().regex(/^op-[a-f0-9]{16}$/, 'operation ids look like op-0123456789abcdef');
+
+/** GET /v1/operations/{id}: a long operation (an import) the agent runs after answering 202. */
+export const OperationView = z.object({
+  id: OperationId,
+  /** create-database (an import); refresh adds its own kind. */
+  kind: z.string(),
+  database: z.string(),
+  status: z.enum(['running', 'succeeded', 'failed']),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  progress: ImportProgress.nullable(),
+  /** The database once the operation succeeded. */
+  result: DatabaseView.nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable(),
+});
+export type OperationView = z.infer<typeof OperationView>;
+
+/** 202 answers and GET /v1/operations/{id}. */
+export const OperationResponse = z.object({ operation: OperationView });
+export type OperationResponse = z.infer<typeof OperationResponse>;
 
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
 export const ForceQuery = z.object({ force: z.enum(['true', 'false']).optional() }).strict();

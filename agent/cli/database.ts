@@ -1,21 +1,16 @@
 import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
-import { checkSourceInput } from '../engine/import-source.js';
+import { checkSourceInput } from './engine.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
+import type { Paint } from './colour.js';
 import type { CliContext } from './context.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
-function parsePositive(v: string, flag: string): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 64) throw invalid(`${flag} must be a whole number from 1 to 64`);
-  return n;
-}
-
-const databaseDetail = (d: DatabaseView) =>
-  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+const databaseDetail = (d: DatabaseView, paint: Paint) =>
+  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches, paint);
 
 /** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
 export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {
@@ -37,6 +32,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .option('--password-env <name>', "the source's password is in this environment variable of the agent")
     .option('--password-file <path>', "the source's password is the first line of this file")
     .option('--masking-sql <file>', 'masking SQL run on the imported copy before main starts (recorded for refreshes)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
@@ -56,7 +52,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordEnv: o.passwordEnv,
               passwordFile: o.passwordFile,
             };
-      if (from) checkSourceInput(from); // one clear line before anything is looked at
+      if (from) await checkSourceInput(from); // one clear line before anything is looked at
       const res = await (
         await engine()
       ).createDatabase(name, {
@@ -75,11 +71,12 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     )
     .option('--from-url <url>', 'the source (default: the one recorded at import, or databases.<db>.refresh.from)')
     .option('--method <method>', 'dump or basebackup (default: as recorded)')
-    .option('--jobs <n>', 'parallel jobs of pg_dump/pg_restore', (v) => parsePositive(v, '--jobs'))
+    .option('--jobs <n>', 'parallel jobs of pg_dump/pg_restore', (v) => intArg('--jobs', v))
     .option(
       '--masking-sql <file>',
       'masking SQL run on the new copy before it becomes main (default: as configured or recorded)',
     )
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       if (o.method !== undefined && o.method !== 'dump' && o.method !== 'basebackup')
@@ -97,11 +94,12 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
         .info(
           `refreshed ${name} (generation ${res.generation}${res.masked ? ', masked' : ''}) in ${res.totalMs} ms; main did not answer for ${res.interruptionMs} ms`,
         );
-      out.result(o, res, (r) => branchDetail(r.branch));
+      out.result(o, res, (r, paint) => branchDetail(r.branch, paint));
     });
 
   db.command('list')
     .description('list databases')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (o) => {
       out.result(o, await (await engine()).listDatabases(), databaseTable);
@@ -109,6 +107,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
 
   db.command('get <db>')
     .description('show one database and its branches')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
@@ -117,6 +116,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
   db.command('delete <db>')
     .description('delete a database with its main branch')
     .option('--force', 'also delete every other branch of it')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
@@ -127,6 +127,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .description(
       "rename a database with all its branches (direct connection strings stay valid; the router's <db>@<branch> names change)",
     )
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));

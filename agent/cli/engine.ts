@@ -22,3 +22,8 @@ export async function openEngine(log: Logger): Promise<CliEngine> {
 export async function parseTime(text: string): Promise<Date> {
   return (await import('../engine/pitr.js')).parseTime(text);
 }
+
+/** `--from-url` and the flags that go with it, checked before the engine opens (one clear line). */
+export async function checkSourceInput(input: import('../engine/import-source.js').SourceInput): Promise<void> {
+  (await import('../engine/import-source.js')).checkSourceInput(input);
+}

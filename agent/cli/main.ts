@@ -1,4 +1,5 @@
 import { CommanderError } from 'commander';
+import { ExitWith } from './output.js';
 import { buildProgram, outputOf } from './program.js';
 
 /** Runs `bpg` with `argv` (as process.argv: node, script, args...) and returns its exit code. */
@@ -8,6 +9,7 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return 0;
   } catch (e) {
+    if (e instanceof ExitWith) return e.exitCode; // bpg psql: psql's code, psql printed its errors
     if (e instanceof CommanderError) {
       // help and version exit 0; usage errors were already printed on one line
       return e.exitCode === 0 ? 0 : 1;

@@ -95,7 +95,7 @@ export async function removeImportLeftovers(ctx: EngineContext, id: string): Pro
   await rm(importWorkDir(ctx, id), { recursive: true, force: true });
 }
 
-interface Probe {
+export interface Probe {
   version: number;
   clientVersion: number;
   size: number | null;
@@ -291,7 +291,8 @@ class ImportRun {
       '  pg_database_size(current_database()),',
       '  (SELECT rolname FROM pg_roles WHERE oid = 10),',
       "  (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'),",
-      '  :VERSION_NUM;',
+      '  :VERSION_NUM,',
+      "  (SELECT sum(pg_database_size(oid)) FROM pg_database WHERE has_database_privilege(oid, 'CONNECT'));",
       '',
     ].join('\n');
     await this.writeRunFile('probe.sql', sql);
@@ -313,13 +314,14 @@ class ImportRun {
       .map((l) => l.trim())
       .filter((l) => /^\d+\|/.test(l))
       .pop();
-    const [version, size, bootstrap, tables, client] = (row ?? '').split('|');
+    const [version, size, bootstrap, tables, client, cluster] = (row ?? '').split('|');
     if (!row || !bootstrap || !Number(version) || !Number(client))
       throw new Error(`the source answered something unexpected: ${out.trim().split('\n').pop() ?? ''}`);
     const probe: Probe = {
       version: Number(version),
       clientVersion: Number(client),
-      size: Number(size) || null,
+      // a base backup copies every database of the cluster
+      size: (this.o.source.method === 'basebackup' ? Number(cluster) : Number(size)) || null,
       tables: Number(tables),
       bootstrapSuperuser: bootstrap,
     };
@@ -645,7 +647,12 @@ const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MB`;
 
 export function progressLine(p: ImportProgress): string {
   const of = (n: number, t: number | null, f: (x: number) => string) => (t ? `${f(n)} of ~${f(t)}` : f(n));
-  const parts = [`${p.phase}: ${of(p.bytes, p.totalBytes, mb)}`];
+  // A dump is compressed: its bytes are not comparable with the database's size.
+  const bytes =
+    p.phase === 'dump'
+      ? `${mb(p.bytes)} written${p.totalBytes ? ` (database ~${mb(p.totalBytes)})` : ''}`
+      : of(p.bytes, p.totalBytes, mb);
+  const parts = [`${p.phase}: ${bytes}`];
   if (p.phase === 'dump') parts.push(`${of(p.tables, p.totalTables, String)} tables`);
   else if (p.totalTables !== null && p.phase !== 'done') parts.push(`${p.totalTables} tables`);
   parts.push(`${mb(p.bytesPerSecond)}/s`, `${(p.elapsedMs / 1000).toFixed(0)} s`);

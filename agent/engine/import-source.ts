@@ -50,9 +50,8 @@ export function parseSourceUrl(raw: string): ParsedUrl {
   try {
     u = new URL(raw);
   } catch {
-    throw invalid(
-      `--from-url is not a URL (expected postgres://user[:password]@host[:port]/database): ${maskUrl(raw)}`,
-    );
+    // not echoed: text that does not parse as a URL may still hold a password
+    throw invalid('--from-url is not a URL (expected postgres://user[:password]@host[:port]/database)');
   }
   if (u.protocol !== 'postgres:' && u.protocol !== 'postgresql:')
     throw invalid(`--from-url must start with postgres:// or postgresql://, not ${u.protocol}//`);

