@@ -43,6 +43,9 @@ import type { BranchView } from './view.js';
 export interface RefreshOptions {
   /** postgres://user[:password]@host:port/db; default: the source recorded for the database. */
   fromUrl?: string;
+  /** With `fromUrl`: where the agent finds its password (an environment variable or a file of the agent's host). */
+  passwordEnv?: string;
+  passwordFile?: string;
   method?: 'dump' | 'basebackup';
   jobs?: number;
   /** A masking SQL file; default: the config's `databases.<db>.masking`, else the masking recorded at import. */
@@ -90,8 +93,8 @@ async function sourceFor(ctx: EngineContext, db: DatabaseRecord, o: RefreshOptio
       url: given,
       method: o.method ?? sched?.method,
       jobs: o.jobs ?? sched?.jobs,
-      passwordEnv: o.fromUrl === undefined ? sched?.passwordEnv : undefined,
-      passwordFile: o.fromUrl === undefined ? sched?.passwordFile : undefined,
+      passwordEnv: o.fromUrl === undefined ? sched?.passwordEnv : o.passwordEnv,
+      passwordFile: o.fromUrl === undefined ? sched?.passwordFile : o.passwordFile,
     });
     const password = c.ref.kind === 'url' ? (c.parsed.password ?? undefined) : await resolvePassword(ctx.cfg, c.ref);
     return { url: c.parsed.url, password, method: c.method, jobs: c.jobs, roles: c.roles };
