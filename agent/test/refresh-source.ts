@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -17,14 +17,16 @@ export class SourcePg {
   port = 0;
   readonly password = `src-${Math.random().toString(36).slice(2)}-pw`;
   private dir = '';
+  private uid = 0;
+  private gid = 0;
   private proc: ChildProcess | null = null;
 
   async start(): Promise<void> {
     this.host = sh('docker', ['network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}']).trim();
     this.port = await freePort();
     this.dir = mkdtempSync(join(tmpdir(), 'bpg-source-'));
-    const uid = Number(sh('id', ['-u', 'postgres']).trim());
-    const gid = Number(sh('id', ['-g', 'postgres']).trim());
+    const uid = (this.uid = Number(sh('id', ['-u', 'postgres']).trim()));
+    const gid = (this.gid = Number(sh('id', ['-g', 'postgres']).trim()));
     chownSync(this.dir, uid, gid);
     const pw = join(this.dir, 'pw');
     writeFileSync(pw, this.password + '\n', { mode: 0o600 });
@@ -46,7 +48,10 @@ export class SourcePg {
       '-E',
       'UTF8',
     ]);
-    writeFileSync(join(data, 'pg_hba.conf'), 'host all all 0.0.0.0/0 scram-sha-256\nlocal all all scram-sha-256\n');
+    writeFileSync(
+      join(data, 'pg_hba.conf'),
+      'host all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\nlocal all all scram-sha-256\n',
+    );
     this.proc = spawn(
       'runuser',
       [
@@ -76,6 +81,21 @@ export class SourcePg {
         await new Promise((r) => setTimeout(r, 100));
       }
     }
+  }
+
+  /** Puts a file (and its folders) in the source's data directory, owned by postgres, as its server would. */
+  plant(rel: string, content: string): void {
+    const data = join(this.dir, 'data');
+    const parts = rel.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = join(data, ...parts.slice(0, i));
+      if (!existsSync(d)) {
+        mkdirSync(d, { mode: 0o700 });
+        chownSync(d, this.uid, this.gid);
+      }
+    }
+    writeFileSync(join(data, rel), content, { mode: 0o600 });
+    chownSync(join(data, rel), this.uid, this.gid);
   }
 
   /** The URL without a password. */

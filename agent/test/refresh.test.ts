@@ -6,7 +6,10 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import YAML from 'yaml';
 import type { BranchView } from '../engine/view.js';
-import { cli, ok, okJson, ownStateConfig, query, queryOne, sh, uniqueDb } from './helpers.js';
+import { BpgApiError, BpgClient } from '../api/client.js';
+import { serve } from '../api/serve.js';
+import { loadConfig } from '../config.js';
+import { cli, ok, okJson, ownStateConfig, query, queryOne, recorder, sh, uniqueDb } from './helpers.js';
 import { SourcePg } from './refresh-source.js';
 
 /**
@@ -45,7 +48,14 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
   const root = `${raw.zfs.pool}/${raw.zfs.datasetBase}`;
   const db = uniqueDb('rf');
   const src = new SourcePg();
-  const view = (b: string) => okJson<BranchView>(['branch', 'get', `${db}/${b}`], env);
+  const view = (b: string, d = db) => okJson<BranchView>(['branch', 'get', `${d}/${b}`], env);
+  const dbM = uniqueDb('rm');
+  const dbB = uniqueDb('rb');
+  const writeConfig = (change: (r: Record<string, any>) => void) => {
+    const r = YAML.parse(readFileSync(env.BPG_CONFIG, 'utf8'));
+    change(r);
+    writeFileSync(env.BPG_CONFIG, YAML.stringify(r), { mode: 0o600 });
+  };
 
   before(async () => {
     await src.start();
@@ -70,7 +80,7 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     await ok(['db', 'create', db], env);
   });
   after(async () => {
-    await cli(['db', 'delete', db, '--force'], env);
+    for (const d of [db, dbM, dbB]) await cli(['db', 'delete', d, '--force'], env);
     await src.stop();
   });
 
@@ -253,5 +263,139 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     assert.notEqual(oldNow.dataset, main.dataset);
     const again = await cli(['doctor', '--json'], env);
     assert.deepEqual(JSON.parse(again.stdout).findings, []);
+  });
+
+  it('db create --from-url --masking-sql masks the import; a scheduled refresh with a masking command runs from housekeeping', async () => {
+    const r = await cli(
+      ['db', 'create', dbM, '--from-url', src.urlWithPassword('src'), '--masking-sql', MASK_SQL, '--json'],
+      env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const main0 = await view('main', dbM);
+    const masked = (b: BranchView) =>
+      queryOne<{ n: number; m: number }>(
+        b,
+        "SELECT count(*)::int AS n, count(*) FILTER (WHERE email LIKE '%@example.invalid')::int AS m FROM customers",
+      );
+    const m0 = await masked(main0);
+    assert.ok(m0.n > 0);
+    assert.equal(m0.m, m0.n, 'every email masked on import');
+    assert.deepEqual(filesWith(mountpoint(main0.dataset), TOKEN), [], "no original value in the imported main's files");
+
+    // A schedule and a masking command (argv, no shell) in the config: housekeeping refreshes main when due.
+    const psql = '/usr/lib/postgresql/15/bin/psql';
+    writeConfig((c) => {
+      c.databases = {
+        [dbM]: {
+          refresh: { every: '1s' },
+          masking: {
+            command: [
+              psql,
+              '-X',
+              '-q',
+              '-v',
+              'ON_ERROR_STOP=1',
+              '-f',
+              MASK_SQL,
+              '-c',
+              "UPDATE customers SET full_name = 'by-command'",
+            ],
+          },
+        },
+      };
+    });
+    try {
+      await new Promise((res) => setTimeout(res, 1500)); // the schedule's 1 s has passed since the import
+      const h = await cli(['housekeep', '--json'], env);
+      assert.equal(h.code, 0, h.stderr);
+      const report = JSON.parse(h.stdout) as { refreshed: Array<{ database: string; generation: number | null }> };
+      const main = await view('main', dbM);
+      assert.deepEqual(
+        report.refreshed.filter((x) => x.database === dbM),
+        [{ database: dbM, generation: main.refresh!.generation }],
+      );
+      assert.equal(main.refresh!.generation, main0.refresh!.generation + 1);
+      assert.equal(main.port, main0.port);
+      const m = await masked(main);
+      assert.equal(m.m, m.n, 'the command ran the masking SQL');
+      assert.equal(
+        (
+          await queryOne<{ n: number }>(
+            main,
+            "SELECT count(*)::int AS n FROM customers WHERE full_name <> 'by-command'",
+          )
+        ).n,
+        0,
+        'and its own statement',
+      );
+    } finally {
+      writeConfig((c) => delete c.databases);
+    }
+  });
+
+  it("refresh over the API (202, polled); a base backup keeps none of the source's logs or other files", async () => {
+    const LOGTOKEN = `Lg${Math.random().toString(36).slice(2, 10)}Zx`;
+    // What a source's server leaves in its data directory: logs with queries and their values, and more.
+    src.plant(
+      'log/postgresql-planted.log',
+      `LOG:  statement: UPDATE customers SET email = 'x.${LOGTOKEN}@corp.test'\n`,
+    );
+    src.plant('current_logfiles', 'stderr log/postgresql-planted.log\n');
+    src.plant('pg_log/old.log', `ERROR: duplicate key ${LOGTOKEN}\n`);
+    src.plant('notes-of-the-admin.txt', `${LOGTOKEN}\n`);
+    const r = await cli(
+      ['db', 'create', dbB, '--from-url', src.urlWithPassword('src'), '--method', 'basebackup', '--json'],
+      env,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const main0 = await view('main', dbB);
+    const top = (b: BranchView) => readdirSync(join(mountpoint(b.dataset), 'data')).sort();
+    const leftOf = (b: BranchView) =>
+      top(b).filter(
+        (n) => ['log', 'pg_log', 'current_logfiles', 'notes-of-the-admin.txt'].includes(n) || n.endsWith('.source'),
+      );
+    assert.deepEqual(leftOf(main0), [], 'the import keeps none of them');
+    assert.deepEqual(filesWith(mountpoint(main0.dataset), LOGTOKEN), []);
+    assert.ok(top(main0).includes('base') && top(main0).includes('PG_VERSION'));
+
+    const cfg = await loadConfig(env.BPG_CONFIG);
+    const WRITE = `w-${Math.random().toString(36).slice(2)}-token-write`;
+    const srv = await serve(
+      { ...cfg, api: { ...cfg.api, listen: '127.0.0.1:0', tokens: [{ name: 'writer', token: WRITE, role: 'write' }] } },
+      { listen: '127.0.0.1:0', log: recorder(), handleSignals: false, env: {} },
+    );
+    try {
+      const writer = new BpgClient({ baseUrl: srv.url, token: WRITE });
+      // naming a source (or a file of the agent's host) is admin's
+      await assert.rejects(
+        writer.startRefreshDatabase(dbB, { from: src.url('src') }),
+        (e: unknown) => e instanceof BpgApiError && e.status === 403,
+      );
+      await assert.rejects(
+        writer.startRefreshDatabase(dbB, { maskingSql: MASK_SQL }),
+        (e: unknown) => e instanceof BpgApiError && e.status === 403,
+      );
+      await assert.rejects(
+        writer.startRefreshDatabase('no-such-db'),
+        (e: unknown) => e instanceof BpgApiError && e.status === 404,
+      );
+      // from what was recorded: write is enough
+      const op = await writer.startRefreshDatabase(dbB);
+      assert.equal(op.kind, 'refresh-database');
+      assert.equal(op.database, dbB);
+      assert.equal(op.status, 'running');
+      const done = await writer.waitOperation(op.id, { pollMs: 200 });
+      assert.equal(done.status, 'succeeded');
+      const mainView = done.result!.branches.find((b) => b.branch === 'main')!;
+      assert.equal(mainView.refresh!.generation, main0.refresh!.generation + 1);
+      assert.equal(mainView.port, main0.port);
+      const main = await view('main', dbB);
+      assert.notEqual(main.dataset, main0.dataset);
+      assert.deepEqual(leftOf(main), [], 'the refresh keeps none of them either');
+      assert.deepEqual(filesWith(mountpoint(main.dataset), LOGTOKEN), []);
+      assert.ok((await queryOne<{ n: number }>(main, 'SELECT count(*)::int AS n FROM pg_database')).n > 0);
+    } finally {
+      await srv.close();
+    }
   });
 });
