@@ -35,6 +35,8 @@ describe('crash tests: db refresh killed after every step', () => {
   const lab = new CrashLab('crash-refresh', 49);
   const src = new SourcePg();
   let port = 0;
+  /** A refresh from a URL records no source (an import does): every refresh here names it. */
+  const refresh = () => ['db', 'refresh', lab.db, '--from-url', src.urlWithPassword('src')];
   const marker = async (main: BranchView) =>
     queryOne<{ v: string; masked: boolean }>(main, 'SELECT v, masked FROM marker');
 
@@ -52,8 +54,8 @@ describe('crash tests: db refresh killed after every step', () => {
     await lab.setup();
     const mask = join(dirname(lab.env.BPG_CONFIG), 'mask.sql');
     writeFileSync(mask, 'UPDATE marker SET masked = true;\n');
-    // The first refresh records the source and the masking; `keep` stays on the first generation.
-    await lab.ok(['db', 'refresh', lab.db, '--from-url', src.urlWithPassword('src'), '--masking-sql', mask]);
+    // The first refresh records the masking; `keep` stays on the first generation.
+    await lab.ok([...refresh(), '--masking-sql', mask]);
     const main = await lab.branch('main');
     port = main.port;
     assert.deepEqual(await marker(main), { v: 'first', masked: true });
@@ -64,7 +66,7 @@ describe('crash tests: db refresh killed after every step', () => {
   });
 
   it('the crash tests cover every step a refresh runs', async () => {
-    assert.deepEqual(await lab.stepsOf(['db', 'refresh', lab.db], 'db refresh'), REFRESH);
+    assert.deepEqual(await lab.stepsOf(refresh(), 'db refresh'), REFRESH);
   });
 
   for (const step of REFRESH) {
@@ -72,7 +74,7 @@ describe('crash tests: db refresh killed after every step', () => {
       const gen = lab.state().databases[lab.db]!.generation;
       const was = (await marker(await lab.branch('main'))).v;
       await src.query('src', 'UPDATE marker SET v = $1', [step]);
-      await lab.kill(['db', 'refresh', lab.db], 'db refresh', step);
+      await lab.kill(refresh(), 'db refresh', step);
       const report = await lab.reconcile();
       assert.ok(
         report.findings.some((f) => f.kind === 'interrupted-operation'),
@@ -94,7 +96,7 @@ describe('crash tests: db refresh killed after every step', () => {
   it('after all of it: nothing left over, every branch intact, a refresh works', async () => {
     await lab.assertConsistent();
     await src.query('src', "UPDATE marker SET v = 'last'");
-    await lab.ok(['db', 'refresh', lab.db]);
+    await lab.ok(refresh());
     assert.deepEqual(await marker(await lab.branch('main')), { v: 'last', masked: true });
     await lab.assertConsistent();
   });
