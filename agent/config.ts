@@ -45,6 +45,46 @@ const SnapshotSchedule = z
   })
   .strict();
 
+/**
+ * Masking of a database's imported copy before it becomes main (on import and every refresh): a
+ * SQL file run in the database, and/or a command (argv, no shell) run on the host with PGHOST,
+ * PGPORT, PGUSER and PGDATABASE set to the copy.
+ */
+const Masking = z
+  .object({
+    sql: z.string().startsWith('/', 'must be an absolute path').optional(),
+    command: z.array(z.string().min(1)).min(1).max(1000).optional(),
+  })
+  .strict()
+  .refine((m) => m.sql !== undefined || m.command !== undefined, 'set sql, command or both');
+
+/** A scheduled refresh of main from its source (`bpg serve` runs it when due). */
+const RefreshSchedule = z
+  .object({
+    every: Duration,
+    /** The source (postgres://user@host:port/db, no password in it); default: the one recorded at import. */
+    from: z
+      .string()
+      .refine((v) => {
+        try {
+          const u = new URL(v);
+          return (u.protocol === 'postgres:' || u.protocol === 'postgresql:') && u.password === '';
+        } catch {
+          return false;
+        }
+      }, 'must be a postgres:// URL without a password (use passwordEnv or passwordFile)')
+      .optional(),
+    method: z.enum(['dump', 'basebackup']).optional(),
+    jobs: z.number().int().min(1).max(64).optional(),
+    /** Where the source's password is: an environment variable of `bpg serve`, or a file. */
+    passwordEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+      .optional(),
+    passwordFile: z.string().startsWith('/', 'must be an absolute path').optional(),
+  })
+  .strict();
+
 const Port = z.number().int().min(1).max(65535);
 const ZfsName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/, 'letters, digits, _ . : - only');
 
@@ -284,7 +324,16 @@ export const ConfigSchema = z
     snapshots: SnapshotSchedule.nullable().default(null),
     /** Per-database settings; `snapshots: null` turns the default schedule off for one. */
     databases: z
-      .record(z.string(), z.object({ snapshots: SnapshotSchedule.nullable().optional() }).strict())
+      .record(
+        z.string(),
+        z
+          .object({
+            snapshots: SnapshotSchedule.nullable().optional(),
+            masking: Masking.optional(),
+            refresh: RefreshSchedule.optional(),
+          })
+          .strict(),
+      )
       .default({}),
     limits: z
       .object({

@@ -53915,6 +53915,9 @@ const BranchView = object({
     walBytes: schemas_number().nullable(),
     walQuotaBytes: schemas_number().nullable(),
     walFull: schemas_boolean(),
+    /** The refresh of main the branch's data comes from; current: false for a branch made before main's latest refresh. */
+    refresh: object({ generation: schemas_number().int(), current: schemas_boolean(), refreshedAt: schemas_string().nullable() })
+        .optional(),
 });
 const DatabaseView = object({
     name: schemas_string(),
@@ -54035,6 +54038,22 @@ const CreateDatabaseBody = object({
     cpus: Cpus.optional(),
 })
     .strict();
+/**
+ * POST /v1/databases/{db}/refresh: a new main from the source, masked, swapped in (202 with an
+ * operation). Without a field, what was recorded at import (or databases.<db>.refresh) is used.
+ * `from`, `passwordEnv`, `passwordFile` and `maskingSql` need role admin (the agent connects to a URL
+ * the caller chose, or reads a file or variable of its own host).
+ */
+const RefreshBody = object({
+    from: schemas_string().min(1).max(2048).optional(),
+    passwordEnv: ImportFrom.shape.passwordEnv,
+    passwordFile: ImportFrom.shape.passwordFile,
+    method: schemas_enum(['dump', 'basebackup']).optional(),
+    jobs: schemas_number().int().min(1).max(64).optional(),
+    /** A masking SQL file on the agent's host (absolute path). */
+    maskingSql: schemas_string().startsWith('/', 'maskingSql must be an absolute path').max(4096).optional(),
+})
+    .strict();
 /** What an import has done so far (agent/engine/import-build.ts). */
 const ImportProgress = object({
     phase: schemas_enum(['check', 'dump', 'restore', 'analyze', 'basebackup', 'recover', 'done']),
@@ -54049,7 +54068,7 @@ const OperationId = schemas_string().regex(/^op-[a-f0-9]{16}$/, 'operation ids l
 /** GET /v1/operations/{id}: a long operation (an import) the agent runs after answering 202. */
 const OperationView = object({
     id: OperationId,
-    /** create-database (an import); refresh adds its own kind. */
+    /** create-database (an import) or refresh-database. */
     kind: schemas_string(),
     database: schemas_string(),
     status: schemas_enum(['running', 'succeeded', 'failed']),
@@ -55053,6 +55072,18 @@ class BpgClient {
     /** An import (`from` set): the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
     async startCreateDatabase(body, o) {
         return (await this.json('POST', '/v1/databases', OperationResponse, o, body)).operation;
+    }
+    /**
+     * Refreshes main from its source (POST /v1/databases/{db}/refresh) and waits for the operation;
+     * returns the database with its new main. startRefreshDatabase only starts it.
+     */
+    async refreshDatabase(db, body = {}, o) {
+        const op = await this.startRefreshDatabase(db, body, o);
+        return (await this.waitOperation(op.id, o)).result;
+    }
+    /** A refresh: the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
+    async startRefreshDatabase(db, body = {}, o) {
+        return (await this.json('POST', `/v1/databases/${seg(db)}/refresh`, OperationResponse, o, body)).operation;
     }
     getOperation(id, o) {
         return this.json('GET', `/v1/operations/${seg(id)}`, OperationResponse, o).then((r) => r.operation);

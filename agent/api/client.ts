@@ -133,6 +133,24 @@ export class BpgClient {
     return (await this.json('POST', '/v1/databases', S.OperationResponse, o, body)).operation;
   }
 
+  /**
+   * Refreshes main from its source (POST /v1/databases/{db}/refresh) and waits for the operation;
+   * returns the database with its new main. startRefreshDatabase only starts it.
+   */
+  async refreshDatabase(
+    db: string,
+    body: S.RefreshBody = {},
+    o?: CallOptions & { pollMs?: number; onProgress?: (op: S.OperationView) => void },
+  ): Promise<S.DatabaseView> {
+    const op = await this.startRefreshDatabase(db, body, o);
+    return (await this.waitOperation(op.id, o)).result!;
+  }
+
+  /** A refresh: the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
+  async startRefreshDatabase(db: string, body: S.RefreshBody = {}, o?: CallOptions): Promise<S.OperationView> {
+    return (await this.json('POST', `/v1/databases/${seg(db)}/refresh`, S.OperationResponse, o, body)).operation;
+  }
+
   getOperation(id: string, o?: CallOptions): Promise<S.OperationView> {
     return this.json('GET', `/v1/operations/${seg(id)}`, S.OperationResponse, o).then((r) => r.operation);
   }

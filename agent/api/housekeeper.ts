@@ -68,13 +68,22 @@ export function startHousekeeper(
 /** One line per pass that did or failed something (names and times only: never a password). */
 function logReport(log: Logger, r: HousekeepingReport): void {
   for (const x of r.errors) log.warn(`housekeeping: ${x.action} ${x.target} failed: ${x.error}`);
-  const did = r.deleted.length + r.stopped.length + r.snapshots.length + r.pruned.length + r.wal.length;
+  const did =
+    r.deleted.length +
+    r.stopped.length +
+    r.snapshots.length +
+    r.pruned.length +
+    r.wal.length +
+    r.refreshed.length +
+    r.retired.length;
   const fields = {
     deleted: r.deleted.map((d) => d.branch),
     stopped: r.stopped.map((d) => d.branch),
     snapshots: r.snapshots.map((d) => `${d.branch} ${d.id}`),
     pruned: r.pruned.map((d) => d.id),
     wal: r.wal.map((w) => `${w.branch}: ${w.removed} segment(s), ${w.removedBytes} bytes`),
+    refreshed: r.refreshed.map((x) => `${x.database} ${x.generation}`),
+    retired: r.retired,
     skipped: r.skipped.map((x) => `${x.action} ${x.target}: ${x.reason}`),
     errors: r.errors.length,
     ms: r.ms,

@@ -108,6 +108,7 @@ function document(): Record<string, unknown> {
         PutBranchResponse: component(S.PutBranchResponse, 'output'),
         PatchBranchBody: component(S.PatchBranchBody, 'input'),
         CreateDatabaseBody: component(S.CreateDatabaseBody, 'input'),
+        RefreshBody: component(S.RefreshBody, 'input'),
         OperationResponse: component(S.OperationResponse, 'output'),
         DeleteBranchResponse: component(S.DeleteBranchResponse, 'output'),
         DeleteDatabaseResponse: component(S.DeleteDatabaseResponse, 'output'),
@@ -169,11 +170,29 @@ function document(): Record<string, unknown> {
           },
         },
       },
+      '/v1/databases/{db}/refresh': {
+        post: {
+          operationId: 'refreshDatabase',
+          summary:
+            'A new main from the source (by default the one recorded at import), masked, swapped in with the same port and password: 202 and an operation to poll',
+          description:
+            'Role admin when the body names `from`, `passwordEnv`, `passwordFile` or `maskingSql` (the agent connects to a URL the caller chose, or reads a file or variable of its own host).',
+          parameters: [DB],
+          requestBody: { required: false, content: json(ref('RefreshBody')) },
+          responses: {
+            '202': ok('A refresh started: poll GET /v1/operations/{id} (also in Location)', ref('OperationResponse')),
+            ...BAD,
+            ...MISSING,
+            '409': err('An import or refresh of this database is running'),
+            ...COMMON,
+          },
+        },
+      },
       '/v1/operations/{id}': {
         get: {
           operationId: 'getOperation',
           summary:
-            'A long operation (an import): running, succeeded (with the database) or failed (with the error); kept an hour after it ends, not across restarts',
+            'A long operation (an import, a refresh): running, succeeded (with the database) or failed (with the error); kept an hour after it ends, not across restarts',
           parameters: [
             {
               name: 'id',

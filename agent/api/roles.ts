@@ -7,8 +7,10 @@
  *           included), migration watches and WAL cleanup;
  *  - admin: write, and the doctor (its report and its repairs): it looks at the whole host, every
  *           database's datasets, containers and files, and repairs any of them; and imports
- *           (`POST /v1/databases` with `from`): the agent connects to a URL the caller chose and
- *           reads a password from its own environment or files (checked in the route, by body).
+ *           (`POST /v1/databases` with `from`) and refreshes naming a source, a password's place or a
+ *           masking file (`POST /v1/databases/{db}/refresh` with `from`, `passwordEnv`, `passwordFile`,
+ *           `maskingSql`): the agent connects to a URL the caller chose and reads a password or a file
+ *           from its own host (checked in the route, by body).
  *
  * One table decides, and both the server (which enforces it) and openapi.json (which states it,
  * as `x-betterpg-role`) read it from here.

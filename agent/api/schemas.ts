@@ -95,6 +95,10 @@ export const BranchView = z.object({
   walBytes: z.number().nullable(),
   walQuotaBytes: z.number().nullable(),
   walFull: z.boolean(),
+  /** The refresh of main the branch's data comes from; current: false for a branch made before main's latest refresh. */
+  refresh: z
+    .object({ generation: z.number().int(), current: z.boolean(), refreshedAt: z.string().nullable() })
+    .optional(),
 });
 export type BranchView = z.infer<typeof BranchView>;
 
@@ -241,6 +245,25 @@ export const CreateDatabaseBody = z
   .strict();
 export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;
 
+/**
+ * POST /v1/databases/{db}/refresh: a new main from the source, masked, swapped in (202 with an
+ * operation). Without a field, what was recorded at import (or databases.<db>.refresh) is used.
+ * `from`, `passwordEnv`, `passwordFile` and `maskingSql` need role admin (the agent connects to a URL
+ * the caller chose, or reads a file or variable of its own host).
+ */
+export const RefreshBody = z
+  .object({
+    from: z.string().min(1).max(2048).optional(),
+    passwordEnv: ImportFrom.shape.passwordEnv,
+    passwordFile: ImportFrom.shape.passwordFile,
+    method: z.enum(['dump', 'basebackup']).optional(),
+    jobs: z.number().int().min(1).max(64).optional(),
+    /** A masking SQL file on the agent's host (absolute path). */
+    maskingSql: z.string().startsWith('/', 'maskingSql must be an absolute path').max(4096).optional(),
+  })
+  .strict();
+export type RefreshBody = z.infer<typeof RefreshBody>;
+
 /** What an import has done so far (agent/engine/import-build.ts). */
 export const ImportProgress = z.object({
   phase: z.enum(['check', 'dump', 'restore', 'analyze', 'basebackup', 'recover', 'done']),
@@ -258,7 +281,7 @@ export const OperationId = z.string().regex(/^op-[a-f0-9]{16}$/, 'operation ids 
 /** GET /v1/operations/{id}: a long operation (an import) the agent runs after answering 202. */
 export const OperationView = z.object({
   id: OperationId,
-  /** create-database (an import); refresh adds its own kind. */
+  /** create-database (an import) or refresh-database. */
   kind: z.string(),
   database: z.string(),
   status: z.enum(['running', 'succeeded', 'failed']),

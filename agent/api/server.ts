@@ -11,6 +11,7 @@ import type { BranchView as EngineBranchView, DatabaseView as EngineDatabaseView
 import type { SchemaDiff as EngineSchemaDiff } from '../engine/schema-diff.js';
 import { BpgError, conflict, describe, invalid, notFound, type ErrorCode } from '../errors.js';
 import { checkImportInput } from '../engine/import-source.js';
+import { checkMasking } from '../engine/masking.js';
 import type { ImportProgress as EngineImportProgress } from '../engine/import-build.js';
 import { Operations } from './operations.js';
 import type { Logger } from '../log.js';
@@ -32,6 +33,7 @@ import type { CreateBranchOptions } from '../engine/create-branch.js';
 import {
   CreateBranchBody,
   CreateDatabaseBody,
+  RefreshBody,
   CreateSnapshotBody,
   OperationId,
   ForceQuery,
@@ -425,6 +427,50 @@ export function createApi(opts: ApiOptions): Api {
     );
     res.setHeader('Location', `/v1/databases/${encodeURIComponent(view.name)}`);
     send(res, 201, view);
+  });
+
+  route('POST', '/v1/databases/:db/refresh', async (req, res) => {
+    const name = dbOf(req);
+    const body = parse(RefreshBody, req.body ?? {}, 'body');
+    const own = ['from', 'passwordEnv', 'passwordFile', 'maskingSql'].filter(
+      (k) => body[k as keyof RefreshBody] !== undefined,
+    );
+    if (own.length) requireAdmin(res, `a refresh with ${own.join(', ')}`);
+    if ((body.passwordEnv !== undefined || body.passwordFile !== undefined) && body.from === undefined)
+      throw invalid('passwordEnv and passwordFile go with from');
+    // Checked now (404, 400, 409 before anything runs), answered 202, polled.
+    await engine.getDatabase(name);
+    if (body.from !== undefined)
+      await checkImportInput(engine.cfg, {
+        url: body.from,
+        method: body.method,
+        jobs: body.jobs,
+        passwordEnv: body.passwordEnv,
+        passwordFile: body.passwordFile,
+      });
+    if (body.maskingSql !== undefined) await checkMasking({ sql: body.maskingSql, command: null });
+    if (operations.runningOn(name).length) throw conflict(`database '${name}' has an import or refresh running`);
+    const { view, done } = operations.start('refresh-database', name, async ({ progress }) => {
+      const r = await engine.refreshDatabase(name, {
+        fromUrl: body.from,
+        passwordEnv: body.passwordEnv,
+        passwordFile: body.passwordFile,
+        method: body.method,
+        jobs: body.jobs,
+        maskingSql: body.maskingSql,
+        progress,
+      });
+      opLog(res, 'database refreshed', {
+        database: name,
+        generation: r.generation,
+        ms: r.totalMs,
+        interruptionMs: r.interruptionMs,
+      });
+      return engine.getDatabase(name);
+    });
+    void track(done);
+    res.setHeader('Location', `/v1/operations/${view.id}`);
+    send(res, 202, { operation: view });
   });
 
   route('GET', '/v1/operations/:id', async (req, res) => {

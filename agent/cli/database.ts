@@ -31,6 +31,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .option('--roles', "also copy the source's roles, without their passwords (dump method)")
     .option('--password-env <name>', "the source's password is in this environment variable of the agent")
     .option('--password-file <path>', "the source's password is the first line of this file")
+    .option('--masking-sql <file>', 'masking SQL run on the imported copy before main starts (recorded for refreshes)')
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
@@ -52,9 +53,48 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordFile: o.passwordFile,
             };
       if (from) await checkSourceInput(from); // one clear line before anything is looked at
-      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits, from });
+      const res = await (
+        await engine()
+      ).createDatabase(name, {
+        image: o.image,
+        ...limits,
+        from,
+        maskingSql: o.maskingSql,
+      });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);
+    });
+
+  db.command('refresh <db>')
+    .description(
+      'build a new main from the source beside the old one, mask it, swap it in (same port and password; branches keep their data)',
+    )
+    .option('--from-url <url>', 'the source (default: the one recorded at import, or databases.<db>.refresh.from)')
+    .option('--method <method>', 'dump or basebackup (default: as recorded)')
+    .option('--jobs <n>', 'parallel jobs of pg_dump/pg_restore', (v) => intArg('--jobs', v))
+    .option(
+      '--masking-sql <file>',
+      'masking SQL run on the new copy before it becomes main (default: as configured or recorded)',
+    )
+    .addOption(outputOption())
+    .addOption(jsonOption())
+    .action(async (name: string, o) => {
+      if (o.method !== undefined && o.method !== 'dump' && o.method !== 'basebackup')
+        throw invalid('--method must be dump or basebackup');
+      const res = await (
+        await engine()
+      ).refreshDatabase(parseDatabaseName(name), {
+        fromUrl: o.fromUrl,
+        method: o.method,
+        jobs: o.jobs,
+        maskingSql: o.maskingSql,
+      });
+      out
+        .log()
+        .info(
+          `refreshed ${name} (generation ${res.generation}${res.masked ? ', masked' : ''}) in ${res.totalMs} ms; main did not answer for ${res.interruptionMs} ms`,
+        );
+      out.result(o, res, (r, paint) => branchDetail(r.branch, paint));
     });
 
   db.command('list')

@@ -71,6 +71,9 @@ export function housekeepingText(r: HousekeepingReport): string {
     lines.push(
       `${would}remove ${w.removed} WAL segment(s) of ${w.branch}, ${bytes(w.removedBytes)}${w.keptFrom ? ` (kept from ${w.keptFrom})` : ''}`,
     );
+  for (const x of r.refreshed)
+    lines.push(`${would}refresh ${x.database}/main${x.generation !== null ? ` (now generation ${x.generation})` : ''}`);
+  for (const x of r.retired) lines.push(`${would}destroy ${x} (an old main nothing is cloned from)`);
   for (const s of r.skipped) lines.push(`skipped ${s.action} ${s.target}: ${s.reason}`);
   for (const e of r.errors) lines.push(`failed ${e.action} ${e.target}: ${e.error}`);
   if (!lines.length) lines.push('nothing to do');

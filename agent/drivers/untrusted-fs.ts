@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { constants as C } from 'node:fs';
-import { lstat, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { lstat, open, readdir, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -256,6 +256,28 @@ export class UntrustedDir {
     if (k === 'directory') throw new UnsafeFileError(this.shown(name), 'is a directory, not a regular file');
     try {
       await unlink(this.at(name));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+  }
+
+  /**
+   * Removes a name and, for a directory, everything under it: each directory is opened without
+   * following a link and emptied through its handle, so a link inside is removed, never followed.
+   */
+  async removeTree(name: string, depth = 0): Promise<void> {
+    const k = await this.kind(name);
+    if (k === 'missing') return;
+    if (k !== 'directory') return this.remove(name);
+    if (depth > 64) throw new UnsafeFileError(this.shown(name), 'is nested more than 64 directories deep');
+    const sub = await this.dir(name);
+    try {
+      for (const n of await sub.list()) await sub.removeTree(n, depth + 1);
+    } finally {
+      await sub.close();
+    }
+    try {
+      await rmdir(this.at(name));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
     }

@@ -77,7 +77,9 @@ export async function createBranch(
 
   const { record, parent, db, kept } = await ctx.store.update(async (s) => {
     const db = requireDatabase(s, ref.database);
-    assertIdle(`database '${ref.database}'`, db.operation);
+    // A refresh building its new main beside the old one does not stop branches from the old one.
+    const building = db.operation?.kind === 'refresh' && db.operation.data?.phase === 'build';
+    assertIdle(`database '${ref.database}'`, building ? null : db.operation);
     if (s.branches[key]) throw conflict(`branch '${key}' already exists`);
     checkBranchCount(ctx.cfg, s, ref.database);
     let parent: BranchRecord | undefined;
@@ -124,6 +126,7 @@ export async function createBranch(
         memory: opts.memory,
         cpus: opts.cpus,
         disk: opts.disk ?? ctx.cfg.postgres.diskQuota,
+        generation: parent.generation,
       }),
       schemaOnly: !!opts.schemaOnly,
       seed,

@@ -1,4 +1,4 @@
-import { conflict } from '../errors.js';
+import { conflict, invalid } from '../errors.js';
 import { newPassword, quoteIdent } from '../drivers/postgres.js';
 import { refName } from '../names.js';
 import { newOperation } from '../state/operation.js';
@@ -8,12 +8,13 @@ import type { EngineContext } from './context.js';
 import { configureNewCluster, mkdirOwned } from './datadir.js';
 import { undoAndFail } from './failure.js';
 import { checkImage } from './images.js';
+import { checkMasking, maskCluster } from './masking.js';
 import { Layout, ZFS_PROP } from './layout.js';
 import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
-import { freshBranchFields, newId, now } from './rules.js';
+import { freshBranchFields, freshDatabaseFields, newId, now } from './rules.js';
 import { Steps } from './steps.js';
 import { buildFromSource, probeSource, type ImportProgress } from './import-build.js';
 import {
@@ -44,6 +45,8 @@ export interface CreateDatabaseOptions {
   from?: SourceInput;
   /** Import progress (bytes, tables, rate), besides the log lines. */
   progress?: (p: ImportProgress) => void;
+  /** With `from`: a masking SQL file run on the copy before main starts (masking.ts); recorded for refreshes. */
+  maskingSql?: string;
 }
 
 /**
@@ -63,6 +66,16 @@ export async function createDatabase(
   // The source is checked at the edge: a bad URL or a missing password reference creates nothing.
   const from = opts.from ? checkSourceInput(opts.from) : null;
   let source: ImportSource | null = null;
+  // Masking: the flag, else the config's; checked (file readable) before anything is made.
+  const own = ctx.cfg.databases[name]?.masking;
+  const masking = !opts.from
+    ? null
+    : opts.maskingSql !== undefined
+      ? await checkMasking({ sql: opts.maskingSql, command: null })
+      : own
+        ? await checkMasking({ sql: own.sql ?? null, command: own.command ?? null })
+        : null;
+  if (opts.maskingSql !== undefined && !opts.from) throw invalid('--masking-sql goes with --from-url');
   if (from) {
     const password =
       from.ref.kind === 'url' ? (from.parsed.password ?? undefined) : await resolvePassword(ctx.cfg, from.ref);
@@ -87,6 +100,8 @@ export async function createDatabase(
       createdAt: now(),
       pgDatabase,
       operation: newOperation('create-database'),
+      ...freshDatabaseFields(),
+      masking: opts.maskingSql !== undefined && masking ? { sql: masking.sql, command: null } : null,
     };
     const b: BranchRecord = {
       id: newId(),
@@ -174,6 +189,13 @@ export async function createDatabase(
       await steps.step('import', () =>
         buildFromSource(ctx, { record, dataset: record.dataset, image, source: src, progress: opts.progress }),
       );
+      if (masking) {
+        const m = masking;
+        const pgDatabase = (await ctx.store.read()).databases[name]!.pgDatabase;
+        await steps.step('mask', () =>
+          maskCluster(ctx, { record, image, pgdata, dataDir, pgDatabase, tag: record.id.slice(0, 8) }, m),
+        );
+      }
     } else {
       await steps.step('initdb', () => initdb(ctx, record, image, dataDir, pgdata));
       await steps.step('configure', () => configureNewCluster(dataDir, ctx.cfg));

@@ -177,6 +177,8 @@ export function inspect(
   const byId = new Map(branches.map((b) => [b.id, b]));
   const fsByName = new Map(inv.zfs.filter((z) => z.type === 'filesystem').map((z) => [z.name, z]));
   const childrenOf = (key: string) => branches.filter((x) => x.parent === key);
+  /** Old mains a refresh kept for the branches cloned from them (housekeeping drops them when unused). */
+  const retired = new Set(Object.values(state.databases).flatMap((d) => d.retired.map((r) => r.dataset)));
   const taken = new Set(inv.takenPorts);
 
   // 1. Each branch the state knows: its dataset, container, port and WAL archive.
@@ -186,7 +188,12 @@ export function inspect(
     const ds = fsByName.get(b.dataset);
     if (!ds) {
       const moved = inv.zfs.find(
-        (z) => z.type === 'filesystem' && z.id === b.id && z.name !== b.dataset && !byDataset.has(z.name),
+        (z) =>
+          z.type === 'filesystem' &&
+          z.id === b.id &&
+          z.name !== b.dataset &&
+          !byDataset.has(z.name) &&
+          !retired.has(z.name),
       );
       if (moved) {
         add({
@@ -317,7 +324,7 @@ export function inspect(
     if (orphans.some((x) => z.name.startsWith(`${x.name}/`))) continue; // goes with its parent
     const rel = z.name.slice(root.length + 1);
     if (busyDbs.has(rel.split('/')[0]!)) continue;
-    if (!rel.includes('/') ? dbDatasets.has(z.name) : byDataset.has(z.name)) continue;
+    if (!rel.includes('/') ? dbDatasets.has(z.name) : byDataset.has(z.name) || retired.has(z.name)) continue;
     const owner = z.id ? byId.get(z.id) : undefined;
     if (owner && isBusy(owner)) continue;
     if (owner && !fsByName.has(owner.dataset)) continue; // it is that branch's data, under another name (see moved-dataset)

@@ -18,6 +18,7 @@ import { restart, start, stop } from './lifecycle.js';
 import { getBranch, getDatabase, listBranches, listDatabases } from './reads.js';
 import { recoverInterrupted } from './recovery.js';
 import { renameBranch, renameDatabase } from './rename.js';
+import { refreshDatabase, type RefreshOptions, type RefreshResult } from './refresh.js';
 import { resetBranch } from './reset.js';
 import { schemaDiff, type SchemaDiff } from './schema-diff.js';
 import { createSnapshot, deleteSnapshot, listSnapshots, type SnapshotView } from './snapshots.js';
@@ -28,6 +29,7 @@ import { walCleanup, walInfo, type WalCleanup, type WalInfo } from './wal.js';
 import { startWatch, type Watch, type WatchOptions } from './migration-watch.js';
 export type { CreateBranchOptions } from './create-branch.js';
 export type { CreateResult } from './create-database.js';
+export type { RefreshOptions, RefreshResult } from './refresh.js';
 export type { EngineDeps } from './context.js';
 export type { SchemaDiff } from './schema-diff.js';
 
@@ -138,6 +140,11 @@ export class Engine {
   renameBranch(from: BranchRef, to: BranchRef): Promise<BranchView> {
     return renameBranch(this.ctx, from, to);
   }
+  /** A new main from the source, masked, swapped in (refresh.ts). */
+  refreshDatabase(name: string, o: RefreshOptions = {}): Promise<RefreshResult> {
+    return refreshDatabase(this.ctx, name, o);
+  }
+
   resetBranch(ref: BranchRef, o: { force?: boolean; fast?: boolean } = {}): Promise<BranchView> {
     return resetBranch(this.ctx, ref, o);
   }

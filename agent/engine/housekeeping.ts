@@ -1,12 +1,14 @@
 import { BpgError, conflict, describe } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
-import type { BranchRecord, SnapshotRecord, State } from '../state/schema.js';
+import type { BranchRecord, DatabaseRecord, SnapshotRecord, State } from '../state/schema.js';
 import { preflight } from './begin.js';
 import { target } from './containers.js';
 import type { EngineContext } from './context.js';
 import { deleteBranch } from './delete.js';
 import { stop } from './lifecycle.js';
 import { liveInfo } from './reads.js';
+import { refreshDatabase } from './refresh.js';
+import { dropUnusedRetired, unusedRetired } from './refresh-steps.js';
 import { createSnapshot, deleteSnapshot, usersOf } from './snapshots.js';
 import { walCleanup } from './wal.js';
 
@@ -26,12 +28,16 @@ import { walCleanup } from './wal.js';
  *    branch was cloned from; manual snapshots are never touched.
  * 4. WAL retention of main, tied to 3: archived segments older than the first segment the oldest
  *    kept snapshot needs are removed.
+ * 5. Scheduled refreshes (`databases.<db>.refresh.every`): main is refreshed from its source when
+ *    its last refresh (or its creation) is that old (refresh.ts); then old mains a refresh kept
+ *    for branches cloned from them are destroyed once no branch is.
  *
  * Every pass takes an explicit `now`, so a test (or `bpg housekeep --dry-run --now <time>`) need not
  * wait. One item failing never stops the others: the report says what was done, skipped and why.
  */
 
-export type HousekeepingAction = 'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'pass';
+export type HousekeepingAction =
+  'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'refresh' | 'generations' | 'pass';
 
 /** What a change touches, so the daemon can hold its per-branch locks around it. */
 export type HousekeepingTarget = { database: string; branch: string } | { snapshot: string };
@@ -67,6 +73,10 @@ export interface HousekeepingReport {
   pruned: Array<{ branch: string; id: string; createdAt: string }>;
   /** Archived WAL of main removed by retention. */
   wal: Array<{ branch: string; removed: number; removedBytes: number; keptFrom: string | null }>;
+  /** Scheduled refreshes of main run (generation null in a dry run). */
+  refreshed: Array<{ database: string; generation: number | null }>;
+  /** Old mains (kept by a refresh) destroyed: nothing is cloned from them any more. */
+  retired: string[];
   skipped: Array<{ action: HousekeepingAction; target: string; reason: string }>;
   errors: Array<{ action: HousekeepingAction; target: string; error: string }>;
   ms: number;
@@ -91,6 +101,8 @@ export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): 
     snapshots: [],
     pruned: [],
     wal: [],
+    refreshed: [],
+    retired: [],
     skipped: [],
     errors: [],
     ms: 0,
@@ -110,6 +122,8 @@ export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): 
     if (!ctx.stop()) await idleStop(ctx);
     if (!ctx.stop()) await schedule(ctx);
     if (!ctx.stop()) await walAge(ctx);
+    if (!ctx.stop()) await scheduledRefresh(ctx);
+    if (!ctx.stop()) await oldGenerations(ctx);
   } catch (err) {
     // Only what is outside any one item gets here: the pool or Docker is gone, the state unreadable.
     report.errors.push({ action: 'pass', target: e.cfg.zfs.pool, error: describe(err) });
@@ -303,6 +317,53 @@ async function mapLimit<T>(items: T[], limit: number, fn: (x: T) => Promise<void
     while (next < items.length) await fn(items[next++]!);
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+// ------------------------------------------------------------------------- refreshes
+
+/** When a database's main is due for its scheduled refresh (null: no schedule). Pure. */
+export function refreshDueAt(cfg: EngineContext['cfg'], db: DatabaseRecord): number | null {
+  const every = cfg.databases[db.name]?.refresh?.every;
+  if (every === undefined) return null;
+  return Date.parse(db.refreshedAt ?? db.createdAt) + every - slackMs(every);
+}
+
+async function scheduledRefresh(c: Ctx): Promise<void> {
+  const s = await c.e.store.read();
+  for (const db of Object.values(s.databases).sort((a, b) => a.name.localeCompare(b.name))) {
+    if (c.stop()) return;
+    const due = refreshDueAt(c.e.cfg, db);
+    if (due === null) continue;
+    if (c.now.getTime() < due) {
+      c.report.skipped.push({
+        action: 'refresh',
+        target: db.name,
+        reason: `not due until ${new Date(due).toISOString()}`,
+      });
+    } else if (c.dryRun) {
+      c.report.refreshed.push({ database: db.name, generation: null });
+    } else {
+      await item(c, 'refresh', db.name, async () => {
+        const ref = { database: db.name, branch: 'main' };
+        const r = await c.around(ref, () => refreshDatabase(c.e, db.name));
+        c.report.refreshed.push({ database: db.name, generation: r.generation });
+      });
+    }
+  }
+}
+
+async function oldGenerations(c: Ctx): Promise<void> {
+  const s = await c.e.store.read();
+  for (const db of Object.values(s.databases)) {
+    if (!db.retired.length || db.operation || c.stop()) continue;
+    if (c.dryRun) {
+      c.report.retired.push(...unusedRetired(s, db.name));
+      continue;
+    }
+    await item(c, 'generations', db.name, async () => {
+      c.report.retired.push(...(await dropUnusedRetired(c.e, db.name)));
+    });
+  }
 }
 
 // ------------------------------------------------------------------------- scheduled snapshots

@@ -5,6 +5,7 @@ import type { EngineContext } from './context.js';
 import { destroyBranch } from './destroy.js';
 import { removeSecret } from './import-source.js';
 import { recoverBranchRename, recoverDatabaseRename } from './rename-steps.js';
+import { recoverRefresh } from './refresh-steps.js';
 import { recoverReset } from './reset-steps.js';
 import { deletionOrder, snapshotInUse } from './rules.js';
 
@@ -34,6 +35,7 @@ export function branchRecoveryFor(recorded: string): BranchRecovery {
     case 'start':
     case 'stop':
     case 'restart':
+    case 'refresh': // main's marker during a refresh's swap; the database's entry says what to do
     case null: // a kind this version does not know: only the marker goes
       return 'marker';
     default:
@@ -114,7 +116,12 @@ export async function recoverInterrupted(ctx: EngineContext): Promise<string[]> 
   for (const { name, kind, data } of stale.dbs) {
     const st = await ctx.store.read();
     const remaining = Object.values(st.branches).filter((b) => b.database === name);
-    if (kind === 'rename' && data.to) {
+    if (kind === 'refresh' && data.phase) {
+      ctx.log.warn(
+        `${data.phase === 'committed' ? 'finishing' : 'undoing'} the interrupted refresh of database ${name}`,
+      );
+      await recoverRefresh(ctx, name, data);
+    } else if (kind === 'rename' && data.to) {
       ctx.log.warn(`undoing the interrupted rename of database ${name}`);
       await recoverDatabaseRename(ctx, name, data);
     } else if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {

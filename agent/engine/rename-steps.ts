@@ -16,13 +16,21 @@ export function moveInState(
   ctx: EngineContext,
 ): void {
   const rename = new Map(moves.map((m) => [refName(m.from), refName(m.to)]));
-  const dsMap = new Map(moves.map((m) => [m.from.dataset, ctx.layout.branchDataset(m.to.database, m.to.branch)]));
+  // A database rename moves every dataset under it (a refreshed main's is not named after the branch).
+  const target = (m: (typeof moves)[number]) =>
+    m.from.database !== m.to.database
+      ? m.from.dataset.replace(
+          `${ctx.layout.databaseDataset(m.from.database)}/`,
+          `${ctx.layout.databaseDataset(m.to.database)}/`,
+        )
+      : ctx.layout.branchDataset(m.to.database, m.to.branch);
+  const dsMap = new Map(moves.map((m) => [m.from.dataset, target(m)]));
   for (const m of moves) {
     const rec = s.branches[refName(m.from)]!;
     delete s.branches[refName(m.from)];
     rec.database = m.to.database;
     rec.branch = m.to.branch;
-    rec.dataset = ctx.layout.branchDataset(m.to.database, m.to.branch);
+    rec.dataset = target(m);
     rec.container = ctx.layout.container(m.to.database, m.to.branch);
     s.branches[refName(m.to)] = rec;
   }

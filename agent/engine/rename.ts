@@ -65,13 +65,13 @@ export async function renameBranch(ctx: EngineContext, from: BranchRef, to: Bran
 
 export async function renameDatabase(ctx: EngineContext, from: string, to: string): Promise<DatabaseView> {
   await begin(ctx);
-  const branches = await ctx.store.update((s) => {
+  const { branches, retired } = await ctx.store.update((s) => {
     const db = requireDatabase(s, from);
     if (s.databases[to]) throw conflict(`database '${to}' already exists`);
     const list = Object.values(s.branches).filter((b) => b.database === from);
     for (const b of list) assertBranchIdle(b);
     db.operation = newOperation('rename', { to });
-    return list.map((b) => ({ ...b }));
+    return { branches: list.map((b) => ({ ...b })), retired: db.retired.map((r) => r.dataset) };
   });
   const steps = new Steps('db rename', ctx.log);
   const running = new Set<string>();
@@ -88,8 +88,10 @@ export async function renameDatabase(ctx: EngineContext, from: string, to: strin
       async () => {
         // children first: zfs-fuse will not rename a dataset with anything mounted below it
         for (const b of branches) await ctx.zfs.umount(b.dataset);
+        for (const ds of retired) await ctx.zfs.umount(ds);
         await ctx.zfs.rename(fromDs, toDs);
         for (const b of branches) await ctx.zfs.mount(b.dataset.replace(fromDs + '/', toDs + '/'));
+        for (const ds of retired) await ctx.zfs.mount(ds.replace(fromDs + '/', toDs + '/'));
         await ctx.zfs.set(toDs, { [ZFS_PROP.database]: to });
         for (const b of branches)
           await ctx.zfs.set(b.dataset.replace(fromDs + '/', toDs + '/'), { [ZFS_PROP.database]: to });
@@ -105,7 +107,16 @@ export async function renameDatabase(ctx: EngineContext, from: string, to: strin
       const db = s.databases[from]!;
       delete s.databases[from];
       // The PostgreSQL database inside keeps its name, so connection strings stay valid.
-      s.databases[to] = { ...db, name: to, operation: null };
+      const moved = (ds: string) => ds.replace(`${fromDs}/`, `${toDs}/`);
+      s.databases[to] = {
+        ...db,
+        name: to,
+        operation: null,
+        retired: db.retired.map((r) => ({ ...r, dataset: moved(r.dataset) })),
+      };
+      // Origins in old mains a refresh kept move with them.
+      for (const b of Object.values(s.branches))
+        if (b.origin?.snapshot.startsWith(`${fromDs}/`)) b.origin = { ...b.origin, snapshot: moved(b.origin.snapshot) };
       moveInState(
         s,
         branches.map((b) => ({ from: b, to: { database: to, branch: b.branch } })),

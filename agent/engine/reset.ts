@@ -155,6 +155,7 @@ export async function resetBranch(
       ctx.store.update(async (s) => {
         const cur = s.branches[key]!;
         cur.origin = next.origin;
+        cur.generation = parent.generation; // a reset brings the branch to the parent's refresh
         cur.status = 'running';
         cur.stoppedBy = null;
         cur.lastActiveAt = new Date().toISOString();

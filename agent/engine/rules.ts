@@ -15,7 +15,14 @@ export const newId = () => randomBytes(8).toString('hex');
 
 /** The fields a new branch record starts with besides its identity. */
 export function freshBranchFields(
-  o: { expiresAt?: string | null; protect?: boolean; memory?: number; cpus?: number; disk?: number | null } = {},
+  o: {
+    expiresAt?: string | null;
+    protect?: boolean;
+    memory?: number;
+    cpus?: number;
+    disk?: number | null;
+    generation?: number;
+  } = {},
 ) {
   return {
     expiresAt: o.expiresAt ?? null,
@@ -27,6 +34,7 @@ export function freshBranchFields(
     disk: o.disk ?? null,
     schemaOnly: false,
     seed: null,
+    generation: o.generation ?? 0,
   } as const;
 }
 
@@ -73,6 +81,9 @@ export function snapshotInUse(s: State, full: string): boolean {
     (k) => k.name === name && Object.values(s.branches).some((b) => b.id === k.branchId && b.dataset === ds),
   );
 }
+
+/** A new database record's fields besides its identity and operation. */
+export const freshDatabaseFields = () => ({ generation: 0, refreshedAt: null, retired: [], masking: null });
 
 /** Every branch made from `key`, its children's children too. */
 export function descendantsOf(s: State, key: string): BranchRecord[] {

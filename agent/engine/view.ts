@@ -44,6 +44,11 @@ export interface BranchView {
   walBytes: number | null;
   walQuotaBytes: number | null;
   walFull: boolean;
+  /**
+   * Which refresh of main the branch's data comes from (`bpg db refresh`): `generation` 0 is main as
+   * created or imported; `current` is false for a branch made before main's latest refresh.
+   */
+  refresh?: { generation: number; current: boolean; refreshedAt: string | null };
 }
 
 export interface Connection {
@@ -124,6 +129,11 @@ export function branchView(
     walBytes: live.wal?.used ?? null,
     walQuotaBytes: live.wal ? live.wal.quota : cfg.postgres.walQuota,
     walFull: isFull(live.wal),
+    refresh: {
+      generation: b.generation,
+      current: b.generation === db.generation,
+      refreshedAt: db.refreshedAt,
+    },
   };
 }
 

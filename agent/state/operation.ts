@@ -14,8 +14,9 @@ export const BRANCH_OPERATIONS = [
   'reset',
   'rename',
   'snapshot',
+  'refresh',
 ] as const;
-export const DATABASE_OPERATIONS = ['create-database', 'delete-database', 'rename'] as const;
+export const DATABASE_OPERATIONS = ['create-database', 'delete-database', 'rename', 'refresh'] as const;
 export type BranchOperationKind = (typeof BRANCH_OPERATIONS)[number];
 export type DatabaseOperationKind = (typeof DATABASE_OPERATIONS)[number];
 /** `recover`: the clean-up of a branch that is being destroyed; `recover-<kind>`: recovery of that operation under way. */

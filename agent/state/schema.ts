@@ -52,6 +52,8 @@ export const BranchRecord = z.object({
   schemaOnly: z.boolean().default(false),
   /** The seed SQL run after the structure (kept beside the data directory for reset), if any. */
   seed: z.object({ bytes: z.number().int(), sha256: z.string() }).nullable().default(null),
+  /** The refresh of main this branch's data comes from (main: its own; 0: as created or imported). */
+  generation: z.number().int().nonnegative().default(0),
 });
 export type BranchRecord = z.infer<typeof BranchRecord>;
 
@@ -79,6 +81,19 @@ export const SnapshotRecord = z.object({
   scheduled: z.boolean().default(false),
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
+
+export const RetiredMain = z.object({
+  dataset: z.string(),
+  generation: z.number().int().nonnegative(),
+  retiredAt: z.string(),
+});
+export type RetiredMain = z.infer<typeof RetiredMain>;
+
+export const MaskingRecord = z.object({
+  /** Absolute path of the masking SQL file (read again at every refresh). */
+  sql: z.string().nullable(),
+  command: z.array(z.string()).nullable(),
+});
 
 export const ImportMethod = z.enum(['dump', 'basebackup']);
 export type ImportMethod = z.infer<typeof ImportMethod>;
@@ -111,6 +126,17 @@ export const DatabaseRecord = z.object({
   /** The PostgreSQL database inside the cluster that connection strings name. */
   pgDatabase: z.string(),
   operation: Operation.nullable(),
+  /** Refreshes of main so far (`bpg db refresh`); 0: main as created or imported. */
+  generation: z.number().int().nonnegative().default(0),
+  refreshedAt: z.string().nullable().default(null),
+  /**
+   * Datasets of mains replaced by a refresh, kept while branches cloned from them exist (they keep
+   * their data); housekeeping and doctor destroy one once nothing is cloned from it.
+   */
+  retired: z.array(RetiredMain).default([]),
+  /** The masking recorded at import (or by a refresh that named one): every later refresh runs it. */
+  masking: MaskingRecord.nullable().default(null),
+
   /** Where main's data was imported from (`db create --from-url`); absent: an empty cluster. */
   source: SourceRecord.optional(),
 });

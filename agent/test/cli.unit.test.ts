@@ -113,6 +113,7 @@ describe('the bpg program', () => {
         'connection-string',
         'psql',
         'db create',
+        'db refresh',
         'db delete',
         'db get',
         'db list',
@@ -339,6 +340,8 @@ describe('text for people', () => {
       stopped: [],
       active: [],
       snapshots: [],
+      refreshed: [],
+      retired: [],
       pruned: [],
       wal: [],
       skipped: [],
@@ -376,7 +379,17 @@ describe('text for people', () => {
   });
 
   it("shows a branch's connection: the router's with the direct port beside it when the agent runs one", () => {
-    const db = { name: 'app', image: 'img', createdAt: 'x', pgDatabase: 'app', operation: null };
+    const db = {
+      name: 'app',
+      image: 'img',
+      createdAt: 'x',
+      pgDatabase: 'app',
+      operation: null,
+      generation: 0,
+      refreshedAt: null,
+      retired: [],
+      masking: null,
+    };
     const rec = {
       id: '0123456789abcdef',
       database: 'app',
@@ -400,6 +413,7 @@ describe('text for people', () => {
       disk: null,
       schemaOnly: false,
       seed: null,
+      generation: 0,
     };
     const live = { status: 'running', disk: null, wal: null };
     const rowsOf = (text: string) =>

@@ -102,6 +102,8 @@ export class CrashLab {
     const state = this.state();
     // Nothing orphaned, nothing missing: ZFS, Docker and the state folder hold exactly what the state says.
     const expected = new Set([this.root, ...Object.keys(state.databases).map((d) => `${this.root}/${d}`)]);
+    // old mains a refresh keeps while branches are cloned from them
+    for (const d of Object.values(state.databases)) for (const r of d.retired) expected.add(r.dataset);
     for (const b of Object.values(state.branches)) {
       expected.add(b.dataset);
       if (b.origin) expected.add(b.origin.snapshot);

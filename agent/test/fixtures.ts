@@ -33,6 +33,7 @@ export function branch(database: string, name: string, o: Partial<BranchRecord> 
     disk: null,
     schemaOnly: false,
     seed: null,
+    generation: 0,
     ...o,
   };
 }
@@ -46,6 +47,10 @@ export function state(branches: BranchRecord[], snapshots: SnapshotRecord[] = []
       createdAt: '2026-11-01T00:00:00.000Z',
       pgDatabase: b.database,
       operation: null,
+      generation: 0,
+      refreshedAt: null,
+      retired: [],
+      masking: null,
     };
   return {
     version: 1,

@@ -39,6 +39,7 @@ describe('branch rules', () => {
         disk: 5,
         schemaOnly: false,
         seed: null,
+        generation: 0,
       },
     );
   });

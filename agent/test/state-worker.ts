@@ -11,6 +11,10 @@ for (let i = 0; i < Number(n); i++) {
       createdAt: new Date().toISOString(),
       pgDatabase: 'x',
       operation: { kind: 'test', pid: process.pid, startedAt: '' },
+      generation: 0,
+      refreshedAt: null,
+      retired: [],
+      masking: null,
     };
   });
 }
