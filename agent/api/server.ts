@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, RequestListener } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Counter } from 'prom-client';
 import type { z } from 'zod';
@@ -72,7 +73,15 @@ export interface Api {
   beginShutdown(): void;
   /** Resolves once no operation is running (including ones whose client went away). */
   drained(): Promise<void>;
+  /**
+   * The app for `bpg serve`'s local unix socket (local-socket.ts): its requests need no token and
+   * act as `LOCAL_CALLER`. They are marked by object identity, which no header can forge.
+   */
+  local: RequestListener;
 }
+
+/** Who a request through the local socket is: file permissions let only the daemon's user connect. */
+export const LOCAL_CALLER = 'local';
 
 const STATUS: Record<ErrorCode, number> = {
   invalid: 400,
@@ -143,6 +152,11 @@ export function createApi(opts: ApiOptions): Api {
   for (const outcome of ['health', 'metrics', 'refused', 'overloaded']) unauthenticated.inc({ outcome }, 0);
   let unauthenticatedInFlight = 0;
 
+  const localRequests = new WeakSet<IncomingMessage>();
+  /** The caller's name: `local` on the local socket, else the token's name, or null. */
+  const caller = (req: Request): string | null =>
+    localRequests.has(req) ? LOCAL_CALLER : auth.check(req.get('authorization'));
+
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -192,7 +206,7 @@ export function createApi(opts: ApiOptions): Api {
   });
 
   app.get('/v1/health', (req, res) => {
-    if (auth.check(req.get('authorization')) === null) unauthenticated.inc({ outcome: 'health' });
+    if (caller(req) === null) unauthenticated.inc({ outcome: 'health' });
     send(res, 200, { status: 'ok' });
   });
 
@@ -207,7 +221,7 @@ export function createApi(opts: ApiOptions): Api {
   if (metricsOpen) {
     // Open to anyone: a token holder still gets a fresh collection; the rest share one (scrape.ts).
     app.get('/metrics', (req, res, next) => {
-      const name = auth.check(req.get('authorization'));
+      const name = caller(req);
       if (name !== null) {
         locals(res).token = name;
         serveMetrics(true, res, next);
@@ -243,7 +257,7 @@ export function createApi(opts: ApiOptions): Api {
 
   // Everything below needs a token. A refusal names no resource: not even whether the route exists.
   app.use((req, res, next) => {
-    const name = auth.check(req.get('authorization'));
+    const name = caller(req);
     if (name === null) {
       unauthenticated.inc({ outcome: 'refused' });
       res.setHeader('WWW-Authenticate', 'Bearer realm="betterpg"');
@@ -517,6 +531,10 @@ export function createApi(opts: ApiOptions): Api {
     },
     async drained() {
       while (running.size) await Promise.allSettled([...running]);
+    },
+    local: (req, res) => {
+      localRequests.add(req);
+      app(req, res);
     },
   };
 }
