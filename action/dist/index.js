@@ -53835,6 +53835,7 @@ function parseTtl(v) {
 const ApiErrorCode = schemas_enum([
     'invalid', // 400: names, bodies, query parameters
     'unauthorized', // 401: missing or wrong bearer token
+    'forbidden', // 403: the token's role or databases do not allow it
     'not_found', // 404: unknown database, branch or route
     'conflict', // 409: duplicate, busy, another parent, children in the way
     'too_large', // 413: body over api.bodyLimit
@@ -53996,6 +53997,18 @@ const CreateDatabaseBody = object({
     .strict();
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
 const ForceQuery = object({ force: schemas_enum(['true', 'false']).optional() }).strict();
+/** `?force=true&fast=true` on POST …/reset: also delete children and kept snapshots; crash-consistent snapshot of the parent. */
+const ResetQuery = object({ force: schemas_enum(['true', 'false']).optional(), fast: schemas_enum(['true', 'false']).optional() })
+    .strict();
+/** POST /v1/databases/{db}/branches: create a branch (409 when it exists); the PUT body plus its name. */
+const CreateBranchBody = PutBranchBody.extend({ name: BranchPart }).strict();
+/** POST /v1/databases/{db}/rename */
+const RenameDatabaseBody = object({ name: DatabaseName }).strict();
+/** POST …/branches/{branch}/rename: the new name, `<branch>` or `<db>/<branch>` of the same database. */
+const RenameBranchBody = object({ name: BranchRefText }).strict();
+/** POST …/branches/{branch}/wal/cleanup: remove archived WAL older than `days` (what kept snapshots need stays). */
+const WalCleanupBody = object({ days: schemas_number().min(0).max(100_000), dryRun: schemas_boolean().optional() })
+    .strict();
 // ---------------------------------------------------------------- responses
 const Health = object({ status: literal('ok') });
 const PutBranchResponse = object({ created: schemas_boolean(), branch: BranchView });
@@ -54061,6 +54074,112 @@ const WalInfo = object({
     lastArchived: Seg.nullable(),
     quotaBytes: schemas_number().nullable(),
     full: schemas_boolean(),
+});
+/** Same as `bpg wal cleanup --json`. */
+const WalCleanup = object({
+    branch: schemas_string(),
+    dryRun: schemas_boolean(),
+    removed: array(schemas_string()),
+    removedBytes: schemas_number(),
+    kept: array(object({ segments: schemas_number(), reason: schemas_string() })),
+    removedTemp: array(schemas_string()),
+});
+const WalInfoList = array(WalInfo);
+// ---------------------------------------------------------------- status and doctor
+/** Same as `bpg status --json` (GET /v1/status). */
+const SystemStatus = object({
+    pool: object({
+        pool: schemas_string(),
+        sizeBytes: schemas_number(),
+        freeBytes: schemas_number(),
+        allocatedBytes: schemas_number(),
+        usedPercent: schemas_number(),
+    })
+        .nullable(),
+    datasetBase: object({
+        dataset: schemas_string(),
+        usedBytes: schemas_number(),
+        availableBytes: schemas_number(),
+        quotaBytes: schemas_number().nullable(),
+    })
+        .nullable(),
+    docker: object({ reachable: schemas_boolean() }),
+    counts: object({
+        databases: schemas_number(),
+        branches: schemas_number(),
+        byStatus: record(schemas_string(), schemas_number()),
+    }),
+    limits: object({
+        branchesPerDatabase: schemas_number().nullable(),
+        branchesTotal: schemas_number().nullable(),
+        maxMemory: schemas_number().nullable(),
+        maxCpus: schemas_number().nullable(),
+        maxDisk: schemas_number().nullable(),
+        minFreeBytes: schemas_number(),
+        concurrentCreates: schemas_number(),
+        createQueueLength: schemas_number(),
+        createQueueTimeout: schemas_number(),
+    }),
+    branches: array(object({
+        name: schemas_string(),
+        database: schemas_string(),
+        branch: schemas_string(),
+        status: schemas_string(),
+        port: schemas_number(),
+        usedBytes: schemas_number().nullable(),
+        walBytes: schemas_number(),
+        diskQuotaBytes: schemas_number().nullable(),
+        diskFull: schemas_boolean(),
+        walQuotaBytes: schemas_number().nullable(),
+        walFull: schemas_boolean(),
+        expiresAt: schemas_string().nullable(),
+        protected: schemas_boolean(),
+        memoryBytes: schemas_number(),
+        cpus: schemas_number(),
+    })),
+});
+/** What doctor compares: the kinds of finding (agent/engine/doctor-inspect.ts). */
+const FindingKind = schemas_enum([
+    'interrupted-operation',
+    'orphan-container',
+    'orphan-dataset',
+    'orphan-snapshot',
+    'orphan-wal-folder',
+    'orphan-temp-file',
+    'foreign-dataset',
+    'moved-dataset',
+    'missing-dataset',
+    'unmounted-dataset',
+    'not-running',
+    'running-but-stopped',
+    'port-mismatch',
+    'port-taken',
+    'missing-wal-folder',
+    'missing-snapshot',
+    'legacy-wal',
+    'missing-firewall-rule',
+]);
+/** Same as `bpg doctor [--fix] --json` (GET /v1/doctor, POST /v1/doctor/fix). */
+const DoctorReport = object({
+    healthy: schemas_boolean(),
+    fix: schemas_boolean(),
+    findings: array(object({
+        kind: FindingKind,
+        subject: schemas_string(),
+        detail: schemas_string(),
+        action: schemas_string().nullable(),
+        status: schemas_enum(['found', 'fixed', 'failed', 'left']),
+        severity: schemas_enum(['error', 'warning']),
+        error: schemas_string().optional(),
+    })),
+    checked: object({
+        databases: schemas_number(),
+        branches: schemas_number(),
+        datasets: schemas_number(),
+        snapshots: schemas_number(),
+        containers: schemas_number(),
+        walFolders: schemas_number(),
+    }),
 });
 const DatabaseList = array(DatabaseView);
 const BranchList = array(BranchView);
@@ -54857,8 +54976,22 @@ class BpgClient {
         this.parse(DeleteDatabaseResponse, r.body, r.requestId);
         return { deleted: true };
     }
+    /** The branches of one database, or of every database when `db` is undefined. */
     listBranches(db, o) {
-        return this.json('GET', `/v1/databases/${seg(db)}/branches`, BranchList, o);
+        const path = db === undefined ? '/v1/branches' : `/v1/databases/${seg(db)}/branches`;
+        return this.json('GET', path, BranchList, o);
+    }
+    /** Creates a branch; an existing one is a 409 (BpgApiError code `conflict`). Not retried (POST). */
+    createBranch(db, branch, body = {}, o) {
+        return this.json('POST', `/v1/databases/${seg(db)}/branches`, BranchView, o, { ...body, name: branch });
+    }
+    /** Renames a database with all its branches. Not retried (POST). */
+    renameDatabase(db, name, o) {
+        return this.json('POST', `/v1/databases/${seg(db)}/rename`, DatabaseView, o, { name });
+    }
+    /** Renames a branch within its database (`name`: `<branch>` or `<db>/<branch>`). Not retried (POST). */
+    renameBranch(db, branch, name, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/rename`, BranchView, o, { name });
     }
     getBranch(db, branch, o) {
         return this.json('GET', this.branchPath(db, branch), BranchView, o);
@@ -54887,9 +55020,13 @@ class BpgClient {
     restartBranch(db, branch, o) {
         return this.action(db, branch, 'restart', o);
     }
-    /** Back to its parent's current state (port and password stay); Not retried (POST). */
-    resetBranch(db, branch, o) {
-        return this.action(db, branch, 'reset', o);
+    /**
+     * Back to its parent's current state (port and password stay); `force` also deletes children and
+     * kept snapshots, `fast` takes a crash-consistent snapshot of the parent. Not retried (POST).
+     */
+    resetBranch(db, branch, opts = {}, o) {
+        const q = [opts.force ? 'force=true' : '', opts.fast ? 'fast=true' : ''].filter(Boolean).join('&');
+        return this.json('POST', `${this.branchPath(db, branch)}/reset${q ? `?${q}` : ''}`, BranchView, o);
     }
     /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
     startWatch(db, branch, body = {}, o) {
@@ -54925,6 +55062,26 @@ class BpgClient {
     }
     walInfo(db, branch, o) {
         return this.json('GET', `${this.branchPath(db, branch)}/wal`, WalInfo, o);
+    }
+    /** Every branch's WAL archive, as `bpg wal info` without a branch. */
+    listWal(o) {
+        return this.json('GET', '/v1/wal', WalInfoList, o);
+    }
+    /** Removes archived WAL older than `days` (kept snapshots' WAL stays); `dryRun` only says what would go. Not retried (POST). */
+    walCleanup(db, branch, body, o) {
+        return this.json('POST', `${this.branchPath(db, branch)}/wal/cleanup`, WalCleanup, o, body);
+    }
+    /** Pool usage, counts, limits and every branch (`bpg status`). */
+    status(o) {
+        return this.json('GET', '/v1/status', SystemStatus, o);
+    }
+    /** The doctor's report; changes nothing. `healthy` says whether something needs attention. */
+    doctor(o) {
+        return this.json('GET', '/v1/doctor', DoctorReport, o);
+    }
+    /** `bpg doctor --fix` on the agent: repairs what is safe, answers the report after. Not retried (POST). */
+    doctorFix(o) {
+        return this.json('POST', '/v1/doctor/fix', DoctorReport, o);
     }
     // ---------------------------------------------------------------- plumbing
     branchPath(db, branch) {

@@ -133,8 +133,25 @@ export class BpgClient {
     return { deleted: true };
   }
 
-  listBranches(db: string, o?: CallOptions): Promise<S.BranchView[]> {
-    return this.json('GET', `/v1/databases/${seg(db)}/branches`, S.BranchList, o);
+  /** The branches of one database, or of every database when `db` is undefined. */
+  listBranches(db?: string, o?: CallOptions): Promise<S.BranchView[]> {
+    const path = db === undefined ? '/v1/branches' : `/v1/databases/${seg(db)}/branches`;
+    return this.json('GET', path, S.BranchList, o);
+  }
+
+  /** Creates a branch; an existing one is a 409 (BpgApiError code `conflict`). Not retried (POST). */
+  createBranch(db: string, branch: string, body: S.PutBranchBody = {}, o?: CallOptions): Promise<S.BranchView> {
+    return this.json('POST', `/v1/databases/${seg(db)}/branches`, S.BranchView, o, { ...body, name: branch });
+  }
+
+  /** Renames a database with all its branches. Not retried (POST). */
+  renameDatabase(db: string, name: string, o?: CallOptions): Promise<S.DatabaseView> {
+    return this.json('POST', `/v1/databases/${seg(db)}/rename`, S.DatabaseView, o, { name });
+  }
+
+  /** Renames a branch within its database (`name`: `<branch>` or `<db>/<branch>`). Not retried (POST). */
+  renameBranch(db: string, branch: string, name: string, o?: CallOptions): Promise<S.BranchView> {
+    return this.json('POST', `${this.branchPath(db, branch)}/rename`, S.BranchView, o, { name });
   }
 
   getBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
@@ -181,9 +198,18 @@ export class BpgClient {
     return this.action(db, branch, 'restart', o);
   }
 
-  /** Back to its parent's current state (port and password stay); Not retried (POST). */
-  resetBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
-    return this.action(db, branch, 'reset', o);
+  /**
+   * Back to its parent's current state (port and password stay); `force` also deletes children and
+   * kept snapshots, `fast` takes a crash-consistent snapshot of the parent. Not retried (POST).
+   */
+  resetBranch(
+    db: string,
+    branch: string,
+    opts: { force?: boolean; fast?: boolean } = {},
+    o?: CallOptions,
+  ): Promise<S.BranchView> {
+    const q = [opts.force ? 'force=true' : '', opts.fast ? 'fast=true' : ''].filter(Boolean).join('&');
+    return this.json('POST', `${this.branchPath(db, branch)}/reset${q ? `?${q}` : ''}`, S.BranchView, o);
   }
 
   /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
@@ -231,6 +257,31 @@ export class BpgClient {
 
   walInfo(db: string, branch: string, o?: CallOptions): Promise<S.WalInfo> {
     return this.json('GET', `${this.branchPath(db, branch)}/wal`, S.WalInfo, o);
+  }
+
+  /** Every branch's WAL archive, as `bpg wal info` without a branch. */
+  listWal(o?: CallOptions): Promise<S.WalInfo[]> {
+    return this.json('GET', '/v1/wal', S.WalInfoList, o);
+  }
+
+  /** Removes archived WAL older than `days` (kept snapshots' WAL stays); `dryRun` only says what would go. Not retried (POST). */
+  walCleanup(db: string, branch: string, body: S.WalCleanupBody, o?: CallOptions): Promise<S.WalCleanup> {
+    return this.json('POST', `${this.branchPath(db, branch)}/wal/cleanup`, S.WalCleanup, o, body);
+  }
+
+  /** Pool usage, counts, limits and every branch (`bpg status`). */
+  status(o?: CallOptions): Promise<S.SystemStatus> {
+    return this.json('GET', '/v1/status', S.SystemStatus, o);
+  }
+
+  /** The doctor's report; changes nothing. `healthy` says whether something needs attention. */
+  doctor(o?: CallOptions): Promise<S.DoctorReport> {
+    return this.json('GET', '/v1/doctor', S.DoctorReport, o);
+  }
+
+  /** `bpg doctor --fix` on the agent: repairs what is safe, answers the report after. Not retried (POST). */
+  doctorFix(o?: CallOptions): Promise<S.DoctorReport> {
+    return this.json('POST', '/v1/doctor/fix', S.DoctorReport, o);
   }
 
   // ---------------------------------------------------------------- plumbing

@@ -101,6 +101,13 @@ export function openapi(): Record<string, unknown> {
         StartWatchBody: component(S.StartWatchBody, 'input'),
         WatchView: component(S.WatchView, 'output'),
         SafetyReport: component(S.SafetyReport, 'output'),
+        CreateBranchBody: component(S.CreateBranchBody, 'input'),
+        RenameDatabaseBody: component(S.RenameDatabaseBody, 'input'),
+        RenameBranchBody: component(S.RenameBranchBody, 'input'),
+        WalCleanupBody: component(S.WalCleanupBody, 'input'),
+        WalCleanup: component(S.WalCleanup, 'output'),
+        SystemStatus: component(S.SystemStatus, 'output'),
+        DoctorReport: component(S.DoctorReport, 'output'),
       },
     },
     security: [{ bearer: [] }],
@@ -164,6 +171,92 @@ export function openapi(): Record<string, unknown> {
             ...MISSING,
             ...COMMON,
           },
+        },
+        post: {
+          operationId: 'createBranch',
+          summary: 'Create a branch named `name` (not idempotent: an existing name is a 409; PUT is get-or-create)',
+          description:
+            'The body is the PUT body plus `name`; `from` defaults to main. Answers 201 with the branch and a Location header. ' +
+            'An existing branch of that name is a 409 before anything is made.',
+          parameters: [DB],
+          requestBody: { required: true, content: json(ref('CreateBranchBody')) },
+          responses: {
+            '201': ok('Created', ref('BranchView')),
+            ...BAD,
+            ...MISSING,
+            ...LIMITED,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/databases/{db}/rename': {
+        post: {
+          operationId: 'renameDatabase',
+          summary:
+            "Rename a database with all its branches (direct connection strings stay valid; the router's <db>@<branch> names change)",
+          parameters: [DB],
+          requestBody: { required: true, content: json(ref('RenameDatabaseBody')) },
+          responses: {
+            '200': ok('The database under its new name', ref('DatabaseView')),
+            ...BAD,
+            ...MISSING,
+            '409': err('The new name exists, or a branch is busy'),
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/rename': {
+        post: {
+          operationId: 'renameBranch',
+          summary:
+            "Rename a branch within its database (data, port and password stay; the router's <db>@<branch> name changes)",
+          parameters: [DB, BRANCH],
+          requestBody: { required: true, content: json(ref('RenameBranchBody')) },
+          responses: {
+            '200': ok('The branch under its new name', ref('BranchView')),
+            ...BAD,
+            ...MISSING,
+            '409': err('The new name exists, main, another database, or the branch is busy'),
+            ...TOO_LARGE,
+            ...COMMON,
+          },
+        },
+      },
+      '/v1/branches': {
+        get: {
+          operationId: 'listAllBranches',
+          summary: 'Every branch of every database',
+          responses: { '200': ok('Branches', { type: 'array', items: ref('BranchView') }), ...COMMON },
+        },
+      },
+      '/v1/status': {
+        get: {
+          operationId: 'status',
+          summary:
+            'Pool usage, counts by status, limits, and every branch with its size, WAL and expiry (`bpg status`)',
+          responses: { '200': ok('Status', ref('SystemStatus')), ...COMMON },
+        },
+      },
+      '/v1/doctor': {
+        get: {
+          operationId: 'doctor',
+          summary: 'Compare the state with ZFS, Docker and the state folder; changes nothing (`bpg doctor`)',
+          description:
+            'Answers 200 with the report whether or not it is healthy: `healthy` is false while a finding of severity error is open.',
+          responses: { '200': ok('The report', ref('DoctorReport')), ...COMMON },
+        },
+      },
+      '/v1/doctor/fix': {
+        post: {
+          operationId: 'doctorFix',
+          summary:
+            'Repair what is safe to repair: finish or undo interrupted operations, remove orphans, start what should run (`bpg doctor --fix`)',
+          description:
+            'Never destroys a dataset holding a known branch, and leaves alone anything with an operation in flight. ' +
+            'Answers 200 with the report; `healthy` is false when something could not be fixed.',
+          responses: { '200': ok('The report after the repairs', ref('DoctorReport')), ...COMMON },
         },
       },
       '/v1/databases/{db}/branches/{branch}': {
@@ -230,7 +323,16 @@ export function openapi(): Record<string, unknown> {
         'reset',
         "Reset a branch to its parent's current state (port and password stay)",
         {},
-        [FORCE('Also delete its child branches and kept snapshots')],
+        [
+          FORCE('Also delete its child branches and kept snapshots'),
+          {
+            name: 'fast',
+            in: 'query',
+            required: false,
+            description: 'Crash-consistent snapshot of the parent (CHECKPOINT, no backup mode)',
+            schema: { type: 'string', enum: ['true', 'false'] },
+          },
+        ],
       ),
       '/v1/snapshots': {
         get: {
@@ -327,6 +429,30 @@ export function openapi(): Record<string, unknown> {
           summary: "A branch's WAL archive: segments, bytes, oldest/newest, gaps, last failure",
           parameters: [DB, BRANCH],
           responses: { '200': ok('WAL', ref('WalInfo')), ...BAD, ...MISSING, ...COMMON },
+        },
+      },
+      '/v1/wal': {
+        get: {
+          operationId: 'listWal',
+          summary: "Every branch's WAL archive (`bpg wal info`)",
+          responses: { '200': ok('WAL of each branch', { type: 'array', items: ref('WalInfo') }), ...COMMON },
+        },
+      },
+      '/v1/databases/{db}/branches/{branch}/wal/cleanup': {
+        post: {
+          operationId: 'walCleanup',
+          summary:
+            'Remove archived WAL older than `days`, keeping what kept snapshots need (`bpg wal cleanup`); `dryRun` only says what would go',
+          parameters: [DB, BRANCH],
+          requestBody: { required: true, content: json(ref('WalCleanupBody')) },
+          responses: {
+            '200': ok('What was (or would be) removed and kept', ref('WalCleanup')),
+            ...BAD,
+            ...MISSING,
+            ...CONFLICT,
+            ...TOO_LARGE,
+            ...COMMON,
+          },
         },
       },
       '/v1/databases/{db}/branches/{branch}/watches': {

@@ -15,6 +15,7 @@ export { BranchPart, DatabaseName };
 export const ApiErrorCode = z.enum([
   'invalid', // 400: names, bodies, query parameters
   'unauthorized', // 401: missing or wrong bearer token
+  'forbidden', // 403: the token's role or databases do not allow it
   'not_found', // 404: unknown database, branch or route
   'conflict', // 409: duplicate, busy, another parent, children in the way
   'too_large', // 413: body over api.bodyLimit
@@ -208,6 +209,29 @@ export type CreateDatabaseBody = z.infer<typeof CreateDatabaseBody>;
 /** `?force=true` on DELETE: also delete child branches (or every branch of a database). */
 export const ForceQuery = z.object({ force: z.enum(['true', 'false']).optional() }).strict();
 
+/** `?force=true&fast=true` on POST …/reset: also delete children and kept snapshots; crash-consistent snapshot of the parent. */
+export const ResetQuery = z
+  .object({ force: z.enum(['true', 'false']).optional(), fast: z.enum(['true', 'false']).optional() })
+  .strict();
+
+/** POST /v1/databases/{db}/branches: create a branch (409 when it exists); the PUT body plus its name. */
+export const CreateBranchBody = PutBranchBody.extend({ name: BranchPart }).strict();
+export type CreateBranchBody = z.infer<typeof CreateBranchBody>;
+
+/** POST /v1/databases/{db}/rename */
+export const RenameDatabaseBody = z.object({ name: DatabaseName }).strict();
+export type RenameDatabaseBody = z.infer<typeof RenameDatabaseBody>;
+
+/** POST …/branches/{branch}/rename: the new name, `<branch>` or `<db>/<branch>` of the same database. */
+export const RenameBranchBody = z.object({ name: BranchRefText }).strict();
+export type RenameBranchBody = z.infer<typeof RenameBranchBody>;
+
+/** POST …/branches/{branch}/wal/cleanup: remove archived WAL older than `days` (what kept snapshots need stays). */
+export const WalCleanupBody = z
+  .object({ days: z.number().min(0).max(100_000), dryRun: z.boolean().optional() })
+  .strict();
+export type WalCleanupBody = z.infer<typeof WalCleanupBody>;
+
 // ---------------------------------------------------------------- responses
 
 export const Health = z.object({ status: z.literal('ok') });
@@ -296,6 +320,125 @@ export const WalInfo = z.object({
 });
 export type WalInfo = z.infer<typeof WalInfo>;
 
+/** Same as `bpg wal cleanup --json`. */
+export const WalCleanup = z.object({
+  branch: z.string(),
+  dryRun: z.boolean(),
+  removed: z.array(z.string()),
+  removedBytes: z.number(),
+  kept: z.array(z.object({ segments: z.number(), reason: z.string() })),
+  removedTemp: z.array(z.string()),
+});
+export type WalCleanup = z.infer<typeof WalCleanup>;
+export const WalInfoList = z.array(WalInfo);
+
+// ---------------------------------------------------------------- status and doctor
+
+/** Same as `bpg status --json` (GET /v1/status). */
+export const SystemStatus = z.object({
+  pool: z
+    .object({
+      pool: z.string(),
+      sizeBytes: z.number(),
+      freeBytes: z.number(),
+      allocatedBytes: z.number(),
+      usedPercent: z.number(),
+    })
+    .nullable(),
+  datasetBase: z
+    .object({
+      dataset: z.string(),
+      usedBytes: z.number(),
+      availableBytes: z.number(),
+      quotaBytes: z.number().nullable(),
+    })
+    .nullable(),
+  docker: z.object({ reachable: z.boolean() }),
+  counts: z.object({
+    databases: z.number(),
+    branches: z.number(),
+    byStatus: z.record(z.string(), z.number()),
+  }),
+  limits: z.object({
+    branchesPerDatabase: z.number().nullable(),
+    branchesTotal: z.number().nullable(),
+    maxMemory: z.number().nullable(),
+    maxCpus: z.number().nullable(),
+    maxDisk: z.number().nullable(),
+    minFreeBytes: z.number(),
+    concurrentCreates: z.number(),
+    createQueueLength: z.number(),
+    createQueueTimeout: z.number(),
+  }),
+  branches: z.array(
+    z.object({
+      name: z.string(),
+      database: z.string(),
+      branch: z.string(),
+      status: z.string(),
+      port: z.number(),
+      usedBytes: z.number().nullable(),
+      walBytes: z.number(),
+      diskQuotaBytes: z.number().nullable(),
+      diskFull: z.boolean(),
+      walQuotaBytes: z.number().nullable(),
+      walFull: z.boolean(),
+      expiresAt: z.string().nullable(),
+      protected: z.boolean(),
+      memoryBytes: z.number(),
+      cpus: z.number(),
+    }),
+  ),
+});
+export type SystemStatus = z.infer<typeof SystemStatus>;
+
+/** What doctor compares: the kinds of finding (agent/engine/doctor-inspect.ts). */
+export const FindingKind = z.enum([
+  'interrupted-operation',
+  'orphan-container',
+  'orphan-dataset',
+  'orphan-snapshot',
+  'orphan-wal-folder',
+  'orphan-temp-file',
+  'foreign-dataset',
+  'moved-dataset',
+  'missing-dataset',
+  'unmounted-dataset',
+  'not-running',
+  'running-but-stopped',
+  'port-mismatch',
+  'port-taken',
+  'missing-wal-folder',
+  'missing-snapshot',
+  'legacy-wal',
+  'missing-firewall-rule',
+]);
+
+/** Same as `bpg doctor [--fix] --json` (GET /v1/doctor, POST /v1/doctor/fix). */
+export const DoctorReport = z.object({
+  healthy: z.boolean(),
+  fix: z.boolean(),
+  findings: z.array(
+    z.object({
+      kind: FindingKind,
+      subject: z.string(),
+      detail: z.string(),
+      action: z.string().nullable(),
+      status: z.enum(['found', 'fixed', 'failed', 'left']),
+      severity: z.enum(['error', 'warning']),
+      error: z.string().optional(),
+    }),
+  ),
+  checked: z.object({
+    databases: z.number(),
+    branches: z.number(),
+    datasets: z.number(),
+    snapshots: z.number(),
+    containers: z.number(),
+    walFolders: z.number(),
+  }),
+});
+export type DoctorReport = z.infer<typeof DoctorReport>;
 export const DatabaseList = z.array(DatabaseView);
 export const BranchList = z.array(BranchView);
 

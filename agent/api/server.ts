@@ -21,10 +21,19 @@ import { parseTime } from '../engine/pitr.js';
 import { parseTtl } from '../duration.js';
 import type { Watch } from '../engine/migration-watch.js';
 import type { SafetyReport as EngineSafetyReport } from '../engine/lock-report.js';
+import type { SystemStatus as EngineSystemStatus } from '../engine/status.js';
+import type { DoctorReport as EngineDoctorReport } from '../engine/doctor.js';
+import type { WalCleanup as EngineWalCleanup, WalInfo as EngineWalInfo } from '../engine/wal.js';
+import type { CreateBranchOptions } from '../engine/create-branch.js';
 import {
+  CreateBranchBody,
   CreateDatabaseBody,
   CreateSnapshotBody,
   ForceQuery,
+  RenameBranchBody,
+  RenameDatabaseBody,
+  ResetQuery,
+  WalCleanupBody,
   StartWatchBody,
   PatchBranchBody,
   PutBranchBody,
@@ -34,9 +43,14 @@ import {
   type ApiErrorCode,
   type BranchView,
   type DatabaseView,
+  type DoctorReport,
   type ErrorBody,
+  type PutBranchBody as PutBranchBodyType,
   type SafetyReport,
   type SchemaDiff,
+  type SystemStatus,
+  type WalCleanup,
+  type WalInfo,
 } from './schemas.js';
 
 // The API must answer the very objects the CLI prints: fail the build if the two drift apart.
@@ -44,7 +58,11 @@ type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const viewsMatch: Same<EngineBranchView, BranchView> &
   Same<EngineDatabaseView, DatabaseView> &
   Same<EngineSchemaDiff, SchemaDiff> &
-  Same<EngineSafetyReport, SafetyReport> = true;
+  Same<EngineSafetyReport, SafetyReport> &
+  Same<EngineSystemStatus, SystemStatus> &
+  Same<EngineDoctorReport, DoctorReport> &
+  Same<EngineWalInfo, WalInfo> &
+  Same<EngineWalCleanup, WalCleanup> = true;
 void viewsMatch;
 
 export interface ApiOptions {
@@ -333,13 +351,14 @@ export function createApi(opts: ApiOptions): Api {
     send(res, 200, await engine.getBranch(refOf(req))),
   );
 
-  route('PUT', '/v1/databases/:db/branches/:branch', async (req, res) => {
-    const ref = refOf(req);
-    const body = parse(PutBranchBody, req.body ?? {}, 'body');
+  /** A create's options from a PUT or POST body, and its parent's lock key (`<db>/<branch>`). */
+  const creation = async (
+    ref: BranchRef,
+    body: PutBranchBodyType,
+  ): Promise<{ opts: CreateBranchOptions; parentKey: string }> => {
     const from = body.from === undefined ? undefined : parseBranchRef(body.from, ref.database);
     const pitr = body.pitr === undefined ? undefined : parseTime(body.pitr);
     const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
-    const key = refName(ref);
     // A kept snapshot names its own branch as the parent.
     const snap =
       body.fromSnapshot === undefined
@@ -348,24 +367,50 @@ export function createApi(opts: ApiOptions): Api {
     if (body.fromSnapshot !== undefined && !snap)
       throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
     const parentKey = snap ? snap.branch : refName(from ?? { database: ref.database, branch: 'main' });
+    const opts: CreateBranchOptions = {
+      from,
+      fast: body.fast,
+      fromSnapshot: body.fromSnapshot,
+      pitr,
+      ttlMs,
+      protect: body.protected,
+      ...resources(body),
+    };
+    return { opts, parentKey };
+  };
+
+  route('POST', '/v1/databases/:db/branches', async (req, res) => {
+    const db = dbOf(req);
+    const { name, ...rest } = parse(CreateBranchBody, req.body ?? {}, 'body');
+    const ref: BranchRef = { database: db, branch: name };
+    const key = refName(ref);
+    const { opts, parentKey } = await creation(ref, rest);
+    // As PUT: the parent held shared while it is snapshotted, the new name exclusive.
+    const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
+    const r = await locks.with(wanted, () =>
+      track(
+        (async () => {
+          // Refused before waiting for a create turn (the engine checks again under its state lock).
+          const existing = (await engine.getDatabase(db)).branches.some((b) => b.branch === name);
+          if (existing) throw new BpgError('conflict', `branch '${key}' already exists`);
+          return admission.run(() => engine.createBranch(ref, opts));
+        })(),
+      ),
+    );
+    opLog(res, 'branch created', { branch: key, parent: parentKey, fast: rest.fast === true, ms: r.totalMs });
+    res.setHeader('Location', `/v1/databases/${encodeURIComponent(db)}/branches/${encodeURIComponent(name)}`);
+    send(res, 201, r.branch);
+  });
+
+  route('PUT', '/v1/databases/:db/branches/:branch', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(PutBranchBody, req.body ?? {}, 'body');
+    const key = refName(ref);
+    const { opts, parentKey } = await creation(ref, body);
     // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
     const put = await locks.with(wanted, () =>
-      track(
-        engine.putBranch(
-          ref,
-          {
-            from,
-            fast: body.fast,
-            fromSnapshot: body.fromSnapshot,
-            pitr,
-            ttlMs,
-            protect: body.protected,
-            ...resources(body),
-          },
-          { parentKey, admit: (create) => admission.run(create) },
-        ),
-      ),
+      track(engine.putBranch(ref, opts, { parentKey, admit: (create) => admission.run(create) })),
     );
     if (put.created)
       opLog(res, 'branch created', { branch: key, parent: parentKey, fast: body.fast === true, ms: put.totalMs });
@@ -404,13 +449,55 @@ export function createApi(opts: ApiOptions): Api {
 
   route('POST', '/v1/databases/:db/branches/:branch/reset', async (req, res) => {
     const ref = refOf(req);
-    const force = forceOf(req);
+    const q = parse(ResetQuery, req.query, 'query');
+    const force = q.force === 'true';
+    const fast = q.fast === 'true';
     // Like PUT, the parent is held shared while it is snapshotted. `force` also deletes children.
     const parentKey = (await engine.getBranch(ref)).parent ?? refName(ref);
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [refName(ref), 'exclusive']);
-    const view = await locks.with(wanted, () => track(engine.resetBranch(ref, { force })));
-    opLog(res, 'branch reset', { branch: refName(ref), force });
+    const view = await locks.with(wanted, () => track(engine.resetBranch(ref, { force, fast })));
+    opLog(res, 'branch reset', { branch: refName(ref), force, fast });
     send(res, 200, view);
+  });
+
+  route('POST', '/v1/databases/:db/branches/:branch/rename', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(RenameBranchBody, req.body ?? {}, 'body');
+    const to = parseBranchRef(body.name, ref.database);
+    // Both names exclusive: nothing runs on the old name, nothing is created under the new one meanwhile.
+    const wanted = lockSet([ref.database, 'shared'], [refName(ref), 'exclusive'], [refName(to), 'exclusive']);
+    const view = await locks.with(wanted, () => track(engine.renameBranch(ref, to)));
+    opLog(res, 'branch renamed', { branch: refName(ref), to: view.name });
+    send(res, 200, view);
+  });
+
+  route('POST', '/v1/databases/:db/rename', async (req, res) => {
+    const from = dbOf(req);
+    const body = parse(RenameDatabaseBody, req.body ?? {}, 'body');
+    // Both databases exclusive: every branch operation holds its database shared, so none runs meanwhile.
+    const view = await locks.with(lockSet([from, 'exclusive'], [body.name, 'exclusive']), () =>
+      track(engine.renameDatabase(from, body.name)),
+    );
+    opLog(res, 'database renamed', { database: from, to: view.name });
+    send(res, 200, view);
+  });
+
+  route('GET', '/v1/branches', async (_req, res) => send(res, 200, await engine.listBranches()));
+
+  route('GET', '/v1/status', async (_req, res) => send(res, 200, await engine.status()));
+
+  route('GET', '/v1/doctor', async (_req, res) => send(res, 200, await engine.doctor({ fix: false })));
+
+  route('POST', '/v1/doctor/fix', async (_req, res) => {
+    // One repair at a time. Operations in flight are left alone by the engine's own rules (as for
+    // `bpg doctor --fix` beside a running daemon): it touches nothing of a branch with an operation.
+    const report = await locks.with(lockSet(['doctor', 'exclusive']), () => track(engine.doctor({ fix: true })));
+    opLog(res, 'doctor fix', {
+      healthy: report.healthy,
+      fixed: report.findings.filter((f) => f.status === 'fixed').length,
+      failed: report.findings.filter((f) => f.status === 'failed').length,
+    });
+    send(res, 200, report);
   });
 
   route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await engine.listSnapshots()));
@@ -449,6 +536,19 @@ export function createApi(opts: ApiOptions): Api {
   route('GET', '/v1/databases/:db/branches/:branch/wal', async (req, res) => {
     const [info] = await engine.walInfo(refOf(req));
     send(res, 200, info);
+  });
+
+  route('GET', '/v1/wal', async (_req, res) => send(res, 200, await engine.walInfo()));
+
+  route('POST', '/v1/databases/:db/branches/:branch/wal/cleanup', async (req, res) => {
+    const ref = refOf(req);
+    const body = parse(WalCleanupBody, req.body ?? {}, 'body');
+    const dryRun = body.dryRun === true;
+    const r = await locks.with(lockSet([ref.database, 'shared'], [refName(ref), 'exclusive']), () =>
+      track(engine.walCleanup(ref, body.days, dryRun)),
+    );
+    if (!dryRun) opLog(res, 'wal cleanup', { branch: r.branch, removed: r.removed.length, bytes: r.removedBytes });
+    send(res, 200, r);
   });
 
   for (const verb of ['start', 'stop', 'restart'] as const) {
