@@ -6,7 +6,7 @@
  */
 import { BpgClient } from '../api/client.js';
 import { formatDuration } from '../duration.js';
-import { BpgError, notFound } from '../errors.js';
+import { notFound } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { CliEngine, Created } from './engine.js';
 import { remoteFetch } from './remote-fetch.js';
@@ -16,19 +16,13 @@ import type { RemoteTarget } from './remote-target.js';
 const ttlText = (ms: number | null | undefined) =>
   ms === undefined ? undefined : ms === null ? null : formatDuration(ms);
 
-const notYet = (what: string) =>
-  new BpgError('failed', `${what} is not available through the agent's API yet: run it on the agent's host`);
-
 export class RemoteEngine implements CliEngine {
   constructor(readonly client: BpgClient) {}
 
-  status: CliEngine['status'] = async () => {
-    throw notYet('bpg status');
-  };
+  status: CliEngine['status'] = () => this.client.status();
 
-  doctor: CliEngine['doctor'] = async () => {
-    throw notYet('bpg doctor');
-  };
+  /** The report either way (200 with healthy: false); the command decides its exit code. */
+  doctor: CliEngine['doctor'] = (o) => (o.fix ? this.client.doctorFix() : this.client.doctor());
 
   // -------------------------------------------------------------- databases
 
@@ -48,24 +42,18 @@ export class RemoteEngine implements CliEngine {
     if (!r.deleted) throw notFound(`database '${name}' does not exist`);
   };
 
-  renameDatabase: CliEngine['renameDatabase'] = async () => {
-    throw notYet('bpg db rename');
-  };
+  renameDatabase: CliEngine['renameDatabase'] = (from, to) => this.client.renameDatabase(from, to);
 
   // -------------------------------------------------------------- branches
 
-  listBranches: CliEngine['listBranches'] = async (database) => {
-    if (database !== undefined) return this.client.listBranches(database);
-    // Every database's branches, in the engine's order (by <db>/<branch>).
-    const all = (await this.client.listDatabases()).flatMap((d) => d.branches);
-    return all.sort((a, b) => a.name.localeCompare(b.name));
-  };
+  listBranches: CliEngine['listBranches'] = (database) => this.client.listBranches(database);
 
   getBranch: CliEngine['getBranch'] = (ref) => this.client.getBranch(ref.database, ref.branch);
 
   createBranch: CliEngine['createBranch'] = async (ref, o): Promise<Created> => {
     const t0 = performance.now();
-    const r = await this.client.putBranch(ref.database, ref.branch, {
+    // POST: a branch that exists already is a 409, as `createBranch` in process refuses it.
+    const branch = await this.client.createBranch(ref.database, ref.branch, {
       from: o.from === undefined ? undefined : refName(o.from),
       fast: o.fast,
       fromSnapshot: o.fromSnapshot,
@@ -76,8 +64,7 @@ export class RemoteEngine implements CliEngine {
       cpus: o.cpus,
       disk: o.disk,
     });
-    if (!r.created) throw new BpgError('conflict', `branch '${refName(ref)}' already exists`);
-    return { branch: r.branch, totalMs: Math.round(performance.now() - t0) };
+    return { branch, totalMs: Math.round(performance.now() - t0) };
   };
 
   deleteBranch: CliEngine['deleteBranch'] = async (ref, o) => {
@@ -86,14 +73,11 @@ export class RemoteEngine implements CliEngine {
     return r.branches;
   };
 
-  renameBranch: CliEngine['renameBranch'] = async () => {
-    throw notYet('bpg branch rename');
-  };
+  renameBranch: CliEngine['renameBranch'] = (from, to) =>
+    this.client.renameBranch(from.database, from.branch, refName(to));
 
-  resetBranch: CliEngine['resetBranch'] = async (ref, o) => {
-    if (o.force || o.fast) throw notYet('bpg branch reset --force/--fast');
-    return this.client.resetBranch(ref.database, ref.branch);
-  };
+  resetBranch: CliEngine['resetBranch'] = (ref, o) =>
+    this.client.resetBranch(ref.database, ref.branch, { force: o.force, fast: o.fast });
 
   setBranchSettings: CliEngine['setBranchSettings'] = (ref, s) =>
     this.client.setBranch(ref.database, ref.branch, { ttl: ttlText(s.ttlMs), protected: s.protect });
@@ -118,14 +102,11 @@ export class RemoteEngine implements CliEngine {
     if (!r.deleted) throw notFound(`snapshot '${id}' does not exist`);
   };
 
-  walInfo: CliEngine['walInfo'] = async (ref) => {
-    if (ref === undefined) throw notYet('bpg wal info of every branch');
-    return [await this.client.walInfo(ref.database, ref.branch)];
-  };
+  walInfo: CliEngine['walInfo'] = async (ref) =>
+    ref === undefined ? this.client.listWal() : [await this.client.walInfo(ref.database, ref.branch)];
 
-  walCleanup: CliEngine['walCleanup'] = async () => {
-    throw notYet('bpg wal cleanup');
-  };
+  walCleanup: CliEngine['walCleanup'] = (ref, days, dryRun) =>
+    this.client.walCleanup(ref.database, ref.branch, { days, dryRun });
 }
 
 /** A client for a remote agent (`--agent`, BPG_AGENT_URL, a context). */
