@@ -5,8 +5,6 @@
  * command's start-up short: Node 20 spends ~0.1 s loading its fetch and Response on first use.
  */
 import { request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
-import { request as httpsRequest } from 'node:https';
-import { rootCertificates } from 'node:tls';
 
 export interface RemoteFetchOptions {
   /** Send every request to this unix socket (the URL's host is ignored, its path kept). */
@@ -35,11 +33,18 @@ function answer(res: IncomingMessage, body: string) {
 
 /** A `fetch` for BpgClient over node:http(s); connection errors are TypeErrors with the cause, as fetch's are. */
 export function remoteFetch(o: RemoteFetchOptions = {}): typeof fetch {
-  const ca = o.ca === undefined ? undefined : [...rootCertificates, o.ca];
-  const call = (input: string | URL, init: Init = {}) =>
-    new Promise<ReturnType<typeof answer>>((resolve, reject) => {
-      const url = new URL(String(input));
-      const https = o.socketPath === undefined && url.protocol === 'https:';
+  // node:https and node:tls only when a URL needs them: the socket path skips their ~20-40 ms.
+  let tls: Promise<{ request: typeof httpRequest; ca?: string[] }> | null = null;
+  const loadTls = () =>
+    (tls ??= Promise.all([import('node:https'), import('node:tls')]).then(([https, t]) => ({
+      request: https.request as unknown as typeof httpRequest,
+      ca: o.ca === undefined ? undefined : [...t.rootCertificates, o.ca],
+    })));
+  const call = async (input: string | URL, init: Init = {}) => {
+    const url = new URL(String(input));
+    const https = o.socketPath === undefined && url.protocol === 'https:';
+    const { request, ca } = https ? await loadTls() : { request: httpRequest, ca: undefined };
+    return new Promise<ReturnType<typeof answer>>((resolve, reject) => {
       const options: RequestOptions & { ca?: string[] } = {
         method: init.method ?? 'GET',
         headers: {
@@ -56,7 +61,7 @@ export function remoteFetch(o: RemoteFetchOptions = {}): typeof fetch {
         options.port = url.port || (https ? 443 : 80);
         if (https && ca) options.ca = ca;
       }
-      const req = (https ? httpsRequest : httpRequest)(options, (res) => {
+      const req = request(options, (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => resolve(answer(res, Buffer.concat(chunks).toString('utf8'))));
@@ -65,5 +70,6 @@ export function remoteFetch(o: RemoteFetchOptions = {}): typeof fetch {
       req.on('error', (e) => reject(new TypeError('fetch failed', { cause: e })));
       req.end(init.body);
     });
+  };
   return call as unknown as typeof fetch;
 }

@@ -20,6 +20,8 @@ import { CommanderError } from 'commander';
 import { BpgApiError } from '../api/client.js';
 import { agentSocketPath, listenLocalSocket, socketAnswers } from '../api/local-socket.js';
 import { EXIT, exitCodeOf } from '../cli/exit-codes.js';
+import { remoteFetch } from '../cli/remote-fetch.js';
+import { BpgClient } from '../api/client.js';
 import { resolveTarget, type TargetFlags } from '../cli/remote-target.js';
 import { contextsPath, readContexts, withContext, writeContexts } from '../cli/saved-contexts.js';
 import { BpgError } from '../errors.js';
@@ -355,5 +357,57 @@ describe("the daemon's local socket", () => {
     writeFileSync(file, 'x');
     await assert.rejects(listenLocalSocket(server(), file), /is a file, not a socket/);
     assert.equal(readFileSync(file, 'utf8'), 'x');
+  });
+});
+
+describe("the CLI's transport (node:http over a unix socket or TCP, for BpgClient)", () => {
+  it('carries method, headers and body; answers status, headers and text; a refused connection is fetch-like', async () => {
+    const seen: Array<{ method?: string; url?: string; auth?: string; body: string }> = [];
+    const srv = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => (body += d));
+      req.on('end', () => {
+        seen.push({ method: req.method, url: req.url, auth: req.headers.authorization, body });
+        res.setHeader('x-request-id', 'r-1');
+        res.setHeader('content-type', 'application/json');
+        if (req.url === '/v1/databases/nope') {
+          res.statusCode = 404;
+          res.end(JSON.stringify({ error: { code: 'not_found', message: "database 'nope' does not exist" } }));
+        } else res.end(JSON.stringify({ status: 'ok' }));
+      });
+    });
+    const path = agentSocketPath(fresh());
+    const sock = await listenLocalSocket(srv, path);
+    try {
+      const f = remoteFetch({ socketPath: path });
+      const r = await f('http://localhost/v1/health?x=1', {
+        method: 'POST',
+        headers: { authorization: 'Bearer t', 'content-type': 'application/json' },
+        body: '{"a":1}',
+      });
+      assert.deepEqual(
+        [r.ok, r.status, r.headers.get('X-Request-Id'), await r.text()],
+        [true, 200, 'r-1', '{"status":"ok"}'],
+      );
+      assert.deepEqual(seen[0], { method: 'POST', url: '/v1/health?x=1', auth: 'Bearer t', body: '{"a":1}' });
+
+      // The typed client on it: answers parsed, the API's errors as BpgApiError with their message.
+      const client = new BpgClient({ baseUrl: 'http://localhost', token: 't', fetch: f, retries: 0 });
+      assert.deepEqual(await client.health(), { status: 'ok' });
+      await assert.rejects(
+        client.getDatabase('nope'),
+        (e: BpgApiError) => e.status === 404 && e.code === 'not_found' && e.requestId === 'r-1',
+      );
+    } finally {
+      await sock.close();
+    }
+    // Nobody listens any more: the same error fetch gives (a TypeError with the socket error as cause).
+    await assert.rejects(
+      remoteFetch({ socketPath: path })('http://localhost/v1/health'),
+      (e: TypeError & { cause?: { code?: string } }) => e instanceof TypeError && e.cause?.code === 'ENOENT',
+    );
+    const port = await deadPort();
+    const client = new BpgClient({ baseUrl: `http://127.0.0.1:${port}`, token: 't', fetch: remoteFetch(), retries: 0 });
+    await assert.rejects(client.health(), (e: BpgApiError) => e.status === 0 && e.code === 'unreachable');
   });
 });
