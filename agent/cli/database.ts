@@ -1,4 +1,6 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { invalid } from '../errors.js';
+import { checkSourceInput } from '../engine/import-source.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
 import type { CliContext } from './context.js';
@@ -19,12 +21,36 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(memoryOption())
     .addOption(cpusOption())
     .addOption(diskOption('default: none for main'))
+    .option(
+      '--from-url <url>',
+      "import main's data from a live PostgreSQL: postgres://user[:password]@host[:port]/database",
+    )
+    .addOption(new Option('--method <method>', 'how to import (with --from-url)').choices(['dump', 'basebackup']))
+    .option('--jobs <n>', 'parallel pg_dump/pg_restore jobs (dump method; default 1)', (v) => intArg('--jobs', v))
+    .option('--roles', "also copy the source's roles, without their passwords (dump method)")
+    .option('--password-env <name>', "the source's password is in this environment variable of the agent")
+    .option('--password-file <path>', "the source's password is the first line of this file")
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
       if (o.image !== undefined) parseImage(o.image);
       const limits = resources(o);
-      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits });
+      const importOnly = ['method', 'jobs', 'roles', 'passwordEnv', 'passwordFile'].filter((k) => o[k] !== undefined);
+      if (o.fromUrl === undefined && importOnly.length)
+        throw invalid('--method, --jobs, --roles, --password-env and --password-file go with --from-url');
+      const from =
+        o.fromUrl === undefined
+          ? undefined
+          : {
+              url: o.fromUrl as string,
+              method: o.method,
+              jobs: o.jobs,
+              roles: o.roles,
+              passwordEnv: o.passwordEnv,
+              passwordFile: o.passwordFile,
+            };
+      if (from) checkSourceInput(from); // one clear line before anything is looked at
+      const res = await (await engine()).createDatabase(name, { image: o.image, ...limits, from });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);
     });
@@ -61,4 +87,9 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
       out.result(o, d, () => `renamed database ${from} to ${d.name}\n`);
     });
+}
+
+function intArg(flag: string, v: string): number {
+  if (!/^\d+$/.test(v)) throw invalid(`${flag} must be a whole number, not '${v}'`);
+  return Number(v);
 }

@@ -35,7 +35,10 @@ export function target(
   return { host: ctx.cfg.postgres.bindAddress, port: b.port, user: ctx.cfg.postgres.superuser, password, database };
 }
 
-export function labels(ctx: EngineContext, b: BranchRecord): Record<string, string> {
+export function labels(
+  ctx: EngineContext,
+  b: Pick<BranchRecord, 'id' | 'database' | 'branch'>,
+): Record<string, string> {
   return { [LABEL_ROOT]: ctx.layout.root, [LABEL_DATABASE]: b.database, [LABEL_BRANCH]: b.branch, [LABEL_ID]: b.id };
 }
 

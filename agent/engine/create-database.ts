@@ -1,24 +1,31 @@
-import { chown, mkdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { conflict } from '../errors.js';
-import type { ContainerSpec } from '../drivers/docker.js';
-import { hardening } from '../drivers/hardening.js';
 import { newPassword, quoteIdent } from '../drivers/postgres.js';
 import { refName } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord } from '../state/schema.js';
-import { branchProps, labels, ownerOf, startContainer, target, waitBranchReady } from './containers.js';
+import { branchProps, ownerOf, startContainer, target, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import { configureNewCluster, mkdirOwned } from './datadir.js';
 import { undoAndFail } from './failure.js';
 import { checkImage } from './images.js';
 import { Layout, ZFS_PROP } from './layout.js';
-import { checkBranchCount, checkFreeSpace, checkResources, isOutOfSpace } from './limits.js';
+import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
 import { freshBranchFields, newId, now } from './rules.js';
 import { Steps } from './steps.js';
+import { buildFromSource, probeSource, type ImportProgress } from './import-build.js';
+import {
+  checkSourceInput,
+  removeSecret,
+  resolvePassword,
+  writeSecret,
+  type ImportSource,
+  type PasswordRef,
+  type SourceInput,
+} from './import-source.js';
+import { initdb } from './initdb.js';
 import type { BranchView } from './view.js';
 
 export interface CreateResult {
@@ -33,9 +40,17 @@ export interface CreateDatabaseOptions {
   cpus?: number;
   /** ZFS quota of main's dataset (default: none). */
   disk?: number;
+  /** Import main's data from a live PostgreSQL instead of starting empty (`--from-url`). */
+  from?: SourceInput;
+  /** Import progress (bytes, tables, rate), besides the log lines. */
+  progress?: (p: ImportProgress) => void;
 }
 
-/** A new database: its main branch's dataset, an initdb in a one-shot container, the container, the database inside. */
+/**
+ * A new database: its main branch's dataset, an initdb in a one-shot container (or, with `from`, an
+ * import from a live PostgreSQL: import-build.ts), the container, the database inside. A failed
+ * import leaves nothing behind: no dataset, container, state or secrets file.
+ */
 export async function createDatabase(
   ctx: EngineContext,
   name: string,
@@ -45,6 +60,14 @@ export async function createDatabase(
   checkResources(ctx.cfg, opts);
   const image = opts.image ?? ctx.cfg.postgres.image;
   checkImage(ctx.cfg, image);
+  // The source is checked at the edge: a bad URL or a missing password reference creates nothing.
+  const from = opts.from ? checkSourceInput(opts.from) : null;
+  let source: ImportSource | null = null;
+  if (from) {
+    const password =
+      from.ref.kind === 'url' ? (from.parsed.password ?? undefined) : await resolvePassword(ctx.cfg, from.ref);
+    source = { url: from.parsed.url, password, method: from.method, jobs: from.jobs, roles: from.roles };
+  }
   await begin(ctx);
   await checkFreeSpace(ctx.zfs, ctx.cfg);
   const startedAt = Date.now();
@@ -56,7 +79,15 @@ export async function createDatabase(
     if (s.databases[name]) throw conflict(`database '${name}' already exists`);
     checkBranchCount(ctx.cfg, s, name);
     const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress);
-    s.databases[name] = { name, image, createdAt: now(), pgDatabase: name, operation: newOperation('create-database') };
+    // A base backup copies the whole cluster: connection strings name the source's database.
+    const pgDatabase = from?.method === 'basebackup' ? from.parsed.database : name;
+    s.databases[name] = {
+      name,
+      image,
+      createdAt: now(),
+      pgDatabase,
+      operation: newOperation('create-database'),
+    };
     const b: BranchRecord = {
       id: newId(),
       database: name,
@@ -82,6 +113,29 @@ export async function createDatabase(
     // Pulled only now, once the name, the limits and duplicates are checked and the name reserved.
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(image));
     log.info(`creating database ${name} (image ${image})`);
+    if (from && source) {
+      const src = source;
+      // Before anything is made: the source answers with these credentials, in a version the method can take.
+      await steps.step('check source', () => probeSource(ctx, { record, image, source: src }));
+      await steps.step(
+        'keep the source',
+        async () => {
+          const ref: PasswordRef = from.ref.kind === 'url' ? await writeSecret(ctx.cfg, src.password ?? '') : from.ref;
+          await ctx.store.update((s) => {
+            s.databases[name]!.source = {
+              url: src.url,
+              method: src.method,
+              jobs: src.jobs,
+              roles: src.roles,
+              password: ref,
+              importedAt: now(),
+            };
+          });
+          return ref;
+        },
+        async (ref) => removeSecret(ctx.cfg, ref),
+      );
+    }
     await steps.step(
       'zfs create',
       async () => {
@@ -115,8 +169,15 @@ export async function createDatabase(
       async () => ctx.wal.destroy(record.id),
       { partial: true },
     );
-    await steps.step('initdb', () => initdb(ctx, record, image, dataDir, pgdata));
-    await steps.step('configure', () => configureNewCluster(dataDir, ctx.cfg));
+    if (source) {
+      const src = source;
+      await steps.step('import', () =>
+        buildFromSource(ctx, { record, dataset: record.dataset, image, source: src, progress: opts.progress }),
+      );
+    } else {
+      await steps.step('initdb', () => initdb(ctx, record, image, dataDir, pgdata));
+      await steps.step('configure', () => configureNewCluster(dataDir, ctx.cfg));
+    }
     await steps.step(
       'start container',
       () => startContainer(ctx, record, pgdata, dataDir),
@@ -125,7 +186,7 @@ export async function createDatabase(
     );
     const db = (await ctx.store.read()).databases[name]!;
     await steps.step('wait ready', () => waitBranchReady(ctx, record, db, 'postgres'));
-    if (name !== 'postgres') {
+    if (name !== 'postgres' && !source) {
       await steps.step('create database', () =>
         ctx.pg.withClient(target(ctx, record, db, record.password, 'postgres'), (c) =>
           c.query(`CREATE DATABASE ${quoteIdent(name)}`),
@@ -150,51 +211,4 @@ export async function createDatabase(
     s.branches[key]!.operation = null;
   });
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
-}
-
-/** initdb in a one-shot container of the image, so files belong to the image's postgres user. */
-async function initdb(
-  ctx: EngineContext,
-  b: BranchRecord,
-  image: string,
-  dataDir: string,
-  pgdata: string,
-): Promise<void> {
-  const tmp = ctx.layout.tmpDir();
-  await mkdir(tmp, { recursive: true, mode: 0o700 });
-  const pwfile = join(tmp, `pw-${b.id}`);
-  await writeFile(pwfile, b.password + '\n', { mode: 0o600 });
-  await chown(pwfile, ctx.cfg.postgres.uid, ctx.cfg.postgres.gid);
-  try {
-    const spec: ContainerSpec = {
-      name: `bpg-initdb-${b.id}`,
-      image,
-      user: `${ctx.cfg.postgres.uid}:${ctx.cfg.postgres.gid}`,
-      entrypoint: ['initdb'],
-      cmd: [
-        '-D',
-        pgdata,
-        '-U',
-        ctx.cfg.postgres.superuser,
-        '--pwfile=/run/bpg-pwfile',
-        '--auth-local=trust',
-        '--auth-host=scram-sha-256',
-        '-E',
-        'UTF8',
-        '--locale=C',
-      ],
-      binds: [`${dataDir}:${pgdata}`, `${pwfile}:/run/bpg-pwfile:ro`],
-      labels: labels(ctx, b),
-      ...hardening(ctx.cfg, { oneShot: true }),
-    };
-    const res = await ctx.docker.runOnce(spec);
-    if (res.exitCode !== 0) {
-      const lines = res.output.trim().split('\n');
-      // A full disk is reported early in the output, then buried under clean-up lines.
-      const last = lines.find((l) => isOutOfSpace(new Error(l))) ?? lines.slice(-3).join(' / ');
-      throw new Error(`initdb exited with ${res.exitCode}: ${last}`);
-    }
-  } finally {
-    await rm(pwfile, { force: true });
-  }
 }

@@ -5,6 +5,7 @@ import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { begin } from './begin.js';
 import { destroyBranch } from './destroy.js';
+import { removeSecret } from './import-source.js';
 import { assertIdle, deletionOrder, descendantsOf, requireBranch, requireDatabase } from './rules.js';
 
 /**
@@ -34,9 +35,11 @@ export async function deleteDatabase(ctx: EngineContext, name: string, opts: { f
   });
   for (const b of doomed) await destroyBranch(ctx, b);
   await ctx.zfs.destroy(ctx.layout.databaseDataset(name), { recursive: true });
+  const source = (await ctx.store.read()).databases[name]?.source;
   await ctx.store.update((s) => {
     delete s.databases[name];
   });
+  await removeSecret(ctx.cfg, source?.password); // the source's password, if the agent kept it
   ctx.log.info(`deleted database ${name}`);
 }
 

@@ -1,6 +1,7 @@
 import { refName } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
+import { removeImportLeftovers } from './import-build.js';
 import { snapshotInUse } from './rules.js';
 import { Steps } from './steps.js';
 
@@ -11,6 +12,8 @@ import { Steps } from './steps.js';
 export async function destroyBranch(ctx: EngineContext, b: BranchRecord): Promise<void> {
   const steps = new Steps('branch delete', ctx.log);
   await steps.step('remove container', () => ctx.docker.remove(b.container));
+  // An import killed half-way leaves its temporary containers on main's dataset, and a work folder.
+  if (b.parent === null) await steps.step('remove import leftovers', () => removeImportLeftovers(ctx, b.id));
   await steps.step('destroy dataset', () => ctx.zfs.destroy(b.dataset, { recursive: true })); // with its kept snapshots
   await steps.step('remove WAL folder', () => ctx.wal.destroy(b.id));
   const snap = b.origin?.snapshot;

@@ -460,7 +460,7 @@ export function inspect(
     });
   }
   for (const name of inv.tmpFiles) {
-    const id = /^pw-([a-f0-9]{16})$/.exec(name)?.[1];
+    const id = /^(?:pw|import)-([a-f0-9]{16})$/.exec(name)?.[1];
     const owner = id ? byId.get(id) : undefined;
     if (owner && isBusy(owner)) continue;
     const path = join(inv.tmpDir, name);

@@ -3,6 +3,7 @@ import { branchKindOf, databaseKindOf, newOperation, operationDead, type Operati
 import type { BranchRecord, Operation } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { destroyBranch } from './destroy.js';
+import { removeSecret } from './import-source.js';
 import { recoverBranchRename, recoverDatabaseRename } from './rename-steps.js';
 import { recoverReset } from './reset-steps.js';
 import { deletionOrder, snapshotInUse } from './rules.js';
@@ -119,6 +120,7 @@ export async function recoverInterrupted(ctx: EngineContext): Promise<string[]> 
     } else if (remaining.length === 0 || remaining.every((b) => b.status === 'deleting')) {
       for (const b of deletionOrder(remaining)) await destroyBranch(ctx, b);
       await ctx.zfs.destroy(ctx.layout.databaseDataset(name), { recursive: true });
+      await removeSecret(ctx.cfg, st.databases[name]?.source?.password);
       await ctx.store.update((s) => {
         delete s.databases[name];
       });

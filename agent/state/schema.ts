@@ -76,6 +76,30 @@ export const SnapshotRecord = z.object({
 });
 export type SnapshotRecord = z.infer<typeof SnapshotRecord>;
 
+export const ImportMethod = z.enum(['dump', 'basebackup']);
+export type ImportMethod = z.infer<typeof ImportMethod>;
+
+/** Where the source's password is: nowhere (trust, a client certificate), a secrets file, an env variable, a file. */
+export const PasswordRef = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('none') }),
+  z.object({ kind: z.literal('secret'), id: z.string().regex(/^[a-f0-9]{16}$/) }),
+  z.object({ kind: z.literal('env'), name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/) }),
+  z.object({ kind: z.literal('file'), path: z.string().startsWith('/') }),
+]);
+export type PasswordRef = z.infer<typeof PasswordRef>;
+
+/** What the state keeps about a database's source (for refresh): no password, only where it is (agent/engine/import-source.ts). */
+export const SourceRecord = z.object({
+  /** postgres://user@host:port/db?params — never with a password. */
+  url: z.string(),
+  method: ImportMethod,
+  jobs: z.number().int().min(1).max(64),
+  roles: z.boolean(),
+  password: PasswordRef,
+  importedAt: z.string().optional(),
+});
+export type SourceRecord = z.infer<typeof SourceRecord>;
+
 export const DatabaseRecord = z.object({
   name: z.string(),
   image: z.string(),
@@ -83,6 +107,8 @@ export const DatabaseRecord = z.object({
   /** The PostgreSQL database inside the cluster that connection strings name. */
   pgDatabase: z.string(),
   operation: Operation.nullable(),
+  /** Where main's data was imported from (`db create --from-url`); absent: an empty cluster. */
+  source: SourceRecord.optional(),
 });
 export type DatabaseRecord = z.infer<typeof DatabaseRecord>;
 
