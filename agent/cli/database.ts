@@ -1,9 +1,9 @@
 import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
-import { checkSourceInput } from '../engine/import-source.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
 import type { CliContext } from './context.js';
+import { checkImportSource } from './engine.js';
 import { jsonOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
@@ -49,7 +49,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordEnv: o.passwordEnv,
               passwordFile: o.passwordFile,
             };
-      if (from) checkSourceInput(from); // one clear line before anything is looked at
+      if (from) await checkImportSource(from); // one clear line before anything is looked at
       const res = await (await engine()).createDatabase(name, { image: o.image, ...limits, from });
       out.log().info(`created ${res.branch.name} in ${res.totalMs} ms`);
       out.result(o, res.branch, branchDetail);

@@ -10,6 +10,7 @@
 import { loadConfig, type Config } from '../config.js';
 import type { CreateBranchOptions } from '../engine/create-branch.js';
 import type { CreateDatabaseOptions } from '../engine/create-database.js';
+import type { SourceInput } from '../engine/import-source.js';
 import type { DoctorReport } from '../engine/doctor.js';
 import type { Engine } from '../engine/engine.js';
 import type { SchemaDiff } from '../engine/schema-diff.js';
@@ -69,6 +70,11 @@ void engineFits;
 export async function openEngine(log: Logger, cfg?: Config): Promise<Engine> {
   const [{ Engine }, config] = await Promise.all([import('../engine/engine.js'), cfg ?? loadConfig()]);
   return new Engine(config, { log });
+}
+
+/** `db create --from-url ...`: one clear line about the source before anything is looked at. */
+export async function checkImportSource(from: SourceInput): Promise<void> {
+  (await import('../engine/import-source.js')).checkSourceInput(from);
 }
 
 /** `--pitr` and `--now`: ISO 8601 with a zone, or e.g. '2 hours ago' (checked before the engine opens). */

@@ -6,7 +6,7 @@
  */
 import { BpgClient } from '../api/client.js';
 import { formatDuration } from '../duration.js';
-import { notFound } from '../errors.js';
+import { invalid, notFound } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { CliEngine, Created } from './engine.js';
 import { remoteFetch } from './remote-fetch.js';
@@ -31,6 +31,11 @@ export class RemoteEngine implements CliEngine {
   getDatabase: CliEngine['getDatabase'] = (name) => this.client.getDatabase(name);
 
   createDatabase: CliEngine['createDatabase'] = async (name, o) => {
+    // The import reads a source and a password on the agent's host: not offered by the API.
+    if (o.from !== undefined)
+      throw invalid(
+        "'bpg db create --from-url' runs on the agent's host only: run it there (with --local if bpg serve runs)",
+      );
     const t0 = performance.now();
     const d = await this.client.createDatabase({ name, image: o.image, memory: o.memory, cpus: o.cpus, disk: o.disk });
     const branch = d.branches.find((b) => b.branch === 'main') ?? (await this.client.getBranch(name, 'main'));
