@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { BpgError, invalid } from './errors.js';
 import { parseDuration } from './duration.js';
-import { ImageRef } from './names.js';
+import { DatabaseName, ImageRef } from './names.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/betterpg/config.yaml';
 
@@ -169,6 +169,10 @@ export const ConfigSchema = z
                   .min(16, 'must be at least 16 characters')
                   .max(4096)
                   .regex(/^\S+$/, 'must not contain spaces'),
+                /** read: GET routes only; write: also changes to databases, branches, snapshots; admin (absent): also the doctor. */
+                role: z.enum(['admin', 'write', 'read']).optional(),
+                /** Only these databases (every route; lists are filtered to them). Absent: every database. */
+                databases: z.array(DatabaseName).min(1, 'list at least one database, or leave it out').optional(),
               })
               .strict(),
           )

@@ -1,10 +1,15 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { invalid } from '../errors.js';
+import type { Principal, Role } from './roles.js';
 
 export interface ApiToken {
   /** Who holds it: logged with each operation. */
   name: string;
   token: string;
+  /** What it may do (roles.ts); default admin. */
+  role?: Role;
+  /** The only databases it may use (absent or null: every database). */
+  databases?: readonly string[] | null;
 }
 
 const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
@@ -14,25 +19,32 @@ const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
  * `timingSafeEqual` applies and the time taken says nothing about a token's length or prefix.
  */
 export class TokenChecker {
-  private readonly known: Array<{ name: string; digest: Buffer }>;
+  private readonly known: Array<{ who: Principal; digest: Buffer }>;
 
   constructor(tokens: readonly ApiToken[]) {
-    this.known = tokens.map((t) => ({ name: t.name, digest: digest(t.token) }));
+    this.known = tokens.map((t) => ({
+      who: Object.freeze({
+        name: t.name,
+        role: t.role ?? 'admin',
+        databases: t.databases ? new Set(t.databases) : null,
+      }),
+      digest: digest(t.token),
+    }));
   }
 
   get count(): number {
     return this.known.length;
   }
 
-  /** The token's name for an `Authorization` header value, or null. */
-  check(header: string | undefined): string | null {
+  /** Who holds the token of an `Authorization` header value (name, role, databases), or null. */
+  check(header: string | undefined): Principal | null {
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? '');
     if (!m) return null;
     const presented = digest(m[1]!);
-    let found: string | null = null;
+    let found: Principal | null = null;
     // No early exit: every known token is compared whatever matches.
     for (const k of this.known) {
-      if (timingSafeEqual(presented, k.digest) && found === null) found = k.name;
+      if (timingSafeEqual(presented, k.digest) && found === null) found = k.who;
     }
     return found;
   }
@@ -45,7 +57,11 @@ export function collectTokens(configured: readonly ApiToken[], env: NodeJS.Proce
   if (fromEnv) {
     if (fromEnv.length < 16 || /\s/.test(fromEnv))
       throw invalid('BPG_API_TOKEN must be at least 16 characters without spaces');
-    out.push({ name: configured.some((t) => t.name === 'env') ? 'env-BPG_API_TOKEN' : 'env', token: fromEnv });
+    out.push({
+      name: configured.some((t) => t.name === 'env') ? 'env-BPG_API_TOKEN' : 'env',
+      token: fromEnv,
+      role: 'admin',
+    });
   }
   return out;
 }

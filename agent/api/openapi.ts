@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import * as S from './schemas.js';
+import { roleLine, routeRole } from './roles.js';
 
 const json = (schema: object) => ({ 'application/json': { schema } });
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -12,6 +13,7 @@ const ok = (description: string, schema: object) => ({ description, content: jso
 const err = (description: string) => ({ description, content: json(ref('Error')) });
 const COMMON = {
   '401': err('Missing or wrong bearer token'),
+  '403': err("The token's role or databases do not allow it (nothing was changed)"),
   '500': err('The operation failed; its finished steps were undone'),
   '503': err(
     'ZFS pool or Docker engine not available, the agent is shutting down, or (creates) too many creates at once: see Retry-After',
@@ -71,6 +73,18 @@ const component = (schema: z.ZodType, io: 'input' | 'output') => {
 };
 
 export function openapi(): Record<string, unknown> {
+  const doc = document();
+  // Each operation states the role it needs (roles.ts, which the server enforces): a field, and a line.
+  for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, Record<string, unknown>>>))
+    for (const [method, op] of Object.entries(ops)) {
+      const role = routeRole(method, path);
+      op['x-betterpg-role'] = role;
+      op.description = typeof op.description === 'string' ? `${op.description} ${roleLine(role)}` : roleLine(role);
+    }
+  return doc;
+}
+
+function document(): Record<string, unknown> {
   return {
     openapi: '3.1.0',
     info: {
@@ -78,7 +92,10 @@ export function openapi(): Record<string, unknown> {
       version: '1',
       description:
         'Instant PostgreSQL branches on ZFS. Every route but /v1/health needs `Authorization: Bearer <token>`. ' +
-        'Objects are the same as `bpg ... --json` prints. Errors are `{ "error": { "code", "message" } }`.',
+        'Objects are the same as `bpg ... --json` prints. Errors are `{ "error": { "code", "message" } }`. ' +
+        'Each operation names the role it needs in `x-betterpg-role` (read < write < admin; none: no token): a token ' +
+        'without it gets 403 `forbidden`, and a token limited to some databases gets 403 for any other database ' +
+        '(lists show only its databases). A 403 changes nothing.',
     },
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },

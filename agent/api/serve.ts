@@ -5,6 +5,7 @@ import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
 import { listenOn, parseListen } from './listen.js';
 import { createServer as createHttpServer } from 'node:http';
+import type { Socket } from 'node:net';
 import { listenLocalSocket, socketProblem, type LocalSocket } from './local-socket.js';
 import { startHousekeeper } from './housekeeper.js';
 import { lockSet } from './locks.js';
@@ -82,11 +83,20 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     );
   }
 
-  const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
+  // Connections accepted on the local socket (below): their requests need no token (server.ts).
+  const fromSocket = new WeakSet<Socket>();
+  const api = createApi({
+    engine,
+    tokens,
+    log,
+    bodyLimit: cfg.api.bodyLimit,
+    isLocal: (req) => fromSocket.has(req.socket),
+  });
   const server = createApiServer(api.app, tls);
   const { url, port } = await listenOn(server, listen);
   // The CLI on this host sends its commands here (no token: the socket is 0600, the daemon's user only).
-  const localServer = createHttpServer(api.local);
+  const localServer = createHttpServer(api.app);
+  localServer.on('connection', (socket: Socket) => fromSocket.add(socket));
   let local: LocalSocket | null = null;
   if (opts.socket !== undefined) {
     const path = opts.socket;

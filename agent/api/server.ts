@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage, RequestListener } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { Counter } from 'prom-client';
 import type { z } from 'zod';
@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import { parseBranchPart, parseBranchRef, parseDatabaseName, refName, type BranchRef } from '../names.js';
 import { CreateAdmission, Overloaded } from './admission.js';
 import { TokenChecker, type ApiToken } from './auth.js';
+import { LOCAL_PRINCIPAL, WHOLE_HOST_ROUTES, allows, routeRole, type Principal } from './roles.js';
 import { KeyedLocks, lockSet } from './locks.js';
 import { openapi } from './openapi.js';
 import { MetricsEndpoint } from './scrape.js';
@@ -73,6 +74,11 @@ export interface ApiOptions {
   bodyLimit: number;
   /** GET /metrics without a token; default api.metricsWithoutToken of the engine's config. */
   metricsWithoutToken?: boolean;
+  /**
+   * True for a request that arrived on the agent's own unix socket (file permissions are its
+   * check): it needs no token and counts as admin, named `local`. A TCP client cannot be one.
+   */
+  isLocal?: (req: IncomingMessage) => boolean;
 }
 
 export interface Route {
@@ -91,15 +97,7 @@ export interface Api {
   beginShutdown(): void;
   /** Resolves once no operation is running (including ones whose client went away). */
   drained(): Promise<void>;
-  /**
-   * The app for `bpg serve`'s local unix socket (local-socket.ts): its requests need no token and
-   * act as `LOCAL_CALLER`. They are marked by object identity, which no header can forge.
-   */
-  local: RequestListener;
 }
-
-/** Who a request through the local socket is: file permissions let only the daemon's user connect. */
-export const LOCAL_CALLER = 'local';
 
 const STATUS: Record<ErrorCode, number> = {
   invalid: 400,
@@ -122,7 +120,9 @@ class HttpError extends Error {
 
 interface Locals {
   id: string;
+  /** The token's name (logged), null before authentication. */
   token: string | null;
+  who: Principal | null;
 }
 const locals = (res: Response) => res.locals as Locals;
 
@@ -139,6 +139,25 @@ const param = (req: Request, name: string): string => {
 const dbOf = (req: Request) => parseDatabaseName(param(req, 'db'));
 const refOf = (req: Request): BranchRef => ({ database: dbOf(req), branch: parseBranchPart(param(req, 'branch')) });
 const forceOf = (req: Request) => parse(ForceQuery, req.query, 'query').force === 'true';
+/** The database of `<db>/<branch>`. */
+const databaseOf = (refText: string) => refText.slice(0, refText.indexOf('/'));
+
+/** May this request use database `db`? (A token's databases list; everyone else: yes.) */
+const sees = (res: Response, db: string): boolean => {
+  const dbs = locals(res).who?.databases;
+  return !dbs || dbs.has(db);
+};
+
+/** 403 unless the request may use database `db`: before anything is read or changed. */
+function allowDb(res: Response, db: string): void {
+  if (sees(res, db)) return;
+  const who = locals(res).who!;
+  throw new HttpError(
+    403,
+    'forbidden',
+    `token '${who.name}' may only use database(s) ${[...who.databases!].join(', ')} (api.tokens[].databases), not '${db}'`,
+  );
+}
 
 /** Migration watches running at once, and the longest one lives unstopped. */
 const MAX_WATCHES = 64;
@@ -147,6 +166,9 @@ const WATCH_MAX_AGE_MS = 60 * 60 * 1000;
 export function createApi(opts: ApiOptions): Api {
   const { engine, log } = opts;
   const auth = new TokenChecker(opts.tokens);
+  /** The one place a request's principal is decided: the local socket, else its bearer token. */
+  const who = (req: Request): Principal | null =>
+    opts.isLocal?.(req) ? LOCAL_PRINCIPAL : auth.check(req.get('authorization'));
   const locks = new KeyedLocks();
   const running = new Set<Promise<unknown>>();
   const routes: Route[] = [];
@@ -169,11 +191,6 @@ export function createApi(opts: ApiOptions): Api {
   });
   for (const outcome of ['health', 'metrics', 'refused', 'overloaded']) unauthenticated.inc({ outcome }, 0);
   let unauthenticatedInFlight = 0;
-
-  const localRequests = new WeakSet<IncomingMessage>();
-  /** The caller's name: `local` on the local socket, else the token's name, or null. */
-  const caller = (req: Request): string | null =>
-    localRequests.has(req) ? LOCAL_CALLER : auth.check(req.get('authorization'));
 
   const app = express();
   app.disable('x-powered-by');
@@ -203,6 +220,7 @@ export function createApi(opts: ApiOptions): Api {
     const l = locals(res);
     l.id = randomUUID();
     l.token = null;
+    l.who = null;
     res.setHeader('X-Request-Id', l.id);
     res.on('close', () => {
       const fields = {
@@ -224,7 +242,7 @@ export function createApi(opts: ApiOptions): Api {
   });
 
   app.get('/v1/health', (req, res) => {
-    if (caller(req) === null) unauthenticated.inc({ outcome: 'health' });
+    if (who(req) === null) unauthenticated.inc({ outcome: 'health' });
     send(res, 200, { status: 'ok' });
   });
 
@@ -239,9 +257,10 @@ export function createApi(opts: ApiOptions): Api {
   if (metricsOpen) {
     // Open to anyone: a token holder still gets a fresh collection; the rest share one (scrape.ts).
     app.get('/metrics', (req, res, next) => {
-      const name = caller(req);
-      if (name !== null) {
-        locals(res).token = name;
+      const principal = who(req);
+      if (principal !== null) {
+        locals(res).token = principal.name;
+        locals(res).who = principal;
         serveMetrics(true, res, next);
         return;
       }
@@ -275,14 +294,15 @@ export function createApi(opts: ApiOptions): Api {
 
   // Everything below needs a token. A refusal names no resource: not even whether the route exists.
   app.use((req, res, next) => {
-    const name = caller(req);
-    if (name === null) {
+    const principal = who(req);
+    if (principal === null) {
       unauthenticated.inc({ outcome: 'refused' });
       res.setHeader('WWW-Authenticate', 'Bearer realm="betterpg"');
       send(res, 401, errorBody('unauthorized', 'missing or invalid bearer token'));
       return;
     }
-    locals(res).token = name;
+    locals(res).token = principal.name;
+    locals(res).who = principal;
     next();
   });
 
@@ -294,19 +314,41 @@ export function createApi(opts: ApiOptions): Api {
   const operationIds = operationNames();
 
   const route = (method: Route['method'], path: string, handler: (req: Request, res: Response) => Promise<void>) => {
-    routes.push({ method, path: path.replace(/:(\w+)/g, '{$1}') });
+    const documented = path.replace(/:(\w+)/g, '{$1}');
+    routes.push({ method, path: documented });
     const m = method.toLowerCase() as 'get' | 'post' | 'put' | 'patch' | 'delete';
-    const operation = operationIds.get(`${method} ${routes[routes.length - 1]!.path}`) ?? `${method} ${path}`;
+    const operation = operationIds.get(`${method} ${documented}`) ?? `${method} ${path}`;
+    const needs = routeRole(method, documented);
+    const wholeHost = WHOLE_HOST_ROUTES.has(`${method} ${documented}`);
+    /** Role, then databases: a refusal comes before the body is used or anything is read. */
+    const permit = async (req: Request, res: Response): Promise<void> => {
+      const p = locals(res).who!;
+      if (needs !== 'none' && !allows(p.role, needs))
+        throw new HttpError(
+          403,
+          'forbidden',
+          `token '${p.name}' has role ${p.role}: ${method} ${documented} needs role ${needs}`,
+        );
+      if (wholeHost && p.databases)
+        throw new HttpError(
+          403,
+          'forbidden',
+          `token '${p.name}' is limited to some databases: ${method} ${documented} concerns the whole host`,
+        );
+      if (typeof req.params.db === 'string') allowDb(res, req.params.db);
+    };
     app[m](path, (req, res, next) => {
       // Every operation of the daemon passes here: one place counts and times them all.
       const t0 = performance.now();
-      handler(req, res).then(
-        () => recordOperation(operation, 'ok', (performance.now() - t0) / 1000),
-        (e) => {
-          recordOperation(operation, toHttp(e).code, (performance.now() - t0) / 1000);
-          next(e);
-        },
-      );
+      permit(req, res)
+        .then(() => handler(req, res))
+        .then(
+          () => recordOperation(operation, 'ok', (performance.now() - t0) / 1000),
+          (e) => {
+            recordOperation(operation, toHttp(e).code, (performance.now() - t0) / 1000);
+            next(e);
+          },
+        );
     });
   };
 
@@ -314,10 +356,17 @@ export function createApi(opts: ApiOptions): Api {
 
   route('GET', '/v1/openapi.json', async (_req, res) => send(res, 200, openapi()));
 
-  route('GET', '/v1/databases', async (_req, res) => send(res, 200, await engine.listDatabases()));
+  route('GET', '/v1/databases', async (_req, res) =>
+    send(
+      res,
+      200,
+      (await engine.listDatabases()).filter((d) => sees(res, d.name)),
+    ),
+  );
 
   route('POST', '/v1/databases', async (req, res) => {
     const body = parse(CreateDatabaseBody, req.body ?? {}, 'body');
+    allowDb(res, body.name);
     // A refused image is answered now, not after a wait in the create queue (the engine checks again).
     if (body.image !== undefined) checkImage(engine.cfg, body.image);
     const view = await locks.with(lockSet([body.name, 'exclusive']), () =>
@@ -353,10 +402,12 @@ export function createApi(opts: ApiOptions): Api {
 
   /** A create's options from a PUT or POST body, and its parent's lock key (`<db>/<branch>`). */
   const creation = async (
+    res: Response,
     ref: BranchRef,
     body: PutBranchBodyType,
   ): Promise<{ opts: CreateBranchOptions; parentKey: string }> => {
     const from = body.from === undefined ? undefined : parseBranchRef(body.from, ref.database);
+    if (from) allowDb(res, from.database);
     const pitr = body.pitr === undefined ? undefined : parseTime(body.pitr);
     const ttlMs = body.ttl === undefined ? undefined : body.ttl === null ? null : parseTtl(body.ttl);
     // A kept snapshot names its own branch as the parent.
@@ -366,6 +417,7 @@ export function createApi(opts: ApiOptions): Api {
         : (await engine.listSnapshots()).find((x) => x.id === body.fromSnapshot);
     if (body.fromSnapshot !== undefined && !snap)
       throw new HttpError(404, 'not_found', `snapshot '${body.fromSnapshot}' does not exist`);
+    if (snap) allowDb(res, databaseOf(snap.branch));
     const parentKey = snap ? snap.branch : refName(from ?? { database: ref.database, branch: 'main' });
     const opts: CreateBranchOptions = {
       from,
@@ -384,7 +436,7 @@ export function createApi(opts: ApiOptions): Api {
     const { name, ...rest } = parse(CreateBranchBody, req.body ?? {}, 'body');
     const ref: BranchRef = { database: db, branch: name };
     const key = refName(ref);
-    const { opts, parentKey } = await creation(ref, rest);
+    const { opts, parentKey } = await creation(res, ref, rest);
     // As PUT: the parent held shared while it is snapshotted, the new name exclusive.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
     const r = await locks.with(wanted, () =>
@@ -406,7 +458,7 @@ export function createApi(opts: ApiOptions): Api {
     const ref = refOf(req);
     const body = parse(PutBranchBody, req.body ?? {}, 'body');
     const key = refName(ref);
-    const { opts, parentKey } = await creation(ref, body);
+    const { opts, parentKey } = await creation(res, ref, body);
     // The parent is held shared: it cannot be deleted or stopped halfway through the snapshot.
     const wanted = lockSet([ref.database, 'shared'], [parentKey, 'shared'], [key, 'exclusive']);
     const put = await locks.with(wanted, () =>
@@ -464,6 +516,7 @@ export function createApi(opts: ApiOptions): Api {
     const ref = refOf(req);
     const body = parse(RenameBranchBody, req.body ?? {}, 'body');
     const to = parseBranchRef(body.name, ref.database);
+    allowDb(res, to.database);
     // Both names exclusive: nothing runs on the old name, nothing is created under the new one meanwhile.
     const wanted = lockSet([ref.database, 'shared'], [refName(ref), 'exclusive'], [refName(to), 'exclusive']);
     const view = await locks.with(wanted, () => track(engine.renameBranch(ref, to)));
@@ -474,6 +527,7 @@ export function createApi(opts: ApiOptions): Api {
   route('POST', '/v1/databases/:db/rename', async (req, res) => {
     const from = dbOf(req);
     const body = parse(RenameDatabaseBody, req.body ?? {}, 'body');
+    allowDb(res, body.name);
     // Both databases exclusive: every branch operation holds its database shared, so none runs meanwhile.
     const view = await locks.with(lockSet([from, 'exclusive'], [body.name, 'exclusive']), () =>
       track(engine.renameDatabase(from, body.name)),
@@ -482,9 +536,24 @@ export function createApi(opts: ApiOptions): Api {
     send(res, 200, view);
   });
 
-  route('GET', '/v1/branches', async (_req, res) => send(res, 200, await engine.listBranches()));
+  route('GET', '/v1/branches', async (_req, res) =>
+    send(
+      res,
+      200,
+      (await engine.listBranches()).filter((b) => sees(res, b.database)),
+    ),
+  );
 
-  route('GET', '/v1/status', async (_req, res) => send(res, 200, await engine.status()));
+  route('GET', '/v1/status', async (_req, res) => {
+    const st = await engine.status();
+    if (!locals(res).who?.databases) return send(res, 200, st);
+    // A limited token: its databases' branches, counted again; the pool and limits are everyone's.
+    const branches = st.branches.filter((b) => sees(res, b.database));
+    const byStatus: Record<string, number> = {};
+    for (const b of branches) byStatus[b.status] = (byStatus[b.status] ?? 0) + 1;
+    const databases = new Set(branches.map((b) => b.database)).size;
+    send(res, 200, { ...st, counts: { databases, branches: branches.length, byStatus }, branches });
+  });
 
   route('GET', '/v1/doctor', async (_req, res) => send(res, 200, await engine.doctor({ fix: false })));
 
@@ -500,7 +569,13 @@ export function createApi(opts: ApiOptions): Api {
     send(res, 200, report);
   });
 
-  route('GET', '/v1/snapshots', async (_req, res) => send(res, 200, await engine.listSnapshots()));
+  route('GET', '/v1/snapshots', async (_req, res) =>
+    send(
+      res,
+      200,
+      (await engine.listSnapshots()).filter((x) => sees(res, databaseOf(x.branch))),
+    ),
+  );
 
   route('GET', '/v1/databases/:db/branches/:branch/snapshots', async (req, res) =>
     send(res, 200, await engine.listSnapshots(refOf(req))),
@@ -518,6 +593,10 @@ export function createApi(opts: ApiOptions): Api {
 
   route('DELETE', '/v1/snapshots/:id', async (req, res) => {
     const id = parse(SnapshotId, param(req, 'id'), 'id');
+    if (locals(res).who?.databases) {
+      const snap = (await engine.listSnapshots()).find((x) => x.id === id);
+      if (snap) allowDb(res, databaseOf(snap.branch));
+    }
     await locks.with(lockSet([`snapshot:${id}`, 'exclusive']), () => track(engine.deleteSnapshot(id)));
     opLog(res, 'snapshot deleted', { snapshot: id });
     send(res, 200, { deleted: id });
@@ -527,6 +606,7 @@ export function createApi(opts: ApiOptions): Api {
     const ref = refOf(req);
     const q = parse(SchemaDiffQuery, req.query, 'query');
     const against = q.against === undefined ? undefined : parseBranchRef(q.against, ref.database);
+    if (against) allowDb(res, against.database);
     // Both branches held shared: neither is deleted, reset or stopped while its catalog is read.
     const otherKey = against ? refName(against) : ((await engine.getBranch(ref)).parent ?? refName(ref));
     const wanted = lockSet([ref.database, 'shared'], [refName(ref), 'shared'], [otherKey, 'shared']);
@@ -538,7 +618,13 @@ export function createApi(opts: ApiOptions): Api {
     send(res, 200, info);
   });
 
-  route('GET', '/v1/wal', async (_req, res) => send(res, 200, await engine.walInfo()));
+  route('GET', '/v1/wal', async (_req, res) =>
+    send(
+      res,
+      200,
+      (await engine.walInfo()).filter((w) => sees(res, databaseOf(w.branch))),
+    ),
+  );
 
   route('POST', '/v1/databases/:db/branches/:branch/wal/cleanup', async (req, res) => {
     const ref = refOf(req);
@@ -631,10 +717,6 @@ export function createApi(opts: ApiOptions): Api {
     },
     async drained() {
       while (running.size) await Promise.allSettled([...running]);
-    },
-    local: (req, res) => {
-      localRequests.add(req);
-      app(req, res);
     },
   };
 }

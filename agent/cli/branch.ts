@@ -1,9 +1,10 @@
 import type { Command } from 'commander';
+import { describe, isNotFound } from '../errors.js';
 import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
 import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, where } from './render.js';
 import { schemaDiffText } from './render-schema-diff.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
@@ -30,6 +31,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       "delete it this long after creation (30m, 12h, 7d; 'none': never; pr-<n> branches default to expiry.prBranchTtl)",
     )
     .option('--protect', 'never delete it by expiry nor stop it when idle')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
@@ -56,6 +58,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('list [db]')
     .description('list branches (of one database, or all)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
       out.result(
@@ -68,6 +71,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('get <branch>')
     .description('show one branch with its connection string')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getBranch(parseBranchRef(name)), branchDetail);
@@ -77,6 +81,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .command('diff <branch>')
     .description('what a branch changed in the schema compared with its parent: objects, then a SQL diff')
     .option('--against <branch>', 'compare with this branch of the same database instead of the parent')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const ref = parseBranchRef(name);
@@ -88,9 +93,19 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .command('delete <branch>')
     .description('delete a branch and everything it owns')
     .option('--force', 'also delete its child branches')
+    .option('--if-exists', 'a branch (or database) that does not exist is no error: a note on stderr, exit 0')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
-      const deleted = await (await engine()).deleteBranch(parseBranchRef(name), { force: o.force });
+      const ref = parseBranchRef(name);
+      let deleted: string[];
+      try {
+        deleted = await (await engine()).deleteBranch(ref, { force: o.force });
+      } catch (e) {
+        if (!o.ifExists || !isNotFound(e)) throw e;
+        out.log().info(`${ref.database}/${ref.branch} does not exist: nothing to delete (${describe(e)})`);
+        deleted = [];
+      }
       out.result(o, { deleted }, () => deleted.map((d) => `deleted branch ${d}\n`).join(''));
     });
 
@@ -99,6 +114,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .description("bring a branch back to its parent's current state (port and password stay)")
     .option('--force', 'also delete its child branches and kept snapshots')
     .option('--fast', 'crash-consistent snapshot of the parent')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(
@@ -111,6 +127,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
   branch
     .command('rename <branch> <new>')
     .description("rename a branch (data, port and password stay; the router's <db>@<branch> name changes)")
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const ref = parseBranchRef(from);
@@ -127,9 +144,14 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     program
       .command(`${verb} <branch>`)
       .description(`${verb} a branch's PostgreSQL (port and password stay)`)
+      .addOption(outputOption())
       .addOption(jsonOption())
       .action(async (name: string, o) => {
-        out.result(o, await (await engine())[verb](parseBranchRef(name)), (b) => `${b.name} ${b.status} ${where(b)}\n`);
+        out.result(
+          o,
+          await (await engine())[verb](parseBranchRef(name)),
+          (b, paint) => `${b.name} ${paint.status(b.status)} ${where(b)}\n`,
+        );
       });
   }
   return branch;

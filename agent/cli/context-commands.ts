@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { z } from 'zod';
 import { invalid } from '../errors.js';
-import { jsonOption, type Output } from './output.js';
+import { jsonOption, outputOption, type FormatFlags, type Output } from './output.js';
 import { table } from './render.js';
 import { readStdin, type TargetFlags } from './remote-target.js';
 import {
@@ -48,8 +48,9 @@ export function registerContextCommands(program: Command, out: Output): void {
     .description('save an agent: --url, and its token from --token-file <file> or --token - (standard input)')
     .requiredOption('--url <url>', "the agent's API, e.g. https://agent.example.com:7432")
     .option('--use', 'make it the current context (the first one saved is made current anyway)')
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (name: string, o: { url: string; use?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { url: string; use?: boolean } & FormatFlags) => {
       const g = program.opts<TargetFlags>();
       parsed(ContextName, name, 'context name');
       const url = parsed(AgentUrl, o.url, '--url');
@@ -80,8 +81,9 @@ export function registerContextCommands(program: Command, out: Output): void {
   context
     .command('use <name>')
     .description('make a saved context the current one')
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (name: string, o: { json?: boolean }) => {
+    .action(async (name: string, o: FormatFlags) => {
       const path = contextsPath();
       const file = await readContexts(path);
       findContext(file, name);
@@ -92,8 +94,9 @@ export function registerContextCommands(program: Command, out: Output): void {
   context
     .command('list')
     .description('saved contexts (never their tokens); * marks the current one')
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (o: { json?: boolean }) => {
+    .action(async (o: FormatFlags) => {
       const path = contextsPath();
       await warnIfOpen(path, (m) => out.warn(m));
       const file = await readContexts(path);
@@ -107,8 +110,9 @@ export function registerContextCommands(program: Command, out: Output): void {
   context
     .command('remove <name>')
     .description('forget a saved context (and its token)')
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (name: string, o: { json?: boolean }) => {
+    .action(async (name: string, o: FormatFlags) => {
       const path = contextsPath();
       await writeContexts(withoutContext(await readContexts(path), name), path);
       out.result(o, { removed: name }, () => `removed context ${name}\n`);

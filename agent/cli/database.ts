@@ -2,14 +2,15 @@ import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
+import type { Paint } from './colour.js';
 import type { CliContext } from './context.js';
 import { checkImportSource } from './engine.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
 
-const databaseDetail = (d: DatabaseView) =>
-  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches);
+const databaseDetail = (d: DatabaseView, paint: Paint) =>
+  `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches, paint);
 
 /** `bpg db create|list|get|delete|rename`: databases, each with its main branch. */
 export function registerDatabaseCommands(program: Command, { out, engine }: CliContext): void {
@@ -30,6 +31,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .option('--roles', "also copy the source's roles, without their passwords (dump method)")
     .option('--password-env <name>', "the source's password is in this environment variable of the agent")
     .option('--password-file <path>', "the source's password is the first line of this file")
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       parseDatabaseName(name);
@@ -57,6 +59,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
 
   db.command('list')
     .description('list databases')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (o) => {
       out.result(o, await (await engine()).listDatabases(), databaseTable);
@@ -64,6 +67,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
 
   db.command('get <db>')
     .description('show one database and its branches')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
@@ -72,6 +76,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
   db.command('delete <db>')
     .description('delete a database with its main branch')
     .option('--force', 'also delete every other branch of it')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
@@ -82,6 +87,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .description(
       "rename a database with all its branches (direct connection strings stay valid; the router's <db>@<branch> names change)",
     )
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));

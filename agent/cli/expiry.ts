@@ -5,7 +5,7 @@ import { parseTime } from './engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
-import { jsonOption } from './output.js';
+import { jsonOption, outputOption, type FormatFlags } from './output.js';
 import { branchDetail, bytes } from './render.js';
 
 /** `--ttl 7d` in milliseconds; `--ttl none`: null (never expires). */
@@ -30,8 +30,9 @@ export function registerExpiryCommands(
     .option('--ttl <duration>', "expire this long from now (30m, 12h, 7d; at most 365d), or 'none' for never")
     .option('--protect', 'never delete it by expiry nor stop it when idle')
     .option('--no-protect', 'expiry and the idle stop apply again')
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (name: string, o: { ttl?: string; protect?: boolean; json?: boolean }) => {
+    .action(async (name: string, o: { ttl?: string; protect?: boolean } & FormatFlags) => {
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
       out.result(
         o,
@@ -50,8 +51,9 @@ export function registerExpiryCommands(
       '--now <time>',
       'pretend it is this moment (ISO 8601 with a zone): with --dry-run, plans ahead, e.g. what expires by Friday',
     )
+    .addOption(outputOption())
     .addOption(jsonOption())
-    .action(async (o: { dryRun?: boolean; now?: string; json?: boolean }) => {
+    .action(async (o: { dryRun?: boolean; now?: string } & FormatFlags) => {
       const now = o.now === undefined ? undefined : await parseTime(o.now);
       // On the agent's host only (program.ts refuses it with a remote agent set); bpg serve runs its own passes.
       const r = await (await localEngine()).housekeep({ now, dryRun: o.dryRun });

@@ -4,38 +4,45 @@ import type { WalCleanup, WalInfo } from '../engine/wal.js';
 import { invalid } from '../errors.js';
 import { parseBranchRef } from '../names.js';
 import type { CliContext } from './context.js';
-import { jsonOption } from './output.js';
-import { bytes, table } from './render.js';
+import { formatOf, jsonOption, outputOption } from './output.js';
+import { plain, type Paint } from './colour.js';
+import { bytes, styled, table } from './render.js';
 
-export function snapshotTable(list: SnapshotView[]): string {
+export function snapshotTable(list: SnapshotView[], paint: Paint = plain): string {
   if (!list.length) return 'no snapshots\n';
-  return table([
-    ['ID', 'BRANCH', 'CREATED', 'USED', 'CONSISTENCY', 'LABEL', 'USED BY'],
-    ...list.map((s) => [
-      s.id,
-      s.branch,
-      s.createdAt,
-      bytes(s.usedBytes),
-      s.consistency,
-      s.label ?? '-',
-      s.usedBy.join(',') || '-',
-    ]),
-  ]);
+  return table(
+    [
+      ['ID', 'BRANCH', 'CREATED', 'USED', 'CONSISTENCY', 'LABEL', 'USED BY'],
+      ...list.map((s) => [
+        s.id,
+        s.branch,
+        s.createdAt,
+        bytes(s.usedBytes),
+        s.consistency,
+        s.label ?? '-',
+        s.usedBy.join(',') || '-',
+      ]),
+    ],
+    styled(paint, -1),
+  );
 }
 
-export function walTable(list: WalInfo[]): string {
-  return table([
-    ['BRANCH', 'SEGMENTS', 'BYTES', 'OLDEST', 'NEWEST', 'GAPS', 'LAST FAILURE'],
-    ...list.map((w) => [
-      w.branch,
-      String(w.segments),
-      bytes(w.bytes),
-      w.oldest ? `${w.oldest.segment} ${w.oldest.time}` : '-',
-      w.newest ? `${w.newest.segment} ${w.newest.time}` : '-',
-      w.gaps.length ? w.gaps.map((g) => `${g.from}..${g.to}`).join(',') : 'none',
-      w.lastFailure ? `${w.lastFailure.segment} at ${w.lastFailure.time}` : '-',
-    ]),
-  ]);
+export function walTable(list: WalInfo[], paint: Paint = plain): string {
+  return table(
+    [
+      ['BRANCH', 'SEGMENTS', 'BYTES', 'OLDEST', 'NEWEST', 'GAPS', 'LAST FAILURE'],
+      ...list.map((w) => [
+        w.branch,
+        String(w.segments),
+        bytes(w.bytes),
+        w.oldest ? `${w.oldest.segment} ${w.oldest.time}` : '-',
+        w.newest ? `${w.newest.segment} ${w.newest.time}` : '-',
+        w.gaps.length ? w.gaps.map((g) => `${g.from}..${g.to}`).join(',') : 'none',
+        w.lastFailure ? `${w.lastFailure.segment} at ${w.lastFailure.time}` : '-',
+      ]),
+    ],
+    styled(paint, -1),
+  );
 }
 
 export function walCleanupText(r: WalCleanup): string {
@@ -52,6 +59,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .command('create <branch>')
     .description('take an application-consistent snapshot of a branch and keep it')
     .option('--label <label>', 'a note kept with the snapshot')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       const snap = await (await engine()).createSnapshot(parseBranchRef(name), { label: o.label });
@@ -60,6 +68,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
   snapshot
     .command('list [branch]')
     .description('list kept snapshots (of one branch, or all)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
       out.result(o, await (await engine()).listSnapshots(name ? parseBranchRef(name) : undefined), snapshotTable);
@@ -67,6 +76,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
   snapshot
     .command('delete <id>')
     .description('delete a kept snapshot (refused while a branch was cloned from it)')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (id: string, o) => {
       await (await engine()).deleteSnapshot(id);
@@ -77,11 +87,12 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
   wal
     .command('info [branch]')
     .description('segments, bytes, oldest/newest, gaps and the last archive failure')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
       const list = await (await engine()).walInfo(name ? parseBranchRef(name) : undefined);
       out.result(o, list, walTable);
-      if (o.json) return;
+      if (formatOf(o) !== 'table') return;
       // Why archiving fails, one line each, after the table (on stderr: it is a warning, not data).
       for (const w of list) {
         if (w.lastFailure?.reason)
@@ -94,6 +105,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .description('remove archived WAL older than N days, keeping what kept snapshots need')
     .requiredOption('--days <n>', 'age in days')
     .option('--dry-run', 'only say what would go')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
       if (!/^\d+(\.\d+)?$/.test(o.days)) throw invalid('--days must be a number of days, 0 or more');

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import { configPath, writeConfig, type ConfigInput } from '../config.js';
 import { BpgError, invalid } from '../errors.js';
-import { jsonOption, type Output } from './output.js';
+import { jsonOption, outputOption, type Output } from './output.js';
 
 /** `bpg init`: writes the config file (needs no engine). */
 export function registerInitCommand(program: Command, out: Output): void {
@@ -17,6 +17,7 @@ export function registerInitCommand(program: Command, out: Output): void {
     .option('--public-host <host>', 'host name put in connection strings', '127.0.0.1')
     .option('--port-range <from-to>', 'ports for branches', '15432-16431')
     .option('--force', 'overwrite an existing config file')
+    .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (o) => {
       const path = configPath();

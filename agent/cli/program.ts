@@ -13,6 +13,9 @@ import { registerServeCommand } from './serve.js';
 import { registerHistoryCommands } from './history.js';
 import { registerDoctorCommand } from './doctor.js';
 import { registerExpiryCommands } from './expiry.js';
+import { registerConnectionStringCommand } from './connection-string.js';
+import { registerPsqlCommand } from './psql.js';
+import { registerCompletionCommand } from './completion.js';
 import { packageVersion } from './version.js';
 
 /**
@@ -50,12 +53,15 @@ export function buildProgram(): Command {
   registerInitCommand(program, out);
   registerDatabaseCommands(program, cli);
   const branch = registerBranchCommands(program, cli);
+  registerConnectionStringCommand(program, cli);
+  registerPsqlCommand(program, cli);
   registerStatusCommand(program, cli);
   registerServeCommand(program, out);
   registerHistoryCommands(program, cli);
   registerDoctorCommand(program, cli);
   registerExpiryCommands(program, branch, cli);
   registerContextCommands(program, out);
+  registerCompletionCommand(program, out, packageVersion());
   return program;
 }
 

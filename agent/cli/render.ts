@@ -1,12 +1,30 @@
 /** Text for people: aligned tables and short units. output.ts writes it; nothing here writes. */
 import type { BranchView, DatabaseView } from '../engine/view.js';
 import type { SystemStatus } from '../engine/status.js';
+import { plain, type Paint } from './colour.js';
 
-export function table(rows: string[][]): string {
+/**
+ * Aligned columns. `style(cell, row, column)` colours a cell after its width is measured (escape
+ * codes take no room on a terminal), e.g. the heading and the status column.
+ */
+export function table(rows: string[][], style?: (cell: string, row: number, column: number) => string): string {
   if (rows.length === 0) return '';
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n') + '\n';
+  const cell = (c: string, row: number, i: number) => (style ? style(c, row, i) : c);
+  return (
+    rows
+      .map((r, row) =>
+        r.map((c, i) => cell(c, row, i) + (i === r.length - 1 ? '' : ' '.repeat(widths[i]! - c.length))).join('  '),
+      )
+      .join('\n') + '\n'
+  );
 }
+
+/** A table with a heading row in bold and the column `status` coloured by status (-1: none). */
+export const styled =
+  (paint: Paint, status: number) =>
+  (cell: string, row: number, column: number): string =>
+    row === 0 ? paint.head(cell) : column === status ? paint.status(cell) : cell;
 
 export function bytes(n: number | null): string {
   if (n === null || !Number.isFinite(n)) return '-';
@@ -54,20 +72,23 @@ const branchStatus = (b: BranchView) =>
 const withQuota = (used: number | null, quota: number | null, full: boolean) =>
   `${bytes(used)}${quota !== null ? ` of ${bytes(quota)}` : ''}${full ? ' (FULL)' : ''}`;
 
-export function branchTable(branches: BranchView[]): string {
+export function branchTable(branches: BranchView[], paint: Paint = plain): string {
   if (branches.length === 0) return 'no branches\n';
-  return table([
-    ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'EXPIRES', 'CREATED'],
-    ...branches.map((b) => [
-      b.name,
-      branchStatus(b),
-      String(b.port),
-      b.parent ?? '-',
-      bytes(b.usedBytes),
-      expiry(b),
-      b.createdAt,
-    ]),
-  ]);
+  return table(
+    [
+      ['NAME', 'STATUS', 'PORT', 'PARENT', 'USED', 'EXPIRES', 'CREATED'],
+      ...branches.map((b) => [
+        b.name,
+        branchStatus(b),
+        String(b.port),
+        b.parent ?? '-',
+        bytes(b.usedBytes),
+        expiry(b),
+        b.createdAt,
+      ]),
+    ],
+    styled(paint, 1),
+  );
 }
 
 /**
@@ -105,37 +126,43 @@ export function where(b: BranchView): string {
     : `on port ${b.port}`;
 }
 
-export function branchDetail(b: BranchView): string {
-  return table([
-    ['name', b.name],
-    ['status', branchStatus(b)],
-    ['parent', b.parent ?? '-'],
-    ['consistency', b.consistency ?? '-'],
-    ...connectionRows(b),
-    ['dataset', b.dataset],
-    ['container', b.container],
-    ['image', b.image],
-    ['used', withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull)],
-    ['wal archive', withQuota(b.walBytes, b.walQuotaBytes, b.walFull)],
-    ['created', b.createdAt],
-    ['expires', b.expiresAt && !b.protected ? `${b.expiresAt} (${expiry(b)})` : expiry(b)],
-    ['protected', b.protected ? 'yes' : 'no'],
-    ['last active', b.lastActiveAt ?? '-'],
-  ]);
+export function branchDetail(b: BranchView, paint: Paint = plain): string {
+  return table(
+    [
+      ['name', b.name],
+      ['status', branchStatus(b)],
+      ['parent', b.parent ?? '-'],
+      ['consistency', b.consistency ?? '-'],
+      ...connectionRows(b),
+      ['dataset', b.dataset],
+      ['container', b.container],
+      ['image', b.image],
+      ['used', withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull)],
+      ['wal archive', withQuota(b.walBytes, b.walQuotaBytes, b.walFull)],
+      ['created', b.createdAt],
+      ['expires', b.expiresAt && !b.protected ? `${b.expiresAt} (${expiry(b)})` : expiry(b)],
+      ['protected', b.protected ? 'yes' : 'no'],
+      ['last active', b.lastActiveAt ?? '-'],
+    ],
+    (cell, row, column) => (row === 1 && column === 1 ? paint.status(cell) : cell),
+  );
 }
 
-export function databaseTable(dbs: DatabaseView[]): string {
+export function databaseTable(dbs: DatabaseView[], paint: Paint = plain): string {
   if (dbs.length === 0) return 'no databases\n';
-  return table([
-    ['NAME', 'BRANCHES', 'IMAGE', 'CREATED'],
-    ...dbs.map((d) => [d.name, String(d.branches.length), d.image, d.createdAt]),
-  ]);
+  return table(
+    [
+      ['NAME', 'BRANCHES', 'IMAGE', 'CREATED'],
+      ...dbs.map((d) => [d.name, String(d.branches.length), d.image, d.createdAt]),
+    ],
+    styled(paint, -1),
+  );
 }
 
 const pct = (part: number, whole: number) => (whole > 0 ? `${Math.round((part / whole) * 1000) / 10}%` : '-');
 
 /** `bpg status` for people: pool, counts, limits, then one row per branch. */
-export function statusText(s: SystemStatus): string {
+export function statusText(s: SystemStatus, paint: Paint = plain): string {
   const lines: string[] = [];
   const p = s.pool;
   lines.push(
@@ -165,17 +192,20 @@ export function statusText(s: SystemStatus): string {
   );
   lines.push('');
   const rows = s.branches.length
-    ? table([
-        ['NAME', 'STATUS', 'USED', 'WAL', 'EXPIRES', 'PORT'],
-        ...s.branches.map((b) => [
-          b.name,
-          b.status,
-          withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull),
-          withQuota(b.walBytes, b.walQuotaBytes, b.walFull),
-          b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'),
-          String(b.port),
-        ]),
-      ])
+    ? table(
+        [
+          ['NAME', 'STATUS', 'USED', 'WAL', 'EXPIRES', 'PORT'],
+          ...s.branches.map((b) => [
+            b.name,
+            b.status,
+            withQuota(b.usedBytes, b.diskQuotaBytes, b.diskFull),
+            withQuota(b.walBytes, b.walQuotaBytes, b.walFull),
+            b.expiresAt ?? (b.protected ? 'never (protected)' : 'never'),
+            String(b.port),
+          ]),
+        ],
+        styled(paint, 1),
+      )
     : 'no branches\n';
   const full = s.branches.filter((b) => b.diskFull || b.walFull);
   for (const b of full) {

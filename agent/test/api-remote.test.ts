@@ -1,31 +1,57 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync, mkdtempSync } from 'node:fs';
+import { createServer, request, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { BpgApiError, BpgClient } from '../api/client.js';
 import { serve, type RunningServer } from '../api/serve.js';
+import { createApi } from '../api/server.js';
 import { fetchTrusting } from '../api/trust.js';
 import { loadConfig, type Config } from '../config.js';
+import { Engine } from '../engine/engine.js';
 import { leftovers, ownStateConfig, query, recorder, uniqueDb } from './helpers.js';
 import { issueCert, testCa } from './tls-helpers.js';
 
 /**
  * What a remote CLI needs of the API (issue 14), over real HTTPS with a test CA, against the real
  * engine, ZFS, Docker and PostgreSQL, on a state of its own (slot 35): creating a branch that must
- * not exist, renames, branches and WAL across databases, WAL cleanup, reset --fast, status and doctor.
+ * not exist, renames, branches and WAL across databases, WAL cleanup, reset --fast, status and
+ * doctor; then token roles (read, write, admin) and tokens limited to some databases, on every route.
  */
 
-const ADMIN = `adm-${randomBytes(16).toString('hex')}`;
+const secret = (p: string) => `${p}-${randomBytes(16).toString('hex')}`;
+const ADMIN = secret('adm');
+const WRITE = secret('wr');
+const READ = secret('rd');
+const LIM = secret('lim');
+const LIMREAD = secret('limrd');
+const LIMADMIN = secret('limadm');
 const log = recorder();
 const ca = testCa();
 const server = issueCert(ca, { name: 'agent', dns: ['localhost'], ips: ['127.0.0.1'] });
 
-const cfgPath = ownStateConfig('api-remote', 35, (raw) => {
-  raw.api = { ...raw.api, tls: { cert: server.cert, key: server.key }, tokens: [{ name: 'admin', token: ADMIN }] };
-});
-
 const dbA = uniqueDb('rma');
 const dbB = uniqueDb('rmb');
+const dbC = uniqueDb('rmc');
+
+const cfgPath = ownStateConfig('api-remote', 35, (raw) => {
+  raw.api = {
+    ...raw.api,
+    tls: { cert: server.cert, key: server.key },
+    tokens: [
+      { name: 'admin', token: ADMIN },
+      { name: 'writer', token: WRITE, role: 'write' },
+      { name: 'reader', token: READ, role: 'read' },
+      { name: 'limited', token: LIM, role: 'write', databases: [dbA, dbC] },
+      { name: 'limited-reader', token: LIMREAD, role: 'read', databases: [dbA] },
+      { name: 'limited-admin', token: LIMADMIN, role: 'admin', databases: [dbA] },
+    ],
+  };
+});
 
 interface Reply {
   status: number;
@@ -49,7 +75,8 @@ describe('API for the remote CLI (HTTPS, test CA)', () => {
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const text = await res.text();
-    return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    const isJson = res.headers.get('content-type')?.startsWith('application/json');
+    return { status: res.status, body: text && isJson ? JSON.parse(text) : text };
   };
 
   before(async () => {
@@ -62,7 +89,7 @@ describe('API for the remote CLI (HTTPS, test CA)', () => {
   });
 
   after(async () => {
-    for (const d of [dbA, dbB]) await admin?.deleteDatabase(d, { force: true }).catch(() => {});
+    for (const d of [dbA, dbB, dbC]) await admin?.deleteDatabase(d, { force: true }).catch(() => {});
     await srv?.close();
   });
 
@@ -199,6 +226,218 @@ describe('API for the remote CLI (HTTPS, test CA)', () => {
     assert.deepEqual(await query(await admin.getBranch(dbA, 'feat'), 'SELECT 1 AS ok'), [{ ok: 1 }]);
   });
 
+  // ---------------------------------------------------------------- roles and database-limited tokens
+
+  /** What a refused request must not change: databases, branches (status, port, parent, expiry), snapshots. */
+  const stateView = () => {
+    const st = JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8'));
+    const branches = Object.fromEntries(
+      Object.entries(st.branches as Record<string, any>).map(([k, b]) => [
+        k,
+        [b.status, b.port, b.parent, b.expiresAt, b.protected, b.operation, b.dataset],
+      ]),
+    );
+    return { databases: Object.keys(st.databases).sort(), branches, snapshots: Object.keys(st.snapshots).sort() };
+  };
+
+  /** Every documented operation with the role it states. */
+  const operations = async () => {
+    const doc = (await admin.openapi()) as { paths: Record<string, Record<string, Record<string, unknown>>> };
+    return Object.entries(doc.paths).flatMap(([path, ops]) =>
+      Object.entries(ops).map(([m, op]) => ({
+        method: m.toUpperCase(),
+        path,
+        role: op['x-betterpg-role'] as string,
+      })),
+    );
+  };
+
+  const fill = (path: string, db: string, snapshot: string) =>
+    path
+      .replace('{db}', db)
+      .replace('{branch}', 'main')
+      .replace('{id}', path.includes('watches') ? 'nope' : snapshot);
+
+  it('every route refuses a role below its own with 403 forbidden, and the refusals change nothing', async () => {
+    const snap = await admin.createSnapshot(dbA, 'main', { label: 'roles' });
+    const ops = await operations();
+    assert.ok(ops.length >= 30);
+    assert.ok(
+      ops.every((o) => ['none', 'read', 'write', 'admin'].includes(o.role)),
+      'every operation states its role',
+    );
+    const before = stateView();
+    let refused = 0;
+    for (const o of ops) {
+      const path = fill(o.path, dbA, snap.id);
+      const body = o.method === 'GET' || o.method === 'DELETE' ? undefined : {};
+      const asReader = await http(o.method, path, READ, body);
+      if (o.role === 'write' || o.role === 'admin') {
+        assert.equal(asReader.status, 403, `${o.method} ${o.path} as reader: ${JSON.stringify(asReader.body)}`);
+        assert.equal(asReader.body.error.code, 'forbidden');
+        assert.match(asReader.body.error.message, new RegExp(`role read: .* needs role ${o.role}`));
+        refused++;
+      } else {
+        assert.ok(![401, 403].includes(asReader.status), `${o.method} ${o.path} as reader: ${asReader.status}`);
+      }
+      if (o.role === 'admin') {
+        const asWriter = await http(o.method, path, WRITE, body);
+        assert.equal(asWriter.status, 403, `${o.method} ${o.path} as writer`);
+        assert.match(asWriter.body.error.message, /role write: .* needs role admin/);
+        refused++;
+      }
+    }
+    assert.ok(refused >= 20, `${refused} refusals`);
+    assert.deepEqual(stateView(), before, 'the refusals changed nothing');
+    // The doctor is admin's (GET and POST), status anyone's; /metrics keeps its rule: any token.
+    assert.equal((await http('GET', '/v1/doctor', ADMIN)).status, 200);
+    assert.equal((await http('GET', '/v1/status', READ)).status, 200);
+    assert.equal((await http('GET', '/metrics', READ)).status, 200);
+    assert.equal((await http('GET', '/metrics', LIMREAD)).status, 200);
+    assert.deepEqual(await admin.deleteSnapshot(snap.id), { deleted: true });
+  });
+
+  it('a write token creates and deletes databases, branches and snapshots; the doctor is 403', async () => {
+    const writer = new BpgClient({ baseUrl: srv.url, token: WRITE, ca: ca.pem });
+    const b = await writer.createBranch(dbA, 'by-writer', { fast: true });
+    assert.equal(b.status, 'running');
+    const snap = await writer.createSnapshot(dbA, 'by-writer');
+    assert.deepEqual(await writer.deleteSnapshot(snap.id), { deleted: true });
+    assert.deepEqual(await writer.deleteBranch(dbA, 'by-writer'), { deleted: true, branches: [`${dbA}/by-writer`] });
+    await assert.rejects(writer.doctor(), (e: BpgApiError) => e.status === 403 && e.code === 'forbidden');
+    await assert.rejects(writer.doctorFix(), (e: BpgApiError) => e.status === 403 && e.code === 'forbidden');
+    assert.ok(log.lines.some((l) => l.msg === 'branch created' && l.token === 'writer'));
+  });
+
+  it('a token limited to some databases: every route on another one is 403 and changes nothing', async () => {
+    const snapB = await admin.createSnapshot(dbB, 'main', { label: 'not yours' });
+    const ops = (await operations()).filter((o) => o.path.includes('{db}') && o.role !== 'none');
+    assert.ok(ops.length >= 20);
+    const before = stateView();
+    for (const token of [LIM, LIMREAD, LIMADMIN]) {
+      for (const o of ops) {
+        const r = await http(o.method, fill(o.path, dbB, snapB.id), token, o.method === 'GET' ? undefined : {});
+        assert.equal(r.status, 403, `${o.method} ${o.path} on ${dbB}: ${JSON.stringify(r.body)}`);
+        assert.equal(r.body.error.code, 'forbidden');
+      }
+    }
+    // Other databases named in a body, a query or a snapshot, by a token that may write to dbA.
+    const named: Array<[string, string, unknown]> = [
+      ['POST', '/v1/databases', { name: `${dbB}x` }],
+      ['PUT', `/v1/databases/${dbA}/branches/x`, { from: `${dbB}/main`, fast: true }],
+      ['POST', `/v1/databases/${dbA}/branches`, { name: 'x', fromSnapshot: snapB.id }],
+      ['POST', `/v1/databases/${dbA}/branches/feat/rename`, { name: `${dbB}/x` }],
+      ['POST', `/v1/databases/${dbA}/rename`, { name: dbB }],
+      ['GET', `/v1/databases/${dbA}/branches/feat/schema-diff?against=${dbB}/main`, undefined],
+      ['DELETE', `/v1/snapshots/${snapB.id}`, undefined],
+    ];
+    for (const [method, path, body] of named) {
+      const r = await http(method, path, LIM, body);
+      assert.equal(r.status, 403, `${method} ${path}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error.message, new RegExp(`may only use database\\(s\\) .*not '${dbB}x?'`));
+    }
+    // The doctor looks at the whole host: not for a limited token, even an admin one.
+    for (const [method, path] of [
+      ['GET', '/v1/doctor'],
+      ['POST', '/v1/doctor/fix'],
+    ] as const) {
+      const r = await http(method, path, LIMADMIN);
+      assert.equal(r.status, 403);
+      assert.match(r.body.error.message, /whole host/);
+    }
+    // A limited reader may not write even its own database.
+    assert.equal((await http('PUT', `/v1/databases/${dbA}/branches/x`, LIMREAD, {})).status, 403);
+    assert.deepEqual(stateView(), before, 'the refusals changed nothing');
+    assert.equal((await admin.listSnapshots()).filter((x) => x.id === snapB.id).length, 1);
+
+    // Lists show only its databases.
+    for (const token of [LIM, LIMREAD, LIMADMIN]) {
+      const c = new BpgClient({ baseUrl: srv.url, token, ca: ca.pem });
+      assert.deepEqual(
+        (await c.listDatabases()).map((d) => d.name),
+        [dbA],
+      );
+      const branches = await c.listBranches();
+      assert.ok(branches.length >= 2 && branches.every((b) => b.database === dbA));
+      assert.ok((await c.listSnapshots()).every((x) => x.branch.startsWith(`${dbA}/`)));
+      const wal = await c.listWal();
+      assert.ok(wal.length >= 2 && wal.every((w) => w.branch.startsWith(`${dbA}/`)));
+      const st = await c.status();
+      assert.ok(st.branches.every((b) => b.database === dbA));
+      assert.deepEqual(st.counts.databases, 1);
+      assert.equal(st.counts.branches, branches.length);
+      assert.equal((await c.getDatabase(dbA)).name, dbA);
+    }
+    assert.ok(
+      (await admin.listBranches()).some((b) => b.database === dbB),
+      'admin sees every database',
+    );
+    assert.deepEqual(await admin.deleteSnapshot(snapB.id), { deleted: true });
+  });
+
+  it('a limited write token creates and deletes a database in its list, and branches in it', async () => {
+    const lim = new BpgClient({ baseUrl: srv.url, token: LIM, ca: ca.pem });
+    const d = await lim.createDatabase({ name: dbC });
+    assert.equal(d.name, dbC);
+    const b = await lim.createBranch(dbA, 'by-limited', { fast: true });
+    assert.deepEqual(await query(b, 'SELECT 1 AS ok'), [{ ok: 1 }]);
+    assert.deepEqual((await lim.deleteBranch(dbA, 'by-limited')).deleted, true);
+    assert.deepEqual(await lim.deleteDatabase(dbC), { deleted: true });
+    assert.deepEqual(await leftovers(dbC, cfgPath), { datasets: [], containers: [] });
+  });
+
+  it('a request the server marks as local (the unix socket) needs no token and is admin, named local', async () => {
+    // What `bpg serve` does for its socket: requests that came through it, known by their socket.
+    const fromSocket = new WeakSet<Socket>();
+    const engine = new Engine(cfg, { log });
+    const api = createApi({
+      engine,
+      tokens: [{ name: 'reader', token: READ, role: 'read' }],
+      log,
+      bodyLimit: 65536,
+      isLocal: (req: IncomingMessage) => fromSocket.has(req.socket),
+    });
+    const sock = join(mkdtempSync(join(tmpdir(), 'bpg-sock-')), 'agent.sock');
+    const local = createServer(api.app).on('connection', (s) => fromSocket.add(s));
+    const tcp = createServer(api.app);
+    await new Promise<void>((r) => local.listen(sock, r));
+    await new Promise<void>((r) => tcp.listen(0, '127.0.0.1', r));
+    const viaSocket = (method: string, path: string) =>
+      new Promise<{ status: number; body: any }>((resolve, reject) => {
+        const req = request({ socketPath: sock, method, path }, (res) => {
+          let text = '';
+          res
+            .on('data', (d) => (text += d))
+            .on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(text) }));
+        });
+        req.on('error', reject).end();
+      });
+    try {
+      const r = await viaSocket('GET', '/v1/doctor');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(typeof r.body.healthy, 'boolean');
+      assert.equal((await viaSocket('GET', `/v1/databases/${dbB}`)).status, 200);
+      // The request line is written when the response closes on the server's side: wait for it.
+      const logged = () => log.lines.some((l) => l.msg === 'request' && l.path === '/v1/doctor' && l.token === 'local');
+      for (let i = 0; i < 500 && !logged(); i++) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(logged(), 'logged as local');
+      // The same app over TCP: a token as ever.
+      const port = (tcp.address() as { port: number }).port;
+      const anon = await fetch(`http://127.0.0.1:${port}/v1/doctor`);
+      assert.equal(anon.status, 401);
+      const reader = await fetch(`http://127.0.0.1:${port}/v1/doctor`, {
+        headers: { authorization: `Bearer ${READ}` },
+      });
+      assert.equal(reader.status, 403);
+    } finally {
+      api.beginShutdown();
+      local.closeAllConnections();
+      tcp.closeAllConnections();
+      await new Promise((r) => local.close(r));
+      await new Promise((r) => tcp.close(r));
+    }
+  });
+
   it('POST /v1/databases/{db}/rename renames a database with its branches', async () => {
     const renamed = `${dbB}r`;
     const mainBefore = await admin.getBranch(dbB, 'main');
@@ -238,7 +477,8 @@ describe('API for the remote CLI (HTTPS, test CA)', () => {
   it('nothing is left, and no token reached the log', async () => {
     for (const d of [dbA, dbB]) assert.deepEqual(await admin.deleteDatabase(d, { force: true }), { deleted: true });
     for (const d of [dbA, dbB]) assert.deepEqual(await leftovers(d, cfgPath), { datasets: [], containers: [] });
-    assert.ok(!JSON.stringify(log.lines).includes(ADMIN));
+    const text = JSON.stringify(log.lines);
+    for (const t of [ADMIN, WRITE, READ, LIM, LIMREAD, LIMADMIN]) assert.ok(!text.includes(t), 'no token in the log');
     assert.ok(log.lines.some((l) => l.msg === 'branch renamed' && l.token === 'admin'));
     assert.ok(log.lines.some((l) => l.msg === 'database renamed' && l.token === 'admin'));
     assert.ok(log.lines.some((l) => l.msg === 'doctor fix' && l.token === 'admin'));

@@ -6,7 +6,7 @@ import { describe, it } from 'node:test';
 import type { Command } from 'commander';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { buildProgram } from '../cli/program.js';
-import { jsonOption, oneLine, Output } from '../cli/output.js';
+import { jsonOption, oneLine, Output, outputOption } from '../cli/output.js';
 import { housekeepingText } from '../cli/expiry.js';
 import { snapshotTable, walCleanupText } from '../cli/history.js';
 import { branchDetail, expiry, span, where } from '../cli/render.js';
@@ -87,6 +87,8 @@ describe('the bpg program', () => {
         'start',
         'stop',
         'restart',
+        'connection-string',
+        'psql',
         'status',
         'serve',
         'snapshot',
@@ -94,6 +96,7 @@ describe('the bpg program', () => {
         'doctor',
         'housekeep',
         'context',
+        'completion',
       ],
     );
     assert.deepEqual(
@@ -107,10 +110,13 @@ describe('the bpg program', () => {
         'branch rename',
         'branch reset',
         'branch set',
+        'completion',
+        'connection-string',
         'context add',
         'context list',
         'context remove',
         'context use',
+        'psql',
         'db create',
         'db delete',
         'db get',
@@ -133,12 +139,20 @@ describe('the bpg program', () => {
     );
   });
 
-  it('gives every command but serve the same --json, and keeps the options the README documents', () => {
-    const json = jsonOption();
+  it('gives every command that prints data the same -o and --json, and keeps the options the README documents', () => {
+    const [json, output] = [jsonOption(), outputOption()];
     for (const [name, cmd] of commands) {
       const opt = cmd.options.find((o) => o.long === '--json');
-      if (name === 'serve') assert.equal(opt, undefined);
-      else assert.deepEqual([opt?.flags, opt?.description], [json.flags, json.description], name);
+      const o = cmd.options.find((o) => o.long === '--output');
+      if (['serve', 'psql', 'completion'].includes(name)) assert.equal(opt ?? o, undefined, name);
+      else {
+        assert.deepEqual([opt?.flags, opt?.description], [json.flags, json.description], name);
+        assert.deepEqual(
+          [o?.flags, o?.description, o?.argChoices],
+          [output.flags, output.description, ['table', 'json', 'yaml']],
+          name,
+        );
+      }
     }
     const flags = (name: string) => commands.get(name)!.options.map((o) => o.long);
     for (const f of [
@@ -155,10 +169,14 @@ describe('the bpg program', () => {
       assert.ok(flags('branch create').includes(f), f);
     for (const f of ['--image', '--memory', '--cpus', '--disk']) assert.ok(flags('db create').includes(f), f);
     assert.deepEqual(
-      flags('branch set').filter((f) => f !== '--json'),
+      flags('branch set').filter((f) => f !== '--json' && f !== '--output'),
       ['--ttl', '--protect', '--no-protect'],
     );
-    assert.deepEqual(flags('branch diff'), ['--against', '--json']);
+    assert.deepEqual(flags('branch diff'), ['--against', '--output', '--json']);
+    assert.ok(flags('branch delete').includes('--if-exists'));
+    assert.deepEqual(flags('connection-string'), ['--direct', '--psql', '--output', '--json']);
+    assert.deepEqual(program.commands.find((c) => c.name() === 'connection-string')!.aliases(), ['cs']);
+    assert.deepEqual(flags('psql'), ['--direct']);
     assert.ok(flags('doctor').includes('--fix'));
     assert.ok(flags('housekeep').includes('--dry-run') && flags('housekeep').includes('--now'));
     assert.ok(flags('wal cleanup').includes('--days'));
