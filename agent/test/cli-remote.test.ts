@@ -25,10 +25,15 @@ import { issueCert, testCa } from './tls-helpers.js';
  */
 
 const TOKEN = `cli-${randomBytes(16).toString('hex')}`;
+const READER = `cli-read-${randomBytes(16).toString('hex')}`;
 const ca = testCa();
 const cert = issueCert(ca, { name: 'agent', dns: ['localhost'], ips: ['127.0.0.1'] });
 const CONFIG = ownStateConfig('cli-remote', 38, (raw) => {
-  raw.api = { ...raw.api, tls: { cert: cert.cert, key: cert.key }, tokens: [{ name: 'laptop', token: TOKEN }] };
+  raw.api = { ...raw.api, tls: { cert: cert.cert, key: cert.key }, tokens: [
+      { name: 'laptop', token: TOKEN },
+      { name: 'reader', token: READER, role: 'read' },
+    ],
+  };
   raw.housekeeping = { interval: '1h' };
 });
 const STATE = dirname(CONFIG);
@@ -236,6 +241,30 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
       assert.equal(r.stdout, '');
       assert.ok(!r.stderr.includes(TOKEN));
     }
+  });
+
+  it("a token whose role does not allow a command: exit 5 with the agent's reason, nothing changed", async () => {
+    const file = join(work, 'reader-token');
+    writeFileSync(file, READER, { mode: 0o600 });
+    const reader = (args: string[]) => cli(['--agent', url, '--token-file', file, '--ca', ca.cert, ...args], LAPTOP);
+    ok(await reader(['branch', 'list', db]), 'a read token reads');
+    const before = ok(await local(['branch', 'list', db, '--json']), 'before').stdout;
+    for (const args of [
+      ['branch', 'create', `${db}/nope`, '--fast'],
+      ['branch', 'delete', `${db}/main`, '--force'],
+      ['db', 'create', `${db}r`],
+    ]) {
+      const r = await reader(args);
+      assert.equal(r.code, 5, `bpg ${args.join(' ')}: ${r.stderr}`);
+      assert.match(r.stderr, /^error: token 'reader' has role read: .* needs role write\n$/);
+      assert.ok(!r.stderr.includes(READER));
+    }
+    const after = ok(await local(['branch', 'list', db, '--json']), 'after').stdout;
+    assert.deepEqual(
+      (JSON.parse(after) as BranchView[]).map((b) => b.name),
+      (JSON.parse(before) as BranchView[]).map((b) => b.name),
+    );
+    assert.equal((await local(['db', 'get', `${db}r`])).code, 3);
   });
 
   it('a saved context, the environment and flags, in that order of precedence; on-box commands refused', async () => {
