@@ -29,7 +29,10 @@ const READER = `cli-read-${randomBytes(16).toString('hex')}`;
 const ca = testCa();
 const cert = issueCert(ca, { name: 'agent', dns: ['localhost'], ips: ['127.0.0.1'] });
 const CONFIG = ownStateConfig('cli-remote', 38, (raw) => {
-  raw.api = { ...raw.api, tls: { cert: cert.cert, key: cert.key }, tokens: [
+  raw.api = {
+    ...raw.api,
+    tls: { cert: cert.cert, key: cert.key },
+    tokens: [
       { name: 'laptop', token: TOKEN },
       { name: 'reader', token: READER, role: 'read' },
     ],
