@@ -1,9 +1,12 @@
 import type { Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
-import { describe, invalid } from '../errors.js';
+import { BpgError, describe, invalid } from '../errors.js';
 import { createLogger, type Logger } from '../log.js';
 import { collectTokens } from './auth.js';
 import { listenOn, parseListen } from './listen.js';
+import { createServer as createHttpServer } from 'node:http';
+import type { Socket } from 'node:net';
+import { listenLocalSocket, socketProblem, type LocalSocket } from './local-socket.js';
 import { startHousekeeper } from './housekeeper.js';
 import { lockSet } from './locks.js';
 import { createApi, type Api } from './server.js';
@@ -23,6 +26,11 @@ export interface ServeOptions {
   handleSignals?: boolean;
   /** Plain HTTP on a non-loopback address (`bpg serve --allow-plaintext`); or api.allowPlaintext. */
   allowPlaintext?: boolean;
+  /**
+   * Also listen on this unix socket for the CLI on this host (local-socket.ts); `bpg serve` passes
+   * `<stateDir>/agent.sock`. Default none: a daemon embedded in a test or a program opens no socket.
+   */
+  socket?: string;
 }
 
 export interface RunningServer {
@@ -32,6 +40,8 @@ export interface RunningServer {
   api: Api;
   /** The router (proxy.enabled), or null. */
   router: Router | null;
+  /** The local socket's path, or null when there is none. */
+  socketPath: string | null;
   /** Stops accepting, lets running operations finish, closes connections. Branches keep running. */
   close(): Promise<void>;
   /** Resolves when the server has shut down, however that was asked for. */
@@ -73,10 +83,40 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     );
   }
 
-  const api = createApi({ engine, tokens, log, bodyLimit: cfg.api.bodyLimit });
+  // Connections accepted on the local socket (below): their requests need no token (server.ts).
+  const fromSocket = new WeakSet<Socket>();
+  const api = createApi({
+    engine,
+    tokens,
+    log,
+    bodyLimit: cfg.api.bodyLimit,
+    isLocal: (req) => fromSocket.has(req.socket),
+  });
   const server = createApiServer(api.app, tls);
   const { url, port } = await listenOn(server, listen);
-  log.info('listening', { url, tokens: tokens.map((t) => t.name), pool: cfg.zfs.pool, stateDir: cfg.stateDir });
+  // The CLI on this host sends its commands here (no token: the socket is 0600, the daemon's user only).
+  const localServer = createHttpServer(api.app);
+  localServer.on('connection', (socket: Socket) => fromSocket.add(socket));
+  let local: LocalSocket | null = null;
+  if (opts.socket !== undefined) {
+    const path = opts.socket;
+    try {
+      local = await listenLocalSocket(localServer, path);
+    } catch (e) {
+      if (e instanceof BpgError) {
+        await new Promise<void>((r) => server.close(() => r()));
+        throw e;
+      }
+      log.warn(socketProblem(path, e));
+    }
+  }
+  log.info('listening', {
+    url,
+    socket: local?.path ?? null,
+    tokens: tokens.map((t) => t.name),
+    pool: cfg.zfs.pool,
+    stateDir: cfg.stateDir,
+  });
 
   const branchLock = (ref: { database: string; branch: string }) =>
     lockSet([ref.database, 'shared'], [`${ref.database}/${ref.branch}`, 'exclusive']);
@@ -94,7 +134,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
         withBranchLock: (ref, fn) => api.locks.with(branchLock(ref), fn),
       });
     } catch (e) {
-      await new Promise<void>((r) => server.close(() => r()));
+      await Promise.all([new Promise<void>((r) => server.close(() => r())), local?.close()]);
       throw e;
     }
     // proxy.listen with port 0 (tests): connection strings name the port it got.
@@ -122,11 +162,16 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
       const housekeeping = housekeeper.stop();
       const routerClosed = router?.close();
       const serverClosed = new Promise<void>((r) => server.close(() => r()));
+      const localClosed = local?.close();
       // Keep-alive connections with no request in flight would hold close() open.
-      const sweeper = setInterval(() => server.closeIdleConnections(), 200);
-      server.closeIdleConnections();
+      const sweep = () => {
+        server.closeIdleConnections();
+        localServer.closeIdleConnections();
+      };
+      const sweeper = setInterval(sweep, 200);
+      sweep();
       try {
-        await Promise.all([serverClosed, api.drained(), housekeeping, routerClosed]);
+        await Promise.all([serverClosed, localClosed, api.drained(), housekeeping, routerClosed]);
       } finally {
         clearInterval(sweeper);
       }
@@ -156,5 +201,5 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
     process.on('SIGINT', onSignal);
   }
 
-  return { url, port, api, router, close, closed };
+  return { url, port, api, router, socketPath: local?.path ?? null, close, closed };
 }

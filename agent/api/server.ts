@@ -393,17 +393,25 @@ export function createApi(opts: ApiOptions): Api {
     allowDb(res, body.name);
     // A refused image is answered now, not after a wait in the create queue (the engine checks again).
     if (body.image !== undefined) checkImage(engine.cfg, body.image);
+    if (body.maskingSql !== undefined && !body.from) throw invalid('maskingSql goes with from (an import)');
     if (body.from) {
       requireAdmin(res, 'an import (from)');
       // An import is long: checked now (400/409 before anything runs), answered 202, polled.
       const from = body.from;
       await checkImportInput(engine.cfg, from);
+      if (body.maskingSql !== undefined) await checkMasking({ sql: body.maskingSql, command: null });
       if ((await engine.listDatabases()).some((d) => d.name === body.name) || operations.runningOn(body.name).length)
         throw conflict(`database '${body.name}' already exists`);
       const { view, done } = operations.start('create-database', body.name, ({ progress }) =>
         locks.with(lockSet([body.name, 'exclusive']), async () => {
           const r = await admission.run(() =>
-            engine.createDatabase(body.name, { image: body.image, ...resources(body), from, progress }),
+            engine.createDatabase(body.name, {
+              image: body.image,
+              ...resources(body),
+              from,
+              maskingSql: body.maskingSql,
+              progress,
+            }),
           );
           opLog(res, 'database imported', { database: body.name, method: from.method ?? 'dump', ms: r.totalMs });
           return engine.getDatabase(body.name);

@@ -1,10 +1,10 @@
 import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
-import { checkSourceInput } from './engine.js';
 import type { DatabaseView } from '../engine/view.js';
 import { parseDatabaseName, parseImage } from '../names.js';
 import type { Paint } from './colour.js';
 import type { CliContext } from './context.js';
+import { checkImportSource } from './engine.js';
 import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
@@ -52,7 +52,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
               passwordEnv: o.passwordEnv,
               passwordFile: o.passwordFile,
             };
-      if (from) await checkSourceInput(from); // one clear line before anything is looked at
+      if (from) await checkImportSource(from); // one clear line before anything is looked at
       const res = await (
         await engine()
       ).createDatabase(name, {
@@ -92,7 +92,8 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
       out
         .log()
         .info(
-          `refreshed ${name} (generation ${res.generation}${res.masked ? ', masked' : ''}) in ${res.totalMs} ms; main did not answer for ${res.interruptionMs} ms`,
+          `refreshed ${name} (generation ${res.generation}${res.masked ? ', masked' : ''}) in ${res.totalMs} ms` +
+            (res.interruptionMs === undefined ? '' : `; main did not answer for ${res.interruptionMs} ms`),
         );
       out.result(o, res, (r, paint) => branchDetail(r.branch, paint));
     });

@@ -19,7 +19,11 @@ export function ttlOption(text: string): number | null {
 }
 
 /** `bpg branch set` (expiry, protection) and `bpg housekeep` (one housekeeping pass by hand). */
-export function registerExpiryCommands(program: Command, branch: Command, { out, engine }: CliContext): void {
+export function registerExpiryCommands(
+  program: Command,
+  branch: Command,
+  { out, engine, localEngine }: CliContext,
+): void {
   branch
     .command('set <branch>')
     .description('change when a branch expires, or whether it is protected')
@@ -51,7 +55,8 @@ export function registerExpiryCommands(program: Command, branch: Command, { out,
     .addOption(jsonOption())
     .action(async (o: { dryRun?: boolean; now?: string } & FormatFlags) => {
       const now = o.now === undefined ? undefined : await parseTime(o.now);
-      const r = await (await engine()).housekeep({ now, dryRun: o.dryRun });
+      // On the agent's host only (program.ts refuses it with a remote agent set); bpg serve runs its own passes.
+      const r = await (await localEngine()).housekeep({ now, dryRun: o.dryRun });
       out.result(o, r, housekeepingText);
       if (r.errors.length)
         throw new Error(

@@ -1,8 +1,9 @@
 import { CommanderError } from 'commander';
+import { exitCodeOf } from './exit-codes.js';
 import { ExitWith } from './output.js';
 import { buildProgram, outputOf } from './program.js';
 
-/** Runs `bpg` with `argv` (as process.argv: node, script, args...) and returns its exit code. */
+/** Runs `bpg` with `argv` (as process.argv: node, script, args...) and returns its exit code (exit-codes.ts). */
 export async function main(argv: string[]): Promise<number> {
   const program = buildProgram();
   try {
@@ -10,11 +11,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (e) {
     if (e instanceof ExitWith) return e.exitCode; // bpg psql: psql's code, psql printed its errors
-    if (e instanceof CommanderError) {
-      // help and version exit 0; usage errors were already printed on one line
-      return e.exitCode === 0 ? 0 : 1;
-    }
-    outputOf(program).error(e);
-    return 1;
+    // help and version exit 0; usage errors were already printed on one line
+    if (!(e instanceof CommanderError)) outputOf(program).error(e);
+    return exitCodeOf(e);
   }
 }

@@ -1,6 +1,9 @@
 import { Command } from 'commander';
 import type { CliContext } from './context.js';
 import { openEngine } from './engine.js';
+import { ON_THE_BOX_ONLY, openCliEngine, refuseIfRemote } from './backend.js';
+import { registerContextCommands } from './context-commands.js';
+import type { TargetFlags } from './remote-target.js';
 import { Output, type OutputFlags } from './output.js';
 import { registerInitCommand } from './init.js';
 import { registerDatabaseCommands } from './database.js';
@@ -24,13 +27,28 @@ export function buildProgram(): Command {
     .description('BetterPG: instant PostgreSQL branches on ZFS')
     .option('--debug', 'log every step, and show stack traces on error')
     .option('-q, --quiet', 'no progress on stderr')
+    .option('--agent <url>', 'talk to the agent at this URL (or BPG_AGENT_URL), e.g. https://agent.example.com:7432')
+    .option('--token <token>', "the agent's API token (or BPG_AGENT_TOKEN); '-' reads it from standard input")
+    .option('--token-file <file>', "read the agent's API token from this file")
+    .option('--ca <file>', "PEM file of the CA that signed the agent's certificate (or BPG_AGENT_CA)")
+    .option('--context <name>', 'talk to this saved agent (or BPG_CONTEXT; default: the current one: bpg context)')
+    .option('--local', "run on this host's engine in this process, even when bpg serve runs or an agent is set")
     .version(packageVersion(), '-V, --version', 'print the version of bpg')
     .showHelpAfterError(false)
     .exitOverride();
   const out = outputOf(program);
   // commander's usage errors, with its '(Did you mean ...?)' when it has one, on one line
   program.configureOutput({ outputError: (text) => out.usageError(text) });
-  const cli: CliContext = { out, engine: () => openEngine(out.log()) };
+  const flags = () => program.opts<TargetFlags>();
+  const cli: CliContext = {
+    out,
+    engine: () => openCliEngine(flags(), out.log()),
+    localEngine: () => openEngine(out.log()),
+  };
+  // init, serve and housekeep run on the agent's host: with a remote agent set, say so (exit 2).
+  program.hook('preAction', async (_program, action) => {
+    if (ON_THE_BOX_ONLY.has(action.name()) && action.parent === program) await refuseIfRemote(action.name(), flags());
+  });
 
   registerInitCommand(program, out);
   registerDatabaseCommands(program, cli);
@@ -42,6 +60,7 @@ export function buildProgram(): Command {
   registerHistoryCommands(program, cli);
   registerDoctorCommand(program, cli);
   registerExpiryCommands(program, branch, cli);
+  registerContextCommands(program, out);
   registerCompletionCommand(program, out, packageVersion());
   return program;
 }

@@ -6,19 +6,27 @@ import type { Output } from './output.js';
 export function registerServeCommand(program: Command, out: Output): void {
   program
     .command('serve')
-    .description('run the agent daemon: the HTTP API on api.listen, JSON-line logs on stderr')
+    .description(
+      'run the agent daemon: the HTTP API on api.listen and, for bpg on this host, on <stateDir>/agent.sock; JSON-line logs on stderr',
+    )
     .option('--listen <host:port>', 'address to listen on (default: api.listen from the config)')
     .option('--allow-plaintext', 'plain HTTP on a non-loopback address without api.tls (same as api.allowPlaintext)')
     .action(async (o) => {
       // Loaded on demand: express and the engine are only needed here.
-      const [{ serve }, { warnIfShared }, cfg] = await Promise.all([
+      const [{ serve }, { warnIfShared }, { agentSocketPath }, cfg] = await Promise.all([
         import('../api/serve.js'),
         import('../api/transport.js'),
+        import('../api/local-socket.js'),
         loadConfig(),
       ]);
       const serveLog = out.daemonLog();
       if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);
-      const server = await serve(cfg, { listen: o.listen, allowPlaintext: o.allowPlaintext, log: serveLog });
+      const server = await serve(cfg, {
+        listen: o.listen,
+        allowPlaintext: o.allowPlaintext,
+        log: serveLog,
+        socket: agentSocketPath(cfg.stateDir),
+      });
       await server.closed;
     });
 }

@@ -72,9 +72,9 @@ function assertError(r: Reply, status: number, code: string, message?: RegExp): 
   return body.error.message;
 }
 
-/** Exit 1, nothing on stdout, one `error:` line. */
-function assertRefusedCli(r: CliResult, message: RegExp): void {
-  assert.equal(r.code, 1, r.stderr);
+/** Exit `code` (2: invalid, 4: conflict), nothing on stdout, one `error:` line. */
+function assertRefusedCli(r: CliResult, message: RegExp, code: number): void {
+  assert.equal(r.code, code, r.stderr);
   assert.equal(r.stdout, '');
   const lines = r.stderr.split('\n').filter(Boolean);
   assert.equal(lines.length, 1, r.stderr);
@@ -344,6 +344,7 @@ describe('API admission: allowed images, create turns, metrics without a token',
       assertRefusedCli(
         await cli(['db', 'create', dbOther, '--image', image], env),
         /image '.*' is not allowed.*postgres\.allowedImages/,
+        2,
       );
     }
     assert.deepEqual(footprint(cfg), before, 'state, datasets, containers, WAL folders unchanged');
@@ -390,7 +391,7 @@ describe('API admission: allowed images, create turns, metrics without a token',
       'conflict',
       /cpus/,
     );
-    assertRefusedCli(await cli(['db', 'create', dbA, '--image', ALLOWED_ABSENT], env), /already exists/);
+    assertRefusedCli(await cli(['db', 'create', dbA, '--image', ALLOWED_ABSENT], env), /already exists/, 4);
     const branches = Object.keys(readState(cfg).branches).length;
     const full = await daemon(withLimits({ branchesTotal: branches }));
     assertError(

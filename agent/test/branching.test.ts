@@ -71,11 +71,11 @@ describe('branching on the real stack', () => {
 
   it('refuses to delete a branch with children unless --force, and main only goes with its database', async () => {
     const r = await cli(['branch', 'delete', `${db}/dev`]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     assert.match(r.stderr, /has child branches \(.*dev-child\); use --force/);
     assert.equal(r.stderr.trim().split('\n').length, 1, 'one clear line');
     const m = await cli(['branch', 'delete', `${db}/main`]);
-    assert.equal(m.code, 1);
+    assert.equal(m.code, 4);
     assert.match(m.stderr, /only be deleted with its database/);
     const stillThere = await okJson<BranchView[]>(['branch', 'list', db]);
     assert.equal(stillThere.length, 3);
@@ -163,7 +163,7 @@ describe('branching on the real stack', () => {
     );
     for (const w of walDirs) assert.equal(existsSync(w), false, `${w} still there`);
     const gone = await cli(['branch', 'get', `${db}/dev`]);
-    assert.equal(gone.code, 1);
+    assert.equal(gone.code, 3);
     assert.match(gone.stderr, /does not exist/);
     // main is untouched
     assert.deepEqual(await query(main, 'SELECT count(*)::int AS n FROM items'), [{ n: 1001 }]);
@@ -174,7 +174,7 @@ describe('branching on the real stack', () => {
     await ok(['db', 'create', other]);
     await ok(['branch', 'create', `${other}/x`, '--fast']);
     const refused = await cli(['db', 'delete', other]);
-    assert.equal(refused.code, 1);
+    assert.equal(refused.code, 4);
     assert.match(refused.stderr, /besides main.*--force/);
     await ok(['db', 'delete', other, '--force']);
     assert.deepEqual(await leftovers(other), { datasets: [], containers: [] });

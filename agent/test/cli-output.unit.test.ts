@@ -148,7 +148,7 @@ describe('colour', () => {
 
   it("a usage error on a terminal has a red 'error:'; with NO_COLOR, or through a pipe, none", async () => {
     const tty = await onTty([process.execPath, BPG, 'brnach'], { NO_COLOR: undefined, TERM: 'xterm-256color' });
-    assert.equal(tty.code, 1);
+    assert.equal(tty.code, 2); // usage (exit-codes.ts)
     assert.ok(tty.stdout.includes(`${ESC}31merror:${ESC}39m unknown command 'brnach'`), JSON.stringify(tty.stdout));
     const noColor = await onTty([process.execPath, BPG, 'brnach'], { NO_COLOR: '1', TERM: 'xterm-256color' });
     assert.ok(!noColor.stdout.includes(ESC), JSON.stringify(noColor.stdout));

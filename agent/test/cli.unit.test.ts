@@ -95,6 +95,7 @@ describe('the bpg program', () => {
         'wal',
         'doctor',
         'housekeep',
+        'context',
         'completion',
       ],
     );
@@ -111,6 +112,10 @@ describe('the bpg program', () => {
         'branch set',
         'completion',
         'connection-string',
+        'context add',
+        'context list',
+        'context remove',
+        'context use',
         'psql',
         'db create',
         'db refresh',
@@ -179,7 +184,7 @@ describe('the bpg program', () => {
     assert.deepEqual(flags('serve'), ['--listen', '--allow-plaintext']);
     assert.deepEqual(
       program.options.map((o) => o.long),
-      ['--debug', '--quiet', '--version'],
+      ['--debug', '--quiet', '--agent', '--token', '--token-file', '--ca', '--context', '--local', '--version'],
     );
   });
 
@@ -231,25 +236,25 @@ describe('bpg run as a command', () => {
     }
   });
 
-  it("a misspelt command or option: one line with commander's suggestion, exit 1, nothing on stdout", async () => {
+  it("a misspelt command or option: one line with commander's suggestion, exit 2 (usage), nothing on stdout", async () => {
     assert.deepEqual(await bpg('brnach'), {
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: "error: unknown command 'brnach' (Did you mean branch?)\n",
     });
     assert.deepEqual(await bpg('branch', 'craete', 'a/b'), {
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: "error: unknown command 'craete' (Did you mean create?)\n",
     });
     assert.deepEqual(await bpg('db', 'list', '--jsno'), {
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: "error: unknown option '--jsno' (Did you mean --json?)\n",
     });
-    assert.deepEqual(await bpg('xyzzy'), { code: 1, stdout: '', stderr: "error: unknown command 'xyzzy'\n" });
+    assert.deepEqual(await bpg('xyzzy'), { code: 2, stdout: '', stderr: "error: unknown command 'xyzzy'\n" });
     assert.deepEqual(await bpg('db', 'create'), {
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: "error: missing required argument 'db'\n",
     });
@@ -257,7 +262,7 @@ describe('bpg run as a command', () => {
 
   it('bad flags are refused before the config is read; a failure is one line, with its stack first under --debug', async () => {
     assert.deepEqual(await bpg('branch', 'create', 'a/b', '--cpus', 'many'), {
-      code: 1,
+      code: 2,
       stdout: '',
       stderr: "error: --cpus must be a number of CPUs (e.g. 0.5, 2), not 'many'\n",
     });

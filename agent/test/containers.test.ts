@@ -516,7 +516,7 @@ describe('two agents on one host', { concurrency: 1 }, () => {
     ]).trim();
     try {
       const r = await A.run(['branch', 'create', `${db}/planted`, '--fast']);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 4);
       const errors = r.stderr
         .trim()
         .split('\n')
@@ -557,7 +557,7 @@ describe('two agents on one host', { concurrency: 1 }, () => {
       assert.equal((await A.json(['branch', 'get', `${db}/feat`])).status, 'missing');
       for (const cmd of ['stop', 'start', 'restart']) {
         const r = await A.run([cmd, `${db}/feat`]);
-        assert.equal(r.code, 1, `${cmd}: ${r.stderr}`);
+        assert.equal(r.code, 4, `${cmd}: ${r.stderr}`);
         assert.match(r.stderr, /^error: container \S+ belongs to another agent .*: refusing to (stop|use) it/m, cmd);
       }
       const fix = await A.run(['doctor', '--fix', '--json']);

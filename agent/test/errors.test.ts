@@ -66,7 +66,7 @@ describe('bad input gets one clear line and changes nothing', () => {
     it(`refuses database name ${JSON.stringify(bad)}`, async () => {
       const before = await stateText();
       const r = await cli(['db', 'create', bad]);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       oneLine(r.stderr);
       assert.match(r.stderr, /invalid name|too many arguments|unknown option/);
       assert.equal(await stateText(), before);
@@ -77,7 +77,7 @@ describe('bad input gets one clear line and changes nothing', () => {
     it(`refuses branch name ${JSON.stringify(bad)}`, async () => {
       const before = await stateText();
       const r = await cli(['branch', 'create', bad]);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       oneLine(r.stderr);
       assert.match(r.stderr, /invalid branch name|invalid name/);
       assert.equal(await stateText(), before);
@@ -94,7 +94,7 @@ describe('bad input gets one clear line and changes nothing', () => {
       ['branch', 'delete', `${db}/nope`],
     ]) {
       const r = await cli(args);
-      assert.equal(r.code, 1, args.join(' '));
+      assert.equal(r.code, 3, args.join(' '));
       oneLine(r.stderr);
       assert.match(r.stderr, /does not exist/);
     }
@@ -103,12 +103,12 @@ describe('bad input gets one clear line and changes nothing', () => {
   it('refuses duplicates', async () => {
     const before = await stateText();
     const d = await cli(['db', 'create', db]);
-    assert.equal(d.code, 1);
+    assert.equal(d.code, 4);
     assert.match(d.stderr, /already exists/);
     await ok(['branch', 'create', `${db}/dup`, '--fast']);
     const mid = await stateText();
     const b = await cli(['branch', 'create', `${db}/dup`]);
-    assert.equal(b.code, 1);
+    assert.equal(b.code, 4);
     oneLine(b.stderr);
     assert.match(b.stderr, /already exists/);
     assert.equal(await stateText(), mid);
@@ -118,7 +118,7 @@ describe('bad input gets one clear line and changes nothing', () => {
 
   it('shows a stack trace only with --debug', async () => {
     const r = await cli(['--debug', 'branch', 'get', `${db}/nope`]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 3);
     assert.match(r.stderr, /\n\s+at /);
   });
 
@@ -127,7 +127,7 @@ describe('bad input gets one clear line and changes nothing', () => {
       raw.postgres.portRange = [20000, 'x'];
     });
     const r = await cli(['db', 'list'], { BPG_CONFIG: path });
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 2);
     oneLine(r.stderr);
     assert.match(r.stderr, /postgres\.portRange\.1/);
     const unknown = variantConfig((raw) => {
@@ -156,7 +156,7 @@ describe('bad input gets one clear line and changes nothing', () => {
     assert.match(d.stderr, /Docker engine is not reachable/);
 
     const refused = await cli(['db', 'create', name, '--image', 'betterpg/no-such-image:1']);
-    assert.equal(refused.code, 1);
+    assert.equal(refused.code, 2);
     oneLine(refused.stderr);
     assert.match(refused.stderr, /image 'betterpg\/no-such-image:1' is not allowed.*postgres\.allowedImages/);
     const allowing = variantConfig((raw) => {

@@ -98,7 +98,7 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
 
   it('refuses to delete a snapshot a branch was cloned from, naming the branches', async () => {
     const r = await cli(['snapshot', 'delete', snap.id]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     oneLine(r.stderr);
     assert.match(r.stderr, new RegExp(`in use: branch\\(es\\) .*${db}/fromsnap`));
   });
@@ -114,7 +114,7 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     ];
     for (const [t, re] of cases) {
       const r = await cli(['branch', 'create', `${db}/bad`, '--pitr', t]);
-      assert.equal(r.code, 1, t);
+      assert.equal(r.code, 2, t);
       oneLine(r.stderr);
       assert.match(r.stderr, re);
     }
@@ -183,7 +183,7 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     const oldWal = await walDirOf(before);
     await query(main, "INSERT INTO events VALUES (50, 'newest on main')");
     const refused = await cli(['branch', 'reset', `${db}/main`]);
-    assert.equal(refused.code, 1);
+    assert.equal(refused.code, 4);
     const reset = await okJson(['branch', 'reset', `${db}/past`]);
     assert.equal(reset.port, before.port);
     assert.equal(reset.connection.uri, before.connection.uri);
@@ -199,7 +199,7 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
   it('reset of a branch with children is refused unless --force', async () => {
     await ok(['branch', 'create', `${db}/kid`, '--from', `${db}/past`, '--fast']);
     const r = await cli(['branch', 'reset', `${db}/past`]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     oneLine(r.stderr);
     assert.match(r.stderr, /has child branches .*kid.*--force/);
     await ok(['branch', 'reset', `${db}/past`, '--force']);
@@ -215,7 +215,7 @@ describe('history: snapshots, WAL, point-in-time recovery, reset, rename', () =>
     assert.equal(r.connection.uri, before.connection.uri);
     assert.deepEqual(await query(before, 'SELECT count(*)::int AS n FROM events'), [{ n: 2 }]);
     const m = await cli(['branch', 'rename', `${db}/main`, `${db}/x`]);
-    assert.equal(m.code, 1);
+    assert.equal(m.code, 4);
     assert.match(m.stderr, /'main' cannot be renamed/);
     const dup = await cli(['branch', 'rename', `${db}/renamed`, `${db}/past`]);
     assert.match(dup.stderr, /already exists/);

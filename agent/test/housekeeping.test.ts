@@ -128,7 +128,7 @@ describe('housekeeping', { concurrency: 4 }, () => {
       assert.equal(c.state().branches[`${db}/t1`]!.expiresAt, on2.expiresAt, '--no-protect leaves the ttl alone');
 
       let r = await c.run(['branch', 'set', `${db}/main`, '--ttl', '1d']);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 2);
       oneLine(r.stderr, /'main' cannot expire/);
       r = await c.run(['branch', 'set', `${db}/main`, '--no-protect']);
       oneLine(r.stderr, /'main' is always protected/);

@@ -237,7 +237,7 @@ describe('import failures create nothing', () => {
     for (const [args, re] of cases) {
       const db = uniqueDb('im');
       const r = await cli(['db', 'create', db, ...args]);
-      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stderr}`);
+      assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       const lines = r.stderr.trim().split('\n');
       assert.equal(lines.length, 1, `${args.join(' ')}: one line, got ${r.stderr}`);
       assert.match(lines[0]!, re);

@@ -150,7 +150,7 @@ describe('limits, /metrics and status', () => {
       [['--cpus', '1.6'], 'limits.maxCpus'],
     ] as const) {
       const r = await cli(['branch', 'create', `${a}/big`, ...flags], env);
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 4);
       assert.match(oneLine(r.stderr), new RegExp(`above the limit ${key.replace('.', '\\.')}`));
       const d = await cli(['db', 'create', uniqueDb('lmx'), ...flags], env);
       assert.match(oneLine(d.stderr), new RegExp(key.replace('.', '\\.')));
@@ -178,7 +178,7 @@ describe('limits, /metrics and status', () => {
     // a: main, b1, b2 = 3 = branchesPerDatabase; b: main; 4 in all = branchesTotal.
     const walBefore = walFolders(cfg);
     const r = await cli(['branch', 'create', `${a}/b3`], env);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     assert.equal(
       oneLine(r.stderr),
       `error: limit limits.branchesPerDatabase (3) reached for database '${a}': it has 3 branches (main included)`,
@@ -215,7 +215,7 @@ describe('limits, /metrics and status', () => {
       ['branch', 'create', `${b}/y`],
     ]) {
       const r = await cli(args, { BPG_CONFIG: strict });
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 4);
       assert.match(
         oneLine(r.stderr),
         new RegExp(
@@ -407,7 +407,7 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
 
   it('a database that cannot fit: "out of space", and no dataset, container, state entry or WAL folder left', async () => {
     const r = await cli(['-q', 'db', 'create', `${db}x`], env);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     const line = oneLine(r.stderr);
     assert.match(
       line,
@@ -442,7 +442,7 @@ describe('a full pool or quota mid-way: a clear error, nothing half-made', () =>
     const snapsBefore = sh('zfs', ['list', '-H', '-o', 'name', '-t', 'snapshot', '-r', root]);
 
     const r = await cli(['-q', 'branch', 'create', `${db}/b`], env);
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 4, r.stderr);
     assert.match(
       oneLine(r.stderr),
       new RegExp(

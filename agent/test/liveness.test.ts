@@ -69,7 +69,7 @@ describe('operation owners survive PID reuse and reboots', () => {
   it('the same boot, PID and start time: the operation is live and the branch busy', async () => {
     forge({ pid: stranger.pid, boot, pidStart: startOf(stranger.pid!) });
     const r = await run(['stop', key]);
-    assert.equal(r.code, 1);
+    assert.equal(r.code, 4);
     assert.match(r.stderr, new RegExp(`^error: branch '${key}' is busy: 'stop' in progress \\(pid ${stranger.pid}`));
     assert.equal((await okJson(['branch', 'get', key], env)).status, 'running');
     // Once that process is gone, the entry is stale.

@@ -47,7 +47,7 @@ describe('disk and WAL quotas', () => {
     assert.equal(big.diskQuotaBytes, 400 * MiB);
     assert.equal(small.walQuotaBytes, 96 * MiB);
     const above = await run(['branch', 'create', `${db}/huge`, '--disk', '2g']);
-    assert.equal(above.code, 1);
+    assert.equal(above.code, 4);
     assert.match(above.stderr, /^error: disk 2 GiB is above the limit limits\.maxDisk \(1 GiB\)\n$/);
     const below = await run(['branch', 'create', `${db}/tiny`, '--disk', '1m']);
     assert.match(below.stderr, /^error: disk must be at least 64 MiB/);

@@ -280,17 +280,21 @@ describe('bpg branch diff and GET .../schema-diff on the stack', () => {
   });
 
   it('main without --against, another database, unknown branches and bad names are one clear error each', async () => {
-    const fails = async (args: string[], re: RegExp) => {
+    const fails = async (args: string[], re: RegExp, code: number) => {
       const r = await cli(args, env());
-      assert.equal(r.code, 1, r.stdout);
+      assert.equal(r.code, code, r.stdout); // exit codes by kind: 2 invalid, 3 not found
       assert.equal(r.stdout, '');
       assert.match(r.stderr, re);
       assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
     };
-    await fails(['branch', 'diff', `${db}/main`], /^error: branch '.*\/main' has no parent to compare with/);
-    await fails(['branch', 'diff', `${db}/pr-1`, '--against', 'otherdb/main'], /compares two branches of one database/);
-    await fails(['branch', 'diff', `${db}/nosuch`], /branch '.*\/nosuch' does not exist/);
-    await fails(['branch', 'diff', `${db}/pr-1`, '--against', 'a;b'], /invalid name/);
+    await fails(['branch', 'diff', `${db}/main`], /^error: branch '.*\/main' has no parent to compare with/, 2);
+    await fails(
+      ['branch', 'diff', `${db}/pr-1`, '--against', 'otherdb/main'],
+      /compares two branches of one database/,
+      2,
+    );
+    await fails(['branch', 'diff', `${db}/nosuch`], /branch '.*\/nosuch' does not exist/, 3);
+    await fails(['branch', 'diff', `${db}/pr-1`, '--against', 'a;b'], /invalid name/, 2);
     const status = async (p: Promise<unknown>) => {
       const e = await p.then(
         () => null,
@@ -322,7 +326,7 @@ describe('bpg branch diff and GET .../schema-diff on the stack', () => {
     await ok(['stop', `${db}/pr-2`], env());
     try {
       const r = await cli(['branch', 'diff', `${db}/pr-2`], env());
-      assert.equal(r.code, 1);
+      assert.equal(r.code, 4);
       assert.match(
         r.stderr,
         /^error: branch '.*\/pr-2' is stopped: start it \('bpg start .*\/pr-2'\) to read its schema\n$/,

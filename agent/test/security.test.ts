@@ -81,9 +81,12 @@ async function pool<T, R>(items: T[], n: number, fn: (t: T) => Promise<R>): Prom
   return out;
 }
 
-/** Exit 1, nothing on stdout, exactly one `error: ...` line on stderr, no stack trace. */
+/**
+ * Refused as bad input: exit 2 (invalid) or 3 (a name that is valid but names nothing, such as
+ * `constructor`), nothing on stdout, exactly one `error: ...` line on stderr, no stack trace.
+ */
 function assertRefusedCli(r: CliResult, what: string): void {
-  assert.equal(r.code, 1, `${what}: exit ${r.code}, stderr ${r.stderr}`);
+  assert.ok(r.code === 2 || r.code === 3, `${what}: exit ${r.code}, stderr ${r.stderr}`);
   assert.equal(r.stdout, '', `${what}: stdout`);
   const lines = r.stderr.split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 1, `${what}: ${JSON.stringify(r.stderr)}`);
@@ -602,7 +605,7 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     const conf = await serve(withToken({ allowPlaintext: true }), { ...opts, listen: '0.0.0.0:0' });
     await conf.close();
 
-    // The CLI says it in one line and exits 1.
+    // The CLI says it in one line and exits 2 (invalid).
     const r = await run(['serve', '--listen', '0.0.0.0:0'], { ...ENV, BPG_API_TOKEN: TOKEN });
     assertRefusedCli(r, 'bpg serve --listen 0.0.0.0:0');
     assert.match(r.stderr, /api\.tls|--allow-plaintext/);
@@ -611,7 +614,7 @@ describe('security: hostile input at every entry point, secrets, file modes, TLS
     const shared = ownStateConfig('security-mode', 16, (raw) => (raw.api = { tokens: [{ name: 'ci', token: TOKEN }] }));
     chmodSync(shared, 0o644);
     const w = await run(['serve', '--listen', '0.0.0.0:0'], { BPG_CONFIG: shared });
-    assert.equal(w.code, 1);
+    assert.equal(w.code, 2);
     const [warning, error] = w.stderr.trim().split('\n');
     assert.match(
       JSON.parse(warning!).msg,
