@@ -198,7 +198,8 @@ export async function urlWithPassword(from: {
     throw invalid('--from-url is not a URL (postgres://user@host:port/database)');
   }
   if (u.password !== '') throw invalid('--from-url already holds a password: give it one way only');
-  u.password = password;
+  // Encoded whole: the setter leaves `%` as it is, and the agent decodes the userinfo.
+  u.password = encodeURIComponent(password);
   return u.toString();
 }
 

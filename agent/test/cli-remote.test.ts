@@ -275,7 +275,8 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
   it('db create --from-url and db refresh through --agent: progress on stderr, the password read by bpg and never shown', async () => {
     const src = await startSourcePg();
     try {
-      await src.query('CREATE TABLE marks (v text); INSERT INTO marks VALUES ($1)', ['first']);
+      await src.query('CREATE TABLE marks (v text)');
+      await src.query('INSERT INTO marks VALUES ($1)', ['first']);
       const imported = uniqueDb('ci');
       const env = { SRC_PW: src.password };
       const created = await remote(

@@ -290,7 +290,7 @@ describe('import by base backup', () => {
             PW16: pg16.password,
           },
         );
-        assert.equal(r.code, 1, r.stderr);
+        assert.equal(r.code, 2, r.stderr); // refused before anything is made: invalid input
         const line = r.stderr.trim().split('\n').pop()!;
         assert.match(
           line,

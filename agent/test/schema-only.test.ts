@@ -245,9 +245,10 @@ describe('schema-only branches on the stack', () => {
     assert.ok(!names.includes('badseed'));
     // options that do not go together are refused before anything is made
     const noSchema = await cli(['branch', 'create', `${db}/x`, '--seed', bad], env);
-    assert.equal(noSchema.code, 1);
+    assert.equal(noSchema.code, 2);
     assert.match(noSchema.stderr, /a seed applies to schema-only branches only/);
     const fast = await cli(['branch', 'create', `${db}/x`, '--schema-only', '--fast'], env);
+    assert.equal(fast.code, 2);
     assert.match(fast.stderr, /--schema-only takes the parent's current structure/);
   });
 
