@@ -98,21 +98,6 @@ describe('exit codes by kind', () => {
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'housekeep'], 2, /runs only on the agent's host/],
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'init'], 2, /runs only on the agent's host/],
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'serve'], 2, /runs only on the agent's host/],
-      [
-        [
-          '--agent',
-          `http://127.0.0.1:${port}`,
-          '--token',
-          TOKEN,
-          'db',
-          'create',
-          'imp',
-          '--from-url',
-          'postgres://u@h/d',
-        ],
-        2,
-        /--from-url' runs on the agent's host only/,
-      ],
       [['--context', 'nope', 'db', 'list'], 3, /no context 'nope'/],
       [
         ['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'db', 'list'],
