@@ -19,15 +19,12 @@
 // Ports 47700-47759. Everything it makes is removed at the end (also after an error or Ctrl-C).
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import YAML from 'yaml';
+import { BPG_JS, bpgInit, cleanupOnInterrupt, destroyBase, writeBenchJson } from './lib/agent.mjs';
 import { must, run, stats, target, withPg } from './lib/bench.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BPG_JS = join(ROOT, 'bin', 'bpg.js');
-const IMAGE = 'betterpg/postgres:15-local';
 const DB = 'hb';
 const QUERY = 'SELECT count(*)::int AS n FROM t';
 
@@ -85,19 +82,7 @@ function agent(name, ports, postgres, bpgJs = BPG_JS) {
     bpg: (args) => run(process.execPath, [bpgJs, ...args], { env }),
     must: (args) => must(process.execPath, [bpgJs, ...args], { env }),
     async init() {
-      await this.must([
-        'init',
-        '--pool',
-        opt.pool,
-        '--dataset-base',
-        base,
-        '--image',
-        IMAGE,
-        '--state-dir',
-        join(dir, 'state'),
-        '--port-range',
-        ports,
-      ]);
+      await bpgInit({ pool: opt.pool, base, stateDir: join(dir, 'state'), ports, env, bpgJs });
       // `bpg init` writes the defaults; the plain agent turns every hardening key off.
       const raw = YAML.parse(readFileSync(config, 'utf8'));
       raw.postgres = { ...raw.postgres, ...postgres };
@@ -139,23 +124,12 @@ async function timeCreate(a, branch, fast) {
 async function cleanup() {
   for (const a of agents) {
     await a.bpg(['db', 'delete', DB, '--force']);
-    const ds = `${opt.pool}/${a.base}`;
-    for (let i = 0; i < 10; i++) {
-      const r = await run('zfs', ['destroy', '-r', ds]);
-      if (r.code === 0 || /does not exist/.test(r.stderr)) break;
-      await new Promise((res) => setTimeout(res, 1000 * (i + 1)));
-    }
+    await destroyBase(`${opt.pool}/${a.base}`);
   }
   rmSync(work, { recursive: true, force: true });
 }
 
-let cleaning = false;
-process.on('SIGINT', () => {
-  if (cleaning) process.exit(130);
-  cleaning = true;
-  log('interrupted: cleaning up');
-  cleanup().finally(() => process.exit(130));
-});
+cleanupOnInterrupt(log, cleanup);
 
 async function main() {
   const uptimeStart = (await run('uptime', [])).stdout.trim();
@@ -239,16 +213,15 @@ async function main() {
       ),
   ];
   process.stdout.write(lines.join('\n') + '\n');
-  mkdirSync(join(ROOT, '.bench'), { recursive: true });
-  const file = join(ROOT, '.bench', `hardening-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify(
-      { startedAt: new Date().toISOString(), uptimeStart, uptimeEnd, rounds, rows, table, samples },
-      null,
-      2,
-    ),
-  );
+  const file = writeBenchJson('hardening', {
+    startedAt: new Date().toISOString(),
+    uptimeStart,
+    uptimeEnd,
+    rounds,
+    rows,
+    table,
+    samples,
+  });
   log(`wrote ${file}`);
 }
 

@@ -13,17 +13,14 @@
 //   node scripts/bench-refresh.mjs [--pool bpgtest] [--size-mb 1024] [--refreshes 3] [--method dump|basebackup]
 // Everything it makes is removed at the end (also after an error or Ctrl-C).
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { fmtBytes, must, run, stats, target, withPg } from './lib/bench.mjs';
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BPG_JS = join(ROOT, 'bin', 'bpg.js');
-const IMAGE = 'betterpg/postgres:15-local';
+import { BPG_JS, bpgInit, cleanupOnInterrupt, destroyBase, writeBenchJson } from './lib/agent.mjs';
+import { fmtBytes, run, stats, target, withPg } from './lib/bench.mjs';
+import { startSource, stopSource } from './lib/source.mjs';
 
 const { values: opt } = parseArgs({
   options: {
@@ -64,130 +61,18 @@ const password = randomBytes(12).toString('hex');
 const bpg = (args, extra = {}) => run(process.execPath, [BPG_JS, ...args], { env: { ...env, ...extra } });
 const made = [];
 
-async function startSource() {
-  const dir = join(work, 'source');
-  mkdirSync(join(dir, 'data'), { recursive: true, mode: 0o700 });
-  chmodSync(dir, 0o755);
-  chownSync(join(dir, 'data'), 999, 999);
-  writeFileSync(join(dir, 'pw'), password + '\n', { mode: 0o600 });
-  chownSync(join(dir, 'pw'), 999, 999);
-  const docker = (args) => must('docker', args);
-  await docker([
-    'run',
-    '--rm',
-    '--network',
-    'none',
-    '--user',
-    '999:999',
-    '-v',
-    `${dir}:/src`,
-    '--entrypoint',
-    'initdb',
-    IMAGE,
-    '-D',
-    '/src/data',
-    '-U',
-    'postgres',
-    '--pwfile=/src/pw',
-    '--auth-local=trust',
-    '--auth-host=scram-sha-256',
-  ]);
-  writeFileSync(
-    join(dir, 'data', 'pg_hba.conf'),
-    'local all all trust\nhost all all 0.0.0.0/0 scram-sha-256\nhost replication all 0.0.0.0/0 scram-sha-256\n',
-  );
-  await docker([
-    'run',
-    '-d',
-    '--name',
-    source,
-    '--user',
-    '999:999',
-    '-v',
-    `${dir}:/src`,
-    '--entrypoint',
-    'postgres',
-    IMAGE,
-    '-D',
-    '/src/data',
-    '-c',
-    'listen_addresses=*',
-    '-c',
-    'unix_socket_directories=/tmp',
-    '-c',
-    'max_wal_size=4GB',
-  ]);
-  const host = (await docker(['inspect', '-f', '{{.NetworkSettings.IPAddress}}', source])).stdout.trim();
-  for (let i = 0; ; i++) {
-    const r = await run('docker', ['exec', source, 'pg_isready', '-h', '/tmp', '-q']);
-    if (r.code === 0) break;
-    if (i > 100) throw new Error('the source did not start');
-    await new Promise((res) => setTimeout(res, 200));
-  }
-  // pgbench: scale 1 is about 15 MB of tables and indexes
-  const scale = Math.max(1, Math.round(sizeMb / 15));
-  log(`filling the source: pgbench -i -s ${scale} (about ${sizeMb} MB)`);
-  await docker(['exec', source, 'createdb', '-h', '/tmp', '-U', 'postgres', 'bench']);
-  await docker(['exec', source, 'pgbench', '-h', '/tmp', '-U', 'postgres', '-i', '-q', '-s', String(scale), 'bench']);
-  const size = (
-    await docker([
-      'exec',
-      source,
-      'psql',
-      '-h',
-      '/tmp',
-      '-U',
-      'postgres',
-      '-At',
-      '-d',
-      'bench',
-      '-c',
-      'SELECT pg_database_size(current_database())',
-    ])
-  ).stdout.trim();
-  return { url: `postgres://postgres@${host}:5432/bench`, scale, bytes: Number(size), rows: scale * 100000 };
-}
-
 async function cleanup() {
   for (const db of made) await bpg(['db', 'delete', db, '--force']);
-  await run('docker', ['rm', '-f', '-v', source]);
-  const ds = `${opt.pool}/${base}`;
-  for (let i = 0; i < 10; i++) {
-    const r = await run('zfs', ['destroy', '-r', ds]);
-    if (r.code === 0 || /does not exist/.test(r.stderr)) break;
-    await new Promise((res) => setTimeout(res, 1000 * (i + 1)));
-  }
+  await stopSource(source);
+  await destroyBase(`${opt.pool}/${base}`);
   rmSync(work, { recursive: true, force: true });
 }
 
-let cleaning = false;
-process.on('SIGINT', () => {
-  if (cleaning) process.exit(130);
-  cleaning = true;
-  log('interrupted: cleaning up');
-  cleanup().finally(() => process.exit(130));
-});
+cleanupOnInterrupt(log, cleanup);
 
 async function main() {
-  await must(
-    process.execPath,
-    [
-      BPG_JS,
-      'init',
-      '--pool',
-      opt.pool,
-      '--dataset-base',
-      base,
-      '--image',
-      IMAGE,
-      '--state-dir',
-      join(work, 'state'),
-      '--port-range',
-      '47820-47839',
-    ],
-    { env },
-  );
-  const src = await startSource();
+  await bpgInit({ pool: opt.pool, base, stateDir: join(work, 'state'), ports: '47820-47839', env });
+  const src = await startSource({ dir: join(work, 'source'), name: source, password, sizeMb, log });
   log(`source: ${fmtBytes(src.bytes)} (pgbench scale ${src.scale}, ${src.rows} accounts)`);
   const db = 'rf';
   made.push(db);
@@ -267,9 +152,7 @@ async function main() {
     `client gap: p50 ${s.p50} ms, max ${s.max} ms`,
   ];
   process.stdout.write(lines.join('\n') + '\n');
-  mkdirSync(join(ROOT, '.bench'), { recursive: true });
-  const out = join(ROOT, '.bench', `refresh-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(out, JSON.stringify({ sizeMb, method: opt.method, source: src, results }, null, 2));
+  const out = writeBenchJson('refresh', { sizeMb, method: opt.method, source: src, results });
   log(`wrote ${out}`);
 }
 

@@ -20,15 +20,12 @@
 //   node scripts/bench-schema-only.mjs [--pool bpgtest] [--scale 20] [--runs 3] [--ports 55500-55599] [--keep]
 import { randomBytes } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync } from 'node:fs';
-import { join, resolve, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { BPG_JS as BPG, IMAGE, bpgInit } from './lib/agent.mjs';
 import { must, run, stats, zfsDestroy } from './lib/bench.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const BPG = join(ROOT, 'bin/bpg.js');
 const PG_BIN = '/usr/lib/postgresql/15/bin';
-const IMAGE = 'betterpg/postgres:15-local';
 
 const { values: opt } = parseArgs({
   options: {
@@ -143,41 +140,10 @@ async function truncateWay(name) {
 
 async function main() {
   const [lo, hi] = opt.ports.split('-');
-  await must(process.execPath, [
-    BPG,
-    'init',
-    '--pool',
-    opt.pool,
-    '--dataset-base',
-    base,
-    '--image',
-    IMAGE,
-    '--state-dir',
-    join(work, 'state'),
-    '--port-range',
-    `${lo}-${hi}`,
-    '--config',
-    CONFIG,
-  ]).catch(async () =>
+  const init = { pool: opt.pool, base, stateDir: join(work, 'state'), ports: `${lo}-${hi}` };
+  await bpgInit({ ...init, args: ['--config', CONFIG] }).catch(async () =>
     // older `init` without --config: BPG_CONFIG names the file
-    must(
-      process.execPath,
-      [
-        BPG,
-        'init',
-        '--pool',
-        opt.pool,
-        '--dataset-base',
-        base,
-        '--image',
-        IMAGE,
-        '--state-dir',
-        join(work, 'state'),
-        '--port-range',
-        `${lo}-${hi}`,
-      ],
-      { env },
-    ),
+    bpgInit({ ...init, env }),
   );
   try {
     say(`loading pgbench scale ${opt.scale} into ${db}/main`);

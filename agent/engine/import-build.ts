@@ -209,6 +209,11 @@ class ImportRun {
     return u.toString();
   }
 
+  /** Client arguments for the build's own server: its socket, as the superuser, on database `db`. */
+  private asSuperuser(db = this.pgDatabase): string[] {
+    return ['-h', SOCK, '-U', this.su, '-d', db];
+  }
+
   /** A one-shot container of the image; `network` only for the ones that reach the source. */
   private spec(entrypoint: string, cmd: string[], o: { network?: boolean; binds?: string[] } = {}): ContainerSpec {
     const p = this.ctx.cfg.postgres;
@@ -408,7 +413,7 @@ class ImportRun {
       await this.filterRoles(dumpDir);
       await this.runOnce(
         'restore roles',
-        this.spec('psql', ['-X', '-q', '-h', SOCK, '-U', this.su, '-d', 'postgres', '-f', `${RUN}/dump/roles.sql`]),
+        this.spec('psql', ['-X', '-q', ...this.asSuperuser('postgres'), '-f', `${RUN}/dump/roles.sql`]),
       );
     }
     const written = () => folderSize(this.dataDir).then((s) => ({ bytes: s.bytes, tables: dump.tables }));
@@ -418,12 +423,7 @@ class ImportRun {
     await this.runOnce(
       'pg_restore',
       this.spec('pg_restore', [
-        '-h',
-        SOCK,
-        '-U',
-        this.su,
-        '-d',
-        this.pgDatabase,
+        ...this.asSuperuser(),
         '-j',
         String(src.jobs),
         '--exit-on-error',
@@ -439,18 +439,7 @@ class ImportRun {
     );
     await this.runOnce(
       'analyze',
-      this.spec('vacuumdb', [
-        '-h',
-        SOCK,
-        '-U',
-        this.su,
-        '-d',
-        this.pgDatabase,
-        '--analyze-only',
-        '-q',
-        '-j',
-        String(src.jobs),
-      ]),
+      this.spec('vacuumdb', [...this.asSuperuser(), '--analyze-only', '-q', '-j', String(src.jobs)]),
     );
     await this.stopServer();
     const final = await folderSize(this.dataDir);

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import YAML from 'yaml';
 import { colourOn, paintOf, plain } from '../cli/colour.js';
@@ -13,6 +12,7 @@ import { formatOf, Output } from '../cli/output.js';
 import { buildProgram } from '../cli/program.js';
 import { psqlEnvironment } from '../cli/psql.js';
 import { onTty } from './tty.js';
+import { BPG, NO_CONFIG, runChild } from './run-child.js';
 import { branchTable, table } from '../cli/render.js';
 import type { BranchView } from '../engine/view.js';
 
@@ -21,30 +21,10 @@ import type { BranchView } from '../engine/view.js';
  * real bash (zsh runs in cli-output.test.ts: scripts/test.sh installs it), the psql command line
  * run by a real sh. The stack half is cli-output.test.ts.
  */
-const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
-const NO_CONFIG = '/nonexistent/bpg-unit-test/config.yaml';
 const ESC = '\u001b[';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: { ...process.env, BPG_CONFIG: NO_CONFIG, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const run = (cmd: string, args: string[], env: NodeJS.ProcessEnv = {}) =>
+  runChild(cmd, args, { ...process.env, BPG_CONFIG: NO_CONFIG, ...env });
 
 /** process.stdout.write captured during `fn`. */
 function stdoutOf(fn: () => void): string {

@@ -15,7 +15,6 @@ import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { CommanderError } from 'commander';
 import { BpgApiError } from '../api/client.js';
 import { agentSocketPath, listenLocalSocket, socketAnswers } from '../api/local-socket.js';
@@ -26,6 +25,7 @@ import { resolveTarget, type TargetFlags } from '../cli/remote-target.js';
 import { contextsPath, readContexts, withContext, writeContexts } from '../cli/saved-contexts.js';
 import { BpgError } from '../errors.js';
 import { selfSignedCert } from './tls-helpers.js';
+import { BPG, NO_CONFIG, runChild } from './run-child.js';
 
 /**
  * Remote use without the stack: exit codes by kind, which agent a command talks to (flags > env >
@@ -34,7 +34,6 @@ import { selfSignedCert } from './tls-helpers.js';
  * nothing listens on, so nothing here reaches ZFS, Docker or PostgreSQL.
  */
 
-const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'bpg-cli-remote-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
@@ -52,31 +51,13 @@ async function deadPort(): Promise<number> {
   return port;
 }
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-function bpg(args: string[], env: Record<string, string> = {}, stdin = ''): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BPG, ...args], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        HOME: dir,
-        BPG_CONFIG: '/nonexistent/bpg-unit-test/config.yaml',
-        ...env,
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(stdin);
-  });
-}
+const bpg = (args: string[], env: Record<string, string> = {}, stdin = '') =>
+  runChild(
+    process.execPath,
+    [BPG, ...args],
+    { PATH: process.env.PATH ?? '', HOME: dir, BPG_CONFIG: NO_CONFIG, ...env },
+    stdin,
+  );
 
 describe('exit codes by kind', () => {
   it('maps engine errors, API answers and usage errors to 0-5, the same for local and remote', () => {
@@ -117,21 +98,6 @@ describe('exit codes by kind', () => {
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'housekeep'], 2, /runs only on the agent's host/],
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'init'], 2, /runs only on the agent's host/],
       [['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'serve'], 2, /runs only on the agent's host/],
-      [
-        [
-          '--agent',
-          `http://127.0.0.1:${port}`,
-          '--token',
-          TOKEN,
-          'db',
-          'create',
-          'imp',
-          '--from-url',
-          'postgres://u@h/d',
-        ],
-        2,
-        /--from-url' runs on the agent's host only/,
-      ],
       [['--context', 'nope', 'db', 'list'], 3, /no context 'nope'/],
       [
         ['--agent', `http://127.0.0.1:${port}`, '--token', TOKEN, 'db', 'list'],

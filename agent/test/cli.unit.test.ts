@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
@@ -13,37 +12,19 @@ import { branchDetail, expiry, span, where } from '../cli/render.js';
 import { parseConfig } from '../config.js';
 import { branchView } from '../engine/view.js';
 import { packageVersion } from '../cli/version.js';
+import { BPG, NO_CONFIG, runChild } from './run-child.js';
 
 /**
  * The CLI without the stack: the program's shape, its start-up, its version and its usage errors.
  * bpg runs as a child with a config path that does not exist, so nothing here can reach ZFS,
  * Docker or PostgreSQL: a command that got as far as the engine would fail on the missing config.
  */
-const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
 const CLI_BUILD = fileURLToPath(new URL('../cli/', import.meta.url));
 const CLI_SOURCE = fileURLToPath(new URL('../../../agent/cli/', import.meta.url));
-const NO_CONFIG = '/nonexistent/bpg-unit-test/config.yaml';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(file: string, args: string[], opts: { eval?: boolean } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const argv = opts.eval ? ['--input-type=module', '-e', file, '--', ...args] : [file, ...args];
-    const child = spawn(process.execPath, argv, {
-      env: { ...process.env, BPG_CONFIG: NO_CONFIG },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+function run(file: string, args: string[], opts: { eval?: boolean } = {}) {
+  const argv = opts.eval ? ['--input-type=module', '-e', file, '--', ...args] : [file, ...args];
+  return runChild(process.execPath, argv, { ...process.env, BPG_CONFIG: NO_CONFIG });
 }
 const bpg = (...args: string[]) => run(BPG, args);
 
