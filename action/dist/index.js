@@ -54029,6 +54029,8 @@ const CreateDatabaseBody = object({
     name: DatabaseName,
     /** Import main's data from a live PostgreSQL: answered 202 with an operation (GET /v1/operations/{id}). */
     from: ImportFrom.optional(),
+    /** With `from`: a masking SQL file on the agent's host (absolute path) run on the copy before main starts. */
+    maskingSql: schemas_string().startsWith('/', 'maskingSql must be an absolute path').max(4096).optional(),
     /** PostgreSQL image; default postgres.image from the agent's config. */
     image: ImageRef.optional(),
     /** Container memory and CPUs of its main branch (default postgres.memory / postgres.cpus). */
