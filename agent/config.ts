@@ -118,6 +118,13 @@ export const ConfigSchema = z
           .tuple([Port, Port])
           .refine(([a, b]) => a <= b, 'first port must not be above the second')
           .default([15432, 16431]),
+        /**
+         * Port slots `bpg serve` keeps started ahead of need (engine/port-slots.ts): each branch's
+         * PostgreSQL joins the network namespace of a small container that owns its port on the
+         * branch network, and a new branch takes a spare one instead of waiting for Docker to set
+         * up a network (about 0.2 s of a create). Each spare holds one port of portRange. 0: none.
+         */
+        warmSlots: z.number().int().min(0).max(20).default(2),
         /** uid:gid the image runs PostgreSQL as (999 in the official images). */
         uid: z.number().int().nonnegative().default(999),
         gid: z.number().int().nonnegative().default(999),

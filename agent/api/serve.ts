@@ -8,6 +8,7 @@ import { createServer as createHttpServer } from 'node:http';
 import type { Socket } from 'node:net';
 import { listenLocalSocket, socketProblem, type LocalSocket } from './local-socket.js';
 import { startHousekeeper } from './housekeeper.js';
+import { SpareKeeper } from '../engine/port-slots.js';
 import { lockSet } from './locks.js';
 import { createApi, type Api } from './server.js';
 import { startRouter, type Router } from '../proxy/router.js';
@@ -82,6 +83,11 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
       `could not reconcile on start: ${describe(e)} (interrupted operations are retried before each operation; run 'bpg doctor')`,
     );
   }
+
+  // Spare port slots: a create takes one and they are refilled behind it (engine/port-slots.ts).
+  const spares = new SpareKeeper(engine.ctx);
+  engine.ctx.spares = spares;
+  spares.poke();
 
   // Connections accepted on the local socket (below): their requests need no token (server.ts).
   const fromSocket = new WeakSet<Socket>();
@@ -171,7 +177,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
       const sweeper = setInterval(sweep, 200);
       sweep();
       try {
-        await Promise.all([serverClosed, localClosed, api.drained(), housekeeping, routerClosed]);
+        await Promise.all([serverClosed, localClosed, api.drained(), housekeeping, routerClosed, spares.idle()]);
       } finally {
         clearInterval(sweeper);
       }

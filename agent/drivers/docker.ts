@@ -122,7 +122,7 @@ export class DockerDriver implements ContainerRuntime {
       Cmd: spec.cmd,
       Labels: { [LABEL_MANAGED]: 'true', ...spec.labels },
       Env: [],
-      StopSignal: 'SIGINT',
+      StopSignal: spec.stopSignal ?? 'SIGINT',
       StopTimeout: spec.stopTimeoutSeconds,
       ExposedPorts: spec.publish ? { '5432/tcp': {} } : undefined,
       HostConfig: {
@@ -162,7 +162,8 @@ export class DockerDriver implements ContainerRuntime {
   async start(name: string): Promise<void> {
     const i = await this.owned(name, 'start');
     if (!i) throw new BpgError('failed', `container ${name} does not exist`);
-    const plan = await this.networks.planOf(i.HostConfig?.NetworkMode);
+    // A container in another one's network namespace (a branch in its port slot) lives on that one's network.
+    const plan = await this.networks.planOf((await this.networkHolder(i)).HostConfig?.NetworkMode);
     if (plan) await this.networks.ensure(plan);
     try {
       await this.docker.getContainer(i.Id).start();
@@ -202,6 +203,17 @@ export class DockerDriver implements ContainerRuntime {
     await this.docker.getContainer(i.Id).rename({ name: to });
   }
 
+  /**
+   * The container whose network namespace `i` uses: `i` itself, or the one its NetworkMode
+   * `container:<id>` names (a branch's port slot: engine/port-slots.ts), which publishes the port
+   * and sits on the network. Only ever one of this root's (or `i` when that one is gone).
+   */
+  private async networkHolder(i: Docker.ContainerInspectInfo): Promise<Docker.ContainerInspectInfo> {
+    const mode = i.HostConfig?.NetworkMode ?? '';
+    if (!mode.startsWith('container:')) return i;
+    return (await this.owned(mode.slice('container:'.length), 'inspect').catch(() => null)) ?? i;
+  }
+
   /** A container's state (null: none by that name); refuses another root's container, so it is never reused. */
   async state(name: string): Promise<ContainerState | null> {
     const i = await this.owned(name, 'use');
@@ -221,7 +233,8 @@ export class DockerDriver implements ContainerRuntime {
   async address(name: string): Promise<{ ip: string; startedAt: string | null } | null> {
     const i = await this.owned(name, 'inspect');
     if (!i || !i.State.Running) return null;
-    const ip = Object.values(i.NetworkSettings?.Networks ?? {})
+    const net = await this.networkHolder(i);
+    const ip = Object.values(net.NetworkSettings?.Networks ?? {})
       .map((n) => n.IPAddress)
       .find((x) => !!x);
     return ip ? { ip, startedAt: startedAt(i.State.StartedAt) } : null;
@@ -237,7 +250,7 @@ export class DockerDriver implements ContainerRuntime {
   } | null> {
     const i = await this.owned(name, 'inspect');
     if (!i) return null;
-    const b = i.HostConfig.PortBindings?.['5432/tcp']?.[0];
+    const b = (await this.networkHolder(i)).HostConfig.PortBindings?.['5432/tcp']?.[0];
     return {
       hostPort: b?.HostPort ? Number(b.HostPort) : null,
       hostIp: b?.HostIp ?? null,

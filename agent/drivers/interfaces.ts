@@ -24,6 +24,8 @@ export interface ContainerSpec {
   shmSizeBytes?: number;
   stopTimeoutSeconds?: number;
   restartPolicy?: 'no' | 'unless-stopped';
+  /** The signal `docker stop` sends first (default SIGINT: PostgreSQL's fast shutdown). */
+  stopSignal?: string;
   // Hardening (agent/drivers/hardening.ts builds these from the postgres.* keys); omitted: Docker's default.
   pidsLimit?: number;
   capDrop?: string[];

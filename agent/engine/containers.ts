@@ -15,6 +15,7 @@ import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { PG_HBA, serverArgs, writeUserConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
+import { ensureSlot, slotName } from './port-slots.js';
 import { requireDatabase } from './rules.js';
 
 /**
@@ -89,13 +90,14 @@ export function containerSpec(
       ...(extra.binds ?? []),
     ],
     labels: labels(ctx, b),
-    publish: { hostIp: p.bindAddress, hostPort: b.port },
     memoryBytes: b.memory ?? p.memory,
     nanoCpus: Math.round((b.cpus ?? p.cpus) * 1e9),
     shmSizeBytes: p.shmSize,
     stopTimeoutSeconds: p.stopTimeoutSeconds,
     restartPolicy: 'unless-stopped',
     ...hardening(ctx.cfg),
+    // Its port slot publishes the port and is on the branch network (port-slots.ts).
+    network: { container: slotName(ctx, b.port) },
   };
   // The container's configuration is fixed when it is made: one made from another spec (an older
   // version of the agent, a changed config) is made again, unless it runs (then at its next start).
@@ -103,7 +105,7 @@ export function containerSpec(
   return spec;
 }
 
-/** Creates the branch's container if it is missing or made from another spec, then starts it. */
+/** Creates the branch's container if it is missing or made from another spec, then starts it in its port slot. */
 export async function startContainer(
   ctx: EngineContext,
   b: BranchRecord,
@@ -118,6 +120,8 @@ export async function startContainer(
   await ensureHbaFile(ctx);
   const spec = containerSpec(ctx, b, major, pgdata, dataDir, extra);
   const existing = await ctx.docker.state(b.container);
+  if (existing?.running) return; // (made before port slots, it may publish the port itself)
+  await ensureSlot(ctx, b.port, b.image);
   const stale = existing !== null && !existing.running && existing.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC];
   if (stale) await ctx.docker.remove(b.container);
   if (!existing || stale) await ctx.docker.create(spec);

@@ -6,6 +6,7 @@ import { ZfsDriver } from '../drivers/zfs.js';
 import type { Logger } from '../log.js';
 import { StateStore } from '../state/store.js';
 import { Layout } from './layout.js';
+import type { SpareKeeper } from './port-slots.js';
 import { WalArchives } from './wal-archive.js';
 
 /**
@@ -22,6 +23,8 @@ export interface EngineContext {
   readonly pg: Postgres;
   readonly wal: WalArchives;
   readonly log: Logger;
+  /** Set by `bpg serve`: refills spare port slots after a create takes one (port-slots.ts). */
+  spares?: SpareKeeper;
 }
 
 export interface EngineDeps {

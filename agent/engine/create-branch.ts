@@ -13,6 +13,7 @@ import { Layout } from './layout.js';
 import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
 import { planPitr } from './pitr.js';
 import { buildSchemaOnly, seedInfo } from './schema-only.js';
+import { dropSlot, ensureSlot, sparePorts } from './port-slots.js';
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
@@ -74,6 +75,7 @@ export async function createBranch(
   // Point-in-time recovery needs the source's WAL up to the target in its archive.
   let pitr: { target: Date; snapshot: SnapshotRecord } | null = null;
   if (opts.pitr) pitr = await planPitr(ctx, fromRef, opts.pitr);
+  const spares = await sparePorts(ctx);
 
   const { record, parent, db, kept } = await ctx.store.update(async (s) => {
     const db = requireDatabase(s, ref.database);
@@ -99,7 +101,7 @@ export async function createBranch(
       throw conflict(`branch '${refName(parent)}' is ${parent.status}; it cannot be branched now`);
     }
     assertIdle(`branch '${refName(parent)}'`, parent.operation?.kind === 'delete' ? parent.operation : null);
-    const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress);
+    const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress, spares);
     const id = newId();
     const record: BranchRecord = {
       id,
@@ -157,7 +159,7 @@ export async function createBranch(
       await steps.step(
         'start container',
         () => startContainer(ctx, record, pgdata, dataDir),
-        () => ctx.docker.remove(record.container),
+        () => dropSlot(ctx, record),
         { partial: true },
       );
       await steps.step('wait ready', () => waitBranchReady(ctx, { ...record, password: initial }, db));
@@ -177,11 +179,24 @@ export async function createBranch(
       s.branches[key]!.status = 'running';
       s.branches[key]!.operation = null;
     });
+    ctx.spares?.poke();
     return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
   }
   try {
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
+    // The port slot starts while the snapshot and clone are made (taken at once when it is a spare).
+    let slot: Promise<unknown> = Promise.resolve(null);
+    await steps.step(
+      'port slot',
+      async () => {
+        slot = ensureSlot(ctx, record.port, record.image).then(
+          () => null,
+          (e: unknown) => e,
+        );
+      },
+      () => dropSlot(ctx, record, slot),
+    );
     let label: BackupLabel | null = kept?.backup ?? null;
     if (!kept)
       label = await snapshotParent(ctx, steps, parent, db, snap, {
@@ -236,7 +251,7 @@ export async function createBranch(
             conf,
           });
         },
-        () => ctx.docker.remove(record.container),
+        () => dropSlot(ctx, record),
         { partial: true },
       );
       await steps.step('recover to target', () => waitBranchReady(ctx, { ...record, password: parent.password }, db));
@@ -248,7 +263,11 @@ export async function createBranch(
     }
     await steps.step(
       'start container',
-      () => startContainer(ctx, record, pgdata, dataDir),
+      async () => {
+        const failed = await slot;
+        if (failed) throw failed;
+        await startContainer(ctx, record, pgdata, dataDir);
+      },
       () => ctx.docker.remove(record.container),
       { partial: true },
     );
@@ -270,7 +289,9 @@ export async function createBranch(
     s.branches[key]!.status = 'running';
     s.branches[key]!.operation = null;
   });
+  ctx.spares?.poke();
   if (opts.fast)
     log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
 }
+

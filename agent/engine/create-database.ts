@@ -11,6 +11,7 @@ import { checkImage } from './images.js';
 import { checkMasking, maskCluster } from './masking.js';
 import { Layout, ZFS_PROP } from './layout.js';
 import { checkBranchCount, checkFreeSpace, checkResources } from './limits.js';
+import { dropSlot, sparePorts } from './port-slots.js';
 import { reservePort } from './ports.js';
 import { freshView } from './reads.js';
 import { begin } from './begin.js';
@@ -86,12 +87,13 @@ export async function createDatabase(
   const startedAt = Date.now();
   const log = ctx.log;
   const ref = { database: name, branch: 'main' };
+  const spares = await sparePorts(ctx);
   const key = refName(ref);
 
   const record = await ctx.store.update(async (s) => {
     if (s.databases[name]) throw conflict(`database '${name}' already exists`);
     checkBranchCount(ctx.cfg, s, name);
-    const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress);
+    const port = await reservePort(s, ctx.cfg.postgres.portRange, ctx.cfg.postgres.bindAddress, spares);
     // A base backup copies the whole cluster: connection strings name the source's database.
     const pgDatabase = from?.method === 'basebackup' ? from.parsed.database : name;
     s.databases[name] = {
@@ -203,7 +205,7 @@ export async function createDatabase(
     await steps.step(
       'start container',
       () => startContainer(ctx, record, pgdata, dataDir),
-      () => ctx.docker.remove(record.container),
+      () => dropSlot(ctx, record),
       { partial: true },
     );
     const db = (await ctx.store.read()).databases[name]!;
@@ -232,5 +234,6 @@ export async function createDatabase(
     s.branches[key]!.status = 'running';
     s.branches[key]!.operation = null;
   });
+  ctx.spares?.poke();
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
 }

@@ -2,6 +2,7 @@ import { refName } from '../names.js';
 import type { BranchRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
 import { removeImportLeftovers } from './import-build.js';
+import { removeSlot } from './port-slots.js';
 import { snapshotInUse } from './rules.js';
 import { builderName } from './schema-only.js';
 import { Steps } from './steps.js';
@@ -15,6 +16,7 @@ export async function destroyBranch(ctx: EngineContext, b: BranchRecord): Promis
   await steps.step('remove container', async () => {
     await ctx.docker.remove(b.container);
     if (b.schemaOnly) await ctx.docker.remove(builderName(b.id)); // a schema-only build interrupted half-way
+    await removeSlot(ctx, b.port, b.id);
   });
   // An import killed half-way leaves its temporary containers on main's dataset, and a work folder.
   if (b.parent === null) await steps.step('remove import leftovers', () => removeImportLeftovers(ctx, b.id));

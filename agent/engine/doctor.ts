@@ -7,6 +7,7 @@ import { preflight } from './begin.js';
 import type { EngineContext } from './context.js';
 import { inspect, type FindingKind, type Inventory } from './doctor-inspect.js';
 import { repair } from './doctor-repair.js';
+import { LABEL_SLOT, slotName } from './port-slots.js';
 import { portIsFree } from './ports.js';
 import { recoverInterrupted } from './recovery.js';
 import { migrateLegacyWal } from './wal-migration.js';
@@ -61,8 +62,15 @@ export async function takeInventory(ctx: EngineContext): Promise<Inventory> {
   const tmpFiles = await readdir(ctx.layout.tmpDir()).catch(() => [] as string[]);
   const state = await ctx.store.read();
   const branchNames = new Set(Object.values(state.branches).map((b) => b.container));
+  // Port slots (port-slots.ts) of a branch's port, or spares in the range, are in order; any other is an orphan.
+  const heldPorts = new Set(Object.values(state.branches).map((b) => b.port));
+  const [lo, hi] = ctx.cfg.postgres.portRange;
+  const slotInOrder = (c: { name: string; labels: Record<string, string> }) => {
+    const port = Number(c.labels[LABEL_SLOT]);
+    return c.name === slotName(ctx, port) && (heldPorts.has(port) || (port >= lo && port <= hi));
+  };
   const containers = await Promise.all(
-    listed.map(async (c) => ({
+    listed.filter((c) => !slotInOrder(c)).map(async (c) => ({
       name: c.name,
       labels: c.labels,
       state: c.state,
@@ -75,6 +83,7 @@ export async function takeInventory(ctx: EngineContext): Promise<Inventory> {
     if (
       b.status === 'stopped' &&
       !running.has(b.container) &&
+      !running.has(slotName(ctx, b.port)) && // its slot holds it, for the branch
       !(await portIsFree(ctx.cfg.postgres.bindAddress, b.port))
     )
       takenPorts.push(b.port);

@@ -3,6 +3,7 @@ import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord, DatabaseRecord, SnapshotRecord, State } from '../state/schema.js';
 import { preflight } from './begin.js';
 import { target } from './containers.js';
+import { fillSpares } from './port-slots.js';
 import type { EngineContext } from './context.js';
 import { deleteBranch } from './delete.js';
 import { stop } from './lifecycle.js';
@@ -37,7 +38,7 @@ import { walCleanup } from './wal.js';
  */
 
 export type HousekeepingAction =
-  'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'refresh' | 'generations' | 'pass';
+  'expire' | 'idle-stop' | 'snapshot' | 'prune' | 'wal' | 'refresh' | 'generations' | 'slots' | 'pass';
 
 /** What a change touches, so the daemon can hold its per-branch locks around it. */
 export type HousekeepingTarget = { database: string; branch: string } | { snapshot: string };
@@ -124,6 +125,7 @@ export async function housekeep(e: EngineContext, o: HousekeepingOptions = {}): 
     if (!ctx.stop()) await walAge(ctx);
     if (!ctx.stop()) await scheduledRefresh(ctx);
     if (!ctx.stop()) await oldGenerations(ctx);
+    if (!ctx.stop() && !dryRun) await spareSlots(ctx);
   } catch (err) {
     // Only what is outside any one item gets here: the pool or Docker is gone, the state unreadable.
     report.errors.push({ action: 'pass', target: e.cfg.zfs.pool, error: describe(err) });
@@ -364,6 +366,14 @@ async function oldGenerations(c: Ctx): Promise<void> {
       c.report.retired.push(...(await dropUnusedRetired(c.e, db.name)));
     });
   }
+}
+
+/** Spare port slots back to postgres.warmSlots (port-slots.ts): the daemon's keeper, else here. */
+async function spareSlots(c: Ctx): Promise<void> {
+  if (c.e.spares) return c.e.spares.poke();
+  await item(c, 'slots', c.e.cfg.postgres.portRange.join('-'), async () => {
+    await fillSpares(c.e);
+  });
 }
 
 // ------------------------------------------------------------------------- scheduled snapshots

@@ -13,11 +13,19 @@ export function portIsFree(host: string, port: number): Promise<boolean> {
 }
 
 /**
- * Picks the lowest port of the range that no branch holds and nothing on the host listens on.
+ * Picks a port of the range that no branch holds: the lowest of `spares` (ports whose port slot is
+ * started and waiting: port-slots.ts), else the lowest that nothing on the host listens on.
  * Called under the state lock, so two creates never pick the same port.
  */
-export async function reservePort(state: State, range: readonly [number, number], host: string): Promise<number> {
+export async function reservePort(
+  state: State,
+  range: readonly [number, number],
+  host: string,
+  spares: readonly number[] = [],
+): Promise<number> {
   const taken = new Set(Object.values(state.branches).map((b) => b.port));
+  const spare = spares.find((p) => !taken.has(p) && p >= range[0] && p <= range[1]);
+  if (spare !== undefined) return spare;
   for (let p = range[0]; p <= range[1]; p++) {
     if (taken.has(p)) continue;
     if (await portIsFree(host, p)) return p;

@@ -17,7 +17,7 @@ import { Engine } from '../engine/engine.js';
 import { canonicalImage } from '../engine/images.js';
 import { Layout } from '../engine/layout.js';
 import { StateStore } from '../state/store.js';
-import { datasetsUnder, cli, ok, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import { datasetsUnder, cli, isSpareSlot, ok, readStateFile, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 
 /**
  * What the daemon admits: images limited to postgres.allowedImages (API and CLI, checked before
@@ -148,9 +148,10 @@ async function holdStateLock(cfg: Config): Promise<() => Promise<void>> {
 function footprint(cfg: Config): { records: string[]; datasets: string[]; containers: string[]; wal: string[] } {
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
   const datasets = datasetsUnder(root, 'all');
+  const ports = Object.values(readStateFile(cfg).branches ?? {}).map((b) => b.port);
   const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
     .split('\n')
-    .filter(Boolean)
+    .filter((n) => n && !isSpareSlot(n, ports)) // spares come and go behind a daemon (port-slots.ts)
     .sort();
   const stateFile = join(cfg.stateDir, 'state.json');
   const walRoot = dirname(new Layout(cfg).walDir('x'));

@@ -85,9 +85,16 @@ function psql(b: BranchView, sql: string): string {
 }
 
 const inspect = (name: string) => JSON.parse(sh('docker', ['inspect', name]))[0];
+/** The container whose network namespace `name` is in: a branch's port slot (engine/port-slots.ts), or itself. */
+const netHolder = (name: string): string => {
+  const mode = inspect(name).HostConfig.NetworkMode as string;
+  return mode.startsWith('container:') ? mode.slice('container:'.length) : name;
+};
+/** The Docker network mode of the namespace a container is in. */
+const networkOf = (name: string): string => inspect(netHolder(name)).HostConfig.NetworkMode;
 const pidOf = (name: string) => Number(sh('docker', ['inspect', '-f', '{{.State.Pid}}', name]).trim());
 const ipOf = (name: string) =>
-  sh('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', name]).trim();
+  sh('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', netHolder(name)]).trim();
 const gatewayOf = (network: string) =>
   JSON.parse(sh('docker', ['network', 'inspect', network]))[0].IPAM.Config[0].Gateway as string;
 const procStatus = (name: string) => readFileSync(`/proc/${pidOf(name)}/status`, 'utf8');
@@ -257,7 +264,7 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
         .filter((e) => e.Type === 'network' && e.Action === 'connect' && e.Actor.Attributes.container === id)
         .map((e) => e.Actor.Attributes.name!);
     initdbNetworks = joined(idOf('bpg-initdb-'));
-    mainNetworks = joined(idOf(mainA.container));
+    mainNetworks = joined(idOf(`bpg-slot-${mainA.port}.`)); // main's port slot: main is in its namespace
     await query(mainA, 'CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 100) g');
     b1 = await A.json(['branch', 'create', `${db}/b1`, '--fast']);
     b2 = await A.json(['branch', 'create', `${db}/b2`, '--fast']);
@@ -272,8 +279,15 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
       assert.deepEqual(hc.LogConfig, { Type: 'json-file', Config: { 'max-size': String(10 * MiB), 'max-file': '3' } });
       assert.equal(hc.ReadonlyRootfs, true);
       assert.deepEqual(Object.keys(hc.Tmpfs).sort(), ['/run/postgresql', '/tmp', '/var/run/postgresql']);
-      assert.equal(hc.NetworkMode, 'bpg-isolated');
-      assert.deepEqual(Object.keys(inspect(b.container).NetworkSettings.Networks), ['bpg-isolated']);
+      // PostgreSQL is in its port slot's namespace; the slot is on the isolated network and publishes the port.
+      const slot = inspect(netHolder(b.container));
+      assert.equal(hc.NetworkMode, `container:${slot.Id}`);
+      assert.equal(slot.Name, `/bpg-slot-${b.port}.${b.container.split('.').pop()}`);
+      assert.equal(slot.HostConfig.NetworkMode, 'bpg-isolated');
+      assert.deepEqual(Object.keys(slot.NetworkSettings.Networks), ['bpg-isolated']);
+      assert.deepEqual(slot.HostConfig.PortBindings, { '5432/tcp': [{ HostIp: '127.0.0.1', HostPort: String(b.port) }] });
+      assert.deepEqual(slot.HostConfig.CapDrop, ['ALL']);
+      assert.equal(slot.HostConfig.ReadonlyRootfs, true);
     }
     const net = JSON.parse(sh('docker', ['network', 'inspect', 'bpg-isolated']))[0];
     assert.equal(net.Options['com.docker.network.bridge.name'], 'bpg-isolated');
@@ -306,7 +320,7 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
     assert.equal(hc.SecurityOpt, null);
     assert.equal(hc.ReadonlyRootfs, false);
     assert.equal(hc.LogConfig.Config['max-size'], undefined);
-    assert.ok(['default', 'bridge'].includes(hc.NetworkMode), hc.NetworkMode);
+    assert.ok(['default', 'bridge'].includes(networkOf(u.container)), networkOf(u.container));
     assert.doesNotMatch(procStatus(u.container), /^CapBnd:\s+0000000000000000$/m);
     assert.match(procStatus(u.container), /^NoNewPrivs:\s+0$/m);
     await query(u, `COPY (SELECT 1) TO PROGRAM 'cat > /var/lib/postgresql/planted'`);
@@ -404,7 +418,7 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
     });
 
     it('egress on: the same listeners are reachable (so the checks above can fail)', async () => {
-      assert.equal(inspect(e.container).HostConfig.NetworkMode, 'bpg-egress');
+      assert.equal(networkOf(e.container), 'bpg-egress');
       const net = JSON.parse(sh('docker', ['network', 'inspect', 'bpg-egress']))[0];
       assert.equal(net.Options['com.docker.network.bridge.enable_icc'], 'false');
       const gw = gatewayOf('bpg-egress');
@@ -427,7 +441,7 @@ describe('hardened branch containers', { concurrency: 1 }, () => {
   it('firewall rules deleted by hand: doctor reports them, --fix and the next start restore them', async () => {
     const f = await F.json(['db', 'create', db]);
     const bridge = `${`t${BASE}`.slice(0, 6)}-isolated`;
-    assert.equal(inspect(f.container).HostConfig.NetworkMode, bridge);
+    assert.equal(networkOf(f.container), bridge);
     const present = () => firewallRules(bridge).map((r) => iptablesHas(r.chain, r.rule));
     try {
       assert.deepEqual(present(), [true, true]);

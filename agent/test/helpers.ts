@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import YAML from 'yaml';
 import pg from 'pg';
@@ -196,4 +196,20 @@ export function freePort(): Promise<number> {
       s.close(() => resolve(port));
     });
   });
+}
+
+/**
+ * A spare port slot: `bpg-slot-<port>.<tag>` for a port no branch holds. `bpg serve` and
+ * housekeeping start and remove spares on their own (engine/port-slots.ts), so footprints that
+ * compare containers before and after leave them out; a branch's own slot is kept in.
+ */
+export function isSpareSlot(name: string, heldPorts: readonly number[]): boolean {
+  const m = /^bpg-slot-(\d+)\./.exec(name);
+  return m !== null && !heldPorts.includes(Number(m[1]));
+}
+
+/** The state file of a config's agent, as JSON (empty when there is none yet). */
+export function readStateFile(cfg: { stateDir: string }): { branches?: Record<string, { port: number }> } {
+  const file = join(cfg.stateDir, 'state.json');
+  return existsSync(file) ? JSON.parse(readFileSync(file, 'utf8')) : {};
 }

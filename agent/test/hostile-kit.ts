@@ -425,7 +425,10 @@ export class HostileStack {
 
 /** A container's address on its network, and that network's gateway (the host, as a branch sees it). */
 export function addressesOf(container: string): { ip: string; gateway: string } {
-  const nets = JSON.parse(sh('docker', ['inspect', '-f', '{{json .NetworkSettings.Networks}}', container])) as Record<
+  // A branch is in its port slot's network namespace (engine/port-slots.ts): the slot has the address.
+  const mode = sh('docker', ['inspect', '-f', '{{.HostConfig.NetworkMode}}', container]).trim();
+  const holder = mode.startsWith('container:') ? mode.slice('container:'.length) : container;
+  const nets = JSON.parse(sh('docker', ['inspect', '-f', '{{json .NetworkSettings.Networks}}', holder])) as Record<
     string,
     { IPAddress: string; Gateway: string }
   >;

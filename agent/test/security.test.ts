@@ -9,7 +9,7 @@ import { BpgApiError, BpgClient } from '../api/client.js';
 import * as S from '../api/schemas.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
-import { datasetsUnder, cli, leftovers, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import { datasetsUnder, cli, isSpareSlot, leftovers, readStateFile, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
 
 /**
@@ -131,9 +131,10 @@ function footprint(cfg: Config): { state: string; datasets: string[]; containers
   const root = `${cfg.zfs.pool}/${cfg.zfs.datasetBase}`;
   const stateFile = join(cfg.stateDir, 'state.json');
   const datasets = datasetsUnder(root, 'all');
+  const ports = Object.values(readStateFile(cfg).branches ?? {}).map((b) => b.port);
   const containers = sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
     .split('\n')
-    .filter(Boolean)
+    .filter((n) => n && !isSpareSlot(n, ports)) // spares come and go behind a daemon (port-slots.ts)
     .sort();
   return { state: existsSync(stateFile) ? readFileSync(stateFile, 'utf8') : '', datasets, containers };
 }

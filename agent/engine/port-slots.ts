@@ -1,0 +1,218 @@
+import { createHash } from 'node:crypto';
+import { describe } from '../errors.js';
+import { LABEL_ROOT, LABEL_SPEC } from '../drivers/docker.js';
+import { hardening } from '../drivers/hardening.js';
+import type { ContainerSpec } from '../drivers/interfaces.js';
+import type { EngineContext } from './context.js';
+import { portIsFree } from './ports.js';
+
+/**
+ * Port slots. Setting up a container's network on Docker (a namespace, a veth pair on the branch
+ * bridge, the NAT rules of a published port) is most of a container start: measured on the
+ * reference host, ~0.3 s for a container on the branch network with a published port against
+ * ~0.1 s for the same container joining a network namespace that already exists.
+ *
+ * So every branch's port belongs to a slot: a small container (`sleep`, no capabilities, a
+ * read-only root, a few MiB) that sits on the branch network and publishes the port. The branch's
+ * PostgreSQL joins the slot's namespace (`container:<slot>`) and answers on that port; the slot
+ * outlives restarts of the branch's container and goes when the branch is deleted. `bpg serve`
+ * keeps `postgres.warmSlots` spare slots started on free ports of `postgres.portRange`: a new
+ * branch takes a spare one (its port is preferred when the port is reserved), and the spares are
+ * refilled in the background. Without a spare (or without a daemon), the slot is started while the
+ * snapshot and clone are made.
+ *
+ * A slot is named for its port, so a port has one slot whoever asks for it. A slot is never handed
+ * from one branch to another: its namespace held a branch's untrusted processes (which could not
+ * change it: no capabilities), and a fresh one costs nothing on the request path.
+ */
+
+export const LABEL_SLOT = 'io.betterpg.slot';
+
+/** PID 1 of a slot: sleeps (and dies at SIGKILL: PID 1 ignores SIGTERM without a handler). */
+const SLOT_COMMAND = ['sleep', '2147483647'];
+const SLOT_MEMORY = 16 * 1024 ** 2;
+
+export function slotName(ctx: EngineContext, port: number): string {
+  return `bpg-slot-${port}.${ctx.layout.rootTag}`;
+}
+
+/** A slot's container spec; its spec label hashes everything but the image (any image with `sleep` will do). */
+export function slotSpec(ctx: EngineContext, port: number, image: string): ContainerSpec {
+  const p = ctx.cfg.postgres;
+  const h = hardening(ctx.cfg);
+  const spec: ContainerSpec = {
+    name: slotName(ctx, port),
+    image,
+    user: `${p.uid}:${p.gid}`,
+    entrypoint: [SLOT_COMMAND[0]!],
+    cmd: SLOT_COMMAND.slice(1),
+    binds: [],
+    labels: { [LABEL_ROOT]: ctx.layout.root, [LABEL_SLOT]: String(port) },
+    publish: { hostIp: p.bindAddress, hostPort: port },
+    memoryBytes: SLOT_MEMORY,
+    stopSignal: 'SIGKILL',
+    restartPolicy: 'unless-stopped',
+    pidsLimit: 8,
+    capDrop: ['ALL'],
+    securityOpt: ['no-new-privileges'],
+    readOnlyRootfs: true,
+    log: h.log,
+    network: h.network,
+  };
+  const { image: _image, ...hashed } = spec;
+  spec.labels[LABEL_SPEC] = createHash('sha256').update(JSON.stringify(hashed)).digest('hex').slice(0, 16);
+  return spec;
+}
+
+/**
+ * Makes sure the slot of `port` exists and runs (made from `image` when it has to be made). Safe to
+ * call twice at once for one port: a name conflict means the other call made it.
+ */
+export async function ensureSlot(ctx: EngineContext, port: number, image: string): Promise<string> {
+  const spec = slotSpec(ctx, port, image);
+  const name = spec.name;
+  let st = await ctx.docker.state(name);
+  if (st && !st.running && st.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC]) {
+    await ctx.docker.remove(name); // made from another config, and nothing is in it
+    st = null;
+  }
+  if (st?.running) return name;
+  if (!st) {
+    try {
+      await ctx.docker.create(spec);
+    } catch (e) {
+      if ((e as { statusCode?: number }).statusCode !== 409) throw e;
+    }
+  }
+  await ctx.docker.start(name);
+  return name;
+}
+
+/** Removes the slot of `port` unless another branch in the state holds that port. */
+export async function removeSlot(ctx: EngineContext, port: number, exceptId: string): Promise<void> {
+  const s = await ctx.store.read();
+  if (Object.values(s.branches).some((b) => b.port === port && b.id !== exceptId)) return;
+  await ctx.docker.remove(slotName(ctx, port));
+}
+
+/** Undo of a create's start: the new container, then its port slot (once the slot's start has settled). */
+export async function dropSlot(
+  ctx: EngineContext,
+  record: { container: string; port: number; id: string },
+  slotStarting: Promise<unknown> = Promise.resolve(),
+): Promise<void> {
+  await ctx.docker.remove(record.container);
+  await slotStarting;
+  await removeSlot(ctx, record.port, record.id);
+}
+
+export interface SlotInfo {
+  name: string;
+  port: number;
+  state: string;
+}
+
+/** This root's slots, from one Docker list. */
+export async function listSlots(ctx: EngineContext): Promise<SlotInfo[]> {
+  const listed = await ctx.docker.listManaged();
+  return listed
+    .filter((c) => c.labels[LABEL_SLOT] !== undefined && c.name === slotName(ctx, Number(c.labels[LABEL_SLOT])))
+    .map((c) => ({ name: c.name, port: Number(c.labels[LABEL_SLOT]), state: c.state }));
+}
+
+/** Running slots no branch holds: the ports a create should take first. */
+export async function sparePorts(ctx: EngineContext): Promise<number[]> {
+  const [slots, s] = await Promise.all([listSlots(ctx).catch(() => []), ctx.store.read()]);
+  const held = new Set(Object.values(s.branches).map((b) => b.port));
+  return slots
+    .filter((x) => x.state === 'running' && !held.has(x.port))
+    .map((x) => x.port)
+    .sort((a, b) => a - b);
+}
+
+/**
+ * Brings the spare slots to `postgres.warmSlots`: removes spares that are stopped, outside the port
+ * range or too many (checked under the state lock, so a create that just reserved the port keeps
+ * its slot), then starts new ones on the lowest free ports. Returns what it did.
+ */
+export async function fillSpares(ctx: EngineContext): Promise<{ started: number[]; removed: number[] }> {
+  const want = ctx.cfg.postgres.warmSlots;
+  const [lo, hi] = ctx.cfg.postgres.portRange;
+  const done = { started: [] as number[], removed: [] as number[] };
+  const slots = await listSlots(ctx);
+  const removed = await ctx.store.update(async (s) => {
+    const held = new Set(Object.values(s.branches).map((b) => b.port));
+    const spares = slots.filter((x) => !held.has(x.port)).sort((a, b) => a.port - b.port);
+    let kept = 0;
+    const gone: number[] = [];
+    for (const x of spares) {
+      const keep = x.state === 'running' && x.port >= lo && x.port <= hi && kept < want;
+      if (keep) kept++;
+      else {
+        await ctx.docker.remove(x.name);
+        gone.push(x.port);
+      }
+    }
+    return gone;
+  });
+  done.removed.push(...removed);
+  const have = slots.filter((x) => !removed.includes(x.port)).map((x) => x.port);
+  let spare = (await sparePorts(ctx)).length;
+  if (spare >= want) return done;
+  const { image } = ctx.cfg.postgres;
+  await ctx.docker.ensureImage(image);
+  while (spare < want) {
+    const port = await ctx.store.update(async (s) => {
+      const taken = new Set([...Object.values(s.branches).map((b) => b.port), ...have]);
+      for (let p = lo; p <= hi; p++) {
+        if (taken.has(p)) continue;
+        if (await portIsFree(ctx.cfg.postgres.bindAddress, p)) return p;
+      }
+      return null;
+    });
+    if (port === null) break; // the range is full: branches come first
+    have.push(port);
+    await ensureSlot(ctx, port, image);
+    done.started.push(port);
+    spare++;
+  }
+  return done;
+}
+
+/**
+ * Keeps the spares filled in the background of a long-running agent: `poke()` after a create
+ * (or at start); passes never overlap, and a poke during a pass runs one more after it.
+ */
+export class SpareKeeper {
+  private running: Promise<void> | null = null;
+  private again = false;
+
+  constructor(private readonly ctx: EngineContext) {}
+
+  poke(): void {
+    if (this.ctx.cfg.postgres.warmSlots === 0) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = (async () => {
+      do {
+        this.again = false;
+        try {
+          const r = await fillSpares(this.ctx);
+          if (r.started.length || r.removed.length)
+            this.ctx.log.debug('spare port slots', { started: r.started, removed: r.removed });
+        } catch (e) {
+          this.ctx.log.warn(`could not keep spare port slots: ${describe(e)}`);
+        }
+      } while (this.again);
+    })().finally(() => {
+      this.running = null;
+    });
+  }
+
+  /** Waits for the pass in progress, if any. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+}
