@@ -120,8 +120,8 @@ export async function startContainer(
   await ensureHbaFile(ctx);
   const spec = containerSpec(ctx, b, major, pgdata, dataDir, extra);
   const existing = await ctx.docker.state(b.container);
-  if (existing?.running) return; // (made before port slots, it may publish the port itself)
-  await ensureSlot(ctx, b.port, b.image);
+  // A running one is left as it is (made before port slots, it may publish the port itself).
+  if (!existing?.running) await ensureSlot(ctx, b.port, b.image);
   const stale = existing !== null && !existing.running && existing.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC];
   if (stale) await ctx.docker.remove(b.container);
   if (!existing || stale) await ctx.docker.create(spec);
