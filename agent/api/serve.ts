@@ -87,7 +87,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   // Spare port slots: a create takes one and they are refilled behind it (engine/port-slots.ts).
   const spares = new SpareKeeper(engine.ctx);
   engine.ctx.spares = spares;
-  spares.poke();
+  spares.poke({ trim: true });
 
   // Connections accepted on the local socket (below): their requests need no token (server.ts).
   const fromSocket = new WeakSet<Socket>();

@@ -370,9 +370,9 @@ async function oldGenerations(c: Ctx): Promise<void> {
 
 /** Spare port slots back to postgres.warmSlots (port-slots.ts): the daemon's keeper, else here. */
 async function spareSlots(c: Ctx): Promise<void> {
-  if (c.e.spares) return c.e.spares.poke();
+  if (c.e.spares) return c.e.spares.poke({ trim: true });
   await item(c, 'slots', c.e.cfg.postgres.portRange.join('-'), async () => {
-    await fillSpares(c.e);
+    await fillSpares(c.e, { trim: true });
   });
 }
 

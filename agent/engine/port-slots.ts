@@ -71,22 +71,34 @@ export function slotSpec(ctx: EngineContext, port: number, image: string): Conta
 export async function ensureSlot(ctx: EngineContext, port: number, image: string): Promise<string> {
   const spec = slotSpec(ctx, port, image);
   const name = spec.name;
-  let st = await ctx.docker.state(name);
-  if (st && !st.running && st.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC]) {
-    await ctx.docker.remove(name); // made from another config, and nothing is in it
-    st = null;
-  }
-  if (st?.running) return name;
-  if (!st) {
+  // A spare can be going away as a create takes its port (trimmed by housekeeping a moment before
+  // the port was reserved): then it is made again.
+  for (let attempt = 1; ; attempt++) {
     try {
-      await ctx.docker.create(spec);
+      let st = await ctx.docker.state(name);
+      if (st && !st.running && st.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC]) {
+        await ctx.docker.remove(name); // made from another config, and nothing is in it
+        st = null;
+      }
+      if (st?.running) return name;
+      if (!st) {
+        try {
+          await ctx.docker.create(spec);
+        } catch (e) {
+          if ((e as { statusCode?: number }).statusCode !== 409) throw e; // 409: made by another call, or being removed
+        }
+      }
+      await ctx.docker.start(name);
+      return name;
     } catch (e) {
-      if ((e as { statusCode?: number }).statusCode !== 409) throw e;
+      if (attempt >= 5 || !GOING_AWAY.test(describe(e))) throw e;
+      await new Promise((r) => setTimeout(r, 100 * attempt));
     }
   }
-  await ctx.docker.start(name);
-  return name;
 }
+
+/** What Docker answers about a container that is being removed, or was removed a moment ago. */
+const GOING_AWAY = /does not exist|no such container|removal .*in progress|marked for removal|is dead/i;
 
 /** Removes the slot of `port` unless another branch in the state holds that port. */
 export async function removeSlot(ctx: EngineContext, port: number, exceptId: string): Promise<void> {
@@ -131,30 +143,35 @@ export async function sparePorts(ctx: EngineContext): Promise<number[]> {
 }
 
 /**
- * Brings the spare slots to `postgres.warmSlots`: removes spares that are stopped, outside the port
- * range or too many (checked under the state lock, so a create that just reserved the port keeps
- * its slot), then starts new ones on the lowest free ports. Returns what it did.
+ * Brings the spare slots up to `postgres.warmSlots` on the lowest free ports. With `trim`
+ * (housekeeping) it first removes spares that are stopped, outside the port range or too many,
+ * checked under the state lock so a port a create has reserved keeps its slot. Returns what it did.
  */
-export async function fillSpares(ctx: EngineContext): Promise<{ started: number[]; removed: number[] }> {
+export async function fillSpares(
+  ctx: EngineContext,
+  o: { trim?: boolean } = {},
+): Promise<{ started: number[]; removed: number[] }> {
   const want = ctx.cfg.postgres.warmSlots;
   const [lo, hi] = ctx.cfg.postgres.portRange;
   const done = { started: [] as number[], removed: [] as number[] };
   const slots = await listSlots(ctx);
-  const removed = await ctx.store.update(async (s) => {
-    const held = new Set(Object.values(s.branches).map((b) => b.port));
-    const spares = slots.filter((x) => !held.has(x.port)).sort((a, b) => a.port - b.port);
-    let kept = 0;
-    const gone: number[] = [];
-    for (const x of spares) {
-      const keep = x.state === 'running' && x.port >= lo && x.port <= hi && kept < want;
-      if (keep) kept++;
-      else {
-        await ctx.docker.remove(x.name);
-        gone.push(x.port);
-      }
-    }
-    return gone;
-  });
+  const removed = !o.trim
+    ? []
+    : await ctx.store.update(async (s) => {
+        const held = new Set(Object.values(s.branches).map((b) => b.port));
+        const spares = slots.filter((x) => !held.has(x.port)).sort((a, b) => a.port - b.port);
+        let kept = 0;
+        const gone: number[] = [];
+        for (const x of spares) {
+          const keep = x.state === 'running' && x.port >= lo && x.port <= hi && kept < want;
+          if (keep) kept++;
+          else {
+            await ctx.docker.remove(x.name);
+            gone.push(x.port);
+          }
+        }
+        return gone;
+      });
   done.removed.push(...removed);
   const have = slots.filter((x) => !removed.includes(x.port)).map((x) => x.port);
   let spare = (await sparePorts(ctx)).length;
@@ -180,17 +197,19 @@ export async function fillSpares(ctx: EngineContext): Promise<{ started: number[
 }
 
 /**
- * Keeps the spares filled in the background of a long-running agent: `poke()` after a create
- * (or at start); passes never overlap, and a poke during a pass runs one more after it.
+ * Keeps the spares filled in the background of a long-running agent: `poke()` after a create (or
+ * at start), `poke({ trim: true })` from housekeeping; passes never overlap, and a poke during a
+ * pass runs one more after it.
  */
 export class SpareKeeper {
   private running: Promise<void> | null = null;
   private again = false;
+  private trim = false;
 
   constructor(private readonly ctx: EngineContext) {}
 
-  poke(): void {
-    if (this.ctx.cfg.postgres.warmSlots === 0) return;
+  poke(o: { trim?: boolean } = {}): void {
+    if (o.trim) this.trim = true;
     if (this.running) {
       this.again = true;
       return;
@@ -198,8 +217,10 @@ export class SpareKeeper {
     this.running = (async () => {
       do {
         this.again = false;
+        const trim = this.trim;
+        this.trim = false;
         try {
-          const r = await fillSpares(this.ctx);
+          const r = await fillSpares(this.ctx, { trim });
           if (r.started.length || r.removed.length)
             this.ctx.log.debug('spare port slots', { started: r.started, removed: r.removed });
         } catch (e) {

@@ -129,6 +129,7 @@ export async function buildSchemaOnly(ctx: EngineContext, steps: Steps, o: Schem
         spec.name = builder;
         spec.binds = spec.binds.filter((b) => !b.includes(Layout.containerArchive));
         delete spec.publish;
+        spec.network = hardening(ctx.cfg).network; // its own namespace on the branch network, not the branch's port slot
         spec.restartPolicy = 'no';
         await ctx.docker.create(spec);
         await ctx.docker.start(builder);

@@ -531,7 +531,11 @@ describe('API admission: allowed images, create turns, metrics without a token',
       assert.equal(st.branches[k], undefined, `${k} not made`);
     const now = footprint(cfg);
     const added = (k: 'datasets' | 'containers' | 'wal') => now[k].filter((x) => !before[k].includes(x));
-    assert.deepEqual(added('containers'), [q0.container], 'only q0 has a container');
+    assert.deepEqual(
+      added('containers').sort(),
+      [q0.container, `bpg-slot-${q0.port}.${q0.container.split('.').pop()}`].sort(),
+      'only q0 has a container (and its port slot)',
+    );
     assert.ok(
       added('datasets').length > 0 && added('datasets').every((d) => d.endsWith('/q0') || d.includes(q0.id)),
       `only q0's datasets: ${added('datasets').join(', ')}`,

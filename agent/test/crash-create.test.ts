@@ -11,6 +11,7 @@ import { leftovers, query, queryOne } from './helpers.js';
  */
 const CREATE = [
   'check image',
+  'port slot',
   'connect to parent',
   'zfs snapshot',
   'backup mode',

@@ -130,13 +130,15 @@ export class CrashLab {
     ])
       .split('\n')
       .filter(Boolean);
-    const want = Object.values(state.branches).map(
-      (b) => `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`,
-    );
+    // and each branch's port slot (engine/port-slots.ts), which runs while its branch is stopped too
+    const want = Object.values(state.branches).flatMap((b) => [
+      `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`,
+      `bpg-slot-${b.port}.${b.container.split('.').pop()} running`,
+    ]);
     assert.deepEqual(
       containers.map((c) => c.replace(/ created$/, ' exited')).sort(),
       want.sort(),
-      "Docker holds exactly the branches' containers, running as recorded",
+      "Docker holds exactly the branches' containers (running as recorded) and their port slots",
     );
     const wal = readdirSync(join(this.raw.stateDir, 'wal'));
     assert.deepEqual(

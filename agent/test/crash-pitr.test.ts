@@ -10,6 +10,7 @@ import { query, queryOne } from './helpers.js';
  */
 const PITR = [
   'check image',
+  'port slot',
   'zfs clone',
   'prepare data',
   'start recovery',

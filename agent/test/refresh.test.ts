@@ -126,8 +126,10 @@ describe('db refresh: a new main from the source, masked, swapped in', () => {
     assert.deepEqual(
       sh('docker', ['ps', '-a', '--filter', `label=io.betterpg.root=${root}`, '--format', '{{.Names}}'])
         .split('\n')
-        .filter((n) => n && !isSpareSlot(n, [main.port])),
-      [main.container],
+        .filter((n) => n && !isSpareSlot(n, [main.port]))
+        .sort(),
+      [main.container, `bpg-slot-${main.port}.${main.container.split('.').pop()}`].sort(),
+      "main's container and its port slot, nothing else",
     );
     const st = JSON.parse(readFileSync(join(raw.stateDir, 'state.json'), 'utf8'));
     assert.equal(st.databases[db].operation, null);

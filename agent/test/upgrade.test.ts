@@ -95,7 +95,9 @@ describe('upgrade: WAL folders on the host move onto ZFS datasets when bpg serve
     // ...then laid out as the version before had them.
     const s = state();
     for (const b of Object.values(s.branches) as Array<Record<string, any>>) ids[b.branch] = b.id;
-    for (const b of Object.values(s.branches) as Array<Record<string, any>>) sh('docker', ['rm', '-f', b.container]);
+    // (that version had no port slots: each container published its own port)
+    for (const b of Object.values(s.branches) as Array<Record<string, any>>)
+      sh('docker', ['rm', '-f', b.container, `bpg-slot-${b.port}.${b.container.split('.').pop()}`]);
     const keep = mkdtempSync(join(tmpdir(), 'bpg-upgrade-'));
     for (const id of Object.values(ids)) cpSync(join(cfg.stateDir, 'wal', id), join(keep, id), { recursive: true });
     zfsChange(['destroy', '-r', `${root}/_wal`]);
