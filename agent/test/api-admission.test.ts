@@ -115,7 +115,7 @@ interface StateFile {
   snapshots: Record<string, unknown>;
   branches: Record<
     string,
-    { status: string; createdAt: string; database: string; branch: string; id: string; container: string }
+    { status: string; createdAt: string; database: string; branch: string; id: string; container: string; port: number }
   >;
 }
 const readState = (cfg: Config): StateFile => JSON.parse(readFileSync(join(cfg.stateDir, 'state.json'), 'utf8'));
