@@ -294,4 +294,3 @@ export async function createBranch(
     log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
 }
-

@@ -70,12 +70,14 @@ export async function takeInventory(ctx: EngineContext): Promise<Inventory> {
     return c.name === slotName(ctx, port) && (heldPorts.has(port) || (port >= lo && port <= hi));
   };
   const containers = await Promise.all(
-    listed.filter((c) => !slotInOrder(c)).map(async (c) => ({
-      name: c.name,
-      labels: c.labels,
-      state: c.state,
-      hostPort: branchNames.has(c.name) ? ((await ctx.docker.binding(c.name))?.hostPort ?? null) : null,
-    })),
+    listed
+      .filter((c) => !slotInOrder(c))
+      .map(async (c) => ({
+        name: c.name,
+        labels: c.labels,
+        state: c.state,
+        hostPort: branchNames.has(c.name) ? ((await ctx.docker.binding(c.name))?.hostPort ?? null) : null,
+      })),
   );
   const running = new Set(listed.filter((c) => c.state === 'running').map((c) => c.name));
   const takenPorts: number[] = [];

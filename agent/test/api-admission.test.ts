@@ -17,7 +17,19 @@ import { Engine } from '../engine/engine.js';
 import { canonicalImage } from '../engine/images.js';
 import { Layout } from '../engine/layout.js';
 import { StateStore } from '../state/store.js';
-import { datasetsUnder, cli, isSpareSlot, ok, readStateFile, ownStateConfig, query, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import {
+  datasetsUnder,
+  cli,
+  isSpareSlot,
+  ok,
+  readStateFile,
+  ownStateConfig,
+  query,
+  recorder,
+  sh,
+  uniqueDb,
+  type CliResult,
+} from './helpers.js';
 
 /**
  * What the daemon admits: images limited to postgres.allowedImages (API and CLI, checked before

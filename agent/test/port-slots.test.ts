@@ -59,9 +59,11 @@ function slots(): Map<number, { id: string; running: boolean }> {
 }
 const heldPorts = (): number[] =>
   Object.values(
-    (JSON.parse(readFileSync(`${YAML.parse(readFileSync(CONFIG, 'utf8')).stateDir}/state.json`, 'utf8')) as {
-      branches: Record<string, { port: number }>;
-    }).branches,
+    (
+      JSON.parse(readFileSync(`${YAML.parse(readFileSync(CONFIG, 'utf8')).stateDir}/state.json`, 'utf8')) as {
+        branches: Record<string, { port: number }>;
+      }
+    ).branches,
   ).map((b) => b.port);
 const spares = () => [...slots()].filter(([p, s]) => s.running && !heldPorts().includes(p)).map(([p]) => p);
 
@@ -104,7 +106,10 @@ describe('port slots: a branch in its port slot; spares kept by bpg serve', { co
     const slot = inspect(`bpg-slot-${b.port}.${b.container.split('.').pop()}`);
     const pgc = inspect(b.container);
     assert.equal(pgc.HostConfig.NetworkMode, `container:${slot.Id}`);
-    assert.ok(!pgc.HostConfig.PortBindings || Object.keys(pgc.HostConfig.PortBindings).length === 0, 'no port of its own');
+    assert.ok(
+      !pgc.HostConfig.PortBindings || Object.keys(pgc.HostConfig.PortBindings).length === 0,
+      'no port of its own',
+    );
     assert.deepEqual(slot.HostConfig.PortBindings['5432/tcp'], [{ HostIp: '127.0.0.1', HostPort: String(b.port) }]);
     assert.equal(slot.Config.Labels['io.betterpg.slot'], String(b.port));
     assert.equal(slot.HostConfig.Memory, 16 * 1024 ** 2);

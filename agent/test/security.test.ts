@@ -9,7 +9,18 @@ import { BpgApiError, BpgClient } from '../api/client.js';
 import * as S from '../api/schemas.js';
 import { serve, type RunningServer } from '../api/serve.js';
 import { loadConfig, type Config } from '../config.js';
-import { datasetsUnder, cli, isSpareSlot, leftovers, readStateFile, ownStateConfig, recorder, sh, uniqueDb, type CliResult } from './helpers.js';
+import {
+  datasetsUnder,
+  cli,
+  isSpareSlot,
+  leftovers,
+  readStateFile,
+  ownStateConfig,
+  recorder,
+  sh,
+  uniqueDb,
+  type CliResult,
+} from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
 
 /**
