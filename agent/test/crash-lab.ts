@@ -17,7 +17,11 @@ import { cli, ok, okJson, ownStateConfig, query, queryOne, sh, uniqueDb, type Cl
 export class CrashLab {
   readonly env: { BPG_CONFIG: string };
   readonly db: string;
-  private readonly raw: { stateDir: string; zfs: { pool: string; datasetBase: string } };
+  private readonly raw: {
+    stateDir: string;
+    zfs: { pool: string; datasetBase: string };
+    postgres: { portRange: [number, number] };
+  };
   private sums = new Map<string, string>();
 
   constructor(name: string, slot: number) {
@@ -98,7 +102,7 @@ export class CrashLab {
   }
 
   /** Every check a crash test makes after reconcile. */
-  async assertConsistent(): Promise<void> {
+  async assertConsistent(o: { spares?: boolean } = {}): Promise<void> {
     const state = this.state();
     // Nothing orphaned, nothing missing: ZFS, Docker and the state folder hold exactly what the state says.
     const expected = new Set([this.root, ...Object.keys(state.databases).map((d) => `${this.root}/${d}`)]);
@@ -135,8 +139,19 @@ export class CrashLab {
       `${b.container} ${b.status === 'running' ? 'running' : 'exited'}`,
       `bpg-slot-${b.port}.${b.container.split('.').pop()} running`,
     ]);
+    // After a `bpg serve` ran (o.spares): up to postgres.warmSlots spare slots on free ports of the range too.
+    const held = new Set(Object.values(state.branches).map((b) => b.port));
+    const [lo, hi] = this.raw.postgres.portRange;
+    const spares = containers.filter((c) => {
+      const m = /^bpg-slot-(\d+)\.\S+ running$/.exec(c);
+      return !!o.spares && m !== null && !held.has(Number(m[1])) && Number(m[1]) >= lo && Number(m[1]) <= hi;
+    });
+    assert.ok(spares.length <= 2, `at most postgres.warmSlots (2) spares: ${spares.join(', ')}`);
     assert.deepEqual(
-      containers.map((c) => c.replace(/ created$/, ' exited')).sort(),
+      containers
+        .filter((c) => !spares.includes(c))
+        .map((c) => c.replace(/ created$/, ' exited'))
+        .sort(),
       want.sort(),
       "Docker holds exactly the branches' containers (running as recorded) and their port slots",
     );
