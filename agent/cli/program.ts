@@ -1,7 +1,6 @@
 import { Command } from 'commander';
 import type { CliContext } from './context.js';
 import { openEngine } from './engine.js';
-import { ON_THE_BOX_ONLY, openCliEngine, refuseIfRemote } from './backend.js';
 import { registerContextCommands } from './context-commands.js';
 import type { TargetFlags } from './remote-target.js';
 import { Output, type OutputFlags } from './output.js';
@@ -18,9 +17,16 @@ import { registerPsqlCommand } from './psql.js';
 import { registerCompletionCommand } from './completion.js';
 import { packageVersion } from './version.js';
 
+/** Commands that only make sense on the agent's host: refused when a remote agent is set (backend.ts). */
+const ON_THE_BOX_ONLY = new Set(['init', 'serve', 'housekeep']);
+
 /**
  * The `bpg` program with all its commands. Building it runs nothing: `main` parses argv with it,
  * tests inspect it. Commands are registered in the order `bpg --help` lists them.
+ *
+ * Light on purpose: registering loads commander and the command modules only; what a command runs
+ * with (names.js and zod, yaml, the config, the client, the engine) is imported when it runs, so
+ * `--version`, `--help`, completion and usage errors start in about the time of Node itself.
  */
 export function buildProgram(): Command {
   const program = new Command('bpg')
@@ -42,12 +48,13 @@ export function buildProgram(): Command {
   const flags = () => program.opts<TargetFlags>();
   const cli: CliContext = {
     out,
-    engine: () => openCliEngine(flags(), out.log()),
+    engine: async () => (await import('./backend.js')).openCliEngine(flags(), out.log()),
     localEngine: () => openEngine(out.log()),
   };
   // init, serve and housekeep run on the agent's host: with a remote agent set, say so (exit 2).
   program.hook('preAction', async (_program, action) => {
-    if (ON_THE_BOX_ONLY.has(action.name()) && action.parent === program) await refuseIfRemote(action.name(), flags());
+    if (ON_THE_BOX_ONLY.has(action.name()) && action.parent === program)
+      await (await import('./backend.js')).refuseIfRemote(action.name(), flags());
   });
 
   registerInitCommand(program, out);
