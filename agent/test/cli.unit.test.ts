@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { Command } from 'commander';
@@ -190,6 +192,51 @@ describe('the bpg program', () => {
     `;
     const r = await run(script, ['brnach'], { eval: true });
     assert.deepEqual(r, { code: 0, stdout: '', stderr: '' });
+  });
+
+  it('--version, --help and completion load commander and the command table only: no zod, yaml, picocolors, config, names or client', async () => {
+    // Every module the process loads: ES modules through the recorder's resolve hook, CommonJS
+    // (yaml and picocolors are loaded with require) from require's cache when it exits.
+    const recorder = fileURLToPath(new URL('../../webhook/test/load-recorder.js', import.meta.url));
+    const cjs =
+      'data:text/javascript,' +
+      encodeURIComponent(
+        "import { createRequire } from 'node:module'; import { appendFileSync } from 'node:fs';" +
+          "process.on('exit', () => appendFileSync(process.env.BPG_LOAD_RECORD, Object.keys(createRequire(import.meta.url).cache).map((p) => p + '\\n').join('')));",
+      );
+    const dir = mkdtempSync(join(tmpdir(), 'bpg-cli-loads-'));
+    try {
+      const HEAVY = [
+        /\/node_modules\/(zod|yaml|picocolors|undici|dockerode|pg|express)\//,
+        /\/agent\/(names|config|api\/[^/]+|cli\/(backend|remote[^/]*|saved-contexts|render-schema-diff))\.js$/,
+        /\/agent\/(engine|drivers|state)\//,
+      ];
+      for (const args of [['--version'], ['-V'], ['--help'], ['branch', '--help'], ['completion', 'bash']]) {
+        const file = join(dir, `${args.join('_')}.txt`);
+        const r = await runChild(process.execPath, ['--import', recorder, '--import', cjs, BPG, ...args], {
+          ...process.env,
+          BPG_CONFIG: NO_CONFIG,
+          BPG_LOAD_RECORD: file,
+        });
+        assert.equal(r.code, 0, `bpg ${args.join(' ')}: ${r.stderr}`);
+        const loaded = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+        assert.ok(
+          loaded.some((u) => u.endsWith('/agent/cli/program.js')),
+          'the recording works',
+        );
+        assert.ok(
+          loaded.some((u) => /\/node_modules\/commander\//.test(u)),
+          "require's cache is recorded",
+        );
+        assert.deepEqual(
+          loaded.filter((u) => HEAVY.some((re) => re.test(u))),
+          [],
+          `bpg ${args.join(' ')}`,
+        );
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('has one door into agent/engine and one writer: no other CLI module loads the engine or writes to stdout/stderr', () => {
