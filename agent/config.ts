@@ -6,17 +6,11 @@ import { z } from 'zod';
 import { BpgError, invalid } from './errors.js';
 import { parseDuration } from './duration.js';
 import { DatabaseName, ImageRef } from './names.js';
+import { configPath, DEFAULT_STATE_DIR } from './config-file.js';
+import { parseSize } from './size.js';
 
-export const DEFAULT_CONFIG_PATH = '/etc/betterpg/config.yaml';
-
-/** Sizes as bytes or with a unit: 512m, 1g, 128MiB, 64MB. */
-export function parseSize(v: string | number): number {
-  if (typeof v === 'number') return v;
-  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(v.trim());
-  if (!m) throw new Error(`'${v}' is not a size (use e.g. 512m, 1g or a number of bytes)`);
-  const pow = { '': 0, k: 1, m: 2, g: 3, t: 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  return Math.round(Number(m[1]) * 1024 ** pow);
-}
+export { configPath, DEFAULT_CONFIG_PATH } from './config-file.js';
+export { parseSize } from './size.js';
 
 const Size = z.union([z.number().int().positive(), z.string()]).transform((v, ctx) => {
   try {
@@ -196,7 +190,7 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
-    stateDir: z.string().startsWith('/', 'must be an absolute path').default('/var/lib/betterpg'),
+    stateDir: z.string().startsWith('/', 'must be an absolute path').default(DEFAULT_STATE_DIR),
     /** The HTTP API (`bpg serve`). Tokens may also come from env BPG_API_TOKEN. */
     api: z
       .object({
@@ -373,10 +367,6 @@ export function effectiveRequireTls(px: Config['proxy']): boolean {
   if (px.requireTls !== null) return px.requireTls;
   const host = px.listen.replace(/:\d+$/, '').replace(/^\[|\]$/g, '');
   return !(host === 'localhost' || host === '::1' || /^127\./.test(host));
-}
-
-export function configPath(): string {
-  return process.env.BPG_CONFIG || DEFAULT_CONFIG_PATH;
 }
 
 export function parseConfig(raw: unknown, where: string): Config {

@@ -1,4 +1,4 @@
-import { shown } from './names.js';
+import { shown } from './quote.js';
 
 /** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
 const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 } as const;

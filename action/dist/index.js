@@ -53679,6 +53679,75 @@ function preprocess(fn, schema) {
     });
 }
 
+;// CONCATENATED MODULE: ./agent/quote.ts
+/**
+ * Text from elsewhere made safe to print, in messages and on terminals. No dependencies: the CLI's
+ * light start-up path (duration.ts, saved contexts) uses it without loading names.ts and its zod.
+ */
+/**
+ * Someone's input as an error message quotes it: control characters escaped (a newline would cut
+ * the CLI's one error line, or forge a second one) and at most 80 characters.
+ */
+function quote_shown(value) {
+    const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+    return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
+}
+/**
+ * Text someone else wrote (a branch's SQL: names, definitions, function bodies), made safe to print
+ * on a terminal or in a comment without cutting it: control characters other than newline and tab,
+ * line and paragraph separators, and the bidirectional controls of "Trojan source" are escaped as
+ * `\uXXXX`, so nothing can move the cursor, clear a line, or reorder what the reader sees.
+ */
+function printable(value) {
+    return value.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+;// CONCATENATED MODULE: ./agent/duration.ts
+
+/** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
+const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 };
+function parseDuration(v) {
+    if (typeof v === 'number') {
+        if (!Number.isFinite(v) || v <= 0)
+            throw new Error(`'${quote_shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
+        return Math.round(v * 1000);
+    }
+    const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
+    if (!m || Number(m[1]) <= 0)
+        throw new Error(`'${quote_shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
+    const ms = Math.round(Number(m[1]) * UNIT_MS[m[2].toLowerCase()]);
+    if (ms > 100 * 365 * 864e5)
+        throw new Error(`'${quote_shown(String(v))}' is longer than 100 years`);
+    return ms;
+}
+/** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
+function formatDuration(ms) {
+    for (const [u, f] of [
+        ['w', 6048e5],
+        ['d', 864e5],
+        ['h', 36e5],
+        ['m', 6e4],
+    ]) {
+        if (ms >= f && ms % f === 0)
+            return `${ms / f}${u}`;
+    }
+    return `${Math.round(ms / 1000)}s`;
+}
+/** The longest TTL a branch may be given. */
+const MAX_TTL_MS = 365 * 864e5;
+/**
+ * A branch's time to live (`--ttl`, the API's `ttl`): a duration from a second to 365 days.
+ * The one parser the CLI, the HTTP API's schema and the config share, so they accept the same text.
+ */
+function parseTtl(v) {
+    const ms = parseDuration(v);
+    if (ms < 1000)
+        throw new Error(`'${quote_shown(String(v))}' is shorter than a second`);
+    if (ms > MAX_TTL_MS)
+        throw new Error(`'${quote_shown(String(v))}' is longer than 365d`);
+    return ms;
+}
+
 ;// CONCATENATED MODULE: ./agent/errors.ts
 class BpgError extends Error {
     code;
@@ -53729,23 +53798,8 @@ function nameSchema(kind, max) {
 const DatabaseName = nameSchema('database', MAX_DB_NAME);
 const BranchPart = nameSchema('branch', MAX_BRANCH_NAME);
 const refName = (r) => `${r.database}/${r.branch}`;
-/**
- * Someone's input as an error message quotes it: control characters escaped (a newline would cut
- * the CLI's one error line, or forge a second one) and at most 80 characters.
- */
-function shown(value) {
-    const safe = value.replace(/[\x00-\x1f\x7f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-    return safe.length > 80 ? `${safe.slice(0, 80)}…` : safe;
-}
-/**
- * Text someone else wrote (a branch's SQL: names, definitions, function bodies), made safe to print
- * on a terminal or in a comment without cutting it: control characters other than newline and tab,
- * line and paragraph separators, and the bidirectional controls of "Trojan source" are escaped as
- * `\uXXXX`, so nothing can move the cursor, clear a line, or reorder what the reader sees.
- */
-function printable(value) {
-    return value.replace(/[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
-}
+
+
 function names_check(schema, value, whole) {
     const r = schema.safeParse(value);
     if (!r.success)
@@ -53782,52 +53836,6 @@ function parseSnapshotId(value) {
     if (!SNAPSHOT_ID_RE.test(value))
         throw invalid(`invalid snapshot id '${shown(value)}' (ids look like snap-1a2b3c4d)`);
     return value;
-}
-
-;// CONCATENATED MODULE: ./agent/duration.ts
-
-/** Durations as people write them in config files and flags: 30s, 15m, 1h, 7d, 2w (or seconds). */
-const UNIT_MS = { s: 1e3, m: 6e4, h: 36e5, d: 864e5, w: 6048e5 };
-function parseDuration(v) {
-    if (typeof v === 'number') {
-        if (!Number.isFinite(v) || v <= 0)
-            throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
-        return Math.round(v * 1000);
-    }
-    const m = /^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$/i.exec(v);
-    if (!m || Number(m[1]) <= 0)
-        throw new Error(`'${shown(String(v))}' is not a duration (use e.g. 30m, 12h, 7d)`);
-    const ms = Math.round(Number(m[1]) * UNIT_MS[m[2].toLowerCase()]);
-    if (ms > 100 * 365 * 864e5)
-        throw new Error(`'${shown(String(v))}' is longer than 100 years`);
-    return ms;
-}
-/** The largest whole unit: 604800000 -> '7d', 90000 -> '90s'. */
-function formatDuration(ms) {
-    for (const [u, f] of [
-        ['w', 6048e5],
-        ['d', 864e5],
-        ['h', 36e5],
-        ['m', 6e4],
-    ]) {
-        if (ms >= f && ms % f === 0)
-            return `${ms / f}${u}`;
-    }
-    return `${Math.round(ms / 1000)}s`;
-}
-/** The longest TTL a branch may be given. */
-const MAX_TTL_MS = 365 * 864e5;
-/**
- * A branch's time to live (`--ttl`, the API's `ttl`): a duration from a second to 365 days.
- * The one parser the CLI, the HTTP API's schema and the config share, so they accept the same text.
- */
-function parseTtl(v) {
-    const ms = parseDuration(v);
-    if (ms < 1000)
-        throw new Error(`'${shown(String(v))}' is shorter than a second`);
-    if (ms > MAX_TTL_MS)
-        throw new Error(`'${shown(String(v))}' is longer than 365d`);
-    return ms;
 }
 
 ;// CONCATENATED MODULE: ./agent/api/schemas.ts
@@ -54973,8 +54981,6 @@ function getInputs(read, event) {
     };
 }
 
-// EXTERNAL MODULE: external "node:tls"
-var external_node_tls_ = __nccwpck_require__(1692);
 ;// CONCATENATED MODULE: ./agent/api/trust.ts
 /**
  * A fetch that trusts one more certificate authority: for an agent whose api.tls certificate is
@@ -54982,15 +54988,18 @@ var external_node_tls_ = __nccwpck_require__(1692);
  * which also works, but only when set before Node starts: a GitHub Action cannot set it for itself).
  * Node's global fetch takes no CA, so this is undici's own fetch with an agent of its own.
  */
-
 /** PEM text of one or more CA certificates. */
 function fetchTrusting(caPem) {
     if (!/-----BEGIN CERTIFICATE-----/.test(caPem))
         throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
     let ready = null;
     const load = async () => {
-        const { Agent, fetch: undiciFetch } = await Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 6752, 19));
-        const dispatcher = new Agent({ connect: { ca: [...external_node_tls_.rootCertificates, caPem] } });
+        // node:tls and undici on the first call: the CLI's socket path builds a client and never needs them.
+        const [{ Agent, fetch: undiciFetch }, { rootCertificates }] = await Promise.all([
+            Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 6752, 19)),
+            Promise.resolve(/* import() */).then(__nccwpck_require__.t.bind(__nccwpck_require__, 1692, 23)),
+        ]);
+        const dispatcher = new Agent({ connect: { ca: [...rootCertificates, caPem] } });
         return ((input, init) => undiciFetch(input, { ...init, dispatcher }));
     };
     return (async (input, init) => {

@@ -4,7 +4,6 @@
  * which also works, but only when set before Node starts: a GitHub Action cannot set it for itself).
  * Node's global fetch takes no CA, so this is undici's own fetch with an agent of its own.
  */
-import { rootCertificates } from 'node:tls';
 
 /** PEM text of one or more CA certificates. */
 export function fetchTrusting(caPem: string): typeof fetch {
@@ -12,7 +11,11 @@ export function fetchTrusting(caPem: string): typeof fetch {
     throw new Error('the CA must be PEM text (-----BEGIN CERTIFICATE-----)');
   let ready: Promise<typeof fetch> | null = null;
   const load = async (): Promise<typeof fetch> => {
-    const { Agent, fetch: undiciFetch } = await import('undici');
+    // node:tls and undici on the first call: the CLI's socket path builds a client and never needs them.
+    const [{ Agent, fetch: undiciFetch }, { rootCertificates }] = await Promise.all([
+      import('undici'),
+      import('node:tls'),
+    ]);
     const dispatcher = new Agent({ connect: { ca: [...rootCertificates, caPem] } });
     return ((input: Parameters<typeof fetch>[0], init?: RequestInit) =>
       undiciFetch(input as never, { ...(init as object), dispatcher } as never)) as unknown as typeof fetch;

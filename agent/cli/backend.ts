@@ -4,14 +4,11 @@
  * metrics then cover CLI work), else the engine in this process. `--local` forces the last.
  */
 import { agentSocketPath, socketAnswers } from '../api/local-socket.js';
-import { loadConfig } from '../config.js';
+import { readStateDir } from '../config-file.js';
 import { invalid } from '../errors.js';
 import type { Logger } from '../log.js';
 import { openEngine, type CliEngine } from './engine.js';
 import { resolveTarget, type TargetFlags } from './remote-target.js';
-
-/** Commands that only make sense on the agent's host: refused when a remote agent is set. */
-export const ON_THE_BOX_ONLY = new Set(['init', 'serve', 'housekeep']);
 
 export async function openCliEngine(flags: TargetFlags, log: Logger): Promise<CliEngine> {
   const target = await resolveTarget(flags);
@@ -19,15 +16,17 @@ export async function openCliEngine(flags: TargetFlags, log: Logger): Promise<Cl
     log.debug(`agent ${target.url} (${target.source})`);
     return (await import('./remote.js')).remoteEngine(target, log);
   }
-  const cfg = await loadConfig();
   if (!flags.local) {
-    const path = agentSocketPath(cfg.stateDir);
-    if (await socketAnswers(path)) {
+    // The socket's folder without validating the whole config (yaml and zod's config schema cost
+    // ~60 ms): the daemon validated it when it started; the in-process engine below validates it.
+    const stateDir = await readStateDir();
+    const path = stateDir === null ? null : agentSocketPath(stateDir);
+    if (path !== null && (await socketAnswers(path))) {
       log.debug(`through bpg serve on ${path}`);
       return (await import('./remote.js')).socketEngine(path, log);
     }
   }
-  return openEngine(log, cfg);
+  return openEngine(log);
 }
 
 /** Refuses `command` (exit 2) when a remote agent is set: it would run here, not there. */

@@ -1,14 +1,15 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { describe, invalid, isNotFound } from '../errors.js';
-import { parseBranchRef, parseDatabaseName, parseSnapshotId } from '../names.js';
 import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
 import { ttlOption } from './expiry.js';
 import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, where } from './render.js';
-import { schemaDiffText } from './render-schema-diff.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 /**
  * `bpg branch create|list|get|diff|delete|reset|rename` and `bpg start|stop|restart`. Returns the `branch`
@@ -37,6 +38,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef, parseSnapshotId } = await names();
       const ref = parseBranchRef(name);
       const seed = o.seed === undefined ? undefined : await readSeedFile(o.seed);
       const from = o.from !== undefined ? parseBranchRef(o.from, ref.database) : undefined; // --from '' is an error, not main
@@ -67,6 +69,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
+      const { parseDatabaseName } = await names();
       out.result(
         o,
         await (await engine()).listBranches(name === undefined ? undefined : parseDatabaseName(name)),
@@ -80,6 +83,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       out.result(o, await (await engine()).getBranch(parseBranchRef(name)), branchDetail);
     });
 
@@ -90,9 +94,11 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       const ref = parseBranchRef(name);
       const against = o.against !== undefined ? parseBranchRef(o.against, ref.database) : undefined;
-      out.result(o, await (await engine()).schemaDiff(ref, { against }), schemaDiffText);
+      const diff = await (await engine()).schemaDiff(ref, { against });
+      out.result(o, diff, (await import('./render-schema-diff.js')).schemaDiffText); // api/schemas.js: zod
     });
 
   branch
@@ -103,6 +109,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       const ref = parseBranchRef(name);
       let deleted: string[];
       try {
@@ -123,6 +130,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       out.result(
         o,
         await (await engine()).resetBranch(parseBranchRef(name), { force: o.force, fast: o.fast }),
@@ -136,6 +144,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
+      const { parseBranchRef } = await names();
       const ref = parseBranchRef(from);
       const b = await (await engine()).renameBranch(ref, parseBranchRef(to, ref.database));
       out.result(
@@ -153,6 +162,7 @@ export function registerBranchCommands(program: Command, { out, engine }: CliCon
       .addOption(outputOption())
       .addOption(jsonOption())
       .action(async (name: string, o) => {
+        const { parseBranchRef } = await names();
         out.result(
           o,
           await (await engine())[verb](parseBranchRef(name)),

@@ -2,7 +2,7 @@
  * Colour for people: only on a terminal, never with NO_COLOR set (https://no-color.org), never in
  * json or yaml. picocolors writes the escape codes; whether to write them is decided here, per stream.
  */
-import pc from 'picocolors';
+import { createRequire } from 'node:module';
 
 /** What the CLI colours: table headings, branch statuses, and the `error:` of a failed command. */
 export interface Paint {
@@ -28,8 +28,15 @@ const STATUS: Record<string, 'green' | 'yellow' | 'cyan' | 'red'> = {
   '!': 'yellow',
 };
 
+/** Without colour, text as it is; picocolors is loaded only for a terminal that shows colour. */
+const asIs = (text: string) => text;
+const colours = (enabled: boolean) =>
+  enabled
+    ? (createRequire(import.meta.url)('picocolors') as typeof import('picocolors')).createColors(true)
+    : { bold: asIs, red: asIs, green: asIs, yellow: asIs, cyan: asIs };
+
 export function paintOf(enabled: boolean): Paint {
-  const c = pc.createColors(enabled);
+  const c = colours(enabled);
   return {
     enabled,
     head: c.bold,

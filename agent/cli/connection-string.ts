@@ -4,9 +4,11 @@
  */
 import type { Command } from 'commander';
 import type { BranchView, Connection } from '../engine/view.js';
-import { parseBranchRef } from '../names.js';
 import type { CliContext } from './context.js';
 import { jsonOption, outputOption } from './output.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 /** A branch's connection: the router's when the agent runs one, or with `direct` the branch's own port. */
 export type BranchConnection = Connection & { sslmode: 'require' | null };
@@ -45,6 +47,7 @@ export function registerConnectionStringCommand(program: Command, { out, engine 
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       const c = connectionOf(await (await engine()).getBranch(parseBranchRef(name)), o.direct);
       out.result(o, c, () => `${o.psql ? psqlCommandLine(c) : c.uri}\n`);
     });

@@ -4,21 +4,12 @@ import type { z } from 'zod';
 import { invalid } from '../errors.js';
 import { jsonOption, outputOption, type FormatFlags, type Output } from './output.js';
 import { table } from './render.js';
-import { readStdin, type TargetFlags } from './remote-target.js';
-import {
-  AgentToken,
-  AgentUrl,
-  ContextName,
-  checkedCaPath,
-  contextsPath,
-  findContext,
-  publicView,
-  readContexts,
-  warnIfOpen,
-  withContext,
-  withoutContext,
-  writeContexts,
-} from './saved-contexts.js';
+import type { TargetFlags } from './remote-target.js';
+import { contextsPath } from './contexts-path.js';
+import type { publicView } from './saved-contexts.js';
+
+/** saved-contexts.ts (zod, yaml) when a context command runs: `bpg --help` need not load it. */
+const saved = () => import('./saved-contexts.js');
 
 type ContextRow = ReturnType<typeof publicView>;
 
@@ -51,6 +42,17 @@ export function registerContextCommands(program: Command, out: Output): void {
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o: { url: string; use?: boolean } & FormatFlags) => {
+      const {
+        AgentToken,
+        AgentUrl,
+        ContextName,
+        checkedCaPath,
+        findContext,
+        publicView,
+        readContexts,
+        withContext,
+        writeContexts,
+      } = await saved();
       const g = program.opts<TargetFlags>();
       parsed(ContextName, name, 'context name');
       const url = parsed(AgentUrl, o.url, '--url');
@@ -62,7 +64,7 @@ export function registerContextCommands(program: Command, out: Output): void {
             throw invalid(`--token-file: cannot read ${g.tokenFile}: ${e.code ?? e.message}`);
           })
         ).trim();
-      else if (g.token === '-') token = (await readStdin()).trim();
+      else if (g.token === '-') token = (await (await import('./remote-target.js')).readStdin()).trim();
       else token = g.token;
       if (token === undefined)
         throw invalid('give the token: --token-file <file>, or --token - to read it from standard input');
@@ -84,6 +86,7 @@ export function registerContextCommands(program: Command, out: Output): void {
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o: FormatFlags) => {
+      const { findContext, readContexts, writeContexts } = await saved();
       const path = contextsPath();
       const file = await readContexts(path);
       findContext(file, name);
@@ -97,6 +100,7 @@ export function registerContextCommands(program: Command, out: Output): void {
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (o: FormatFlags) => {
+      const { publicView, readContexts, warnIfOpen } = await saved();
       const path = contextsPath();
       await warnIfOpen(path, (m) => out.warn(m));
       const file = await readContexts(path);
@@ -113,6 +117,7 @@ export function registerContextCommands(program: Command, out: Output): void {
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o: FormatFlags) => {
+      const { readContexts, withoutContext, writeContexts } = await saved();
       const path = contextsPath();
       await writeContexts(withoutContext(await readContexts(path), name), path);
       out.result(o, { removed: name }, () => `removed context ${name}\n`);

@@ -1,13 +1,15 @@
 import { Option, type Command } from 'commander';
 import { invalid } from '../errors.js';
 import type { DatabaseView } from '../engine/view.js';
-import { parseDatabaseName, parseImage } from '../names.js';
 import type { Paint } from './colour.js';
 import type { CliContext } from './context.js';
 import { checkImportSource } from './engine.js';
 import { jsonOption, outputOption } from './output.js';
 import { branchDetail, branchTable, databaseTable } from './render.js';
 import { cpusOption, diskOption, memoryOption, resources } from './resources.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 const databaseDetail = (d: DatabaseView, paint: Paint) =>
   `database ${d.name} (image ${d.image}, created ${d.createdAt})\n` + branchTable(d.branches, paint);
@@ -35,6 +37,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseDatabaseName, parseImage } = await names();
       parseDatabaseName(name);
       if (o.image !== undefined) parseImage(o.image);
       const limits = resources(o);
@@ -79,6 +82,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseDatabaseName } = await names();
       if (o.method !== undefined && o.method !== 'dump' && o.method !== 'basebackup')
         throw invalid('--method must be dump or basebackup');
       const res = await (
@@ -111,6 +115,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseDatabaseName } = await names();
       out.result(o, await (await engine()).getDatabase(parseDatabaseName(name)), databaseDetail);
     });
 
@@ -120,6 +125,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseDatabaseName } = await names();
       await (await engine()).deleteDatabase(parseDatabaseName(name), { force: o.force });
       out.result(o, { deleted: name }, () => `deleted database ${name}\n`);
     });
@@ -131,6 +137,7 @@ export function registerDatabaseCommands(program: Command, { out, engine }: CliC
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (from: string, to: string, o) => {
+      const { parseDatabaseName } = await names();
       const d = await (await engine()).renameDatabase(parseDatabaseName(from), parseDatabaseName(to));
       out.result(o, d, () => `renamed database ${from} to ${d.name}\n`);
     });

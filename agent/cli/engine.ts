@@ -7,7 +7,7 @@
  * Loaded on demand: dockerode and pg cost ~0.3 s of start-up that --help, bad input and the remote
  * path need not pay.
  */
-import { loadConfig, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import type { CreateBranchOptions } from '../engine/create-branch.js';
 import type { CreateDatabaseOptions } from '../engine/create-database.js';
 import type { SourceInput } from '../engine/import-source.js';
@@ -81,7 +81,10 @@ void engineFits;
 
 /** Opens the in-process engine on `cfg` (default: the config file, BPG_CONFIG). */
 export async function openEngine(log: Logger, cfg?: Config): Promise<Engine> {
-  const [{ Engine }, config] = await Promise.all([import('../engine/engine.js'), cfg ?? loadConfig()]);
+  const [{ Engine }, config] = await Promise.all([
+    import('../engine/engine.js'),
+    cfg ?? import('../config.js').then((c) => c.loadConfig()),
+  ]);
   return new Engine(config, { log });
 }
 

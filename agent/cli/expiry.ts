@@ -4,9 +4,11 @@ import type { CliContext } from './context.js';
 import { parseTime } from './engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import { invalid } from '../errors.js';
-import { parseBranchRef } from '../names.js';
 import { jsonOption, outputOption, type FormatFlags } from './output.js';
 import { branchDetail, bytes } from './render.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 /** `--ttl 7d` in milliseconds; `--ttl none`: null (never expires). */
 export function ttlOption(text: string): number | null {
@@ -33,6 +35,7 @@ export function registerExpiryCommands(
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o: { ttl?: string; protect?: boolean } & FormatFlags) => {
+      const { parseBranchRef } = await names();
       const ttlMs = o.ttl === undefined ? undefined : ttlOption(o.ttl);
       out.result(
         o,

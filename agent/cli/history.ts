@@ -2,11 +2,13 @@ import type { Command } from 'commander';
 import type { SnapshotView } from '../engine/snapshots.js';
 import type { WalCleanup, WalInfo } from '../engine/wal.js';
 import { invalid } from '../errors.js';
-import { parseBranchRef } from '../names.js';
 import type { CliContext } from './context.js';
 import { formatOf, jsonOption, outputOption } from './output.js';
 import { plain, type Paint } from './colour.js';
 import { bytes, styled, table } from './render.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 export function snapshotTable(list: SnapshotView[], paint: Paint = plain): string {
   if (!list.length) return 'no snapshots\n';
@@ -62,6 +64,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       const snap = await (await engine()).createSnapshot(parseBranchRef(name), { label: o.label });
       out.result(o, snap, () => `${snap.id}\n`);
     });
@@ -71,6 +74,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
+      const { parseBranchRef } = await names();
       out.result(o, await (await engine()).listSnapshots(name ? parseBranchRef(name) : undefined), snapshotTable);
     });
   snapshot
@@ -90,6 +94,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string | undefined, o) => {
+      const { parseBranchRef } = await names();
       const list = await (await engine()).walInfo(name ? parseBranchRef(name) : undefined);
       out.result(o, list, walTable);
       if (formatOf(o) !== 'table') return;
@@ -108,6 +113,7 @@ export function registerHistoryCommands(program: Command, { out, engine }: CliCo
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o) => {
+      const { parseBranchRef } = await names();
       if (!/^\d+(\.\d+)?$/.test(o.days)) throw invalid('--days must be a number of days, 0 or more');
       const r = await (await engine()).walCleanup(parseBranchRef(name), Number(o.days), !!o.dryRun);
       out.result(o, r, walCleanupText);

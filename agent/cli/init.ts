@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
-import { configPath, writeConfig, type ConfigInput } from '../config.js';
+import type { ConfigInput } from '../config.js';
+import { configPath, DEFAULT_STATE_DIR } from '../config-file.js';
 import { BpgError, invalid } from '../errors.js';
 import { jsonOption, outputOption, type Output } from './output.js';
 
@@ -12,7 +13,7 @@ export function registerInitCommand(program: Command, out: Output): void {
     .option('--pool <pool>', 'ZFS pool', 'tank')
     .option('--dataset-base <name>', 'dataset under the pool that holds everything', 'betterpg')
     .option('--image <image>', 'PostgreSQL image for new databases', 'postgres:17')
-    .option('--state-dir <dir>', 'state and WAL archives', '/var/lib/betterpg')
+    .option('--state-dir <dir>', 'state and WAL archives', DEFAULT_STATE_DIR)
     .option('--bind-address <ip>', 'address branch ports are published on', '127.0.0.1')
     .option('--public-host <host>', 'host name put in connection strings', '127.0.0.1')
     .option('--port-range <from-to>', 'ports for branches', '15432-16431')
@@ -35,7 +36,7 @@ export function registerInitCommand(program: Command, out: Output): void {
         },
         stateDir: o.stateDir,
       };
-      const cfg = await writeConfig(input, path);
+      const cfg = await (await import('../config.js')).writeConfig(input, path);
       out.result(o, { path, config: cfg }, () => `wrote ${path}\n`);
     });
 }

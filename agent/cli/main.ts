@@ -5,7 +5,7 @@ import { buildProgram, outputOf } from './program.js';
 
 /** Runs `bpg` with `argv` (as process.argv: node, script, args...) and returns its exit code (exit-codes.ts). */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = await buildProgram(argv);
   try {
     await program.parseAsync(argv);
     return 0;

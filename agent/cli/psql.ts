@@ -6,10 +6,12 @@
 import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import { BpgError } from '../errors.js';
-import { parseBranchRef } from '../names.js';
 import { connectionOf, type BranchConnection } from './connection-string.js';
 import type { CliContext } from './context.js';
 import { ExitWith } from './output.js';
+
+/** names.js (and zod, ~50 ms) when a command runs: --help, --version and completion need not load it. */
+const names = () => import('../names.js');
 
 /**
  * psql's environment: the caller's, with the branch's connection, and without what would send libpq
@@ -76,6 +78,7 @@ export function registerPsqlCommand(program: Command, { engine }: CliContext): v
     .option('--direct', "the branch's own port (for use on the agent's box) instead of the router's")
     .usage('[--direct] <db>/<branch> [-- psql arguments]')
     .action(async (name: string, args: string[], o: { direct?: boolean }) => {
+      const { parseBranchRef } = await names();
       const c = connectionOf(await (await engine()).getBranch(parseBranchRef(name)), o.direct);
       const code = await runPsql(args, psqlEnvironment(c));
       if (code !== 0) throw new ExitWith(code);

@@ -1,5 +1,5 @@
 import { Option } from 'commander';
-import { parseSize } from '../config.js';
+import { parseSize } from '../size.js';
 import { describe, invalid } from '../errors.js';
 
 export const memoryOption = () =>

@@ -5,12 +5,11 @@
  * token is never printed (see `publicView`).
  */
 import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
-import YAML from 'yaml';
+import { dirname, resolve } from 'node:path';
 import { z } from 'zod';
 import { BpgError, invalid, notFound } from '../errors.js';
-import { shown } from '../names.js';
+import { shown } from '../quote.js';
+import { contextsPath } from './contexts-path.js';
 
 export const ContextName = z
   .string()
@@ -54,12 +53,10 @@ const ContextsFile = z
   .strict();
 export type ContextsFile = z.infer<typeof ContextsFile>;
 
-/** The file's path: $XDG_CONFIG_HOME (when absolute, per the XDG spec) or ~/.config. */
-export function contextsPath(env: NodeJS.ProcessEnv = process.env): string {
-  const xdg = env.XDG_CONFIG_HOME;
-  const base = xdg && isAbsolute(xdg) ? xdg : join(homedir(), '.config');
-  return join(base, 'betterpg', 'contexts.yaml');
-}
+/** yaml only when there is a file to read or write: without one, a command need not pay its ~35 ms. */
+const yaml = async () => (await import('yaml')).default;
+
+export { contextsPath };
 
 /** The file as saved; an empty one when there is none. */
 export async function readContexts(path = contextsPath()): Promise<ContextsFile> {
@@ -72,7 +69,7 @@ export async function readContexts(path = contextsPath()): Promise<ContextsFile>
   }
   let raw: unknown;
   try {
-    raw = YAML.parse(text) ?? {};
+    raw = (await yaml()).parse(text) ?? {};
   } catch (e) {
     throw invalid(`${path} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
@@ -93,7 +90,7 @@ export async function writeContexts(file: ContextsFile, path = contextsPath()): 
   // 'wx': a file (or a link) already at the temporary name is an error, never followed.
   const fh = await open(tmp, 'wx', 0o600);
   try {
-    await fh.writeFile(YAML.stringify(ContextsFile.parse(file)), 'utf8');
+    await fh.writeFile((await yaml()).stringify(ContextsFile.parse(file)), 'utf8');
     await fh.chmod(0o600);
     await fh.sync();
   } finally {

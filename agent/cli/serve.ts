@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { configPath, loadConfig } from '../config.js';
+import { configPath } from '../config-file.js';
 import type { Output } from './output.js';
 
 /** `bpg serve`: the agent daemon. Its logs are JSON lines on stderr, not the CLI's text. */
@@ -17,7 +17,7 @@ export function registerServeCommand(program: Command, out: Output): void {
         import('../api/serve.js'),
         import('../api/transport.js'),
         import('../api/local-socket.js'),
-        loadConfig(),
+        import('../config.js').then((c) => c.loadConfig()),
       ]);
       const serveLog = out.daemonLog();
       if (cfg.api.tokens.length) await warnIfShared(configPath(), 'config file with api.tokens', serveLog);

@@ -278,10 +278,12 @@ describe('bpg connection-string and psql through the router', { concurrency: 1 }
   });
 });
 
+const PROGRAM = await buildProgram();
+
 describe('bpg completion zsh (zsh is installed by scripts/test.sh)', () => {
   const dir = mkdtempSync(join(tmpdir(), 'bpg-completion-'));
   const zshFile = join(dir, '_bpg');
-  writeFileSync(zshFile, zshCompletion(buildProgram(), '0.0.0'));
+  writeFileSync(zshFile, zshCompletion(PROGRAM, '0.0.0'));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   it('zsh parses it, registers _bpg with compinit, and offers the same words', () => {

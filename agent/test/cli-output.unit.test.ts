@@ -138,8 +138,10 @@ describe('colour', () => {
   });
 });
 
+const PROGRAM = await buildProgram();
+
 describe('bpg completion', () => {
-  const program = buildProgram();
+  const program = PROGRAM;
   const dir = mkdtempSync(join(tmpdir(), 'bpg-completion-'));
   const bashFile = join(dir, 'bpg.bash');
   writeFileSync(bashFile, bashCompletion(program, '0.0.0'));

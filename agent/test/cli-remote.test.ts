@@ -370,11 +370,13 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
     ok(await onBox(['branch', 'delete', `${db}/sock`]), 'delete through the socket');
   });
 
-  it('the remote and socket paths load neither dockerode, pg, express nor the engine', async () => {
+  it('the remote and socket paths load neither dockerode, pg, express nor the engine (nor yaml and the config schema)', async () => {
     const recorder = fileURLToPath(new URL('../../webhook/test/load-recorder.js', import.meta.url));
     const run = promisify(execFile);
     const HEAVY = [
-      /\/node_modules\/(dockerode|pg|express|prom-client)\//,
+      /\/node_modules\/(dockerode|pg|express|prom-client|yaml)\//,
+      // the socket is found from the config's stateDir alone (config-file.ts): no yaml, no config schema
+      /\/agent\/config\.js$/,
       /\/agent\/engine\//,
       /\/agent\/drivers\//,
       /\/agent\/state\//,

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
 import type { Command } from 'commander';
@@ -54,8 +57,10 @@ function capture(fn: () => void): { stdout: string; stderr: string } {
   return got;
 }
 
+const PROGRAM = await buildProgram();
+
 describe('the bpg program', () => {
-  const program = buildProgram();
+  const program = PROGRAM;
   const commands = leaves(program);
 
   it('has every command, in the order --help lists them', () => {
@@ -169,8 +174,8 @@ describe('the bpg program', () => {
     );
   });
 
-  it('builds a new program each time (no state shared between two)', () => {
-    const other = buildProgram();
+  it('builds a new program each time (no state shared between two)', async () => {
+    const other = await buildProgram();
     assert.notEqual(other, program);
     assert.notEqual(leaves(other).get('db list'), commands.get('db list'));
   });
@@ -184,12 +189,80 @@ describe('the bpg program', () => {
       import { createRequire } from 'node:module';
       const dir = ${JSON.stringify(CLI_BUILD)};
       for (const f of ${JSON.stringify(modules)}) await import(dir + f);
-      (await import(dir + 'program.js')).buildProgram();
+      await (await import(dir + 'program.js')).buildProgram();
       const loaded = Object.keys(createRequire(import.meta.url).cache).filter((p) => /node_modules\\/(dockerode|pg)\\//.test(p));
       if (loaded.length) process.stdout.write('loaded: ' + loaded.join(' '));
     `;
     const r = await run(script, ['brnach'], { eval: true });
     assert.deepEqual(r, { code: 0, stdout: '', stderr: '' });
+  });
+
+  it('--version, --help and completion load commander and the command table only (no zod, yaml, picocolors, config, names or client); a command loads its own module only', async () => {
+    // Every module the process loads: ES modules through the recorder's resolve hook, CommonJS
+    // (yaml and picocolors are loaded with require) from require's cache when it exits.
+    const recorder = fileURLToPath(new URL('../../webhook/test/load-recorder.js', import.meta.url));
+    const cjs =
+      'data:text/javascript,' +
+      encodeURIComponent(
+        "import { createRequire } from 'node:module'; import { appendFileSync } from 'node:fs';" +
+          "process.on('exit', () => appendFileSync(process.env.BPG_LOAD_RECORD, Object.keys(createRequire(import.meta.url).cache).map((p) => p + '\\n').join('')));",
+      );
+    const dir = mkdtempSync(join(tmpdir(), 'bpg-cli-loads-'));
+    try {
+      const HEAVY = [
+        /\/node_modules\/(zod|yaml|picocolors|undici|dockerode|pg|express)\//,
+        /\/agent\/(names|config|api\/[^/]+|cli\/(backend|remote[^/]*|saved-contexts|render-schema-diff))\.js$/,
+        /\/agent\/(engine|drivers|state)\//,
+      ];
+      const loads = async (args: string[]): Promise<string[]> => {
+        const file = join(dir, `${randomBytes(4).toString('hex')}.txt`);
+        await runChild(process.execPath, ['--import', recorder, '--import', cjs, BPG, ...args], {
+          ...process.env,
+          BPG_CONFIG: NO_CONFIG,
+          BPG_LOAD_RECORD: file,
+        });
+        const loaded = readFileSync(file, 'utf8').split('\n').filter(Boolean);
+        assert.ok(
+          loaded.some((u) => u.endsWith('/agent/cli/program.js')),
+          'the recording works',
+        );
+        assert.ok(
+          loaded.some((u) => /\/node_modules\/commander\//.test(u)),
+          "require's cache is recorded",
+        );
+        return loaded;
+      };
+      const commandModules = (loaded: string[]) =>
+        [...new Set(loaded)]
+          .flatMap((u) => {
+            const m =
+              /\/agent\/cli\/(init|database|branch|connection-string|psql|status|serve|history|doctor|expiry|context-commands|completion)\.js$/.exec(
+                u,
+              );
+            return m ? [m[1]!] : [];
+          })
+          .sort();
+      for (const args of [['--version'], ['-V'], ['--help'], ['branch', '--help'], ['completion', 'bash']]) {
+        const loaded = await loads(args);
+        assert.deepEqual(
+          loaded.filter((u) => HEAVY.some((re) => re.test(u))),
+          [],
+          `bpg ${args.join(' ')}`,
+        );
+        // --version needs no command; --help and completion list them all
+        if (args[0] === '--version' || args[0] === '-V') assert.deepEqual(commandModules(loaded), []);
+        if (args[0] === '--help' || args[0] === 'completion') assert.equal(commandModules(loaded).length, 12);
+      }
+      // A command loads its own module only (branch's with expiry.js, which adds `branch set`).
+      assert.deepEqual(commandModules(await loads(['--quiet', '--context', 'x', 'branch', 'list'])), [
+        'branch',
+        'expiry',
+      ]);
+      assert.deepEqual(commandModules(await loads(['--agent=https://x', 'cs', 'a/b'])), ['connection-string']);
+      assert.deepEqual(commandModules(await loads(['-q', 'db', 'list'])), ['database']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('has one door into agent/engine and one writer: no other CLI module loads the engine or writes to stdout/stderr', () => {
