@@ -3,7 +3,7 @@ import { describe } from '../errors.js';
 import { hardening } from '../drivers/hardening.js';
 import { operationAlive } from '../state/operation.js';
 import type { State } from '../state/schema.js';
-import { preflight } from './begin.js';
+import { preflight } from './preflight.js';
 import type { EngineContext } from './context.js';
 import { inspect, type FindingKind, type Inventory } from './doctor-inspect.js';
 import { repair } from './doctor-repair.js';

@@ -1,7 +1,7 @@
 import { BpgError, conflict, describe } from '../errors.js';
 import { refName, type BranchRef } from '../names.js';
 import type { BranchRecord, DatabaseRecord, SnapshotRecord, State } from '../state/schema.js';
-import { preflight } from './begin.js';
+import { preflight } from './preflight.js';
 import { target } from './containers.js';
 import { fillSpares } from './port-slots.js';
 import type { EngineContext } from './context.js';

@@ -4,6 +4,7 @@ import { LABEL_ROOT, LABEL_SPEC } from '../drivers/docker.js';
 import { hardening } from '../drivers/hardening.js';
 import type { ContainerSpec } from '../drivers/interfaces.js';
 import type { EngineContext } from './context.js';
+import { preflight } from './preflight.js';
 import { portIsFree } from './ports.js';
 
 /**
@@ -154,6 +155,7 @@ export async function fillSpares(
   const want = ctx.cfg.postgres.warmSlots;
   const [lo, hi] = ctx.cfg.postgres.portRange;
   const done = { started: [] as number[], removed: [] as number[] };
+  await preflight(ctx); // no spares for an agent whose pool or Docker is missing
   const slots = await listSlots(ctx);
   const removed = !o.trim
     ? []
