@@ -53,9 +53,10 @@ cleanup() {
   for db in $(node bin/bpg.js db list --json 2>/dev/null | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{try{for(const d of JSON.parse(s))console.log(d.name)}catch{}})'); do
     node bin/bpg.js -q db delete "$db" --force >/dev/null 2>&1 || log "could not delete test database $db"
   done
-  # this run's containers, including those of tests with a state of their own (<base>-<name>)
+  # this run's containers, including those of tests with a state of their own (<base>-<name>), on
+  # any pool name (a test of a missing pool has its own)
   ids=$(docker ps -a --filter label=io.betterpg.managed --format '{{.ID}} {{.Label "io.betterpg.root"}}' 2>/dev/null |
-    awk -v r="$BPG_POOL/$base" '$2 == r || index($2, r "-") == 1 { print $1 }')
+    awk -v b="$base" 'split($2, p, "/") == 2 && (p[2] == b || index(p[2], b "-") == 1) { print $1 }')
   [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
   # this run's dataset base, and the ones tests derive from it (e.g. <base>-kill)
   for ds in $(zfs list -H -o name -d 1 "$BPG_POOL" 2>/dev/null | grep -E "^$BPG_POOL/$base(-|\$)"); do
