@@ -88,6 +88,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
   const spares = new SpareKeeper(engine.ctx);
   engine.ctx.spares = spares;
   spares.poke({ trim: true });
+  spares.watchState(cfg.stateDir);
 
   // Connections accepted on the local socket (below): their requests need no token (server.ts).
   const fromSocket = new WeakSet<Socket>();
@@ -177,7 +178,7 @@ export async function serve(cfg: Config, opts: ServeOptions = {}): Promise<Runni
       const sweeper = setInterval(sweep, 200);
       sweep();
       try {
-        await Promise.all([serverClosed, localClosed, api.drained(), housekeeping, routerClosed, spares.idle()]);
+        await Promise.all([serverClosed, localClosed, api.drained(), housekeeping, routerClosed, spares.close()]);
       } finally {
         clearInterval(sweeper);
       }

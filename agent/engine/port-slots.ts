@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { watch, type FSWatcher } from 'node:fs';
 import { describe } from '../errors.js';
 import { LABEL_ROOT, LABEL_SPEC } from '../drivers/docker.js';
 import { hardening } from '../drivers/hardening.js';
@@ -155,7 +156,6 @@ export async function fillSpares(
   const want = ctx.cfg.postgres.warmSlots;
   const [lo, hi] = ctx.cfg.postgres.portRange;
   const done = { started: [] as number[], removed: [] as number[] };
-  await preflight(ctx); // no spares for an agent whose pool or Docker is missing
   const slots = await listSlots(ctx);
   const removed = !o.trim
     ? []
@@ -178,6 +178,7 @@ export async function fillSpares(
   const have = slots.filter((x) => !removed.includes(x.port)).map((x) => x.port);
   let spare = (await sparePorts(ctx)).length;
   if (spare >= want) return done;
+  await preflight(ctx); // no spares for an agent whose pool or Docker is missing
   const { image } = ctx.cfg.postgres;
   await ctx.docker.ensureImage(image);
   while (spare < want) {
@@ -199,18 +200,24 @@ export async function fillSpares(
 }
 
 /**
- * Keeps the spares filled in the background of a long-running agent: `poke()` after a create (or
- * at start), `poke({ trim: true })` from housekeeping; passes never overlap, and a poke during a
- * pass runs one more after it.
+ * Keeps the spares filled in the background of a long-running agent. A pass runs at start and
+ * after each create of this process (`poke()`), and whenever another process changes the state
+ * (`watchState`: a `bpg --local` create takes a spare too); housekeeping asks for a trim
+ * (`poke({ trim: true })`). Passes never overlap; a poke during a pass runs one more after it.
  */
 export class SpareKeeper {
   private running: Promise<void> | null = null;
   private again = false;
   private trim = false;
+  private watcher: FSWatcher | null = null;
+  private soon: NodeJS.Timeout | null = null;
+  private lastWarning = '';
+  private closed = false;
 
   constructor(private readonly ctx: EngineContext) {}
 
   poke(o: { trim?: boolean } = {}): void {
+    if (this.closed) return;
     if (o.trim) this.trim = true;
     if (this.running) {
       this.again = true;
@@ -225,8 +232,11 @@ export class SpareKeeper {
           const r = await fillSpares(this.ctx, { trim });
           if (r.started.length || r.removed.length)
             this.ctx.log.debug('spare port slots', { started: r.started, removed: r.removed });
+          this.lastWarning = '';
         } catch (e) {
-          this.ctx.log.warn(`could not keep spare port slots: ${describe(e)}`);
+          const msg = `could not keep spare port slots: ${describe(e)}`;
+          if (msg !== this.lastWarning) this.ctx.log.warn(msg); // once, not at every state change
+          this.lastWarning = msg;
         }
       } while (this.again);
     })().finally(() => {
@@ -234,8 +244,28 @@ export class SpareKeeper {
     });
   }
 
-  /** Waits for the pass in progress, if any. */
-  async idle(): Promise<void> {
+  /** Pokes (at most every 100 ms) when state.json in `dir` is replaced, by this process or another. */
+  watchState(dir: string): void {
+    try {
+      this.watcher = watch(dir, { persistent: false }, (_event, file) => {
+        if (file !== 'state.json' || this.soon) return;
+        this.soon = setTimeout(() => {
+          this.soon = null;
+          this.poke();
+        }, 100);
+        this.soon.unref();
+      });
+      this.watcher.on('error', () => this.watcher?.close());
+    } catch (e) {
+      this.ctx.log.warn(`not watching ${dir} for creates by other processes: ${describe(e)}`);
+    }
+  }
+
+  /** Stops watching, and waits for the pass in progress, if any. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.close();
+    if (this.soon) clearTimeout(this.soon);
     while (this.running) await this.running;
   }
 }

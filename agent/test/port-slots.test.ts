@@ -14,7 +14,7 @@ import { BPG, cli, ownStateConfig, query, sh, uniqueDb } from './helpers.js';
  *   port on the branch network; clients reach the branch through it; deleting the branch removes it;
  * - a create that fails after its slot started removes that slot too;
  * - `bpg serve` keeps postgres.warmSlots spares started; a create takes one (the same container,
- *   not a new one), and the spares are refilled behind it;
+ *   not a new one), and the spares are refilled behind it, after a `--local` create too;
  * - housekeeping and doctor: spares beyond warmSlots or outside the port range are removed; a
  *   stopped branch's port, held by its slot, is not reported as taken by another program.
  */
@@ -159,6 +159,15 @@ describe('port slots: a branch in its port slot; spares kept by bpg serve', { co
     assert.match(log, /"branch created"/, 'the create ran in the daemon');
     await until('the spares refilled to 2', () => spares().length === 2 && !spares().includes(b.port));
     assert.deepEqual(await query(b, 'SELECT count(*)::int AS n FROM t'), [{ n: 1 }]);
+    // A create by another process (--local) takes a spare too; the daemon sees the state change and refills.
+    const before2 = spares();
+    const c = await json(local(['branch', 'create', `${db}/b3`, '--fast', '--json']));
+    assert.ok(before2.includes(c.port), `--local took a spare's port (${c.port}; spares were ${before2.join(', ')})`);
+    await until(
+      'the daemon refilled after the --local create',
+      () => spares().length === 2 && !spares().includes(c.port),
+    );
+    assert.equal((await local(['branch', 'delete', `${db}/b3`])).code, 0);
   });
 
   it('housekeeping removes spares beyond warmSlots and outside the port range', async () => {
