@@ -193,6 +193,10 @@ try {
 } finally {
   await stopDaemon().catch(() => {});
   await run(process.execPath, [BPG, '--local', '-q', 'db', 'delete', DB, '--force'], { env });
+  // and the spare port slots bpg serve kept (they belong to no database)
+  const spares = await run('docker', ['ps', '-aq', '--filter', `label=io.betterpg.root=${opt.pool}/${BASE}`]);
+  const ids = spares.stdout.split('\n').filter(Boolean);
+  if (ids.length) await run('docker', ['rm', '-f', ...ids]);
   await destroyDataset(`${opt.pool}/${BASE}`).catch((e) => log(`cleanup: ${e.message}`));
   rmSync(work, { recursive: true, force: true });
 }

@@ -839,6 +839,11 @@ async function removeOwn(failed) {
       await run('docker', ['rm', '-f', ...ids]);
     }
   }
+  // The spare port slots bpg serve kept: they belong to no database, so no delete removed them.
+  const spares = (await managedContainers(true).catch(() => []))
+    .filter((c) => c.Labels?.['io.betterpg.slot'] !== undefined)
+    .map((c) => c.Id);
+  if (spares.length) await run('docker', ['rm', '-f', ...spares]);
   // Only the base itself should be left; after a failure, -r takes whatever is under it.
   if (!(await zfsDestroy(ROOT_DS, failed)))
     fail(`could not destroy ${ROOT_DS}: remove it by hand (zfs destroy -r ${ROOT_DS})`);

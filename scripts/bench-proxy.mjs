@@ -827,6 +827,11 @@ async function removeOwn(failed) {
       await run('docker', ['rm', '-f', ...ids]);
     }
   }
+  // The spare port slots bpg serve kept: they belong to no database, so no delete removed them.
+  const spares = (await managedContainers(true).catch(() => []))
+    .filter((c) => c.Labels?.['io.betterpg.slot'] !== undefined)
+    .map((c) => c.Id);
+  if (spares.length) await run('docker', ['rm', '-f', ...spares]);
   if (workDir) {
     // The base and its WAL archives' dataset (mounted in the work folder); after a failure, whatever else is under it.
     if (!(await zfsDestroy(ROOT_DS)))

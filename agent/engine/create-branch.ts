@@ -53,6 +53,8 @@ export async function createBranch(
   opts: CreateBranchOptions = {},
 ): Promise<CreateResult> {
   const t0 = performance.now();
+  const spareList = sparePorts(ctx); // (a hint: the reservation below checks again under the lock)
+  spareList.catch(() => {});
   await begin(ctx);
   const key = refName(ref);
   if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
@@ -75,7 +77,7 @@ export async function createBranch(
   // Point-in-time recovery needs the source's WAL up to the target in its archive.
   let pitr: { target: Date; snapshot: SnapshotRecord } | null = null;
   if (opts.pitr) pitr = await planPitr(ctx, fromRef, opts.pitr);
-  const spares = await sparePorts(ctx);
+  const spares = await spareList.catch(() => []);
 
   const { record, parent, db, kept } = await ctx.store.update(async (s) => {
     const db = requireDatabase(s, ref.database);
