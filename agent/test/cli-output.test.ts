@@ -42,7 +42,9 @@ async function psqlChildOf(parent: number): Promise<number> {
         const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
         // pid (comm) state ppid ...: comm may hold spaces, so read after its closing parenthesis
         const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-        if (ppid === parent && readFileSync(`/proc/${d}/cmdline`, 'utf8').includes('psql')) return Number(d);
+        // comm, not cmdline: between fork and exec the child still carries bpg's own command line
+        // (`node bpg.js psql ...`) and environment; comm becomes `psql` only once psql runs
+        if (ppid === parent && readFileSync(`/proc/${d}/comm`, 'utf8').trim() === 'psql') return Number(d);
       } catch {
         // a process that ended while being read
       }
