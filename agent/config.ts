@@ -5,7 +5,7 @@ import YAML from 'yaml';
 import { z } from 'zod';
 import { BpgError, invalid } from './errors.js';
 import { parseDuration } from './duration.js';
-import { DatabaseName, ImageRef } from './names.js';
+import { DatabaseName, ImageRef } from './name-schemas.js';
 import { configPath, DEFAULT_STATE_DIR } from './config-file.js';
 import { parseSize } from './size.js';
 

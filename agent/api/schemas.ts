@@ -5,7 +5,7 @@
  */
 import { z } from 'zod';
 import { parseTtl } from '../duration.js';
-import { BranchPart, DatabaseName, ImageRef } from '../names.js';
+import { BranchPart, DatabaseName, ImageRef } from '../name-schemas.js';
 
 export { BranchPart, DatabaseName };
 

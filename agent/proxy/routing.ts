@@ -1,4 +1,4 @@
-import { DatabaseName, BranchPart, type BranchRef } from '../names.js';
+import { nameProblem, type BranchRef } from '../names.js';
 
 /**
  * Which branch a connection asks for. Two ways, and main when neither names a branch:
@@ -26,7 +26,7 @@ export function routeOf(database: string, serverName: string | null, domain: str
       ? { ok: true, ref: { database, branch: fromSni.branch } }
       : { ok: false, message: `database "${safe(database)}" does not exist` };
   }
-  if (!DatabaseName.safeParse(database).success)
+  if (nameProblem('database', database) !== null)
     return { ok: false, message: `database "${safe(database)}" does not exist` };
   return { ok: true, ref: { database, branch: 'main' } };
 }
@@ -41,7 +41,8 @@ function sniRef(serverName: string, domain: string): BranchRef | null {
   return { branch: labels[0]!, database: labels[1]! };
 }
 
-const valid = (r: BranchRef) => DatabaseName.safeParse(r.database).success && BranchPart.safeParse(r.branch).success;
+const valid = (r: BranchRef) =>
+  nameProblem('database', r.database) === null && nameProblem('branch', r.branch) === null;
 
 /** A client's name in a message: printable, at most 80 characters. */
 export function safe(v: string): string {

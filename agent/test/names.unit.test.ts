@@ -2,7 +2,16 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BpgError } from '../errors.js';
 import { parseDuration, parseTtl } from '../duration.js';
-import { parseBranchRef, parseDatabaseName, parseImage, parseSnapshotId, refName, shown } from '../names.js';
+import {
+  nameProblem,
+  parseBranchRef,
+  parseDatabaseName,
+  parseImage,
+  parseSnapshotId,
+  refName,
+  shown,
+} from '../names.js';
+import { BranchPart, DatabaseName, ImageRef } from '../name-schemas.js';
 import { parseConfig, parseSize } from '../config.js';
 
 /** Names, durations, sizes and the config: the rules every face shares, without the stack. */
@@ -12,6 +21,47 @@ describe('names', () => {
     assert.deepEqual(parseBranchRef('api/pr-12'), { database: 'api', branch: 'pr-12' });
     assert.deepEqual(parseBranchRef('pr-12', 'api'), { database: 'api', branch: 'pr-12' });
     assert.equal(refName({ database: 'a', branch: 'b' }), 'a/b');
+  });
+
+  it("the plain checks (the CLI's, without zod) and the zod schemas (the API's) give the same verdict and message", () => {
+    const samples = [
+      'api',
+      'a',
+      'A_1-x',
+      '-x',
+      '_x',
+      '../x',
+      'a;b',
+      '$(id)',
+      'a b',
+      'ａpi',
+      'a\nb',
+      '',
+      'x'.repeat(40),
+    ];
+    for (const v of [...samples, 'x'.repeat(41), 'x'.repeat(63), 'x'.repeat(64), '-', 'x'.repeat(70) + ';']) {
+      for (const [kind, schema] of [
+        ['database', DatabaseName],
+        ['branch', BranchPart],
+      ] as const) {
+        const r = schema.safeParse(v);
+        assert.equal(
+          nameProblem(kind, v),
+          r.success ? null : r.error.issues[0]!.message,
+          `${kind} ${JSON.stringify(v)}`,
+        );
+      }
+    }
+    for (const v of ['postgres:17', 'r:5000/pg@sha256:ab', '-x', 'a b', '', 'x'.repeat(256)]) {
+      const plain = (() => {
+        try {
+          return parseImage(v) === v;
+        } catch {
+          return false;
+        }
+      })();
+      assert.equal(plain, ImageRef.safeParse(v).success, JSON.stringify(v));
+    }
   });
 
   it('refuses shell, path and look-alike characters in one line that quotes the input safely', () => {

@@ -8,7 +8,7 @@ import { readFile } from 'node:fs/promises';
 import YAML from 'yaml';
 import { z } from 'zod';
 import { parseSize } from '../../agent/config.js';
-import { BranchPart, DatabaseName } from '../../agent/names.js';
+import { BranchPart, DatabaseName } from '../../agent/name-schemas.js';
 import { parseShowPassword, SHOW_PASSWORD_CHOICES } from '../../shared/pr-comment.js';
 import { commonBranchName } from './branch-templates.js';
 import { DEFAULT_FOLDERS, MIGRATION_FORMATS } from './migration-layouts.js';
