@@ -4,8 +4,20 @@
  * server is written against. Keep it free of server-only imports.
  */
 import type { z } from 'zod';
-import * as S from './schemas.js';
+import type * as S from './schemas.js';
 import { fetchTrusting } from './trust.js';
+
+type Schemas = typeof S;
+/** The name of a response schema in schemas.ts. */
+type SchemaName = { [K in keyof Schemas]: Schemas[K] extends z.ZodType ? K : never }[keyof Schemas];
+type Parsed<K extends SchemaName> = z.infer<Schemas[K]>;
+
+let loading: Promise<Schemas> | null = null;
+/**
+ * The schemas (zod) load on the first call, after its request is on its way: for a CLI command
+ * they are most of the start-up, and the agent's answer takes longer than loading them.
+ */
+const schemas = (): Promise<Schemas> => (loading ??= import('./schemas.js'));
 
 export interface ClientOptions {
   /** Where `bpg serve` listens, e.g. http://10.0.0.5:7432 (a path prefix is kept). */
@@ -99,7 +111,7 @@ export class BpgClient {
   // ---------------------------------------------------------------- routes
 
   health(o?: CallOptions): Promise<S.Health> {
-    return this.json('GET', '/v1/health', S.Health, o);
+    return this.json('GET', '/v1/health', 'Health', o);
   }
 
   async openapi(o?: CallOptions): Promise<Record<string, unknown>> {
@@ -107,11 +119,11 @@ export class BpgClient {
   }
 
   listDatabases(o?: CallOptions): Promise<S.DatabaseView[]> {
-    return this.json('GET', '/v1/databases', S.DatabaseList, o);
+    return this.json('GET', '/v1/databases', 'DatabaseList', o);
   }
 
   getDatabase(db: string, o?: CallOptions): Promise<S.DatabaseView> {
-    return this.json('GET', `/v1/databases/${seg(db)}`, S.DatabaseView, o);
+    return this.json('GET', `/v1/databases/${seg(db)}`, 'DatabaseView', o);
   }
 
   /**
@@ -122,7 +134,7 @@ export class BpgClient {
     body: S.CreateDatabaseBody,
     o?: CallOptions & { pollMs?: number; onProgress?: (op: S.OperationView) => void },
   ): Promise<S.DatabaseView> {
-    if (!body.from) return this.json('POST', '/v1/databases', S.DatabaseView, o, body);
+    if (!body.from) return this.json('POST', '/v1/databases', 'DatabaseView', o, body);
     const op = await this.startCreateDatabase(body, o);
     const done = await this.waitOperation(op.id, o);
     return done.result!;
@@ -130,7 +142,7 @@ export class BpgClient {
 
   /** An import (`from` set): the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
   async startCreateDatabase(body: S.CreateDatabaseBody, o?: CallOptions): Promise<S.OperationView> {
-    return (await this.json('POST', '/v1/databases', S.OperationResponse, o, body)).operation;
+    return (await this.json('POST', '/v1/databases', 'OperationResponse', o, body)).operation;
   }
 
   /**
@@ -148,11 +160,11 @@ export class BpgClient {
 
   /** A refresh: the operation the agent answered 202 with, to poll with getOperation/waitOperation. */
   async startRefreshDatabase(db: string, body: S.RefreshBody = {}, o?: CallOptions): Promise<S.OperationView> {
-    return (await this.json('POST', `/v1/databases/${seg(db)}/refresh`, S.OperationResponse, o, body)).operation;
+    return (await this.json('POST', `/v1/databases/${seg(db)}/refresh`, 'OperationResponse', o, body)).operation;
   }
 
   getOperation(id: string, o?: CallOptions): Promise<S.OperationView> {
-    return this.json('GET', `/v1/operations/${seg(id)}`, S.OperationResponse, o).then((r) => r.operation);
+    return this.json('GET', `/v1/operations/${seg(id)}`, 'OperationResponse', o).then((r) => r.operation);
   }
 
   /**
@@ -183,43 +195,43 @@ export class BpgClient {
       [404],
     );
     if (r.status === 404) return { deleted: false };
-    this.parse(S.DeleteDatabaseResponse, r.body, r.requestId);
+    await this.parse('DeleteDatabaseResponse', r.body, r.requestId);
     return { deleted: true };
   }
 
   /** The branches of one database, or of every database when `db` is undefined. */
   listBranches(db?: string, o?: CallOptions): Promise<S.BranchView[]> {
     const path = db === undefined ? '/v1/branches' : `/v1/databases/${seg(db)}/branches`;
-    return this.json('GET', path, S.BranchList, o);
+    return this.json('GET', path, 'BranchList', o);
   }
 
   /** Creates a branch; an existing one is a 409 (BpgApiError code `conflict`). Not retried (POST). */
   createBranch(db: string, branch: string, body: S.PutBranchBody = {}, o?: CallOptions): Promise<S.BranchView> {
-    return this.json('POST', `/v1/databases/${seg(db)}/branches`, S.BranchView, o, { ...body, name: branch });
+    return this.json('POST', `/v1/databases/${seg(db)}/branches`, 'BranchView', o, { ...body, name: branch });
   }
 
   /** Renames a database with all its branches. Not retried (POST). */
   renameDatabase(db: string, name: string, o?: CallOptions): Promise<S.DatabaseView> {
-    return this.json('POST', `/v1/databases/${seg(db)}/rename`, S.DatabaseView, o, { name });
+    return this.json('POST', `/v1/databases/${seg(db)}/rename`, 'DatabaseView', o, { name });
   }
 
   /** Renames a branch within its database (`name`: `<branch>` or `<db>/<branch>`). Not retried (POST). */
   renameBranch(db: string, branch: string, name: string, o?: CallOptions): Promise<S.BranchView> {
-    return this.json('POST', `${this.branchPath(db, branch)}/rename`, S.BranchView, o, { name });
+    return this.json('POST', `${this.branchPath(db, branch)}/rename`, 'BranchView', o, { name });
   }
 
   getBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
-    return this.json('GET', this.branchPath(db, branch), S.BranchView, o);
+    return this.json('GET', this.branchPath(db, branch), 'BranchView', o);
   }
 
   /** Get-or-create: `created` says which. Safe to repeat, so retried on connection errors. */
   putBranch(db: string, branch: string, body: S.PutBranchBody = {}, o?: CallOptions): Promise<S.PutBranchResponse> {
-    return this.json('PUT', this.branchPath(db, branch), S.PutBranchResponse, o, body);
+    return this.json('PUT', this.branchPath(db, branch), 'PutBranchResponse', o, body);
   }
 
   /** Sets a branch's expiry (`ttl` from now, null: never) and/or protection. Absolute values: safe to repeat. */
   setBranch(db: string, branch: string, body: S.PatchBranchBody, o?: CallOptions): Promise<S.BranchView> {
-    return this.json('PATCH', this.branchPath(db, branch), S.BranchView, o, body);
+    return this.json('PATCH', this.branchPath(db, branch), 'BranchView', o, body);
   }
 
   /** Deletes a branch (and its children if `force`); a branch already gone counts as done. */
@@ -237,7 +249,7 @@ export class BpgClient {
       [404],
     );
     if (r.status === 404) return { deleted: false, branches: [] };
-    return { deleted: true, branches: this.parse(S.DeleteBranchResponse, r.body, r.requestId).deleted };
+    return { deleted: true, branches: (await this.parse('DeleteBranchResponse', r.body, r.requestId)).deleted };
   }
 
   startBranch(db: string, branch: string, o?: CallOptions): Promise<S.BranchView> {
@@ -263,23 +275,23 @@ export class BpgClient {
     o?: CallOptions,
   ): Promise<S.BranchView> {
     const q = [opts.force ? 'force=true' : '', opts.fast ? 'fast=true' : ''].filter(Boolean).join('&');
-    return this.json('POST', `${this.branchPath(db, branch)}/reset${q ? `?${q}` : ''}`, S.BranchView, o);
+    return this.json('POST', `${this.branchPath(db, branch)}/reset${q ? `?${q}` : ''}`, 'BranchView', o);
   }
 
   /** Starts watching a migration on a running branch (its locks are sampled until `stopWatch`). Not retried (POST). */
   startWatch(db: string, branch: string, body: S.StartWatchBody = {}, o?: CallOptions): Promise<S.WatchView> {
-    return this.json('POST', `${this.branchPath(db, branch)}/watches`, S.WatchView, o, body);
+    return this.json('POST', `${this.branchPath(db, branch)}/watches`, 'WatchView', o, body);
   }
 
   /** Stops a watch and answers the migration's safety report. */
   stopWatch(db: string, branch: string, id: string, o?: CallOptions): Promise<S.SafetyReport> {
-    return this.json('POST', `${this.branchPath(db, branch)}/watches/${seg(id)}/stop`, S.SafetyReport, o);
+    return this.json('POST', `${this.branchPath(db, branch)}/watches/${seg(id)}/stop`, 'SafetyReport', o);
   }
 
   listSnapshots(db?: string, branch?: string, o?: CallOptions): Promise<S.SnapshotView[]> {
     const path =
       db !== undefined && branch !== undefined ? `${this.branchPath(db, branch)}/snapshots` : '/v1/snapshots';
-    return this.json('GET', path, S.SnapshotList, o);
+    return this.json('GET', path, 'SnapshotList', o);
   }
 
   /** An application-consistent snapshot of a branch, kept. Not retried (POST). */
@@ -289,14 +301,14 @@ export class BpgClient {
     body: S.CreateSnapshotBody = {},
     o?: CallOptions,
   ): Promise<S.SnapshotView> {
-    return this.json('POST', `${this.branchPath(db, branch)}/snapshots`, S.SnapshotView, o, body);
+    return this.json('POST', `${this.branchPath(db, branch)}/snapshots`, 'SnapshotView', o, body);
   }
 
   /** `{ deleted: false }` if it was already gone; a snapshot branches were cloned from is a 409. */
   async deleteSnapshot(id: string, o?: CallOptions): Promise<{ deleted: boolean }> {
     const r = await this.call('DELETE', `/v1/snapshots/${seg(id)}`, undefined, o, [404]);
     if (r.status === 404) return { deleted: false };
-    this.parse(S.DeleteSnapshotResponse, r.body, r.requestId);
+    await this.parse('DeleteSnapshotResponse', r.body, r.requestId);
     return { deleted: true };
   }
 
@@ -306,36 +318,36 @@ export class BpgClient {
    */
   schemaDiff(db: string, branch: string, opts: { against?: string } = {}, o?: CallOptions): Promise<S.SchemaDiff> {
     const q = opts.against === undefined ? '' : `?against=${seg(opts.against)}`;
-    return this.json('GET', `${this.branchPath(db, branch)}/schema-diff${q}`, S.SchemaDiff, o);
+    return this.json('GET', `${this.branchPath(db, branch)}/schema-diff${q}`, 'SchemaDiff', o);
   }
 
   walInfo(db: string, branch: string, o?: CallOptions): Promise<S.WalInfo> {
-    return this.json('GET', `${this.branchPath(db, branch)}/wal`, S.WalInfo, o);
+    return this.json('GET', `${this.branchPath(db, branch)}/wal`, 'WalInfo', o);
   }
 
   /** Every branch's WAL archive, as `bpg wal info` without a branch. */
   listWal(o?: CallOptions): Promise<S.WalInfo[]> {
-    return this.json('GET', '/v1/wal', S.WalInfoList, o);
+    return this.json('GET', '/v1/wal', 'WalInfoList', o);
   }
 
   /** Removes archived WAL older than `days` (kept snapshots' WAL stays); `dryRun` only says what would go. Not retried (POST). */
   walCleanup(db: string, branch: string, body: S.WalCleanupBody, o?: CallOptions): Promise<S.WalCleanup> {
-    return this.json('POST', `${this.branchPath(db, branch)}/wal/cleanup`, S.WalCleanup, o, body);
+    return this.json('POST', `${this.branchPath(db, branch)}/wal/cleanup`, 'WalCleanup', o, body);
   }
 
   /** Pool usage, counts, limits and every branch (`bpg status`). */
   status(o?: CallOptions): Promise<S.SystemStatus> {
-    return this.json('GET', '/v1/status', S.SystemStatus, o);
+    return this.json('GET', '/v1/status', 'SystemStatus', o);
   }
 
   /** The doctor's report; changes nothing. `healthy` says whether something needs attention. */
   doctor(o?: CallOptions): Promise<S.DoctorReport> {
-    return this.json('GET', '/v1/doctor', S.DoctorReport, o);
+    return this.json('GET', '/v1/doctor', 'DoctorReport', o);
   }
 
   /** `bpg doctor --fix` on the agent: repairs what is safe, answers the report after. Not retried (POST). */
   doctorFix(o?: CallOptions): Promise<S.DoctorReport> {
-    return this.json('POST', '/v1/doctor/fix', S.DoctorReport, o);
+    return this.json('POST', '/v1/doctor/fix', 'DoctorReport', o);
   }
 
   // ---------------------------------------------------------------- plumbing
@@ -345,22 +357,25 @@ export class BpgClient {
   }
 
   private action(db: string, branch: string, verb: S.BranchAction, o?: CallOptions): Promise<S.BranchView> {
-    return this.json('POST', `${this.branchPath(db, branch)}/${verb}`, S.BranchView, o);
+    return this.json('POST', `${this.branchPath(db, branch)}/${verb}`, 'BranchView', o);
   }
 
-  private async json<T extends z.ZodType>(
+  private async json<K extends SchemaName>(
     method: Method,
     path: string,
-    schema: T,
+    schema: K,
     o?: CallOptions,
     body?: unknown,
-  ): Promise<z.infer<T>> {
-    const r = await this.call(method, path, body, o);
+  ): Promise<Parsed<K>> {
+    const answer = this.call(method, path, body, o);
+    schemas().catch(() => {}); // (the request is on its way; parse reports a failed load)
+    const r = await answer;
     return this.parse(schema, r.body, r.requestId);
   }
 
-  private parse<T extends z.ZodType>(schema: T, body: unknown, requestId?: string): z.infer<T> {
-    const r = schema.safeParse(body);
+  private async parse<K extends SchemaName>(name: K, body: unknown, requestId?: string): Promise<Parsed<K>> {
+    const S = await schemas();
+    const r = (S[name] as z.ZodType).safeParse(body);
     if (!r.success)
       throw new BpgApiError(
         0,
@@ -368,7 +383,7 @@ export class BpgClient {
         `unexpected response from the agent: ${S.firstIssue(r.error)}`,
         requestId,
       );
-    return r.data;
+    return r.data as Parsed<K>;
   }
 
   /** One call with retries; answers with a 2xx (or an `accept`ed status), otherwise throws. */
@@ -455,7 +470,7 @@ export class BpgClient {
         await sleep(pause);
         continue;
       }
-      const err = S.ErrorBody.safeParse(parsed);
+      const err = (await schemas()).ErrorBody.safeParse(parsed);
       if (err.success) throw new BpgApiError(res.status, err.data.error.code, err.data.error.message, requestId);
       throw new BpgApiError(res.status, 'bad_response', `${method} ${path}: HTTP ${res.status}`, requestId);
     }

@@ -42,17 +42,8 @@ export function registerContextCommands(program: Command, out: Output): void {
     .addOption(outputOption())
     .addOption(jsonOption())
     .action(async (name: string, o: { url: string; use?: boolean } & FormatFlags) => {
-      const {
-        AgentToken,
-        AgentUrl,
-        ContextName,
-        checkedCaPath,
-        findContext,
-        publicView,
-        readContexts,
-        withContext,
-        writeContexts,
-      } = await saved();
+      const { checkedCaPath, findContext, publicView, readContexts, withContext, writeContexts } = await saved();
+      const { AgentToken, AgentUrl, ContextName } = await import('./context-schemas.js');
       const g = program.opts<TargetFlags>();
       parsed(ContextName, name, 'context name');
       const url = parsed(AgentUrl, o.url, '--url');

@@ -12,7 +12,11 @@ import { readFile } from 'node:fs/promises';
 import type { z } from 'zod';
 import { describe, invalid } from '../errors.js';
 import { shown } from '../names.js';
-import { AgentToken, AgentUrl, contextsPath, findContext, readContexts } from './saved-contexts.js';
+import { contextsPath } from './contexts-path.js';
+
+// zod and the saved contexts load only when a command is sent to another agent (or a context names one).
+const saved = () => import('./saved-contexts.js');
+const schemas = () => import('./context-schemas.js');
 
 /** The program's global flags that choose the agent. */
 export interface TargetFlags {
@@ -67,7 +71,7 @@ async function contextName(flags: TargetFlags, io: TargetIo): Promise<{ name: st
   const path = io.contextsFile ?? contextsPath(io.env);
   if (flags.context !== undefined) return { name: flags.context, path };
   if (io.env.BPG_CONTEXT) return { name: io.env.BPG_CONTEXT, path };
-  return { name: (await readContexts(path)).current ?? null, path };
+  return { name: (await (await saved()).readContexts(path)).current ?? null, path };
 }
 
 /** The remote agent the flags, environment and saved contexts name; null: this host. */
@@ -97,7 +101,7 @@ export async function resolveTarget(flags: TargetFlags, io: TargetIo = defaultIo
   if (flags.agent !== undefined || (flags.context === undefined && env.BPG_AGENT_URL)) {
     const fromFlag = flags.agent !== undefined;
     source = fromFlag ? '--agent' : 'BPG_AGENT_URL';
-    url = checked(AgentUrl, fromFlag ? flags.agent : env.BPG_AGENT_URL, source);
+    url = checked((await schemas()).AgentUrl, fromFlag ? flags.agent : env.BPG_AGENT_URL, source);
     token = (await flagToken()) ?? (env.BPG_AGENT_TOKEN || undefined);
     caPem = flags.ca !== undefined ? await caOf(flags.ca, '--ca') : await caOf(env.BPG_AGENT_CA, 'BPG_AGENT_CA');
     if (token === undefined)
@@ -113,13 +117,14 @@ export async function resolveTarget(flags: TargetFlags, io: TargetIo = defaultIo
         );
       return null;
     }
+    const { findContext, readContexts } = await saved();
     const c = findContext(await readContexts(path), name);
     source = `context '${c.name}'`;
     url = c.url;
     token = (await flagToken()) ?? c.token;
     caPem = flags.ca !== undefined ? await caOf(flags.ca, '--ca') : await caOf(c.ca, `the CA file of ${source}`);
   }
-  token = checked(AgentToken, token, 'the token');
+  token = checked((await schemas()).AgentToken, token, 'the token');
   if (caPem !== undefined && !/-----BEGIN CERTIFICATE-----/.test(caPem))
     throw invalid('the CA file must hold PEM text (-----BEGIN CERTIFICATE-----)');
   return { url, token, caPem, source };

@@ -6,52 +6,14 @@
  */
 import { chmod, mkdir, open, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { z } from 'zod';
+import type { ContextsFile, SavedContext } from './context-schemas.js';
 import { BpgError, invalid, notFound } from '../errors.js';
 import { shown } from '../quote.js';
 import { contextsPath } from './contexts-path.js';
 
-export const ContextName = z
-  .string()
-  .regex(
-    /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/,
-    'context names are letters, digits, dot, dash and underscore (at most 63)',
-  );
-
-/** An agent's base URL: http(s), no credentials in it (the token goes in its own field). */
-export const AgentUrl = z.string().refine((v) => {
-  try {
-    const u = new URL(v);
-    return (u.protocol === 'http:' || u.protocol === 'https:') && !u.username && !u.password;
-  } catch {
-    return false;
-  }
-}, 'the agent URL must look like https://agent.example.com:7432 (http or https, no user or password in it)');
-
-/** A bearer token as `bpg serve` accepts them: one word. */
-export const AgentToken = z
-  .string()
-  .min(1, 'the token is empty')
-  .regex(/^\S+$/, 'the token must be one word without spaces');
-
-const SavedContext = z
-  .object({
-    name: ContextName,
-    url: AgentUrl,
-    token: AgentToken,
-    /** Absolute path of a PEM file of the CA that signed the agent's certificate. */
-    ca: z.string().optional(),
-  })
-  .strict();
-export type SavedContext = z.infer<typeof SavedContext>;
-
-const ContextsFile = z
-  .object({
-    current: ContextName.nullable().optional(),
-    contexts: z.array(SavedContext).default([]),
-  })
-  .strict();
-export type ContextsFile = z.infer<typeof ContextsFile>;
+/** zod only when there is a file to read or write (or a URL or token to check). */
+const schemas = () => import('./context-schemas.js');
+export type { ContextsFile, SavedContext } from './context-schemas.js';
 
 /** yaml only when there is a file to read or write: without one, a command need not pay its ~35 ms. */
 const yaml = async () => (await import('yaml')).default;
@@ -73,7 +35,7 @@ export async function readContexts(path = contextsPath()): Promise<ContextsFile>
   } catch (e) {
     throw invalid(`${path} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
-  const r = ContextsFile.safeParse(raw);
+  const r = (await schemas()).ContextsFile.safeParse(raw);
   if (!r.success) {
     const i = r.error.issues[0];
     throw invalid(`${path}: ${i ? `${i.path.join('.') || '(top)'}: ${i.message}` : 'not a contexts file'}`);
@@ -90,7 +52,7 @@ export async function writeContexts(file: ContextsFile, path = contextsPath()): 
   // 'wx': a file (or a link) already at the temporary name is an error, never followed.
   const fh = await open(tmp, 'wx', 0o600);
   try {
-    await fh.writeFile((await yaml()).stringify(ContextsFile.parse(file)), 'utf8');
+    await fh.writeFile((await yaml()).stringify((await schemas()).ContextsFile.parse(file)), 'utf8');
     await fh.chmod(0o600);
     await fh.sync();
   } finally {
