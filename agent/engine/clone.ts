@@ -1,3 +1,4 @@
+import type pg from 'pg';
 import { conflict } from '../errors.js';
 import { quoteIdent, quoteLiteral, scramVerifier, type BackupLabel } from '../drivers/postgres.js';
 import { refName } from '../names.js';
@@ -8,6 +9,23 @@ import { ZFS_PROP } from './layout.js';
 import type { Steps } from './steps.js';
 
 /** The steps branch create, reset and snapshot create share: snapshot a parent, clone it, give the clone its password. */
+
+/**
+ * A crash-consistent clone replays the WAL written since its parent's last checkpoint when it
+ * starts. Below this much, that replay takes milliseconds and a CHECKPOINT (tens of ms, and I/O on
+ * the parent) would only move the replay's start: an idle parent (main between pull requests) is
+ * not checkpointed again for every branch.
+ */
+export const CHECKPOINT_BELOW_BYTES = 1024 * 1024;
+
+/** CHECKPOINT, unless less than CHECKPOINT_BELOW_BYTES of WAL was written since the last one. */
+async function checkpointIfBehind(c: pg.Client): Promise<void> {
+  const r = await c.query<{ behind: string | null }>(
+    'SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), redo_lsn)::text AS behind FROM pg_catalog.pg_control_checkpoint()',
+  );
+  const behind = Number(r.rows[0]?.behind ?? NaN);
+  if (!(behind >= 0 && behind < CHECKPOINT_BELOW_BYTES)) await c.query('CHECKPOINT');
+}
 
 /**
  * Snapshots a branch for a clone: backup mode on one held connection (default), or CHECKPOINT then
@@ -43,7 +61,7 @@ export async function snapshotParent(
     return null;
   }
   if (o.fast) {
-    await steps.step('checkpoint', () => ctx.pg.withClient(target(ctx, parent, db), (c) => c.query('CHECKPOINT')));
+    await steps.step('checkpoint', () => ctx.pg.withClient(target(ctx, parent, db), checkpointIfBehind));
     await takeSnapshot();
     return null;
   }

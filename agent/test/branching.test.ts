@@ -69,6 +69,25 @@ describe('branching on the real stack', () => {
     assert.deepEqual(await query(child, 'SELECT count(*)::int AS n FROM items WHERE id = 6000'), [{ n: 0 }]);
   });
 
+  it('--fast checkpoints the parent only when 1 MB of WAL or more was written since its last checkpoint; the clone has every committed row either way', async () => {
+    const requested = async () =>
+      (await queryOne<{ n: number }>(main, 'SELECT checkpoints_req::int AS n FROM pg_stat_bgwriter')).n;
+    await query(main, 'CREATE TABLE fast_rows (note text)');
+    await query(main, 'CHECKPOINT');
+    const before = await requested();
+    await query(main, "INSERT INTO fast_rows VALUES ('a few bytes of WAL')");
+    const small = await okJson<BranchView>(['branch', 'create', `${db}/fast-small`, '--fast']);
+    assert.equal(await requested(), before, 'no CHECKPOINT for a few bytes of WAL');
+    assert.deepEqual(await query(small, 'SELECT note FROM fast_rows'), [{ note: 'a few bytes of WAL' }]);
+    // about 5 MB of WAL: the parent is checkpointed first, so the clone need not replay it
+    await query(main, "CREATE TABLE bulk AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 20000) g");
+    const big = await okJson<BranchView>(['branch', 'create', `${db}/fast-big`, '--fast']);
+    assert.equal(await requested(), before + 1, 'one CHECKPOINT');
+    assert.deepEqual(await query(big, 'SELECT count(*)::int AS n FROM bulk'), [{ n: 20000 }]);
+    await ok(['branch', 'delete', `${db}/fast-small`]);
+    await ok(['branch', 'delete', `${db}/fast-big`]);
+  });
+
   it('refuses to delete a branch with children unless --force, and main only goes with its database', async () => {
     const r = await cli(['branch', 'delete', `${db}/dev`]);
     assert.equal(r.code, 4);
