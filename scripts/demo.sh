@@ -16,7 +16,7 @@ ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 export BPG_POOL="${BPG_POOL:-tank}"
 export BPG_IMAGE="${BPG_IMAGE:-betterpg/postgres:15-local}"
 bash scripts/setup-host.sh
-[ -f build/agent/cli/main.js ] && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >&2
+[ -f build/cli/bpg.js ] && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >&2
 bpg() { node bin/bpg.js "$@"; }
 field() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{let v=JSON.parse(s);for(const k of process.argv[1].split("."))v=v[k];console.log(v)})' "$1"; }
 

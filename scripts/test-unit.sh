@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error >&2
-npx tsc -p tsconfig.json
+npm run --silent build >&2
 files=$(ls build/agent/test/*.unit.test.js build/action/test/*.unit.test.js build/webhook/test/*.unit.test.js build/shared/test/*.unit.test.js 2>/dev/null || true)
 [ -n "$files" ] || { echo "test-unit: no *.unit.test.js files under build/" >&2; exit 1; }
 # shellcheck disable=SC2086

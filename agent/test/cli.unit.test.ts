@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -214,9 +214,16 @@ describe('the bpg program', () => {
         /\/agent\/(names|config|api\/[^/]+|cli\/(backend|remote[^/]*|saved-contexts|render-schema-diff))\.js$/,
         /\/agent\/(engine|drivers|state)\//,
       ];
+      // The module graph tsc built (bin/bpg.js runs esbuild's bundle of it: see the next test).
+      const unbundled = join(dir, 'bpg-unbundled.mjs');
+      writeFileSync(
+        unbundled,
+        `const { main } = await import(${JSON.stringify(new URL('../cli/main.js', import.meta.url).href)});\n` +
+          'process.exitCode = await main(process.argv);\n',
+      );
       const loads = async (args: string[]): Promise<string[]> => {
         const file = join(dir, `${randomBytes(4).toString('hex')}.txt`);
-        await runChild(process.execPath, ['--import', recorder, '--import', cjs, BPG, ...args], {
+        await runChild(process.execPath, ['--import', recorder, '--import', cjs, unbundled, ...args], {
           ...process.env,
           BPG_CONFIG: NO_CONFIG,
           BPG_LOAD_RECORD: file,
@@ -260,6 +267,35 @@ describe('the bpg program', () => {
       ]);
       assert.deepEqual(commandModules(await loads(['--agent=https://x', 'cs', 'a/b'])), ['connection-string']);
       assert.deepEqual(commandModules(await loads(['-q', 'db', 'list'])), ['database']);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("the bundle bin/bpg.js runs keeps that split: --version, --help and completion load no chunk with zod, yaml or the engine's libraries", async () => {
+    const recorder = fileURLToPath(new URL('../../webhook/test/load-recorder.js', import.meta.url));
+    const dir = mkdtempSync(join(tmpdir(), 'bpg-bundle-loads-'));
+    try {
+      const HEAVY = /ZodType|YAMLParseError|from ["'](dockerode|pg|express|undici)["']/;
+      for (const args of [['--version'], ['--help'], ['completion', 'bash'], ['branch', 'list', '--local']]) {
+        const file = join(dir, `${randomBytes(4).toString('hex')}.txt`);
+        await runChild(process.execPath, ['--import', recorder, BPG, ...args], {
+          ...process.env,
+          BPG_CONFIG: NO_CONFIG,
+          BPG_LOAD_RECORD: file,
+        });
+        const chunks = readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((u) => /\/build\/cli\/[^/]+\.js$/.test(u));
+        assert.ok(
+          chunks.some((u) => u.endsWith('/build/cli/bpg.js')),
+          `bpg ${args.join(' ')} runs the bundle`,
+        );
+        const heavy = chunks.filter((u) => HEAVY.test(readFileSync(fileURLToPath(u), 'utf8')));
+        // the check can fail: a command that runs the engine in process loads those chunks
+        if (args.includes('--local')) assert.notDeepEqual(heavy, [], 'the engine and zod load for --local');
+        else assert.deepEqual(heavy, [], `bpg ${args.join(' ')}`);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
