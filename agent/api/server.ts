@@ -550,8 +550,7 @@ export function createApi(opts: ApiOptions): Api {
       track(
         (async () => {
           // Refused before waiting for a create turn (the engine checks again under its state lock).
-          const existing = (await engine.getDatabase(db)).branches.some((b) => b.branch === name);
-          if (existing) throw new BpgError('conflict', `branch '${key}' already exists`);
+          if (await engine.branchRecorded(ref)) throw new BpgError('conflict', `branch '${key}' already exists`);
           return admission.run(() => engine.createBranch(ref, opts));
         })(),
       ),

@@ -16,7 +16,7 @@ import { renewOnPut, setBranchSettings, type BranchSettings } from './expiry.js'
 import { housekeep, type HousekeepingOptions, type HousekeepingReport } from './housekeeping.js';
 import type { Layout } from './layout.js';
 import { restart, start, stop } from './lifecycle.js';
-import { getBranch, getDatabase, listBranches, listDatabases } from './reads.js';
+import { branchRecorded, getBranch, getDatabase, listBranches, listDatabases } from './reads.js';
 import { recoverInterrupted } from './recovery.js';
 import { renameBranch, renameDatabase } from './rename.js';
 import { refreshDatabase, type RefreshOptions, type RefreshResult } from './refresh.js';
@@ -114,6 +114,10 @@ export class Engine {
   }
   getBranch(ref: BranchRef): Promise<BranchView> {
     return getBranch(this.ctx, ref);
+  }
+  /** Whether the state records `ref`, without live look-ups; a missing database is a not-found. */
+  branchRecorded(ref: BranchRef): Promise<boolean> {
+    return branchRecorded(this.ctx, ref);
   }
   /** What `ref` changed in the schema compared with its parent, or `against` (a branch of the same database). */
   schemaDiff(ref: BranchRef, o: { against?: BranchRef } = {}): Promise<SchemaDiff> {

@@ -81,6 +81,13 @@ export async function getDatabase(ctx: EngineContext, name: string): Promise<Dat
   return databaseViewOf(ctx, state, db, await liveInfo(ctx));
 }
 
+/** Whether the state records the branch (no Docker or ZFS look-up): for a quick refusal. A missing database is a not-found. */
+export async function branchRecorded(ctx: EngineContext, ref: BranchRef): Promise<boolean> {
+  const state = await ctx.store.read();
+  if (!state.databases[ref.database]) throw notFound(`database '${ref.database}' does not exist`);
+  return state.branches[refName(ref)] !== undefined;
+}
+
 export async function listBranches(ctx: EngineContext, database?: string): Promise<BranchView[]> {
   const state = await ctx.store.read();
   if (database !== undefined && !state.databases[database]) throw notFound(`database '${database}' does not exist`);
