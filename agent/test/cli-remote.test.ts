@@ -11,6 +11,7 @@ import { fetchTrusting } from '../api/trust.js';
 import { agentSocketPath } from '../api/local-socket.js';
 import type { BranchView } from '../engine/view.js';
 import { BPG, cli, freePort, ownStateConfig, query, uniqueDb, type CliResult } from './helpers.js';
+import { BPG_UNBUNDLED } from './run-child.js';
 import { startSourcePg } from './source-pg.js';
 import { issueCert, testCa } from './tls-helpers.js';
 
@@ -381,9 +382,10 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
       /\/agent\/drivers\//,
       /\/agent\/state\//,
     ];
-    const loaded = async (args: string[], env: Record<string, string>) => {
+    // tsc's modules (their paths tell what loaded); the bundle bin/bpg.js runs is checked below
+    const loaded = async (args: string[], env: Record<string, string>, entry = BPG_UNBUNDLED) => {
       const file = join(work, `loads-${randomBytes(4).toString('hex')}.txt`);
-      await run(process.execPath, ['--import', recorder, BPG, ...args], {
+      await run(process.execPath, ['--import', recorder, entry, ...args], {
         env: { ...process.env, ...env, BPG_LOAD_RECORD: file },
       });
       return readFileSync(file, 'utf8').split('\n').filter(Boolean);
@@ -406,5 +408,24 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
     // The control: --local loads the engine.
     const inProcess = await loaded(['--local', 'branch', 'list', db], BOX);
     assert.ok(inProcess.some((u) => /\/node_modules\/dockerode\//.test(u)));
+    // The bundle keeps the split: through the socket, no chunk with yaml or the engine's libraries
+    // (zod loads, for the answer), and nothing from node_modules but picocolors; --local loads them.
+    const heavyChunks = (urls: string[]) =>
+      urls.filter(
+        (u) =>
+          /\/build\/cli\//.test(u) &&
+          /YAMLParseError|from ["'](dockerode|pg|express)["']/.test(readFileSync(fileURLToPath(u), 'utf8')),
+      );
+    const bundled = await loaded(['branch', 'list', db], BOX, BPG);
+    assert.ok(
+      bundled.some((u) => u.endsWith('/build/cli/bpg.js')),
+      'the bundle ran',
+    );
+    assert.deepEqual(heavyChunks(bundled), []);
+    assert.deepEqual(
+      bundled.filter((u) => /\/node_modules\//.test(u) && !/\/picocolors\//.test(u)),
+      [],
+    );
+    assert.notDeepEqual(heavyChunks(await loaded(['--local', 'branch', 'list', db], BOX, BPG)), []);
   });
 });

@@ -6,6 +6,10 @@ import { fileURLToPath } from 'node:url';
  * (no ZFS, Docker or PostgreSQL helpers), so *.unit.test.ts files may import it.
  */
 export const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
+/** The same CLI from tsc's modules, not the bundle: for tests of which modules a command loads. */
+export const BPG_UNBUNDLED = fileURLToPath(new URL('./bpg-unbundled.js', import.meta.url));
+/** What in a bundle chunk shows it holds zod, yaml, or an import of the engine's libraries. */
+export const HEAVY_CHUNK = /ZodType|YAMLParseError|from ["'](dockerode|pg|express|prom-client|undici)["']/;
 /** A config path that does not exist: a command that got as far as the engine fails on it. */
 export const NO_CONFIG = '/nonexistent/bpg-unit-test/config.yaml';
 
