@@ -17,13 +17,15 @@ export async function openCliEngine(flags: TargetFlags, log: Logger): Promise<Cl
     return (await import('./remote.js')).remoteEngine(target, log);
   }
   if (!flags.local) {
+    const remote = import('./remote.js'); // read while the socket is looked for
+    remote.catch(() => {});
     // The socket's folder without validating the whole config (yaml and zod's config schema cost
     // ~60 ms): the daemon validated it when it started; the in-process engine below validates it.
     const stateDir = await readStateDir();
     const path = stateDir === null ? null : agentSocketPath(stateDir);
     if (path !== null && (await socketAnswers(path))) {
       log.debug(`through bpg serve on ${path}`);
-      return (await import('./remote.js')).socketEngine(path, log);
+      return (await remote).socketEngine(path, log);
     }
   }
   return openEngine(log);
