@@ -174,6 +174,8 @@ export interface Postgres {
   connect(t: PgTarget, timeoutMs?: number, o?: ConnectOptions): Promise<pg.Client>;
   withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T>, o?: ConnectOptions): Promise<T>;
   waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<void>;
+  /** waitReady, returning the session that found the server ready (the caller ends it). */
+  openWhenReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<pg.Client>;
   withBackupMode(
     c: pg.Client,
     label: string,

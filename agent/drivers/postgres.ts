@@ -98,26 +98,35 @@ export async function withClient<T>(t: PgTarget, fn: (c: pg.Client) => Promise<T
  * has exited, instead of waiting out the whole timeout.
  */
 export async function waitReady(t: PgTarget, timeoutMs: number, stillAlive?: () => Promise<boolean>): Promise<void> {
+  await (await openWhenReady(t, timeoutMs, stillAlive)).end().catch(() => {});
+}
+
+/** waitReady, keeping the session that found the server ready (the caller ends it): one connection less. */
+export async function openWhenReady(
+  t: PgTarget,
+  timeoutMs: number,
+  stillAlive?: () => Promise<boolean>,
+): Promise<pg.Client> {
   const deadline = Date.now() + timeoutMs;
   let lastErr: unknown;
   let n = 0;
   while (Date.now() < deadline) {
+    let c: pg.Client | null = null;
     try {
-      const inRecovery = await withClient(
-        t,
-        async (c) => (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r,
-      );
-      if (!inRecovery) return;
+      c = await connect(t);
+      const inRecovery = (await c.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r')).rows[0]!.r;
+      if (!inRecovery) return c;
       lastErr = new Error('still in recovery');
     } catch (e) {
       lastErr = e;
       const msg = (e as Error).message ?? '';
       if (/password authentication failed/i.test(msg)) throw e;
     }
+    await c?.end().catch(() => {});
     if (stillAlive && ++n % 10 === 0 && !(await stillAlive())) {
       throw new Error(`PostgreSQL exited during start-up (${(lastErr as Error)?.message ?? 'no answer'})`);
     }
-    await sleep(n < 40 ? 25 : 100);
+    await sleep(n < 20 ? 10 : n < 40 ? 25 : 100); // a fresh clone usually answers within ~0.1 s
   }
   throw new Error(
     `PostgreSQL did not answer within ${Math.round(timeoutMs / 1000)} s: ${(lastErr as Error)?.message ?? ''}`,
@@ -185,4 +194,4 @@ export async function withBackupMode(
 }
 
 /** The PostgreSQL side of the engine (interfaces.ts): sessions, readiness, backup mode. */
-export const postgresClients: Postgres = { connect, withClient, waitReady, withBackupMode };
+export const postgresClients: Postgres = { connect, withClient, waitReady, openWhenReady, withBackupMode };

@@ -89,8 +89,10 @@ export async function setPassword(
   db: DatabaseRecord,
   current: string,
   next: string,
+  /** A session already open as the superuser (the one that found the branch ready), else a new one. */
+  session?: pg.Client | null,
 ): Promise<void> {
-  await ctx.pg.withClient(target(ctx, b, db, current), (c) =>
-    c.query(`ALTER ROLE ${quoteIdent(ctx.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(next))}`),
-  );
+  const sql = `ALTER ROLE ${quoteIdent(ctx.cfg.postgres.superuser)} PASSWORD ${quoteLiteral(scramVerifier(next))}`;
+  if (session) await session.query(sql);
+  else await ctx.pg.withClient(target(ctx, b, db, current), (c) => c.query(sql));
 }

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type pg from 'pg';
 import { lstat, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { describe } from '../errors.js';
 import {
@@ -135,8 +136,18 @@ export async function waitBranchReady(
   db: DatabaseRecord,
   database = db.pgDatabase,
 ): Promise<void> {
+  await (await openBranchWhenReady(ctx, b, db, database)).end().catch(() => {});
+}
+
+/** waitBranchReady, keeping the session that found the branch ready (the caller ends it). */
+export async function openBranchWhenReady(
+  ctx: EngineContext,
+  b: BranchRecord,
+  db: DatabaseRecord,
+  database = db.pgDatabase,
+): Promise<pg.Client> {
   try {
-    await ctx.pg.waitReady(
+    return await ctx.pg.openWhenReady(
       target(ctx, b, db, b.password, database),
       ctx.cfg.postgres.readyTimeoutSeconds * 1000,
       async () => {

@@ -1,10 +1,11 @@
+import type pg from 'pg';
 import { conflict, invalid, notFound } from '../errors.js';
 import { newPassword, type BackupLabel } from '../drivers/postgres.js';
 import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
 import { cloneFresh, setPassword, snapshotParent } from './clone.js';
-import { startContainer, waitBranchReady } from './containers.js';
+import { openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
 import { prepareBackupClone, prepareCrashClone } from './datadir.js';
@@ -184,6 +185,7 @@ export async function createBranch(
     ctx.spares?.poke();
     return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
   }
+  const ready: { session: pg.Client | null } = { session: null };
   try {
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
@@ -206,34 +208,35 @@ export async function createBranch(
         label: `betterpg ${key}`,
         by: record,
       });
+    // The branch's WAL archive dataset is made while the clone is (zfs-fuse runs the two at once).
     await steps.step(
       'zfs clone',
-      () => cloneFresh(ctx, snap, record),
-      () => ctx.zfs.destroy(record.dataset),
+      async () => {
+        const [clone, wal] = await Promise.allSettled([cloneFresh(ctx, snap, record), ctx.wal.create(record.id)]);
+        if (clone.status === 'rejected') throw clone.reason;
+        if (wal.status === 'rejected') throw wal.reason;
+      },
+      async () => {
+        await ctx.zfs.destroy(record.dataset);
+        await ctx.wal.destroy(record.id);
+      },
       { partial: true },
     );
     await ctx.zfs.mount(record.dataset);
     const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
-    await steps.step(
-      'prepare data',
-      async () => {
-        await ctx.wal.create(record.id);
-        if (pitr) {
-          await prepareBackupClone(dataDir, ctx.cfg, label!, []);
-        } else if (label) {
-          const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
-          await prepareBackupClone(dataDir, ctx.cfg, label, [
-            { dir: ctx.layout.walDir(parent.id) },
-            ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }]),
-          ]);
-        } else {
-          await prepareCrashClone(dataDir, ctx.cfg);
-        }
-        // partial: a failure half-way (a full disk while WAL is copied) leaves the new WAL archive behind.
-      },
-      () => ctx.wal.destroy(record.id),
-      { partial: true },
-    );
+    await steps.step('prepare data', async () => {
+      if (pitr) {
+        await prepareBackupClone(dataDir, ctx.cfg, label!, []);
+      } else if (label) {
+        const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
+        await prepareBackupClone(dataDir, ctx.cfg, label, [
+          { dir: ctx.layout.walDir(parent.id) },
+          ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }]),
+        ]);
+      } else {
+        await prepareCrashClone(dataDir, ctx.cfg);
+      }
+    });
     if (pitr) {
       // Replay the source's archive (mounted read-only for this start only) up to the target.
       const restore = '/var/lib/postgresql/restore-archive';
@@ -273,10 +276,16 @@ export async function createBranch(
       () => ctx.docker.remove(record.container),
       { partial: true },
     );
-    // The clone still has its parent's password: connect with it once, then give the branch its own.
-    await steps.step('wait ready', () => waitBranchReady(ctx, { ...record, password: parent.password }, db));
-    await steps.step('set password', () => setPassword(ctx, record, db, parent.password, record.password));
+    // The clone still has its parent's password: the session that finds it ready gives it its own.
+    await steps.step('wait ready', async () => {
+      ready.session = await openBranchWhenReady(ctx, { ...record, password: parent.password }, db);
+    });
+    await steps.step('set password', () =>
+      setPassword(ctx, record, db, parent.password, record.password, ready.session),
+    );
+    await ready.session?.end().catch(() => {});
   } catch (e) {
+    await ready.session?.end().catch(() => {});
     await undoAndFail(
       ctx,
       steps,
