@@ -119,10 +119,9 @@ export async function openWhenReady(
       lastErr = new Error('still in recovery');
     } catch (e) {
       lastErr = e;
-      const msg = (e as Error).message ?? '';
-      if (/password authentication failed/i.test(msg)) throw e;
     }
     await c?.end().catch(() => {});
+    if (/password authentication failed/i.test((lastErr as Error)?.message ?? '')) throw lastErr;
     if (stillAlive && ++n % 10 === 0 && !(await stillAlive())) {
       throw new Error(`PostgreSQL exited during start-up (${(lastErr as Error)?.message ?? 'no answer'})`);
     }
