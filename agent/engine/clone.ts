@@ -75,6 +75,12 @@ export async function snapshotParent(
   }
 }
 
+/** Undo of a create's WAL archive, made in the background: destroyed once its making has settled. */
+export async function dropWal(ctx: EngineContext, b: BranchRecord, making: Promise<unknown>): Promise<void> {
+  await making;
+  await ctx.wal.destroy(b.id);
+}
+
 /** Clones into a dataset path that must not exist yet (so an undo never destroys a stranger's). */
 export async function cloneFresh(ctx: EngineContext, snap: string, b: BranchRecord, into = b.dataset): Promise<void> {
   if (await ctx.zfs.exists(into))

@@ -4,7 +4,7 @@ import { newPassword, type BackupLabel } from '../drivers/postgres.js';
 import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
-import { cloneFresh, setPassword, snapshotParent } from './clone.js';
+import { cloneFresh, dropWal, setPassword, snapshotParent } from './clone.js';
 import { openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
@@ -194,12 +194,19 @@ export async function createBranch(
     await steps.step(
       'port slot',
       async () => {
-        slot = ensureSlot(ctx, record.port, record.image).then(
-          () => null,
-          (e: unknown) => e,
-        );
+        slot = settled(ensureSlot(ctx, record.port, record.image));
       },
       () => dropSlot(ctx, record, slot),
+    );
+    // The WAL archive's dataset needs nothing the steps below make: it is made while the parent is
+    // checkpointed (or in backup mode), snapshotted and cloned, and awaited once the data is prepared.
+    let wal: Promise<unknown> = Promise.resolve(null);
+    await steps.step(
+      'wal archive',
+      async () => {
+        wal = settled(ctx.wal.create(record.id));
+      },
+      () => dropWal(ctx, record, wal),
     );
     let label: BackupLabel | null = kept?.backup ?? null;
     if (!kept)
@@ -208,18 +215,10 @@ export async function createBranch(
         label: `betterpg ${key}`,
         by: record,
       });
-    // The branch's WAL archive dataset is made while the clone is (zfs-fuse runs the two at once).
     await steps.step(
       'zfs clone',
-      async () => {
-        const [clone, wal] = await Promise.allSettled([cloneFresh(ctx, snap, record), ctx.wal.create(record.id)]);
-        if (clone.status === 'rejected') throw clone.reason;
-        if (wal.status === 'rejected') throw wal.reason;
-      },
-      async () => {
-        await ctx.zfs.destroy(record.dataset);
-        await ctx.wal.destroy(record.id);
-      },
+      () => cloneFresh(ctx, snap, record),
+      () => ctx.zfs.destroy(record.dataset),
       { partial: true },
     );
     await ctx.zfs.mount(record.dataset);
@@ -236,6 +235,8 @@ export async function createBranch(
       } else {
         await prepareCrashClone(dataDir, ctx.cfg);
       }
+      const failed = await wal;
+      if (failed) throw failed;
     });
     if (pitr) {
       // Replay the source's archive (mounted read-only for this start only) up to the target.
@@ -304,4 +305,12 @@ export async function createBranch(
   if (opts.fast)
     log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
   return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+}
+
+/** A task run beside others: resolves to its error, or null (never rejects, so it is never left unhandled). */
+function settled(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => null,
+    (e: unknown) => e,
+  );
 }

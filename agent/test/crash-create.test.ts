@@ -12,6 +12,7 @@ import { leftovers, query, queryOne } from './helpers.js';
 const CREATE = [
   'check image',
   'port slot',
+  'wal archive',
   'connect to parent',
   'zfs snapshot',
   'backup mode',

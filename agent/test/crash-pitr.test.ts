@@ -11,6 +11,7 @@ import { query, queryOne } from './helpers.js';
 const PITR = [
   'check image',
   'port slot',
+  'wal archive',
   'zfs clone',
   'prepare data',
   'start recovery',
