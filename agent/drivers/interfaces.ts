@@ -125,6 +125,8 @@ export interface DatasetStore {
   isMounted(name: string): Promise<boolean>;
   /** Mounted now, from the kernel's mount table: no command. */
   mountedNow(): Promise<Set<string>>;
+  /** The same, with where each is mounted (dataset name -> folder). */
+  mountsNow(): Promise<Map<string, string>>;
   /** Gone already counts as done. */
   destroy(name: string, opts?: { recursive?: boolean }): Promise<void>;
   rename(from: string, to: string): Promise<void>;

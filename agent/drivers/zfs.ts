@@ -104,14 +104,16 @@ export class ZfsDriver implements DatasetStore {
    * check before `zfs mount`, which costs a command and the host lock even when there is nothing to do.
    */
   async mountedNow(): Promise<Set<string>> {
-    const out = new Set<string>();
-    const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-    for (const line of text.split('\n')) {
-      const after = line.split(' - ')[1];
-      if (!after) continue;
-      const [fstype, source] = after.split(' ');
-      if (source && (fstype === 'zfs' || fstype === 'fuse.zfs')) out.add(source.replace(/\\040/g, ' '));
-    }
+    return new Set((await mountTable()).map((m) => m.dataset));
+  }
+
+  /**
+   * Where each dataset is mounted now (dataset name -> folder), from the same table: a fresh clone's
+   * folder without `zfs mount` and `zfs get`. Only whole-dataset mounts (a bind of a folder inside one is not where it is mounted).
+   */
+  async mountsNow(): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    for (const m of await mountTable()) if (m.root === '/' && !out.has(m.dataset)) out.set(m.dataset, m.at);
     return out;
   }
 
@@ -271,4 +273,24 @@ async function retryBusy<T>(fn: () => Promise<T>, attempts = 12): Promise<T> {
       delay = Math.min(delay * 2, 1000);
     }
   }
+}
+
+/** The ZFS mounts in this process's mount table (/proc/self/mountinfo: root and mount point are fields 4 and 5). */
+async function mountTable(): Promise<Array<{ dataset: string; root: string; at: string }>> {
+  const out: Array<{ dataset: string; root: string; at: string }> = [];
+  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  for (const line of text.split('\n')) {
+    const [before, after] = line.split(' - ');
+    if (!before || !after) continue;
+    const [fstype, source] = after.split(' ');
+    const [, , , root, at] = before.split(' ');
+    if (source && root && at && (fstype === 'zfs' || fstype === 'fuse.zfs'))
+      out.push({ dataset: unescapeMount(source), root: unescapeMount(root), at: unescapeMount(at) });
+  }
+  return out;
+}
+
+/** The kernel writes a space, tab, newline or backslash in a mount table field as octal (\040). */
+function unescapeMount(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 }

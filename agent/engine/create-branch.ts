@@ -5,7 +5,7 @@ import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
 import { cloneFresh, dropWal, setPassword, snapshotParent } from './clone.js';
-import { openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
+import { mountedFolder, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
 import { prepareBackupClone, prepareCrashClone } from './datadir.js';
@@ -221,8 +221,7 @@ export async function createBranch(
       () => ctx.zfs.destroy(record.dataset),
       { partial: true },
     );
-    await ctx.zfs.mount(record.dataset);
-    const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(record.dataset));
+    const dataDir = Layout.dataDir(await mountedFolder(ctx, record.dataset));
     await steps.step('prepare data', async () => {
       if (pitr) {
         await prepareBackupClone(dataDir, ctx.cfg, label!, []);
