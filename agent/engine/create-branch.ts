@@ -56,7 +56,10 @@ export async function createBranch(
   const t0 = performance.now();
   const spareList = sparePorts(ctx); // (a hint: the reservation below checks again under the lock)
   spareList.catch(() => {});
-  await begin(ctx);
+  // The free-space check runs beside begin(), whose errors (no pool, no Docker) win; made again
+  // after it when recovery or the WAL migration changed anything (they free or use space).
+  const freeSpace = settled(checkFreeSpace(ctx.zfs, ctx.cfg));
+  const changed = await begin(ctx);
   const key = refName(ref);
   if (ref.branch === 'main') throw conflict(`'main' is created with its database (bpg db create ${ref.database})`);
   if (opts.fromSnapshot && opts.pitr) throw invalid('use either --from-snapshot or --pitr, not both');
@@ -68,7 +71,8 @@ export async function createBranch(
     throw invalid("--schema-only takes the parent's current structure: drop --from-snapshot, --pitr and --fast");
   const seed = opts.seed === undefined ? null : seedInfo(opts.seed);
   checkResources(ctx.cfg, opts);
-  await checkFreeSpace(ctx.zfs, ctx.cfg);
+  const noSpace = changed ? await settled(checkFreeSpace(ctx.zfs, ctx.cfg)) : await freeSpace;
+  if (noSpace) throw noSpace;
   const startedAt = Date.now();
   const fromRef = opts.from ?? { database: ref.database, branch: 'main' };
   if (fromRef.database !== ref.database)

@@ -85,8 +85,8 @@ export class Engine {
     return preflight(this.ctx);
   }
   /** Before a change: the preflight, interrupted work finished or undone, an older install migrated. */
-  begin(): Promise<void> {
-    return begin(this.ctx);
+  async begin(): Promise<void> {
+    await begin(this.ctx);
   }
   recoverInterrupted(): Promise<string[]> {
     return recoverInterrupted(this.ctx);
