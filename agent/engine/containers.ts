@@ -116,11 +116,18 @@ export async function startContainer(
 ): Promise<void> {
   // betterpg.conf (postgres.settings) is rewritten through an untrusted-directory handle; the
   // settings the agent depends on go on the command line, where SQL cannot change them.
-  const major = await writeUserConf(dataDir, ctx.cfg);
-  await ctx.wal.mount(b.id);
-  await ensureHbaFile(ctx);
+  // Four independent things at once, awaited in order once all have settled: the first failing one
+  // in this order is the error, whichever failed first.
+  const conf = writeUserConf(dataDir, ctx.cfg);
+  const wal = ctx.wal.mount(b.id);
+  const hba = ensureHbaFile(ctx);
+  const state = ctx.docker.state(b.container);
+  await Promise.allSettled([conf, wal, hba, state]);
+  const major = await conf;
+  await wal;
+  await hba;
+  const existing = await state;
   const spec = containerSpec(ctx, b, major, pgdata, dataDir, extra);
-  const existing = await ctx.docker.state(b.container);
   // A running one is left as it is (made before port slots, it may publish the port itself).
   if (!existing?.running) await ensureSlot(ctx, b.port, b.image);
   const stale = existing !== null && !existing.running && existing.labels[LABEL_SPEC] !== spec.labels[LABEL_SPEC];

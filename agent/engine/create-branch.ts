@@ -16,10 +16,11 @@ import { planPitr } from './pitr.js';
 import { buildSchemaOnly, seedInfo } from './schema-only.js';
 import { dropSlot, ensureSlot, sparePorts } from './port-slots.js';
 import { reservePort } from './ports.js';
-import { freshView } from './reads.js';
+import { freshView, spaceNow } from './reads.js';
 import { begin } from './begin.js';
 import { assertIdle, expiryFor, freshBranchFields, newId, now, requireDatabase } from './rules.js';
 import { Steps } from './steps.js';
+import type { Space } from './view.js';
 
 export interface CreateBranchOptions {
   from?: BranchRef;
@@ -190,6 +191,7 @@ export async function createBranch(
     return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
   }
   const ready: { session: pg.Client | null } = { session: null };
+  let viewSpace: Promise<Space | null> | undefined;
   try {
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
@@ -280,6 +282,8 @@ export async function createBranch(
       () => ctx.docker.remove(record.container),
       { partial: true },
     );
+    // The view's `zfs get` runs while PostgreSQL starts (a fresh clone's numbers are the same then).
+    viewSpace = spaceNow(ctx, record.dataset);
     // The clone still has its parent's password: the session that finds it ready gives it its own.
     await steps.step('wait ready', async () => {
       ready.session = await openBranchWhenReady(ctx, { ...record, password: parent.password }, db);
@@ -307,7 +311,11 @@ export async function createBranch(
   ctx.spares?.poke();
   if (opts.fast)
     log.warn(`branch ${key} is crash-consistent (--fast): the parent was checkpointed, not put in backup mode`);
-  return { branch: await freshView(ctx, ref), timings: steps.timings, totalMs: Math.round(performance.now() - t0) };
+  return {
+    branch: await freshView(ctx, ref, { space: viewSpace }),
+    timings: steps.timings,
+    totalMs: Math.round(performance.now() - t0),
+  };
 }
 
 /** A task run beside others: resolves to its error, or null (never rejects, so it is never left unhandled). */

@@ -103,11 +103,23 @@ export async function getBranch(ctx: EngineContext, ref: BranchRef): Promise<Bra
   return viewOf(ctx, state, requireBranch(state, ref), await liveInfo(ctx));
 }
 
-/** The view of a branch this process just started: no Docker listing needed, one `zfs get`. */
-export async function freshView(ctx: EngineContext, ref: BranchRef): Promise<BranchView> {
+/** A dataset's space now, or null when it cannot be read. */
+export function spaceNow(ctx: EngineContext, dataset: string): Promise<Space | null> {
+  return ctx.zfs.get(dataset, ['used', 'available', 'quota']).then(spaceOf, () => null);
+}
+
+/**
+ * The view of a branch this process just started: no Docker listing needed, one `zfs get` (`space`:
+ * one the caller started already, while it waited for the branch).
+ */
+export async function freshView(
+  ctx: EngineContext,
+  ref: BranchRef,
+  o: { space?: Promise<Space | null> } = {},
+): Promise<BranchView> {
   const state = await ctx.store.read();
   const b = requireBranch(state, ref);
-  const space = await ctx.zfs.get(b.dataset, ['used', 'available', 'quota']).then(spaceOf, () => null);
+  const space = await (o.space ?? spaceNow(ctx, b.dataset));
   const live: LiveInfo = {
     containers: new Map([[b.container, 'running']]),
     space: new Map(space === null ? [] : [[b.dataset, space]]),
