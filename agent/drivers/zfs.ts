@@ -109,11 +109,18 @@ export class ZfsDriver implements DatasetStore {
 
   /**
    * Where each dataset is mounted now (dataset name -> folder), from the same table: a fresh clone's
-   * folder without `zfs mount` and `zfs get`. Only whole-dataset mounts (a bind of a folder inside one is not where it is mounted).
+   * folder without `zfs mount` and `zfs get`. A dataset mounted whole at two places (a bind of its
+   * mount point) is left out, as is a bind of a folder inside one: the caller asks ZFS then.
    */
   async mountsNow(): Promise<Map<string, string>> {
     const out = new Map<string, string>();
-    for (const m of await mountTable()) if (m.root === '/' && !out.has(m.dataset)) out.set(m.dataset, m.at);
+    const twice = new Set<string>();
+    for (const m of await mountTable()) {
+      if (m.root !== '/') continue;
+      if (out.has(m.dataset)) twice.add(m.dataset);
+      out.set(m.dataset, m.at);
+    }
+    for (const d of twice) out.delete(d);
     return out;
   }
 
@@ -275,10 +282,22 @@ async function retryBusy<T>(fn: () => Promise<T>, attempts = 12): Promise<T> {
   }
 }
 
-/** The ZFS mounts in this process's mount table (/proc/self/mountinfo: root and mount point are fields 4 and 5). */
-async function mountTable(): Promise<Array<{ dataset: string; root: string; at: string }>> {
-  const out: Array<{ dataset: string; root: string; at: string }> = [];
-  const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+/** The ZFS mounts in this process's mount table. */
+async function mountTable(): Promise<ZfsMount[]> {
+  return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+}
+
+export interface ZfsMount {
+  dataset: string;
+  /** The folder of the dataset that is mounted: `/` for the dataset itself, another for a bind of a folder in it. */
+  root: string;
+  /** Where it is mounted. */
+  at: string;
+}
+
+/** The ZFS lines of a mountinfo text (proc(5): root and mount point are fields 4 and 5, the source follows ' - '). */
+export function parseMountInfo(text: string): ZfsMount[] {
+  const out: ZfsMount[] = [];
   for (const line of text.split('\n')) {
     const [before, after] = line.split(' - ');
     if (!before || !after) continue;
