@@ -14,7 +14,7 @@ import { hardening } from '../drivers/hardening.js';
 import type { PgTarget } from '../drivers/postgres.js';
 import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
 import type { EngineContext } from './context.js';
-import { PG_HBA, serverArgs, writeUserConf } from './datadir.js';
+import { PG_HBA, pgMajor, serverArgs, writeUserConf } from './datadir.js';
 import { Layout, ZFS_PROP } from './layout.js';
 import { ensureSlot, slotName } from './port-slots.js';
 import { requireDatabase } from './rules.js';
@@ -134,6 +134,28 @@ export async function startContainer(
   if (stale) await ctx.docker.remove(b.container);
   if (!existing || stale) await ctx.docker.create(spec);
   await ctx.docker.start(b.container);
+}
+
+/**
+ * A new branch's container made ahead of its clone (not started): from the parent's PostgreSQL
+ * version and where the clone will be mounted (under its parent dataset's mount point, as ZFS
+ * mounts a child). Nothing when either is unknown; start makes it again if the guess was wrong.
+ */
+export async function createEarly(
+  ctx: EngineContext,
+  b: BranchRecord,
+  parent: BranchRecord,
+  pgdata: string,
+): Promise<void> {
+  const mounts = await ctx.zfs.mountsNow();
+  const cut = b.dataset.lastIndexOf('/');
+  const under = mounts.get(b.dataset.slice(0, cut));
+  const parentAt = mounts.get(parent.dataset);
+  if (under === undefined || parentAt === undefined) return;
+  const major = await pgMajor(Layout.dataDir(parentAt));
+  const dataDir = Layout.dataDir(`${under}/${b.dataset.slice(cut + 1)}`);
+  const id = await ctx.docker.create(containerSpec(ctx, b, major, pgdata, dataDir));
+  ctx.log.debug('container made ahead of its clone', { container: b.container, id });
 }
 
 /** Waits until the branch answers a query and accepts writes; the container's last log line on failure. */

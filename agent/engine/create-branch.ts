@@ -5,7 +5,7 @@ import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
 import { cloneFresh, dropWal, setPassword, snapshotParent } from './clone.js';
-import { mountedFolder, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
+import { createEarly, mountedFolder, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
 import { prepareBackupClone, prepareCrashClone } from './datadir.js';
@@ -195,14 +195,21 @@ export async function createBranch(
   try {
     const snap = record.origin!.snapshot;
     const { pgdata } = await steps.step('check image', () => ctx.docker.ensureImage(record.image));
-    // The port slot starts while the snapshot and clone are made (taken at once when it is a spare).
+    // The port slot starts while the snapshot and clone are made (taken at once when it is a spare),
+    // and the branch's container is made in it meanwhile (not started), for where the clone will be
+    // mounted: 'start container' makes it again if it is mounted elsewhere (the spec's hash differs).
     let slot: Promise<unknown> = Promise.resolve(null);
+    let early: Promise<unknown> = Promise.resolve(null);
     await steps.step(
       'port slot',
       async () => {
         slot = settled(ensureSlot(ctx, record.port, record.image));
+        if (!pitr) early = slot.then((failed) => (failed ? null : settled(createEarly(ctx, record, parent, pgdata))));
       },
-      () => dropSlot(ctx, record, slot),
+      async () => {
+        await early;
+        await dropSlot(ctx, record, slot);
+      },
     );
     // The WAL archive's dataset needs nothing the steps below make: it is made while the parent is
     // checkpointed (or in backup mode), snapshotted and cloned, and awaited once the data is prepared.
@@ -277,6 +284,7 @@ export async function createBranch(
       async () => {
         const failed = await slot;
         if (failed) throw failed;
+        await early; // made or not: startContainer makes what is missing or different
         await startContainer(ctx, record, pgdata, dataDir);
       },
       () => ctx.docker.remove(record.container),

@@ -13,7 +13,8 @@ import { queryOne, sh } from './helpers.js';
  * WAL archive's dataset is made while the parent is checkpointed, snapshotted and cloned: a create
  * failing after any step leaves no archive behind (nor anything else: the crash lab's checks), and
  * one whose archive cannot be made fails cleanly. The free-space check runs beside the preflight,
- * whose errors win. A fresh clone's folder is read from the mount table, not asked of ZFS.
+ * whose errors win. A fresh clone's folder is read from the mount table, not asked of ZFS, and its
+ * container is made (not started) before the clone is there.
  * A state of its own (slot 44): failed creates here must not race other files' reconciles.
  */
 const FAST = [
@@ -57,6 +58,15 @@ describe('branch create --fast: steps beside each other, undone exactly', () => 
     );
     assert.equal(n, 0);
     await lab.ok(['branch', 'delete', `${lab.db}/probe`]);
+  });
+
+  it('makes the container ahead of the clone, and that container is the one that runs', async () => {
+    const r = await lab.run(['--debug', 'branch', 'create', `${lab.db}/ahead`, '--fast']);
+    assert.equal(r.code, 0, r.stderr);
+    const made = /container made ahead of its clone container=(\S+) id=([0-9a-f]{64})/.exec(r.stderr);
+    assert.ok(made, r.stderr);
+    assert.equal(sh('docker', ['inspect', '-f', '{{.Id}} {{.State.Running}}', made[1]!]).trim(), `${made[2]} true`);
+    await lab.ok(['branch', 'delete', `${lab.db}/ahead`]);
   });
 
   for (const step of FAST) {
