@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { conflict } from '../errors.js';
+import { CommandError } from '../drivers/exec.js';
 import { quoteIdent, quoteLiteral, scramVerifier, type BackupLabel } from '../drivers/postgres.js';
 import { refName } from '../names.js';
 import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
@@ -81,11 +82,35 @@ export async function dropWal(ctx: EngineContext, b: BranchRecord, making: Promi
   await ctx.wal.destroy(b.id);
 }
 
-/** Clones into a dataset path that must not exist yet (so an undo never destroys a stranger's). */
-export async function cloneFresh(ctx: EngineContext, snap: string, b: BranchRecord, into = b.dataset): Promise<void> {
-  if (await ctx.zfs.exists(into))
-    throw conflict(`dataset ${into} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${into}')`);
-  await ctx.zfs.clone(snap, into, branchProps(b));
+/**
+ * A clone into a dataset path that must not exist yet, and its undo (for a partial step), which
+ * destroys only what this clone made: never a dataset that was there already, or was made by
+ * someone else meanwhile (a leftover `bpg doctor` reports, a stranger's).
+ */
+export function freshClone(
+  ctx: EngineContext,
+  snap: string,
+  b: BranchRecord,
+  into = b.dataset,
+): { run: () => Promise<void>; undo: (o?: { recursive?: boolean }) => Promise<void> } {
+  let made = false;
+  return {
+    run: async () => {
+      if (await ctx.zfs.exists(into))
+        throw conflict(`dataset ${into} already exists (left over? 'bpg doctor' or 'zfs destroy -r ${into}')`);
+      try {
+        await ctx.zfs.clone(snap, into, branchProps(b));
+        made = true;
+      } catch (e) {
+        // Maybe made half-way (cloned, not mounted), unless ZFS says the name was taken meanwhile.
+        made = !(e instanceof CommandError && /already exists/i.test(e.stderr));
+        throw e;
+      }
+    },
+    undo: async (o = {}) => {
+      if (made) await ctx.zfs.destroy(into, o);
+    },
+  };
 }
 
 /** Gives a branch's superuser a new password (sent as a SCRAM verifier, never as text). */

@@ -4,7 +4,7 @@ import { newPassword, type BackupLabel } from '../drivers/postgres.js';
 import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
-import { cloneFresh, dropWal, setPassword, snapshotParent } from './clone.js';
+import { dropWal, freshClone, setPassword, snapshotParent } from './clone.js';
 import { createEarly, mountedFolder, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
@@ -228,12 +228,8 @@ export async function createBranch(
         label: `betterpg ${key}`,
         by: record,
       });
-    await steps.step(
-      'zfs clone',
-      () => cloneFresh(ctx, snap, record),
-      () => ctx.zfs.destroy(record.dataset),
-      { partial: true },
-    );
+    const clone = freshClone(ctx, snap, record);
+    await steps.step('zfs clone', clone.run, () => clone.undo(), { partial: true });
     const dataDir = Layout.dataDir(await mountedFolder(ctx, record.dataset));
     await steps.step('prepare data', async () => {
       if (pitr) {

@@ -4,7 +4,7 @@ import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord } from '../state/schema.js';
 import { begin } from './begin.js';
-import { cloneFresh, setPassword, snapshotParent } from './clone.js';
+import { freshClone, setPassword, snapshotParent } from './clone.js';
 import { startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import { prepareBackupClone, prepareCrashClone } from './datadir.js';
@@ -90,12 +90,8 @@ export async function resetBranch(
         label: `betterpg reset ${key}`,
         by: ref,
       });
-      await steps.step(
-        'zfs clone',
-        () => cloneFresh(ctx, snap, b, fresh),
-        () => ctx.zfs.destroy(fresh),
-        { partial: true },
-      );
+      const clone = freshClone(ctx, snap, b, fresh);
+      await steps.step('zfs clone', clone.run, () => clone.undo(), { partial: true });
       await ctx.zfs.mount(fresh);
       await steps.step('prepare data', async () => {
         const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(fresh));

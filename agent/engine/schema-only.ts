@@ -7,7 +7,7 @@ import type { ContainerSpec } from '../drivers/interfaces.js';
 import { hardening } from '../drivers/hardening.js';
 import { refName } from '../names.js';
 import type { BranchRecord, DatabaseRecord } from '../state/schema.js';
-import { cloneFresh } from './clone.js';
+import { freshClone } from './clone.js';
 import { containerSpec, ensureHbaFile, labels, ownerOf } from './containers.js';
 import type { EngineContext } from './context.js';
 import { mkdirOwned, writeUserConf } from './datadir.js';
@@ -75,12 +75,8 @@ export async function buildSchemaOnly(ctx: EngineContext, steps: Steps, o: Schem
       `branch '${refName(parent)}' is not running: its schema is read with pg_dump (start it first: bpg branch start ${refName(parent)})`,
     );
   const tpl = await steps.step('template', () => ensureTemplate(ctx, record.image, pgdata));
-  await steps.step(
-    'zfs clone',
-    () => cloneFresh(ctx, tpl.snapshot, record, into),
-    () => ctx.zfs.destroy(into, { recursive: true }),
-    { partial: true },
-  );
+  const clone = freshClone(ctx, tpl.snapshot, record, into);
+  await steps.step('zfs clone', clone.run, () => clone.undo({ recursive: true }), { partial: true });
   await ctx.zfs.mount(into);
   const mp = await ctx.zfs.mountpoint(into);
   await dropTemplateSecret(mp);

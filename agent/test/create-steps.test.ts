@@ -98,6 +98,27 @@ describe('branch create --fast: steps beside each other, undone exactly', () => 
     await lab.assertConsistent();
   });
 
+  it("a dataset already at the branch's path is refused and left as it was, its files too", async () => {
+    const zfs = new ZfsDriver();
+    const stray = `${lab.root}/${lab.db}/stray`;
+    await zfs.create(stray);
+    const file = join(await zfs.mountpoint(stray), 'keep.txt');
+    writeFileSync(file, 'mine');
+    try {
+      for (const flags of [['--fast'], ['--schema-only']]) {
+        const before = stateText();
+        const r = await lab.run(['branch', 'create', `${lab.db}/stray`, ...flags]);
+        assert.equal(r.code, 4, r.stderr);
+        assert.match(r.stderr, new RegExp(`dataset ${stray} already exists`));
+        assert.equal(readFileSync(file, 'utf8'), 'mine', `${flags[0]}: the dataset is still there, with its file`);
+        assert.equal(stateText(), before);
+      }
+    } finally {
+      await zfs.destroy(stray);
+    }
+    await lab.assertConsistent();
+  });
+
   it("the free-space check runs beside the preflight: the preflight's errors win", async () => {
     const before = stateText();
     const create = (env: Record<string, string>) => lab.run(['branch', 'create', `${lab.db}/nospace`, '--fast'], env);
