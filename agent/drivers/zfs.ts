@@ -1,6 +1,5 @@
 import { mkdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import lockfile from 'proper-lockfile';
 import { CommandError, run, sleep } from './exec.js';
 import type { DatasetStore, ZfsEntry, ZfsProps } from './interfaces.js';
 export type { ZfsEntry, ZfsProps } from './interfaces.js';
@@ -19,6 +18,10 @@ const MUTATING = new Set([
   'rollback',
 ]);
 const HOST_LOCK_DIR = process.env.BPG_ZFS_LOCK_DIR ?? '/run/betterpg';
+const HOST_LOCK_FILE = `${HOST_LOCK_DIR}/zfs.flock`;
+/** How long a change waits for the others, and flock's exit code when that runs out. */
+const LOCK_WAIT_S = 150;
+const LOCK_TIMED_OUT = 75;
 
 const BUSY = /busy/i;
 
@@ -32,21 +35,28 @@ export class ZfsDriver implements DatasetStore {
   /**
    * zfs-fuse was seen to hang `umount` for good when several processes changed datasets at once
    * under heavy I/O; one change at a time per host (a lock file shared by every agent process)
-   * avoids that, and costs nothing measurable: each change takes 10-100 ms.
+   * avoids that, and costs nothing measurable: each change takes 10-100 ms. The lock is the
+   * kernel's (`flock(1)` runs zfs holding it): it goes with the zfs process, so an agent killed
+   * while a change runs (a create's WAL dataset is made beside its other steps) never leaves it held.
    */
   private async zfs(args: string[]): Promise<string> {
     if (!MUTATING.has(args[0]!)) return run(this.bin, args);
     mkdirSync(HOST_LOCK_DIR, { recursive: true, mode: 0o700 });
-    const release = await lockfile.lock(HOST_LOCK_DIR, {
-      lockfilePath: `${HOST_LOCK_DIR}/zfs.lock`,
-      realpath: false,
-      stale: 30_000,
-      retries: { retries: 3000, minTimeout: 5, maxTimeout: 50, factor: 1.2 },
-    });
     try {
-      return await run(this.bin, args);
-    } finally {
-      await release().catch(() => {});
+      return await run(
+        'flock',
+        ['-w', String(LOCK_WAIT_S), '-E', String(LOCK_TIMED_OUT), HOST_LOCK_FILE, this.bin, ...args],
+        {
+          timeoutMs: (LOCK_WAIT_S + 120) * 1000,
+        },
+      );
+    } catch (e) {
+      if (!(e instanceof CommandError)) throw e;
+      const stderr =
+        e.exitCode === LOCK_TIMED_OUT
+          ? `waited ${LOCK_WAIT_S} s for the host's ZFS lock (${HOST_LOCK_FILE}): another zfs change does not end`
+          : e.stderr;
+      throw new CommandError(this.bin, args, e.exitCode, stderr);
     }
   }
 
