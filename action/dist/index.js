@@ -56007,26 +56007,32 @@ async function withClient(t, fn, o = {}) {
  * has exited, instead of waiting out the whole timeout.
  */
 async function waitReady(t, timeoutMs, stillAlive) {
+    await (await openWhenReady(t, timeoutMs, stillAlive)).end().catch(() => { });
+}
+/** waitReady, keeping the session that found the server ready (the caller ends it): one connection less. */
+async function openWhenReady(t, timeoutMs, stillAlive) {
     const deadline = Date.now() + timeoutMs;
     let lastErr;
     let n = 0;
     while (Date.now() < deadline) {
+        let c = null;
         try {
-            const inRecovery = await withClient(t, async (c) => (await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r);
+            c = await connect(t);
+            const inRecovery = (await c.query('SELECT pg_is_in_recovery() AS r')).rows[0].r;
             if (!inRecovery)
-                return;
+                return c;
             lastErr = new Error('still in recovery');
         }
         catch (e) {
             lastErr = e;
-            const msg = e.message ?? '';
-            if (/password authentication failed/i.test(msg))
-                throw e;
         }
+        await c?.end().catch(() => { });
+        if (/password authentication failed/i.test(lastErr?.message ?? ''))
+            throw lastErr;
         if (stillAlive && ++n % 10 === 0 && !(await stillAlive())) {
             throw new Error(`PostgreSQL exited during start-up (${lastErr?.message ?? 'no answer'})`);
         }
-        await exec_sleep(n < 40 ? 25 : 100);
+        await exec_sleep(n < 20 ? 10 : n < 40 ? 25 : 100); // a fresh clone usually answers within ~0.1 s
     }
     throw new Error(`PostgreSQL did not answer within ${Math.round(timeoutMs / 1000)} s: ${lastErr?.message ?? ''}`);
 }
@@ -56083,7 +56089,7 @@ async function withBackupMode(c, label, takeSnapshot, o = {}) {
     return { labelfile: row.labelfile, spcmapfile: row.spcmapfile ?? '', firstSegment, lastSegment };
 }
 /** The PostgreSQL side of the engine (interfaces.ts): sessions, readiness, backup mode. */
-const postgresClients = { connect, withClient, waitReady, withBackupMode };
+const postgresClients = { connect, withClient, waitReady, openWhenReady, withBackupMode };
 
 ;// CONCATENATED MODULE: ./shared/pg-config.ts
 /** host, port, user, password, database, and `ssl` as libpq's sslmode says. */
