@@ -11,7 +11,7 @@ import { fetchTrusting } from '../api/trust.js';
 import { agentSocketPath } from '../api/local-socket.js';
 import type { BranchView } from '../engine/view.js';
 import { BPG, cli, freePort, ownStateConfig, query, uniqueDb, type CliResult } from './helpers.js';
-import { BPG_UNBUNDLED } from './run-child.js';
+import { BPG_UNBUNDLED, bundleChunksWith, ENGINE_CHUNK } from './run-child.js';
 import { startSourcePg } from './source-pg.js';
 import { issueCert, testCa } from './tls-helpers.js';
 
@@ -410,12 +410,7 @@ describe('the CLI from anywhere (a real bpg serve over HTTPS, and its local sock
     assert.ok(inProcess.some((u) => /\/node_modules\/dockerode\//.test(u)));
     // The bundle keeps the split: through the socket, no chunk with yaml or the engine's libraries
     // (zod loads, for the answer), and nothing from node_modules but picocolors; --local loads them.
-    const heavyChunks = (urls: string[]) =>
-      urls.filter(
-        (u) =>
-          /\/build\/cli\//.test(u) &&
-          /YAMLParseError|from ["'](dockerode|pg|express)["']/.test(readFileSync(fileURLToPath(u), 'utf8')),
-      );
+    const heavyChunks = (urls: string[]) => bundleChunksWith(urls, ENGINE_CHUNK);
     const bundled = await loaded(['branch', 'list', db], BOX, BPG);
     assert.ok(
       bundled.some((u) => u.endsWith('/build/cli/bpg.js')),

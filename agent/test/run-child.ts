@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /**
@@ -8,8 +9,17 @@ import { fileURLToPath } from 'node:url';
 export const BPG = fileURLToPath(new URL('../../../bin/bpg.js', import.meta.url));
 /** The same CLI from tsc's modules, not the bundle: for tests of which modules a command loads. */
 export const BPG_UNBUNDLED = fileURLToPath(new URL('./bpg-unbundled.js', import.meta.url));
-/** What in a bundle chunk shows it holds zod, yaml, or an import of the engine's libraries. */
-export const HEAVY_CHUNK = /ZodType|YAMLParseError|from ["'](dockerode|pg|express|prom-client|undici)["']/;
+/** What in a bundle chunk shows it holds yaml or imports the engine's libraries. */
+export const ENGINE_CHUNK = /YAMLParseError|from ["'](dockerode|pg|express|prom-client|undici)["']/;
+/** What in a bundle chunk shows it holds zod. */
+export const ZOD_CHUNK = /ZodType/;
+
+/** The bundle's chunks (build/cli) among a run's loaded module URLs whose code matches one of `markers`. */
+export function bundleChunksWith(loaded: string[], ...markers: RegExp[]): string[] {
+  return loaded.filter(
+    (u) => /\/build\/cli\/[^/]+\.js$/.test(u) && markers.some((m) => m.test(readFileSync(fileURLToPath(u), 'utf8'))),
+  );
+}
 /** A config path that does not exist: a command that got as far as the engine fails on it. */
 export const NO_CONFIG = '/nonexistent/bpg-unit-test/config.yaml';
 
