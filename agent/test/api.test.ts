@@ -236,8 +236,8 @@ describe('HTTP API', () => {
       (await cli(['branch', 'get', `${db}/b1`, '--json'], { BPG_CONFIG: process.env.BPG_CONFIG })).stdout,
     );
     const apiView = await client.getBranch(db, 'b1');
-    // usedBytes moves as PostgreSQL writes; everything else must be identical.
-    assert.deepEqual({ ...apiView, usedBytes: 0 }, { ...cliView, usedBytes: 0 });
+    // usedBytes and walBytes move as PostgreSQL writes and archives; everything else must be identical.
+    assert.deepEqual({ ...apiView, usedBytes: 0, walBytes: 0 }, { ...cliView, usedBytes: 0, walBytes: 0 });
     assert.deepEqual(Object.keys(apiView), Object.keys(cliView));
   });
 
