@@ -127,6 +127,8 @@ export interface DatasetStore {
   mountedNow(): Promise<Set<string>>;
   /** The same, with where each is mounted (dataset name -> folder). */
   mountsNow(): Promise<Map<string, string>>;
+  /** The folder a dataset is mounted on, mounted first when it is not. */
+  mountedFolder(name: string): Promise<string>;
   /** Gone already counts as done. */
   destroy(name: string, opts?: { recursive?: boolean }): Promise<void>;
   rename(from: string, to: string): Promise<void>;

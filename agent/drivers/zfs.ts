@@ -134,6 +134,17 @@ export class ZfsDriver implements DatasetStore {
     return out;
   }
 
+  /**
+   * The folder a dataset is mounted on, mounted first when it is not: one read of the mount table
+   * when it is (a fresh clone is mounted by `zfs clone`), instead of a `zfs mount` and a `zfs get`.
+   */
+  async mountedFolder(name: string): Promise<string> {
+    const at = (await this.mountsNow()).get(name);
+    if (at !== undefined) return at;
+    await this.mount(name);
+    return this.mountpoint(name);
+  }
+
   async isMounted(name: string): Promise<boolean> {
     return (await this.get(name, ['mounted'])).mounted === 'yes';
   }

@@ -190,22 +190,11 @@ export async function openBranchWhenReady(
   }
 }
 
-/**
- * The folder a dataset is mounted on, mounted first when it is not: one read of the mount table
- * when it is (a fresh clone is mounted by `zfs clone`), instead of a `zfs mount` and a `zfs get`.
- */
-export async function mountedFolder(ctx: EngineContext, dataset: string): Promise<string> {
-  const at = (await ctx.zfs.mountsNow()).get(dataset);
-  if (at !== undefined) return at;
-  await ctx.zfs.mount(dataset);
-  return ctx.zfs.mountpoint(dataset);
-}
-
 /** Mounts a branch's dataset and (re)creates and starts its container, then waits until it answers. */
 export async function startBranchContainer(ctx: EngineContext, b: BranchRecord): Promise<void> {
   const st = await ctx.store.read();
   const db = requireDatabase(st, b.database);
   const { pgdata } = await ctx.docker.ensureImage(b.image);
-  await startContainer(ctx, b, pgdata, Layout.dataDir(await mountedFolder(ctx, b.dataset)));
+  await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(b.dataset)));
   await waitBranchReady(ctx, b, db);
 }

@@ -5,7 +5,7 @@ import { refName, type BranchRef } from '../names.js';
 import { newOperation } from '../state/operation.js';
 import type { BranchRecord, SnapshotRecord } from '../state/schema.js';
 import { dropWal, freshClone, setPassword, snapshotParent } from './clone.js';
-import { createEarly, mountedFolder, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
+import { createEarly, openBranchWhenReady, startContainer, waitBranchReady } from './containers.js';
 import type { EngineContext } from './context.js';
 import type { CreateResult } from './create-database.js';
 import { prepareBackupClone, prepareCrashClone } from './datadir.js';
@@ -230,7 +230,7 @@ export async function createBranch(
       });
     const clone = freshClone(ctx, snap, record);
     await steps.step('zfs clone', clone.run, () => clone.undo(), { partial: true });
-    const dataDir = Layout.dataDir(await mountedFolder(ctx, record.dataset));
+    const dataDir = Layout.dataDir(await ctx.zfs.mountedFolder(record.dataset));
     await steps.step('prepare data', async () => {
       if (pitr) {
         await prepareBackupClone(dataDir, ctx.cfg, label!, []);

@@ -15,8 +15,7 @@ import type { BranchView } from './view.js';
 export function start(ctx: EngineContext, ref: BranchRef): Promise<BranchView> {
   return lifecycle(ctx, ref, 'start', async (b, db) => {
     const { pgdata } = await ctx.docker.ensureImage(b.image);
-    await ctx.zfs.mount(b.dataset);
-    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
+    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(b.dataset)));
     await waitBranchReady(ctx, b, db);
     return 'running';
   });
@@ -41,8 +40,7 @@ export function restart(ctx: EngineContext, ref: BranchRef): Promise<BranchView>
   return lifecycle(ctx, ref, 'restart', async (b, db) => {
     await ctx.docker.stop(b.container, ctx.cfg.postgres.stopTimeoutSeconds);
     const { pgdata } = await ctx.docker.ensureImage(b.image);
-    await ctx.zfs.mount(b.dataset);
-    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
+    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(b.dataset)));
     await waitBranchReady(ctx, b, db);
     return 'running';
   });

@@ -180,8 +180,7 @@ export async function refreshDatabase(
       },
       async () => {
         if (main.status !== 'running') return;
-        await ctx.zfs.mount(main.dataset);
-        await startContainer(ctx, main, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(main.dataset)));
+        await startContainer(ctx, main, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(main.dataset)));
         await waitBranchReady(ctx, main, db);
       },
     );

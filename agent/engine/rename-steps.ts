@@ -64,8 +64,7 @@ export async function startAll(
     const b = s.branches[keyOf(old)] ?? old;
     if (!running.has(refName(old))) continue;
     const { pgdata } = await ctx.docker.ensureImage(b.image);
-    await ctx.zfs.mount(b.dataset);
-    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
+    await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(b.dataset)));
     await waitBranchReady(ctx, b, s.databases[b.database]!);
   }
 }

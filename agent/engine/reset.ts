@@ -92,9 +92,8 @@ export async function resetBranch(
       });
       const clone = freshClone(ctx, snap, b, fresh);
       await steps.step('zfs clone', clone.run, () => clone.undo(), { partial: true });
-      await ctx.zfs.mount(fresh);
+      const dataDir = Layout.dataDir(await ctx.zfs.mountedFolder(fresh));
       await steps.step('prepare data', async () => {
-        const dataDir = Layout.dataDir(await ctx.zfs.mountpoint(fresh));
         const parentData = Layout.dataDir(await ctx.zfs.mountpoint(parent.dataset));
         if (label)
           await prepareBackupClone(dataDir, ctx.cfg, label, [
@@ -109,8 +108,7 @@ export async function resetBranch(
       'remove old container',
       () => ctx.docker.remove(b.container),
       async () => {
-        await ctx.zfs.mount(b.dataset);
-        await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountpoint(b.dataset)));
+        await startContainer(ctx, b, pgdata, Layout.dataDir(await ctx.zfs.mountedFolder(b.dataset)));
         await waitBranchReady(ctx, b, db);
       },
     );

@@ -77,8 +77,7 @@ export async function buildSchemaOnly(ctx: EngineContext, steps: Steps, o: Schem
   const tpl = await steps.step('template', () => ensureTemplate(ctx, record.image, pgdata));
   const clone = freshClone(ctx, tpl.snapshot, record, into);
   await steps.step('zfs clone', clone.run, () => clone.undo({ recursive: true }), { partial: true });
-  await ctx.zfs.mount(into);
-  const mp = await ctx.zfs.mountpoint(into);
+  const mp = await ctx.zfs.mountedFolder(into);
   await dropTemplateSecret(mp);
   const work = join(mp, WORK_DIR);
   const seedPath = join(mp, SEED_FILE);

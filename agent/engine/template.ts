@@ -62,8 +62,7 @@ export async function ensureTemplate(ctx: EngineContext, image: string, pgdata: 
 }
 
 async function readSecret(ctx: EngineContext, ds: string): Promise<string> {
-  await ctx.zfs.mount(ds);
-  const text = await readFile(join(await ctx.zfs.mountpoint(ds), SECRET_FILE), 'utf8');
+  const text = await readFile(join(await ctx.zfs.mountedFolder(ds), SECRET_FILE), 'utf8');
   return Secret.parse(JSON.parse(text)).password;
 }
 
