@@ -241,7 +241,7 @@ export async function createBranch(
           ...(kept ? [] : [{ dir: parentData, sub: 'pg_wal' }]),
         ]);
       } else {
-        await prepareCrashClone(dataDir, ctx.cfg);
+        await prepareCrashClone(dataDir);
       }
       const failed = await wal;
       if (failed) throw failed;

@@ -122,21 +122,26 @@ host    all   all   ::/0          scram-sha-256
 
 const owner = (cfg: Config): Owner => ({ uid: cfg.postgres.uid, gid: cfg.postgres.gid });
 
-/** The PostgreSQL major version of a data directory (PG_VERSION, read as an untrusted file). */
-export async function pgMajor(dataDir: string): Promise<number> {
-  const text = await UntrustedDir.with(dataDir, (d) => d.readText('PG_VERSION', 64));
-  const v = Number(text.trim());
+/** PG_VERSION of an open data directory, read as an untrusted file. */
+async function readMajor(d: UntrustedDir, dataDir: string): Promise<number> {
+  const v = Number((await d.readText('PG_VERSION', 64)).trim());
   if (!Number.isInteger(v) || v < 9 || v > 99)
     throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
   return v;
 }
 
-/** Writes betterpg.conf (postgres.settings) before a start, so a config change reaches every branch. */
+/** The PostgreSQL major version of a data directory. */
+export async function pgMajor(dataDir: string): Promise<number> {
+  return UntrustedDir.with(dataDir, (d) => readMajor(d, dataDir));
+}
+
+/**
+ * Writes betterpg.conf (postgres.settings) before each start (startContainer), so a config change
+ * reaches every branch; returns the data directory's major version.
+ */
 export async function writeUserConf(dataDir: string, cfg: Config): Promise<number> {
   return UntrustedDir.with(dataDir, async (d) => {
-    const major = Number((await d.readText('PG_VERSION', 64)).trim());
-    if (!Number.isInteger(major) || major < 9 || major > 99)
-      throw new Error(`${dataDir}/PG_VERSION does not hold a PostgreSQL major version`);
+    const major = await readMajor(d, dataDir);
     await d.writeFile(USER_CONF, userConf(cfg, major), owner(cfg));
     return major;
   });
@@ -148,10 +153,9 @@ export async function configureNewCluster(dataDir: string, cfg: Config): Promise
   await writeUserConf(dataDir, cfg);
 }
 
-/** A crash-consistent clone: only the dead postmaster's pid file must go. */
-export async function prepareCrashClone(dataDir: string, cfg: Config): Promise<void> {
+/** A crash-consistent clone: only the dead postmaster's pid file must go (betterpg.conf is written at the start). */
+export async function prepareCrashClone(dataDir: string): Promise<void> {
   await UntrustedDir.with(dataDir, (d) => d.remove('postmaster.pid'));
-  await writeUserConf(dataDir, cfg);
 }
 
 /** A folder WAL segments are copied from: a WAL archive, or `pg_wal` inside a data directory (`sub`). */
@@ -228,7 +232,6 @@ export async function prepareBackupClone(
     }
     await d.writeFile('recovery.signal', '', o);
   });
-  await writeUserConf(dataDir, cfg);
 }
 
 /**

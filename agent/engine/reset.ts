@@ -100,7 +100,7 @@ export async function resetBranch(
             { dir: ctx.layout.walDir(parent.id) },
             { dir: parentData, sub: 'pg_wal' },
           ]);
-        else await prepareCrashClone(dataDir, ctx.cfg);
+        else await prepareCrashClone(dataDir);
       });
     }
     // The swap: from here on, undo puts the old branch back.
