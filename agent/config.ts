@@ -135,8 +135,13 @@ export const ConfigSchema = z
          * branch is cloned from (set one with --disk on db create). null: no quota.
          */
         diskQuota: Size.nullable().default(20 * 1024 ** 3),
-        /** ZFS quota of each branch's WAL archive dataset. null: no quota. */
-        walQuota: Size.nullable().default(10 * 1024 ** 3),
+        /**
+         * ZFS quota of each branch's WAL archive dataset. null: no quota. At least one WAL segment:
+         * below that ZFS refuses to make the dataset, or PostgreSQL can archive nothing.
+         */
+        walQuota: Size.refine((v) => v >= 16 * 1024 ** 2, 'must be at least 16m (one WAL segment), or null for no quota')
+          .nullable()
+          .default(10 * 1024 ** 3),
         /**
          * Container hardening (agent/drivers/hardening.ts); each key has an off value. PR SQL runs
          * shell commands in the container as uid 999 (COPY ... TO PROGRAM): these bound what it can do.

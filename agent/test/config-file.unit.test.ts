@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import YAML from 'yaml';
 import { configPath, DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, readStateDir, scanStateDir } from '../config-file.js';
-import { loadConfig } from '../config.js';
+import { loadConfig, parseConfig } from '../config.js';
 
 /**
  * The CLI finds `bpg serve`'s socket from the config's stateDir without validating the rest
@@ -123,5 +123,24 @@ describe('the state folder, read without validating the config', () => {
       if (saved === undefined) delete process.env.BPG_CONFIG;
       else process.env.BPG_CONFIG = saved;
     }
+  });
+});
+
+describe('postgres.walQuota', () => {
+  const raw = (walQuota: unknown) => ({
+    zfs: { pool: 'bpgtest', datasetBase: 'x' },
+    postgres: { image: 'postgres:17', walQuota },
+  });
+
+  it('refuses less than one WAL segment at load, naming the key (ZFS would refuse the archive at the first create)', () => {
+    for (const q of ['1k', '15m', 1024])
+      assert.throws(
+        () => parseConfig(raw(q), 'here'),
+        /invalid config here: postgres\.walQuota: must be at least 16m \(one WAL segment\), or null for no quota/,
+        String(q),
+      );
+    assert.equal(parseConfig(raw('16m'), 'here').postgres.walQuota, 16 * 1024 ** 2);
+    assert.equal(parseConfig(raw(null), 'here').postgres.walQuota, null);
+    assert.equal(parseConfig(raw(undefined), 'here').postgres.walQuota, 10 * 1024 ** 3);
   });
 });

@@ -84,16 +84,23 @@ describe('branch create --fast: steps beside each other, undone exactly', () => 
   }
 
   it('a create whose WAL archive cannot be made fails at prepare data and undoes the rest', async () => {
-    // A quota ZFS refuses for a new dataset ("out of space"): `zfs create` of the archive fails.
-    const tiny = variant('tiny-wal', (raw) => (raw.postgres.walQuota = '1k'));
+    // The archives' parent dataset full (a quota at what it holds): `zfs create` of the new archive
+    // fails "out of space", while the branch's clone beside it succeeds.
+    const zfs = new ZfsDriver();
+    const walRoot = `${lab.root}/_wal`;
+    await zfs.set(walRoot, { quota: (await zfs.get(walRoot, ['used'])).used! });
     const before = stateText();
-    const r = await lab.run(['branch', 'create', `${lab.db}/nowal`, '--fast'], { BPG_CONFIG: tiny });
-    assert.equal(r.code, 4, r.stderr); // out of space: a conflict with the host's state, as before
-    assert.match(
-      r.stderr,
-      /out of space.*failed at step 'prepare data': zfs create: .*_wal\/[0-9a-f]{16}': out of space/,
-    );
-    assert.match(r.stderr, /every finished step was undone/);
+    try {
+      const r = await lab.run(['branch', 'create', `${lab.db}/nowal`, '--fast']);
+      assert.equal(r.code, 4, r.stderr); // out of space: a conflict with the host's state
+      assert.match(
+        r.stderr,
+        /out of space.*failed at step 'prepare data': zfs create: .*_wal\/[0-9a-f]{16}': out of space/,
+      );
+      assert.match(r.stderr, /every finished step was undone/);
+    } finally {
+      await zfs.set(walRoot, { quota: 'none' });
+    }
     assert.equal(stateText(), before);
     await lab.assertConsistent();
   });
