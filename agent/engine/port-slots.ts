@@ -175,8 +175,11 @@ export async function fillSpares(
         return gone;
       });
   done.removed.push(...removed);
-  const have = slots.filter((x) => !removed.includes(x.port)).map((x) => x.port);
-  let spare = (await sparePorts(ctx)).length;
+  const left = slots.filter((x) => !removed.includes(x.port));
+  const have = left.map((x) => x.port);
+  // sparePorts without listing Docker again
+  const held = new Set(Object.values((await ctx.store.read()).branches).map((b) => b.port));
+  let spare = left.filter((x) => x.state === 'running' && !held.has(x.port)).length;
   if (spare >= want) return done;
   await preflight(ctx); // no spares for an agent whose pool or Docker is missing
   const { image } = ctx.cfg.postgres;
