@@ -139,7 +139,10 @@ export const ConfigSchema = z
          * ZFS quota of each branch's WAL archive dataset. null: no quota. At least one WAL segment:
          * below that ZFS refuses to make the dataset, or PostgreSQL can archive nothing.
          */
-        walQuota: Size.refine((v) => v >= 16 * 1024 ** 2, 'must be at least 16m (one WAL segment), or null for no quota')
+        walQuota: Size.refine(
+          (v) => v >= 16 * 1024 ** 2,
+          'must be at least 16m (one WAL segment), or null for no quota',
+        )
           .nullable()
           .default(10 * 1024 ** 3),
         /**

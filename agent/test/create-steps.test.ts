@@ -93,7 +93,10 @@ describe('branch create --fast: steps beside each other, undone exactly', () => 
     try {
       const r = await lab.run(['branch', 'create', `${lab.db}/nowal`, '--fast']);
       assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, /failed at step 'prepare data': zfs create: filesystem successfully created, but not mounted/);
+      assert.match(
+        r.stderr,
+        /failed at step 'prepare data': zfs create: filesystem successfully created, but not mounted/,
+      );
       assert.match(r.stderr, /every finished step was undone/);
     } finally {
       await zfs.set(walRoot, { readonly: 'off' });
