@@ -11,9 +11,11 @@
 #   BPG_TEST_JOBS     test files run at once (default 3)
 #   BPG_KEEP_STACK=1  leave the daemons and the pool running afterwards (faster next run)
 #   BPG_TEST_FILES    test files to run (default: all build/agent/test/*.test.js)
-#   BPG_TEST_PORT_BASE first port of this run's 2000 (default 35432): the shared test state uses the
+#   BPG_TEST_PORT_BASE first port of this run's 2000 (default 25432): the shared test state uses the
 #                     first 1000, tests with a state of their own slices of the rest. Give runs
-#                     that share a machine different bases.
+#                     that share a machine different bases. The ports must lie outside the host's
+#                     ephemeral range (net.ipv4.ip_local_port_range), where any outgoing
+#                     connection may take one as its local port while a test means to listen on it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { echo "[test] $*" >&2; }
@@ -23,6 +25,12 @@ export BPG_POOL_FILE="${BPG_POOL_FILE:-/var/lib/betterpg-test/${BPG_POOL}.img}"
 export BPG_POOL_SIZE="${BPG_POOL_SIZE:-20G}"
 export BPG_IMAGE="${BPG_IMAGE:-betterpg/postgres:15-local}"
 STARTED=/run/betterpg-started
+export BPG_TEST_PORT_BASE="${BPG_TEST_PORT_BASE:-25432}"
+read -r eph_lo eph_hi < /proc/sys/net/ipv4/ip_local_port_range
+if (( BPG_TEST_PORT_BASE <= eph_hi && BPG_TEST_PORT_BASE + 1999 >= eph_lo )); then
+  log "ports $BPG_TEST_PORT_BASE-$((BPG_TEST_PORT_BASE + 1999)) overlap the ephemeral range $eph_lo-$eph_hi (net.ipv4.ip_local_port_range): set BPG_TEST_PORT_BASE below $((eph_lo - 2000)) or above $eph_hi"
+  exit 2
+fi
 
 started_before=$(cat "$STARTED" 2>/dev/null || true)
 pool_before=0
@@ -42,7 +50,6 @@ npm ci --no-audit --no-fund --loglevel=error >&2
 work=$(mktemp -d /var/tmp/bpg-test.XXXXXX)
 base="test-$(date +%s)-$$"
 export BPG_CONFIG="$work/config.yaml"
-export BPG_TEST_PORT_BASE="${BPG_TEST_PORT_BASE:-35432}"
 node bin/bpg.js init --pool "$BPG_POOL" --dataset-base "$base" --image "$BPG_IMAGE" \
   --state-dir "$work/state" --port-range "$BPG_TEST_PORT_BASE-$((BPG_TEST_PORT_BASE + 999))" >&2
 

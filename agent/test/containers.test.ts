@@ -12,7 +12,19 @@ import type { DoctorReport } from '../engine/doctor.js';
 import type { BranchView } from '../engine/view.js';
 import { firewallRules } from '../drivers/network.js';
 import type { State } from '../state/schema.js';
-import { cli, containerName, leftovers, ok, okJson, ownStateConfig, query, queryOne, sh, uniqueDb } from './helpers.js';
+import {
+  cli,
+  containerName,
+  leftovers,
+  ok,
+  okJson,
+  ownStateConfig,
+  query,
+  queryOne,
+  sh,
+  TEST_PORT_BASE,
+  uniqueDb,
+} from './helpers.js';
 
 /**
  * Hardened branch containers and two agents on one host, on the real stack. PR SQL is hostile: it
@@ -27,7 +39,7 @@ import { cli, containerName, leftovers, ok, okJson, ownStateConfig, query, query
  */
 
 const execFileP = promisify(execFile);
-const BASE = Number(process.env.BPG_TEST_PORT_BASE ?? 35432);
+const BASE = TEST_PORT_BASE;
 const MiB = 1024 ** 2;
 
 // A and E publish on 0.0.0.0, so a branch could reach another one's port through the host's

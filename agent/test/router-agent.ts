@@ -7,12 +7,12 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ownStateConfig } from './helpers.js';
+import { ownStateConfig, TEST_PORT_BASE } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
 
 /** The first port of a slot (ownStateConfig's numbering): where a router of a test listens. */
 export function slotPort(slot: number): number {
-  return Number(process.env.BPG_TEST_PORT_BASE ?? 35432) + 1000 + slot * 20;
+  return TEST_PORT_BASE + 1000 + slot * 20;
 }
 
 export interface RouterConfig {
