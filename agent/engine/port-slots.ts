@@ -134,9 +134,9 @@ export async function listSlots(ctx: EngineContext): Promise<SlotInfo[]> {
     .map((c) => ({ name: c.name, port: Number(c.labels[LABEL_SLOT]), state: c.state }));
 }
 
-/** Running slots no branch holds: the ports a create should take first. */
-export async function sparePorts(ctx: EngineContext): Promise<number[]> {
-  const [slots, s] = await Promise.all([listSlots(ctx).catch(() => []), ctx.store.read()]);
+/** Running slots no branch holds: the ports a create should take first (`listed`: a listing the caller has). */
+export async function sparePorts(ctx: EngineContext, listed?: SlotInfo[]): Promise<number[]> {
+  const [slots, s] = await Promise.all([listed ?? listSlots(ctx).catch(() => []), ctx.store.read()]);
   const held = new Set(Object.values(s.branches).map((b) => b.port));
   return slots
     .filter((x) => x.state === 'running' && !held.has(x.port))
@@ -177,9 +177,7 @@ export async function fillSpares(
   done.removed.push(...removed);
   const left = slots.filter((x) => !removed.includes(x.port));
   const have = left.map((x) => x.port);
-  // sparePorts without listing Docker again
-  const held = new Set(Object.values((await ctx.store.read()).branches).map((b) => b.port));
-  let spare = left.filter((x) => x.state === 'running' && !held.has(x.port)).length;
+  let spare = (await sparePorts(ctx, left)).length;
   if (spare >= want) return done;
   await preflight(ctx); // no spares for an agent whose pool or Docker is missing
   const { image } = ctx.cfg.postgres;
