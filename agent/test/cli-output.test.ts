@@ -13,7 +13,7 @@ import { buildProgram } from '../cli/program.js';
 import { loadConfig } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import type { BranchView, DatabaseView } from '../engine/view.js';
-import { BPG, cli, ok, okJson, ownStateConfig, recorder, TEST_PORT_BASE, uniqueDb, type CliResult } from './helpers.js';
+import { BPG, cli, ok, okJson, ownStateConfig, recorder, slotPort, uniqueDb, type CliResult } from './helpers.js';
 import { onTty } from './tty.js';
 import { issueCert, testCa } from './tls-helpers.js';
 
@@ -204,8 +204,7 @@ describe('bpg output formats, colour, connection strings and psql (shared state)
 });
 
 describe('bpg connection-string and psql through the router', { concurrency: 1 }, () => {
-  const BASE = TEST_PORT_BASE;
-  const ROUTER_PORT = BASE + 1000 + 42 * 20;
+  const ROUTER_PORT = slotPort(42);
   const db = uniqueDb('cr');
   const ca = testCa();
   const cert = issueCert(ca, { name: 'router', dns: ['localhost'], ips: ['127.0.0.1'] });

@@ -146,18 +146,23 @@ export async function queryOne<T extends pg.QueryResultRow = Record<string, unkn
 }
 
 /**
+ * The first of this run's 2000 ports (scripts/test.sh sets it): below Linux's ephemeral range
+ * (32768-60999), so no outgoing connection's local port ever takes a port a test listens on.
+ */
+export const TEST_PORT_BASE = Number(process.env.BPG_TEST_PORT_BASE ?? 25432);
+
+/** The first port of a slot (ownStateConfig's numbering): where a router of a test listens. */
+export function slotPort(slot: number): number {
+  return TEST_PORT_BASE + 1000 + slot * 20;
+}
+
+/**
  * A config like the test one with its own state folder, dataset base (`<base>-<name>`) and port
  * slice, for tests that leave interrupted work behind on purpose or run a daemon: the next mutating
  * command of ANY process on a state cleans up its interrupted work, so sharing the state would race
  * the other test files. `slot` (0-49, one per state: see the list in docs/internals/testing.md or
  * `grep -rn ownStateConfig`) picks 20 ports after the shared state's 1000.
  */
-/**
- * The first of this run's 2000 ports (scripts/test.sh sets it): below Linux's ephemeral range
- * (32768-60999), so no outgoing connection's local port ever takes a port a test listens on.
- */
-export const TEST_PORT_BASE = Number(process.env.BPG_TEST_PORT_BASE ?? 25432);
-
 export function ownStateConfig(
   name: string,
   slot: number,
@@ -165,7 +170,7 @@ export function ownStateConfig(
 ): string {
   const raw = YAML.parse(readFileSync(process.env.BPG_CONFIG!, 'utf8'));
   if (!Number.isInteger(slot) || slot < 0 || slot > 49) throw new Error(`slot ${slot}: 0-49`);
-  const base = TEST_PORT_BASE + 1000 + slot * 20;
+  const base = slotPort(slot);
   // under the run's folder, which scripts/test.sh removes
   raw.stateDir = mkdtempSync(join(dirname(process.env.BPG_CONFIG!), `state-${name}-`));
   raw.zfs.datasetBase = `${raw.zfs.datasetBase}-${name}`;

@@ -7,13 +7,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ownStateConfig, TEST_PORT_BASE } from './helpers.js';
+import { ownStateConfig, slotPort } from './helpers.js';
 import { selfSignedCert } from './tls-helpers.js';
-
-/** The first port of a slot (ownStateConfig's numbering): where a router of a test listens. */
-export function slotPort(slot: number): number {
-  return TEST_PORT_BASE + 1000 + slot * 20;
-}
 
 export interface RouterConfig {
   /** The config file (its own state folder, dataset base and ports). */

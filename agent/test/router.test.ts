@@ -14,7 +14,7 @@ import { loadConfig, type Config } from '../config.js';
 import { Engine } from '../engine/engine.js';
 import type { HousekeepingReport } from '../engine/housekeeping.js';
 import type { BranchView } from '../engine/view.js';
-import { cli, ok, okJson, ownStateConfig, recorder, TEST_PORT_BASE, uniqueDb, type CliResult } from './helpers.js';
+import { cli, ok, okJson, ownStateConfig, recorder, slotPort, uniqueDb, type CliResult } from './helpers.js';
 import { cancelRequest, gssEncRequest, rawFrame, sslRequest, startupPacket, Wire } from './pg-wire.js';
 import { issueCert, testCa } from './tls-helpers.js';
 
@@ -28,8 +28,7 @@ import { issueCert, testCa } from './tls-helpers.js';
  * routing (host=<branch>.<db>.<domain> hostaddr=127.0.0.1) and for routing by database name.
  */
 
-const BASE = TEST_PORT_BASE;
-const ROUTER_PORT = BASE + 1000 + 30 * 20;
+const ROUTER_PORT = slotPort(30);
 const DOMAIN = 'pg.bpg.test';
 const TOKEN = `tok-${randomBytes(16).toString('hex')}`;
 const HOUR = 3_600_000;
